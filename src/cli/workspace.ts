@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ensureWorkspaceConfig, type LoadedConfig, loadConfigFile } from '../config/load.js';
+
+export const DEFAULT_DATA_DIR = '.tributary';
+
+export interface WorkspaceOptions {
+  config?: string;
+  dataDir?: string;
+  /** Create `<dataDir>/tributary.yaml` when no configuration exists. */
+  create?: boolean;
+}
+
+export interface Workspace {
+  loaded: LoadedConfig;
+  dataDir: string;
+  created: boolean;
+}
+
+/**
+ * Finds the configuration: `--config FILE`, else `./tributary.yaml`, else
+ * `<data-dir>/tributary.yaml` (created with one HTTP source when `create` is set).
+ */
+export function resolveWorkspace(opts: WorkspaceOptions, env: NodeJS.ProcessEnv): Workspace {
+  let path = opts.config;
+  let created = false;
+  if (!path && existsSync('tributary.yaml')) path = 'tributary.yaml';
+  if (!path) {
+    const dir = opts.dataDir ?? DEFAULT_DATA_DIR;
+    if (opts.create) created = ensureWorkspaceConfig(dir).created;
+    path = join(dir, 'tributary.yaml');
+  }
+  const loaded = loadConfigFile(resolve(path), env);
+  const dataDir = resolve(opts.dataDir ?? loaded.config.storage.dataDir);
+  return { loaded, dataDir, created };
+}
+
+/**
+ * The admin token: `TRIBUTARY_ADMIN_TOKEN`, else the one kept in `<dataDir>/admin-token`,
+ * else a new one written there (mode 0600) and reported as generated.
+ */
+export function resolveAdminToken(
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  create: boolean,
+): { token: string | undefined; generated: boolean } {
+  if (env.TRIBUTARY_ADMIN_TOKEN) return { token: env.TRIBUTARY_ADMIN_TOKEN, generated: false };
+  const file = join(dataDir, 'admin-token');
+  if (existsSync(file)) return { token: readFileSync(file, 'utf8').trim(), generated: false };
+  if (!create) return { token: undefined, generated: false };
+  mkdirSync(dataDir, { recursive: true });
+  const token = `tka_${randomBytes(24).toString('base64url')}`;
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return { token, generated: true };
+}

@@ -1,0 +1,85 @@
+import { promisify } from 'node:util';
+import { gunzip, inflate } from 'node:zlib';
+import sjson from 'secure-json-parse';
+import { TributaryError } from '../errors.js';
+
+const gunzipAsync = promisify(gunzip);
+const inflateAsync = promisify(inflate);
+
+/** Limits on what one request may carry, counted on decoded bytes. */
+export interface BodyLimits {
+  /** Largest decoded body, bytes. Default 500 KB for batches, 32 KB for single events. */
+  maxBytes: number;
+  /** Deepest JSON nesting accepted (the body itself is level 1). Default 64. */
+  maxDepth: number;
+}
+
+export const BATCH_MAX_BYTES = 500 * 1024;
+export const EVENT_MAX_BYTES = 32 * 1024;
+export const BATCH_MAX_EVENTS = 2500;
+export const MAX_DEPTH = 64;
+
+/**
+ * Decodes a request body (identity, gzip or deflate), enforcing the byte limit on the
+ * decoded size so a small compressed body cannot expand past it. Decompression runs on
+ * the thread pool.
+ */
+export async function decodeBody(
+  raw: Buffer,
+  encoding: string | undefined,
+  maxBytes: number,
+): Promise<Buffer> {
+  const enc = (encoding ?? 'identity').trim().toLowerCase();
+  if (enc === '' || enc === 'identity') {
+    if (raw.length > maxBytes) throw new TributaryError('TRIB_ERR_COLLECT_BODY_TOO_LARGE', [maxBytes]);
+    return raw;
+  }
+  if (enc !== 'gzip' && enc !== 'x-gzip' && enc !== 'deflate') {
+    throw new TributaryError('TRIB_ERR_COLLECT_UNSUPPORTED_ENCODING', [enc]);
+  }
+  try {
+    const opts = { maxOutputLength: maxBytes };
+    return enc === 'deflate' ? await inflateAsync(raw, opts) : await gunzipAsync(raw, opts);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
+      throw new TributaryError('TRIB_ERR_COLLECT_BODY_TOO_LARGE', [maxBytes], { cause: err });
+    }
+    throw new TributaryError('TRIB_ERR_COLLECT_BAD_ENCODING', [(err as Error).message], { cause: err });
+  }
+}
+
+/**
+ * Parses JSON whatever the Content-Type said. `__proto__` keys are removed and
+ * `constructor.prototype` pairs are dropped, so no key can reach a prototype; nesting
+ * deeper than `maxDepth` is refused.
+ */
+export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
+  let text = decoded.toString('utf8');
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  let value: unknown;
+  try {
+    value = sjson.parse(text, undefined, { protoAction: 'remove', constructorAction: 'remove' });
+  } catch (err) {
+    throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
+  }
+  if (exceedsDepth(value, 1, maxDepth)) throw new TributaryError('TRIB_ERR_COLLECT_TOO_DEEP', [maxDepth]);
+  return value;
+}
+
+/** True when `value` (at nesting level `level`) nests deeper than `max`. Stops at the first hit. */
+export function exceedsDepth(value: unknown, level: number, max: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (level > max) return true;
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      if (typeof item === 'object' && item !== null && exceedsDepth(item, level + 1, max)) return true;
+    }
+    return false;
+  }
+  const obj = value as Record<string, unknown>;
+  for (const key in obj) {
+    const item = obj[key];
+    if (typeof item === 'object' && item !== null && exceedsDepth(item, level + 1, max)) return true;
+  }
+  return false;
+}

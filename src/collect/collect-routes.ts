@@ -1,0 +1,257 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { SourceConfig } from '../config/schema.js';
+import type { EventRejectionCode } from '../errors.js';
+import { TributaryError } from '../errors.js';
+import type { EventLog, RawEvent } from '../log/event-log.js';
+import { type EventType, isEventType, isPlainObject, type JsonObject, SHORT_TYPES } from '../spec/event.js';
+import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../spec/normalize.js';
+import {
+  BATCH_MAX_BYTES,
+  BATCH_MAX_EVENTS,
+  decodeBody,
+  EVENT_MAX_BYTES,
+  MAX_DEPTH,
+  parseJsonBody,
+} from './body.js';
+import { extractWriteKey } from './write-key.js';
+
+/** What the collection routes report, for metrics. */
+export interface CollectObserver {
+  received(sourceId: string, count: number): void;
+  accepted(sourceId: string, count: number): void;
+  rejected(sourceId: string, code: string, count: number): void;
+}
+
+export interface CollectDeps {
+  /** Enabled sources by write key. */
+  sourcesByWriteKey: ReadonlyMap<string, SourceConfig>;
+  log: EventLog;
+  observer: CollectObserver;
+  /** URL clients reach the server at, when it differs from the request's Host. */
+  publicUrl?: string;
+}
+
+export interface Rejection {
+  index: number;
+  code: EventRejectionCode;
+  message: string;
+}
+
+/** The collection API: Segment, RudderStack and Jitsu routes and the SDK settings endpoints. */
+export async function collectRoutes(app: FastifyInstance, deps: CollectDeps): Promise<void> {
+  const batchRoute = { bodyLimit: BATCH_MAX_BYTES + 1024 };
+
+  for (const type of ['track', 'identify', 'page', 'screen', 'group', 'alias'] as const) {
+    app.post(`/v1/${type}`, batchRoute, (req, reply) => collect(req, reply, deps, type));
+  }
+  app.post('/v1/batch', batchRoute, (req, reply) => collect(req, reply, deps, 'batch'));
+  app.post('/v1/import', batchRoute, (req, reply) => collect(req, reply, deps, 'batch'));
+  app.post('/beacon/v1/batch', batchRoute, (req, reply) => collect(req, reply, deps, 'batch'));
+  app.post<{ Params: { short: string } }>('/v1/:short', batchRoute, (req, reply) => {
+    const type = SHORT_TYPES[req.params.short];
+    if (req.params.short === 'm') return reply.send({ success: true });
+    if (!type) throw new TributaryError('TRIB_ERR_NOT_FOUND', [`POST ${req.url}`]);
+    return collect(req, reply, deps, type);
+  });
+  const jitsu = (req: FastifyRequest<{ Params: { type: string } }>, reply: FastifyReply) => {
+    const type = req.params.type;
+    if (type === 'batch') return collect(req, reply, deps, 'batch');
+    if (!isEventType(type)) throw new TributaryError('TRIB_ERR_COLLECT_UNKNOWN_TYPE', [type]);
+    return collect(req, reply, deps, type);
+  };
+  app.post<{ Params: { type: string } }>('/api/s/:type', batchRoute, jitsu);
+  app.post<{ Params: { type: string } }>('/api/s/s2s/:type', batchRoute, jitsu);
+
+  app.get<{ Params: { writeKey: string } }>('/v1/projects/:writeKey/settings', (req, reply) => {
+    const source = deps.sourcesByWriteKey.get(req.params.writeKey);
+    if (!source) throw new TributaryError('TRIB_ERR_AUTH_UNKNOWN_WRITE_KEY');
+    const base = publicBase(req, deps.publicUrl);
+    reply.header('cache-control', 'no-cache');
+    return {
+      integrations: {
+        'Segment.io': {
+          apiKey: req.params.writeKey,
+          apiHost: `${base.host}/v1`,
+          protocol: base.protocol,
+          unbundledIntegrations: [],
+          addBundledMetadata: true,
+          maybeBundledConfigIds: {},
+        },
+      },
+      plan: {
+        track: { __default: { enabled: true, integrations: {} } },
+        identify: { __default: { enabled: true } },
+        group: { __default: { enabled: true } },
+      },
+      edgeFunction: {},
+      analyticsNextEnabled: true,
+      middlewareSettings: {},
+      enabledMiddleware: {},
+      metrics: { sampleRate: 0 },
+      legacyVideoPluginsEnabled: false,
+      remotePlugins: [],
+    };
+  });
+
+  app.get('/sourceConfig/', (req) => {
+    const key = extractWriteKey(req.headers, req.query, undefined);
+    if (key === undefined) throw new TributaryError('TRIB_ERR_AUTH_MISSING_WRITE_KEY');
+    const source = deps.sourcesByWriteKey.get(key);
+    if (!source) throw new TributaryError('TRIB_ERR_AUTH_UNKNOWN_WRITE_KEY');
+    return {
+      isHosted: false,
+      source: {
+        id: source.id,
+        name: source.name ?? source.id,
+        writeKey: key,
+        workspaceId: 'tributary',
+        enabled: true,
+        config: { statsCollection: { errors: { enabled: false }, metrics: { enabled: false } } },
+        destinations: [],
+      },
+    };
+  });
+}
+
+function publicBase(req: FastifyRequest, publicUrl: string | undefined): { protocol: string; host: string } {
+  if (publicUrl) {
+    const u = new URL(publicUrl);
+    return { protocol: u.protocol.replace(':', ''), host: u.host + u.pathname.replace(/\/$/, '') };
+  }
+  return { protocol: req.protocol, host: req.headers.host ?? `${req.hostname}` };
+}
+
+async function collect(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  deps: CollectDeps,
+  route: EventType | 'batch',
+) {
+  const receivedAt = Date.now();
+  const isBatch = route === 'batch';
+
+  // A key in the headers or query is checked before the body is even decoded.
+  let writeKey = extractWriteKey(req.headers, req.query, undefined);
+  if (writeKey !== undefined && !deps.sourcesByWriteKey.has(writeKey)) {
+    throw new TributaryError('TRIB_ERR_AUTH_UNKNOWN_WRITE_KEY');
+  }
+
+  const raw = req.body instanceof Buffer ? req.body : Buffer.alloc(0);
+  const limit = isBatch ? BATCH_MAX_BYTES : EVENT_MAX_BYTES;
+  let decoded: Buffer;
+  try {
+    decoded = await decodeBody(raw, req.headers['content-encoding'], limit);
+  } catch (err) {
+    if (!isBatch && err instanceof TributaryError && err.code === 'TRIB_ERR_COLLECT_BODY_TOO_LARGE') {
+      throw new TributaryError('TRIB_ERR_COLLECT_EVENT_TOO_LARGE', [EVENT_MAX_BYTES], { cause: err });
+    }
+    throw err;
+  }
+  const body = parseJsonBody(decoded, MAX_DEPTH);
+  if (!isPlainObject(body)) throw new TributaryError('TRIB_ERR_COLLECT_NOT_AN_OBJECT');
+  writeKey ??= extractWriteKey({}, undefined, body);
+  if (writeKey === undefined) throw new TributaryError('TRIB_ERR_AUTH_MISSING_WRITE_KEY');
+  const source = deps.sourcesByWriteKey.get(writeKey);
+  if (!source) throw new TributaryError('TRIB_ERR_AUTH_UNKNOWN_WRITE_KEY');
+
+  let items: unknown[];
+  let batchContext: JsonObject | undefined;
+  let batchIntegrations: JsonObject | undefined;
+  let sentAt: unknown;
+  if (isBatch) {
+    if (!Array.isArray(body.batch)) throw new TributaryError('TRIB_ERR_COLLECT_BATCH_NOT_ARRAY');
+    if (body.batch.length > BATCH_MAX_EVENTS)
+      throw new TributaryError('TRIB_ERR_COLLECT_TOO_MANY_EVENTS', [BATCH_MAX_EVENTS]);
+    items = body.batch;
+    batchContext = isPlainObject(body.context) ? body.context : undefined;
+    batchIntegrations = isPlainObject(body.integrations) ? body.integrations : undefined;
+    sentAt = body.sentAt;
+  } else {
+    items = [body];
+  }
+
+  const ip = req.ip;
+  const records: RawEvent[] = new Array(items.length);
+  const rejected: Rejection[] = [];
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    const result = normalizeEvent(item, {
+      receivedAt,
+      ip,
+      context: batchContext,
+      integrations: batchIntegrations,
+      sentAt,
+      routeType: isBatch ? undefined : route,
+      newMessageId: randomUUID,
+    });
+    if (result.ok) {
+      const json = JSON.stringify(result.event);
+      if (
+        json.length * 3 > EVENT_MAX_BYTES &&
+        Buffer.byteLength(json) > EVENT_MAX_BYTES &&
+        Buffer.byteLength(JSON.stringify(item)) > EVENT_MAX_BYTES
+      ) {
+        if (!isBatch) throw new TributaryError('TRIB_ERR_COLLECT_EVENT_TOO_LARGE', [EVENT_MAX_BYTES]);
+        records[i] = rejectedRecord(
+          source.id,
+          item,
+          receivedAt,
+          'TRIB_ERR_EVENT_TOO_LARGE',
+          'the event is larger than 32 KB',
+        );
+        rejected.push({
+          index: i,
+          code: 'TRIB_ERR_EVENT_TOO_LARGE',
+          message: 'the event is larger than 32 KB',
+        });
+        continue;
+      }
+      records[i] = {
+        sourceId: source.id,
+        messageId: result.event.messageId,
+        receivedAt,
+        status: 'accepted',
+        json,
+      };
+    } else {
+      records[i] = rejectedRecord(source.id, item, receivedAt, result.code, result.message);
+      rejected.push({ index: i, code: result.code, message: result.message });
+    }
+  }
+
+  deps.observer.received(source.id, items.length);
+  try {
+    await deps.log.append(records);
+  } catch (err) {
+    throw new TributaryError('TRIB_ERR_LOG_APPEND_FAILED', [], { cause: err });
+  }
+  const accepted = items.length - rejected.length;
+  deps.observer.accepted(source.id, accepted);
+  for (const r of rejected) deps.observer.rejected(source.id, r.code, 1);
+  reply.header('content-type', 'application/json; charset=utf-8');
+  return { success: true, accepted, rejected };
+}
+
+function rejectedRecord(
+  sourceId: string,
+  item: unknown,
+  receivedAt: number,
+  code: string,
+  reason: string,
+): RawEvent {
+  const claimed = isPlainObject(item) ? item.messageId : undefined;
+  const messageId =
+    typeof claimed === 'string' && claimed !== '' && claimed.length <= MAX_MESSAGE_ID_LENGTH
+      ? claimed
+      : randomUUID();
+  return {
+    sourceId,
+    messageId,
+    receivedAt,
+    status: 'rejected',
+    code,
+    reason,
+    json: JSON.stringify(item ?? null),
+  };
+}

@@ -1,0 +1,2 @@
+export { ensureWorkspaceConfig, formatPath, type LoadedConfig, loadConfigFile, parseConfig } from './load.js';
+export { Duration, parseDuration, ServerConfig, SourceConfig, TributaryConfig } from './schema.js';

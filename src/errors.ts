@@ -1,0 +1,80 @@
+/**
+ * The catalogue of stable error codes. Codes are part of the public API: clients and
+ * tests match on `code`, never on the message. Each code has one HTTP status and a
+ * message template that tells the user what to do.
+ */
+export const ErrorCodes = {
+  TRIB_ERR_AUTH_MISSING_WRITE_KEY: {
+    status: 401,
+    message:
+      'No write key: send it as Basic auth (key as user name), X-Write-Key, ?writeKey= or "writeKey" in the body',
+  },
+  TRIB_ERR_AUTH_UNKNOWN_WRITE_KEY: {
+    status: 401,
+    message: 'Unknown write key: check the source configuration',
+  },
+  TRIB_ERR_AUTH_ADMIN_TOKEN: {
+    status: 401,
+    message: 'This endpoint needs the admin token: send "Authorization: Bearer <TRIBUTARY_ADMIN_TOKEN>"',
+  },
+  TRIB_ERR_COLLECT_INVALID_JSON: { status: 400, message: 'The body is not valid JSON: %s' },
+  TRIB_ERR_COLLECT_BODY_TOO_LARGE: { status: 400, message: 'The decoded body is larger than %s bytes' },
+  TRIB_ERR_COLLECT_EVENT_TOO_LARGE: { status: 400, message: 'The event is larger than %s bytes' },
+  TRIB_ERR_COLLECT_TOO_MANY_EVENTS: { status: 400, message: 'A batch may hold at most %s events' },
+  TRIB_ERR_COLLECT_TOO_DEEP: { status: 400, message: 'JSON nesting is deeper than %s levels' },
+  TRIB_ERR_COLLECT_BAD_ENCODING: { status: 400, message: 'The body could not be decoded: %s' },
+  TRIB_ERR_COLLECT_UNSUPPORTED_ENCODING: {
+    status: 415,
+    message: 'Content-Encoding %s is not supported: send identity or gzip',
+  },
+  TRIB_ERR_COLLECT_NOT_AN_OBJECT: { status: 400, message: 'The body must be a JSON object' },
+  TRIB_ERR_COLLECT_BATCH_NOT_ARRAY: { status: 400, message: 'The "batch" field must be an array of events' },
+  TRIB_ERR_COLLECT_UNKNOWN_TYPE: { status: 400, message: 'Unknown event type "%s"' },
+  TRIB_ERR_LOG_APPEND_FAILED: {
+    status: 503,
+    message: 'The events could not be stored durably; nothing was accepted, retry later',
+  },
+  TRIB_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'The server is shutting down; retry shortly' },
+  TRIB_ERR_QUERY_FAILED: { status: 400, message: 'The query failed: %s' },
+  TRIB_ERR_QUERY_MISSING_SQL: { status: 400, message: 'Send {"sql": "..."} with the query to run' },
+  TRIB_ERR_NOT_FOUND: { status: 404, message: 'No route %s' },
+  TRIB_ERR_INTERNAL: { status: 500, message: 'Internal error; the server log has the details' },
+  TRIB_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is invalid:\n%s' },
+  TRIB_ERR_CONFIG_NOT_FOUND: { status: 500, message: 'No configuration file at %s' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** An error with a stable code and an HTTP status. */
+export class TributaryError extends Error {
+  readonly code: ErrorCode;
+  readonly statusCode: number;
+
+  constructor(code: ErrorCode, args: readonly (string | number)[] = [], options?: { cause?: unknown }) {
+    let i = 0;
+    const message = ErrorCodes[code].message.replace(/%s/g, () => String(args[i++] ?? ''));
+    super(message, options);
+    this.name = 'TributaryError';
+    this.code = code;
+    this.statusCode = ErrorCodes[code].status;
+  }
+
+  toJSON(): { success: false; code: ErrorCode; message: string } {
+    return { success: false, code: this.code, message: this.message };
+  }
+}
+
+/** Reasons a single event is rejected while the rest of its batch is accepted. */
+export const EventRejectionCodes = {
+  TRIB_ERR_EVENT_NOT_OBJECT: 'the event must be a JSON object',
+  TRIB_ERR_EVENT_UNKNOWN_TYPE: 'the event type must be one of track, identify, page, screen, group, alias',
+  TRIB_ERR_EVENT_MISSING_IDENTITY: 'the event needs a userId or an anonymousId',
+  TRIB_ERR_EVENT_MISSING_EVENT_NAME: 'a track event needs a non-empty "event" name',
+  TRIB_ERR_EVENT_MISSING_GROUP_ID: 'a group event needs a "groupId"',
+  TRIB_ERR_EVENT_MISSING_PREVIOUS_ID: 'an alias event needs a "previousId"',
+  TRIB_ERR_EVENT_MESSAGE_ID_TOO_LONG: 'messageId is longer than 100 characters',
+  TRIB_ERR_EVENT_INVALID_FIELD: 'a field has the wrong type',
+  TRIB_ERR_EVENT_TOO_LARGE: 'the event is larger than 32 KB',
+} as const;
+
+export type EventRejectionCode = keyof typeof EventRejectionCodes;

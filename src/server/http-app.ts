@@ -1,0 +1,150 @@
+import { timingSafeEqual } from 'node:crypto';
+import cors from '@fastify/cors';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  LogController,
+} from 'fastify';
+import type { Logger } from 'pino';
+import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
+import type { SourceConfig } from '../config/schema.js';
+import { TributaryError } from '../errors.js';
+import type { Metrics } from '../observe/metrics.js';
+import type { Warehouse } from '../warehouse/warehouse.js';
+
+/** Headers the Segment, RudderStack and Jitsu browser SDKs send. */
+export const SDK_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'Content-Encoding',
+  'X-Retry-Count',
+  'AnonymousId',
+  'SentAt',
+  'Rsa-Retry-Attempt',
+  'Rsa-Since-Last-Attempt',
+  'Rsa-Since-First-Attempt',
+  'Rsa-Retry-Reason',
+  'Rsa-Recovered',
+  'X-Write-Key',
+];
+
+export interface HttpAppDeps extends CollectDeps {
+  sources: readonly SourceConfig[];
+  warehouse: Warehouse;
+  metrics: Metrics;
+  adminToken: string;
+  logger: Logger;
+  health: () => Record<string, unknown>;
+}
+
+/** Builds the HTTP application: collection API, admin API, health and metrics. */
+export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    trustProxy: true,
+    bodyLimit: 1024 * 1024,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  });
+
+  // Bodies are JSON whatever Content-Type says (SDKs send text/plain and form types), and may
+  // be gzipped: every body arrives as a Buffer and the routes decode it.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  await app.register(cors, {
+    origin: true,
+    credentials: true,
+    methods: ['GET', 'POST', 'OPTIONS'],
+    allowedHeaders: SDK_HEADERS,
+    maxAge: 86_400,
+  });
+
+  app.setErrorHandler((err: FastifyError | TributaryError, req, reply) => {
+    const mapped = toTributaryError(err);
+    if (mapped.statusCode >= 500) req.log.error({ err }, 'request failed');
+    if (req.url.startsWith('/v1/') || req.url.startsWith('/api/s/') || req.url.startsWith('/beacon/')) {
+      deps.metrics.requestsRefused.inc({ code: mapped.code });
+    }
+    reply.status(mapped.statusCode).send(mapped.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const err = new TributaryError('TRIB_ERR_NOT_FOUND', [`${req.method} ${req.url.split('?')[0]}`]);
+    reply.status(404).send(err.toJSON());
+  });
+
+  await app.register((scope, _opts, done) => {
+    void collectRoutes(scope, deps).then(() => done(), done);
+  });
+
+  app.get('/healthz', () => ({ status: 'ok', ...deps.health() }));
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', deps.metrics.registry.contentType);
+    return deps.metrics.registry.metrics();
+  });
+
+  await app.register((admin, _opts, done) => {
+    admin.addHook('onRequest', async (req) => {
+      if (!checkBearer(req.headers.authorization, deps.adminToken))
+        throw new TributaryError('TRIB_ERR_AUTH_ADMIN_TOKEN');
+    });
+    admin.post('/admin/v1/query', async (req) => {
+      const body = parseAdminJson(req.body);
+      const sql = body?.sql;
+      if (typeof sql !== 'string' || sql.trim() === '')
+        throw new TributaryError('TRIB_ERR_QUERY_MISSING_SQL');
+      try {
+        return await deps.warehouse.query(sql);
+      } catch (err) {
+        throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });
+      }
+    });
+    admin.get('/admin/v1/sources', () => ({
+      sources: deps.sources.map((s) => ({
+        id: s.id,
+        type: s.type,
+        name: s.name ?? s.id,
+        enabled: s.enabled,
+        writeKey: s.writeKey,
+      })),
+    }));
+    done();
+  });
+
+  return app;
+}
+
+function parseAdminJson(body: unknown): Record<string, unknown> | undefined {
+  if (!(body instanceof Buffer) || body.length === 0) return undefined;
+  try {
+    const v = JSON.parse(body.toString('utf8')) as unknown;
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
+  } catch (err) {
+    throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
+  }
+}
+
+export function checkBearer(header: string | undefined, token: string): boolean {
+  const m = header ? /^Bearer\s+(.+)$/i.exec(header) : null;
+  if (!m) return false;
+  const a = Buffer.from(m[1]!.trim());
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function toTributaryError(err: FastifyError | TributaryError): TributaryError {
+  if (err instanceof TributaryError) return err;
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new TributaryError('TRIB_ERR_COLLECT_BODY_TOO_LARGE', [500 * 1024], { cause: err });
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [err.message], { cause: err });
+    default:
+      if (err.statusCode === 400)
+        return new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [err.message], { cause: err });
+      return new TributaryError('TRIB_ERR_INTERNAL', [], { cause: err });
+  }
+}

@@ -1,0 +1,112 @@
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { SourceConfig, TributaryConfig } from '../config/schema.js';
+import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import { Metrics } from '../observe/metrics.js';
+import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
+import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import { buildHttpApp } from './http-app.js';
+
+export interface ServerOptions {
+  config: TributaryConfig;
+  /** Folder of the DuckDB files. */
+  dataDir: string;
+  adminToken: string;
+  logger: Logger;
+  /** Overrides `config.server.port` (0 picks a free port). */
+  port?: number;
+  host?: string;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  app: FastifyInstance;
+  log: DuckDBEventLog;
+  warehouse: DuckDBWarehouse;
+  loader: WarehouseLoader;
+  metrics: Metrics;
+  /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root of the embedded deployment: one DuckDB instance whose main
+ * database (`warehouse.duckdb`) holds the warehouse and whose attached `log`
+ * (`log.duckdb`, its own file and WAL) holds the event log.
+ */
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const { config, logger } = opts;
+  const dataDir = resolve(opts.dataDir);
+  mkdirSync(dataDir, { recursive: true });
+  const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'));
+  const setup = await instance.connect();
+  await setup.run("SET GLOBAL TimeZone = 'UTC'");
+  await setup.run(`ATTACH IF NOT EXISTS '${join(dataDir, 'log.duckdb').replace(/'/g, "''")}' AS log`);
+  setup.closeSync();
+
+  const log = await DuckDBEventLog.open(instance, { catalog: 'log' });
+  const warehouse = await DuckDBWarehouse.open(instance);
+  let loader: WarehouseLoader | undefined;
+  const metrics = new Metrics(() => ({ appended: log.endOffset(), loaded: loader?.position() ?? 0 }));
+  loader = new WarehouseLoader(log, warehouse, {
+    dedupeWindowMs: config.pipeline.dedupe.window,
+    observer: {
+      loaded: (s, n) => metrics.loaded.inc({ source: s }, n),
+      deduplicated: (s, n) => metrics.deduplicated.inc({ source: s }, n),
+      failedStored: (s, n) => metrics.failedStored.inc({ source: s }, n),
+      error: (err) => logger.error({ err }, 'warehouse loader failed; retrying'),
+    },
+  });
+  await loader.start();
+
+  const sourcesByWriteKey = new Map<string, SourceConfig>();
+  for (const s of config.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);
+
+  const app = await buildHttpApp({
+    sources: config.sources,
+    sourcesByWriteKey,
+    log,
+    warehouse,
+    metrics,
+    adminToken: opts.adminToken,
+    logger,
+    publicUrl: config.server.publicUrl,
+    observer: {
+      received: (s, n) => metrics.received.inc({ source: s }, n),
+      accepted: (s, n) => metrics.accepted.inc({ source: s }, n),
+      rejected: (s, code, n) => metrics.rejected.inc({ source: s, code }, n),
+    },
+    health: () => ({ log: { endOffset: log.endOffset() }, loader: { position: loader.position() } }),
+  });
+  const host = opts.host ?? config.server.host;
+  await app.listen({ port: opts.port ?? config.server.port, host });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : (opts.port ?? config.server.port);
+  const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${urlHost}:${port}`,
+    port,
+    app,
+    log,
+    warehouse,
+    loader,
+    metrics,
+    close() {
+      closing ??= (async () => {
+        await app.close();
+        await loader.drained();
+        await loader.stop();
+        await log.close();
+        await warehouse.close();
+        instance.closeSync();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,162 @@
+import type { EventRejectionCode } from '../errors.js';
+import { EventRejectionCodes } from '../errors.js';
+import {
+  type EventType,
+  type EventWarning,
+  isEventType,
+  isPlainObject,
+  type JsonObject,
+  type SegmentEvent,
+} from './event.js';
+
+/** Longest messageId accepted, as Segment documents it. */
+export const MAX_MESSAGE_ID_LENGTH = 100;
+/** A timestamp further ahead of receipt than this is replaced by `receivedAt`. */
+export const MAX_FUTURE_SKEW_MS = 23 * 60 * 60 * 1000;
+
+/** What the request adds to every event it carries. */
+export interface RequestEnvelope {
+  /** Time of receipt, epoch milliseconds. */
+  receivedAt: number;
+  /** The caller's address, set as `context.ip` unless the event has one. */
+  ip?: string;
+  /** Batch-level fields merged into each event (the event's own keys win). */
+  context?: JsonObject;
+  integrations?: JsonObject;
+  sentAt?: unknown;
+  /** Type given by the route (`/v1/track`); batch events carry their own. */
+  routeType?: EventType;
+  newMessageId: () => string;
+}
+
+export type NormalizeResult =
+  | { ok: true; event: SegmentEvent }
+  | { ok: false; code: EventRejectionCode; message: string };
+
+function reject(code: EventRejectionCode, detail?: string): NormalizeResult {
+  return {
+    ok: false,
+    code,
+    message: detail ? `${EventRejectionCodes[code]}: ${detail}` : EventRejectionCodes[code],
+  };
+}
+
+/** A string or finite number id, as a string; `undefined` when absent or empty; `null` when of a wrong type. */
+function idValue(value: unknown): string | undefined | null {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  return null;
+}
+
+function parseTime(value: unknown): number | undefined | null {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') return null;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+const OBJECT_FIELDS = ['properties', 'traits', 'context', 'integrations'] as const;
+
+/**
+ * Checks one event's envelope and sets the server-side fields: `receivedAt`, a
+ * generated `messageId` where absent, `context.ip`, batch-level `context` and
+ * `integrations`, and `timestamp`:
+ * the client's explicit `timestamp`, else `receivedAt − (sentAt − originalTimestamp)`,
+ * else `receivedAt`; a timestamp more than 23 h ahead of receipt becomes `receivedAt`
+ * and leaves a warning under `_tributary.warnings`.
+ *
+ * Pure: no I/O, the input is not modified.
+ */
+export function normalizeEvent(raw: unknown, env: RequestEnvelope): NormalizeResult {
+  if (!isPlainObject(raw)) return reject('TRIB_ERR_EVENT_NOT_OBJECT');
+  const type = env.routeType ?? raw.type;
+  if (!isEventType(type)) return reject('TRIB_ERR_EVENT_UNKNOWN_TYPE', JSON.stringify(raw.type ?? null));
+
+  const userId = idValue(raw.userId);
+  const anonymousId = idValue(raw.anonymousId);
+  if (userId === null) return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'userId must be a string or a number');
+  if (anonymousId === null)
+    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'anonymousId must be a string or a number');
+  if (userId === undefined && anonymousId === undefined) return reject('TRIB_ERR_EVENT_MISSING_IDENTITY');
+
+  let messageId: string;
+  if (raw.messageId === undefined || raw.messageId === null || raw.messageId === '') {
+    messageId = env.newMessageId();
+  } else if (typeof raw.messageId === 'string') {
+    if (raw.messageId.length > MAX_MESSAGE_ID_LENGTH) return reject('TRIB_ERR_EVENT_MESSAGE_ID_TOO_LONG');
+    messageId = raw.messageId;
+  } else {
+    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'messageId must be a string');
+  }
+
+  if (type === 'track' && (typeof raw.event !== 'string' || raw.event.trim() === '')) {
+    return reject(
+      raw.event === undefined ? 'TRIB_ERR_EVENT_MISSING_EVENT_NAME' : 'TRIB_ERR_EVENT_INVALID_FIELD',
+      raw.event === undefined ? undefined : 'event must be a non-empty string',
+    );
+  }
+  if (type !== 'track' && raw.event !== undefined && raw.event !== null && typeof raw.event !== 'string') {
+    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'event must be a string');
+  }
+  if (type === 'group' && !idValue(raw.groupId)) return reject('TRIB_ERR_EVENT_MISSING_GROUP_ID');
+  if (type === 'alias' && !idValue(raw.previousId)) return reject('TRIB_ERR_EVENT_MISSING_PREVIOUS_ID');
+  for (const field of OBJECT_FIELDS) {
+    const value = raw[field];
+    if (value !== undefined && value !== null && !isPlainObject(value)) {
+      return reject('TRIB_ERR_EVENT_INVALID_FIELD', `${field} must be an object`);
+    }
+  }
+  for (const field of ['name', 'category', 'groupId', 'previousId'] as const) {
+    const value = raw[field];
+    if (value !== undefined && value !== null && typeof value !== 'string' && typeof value !== 'number') {
+      return reject('TRIB_ERR_EVENT_INVALID_FIELD', `${field} must be a string`);
+    }
+  }
+
+  const explicit = parseTime(raw.timestamp);
+  const original = parseTime(raw.originalTimestamp);
+  const sentAt = parseTime(raw.sentAt ?? env.sentAt);
+  if (explicit === null)
+    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'timestamp must be an ISO-8601 string');
+  if (original === null)
+    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'originalTimestamp must be an ISO-8601 string');
+  if (sentAt === null) return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'sentAt must be an ISO-8601 string');
+
+  const receivedAt = env.receivedAt;
+  let timestamp: number;
+  if (explicit !== undefined) timestamp = explicit;
+  else if (original !== undefined && sentAt !== undefined) timestamp = receivedAt - (sentAt - original);
+  else if (original !== undefined) timestamp = original;
+  else timestamp = receivedAt;
+
+  const warnings: EventWarning[] = [];
+  if (timestamp - receivedAt > MAX_FUTURE_SKEW_MS) {
+    warnings.push({
+      code: 'TRIB_WARN_TIMESTAMP_IN_FUTURE',
+      message: `timestamp ${new Date(timestamp).toISOString()} was more than 23 h after receipt; receivedAt used`,
+    });
+    timestamp = receivedAt;
+  }
+
+  const context: JsonObject = { ...env.context, ...(raw.context as JsonObject | undefined) };
+  if (env.ip !== undefined && context.ip === undefined) context.ip = env.ip;
+
+  const event: SegmentEvent = {
+    ...raw,
+    type,
+    messageId,
+    receivedAt: new Date(receivedAt).toISOString(),
+    timestamp: new Date(timestamp).toISOString(),
+    context,
+  };
+  if (userId !== undefined) event.userId = userId;
+  if (anonymousId !== undefined) event.anonymousId = anonymousId;
+  if (env.integrations !== undefined || raw.integrations !== undefined) {
+    event.integrations = { ...env.integrations, ...(raw.integrations as JsonObject | undefined) };
+  }
+  if (raw.sentAt === undefined && typeof env.sentAt === 'string') event.sentAt = env.sentAt;
+  delete event.writeKey;
+  if (warnings.length > 0) event._tributary = { warnings };
+  return { ok: true, event };
+}

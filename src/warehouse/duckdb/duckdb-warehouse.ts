@@ -1,0 +1,180 @@
+import { type DuckDBConnection, type DuckDBInstance, DuckDBTypeId } from '@duckdb/node-api';
+import type { QueryResult, Warehouse, WarehouseBatch } from '../warehouse.js';
+import { eventKey } from '../warehouse.js';
+
+const INTEGER_TYPES = new Set<DuckDBTypeId>([
+  DuckDBTypeId.BIGINT,
+  DuckDBTypeId.UBIGINT,
+  DuckDBTypeId.HUGEINT,
+  DuckDBTypeId.UHUGEINT,
+]);
+
+const SCHEMA_SQL = [
+  `CREATE TABLE IF NOT EXISTS events (
+    message_id VARCHAR NOT NULL,
+    source_id VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    event VARCHAR,
+    user_id VARCHAR,
+    anonymous_id VARCHAR,
+    "timestamp" TIMESTAMPTZ NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    log_offset BIGINT NOT NULL,
+    payload JSON NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS failed_events (
+    log_offset BIGINT NOT NULL,
+    source_id VARCHAR NOT NULL,
+    message_id VARCHAR,
+    stage VARCHAR NOT NULL,
+    code VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    payload JSON NOT NULL)`,
+  'CREATE SCHEMA IF NOT EXISTS _tributary',
+  `CREATE TABLE IF NOT EXISTS _tributary.consumer_offsets (
+    consumer VARCHAR PRIMARY KEY,
+    next_offset BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL)`,
+];
+
+/**
+ * The embedded warehouse: tables in the main DuckDB database. Writes use DuckDB's
+ * appender inside an explicit transaction, which also records the consumer's offset.
+ */
+export class DuckDBWarehouse implements Warehouse {
+  private constructor(
+    private readonly instance: DuckDBInstance,
+    private readonly writer: DuckDBConnection,
+    private readonly reader: DuckDBConnection,
+  ) {}
+
+  static async open(instance: DuckDBInstance): Promise<DuckDBWarehouse> {
+    const writer = await instance.connect();
+    for (const sql of SCHEMA_SQL) await writer.run(sql);
+    const reader = await instance.connect();
+    return new DuckDBWarehouse(instance, writer, reader);
+  }
+
+  async write(batch: WarehouseBatch): Promise<void> {
+    const w = this.writer;
+    await w.run('BEGIN TRANSACTION');
+    try {
+      if (batch.events.length > 0) {
+        const ap = await w.createAppender('events');
+        for (const e of batch.events) {
+          ap.appendVarchar(e.messageId);
+          ap.appendVarchar(e.sourceId);
+          ap.appendVarchar(e.type);
+          if (e.event === null) ap.appendNull();
+          else ap.appendVarchar(e.event);
+          if (e.userId === null) ap.appendNull();
+          else ap.appendVarchar(e.userId);
+          if (e.anonymousId === null) ap.appendNull();
+          else ap.appendVarchar(e.anonymousId);
+          ap.appendVarchar(e.timestamp);
+          ap.appendVarchar(e.receivedAt);
+          ap.appendBigInt(BigInt(e.logOffset));
+          ap.appendVarchar(e.json);
+          ap.endRow();
+        }
+        ap.closeSync();
+      }
+      if (batch.failed.length > 0) {
+        const ap = await w.createAppender('failed_events');
+        for (const f of batch.failed) {
+          ap.appendBigInt(BigInt(f.logOffset));
+          ap.appendVarchar(f.sourceId);
+          ap.appendVarchar(f.messageId);
+          ap.appendVarchar(f.stage);
+          ap.appendVarchar(f.code);
+          ap.appendVarchar(f.reason);
+          ap.appendVarchar(f.receivedAt);
+          ap.appendVarchar(f.json);
+          ap.endRow();
+        }
+        ap.closeSync();
+      }
+      await w.run('INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES ($1, $2, now())', [
+        batch.consumer,
+        BigInt(batch.nextOffset),
+      ]);
+      await w.run('COMMIT');
+    } catch (err) {
+      await w.run('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async consumerOffset(consumer: string): Promise<number> {
+    const r = await this.reader.runAndReadAll(
+      'SELECT next_offset FROM _tributary.consumer_offsets WHERE consumer = $1',
+      [consumer],
+    );
+    return Number(r.getRows()[0]?.[0] ?? 0);
+  }
+
+  async existingKeys(
+    keys: readonly { sourceId: string; messageId: string }[],
+    sinceMs: number,
+  ): Promise<Set<string>> {
+    const found = new Set<string>();
+    if (keys.length === 0) return found;
+    const ids = [...new Set(keys.map((k) => k.messageId))];
+    const params = ids.map((_, i) => `$${i + 2}`).join(', ');
+    const r = await this.reader.runAndReadAll(
+      `SELECT source_id, message_id FROM events
+       WHERE received_at >= make_timestamptz(CAST($1 AS BIGINT) * 1000) AND message_id IN (${params})`,
+      [BigInt(sinceMs), ...ids],
+    );
+    for (const [sourceId, messageId] of r.getRows()) found.add(eventKey(String(sourceId), String(messageId)));
+    return found;
+  }
+
+  async *recentKeys(
+    sinceMs: number,
+  ): AsyncIterable<{ sourceId: string; messageId: string; receivedAt: number }> {
+    const conn = await this.instance.connect();
+    try {
+      const result = await conn.stream(
+        `SELECT source_id, message_id, epoch_ms(received_at) FROM events
+         WHERE received_at >= make_timestamptz(CAST($1 AS BIGINT) * 1000)`,
+        [BigInt(sinceMs)],
+      );
+      for (;;) {
+        const chunk = await result.fetchChunk();
+        if (!chunk || chunk.rowCount === 0) break;
+        for (const [sourceId, messageId, receivedAt] of chunk.getRows()) {
+          yield { sourceId: String(sourceId), messageId: String(messageId), receivedAt: Number(receivedAt) };
+        }
+      }
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  async query(sql: string): Promise<QueryResult> {
+    const conn = await this.instance.connect();
+    try {
+      const reader = await conn.runAndReadAll(sql);
+      const columns = reader.columnNames();
+      const rows = reader.getRowObjectsJson() as Record<string, unknown>[];
+      // JSON conversion renders 64-bit integers as strings; give back numbers where exact.
+      const integer = reader.columnTypes().map((t) => INTEGER_TYPES.has(t.typeId));
+      columns.forEach((name, i) => {
+        if (!integer[i]) return;
+        for (const row of rows) {
+          const v = row[name];
+          if (typeof v === 'string' && Number.isSafeInteger(Number(v))) row[name] = Number(v);
+        }
+      });
+      return { columns, rows };
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.writer.closeSync();
+    this.reader.closeSync();
+  }
+}

@@ -1,0 +1,66 @@
+/** The warehouse port. Adapters: DuckDB (embedded default, `./duckdb/`); PostgreSQL comes next. */
+
+/** One accepted event as the `events` table holds it. */
+export interface EventRow {
+  messageId: string;
+  sourceId: string;
+  type: string;
+  event: string | null;
+  userId: string | null;
+  anonymousId: string | null;
+  /** ISO-8601 strings, as the event carries them. */
+  timestamp: string;
+  receivedAt: string;
+  logOffset: number;
+  /** The whole event as JSON text. */
+  json: string;
+}
+
+/** One event that was rejected or failed a stage, for the `failed_events` table. */
+export interface FailedRow {
+  logOffset: number;
+  sourceId: string;
+  messageId: string;
+  stage: string;
+  code: string;
+  reason: string;
+  receivedAt: string;
+  json: string;
+}
+
+export interface WarehouseBatch {
+  events: EventRow[];
+  failed: FailedRow[];
+  /** The consumer writing, and the log offset it has handled once this batch is in. */
+  consumer: string;
+  nextOffset: number;
+}
+
+export interface QueryResult {
+  columns: string[];
+  rows: Record<string, unknown>[];
+}
+
+export interface Warehouse {
+  /**
+   * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
+   * (offset below the stored one) is recognised and skipped: loads are exactly-once.
+   */
+  write(batch: WarehouseBatch): Promise<void>;
+  /** The log offset the consumer has written up to (0 when it never wrote). */
+  consumerOffset(consumer: string): Promise<number>;
+  /** Of the given keys, those already stored with `received_at` at or after `sinceMs`. */
+  existingKeys(
+    keys: readonly { sourceId: string; messageId: string }[],
+    sinceMs: number,
+  ): Promise<Set<string>>;
+  /** Every (source, messageId, receivedAt ms) stored since `sinceMs`, to rebuild the dedupe index. */
+  recentKeys(sinceMs: number): AsyncIterable<{ sourceId: string; messageId: string; receivedAt: number }>;
+  query(sql: string): Promise<QueryResult>;
+  close(): Promise<void>;
+}
+
+/** The key under which dedupe and the warehouse compare events. */
+export function eventKey(sourceId: string, messageId: string): string {
+  return `${sourceId}\u001f${messageId}`;
+}
