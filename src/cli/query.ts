@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { resolveAdminToken, resolveWorkspace } from './workspace.js';
+import { readServerFile, resolveAdminToken, resolveWorkspace } from './workspace.js';
 
 export interface QueryOptions {
   json?: boolean;
@@ -9,8 +9,9 @@ export interface QueryOptions {
 }
 
 /**
- * Where the running server is: `--url`, else `TRIBUTARY_URL`, else the configured port on
- * 127.0.0.1; and the admin token to send it.
+ * Where the running server is: `--url`, else `TRIBUTARY_URL`, else the address the
+ * workspace's running server recorded (it may have been started with `--port`), else the
+ * configured port on 127.0.0.1; and the admin token to send it.
  */
 export function resolveServer(
   opts: QueryOptions,
@@ -28,11 +29,12 @@ export function resolveServer(
   }
   const url = (
     opts.url ??
-    env.TRIBUTARY_URL ??
+    (env.TRIBUTARY_URL || undefined) ??
+    (ws && readServerFile(ws.dataDir)) ??
     `http://127.0.0.1:${ws?.loaded.config.server.port ?? 8080}`
   ).replace(/\/$/, '');
   const token =
-    env.TRIBUTARY_ADMIN_TOKEN ?? (ws ? resolveAdminToken(ws.dataDir, env, false).token : undefined);
+    env.TRIBUTARY_ADMIN_TOKEN || (ws ? resolveAdminToken(ws.dataDir, env, false).token : undefined);
   return { url, token };
 }
 

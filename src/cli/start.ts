@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { TributaryError } from '../errors.js';
 import { startServer } from '../server/server.js';
-import { resolveAdminToken, resolveWorkspace } from './workspace.js';
+import { resolveAdminToken, resolveWorkspace, writeServerFile } from './workspace.js';
 
 export interface StartOptions {
   config?: string;
@@ -26,6 +26,7 @@ export async function startCommand(opts: StartOptions): Promise<void> {
     host: opts.host,
   });
 
+  const removeServerFile = writeServerFile(ws.dataDir, server.url);
   const source = ws.loaded.config.sources.find((s) => s.enabled) ?? ws.loaded.config.sources[0]!;
   const lines = [
     '',
@@ -59,7 +60,10 @@ export async function startCommand(opts: StartOptions): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down: draining requests and the loader');
     server.close().then(
-      () => process.exit(0),
+      () => {
+        removeServerFile();
+        process.exit(0);
+      },
       (err) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ensureWorkspaceConfig, type LoadedConfig, loadConfigFile } from '../config/load.js';
 
@@ -53,4 +53,25 @@ export function resolveAdminToken(
   const token = `tka_${randomBytes(24).toString('base64url')}`;
   writeFileSync(file, `${token}\n`, { mode: 0o600 });
   return { token, generated: true };
+}
+
+/** `<dataDir>/server.json`: where the workspace's running server listens, for the other verbs. */
+export function writeServerFile(dataDir: string, url: string): () => void {
+  const file = join(dataDir, 'server.json');
+  writeFileSync(file, `${JSON.stringify({ url, pid: process.pid })}\n`);
+  return () => rmSync(file, { force: true });
+}
+
+/** The URL of the workspace's server if its process is still alive. */
+export function readServerFile(dataDir: string): string | undefined {
+  try {
+    const { url, pid } = JSON.parse(readFileSync(join(dataDir, 'server.json'), 'utf8')) as {
+      url: string;
+      pid: number;
+    };
+    process.kill(pid, 0);
+    return url;
+  } catch {
+    return undefined;
+  }
 }

@@ -49,6 +49,23 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     return503OnClosing: true,
   });
 
+  // Graceful shutdown: requests in flight are answered; every response from then on closes
+  // its connection, and idle keep-alive connections are closed as they become idle, so
+  // close() ends once the in-flight requests are done.
+  let draining: NodeJS.Timeout | undefined;
+  app.addHook('preClose', (done) => {
+    draining = setInterval(() => app.server.closeIdleConnections(), 25);
+    done();
+  });
+  app.addHook('onClose', (_app, done) => {
+    clearInterval(draining);
+    done();
+  });
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (draining) reply.header('connection', 'close');
+    done(null, payload);
+  });
+
   // Bodies are JSON whatever Content-Type says (SDKs send text/plain and form types), and may
   // be gzipped: every body arrives as a Buffer and the routes decode it.
   app.removeAllContentTypeParsers();

@@ -1,0 +1,84 @@
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { TributaryError } from '../errors.js';
+import { decodeBody, exceedsDepth, parseJsonBody } from './body.js';
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof TributaryError ? err.code : `other: ${(err as Error).message}`;
+  }
+  return undefined;
+}
+
+describe('decodeBody', () => {
+  it('passes identity bodies within the limit and refuses larger ones', async () => {
+    expect((await decodeBody(Buffer.from('abc'), undefined, 3)).toString()).toBe('abc');
+    await expect(decodeBody(Buffer.from('abcd'), 'identity', 3)).rejects.toMatchObject({
+      code: 'TRIB_ERR_COLLECT_BODY_TOO_LARGE',
+    });
+  });
+
+  it('gunzips, counting the limit on decoded bytes', async () => {
+    const text = JSON.stringify({ a: 'x'.repeat(10_000) });
+    const gz = gzipSync(text);
+    expect(gz.length).toBeLessThan(1000);
+    expect((await decodeBody(gz, 'gzip', 20_000)).toString()).toBe(text);
+    await expect(decodeBody(gz, 'gzip', 5_000)).rejects.toMatchObject({
+      code: 'TRIB_ERR_COLLECT_BODY_TOO_LARGE',
+    });
+  });
+
+  it('refuses a corrupt gzip body and an unknown encoding with stable codes', async () => {
+    await expect(decodeBody(Buffer.from('not gzip'), 'gzip', 100)).rejects.toMatchObject({
+      code: 'TRIB_ERR_COLLECT_BAD_ENCODING',
+    });
+    await expect(decodeBody(Buffer.from('x'), 'br', 100)).rejects.toMatchObject({
+      code: 'TRIB_ERR_COLLECT_UNSUPPORTED_ENCODING',
+    });
+  });
+});
+
+describe('parseJsonBody', () => {
+  it('parses JSON and reports invalid JSON', () => {
+    expect(parseJsonBody(Buffer.from('{"a":1}'), 64)).toEqual({ a: 1 });
+    expect(code(() => parseJsonBody(Buffer.from('{"a":'), 64))).toBe('TRIB_ERR_COLLECT_INVALID_JSON');
+    expect(code(() => parseJsonBody(Buffer.from(''), 64))).toBe('TRIB_ERR_COLLECT_INVALID_JSON');
+  });
+
+  it('removes __proto__ keys and constructor.prototype so no key reaches a prototype', () => {
+    const v = parseJsonBody(
+      Buffer.from(
+        '{"a":{"__proto__":{"polluted":true}},"constructor":{"prototype":{"polluted":true}},"ok":1}',
+      ),
+      64,
+    ) as Record<string, Record<string, unknown>>;
+    expect(Object.hasOwn(v.a!, '__proto__')).toBe(false);
+    expect(Object.hasOwn(v, 'constructor')).toBe(false);
+    expect(v.ok).toBe(1);
+    const merged = Object.assign({}, v.a);
+    expect((merged as Record<string, unknown>).polluted).toBeUndefined();
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('accepts nesting of exactly 64 levels and refuses 65', () => {
+    const nest = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+    expect(code(() => parseJsonBody(Buffer.from(`{"a":${nest(63)}}`), 64))).toBeUndefined();
+    expect(code(() => parseJsonBody(Buffer.from(`{"a":${nest(64)}}`), 64))).toBe('TRIB_ERR_COLLECT_TOO_DEEP');
+    // Far deeper than any stack: refused, not crashed.
+    expect(code(() => parseJsonBody(Buffer.from(nest(200_000)), 64))).toBe('TRIB_ERR_COLLECT_TOO_DEEP');
+  });
+
+  it('strips a UTF-8 byte-order mark', () => {
+    expect(parseJsonBody(Buffer.from('\ufeff{"a":1}'), 64)).toEqual({ a: 1 });
+  });
+});
+
+describe('exceedsDepth', () => {
+  it('counts objects and arrays, not scalars', () => {
+    expect(exceedsDepth({ a: { b: 1 } }, 1, 2)).toBe(false);
+    expect(exceedsDepth({ a: { b: {} } }, 1, 2)).toBe(true);
+    expect(exceedsDepth('x', 1, 0)).toBe(false);
+  });
+});

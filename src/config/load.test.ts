@@ -1,0 +1,106 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { TributaryError } from '../errors.js';
+import { ensureWorkspaceConfig, loadConfigFile, parseConfig } from './load.js';
+
+function problems(yaml: string, env: Record<string, string> = {}): string {
+  try {
+    parseConfig(yaml, env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(TributaryError);
+    expect((err as TributaryError).code).toBe('TRIB_ERR_CONFIG_INVALID');
+    return (err as Error).message;
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+describe('parseConfig', () => {
+  it('accepts the minimal form and fills defaults', () => {
+    const { config } = parseConfig(
+      'version: 1\nsources:\n  - id: web\n    type: http\n    writeKey: wk_web_123\n',
+      {},
+    );
+    expect(config.sources).toEqual([{ id: 'web', type: 'http', writeKey: 'wk_web_123', enabled: true }]);
+    expect(config.server).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(config.pipeline.dedupe.window).toBe(7 * 86_400_000);
+  });
+
+  it('names the key path and what is wrong', () => {
+    const msg = problems(
+      'version: 1\nsources:\n  - id: web\n    type: http\n  - id: Bad Id\n    type: ftp\n    writeKey: k\n',
+    );
+    expect(msg).toContain('sources[0].writeKey');
+    expect(msg).toContain('sources[1].id');
+    expect(msg).toContain('sources[1].type');
+  });
+
+  it('refuses unknown keys, another major version, duplicate ids and keys', () => {
+    expect(problems('version: 1\nsorces: []\nsources:\n  - {id: a, type: http, writeKey: k}\n')).toContain(
+      'sorces',
+    );
+    expect(problems('version: 2\nsources:\n  - {id: a, type: http, writeKey: k}\n')).toContain('version');
+    const dup = problems(
+      'version: 1\nsources:\n  - {id: a, type: http, writeKey: k}\n  - {id: a, type: http, writeKey: k}\n',
+    );
+    expect(dup).toContain('sources[1].id: duplicate source id "a"');
+    expect(dup).toContain('sources[1].writeKey');
+  });
+
+  it('warns on a newer minor version', () => {
+    const { warnings } = parseConfig('version: "1.3"\nsources:\n  - {id: a, type: http, writeKey: k}\n', {});
+    expect(warnings[0]).toContain('newer');
+  });
+
+  it('replaces ${ENV} references and reports a missing variable with its key', () => {
+    const { config } = parseConfig('version: 1\nsources:\n  - {id: a, type: http, writeKey: "${WK}"}\n', {
+      WK: 'from-env',
+    });
+    expect(config.sources[0]!.writeKey).toBe('from-env');
+    expect(problems('version: 1\nsources:\n  - {id: a, type: http, writeKey: "${NOPE}"}\n')).toContain(
+      'sources[0].writeKey: environment variable NOPE is not set',
+    );
+  });
+
+  it('takes secrets only as ${ENV} references', () => {
+    const msg = problems('version: 1\nsources:\n  - {id: a, type: http, writeKey: k, password: hunter2}\n');
+    expect(msg).toContain('sources[0].password: a secret must be given as an environment reference');
+  });
+
+  it('parses durations', () => {
+    const { config } = parseConfig(
+      'version: 1\nsources:\n  - {id: a, type: http, writeKey: k}\npipeline:\n  dedupe: {window: 36h}\n',
+      {},
+    );
+    expect(config.pipeline.dedupe.window).toBe(36 * 3_600_000);
+    expect(
+      problems(
+        'version: 1\nsources:\n  - {id: a, type: http, writeKey: k}\npipeline:\n  dedupe: {window: soon}\n',
+      ),
+    ).toContain('pipeline.dedupe.window');
+  });
+
+  it('reports YAML syntax errors', () => {
+    expect(problems('version: 1\nsources: [\n')).toMatch(/config/);
+  });
+});
+
+describe('workspace files', () => {
+  it('creates a workspace config once, with a fresh write key, that loads', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-ws-'));
+    const first = ensureWorkspaceConfig(dir);
+    expect(first.created).toBe(true);
+    const text = readFileSync(first.path, 'utf8');
+    expect(ensureWorkspaceConfig(dir).created).toBe(false);
+    expect(readFileSync(first.path, 'utf8')).toBe(text);
+    const { config } = loadConfigFile(first.path, {});
+    expect(config.sources[0]!.writeKey).toMatch(/^wk_[0-9a-f]{24}$/);
+  });
+
+  it('reports a missing file with a stable code', () => {
+    expect(() => loadConfigFile('/nonexistent/tributary.yaml', {})).toThrow(
+      expect.objectContaining({ code: 'TRIB_ERR_CONFIG_NOT_FOUND' }),
+    );
+  });
+});

@@ -1,0 +1,61 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { parseConfig } from '../src/config/load.js';
+import { type RunningServer, startServer } from '../src/server/server.js';
+
+export const WRITE_KEY = 'wk_web_123';
+export const ADMIN_TOKEN = 'test-admin-token';
+
+export const MINIMAL_CONFIG = `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: ${WRITE_KEY}
+`;
+
+export interface TestServer extends RunningServer {
+  dataDir: string;
+  /** Runs SQL through the admin API. */
+  query(sql: string): Promise<Record<string, unknown>[]>;
+  /** Waits until everything appended so far is in the warehouse. */
+  settle(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts an embedded server on a free port with a fresh data folder (or the one given). */
+export async function startTestServer(opts: { yaml?: string; dataDir?: string } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tributary-test-'));
+  const { config } = parseConfig(opts.yaml ?? MINIMAL_CONFIG, {});
+  const server = await startServer({
+    config,
+    dataDir,
+    adminToken: ADMIN_TOKEN,
+    logger: pino({ level: 'silent' }),
+    port: 0,
+    host: '127.0.0.1',
+  });
+  return Object.assign(server, {
+    dataDir,
+    async query(sql: string) {
+      const res = await server.app.inject({
+        method: 'POST',
+        url: '/admin/v1/query',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        payload: JSON.stringify({ sql }),
+      });
+      if (res.statusCode !== 200) throw new Error(`query failed: ${res.body}`);
+      return (res.json() as { rows: Record<string, unknown>[] }).rows;
+    },
+    settle: () => server.loader.drained(),
+    async stop() {
+      await server.close();
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
+}
+
+export function basicAuth(key: string): string {
+  return `Basic ${Buffer.from(`${key}:`).toString('base64')}`;
+}
