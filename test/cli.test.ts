@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, 'src/cli/index.ts')];
+// One process (no tsx wrapper process), so killing the child kills the server.
+const CLI = ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli/index.ts')];
 const run = promisify(execFile);
 const children: ChildProcess[] = [];
 const dirs: string[] = [];

@@ -122,7 +122,7 @@ describe('write keys', () => {
   const event = () => ({ type: 'track', event: 'K', userId: 'u', messageId: uid() });
 
   it('accepts Basic auth, X-Write-Key, ?writeKey= and the body', async () => {
-    const forms = [
+    const forms: { url: string; headers: Record<string, string>; body: unknown }[] = [
       { url: '/v1/track', headers: { authorization: basicAuth(WRITE_KEY) }, body: event() },
       {
         url: '/v1/track',
