@@ -82,3 +82,14 @@ describe('exceedsDepth', () => {
     expect(exceedsDepth('x', 1, 0)).toBe(false);
   });
 });
+
+describe('parseJsonBody: escaped dangerous keys', () => {
+  it('removes a __proto__ key spelt with unicode escapes', () => {
+    const v = parseJsonBody(Buffer.from('{"a":{"\\u005f_proto__":{"polluted":true}},"b":1}'), 64) as Record<
+      string,
+      object
+    >;
+    expect(Object.hasOwn(v.a!, '__proto__')).toBe(false);
+    expect(v.b).toBe(1);
+  });
+});

@@ -58,7 +58,12 @@ export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let value: unknown;
   try {
-    value = sjson.parse(text, undefined, { protoAction: 'remove', constructorAction: 'remove' });
+    // Only a text that spells one of the dangerous keys (or escapes characters, which could
+    // spell one) needs the slower scan; the rest parses with JSON.parse alone.
+    value =
+      text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')
+        ? sjson.parse(text, undefined, { protoAction: 'remove', constructorAction: 'remove' })
+        : JSON.parse(text);
   } catch (err) {
     throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
   }

@@ -1,5 +1,4 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
-import type { SegmentEvent } from '../spec/event.js';
 import type { EventRow, FailedRow, Warehouse } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex } from './dedupe.js';
@@ -117,7 +116,7 @@ export class WarehouseLoader {
     this.highWater = nextOffset;
     const loaded = new Map<string, number>();
     for (const e of events) {
-      this.dedupe.add(e.sourceId, e.messageId, Date.parse(e.receivedAt));
+      this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
       loaded.set(e.sourceId, (loaded.get(e.sourceId) ?? 0) + 1);
     }
     for (const [source, n] of loaded) this.observer.loaded?.(source, n);
@@ -130,16 +129,10 @@ export class WarehouseLoader {
 }
 
 function toEventRow(r: Delivered): EventRow {
-  const e = JSON.parse(r.json) as SegmentEvent;
   return {
     messageId: r.messageId,
     sourceId: r.sourceId,
-    type: e.type,
-    event: typeof e.event === 'string' ? e.event : typeof e.name === 'string' ? e.name : null,
-    userId: e.userId ?? null,
-    anonymousId: e.anonymousId ?? null,
-    timestamp: e.timestamp,
-    receivedAt: e.receivedAt,
+    receivedAt: r.receivedAt,
     logOffset: r.offset,
     json: r.json,
   };

@@ -8,6 +8,7 @@ import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import { BackgroundCheckpointer } from './background-checkpointer.js';
 import { buildHttpApp } from './http-app.js';
 
 export interface ServerOptions {
@@ -42,7 +43,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
-  const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'));
+  // DuckDB checkpoints when a WAL passes checkpoint_threshold, inside the commit that crossed
+  // it, and that commit (so every request waiting on the log) stalls for the whole
+  // checkpoint: up to seconds with the default 16 MB. We checkpoint in the background
+  // instead, and keep the threshold only as a backstop.
+  const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'), {
+    checkpoint_threshold: '1GB',
+  });
   const setup = await instance.connect();
   await setup.run("SET GLOBAL TimeZone = 'UTC'");
   await setup.run(`ATTACH IF NOT EXISTS '${join(dataDir, 'log.duckdb').replace(/'/g, "''")}' AS log`);
@@ -62,6 +69,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
   });
   await loader.start();
+  const checkpointer = new BackgroundCheckpointer(await instance.connect(), ['log', 'warehouse'], (err) =>
+    logger.warn({ err }, 'background checkpoint failed; DuckDB will checkpoint at its threshold'),
+  );
 
   const sourcesByWriteKey = new Map<string, SourceConfig>();
   for (const s of config.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);
@@ -102,6 +112,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await app.close();
         await loader.drained();
         await loader.stop();
+        await checkpointer.stop();
         await log.close();
         await warehouse.close();
         instance.closeSync();

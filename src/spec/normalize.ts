@@ -18,6 +18,8 @@ export const MAX_FUTURE_SKEW_MS = 23 * 60 * 60 * 1000;
 export interface RequestEnvelope {
   /** Time of receipt, epoch milliseconds. */
   receivedAt: number;
+  /** `receivedAt` as ISO-8601, computed once per request. */
+  receivedAtIso?: string;
   /** The caller's address, set as `context.ip` unless the event has one. */
   ip?: string;
   /** Batch-level fields merged into each event (the event's own keys win). */
@@ -57,6 +59,8 @@ function parseTime(value: unknown): number | undefined | null {
 }
 
 const OBJECT_FIELDS = ['properties', 'traits', 'context', 'integrations'] as const;
+/** The form `Date.prototype.toISOString` gives; such a timestamp is stored as sent. */
+const CANONICAL_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 /**
  * Checks one event's envelope and sets the server-side fields: `receivedAt`, a
@@ -66,7 +70,8 @@ const OBJECT_FIELDS = ['properties', 'traits', 'context', 'integrations'] as con
  * else `receivedAt`; a timestamp more than 23 h ahead of receipt becomes `receivedAt`
  * and leaves a warning under `_tributary.warnings`.
  *
- * Pure: no I/O, the input is not modified.
+ * No I/O. An accepted event is the input object, completed in place (it belongs to the
+ * request that parsed it); a rejected one is left untouched.
  */
 export function normalizeEvent(raw: unknown, env: RequestEnvelope): NormalizeResult {
   if (!isPlainObject(raw)) return reject('TRIB_ERR_EVENT_NOT_OBJECT');
@@ -125,38 +130,48 @@ export function normalizeEvent(raw: unknown, env: RequestEnvelope): NormalizeRes
 
   const receivedAt = env.receivedAt;
   let timestamp: number;
-  if (explicit !== undefined) timestamp = explicit;
-  else if (original !== undefined && sentAt !== undefined) timestamp = receivedAt - (sentAt - original);
+  let timestampIso: string | undefined;
+  if (explicit !== undefined) {
+    timestamp = explicit;
+    if (CANONICAL_ISO.test(raw.timestamp as string)) timestampIso = raw.timestamp as string;
+  } else if (original !== undefined && sentAt !== undefined) timestamp = receivedAt - (sentAt - original);
   else if (original !== undefined) timestamp = original;
   else timestamp = receivedAt;
 
-  const warnings: EventWarning[] = [];
+  let warnings: EventWarning[] | undefined;
   if (timestamp - receivedAt > MAX_FUTURE_SKEW_MS) {
-    warnings.push({
-      code: 'TRIB_WARN_TIMESTAMP_IN_FUTURE',
-      message: `timestamp ${new Date(timestamp).toISOString()} was more than 23 h after receipt; receivedAt used`,
-    });
+    warnings = [
+      {
+        code: 'TRIB_WARN_TIMESTAMP_IN_FUTURE',
+        message: `timestamp ${new Date(timestamp).toISOString()} was more than 23 h after receipt; receivedAt used`,
+      },
+    ];
     timestamp = receivedAt;
+    timestampIso = undefined;
   }
 
-  const context: JsonObject = { ...env.context, ...(raw.context as JsonObject | undefined) };
+  let context: JsonObject;
+  if (env.context !== undefined) context = { ...env.context, ...(raw.context as JsonObject | undefined) };
+  else context = isPlainObject(raw.context) ? raw.context : {};
   if (env.ip !== undefined && context.ip === undefined) context.ip = env.ip;
 
-  const event: SegmentEvent = {
-    ...raw,
-    type,
-    messageId,
-    receivedAt: new Date(receivedAt).toISOString(),
-    timestamp: new Date(timestamp).toISOString(),
-    context,
-  };
+  const receivedAtIso = env.receivedAtIso ?? new Date(receivedAt).toISOString();
+  const event = raw as SegmentEvent;
+  event.type = type;
+  event.messageId = messageId;
+  event.receivedAt = receivedAtIso;
+  event.timestamp =
+    timestampIso ?? (timestamp === receivedAt ? receivedAtIso : new Date(timestamp).toISOString());
+  event.context = context;
   if (userId !== undefined) event.userId = userId;
+  else if (raw.userId !== undefined) delete event.userId;
   if (anonymousId !== undefined) event.anonymousId = anonymousId;
-  if (env.integrations !== undefined || raw.integrations !== undefined) {
+  else if (raw.anonymousId !== undefined) delete event.anonymousId;
+  if (env.integrations !== undefined) {
     event.integrations = { ...env.integrations, ...(raw.integrations as JsonObject | undefined) };
   }
   if (raw.sentAt === undefined && typeof env.sentAt === 'string') event.sentAt = env.sentAt;
-  delete event.writeKey;
-  if (warnings.length > 0) event._tributary = { warnings };
+  if (raw.writeKey !== undefined) delete event.writeKey;
+  if (warnings !== undefined) event._tributary = { warnings };
   return { ok: true, event };
 }

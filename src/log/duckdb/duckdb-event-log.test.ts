@@ -7,38 +7,44 @@ import { eventLogConformance, record } from '../../../test/conformance/event-log
 import type { EventLog } from '../event-log.js';
 import { DuckDBEventLog } from './duckdb-event-log.js';
 
-async function openAt(dir: string): Promise<{ log: DuckDBEventLog; instance: DuckDBInstance }> {
+async function openAt(
+  dir: string,
+  tailRecords?: number,
+): Promise<{ log: DuckDBEventLog; instance: DuckDBInstance }> {
   const instance = await DuckDBInstance.create(join(dir, 'main.duckdb'));
   const c = await instance.connect();
   await c.run(`ATTACH '${join(dir, 'log.duckdb')}' AS log`);
   c.closeSync();
-  return { log: await DuckDBEventLog.open(instance, { pollIntervalMs: 20 }), instance };
+  return { log: await DuckDBEventLog.open(instance, { pollIntervalMs: 20, tailRecords }), instance };
 }
 
-eventLogConformance('duckdb', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
-  const instances = new Map<EventLog, DuckDBInstance>();
-  return {
-    async open() {
-      const { log, instance } = await openAt(dir);
-      instances.set(log, instance);
-      return log;
-    },
-    async reopen(log) {
-      await log.close();
-      instances.get(log)?.closeSync();
-      instances.delete(log);
-      return this.open();
-    },
-    async cleanup() {
-      for (const [log, instance] of instances) {
-        await log.close().catch(() => undefined);
-        instance.closeSync();
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-});
+// Once with the in-memory tail serving reads, once reading every record back from DuckDB.
+for (const tailRecords of [undefined, 0]) {
+  eventLogConformance(tailRecords === 0 ? 'duckdb (reads from the table)' : 'duckdb', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
+    const instances = new Map<EventLog, DuckDBInstance>();
+    return {
+      async open() {
+        const { log, instance } = await openAt(dir, tailRecords);
+        instances.set(log, instance);
+        return log;
+      },
+      async reopen(log) {
+        await log.close();
+        instances.get(log)?.closeSync();
+        instances.delete(log);
+        return this.open();
+      },
+      async cleanup() {
+        for (const [log, instance] of instances) {
+          await log.close().catch(() => undefined);
+          instance.closeSync();
+        }
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  });
+}
 
 describe('DuckDBEventLog raw archive', () => {
   it('shows one queryable row per record in log.raw_events', async () => {

@@ -15,11 +15,60 @@ export interface DuckDBEventLogOptions {
   catalog?: string;
   /** Most records one group commit writes; the rest wait for the next. Default 20,000. */
   maxGroupRecords?: number;
+  /**
+   * Records of the latest commits kept in memory, so a consumer that keeps up reads them
+   * without a query or a parse. Default 50,000.
+   */
+  tailRecords?: number;
+  /**
+   * Commits in flight at once, each on its own connection. Default 2: while one commit
+   * waits for the disk, the next is being written.
+   */
+  concurrentCommits?: number;
   /** How often an idle consumer looks for records appended by another process. Default 500 ms. */
   pollIntervalMs?: number;
 }
 
+interface Writer {
+  conn: DuckDBConnection;
+  insert: DuckDBPreparedStatement;
+}
+
+function schemaSql(q: string): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${q}.entries (
+      first_offset BIGINT NOT NULL,
+      last_offset BIGINT NOT NULL,
+      committed_at TIMESTAMPTZ NOT NULL,
+      payload VARCHAR NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS ${q}.consumer_offsets (
+      consumer VARCHAR PRIMARY KEY,
+      next_offset BIGINT NOT NULL,
+      updated_at TIMESTAMPTZ NOT NULL)`,
+    `CREATE OR REPLACE VIEW ${q}.raw_events AS
+      SELECT first_offset + i - 1 AS log_offset,
+             json_extract_string(env, '$.source_id') AS source_id,
+             json_extract_string(env, '$.message_id') AS message_id,
+             make_timestamptz(CAST(json_extract(env, '$.received_at') AS BIGINT) * 1000) AS received_at,
+             json_extract_string(env, '$.status') AS status,
+             json_extract_string(env, '$.code') AS code,
+             json_extract_string(env, '$.reason') AS reason,
+             CAST(event AS JSON) AS event,
+             committed_at
+      FROM (
+        SELECT first_offset, committed_at, i,
+               split_part(line, chr(9), 1) AS env,
+               substr(line, strpos(line, chr(9)) + 1) AS event
+        FROM (
+          SELECT first_offset, committed_at,
+                 unnest(string_split(payload, chr(10))) AS line,
+                 generate_subscripts(string_split(payload, chr(10)), 1) AS i
+          FROM entries))`,
+  ];
+}
+
 interface PendingAppend {
+  records: readonly RawEvent[];
   lines: string;
   count: number;
   resolve: (r: AppendResult) => void;
@@ -42,62 +91,57 @@ export class DuckDBEventLog implements EventLog {
   private readonly appended = new EventEmitter();
   private readonly pending: PendingAppend[] = [];
   private pendingRecords = 0;
-  private flushing = false;
+  /** Next offset to assign. */
   private nextOffset = 0;
+  /** Every offset below this is durable or belongs to a failed commit: readers stop here. */
+  private durableEnd = 0;
+  /** Commits in flight, by first offset, and whether each has finished. */
+  private readonly inFlight = new Map<number, { end: number; done: boolean }>();
+  private readonly idleWriters: Writer[];
   private closed = false;
   private readonly subscriptions = new Set<Subscription>();
 
   private constructor(
     private readonly instance: DuckDBInstance,
-    private readonly writer: DuckDBConnection,
+    writers: Writer[],
     private readonly reader: DuckDBConnection,
-    private readonly insert: DuckDBPreparedStatement,
     options: DuckDBEventLogOptions,
   ) {
     this.catalog = options.catalog ?? 'log';
     this.maxGroupRecords = options.maxGroupRecords ?? 20_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 500;
     this.appended.setMaxListeners(0);
+    this.idleWriters = writers;
+    this.allWriters = [...writers];
+    this.maxTailRecords = options.tailRecords ?? 50_000;
   }
+
+  private readonly allWriters: Writer[];
+  /** The latest committed groups, in offset order (failed commits leave gaps). */
+  private readonly tail: { first: number; records: readonly RawEvent[] }[] = [];
+  private tailCount = 0;
+  private readonly maxTailRecords: number;
 
   /** Opens (creating if needed) the log tables in `catalog` of `instance`. */
   static async open(instance: DuckDBInstance, options: DuckDBEventLogOptions = {}): Promise<DuckDBEventLog> {
     const catalog = options.catalog ?? 'log';
     const q = quoteIdent(catalog);
-    const writer = await instance.connect();
-    await writer.run(`CREATE TABLE IF NOT EXISTS ${q}.entries (
-      first_offset BIGINT NOT NULL,
-      last_offset BIGINT NOT NULL,
-      committed_at TIMESTAMPTZ NOT NULL,
-      payload VARCHAR NOT NULL)`);
-    await writer.run(`CREATE TABLE IF NOT EXISTS ${q}.consumer_offsets (
-      consumer VARCHAR PRIMARY KEY,
-      next_offset BIGINT NOT NULL,
-      updated_at TIMESTAMPTZ NOT NULL)`);
-    await writer.run(`CREATE OR REPLACE VIEW ${q}.raw_events AS
-      SELECT first_offset + i - 1 AS log_offset,
-             json_extract_string(env, '$.source_id') AS source_id,
-             json_extract_string(env, '$.message_id') AS message_id,
-             make_timestamptz(CAST(json_extract(env, '$.received_at') AS BIGINT) * 1000) AS received_at,
-             json_extract_string(env, '$.status') AS status,
-             json_extract_string(env, '$.code') AS code,
-             json_extract_string(env, '$.reason') AS reason,
-             CAST(event AS JSON) AS event,
-             committed_at
-      FROM (
-        SELECT first_offset, committed_at, i,
-               split_part(line, chr(9), 1) AS env,
-               substr(line, strpos(line, chr(9)) + 1) AS event
-        FROM (
-          SELECT first_offset, committed_at,
-                 unnest(string_split(payload, chr(10))) AS line,
-                 generate_subscripts(string_split(payload, chr(10)), 1) AS i
-          FROM entries))`);
-    const insert = await writer.prepare(`INSERT INTO ${q}.entries VALUES ($1, $2, now(), $3)`);
+    const setup = await instance.connect();
+    for (const sql of schemaSql(q)) await setup.run(sql);
+    setup.closeSync();
+    const writers: Writer[] = [];
+    for (let i = 0; i < (options.concurrentCommits ?? 2); i++) {
+      const conn = await instance.connect();
+      writers.push({
+        conn,
+        insert: await conn.prepare(`INSERT INTO ${q}.entries VALUES ($1, $2, now(), $3)`),
+      });
+    }
     const reader = await instance.connect();
-    const log = new DuckDBEventLog(instance, writer, reader, insert, options);
+    const log = new DuckDBEventLog(instance, writers, reader, options);
     const end = await reader.runAndReadAll(`SELECT COALESCE(MAX(last_offset) + 1, 0) FROM ${q}.entries`);
     log.nextOffset = Number(end.getRows()[0]?.[0] ?? 0);
+    log.durableEnd = log.nextOffset;
     return log;
   }
 
@@ -107,54 +151,101 @@ export class DuckDBEventLog implements EventLog {
     let lines = encodeRecord(records[0]!);
     for (let i = 1; i < records.length; i++) lines += `\n${encodeRecord(records[i]!)}`;
     return new Promise<AppendResult>((resolve, reject) => {
-      this.pending.push({ lines, count: records.length, resolve, reject });
+      this.pending.push({ records, lines, count: records.length, resolve, reject });
       this.pendingRecords += records.length;
-      if (!this.flushing) void this.flushLoop();
+      this.startCommits();
     });
   }
 
-  private async flushLoop(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.pending.length > 0) {
-        let take = 0;
-        let count = 0;
-        while (
-          take < this.pending.length &&
-          (take === 0 || count + this.pending[take]!.count <= this.maxGroupRecords)
-        ) {
-          count += this.pending[take]!.count;
-          take++;
-        }
-        const group = this.pending.splice(0, take);
-        this.pendingRecords -= count;
-        const first = this.nextOffset;
-        const last = first + count - 1;
-        const payload = group.length === 1 ? group[0]!.lines : group.map((g) => g.lines).join('\n');
-        try {
-          this.insert.bindBigInt(1, BigInt(first));
-          this.insert.bindBigInt(2, BigInt(last));
-          this.insert.bindVarchar(3, payload);
-          await this.insert.run();
-        } catch (err) {
-          for (const g of group) g.reject(err);
-          continue;
-        }
-        this.nextOffset = last + 1;
-        let offset = first;
-        for (const g of group) {
-          g.resolve({ firstOffset: offset });
-          offset += g.count;
-        }
-        this.appended.emit('appended', this.nextOffset);
+  /**
+   * Starts a commit on every idle writer connection while appends wait. Offsets are assigned
+   * when a commit starts; commits may finish out of order, so readers only see offsets below
+   * `durableEnd`, the end of the finished prefix.
+   */
+  private startCommits(): void {
+    while (this.pending.length > 0 && this.idleWriters.length > 0) {
+      let take = 0;
+      let count = 0;
+      while (
+        take < this.pending.length &&
+        (take === 0 || count + this.pending[take]!.count <= this.maxGroupRecords)
+      ) {
+        count += this.pending[take]!.count;
+        take++;
       }
-    } finally {
-      this.flushing = false;
+      const group = this.pending.splice(0, take);
+      this.pendingRecords -= count;
+      const first = this.nextOffset;
+      this.nextOffset += count;
+      const writer = this.idleWriters.pop()!;
+      this.inFlight.set(first, { end: first + count, done: false });
+      void this.commit(writer, group, first, count);
     }
   }
 
+  private async commit(writer: Writer, group: PendingAppend[], first: number, count: number): Promise<void> {
+    const payload = group.length === 1 ? group[0]!.lines : group.map((g) => g.lines).join('\n');
+    let error: unknown;
+    try {
+      writer.insert.bindBigInt(1, BigInt(first));
+      writer.insert.bindBigInt(2, BigInt(first + count - 1));
+      writer.insert.bindVarchar(3, payload);
+      await writer.insert.run();
+    } catch (err) {
+      error = err ?? new Error('commit failed');
+    }
+    this.inFlight.get(first)!.done = true;
+    this.idleWriters.push(writer);
+    if (error === undefined && this.maxTailRecords > 0) this.keepInTail(first, group);
+    // A failed commit leaves a hole of unused offsets: offsets only grow, never get reused.
+    let advanced = false;
+    for (let c = this.inFlight.get(this.durableEnd); c?.done; c = this.inFlight.get(this.durableEnd)) {
+      this.inFlight.delete(this.durableEnd);
+      this.durableEnd = c.end;
+      advanced = true;
+    }
+    let offset = first;
+    for (const g of group) {
+      if (error === undefined) g.resolve({ firstOffset: offset });
+      else g.reject(error);
+      offset += g.count;
+    }
+    if (advanced) this.appended.emit('appended', this.durableEnd);
+    this.startCommits();
+  }
+
+  private keepInTail(first: number, group: PendingAppend[]): void {
+    const records = group.length === 1 ? group[0]!.records : group.flatMap((g) => g.records);
+    let at = this.tail.length;
+    while (at > 0 && this.tail[at - 1]!.first > first) at--;
+    this.tail.splice(at, 0, { first, records });
+    this.tailCount += records.length;
+    while (this.tailCount > this.maxTailRecords && this.tail.length > 1) {
+      this.tailCount -= this.tail.shift()!.records.length;
+    }
+  }
+
+  /** Serves a read from the in-memory tail when `from` is inside it. */
+  private readTail(
+    from: number,
+    max: number,
+    end: number,
+  ): { records: Delivered[]; next: number } | undefined {
+    if (this.tail.length === 0 || from < this.tail[0]!.first) return undefined;
+    const records: Delivered[] = [];
+    for (const chunk of this.tail) {
+      if (chunk.first >= end || records.length >= max) break;
+      if (chunk.first + chunk.records.length <= from) continue;
+      for (let i = Math.max(0, from - chunk.first); i < chunk.records.length; i++) {
+        records.push({ ...chunk.records[i]!, offset: chunk.first + i });
+      }
+    }
+    // Nothing found: [from, end) holds only offsets of failed commits.
+    return { records, next: records.length > 0 ? records[records.length - 1]!.offset + 1 : end };
+  }
+
   endOffset(): number {
-    return this.nextOffset;
+    return this.durableEnd;
   }
 
   /** Records waiting for the next group commit. */
@@ -170,23 +261,51 @@ export class DuckDBEventLog implements EventLog {
     return Number(r.getRows()[0]?.[0] ?? 0);
   }
 
-  /** Reads records from `from` on, at most `max` of them (whole rows, trimmed to `from`). */
+  /**
+   * Reads records from `from` on: the rows overlapping `[from, from + max)`. Rows are never
+   * split across reads nor fetched twice, so a read returns at most one group commit past `max`.
+   */
   async read(from: number, max: number, conn: DuckDBConnection = this.reader): Promise<Delivered[]> {
-    const r = await conn.runAndReadAll(
-      `SELECT first_offset, payload FROM ${quoteIdent(this.catalog)}.entries
-       WHERE last_offset >= $1 ORDER BY first_offset LIMIT 64`,
-      [BigInt(from)],
+    return (await this.readFrom(from, max, conn)).records;
+  }
+
+  /**
+   * Reads the durable rows overlapping `[from, from + max)`; `next` is where the following
+   * read starts. Offsets of a failed commit were never written: a read at such a hole skips
+   * to the next row, or to the durable end when nothing follows.
+   */
+  private async readFrom(
+    from: number,
+    max: number,
+    conn: DuckDBConnection,
+  ): Promise<{ records: Delivered[]; next: number }> {
+    const end = this.durableEnd;
+    if (from >= end) return { records: [], next: from };
+    const cached = this.readTail(from, max, end);
+    if (cached) return cached;
+    const q = quoteIdent(this.catalog);
+    let r = await conn.runAndReadAll(
+      `SELECT first_offset, payload FROM ${q}.entries
+       WHERE last_offset >= $1 AND first_offset < least($2, $3) ORDER BY first_offset`,
+      [BigInt(from), BigInt(from + Math.max(1, max)), BigInt(end)],
     );
-    const out: Delivered[] = [];
+    if (r.currentRowCount === 0) {
+      r = await conn.runAndReadAll(
+        `SELECT first_offset, payload FROM ${q}.entries
+         WHERE first_offset >= $1 AND first_offset < $2 ORDER BY first_offset LIMIT 1`,
+        [BigInt(from), BigInt(end)],
+      );
+      if (r.currentRowCount === 0) return { records: [], next: end };
+    }
+    const records: Delivered[] = [];
     for (const [firstOffset, payload] of r.getRows()) {
       let offset = Number(firstOffset);
       for (const line of String(payload).split('\n')) {
-        if (out.length >= max) return out;
-        if (offset >= from) out.push(decodeEntry(line, offset));
+        if (offset >= from) records.push(decodeEntry(line, offset));
         offset++;
       }
     }
-    return out;
+    return { records, next: records.length > 0 ? records[records.length - 1]!.offset + 1 : from };
   }
 
   consume(
@@ -199,7 +318,11 @@ export class DuckDBEventLog implements EventLog {
     let position = -1;
     let wake: (() => void) | undefined;
     const drainWaiters: { target: number; resolve: () => void }[] = [];
-    const onAppend = () => wake?.();
+    let notified = false;
+    const onAppend = () => {
+      notified = true;
+      wake?.();
+    };
     this.appended.on('appended', onAppend);
 
     const settleDrains = () => {
@@ -218,8 +341,11 @@ export class DuckDBEventLog implements EventLog {
         settleDrains();
         while (!stopping) {
           let batch: Delivered[];
+          notified = false;
           try {
-            batch = position < this.nextOffset ? await this.read(position, maxBatch, conn) : [];
+            const r = await this.readFrom(position, maxBatch, conn);
+            batch = r.records;
+            if (batch.length === 0) position = r.next;
           } catch (err) {
             options.onError?.(err);
             await this.sleep(this.pollIntervalMs, (w) => (wake = w));
@@ -227,7 +353,8 @@ export class DuckDBEventLog implements EventLog {
           }
           if (batch.length === 0) {
             settleDrains();
-            await this.sleep(this.pollIntervalMs, (w) => (wake = w));
+            // An append that finished while we were reading is not missed.
+            if (!notified) await this.sleep(this.pollIntervalMs, (w) => (wake = w));
             continue;
           }
           try {
@@ -263,7 +390,7 @@ export class DuckDBEventLog implements EventLog {
         for (const w of drainWaiters) w.resolve();
       },
       drained: () => {
-        const target = this.nextOffset;
+        const target = this.durableEnd;
         if (position >= target) return Promise.resolve();
         return new Promise<void>((resolve) => drainWaiters.push({ target, resolve }));
       },
@@ -285,10 +412,12 @@ export class DuckDBEventLog implements EventLog {
 
   async close(): Promise<void> {
     for (const sub of [...this.subscriptions]) await sub.stop();
-    while (this.flushing || this.pending.length > 0) await new Promise((r) => setTimeout(r, 5));
+    while (this.pending.length > 0 || this.inFlight.size > 0) await new Promise((r) => setTimeout(r, 5));
     this.closed = true;
-    this.insert.destroySync();
-    this.writer.closeSync();
+    for (const w of this.allWriters) {
+      w.insert.destroySync();
+      w.conn.closeSync();
+    }
     this.reader.closeSync();
   }
 }

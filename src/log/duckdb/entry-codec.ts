@@ -6,15 +6,10 @@ import type { Delivered, RawEvent } from '../event-log.js';
  * and the event JSON is carried through untouched, never parsed twice.
  */
 export function encodeRecord(r: RawEvent): string {
-  const env: Record<string, unknown> = {
-    source_id: r.sourceId,
-    message_id: r.messageId,
-    received_at: r.receivedAt,
-    status: r.status,
-  };
-  if (r.code !== undefined) env.code = r.code;
-  if (r.reason !== undefined) env.reason = r.reason;
-  return `${JSON.stringify(env)}\t${r.json}`;
+  let env = `{"source_id":${JSON.stringify(r.sourceId)},"message_id":${JSON.stringify(r.messageId)},"received_at":${r.receivedAt},"status":"${r.status}"`;
+  if (r.code !== undefined) env += `,"code":${JSON.stringify(r.code)}`;
+  if (r.reason !== undefined) env += `,"reason":${JSON.stringify(r.reason)}`;
+  return `${env}}\t${r.json}`;
 }
 
 export function decodeEntry(line: string, offset: number): Delivered {

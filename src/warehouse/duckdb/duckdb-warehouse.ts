@@ -37,6 +37,16 @@ const SCHEMA_SQL = [
     updated_at TIMESTAMPTZ NOT NULL)`,
 ];
 
+/** Columns come from the JSON in one parse per row (a multi-path extract). */
+const LOAD_EVENTS_SQL = `
+  INSERT INTO events
+  SELECT message_id, source_id, f[1], coalesce(f[2], f[3]), f[4], f[5],
+         CAST(f[6] AS TIMESTAMPTZ), CAST(f[7] AS TIMESTAMPTZ), log_offset, payload
+  FROM (
+    SELECT *, json_extract_string(payload, ['$.type', '$.event', '$.name', '$.userId', '$.anonymousId',
+                                            '$.timestamp', '$.receivedAt']) AS f
+    FROM temp._stage_events)`;
+
 /**
  * The embedded warehouse: tables in the main DuckDB database. Writes use DuckDB's
  * appender inside an explicit transaction, which also records the consumer's offset.
@@ -51,6 +61,9 @@ export class DuckDBWarehouse implements Warehouse {
   static async open(instance: DuckDBInstance): Promise<DuckDBWarehouse> {
     const writer = await instance.connect();
     for (const sql of SCHEMA_SQL) await writer.run(sql);
+    await writer.run(
+      'CREATE TEMP TABLE _stage_events (message_id VARCHAR, source_id VARCHAR, log_offset BIGINT, payload VARCHAR)',
+    );
     const reader = await instance.connect();
     return new DuckDBWarehouse(instance, writer, reader);
   }
@@ -60,24 +73,17 @@ export class DuckDBWarehouse implements Warehouse {
     await w.run('BEGIN TRANSACTION');
     try {
       if (batch.events.length > 0) {
-        const ap = await w.createAppender('events');
+        const ap = await w.createAppender('_stage_events', null, 'temp');
         for (const e of batch.events) {
           ap.appendVarchar(e.messageId);
           ap.appendVarchar(e.sourceId);
-          ap.appendVarchar(e.type);
-          if (e.event === null) ap.appendNull();
-          else ap.appendVarchar(e.event);
-          if (e.userId === null) ap.appendNull();
-          else ap.appendVarchar(e.userId);
-          if (e.anonymousId === null) ap.appendNull();
-          else ap.appendVarchar(e.anonymousId);
-          ap.appendVarchar(e.timestamp);
-          ap.appendVarchar(e.receivedAt);
           ap.appendBigInt(BigInt(e.logOffset));
           ap.appendVarchar(e.json);
           ap.endRow();
         }
         ap.closeSync();
+        await w.run(LOAD_EVENTS_SQL);
+        await w.run('DELETE FROM temp._stage_events');
       }
       if (batch.failed.length > 0) {
         const ap = await w.createAppender('failed_events');
