@@ -16,7 +16,7 @@ export interface WarehouseLoaderOptions {
   consumer?: string;
   /** Dedupe window, ms. Default 7 days. */
   dedupeWindowMs?: number;
-  /** Most records per warehouse transaction. Default 5,000. */
+  /** Most records per warehouse transaction. Default 10,000. */
   maxBatch?: number;
   observer?: LoaderObserver;
   now?: () => number;
@@ -47,7 +47,7 @@ export class WarehouseLoader {
     this.dedupe = new DedupeIndex(options.dedupeWindowMs);
     this.observer = options.observer ?? {};
     this.now = options.now ?? Date.now;
-    this.maxBatch = options.maxBatch ?? 5000;
+    this.maxBatch = options.maxBatch ?? 10_000;
   }
 
   /** Rebuilds the dedupe index from the warehouse, then starts consuming. */

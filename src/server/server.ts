@@ -8,7 +8,6 @@ import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
-import { BackgroundCheckpointer } from './background-checkpointer.js';
 import { buildHttpApp } from './http-app.js';
 
 export interface ServerOptions {
@@ -44,9 +43,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
   // DuckDB checkpoints when a WAL passes checkpoint_threshold, inside the commit that crossed
-  // it, and that commit (so every request waiting on the log) stalls for the whole
-  // checkpoint: up to seconds with the default 16 MB. We checkpoint in the background
-  // instead, and keep the threshold only as a backstop.
+  // it, or skips it while other writes are active. The log and the warehouse checkpoint
+  // themselves between their own writes instead; the threshold is only a backstop.
   const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'), {
     checkpoint_threshold: '1GB',
   });
@@ -69,9 +67,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
   });
   await loader.start();
-  const checkpointer = new BackgroundCheckpointer(await instance.connect(), ['log', 'warehouse'], (err) =>
-    logger.warn({ err }, 'background checkpoint failed; DuckDB will checkpoint at its threshold'),
-  );
+  const onCheckpointError = (err: unknown) =>
+    logger.debug({ err }, 'checkpoint skipped; retried after the next write');
+  log.onCheckpointError = onCheckpointError;
+  warehouse.onCheckpointError = onCheckpointError;
 
   const sourcesByWriteKey = new Map<string, SourceConfig>();
   for (const s of config.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);
@@ -112,7 +111,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await app.close();
         await loader.drained();
         await loader.stop();
-        await checkpointer.stop();
         await log.close();
         await warehouse.close();
         instance.closeSync();

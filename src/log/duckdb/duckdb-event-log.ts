@@ -17,9 +17,15 @@ export interface DuckDBEventLogOptions {
   maxGroupRecords?: number;
   /**
    * Records of the latest commits kept in memory, so a consumer that keeps up reads them
-   * without a query or a parse. Default 50,000.
+   * without a query or a parse. Default 100,000.
    */
   tailRecords?: number;
+  /**
+   * WAL bytes after which the log checkpoints, between commits. DuckDB's own automatic
+   * checkpoint runs inside the commit that crosses its threshold, or not at all while other
+   * writes are active, as they nearly always are under load. Default 32 MB.
+   */
+  checkpointBytes?: number;
   /**
    * Commits in flight at once, each on its own connection. Default 2: while one commit
    * waits for the disk, the next is being written.
@@ -113,7 +119,8 @@ export class DuckDBEventLog implements EventLog {
     this.appended.setMaxListeners(0);
     this.idleWriters = writers;
     this.allWriters = [...writers];
-    this.maxTailRecords = options.tailRecords ?? 50_000;
+    this.maxTailRecords = options.tailRecords ?? 100_000;
+    this.checkpointBytes = options.checkpointBytes ?? 32 * 1024 * 1024;
   }
 
   private readonly allWriters: Writer[];
@@ -121,6 +128,12 @@ export class DuckDBEventLog implements EventLog {
   private readonly tail: { first: number; records: readonly RawEvent[] }[] = [];
   private tailCount = 0;
   private readonly maxTailRecords: number;
+  private readonly checkpointBytes: number;
+  private walBytes = 0;
+  private checkpointDue = false;
+  private checkpointing = false;
+  /** Reports a checkpoint that failed (it is retried after the next commit). */
+  onCheckpointError: (err: unknown) => void = () => {};
 
   /** Opens (creating if needed) the log tables in `catalog` of `instance`. */
   static async open(instance: DuckDBInstance, options: DuckDBEventLogOptions = {}): Promise<DuckDBEventLog> {
@@ -163,6 +176,10 @@ export class DuckDBEventLog implements EventLog {
    * `durableEnd`, the end of the finished prefix.
    */
   private startCommits(): void {
+    if (this.checkpointDue) {
+      if (this.inFlight.size === 0 && !this.checkpointing) void this.checkpoint();
+      return;
+    }
     while (this.pending.length > 0 && this.idleWriters.length > 0) {
       let take = 0;
       let count = 0;
@@ -196,6 +213,10 @@ export class DuckDBEventLog implements EventLog {
     }
     this.inFlight.get(first)!.done = true;
     this.idleWriters.push(writer);
+    if (error === undefined) {
+      this.walBytes += payload.length;
+      if (this.walBytes >= this.checkpointBytes) this.checkpointDue = true;
+    }
     if (error === undefined && this.maxTailRecords > 0) this.keepInTail(first, group);
     // A failed commit leaves a hole of unused offsets: offsets only grow, never get reused.
     let advanced = false;
@@ -212,6 +233,24 @@ export class DuckDBEventLog implements EventLog {
     }
     if (advanced) this.appended.emit('appended', this.durableEnd);
     this.startCommits();
+  }
+
+  /**
+   * Checkpoints with no commit in flight; appends queue meanwhile and go into the next group
+   * commit. A failure (another connection was writing) is retried after the next commit.
+   */
+  private async checkpoint(): Promise<void> {
+    this.checkpointing = true;
+    try {
+      await this.allWriters[0]!.conn.run(`CHECKPOINT ${quoteIdent(this.catalog)}`);
+      this.walBytes = 0;
+    } catch (err) {
+      this.onCheckpointError(err);
+    } finally {
+      this.checkpointDue = false;
+      this.checkpointing = false;
+      this.startCommits();
+    }
   }
 
   private keepInTail(first: number, group: PendingAppend[]): void {
@@ -412,7 +451,9 @@ export class DuckDBEventLog implements EventLog {
 
   async close(): Promise<void> {
     for (const sub of [...this.subscriptions]) await sub.stop();
-    while (this.pending.length > 0 || this.inFlight.size > 0) await new Promise((r) => setTimeout(r, 5));
+    while (this.pending.length > 0 || this.inFlight.size > 0 || this.checkpointing) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
     this.closed = true;
     for (const w of this.allWriters) {
       w.insert.destroySync();

@@ -1,4 +1,9 @@
-import { type DuckDBConnection, type DuckDBInstance, DuckDBTypeId } from '@duckdb/node-api';
+import {
+  type DuckDBAppender,
+  type DuckDBConnection,
+  type DuckDBInstance,
+  DuckDBTypeId,
+} from '@duckdb/node-api';
 import type { QueryResult, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 
@@ -52,28 +57,57 @@ const LOAD_EVENTS_SQL = `
  * appender inside an explicit transaction, which also records the consumer's offset.
  */
 export class DuckDBWarehouse implements Warehouse {
+  private walBytes = 0;
+  /** Reports a checkpoint that failed (it is retried after the next write). */
+  onCheckpointError: (err: unknown) => void = () => {};
+
   private constructor(
     private readonly instance: DuckDBInstance,
     private readonly writer: DuckDBConnection,
     private readonly reader: DuckDBConnection,
+    private readonly catalog: string,
+    private readonly checkpointBytes: number,
+    private readonly stageAppender: DuckDBAppender,
+    private readonly failedAppender: DuckDBAppender,
   ) {}
 
-  static async open(instance: DuckDBInstance): Promise<DuckDBWarehouse> {
+  /**
+   * @param options.checkpointBytes bytes written after which the warehouse checkpoints,
+   *   between two loads, so no load stalls on DuckDB's own checkpoint (default 32 MB).
+   */
+  static async open(
+    instance: DuckDBInstance,
+    options: { checkpointBytes?: number } = {},
+  ): Promise<DuckDBWarehouse> {
     const writer = await instance.connect();
     for (const sql of SCHEMA_SQL) await writer.run(sql);
     await writer.run(
       'CREATE TEMP TABLE _stage_events (message_id VARCHAR, source_id VARCHAR, log_offset BIGINT, payload VARCHAR)',
     );
     const reader = await instance.connect();
-    return new DuckDBWarehouse(instance, writer, reader);
+    const catalog = String((await reader.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+    return new DuckDBWarehouse(
+      instance,
+      writer,
+      reader,
+      catalog,
+      options.checkpointBytes ?? 32 * 1024 * 1024,
+      await writer.createAppender('_stage_events', null, 'temp'),
+      await writer.createAppender('failed_events'),
+    );
   }
 
+  /**
+   * Two round trips to DuckDB's threads per batch, whatever its size: the event loop of a
+   * busy server is slow to come back to an awaiting loader, so fewer awaits load faster.
+   */
   async write(batch: WarehouseBatch): Promise<void> {
     const w = this.writer;
     await w.run('BEGIN TRANSACTION');
     try {
+      const statements: string[] = [];
       if (batch.events.length > 0) {
-        const ap = await w.createAppender('_stage_events', null, 'temp');
+        const ap = this.stageAppender;
         for (const e of batch.events) {
           ap.appendVarchar(e.messageId);
           ap.appendVarchar(e.sourceId);
@@ -81,12 +115,11 @@ export class DuckDBWarehouse implements Warehouse {
           ap.appendVarchar(e.json);
           ap.endRow();
         }
-        ap.closeSync();
-        await w.run(LOAD_EVENTS_SQL);
-        await w.run('DELETE FROM temp._stage_events');
+        ap.flushSync();
+        statements.push(LOAD_EVENTS_SQL, 'DELETE FROM temp._stage_events');
       }
       if (batch.failed.length > 0) {
-        const ap = await w.createAppender('failed_events');
+        const ap = this.failedAppender;
         for (const f of batch.failed) {
           ap.appendBigInt(BigInt(f.logOffset));
           ap.appendVarchar(f.sourceId);
@@ -98,16 +131,26 @@ export class DuckDBWarehouse implements Warehouse {
           ap.appendVarchar(f.json);
           ap.endRow();
         }
-        ap.closeSync();
+        ap.flushSync();
       }
-      await w.run('INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES ($1, $2, now())', [
-        batch.consumer,
-        BigInt(batch.nextOffset),
-      ]);
-      await w.run('COMMIT');
+      statements.push(
+        `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(batch.consumer)}, ${Math.trunc(batch.nextOffset)}, now())`,
+        'COMMIT',
+      );
+      await w.run(statements.join(';\n'));
     } catch (err) {
       await w.run('ROLLBACK').catch(() => undefined);
       throw err;
+    }
+    for (const e of batch.events) this.walBytes += e.json.length;
+    for (const f of batch.failed) this.walBytes += f.json.length;
+    if (this.walBytes >= this.checkpointBytes) {
+      try {
+        await w.run(`CHECKPOINT "${this.catalog.replace(/"/g, '""')}"`);
+        this.walBytes = 0;
+      } catch (err) {
+        this.onCheckpointError(err);
+      }
     }
   }
 
@@ -180,7 +223,13 @@ export class DuckDBWarehouse implements Warehouse {
   }
 
   async close(): Promise<void> {
+    this.stageAppender.closeSync();
+    this.failedAppender.closeSync();
     this.writer.closeSync();
     this.reader.closeSync();
   }
+}
+
+function sqlString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
 }
