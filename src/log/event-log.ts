@@ -38,6 +38,12 @@ export interface Subscription {
 export interface ConsumeOptions {
   /** Most records handed over at once. Default 5,000. */
   maxBatch?: number;
+  /**
+   * After a batch smaller than `maxBatch`, wait this long before reading again, so that a
+   * trickle of records is handled in fewer, larger batches (fewer transactions downstream).
+   * Bounds the added latency. Default 0.
+   */
+  lingerMs?: number;
   /** Called when `handle` throws; the batch is retried after a pause. */
   onError?: (err: unknown) => void;
 }

@@ -18,6 +18,11 @@ export interface WarehouseLoaderOptions {
   dedupeWindowMs?: number;
   /** Most records per warehouse transaction. Default 10,000. */
   maxBatch?: number;
+  /**
+   * How long to gather a trickle of events before loading them (one transaction per
+   * gathering instead of one per request). Adds at most this much to freshness. Default 100 ms.
+   */
+  lingerMs?: number;
   observer?: LoaderObserver;
   now?: () => number;
 }
@@ -35,6 +40,7 @@ export class WarehouseLoader {
   private readonly observer: LoaderObserver;
   private readonly now: () => number;
   private readonly maxBatch: number;
+  private readonly lingerMs: number;
   private highWater = 0;
   private subscription: Subscription | undefined;
 
@@ -48,6 +54,7 @@ export class WarehouseLoader {
     this.observer = options.observer ?? {};
     this.now = options.now ?? Date.now;
     this.maxBatch = options.maxBatch ?? 10_000;
+    this.lingerMs = options.lingerMs ?? 100;
   }
 
   /** Rebuilds the dedupe index from the warehouse, then starts consuming. */
@@ -58,6 +65,7 @@ export class WarehouseLoader {
     this.highWater = await this.warehouse.consumerOffset(this.consumer);
     this.subscription = this.log.consume(this.consumer, (batch) => this.handle(batch), {
       maxBatch: this.maxBatch,
+      lingerMs: this.lingerMs,
       onError: (err) => this.observer.error?.(err),
     });
   }

@@ -8,7 +8,7 @@ import type {
   RawEvent,
   Subscription,
 } from '../event-log.js';
-import { decodeEntry, encodeRecord } from './entry-codec.js';
+import { encodeRecord } from './entry-codec.js';
 
 export interface DuckDBEventLogOptions {
   /** Catalog (attached database) holding the log tables. Default `log`. */
@@ -42,35 +42,41 @@ interface Writer {
 
 function schemaSql(q: string): string[] {
   return [
-    `CREATE TABLE IF NOT EXISTS ${q}.entries (
-      first_offset BIGINT NOT NULL,
-      last_offset BIGINT NOT NULL,
+    `CREATE TABLE IF NOT EXISTS ${q}.records (
+      log_offset BIGINT NOT NULL,
       committed_at TIMESTAMPTZ NOT NULL,
-      payload VARCHAR NOT NULL)`,
+      source_id VARCHAR NOT NULL,
+      message_id VARCHAR NOT NULL,
+      received_at TIMESTAMPTZ NOT NULL,
+      status VARCHAR NOT NULL,
+      code VARCHAR,
+      reason VARCHAR,
+      event VARCHAR NOT NULL)`,
     `CREATE TABLE IF NOT EXISTS ${q}.consumer_offsets (
       consumer VARCHAR PRIMARY KEY,
       next_offset BIGINT NOT NULL,
       updated_at TIMESTAMPTZ NOT NULL)`,
     `CREATE OR REPLACE VIEW ${q}.raw_events AS
-      SELECT first_offset + i - 1 AS log_offset,
-             json_extract_string(env, '$.source_id') AS source_id,
-             json_extract_string(env, '$.message_id') AS message_id,
-             make_timestamptz(CAST(json_extract(env, '$.received_at') AS BIGINT) * 1000) AS received_at,
-             json_extract_string(env, '$.status') AS status,
-             json_extract_string(env, '$.code') AS code,
-             json_extract_string(env, '$.reason') AS reason,
-             CAST(event AS JSON) AS event,
-             committed_at
-      FROM (
-        SELECT first_offset, committed_at, i,
-               split_part(line, chr(9), 1) AS env,
-               substr(line, strpos(line, chr(9)) + 1) AS event
-        FROM (
-          SELECT first_offset, committed_at,
-                 unnest(string_split(payload, chr(10))) AS line,
-                 generate_subscripts(string_split(payload, chr(10)), 1) AS i
-          FROM entries))`,
+      SELECT log_offset, source_id, message_id, received_at, status, code, reason,
+             CAST(event AS JSON) AS event, committed_at
+      FROM records`,
   ];
+}
+
+/**
+ * One group commit: the lines (`<envelope JSON>\t<event JSON>`) arrive as one string and
+ * DuckDB splits them into one row per record on its own threads.
+ */
+function insertSql(q: string): string {
+  return `INSERT INTO ${q}.records
+    SELECT $1 + i - 1, now(), f[1], f[2], make_timestamptz(CAST(f[3] AS BIGINT) * 1000), f[4], f[5], f[6],
+           substr(line, strpos(line, chr(9)) + 1)
+    FROM (
+      SELECT line, i,
+             json_extract_string(split_part(line, chr(9), 1),
+               ['$.source_id', '$.message_id', '$.received_at', '$.status', '$.code', '$.reason']) AS f
+      FROM (SELECT unnest(lines) AS line, generate_subscripts(lines, 1) AS i
+            FROM (SELECT string_split($2, chr(10)) AS lines)))`;
 }
 
 interface PendingAppend {
@@ -82,13 +88,16 @@ interface PendingAppend {
 }
 
 /**
- * The embedded event log: an append-only table in its own DuckDB file.
+ * The embedded event log: an append-only table (`records`, one row per record) in its own
+ * DuckDB file.
  *
- * Appends are group-committed: while one commit is in flight (DuckDB fsyncs its WAL on
- * commit), every append that arrives waits and goes into the next commit as one row, so
- * a burst of requests costs one disk flush. Each row holds a contiguous range of offsets
- * and the records as lines (`<envelope JSON>\t<event JSON>`); the view `raw_events` shows
- * one row per record and is the queryable raw archive that replay reads.
+ * Appends are group-committed: while commits are in flight (DuckDB fsyncs its WAL on
+ * commit), every append that arrives waits and goes into the next commit, so a burst of
+ * requests costs one disk flush. A commit sends its records as one string of lines and
+ * DuckDB splits it into rows on its own threads. One row per record keeps checkpoints
+ * bounded: DuckDB rewrites the unfilled last row group at each checkpoint, and rows of
+ * whole group commits (megabytes each) would make that group, and every checkpoint, grow
+ * with the log. The view `raw_events` is the queryable raw archive that replay reads.
  */
 export class DuckDBEventLog implements EventLog {
   private readonly catalog: string;
@@ -147,12 +156,12 @@ export class DuckDBEventLog implements EventLog {
       const conn = await instance.connect();
       writers.push({
         conn,
-        insert: await conn.prepare(`INSERT INTO ${q}.entries VALUES ($1, $2, now(), $3)`),
+        insert: await conn.prepare(insertSql(q)),
       });
     }
     const reader = await instance.connect();
     const log = new DuckDBEventLog(instance, writers, reader, options);
-    const end = await reader.runAndReadAll(`SELECT COALESCE(MAX(last_offset) + 1, 0) FROM ${q}.entries`);
+    const end = await reader.runAndReadAll(`SELECT COALESCE(MAX(log_offset) + 1, 0) FROM ${q}.records`);
     log.nextOffset = Number(end.getRows()[0]?.[0] ?? 0);
     log.durableEnd = log.nextOffset;
     return log;
@@ -196,17 +205,16 @@ export class DuckDBEventLog implements EventLog {
       this.nextOffset += count;
       const writer = this.idleWriters.pop()!;
       this.inFlight.set(first, { end: first + count, done: false });
-      void this.commit(writer, group, first, count);
+      void this.commit(writer, group, first);
     }
   }
 
-  private async commit(writer: Writer, group: PendingAppend[], first: number, count: number): Promise<void> {
+  private async commit(writer: Writer, group: PendingAppend[], first: number): Promise<void> {
     const payload = group.length === 1 ? group[0]!.lines : group.map((g) => g.lines).join('\n');
     let error: unknown;
     try {
       writer.insert.bindBigInt(1, BigInt(first));
-      writer.insert.bindBigInt(2, BigInt(first + count - 1));
-      writer.insert.bindVarchar(3, payload);
+      writer.insert.bindVarchar(2, payload);
       await writer.insert.run();
     } catch (err) {
       error = err ?? new Error('commit failed');
@@ -323,26 +331,33 @@ export class DuckDBEventLog implements EventLog {
     const cached = this.readTail(from, max, end);
     if (cached) return cached;
     const q = quoteIdent(this.catalog);
-    let r = await conn.runAndReadAll(
-      `SELECT first_offset, payload FROM ${q}.entries
-       WHERE last_offset >= $1 AND first_offset < least($2, $3) ORDER BY first_offset`,
+    const r = await conn.runAndReadAll(
+      `SELECT log_offset, source_id, message_id, epoch_ms(received_at), status, code, reason, event
+       FROM ${q}.records WHERE log_offset >= $1 AND log_offset < least($2, $3) ORDER BY log_offset`,
       [BigInt(from), BigInt(from + Math.max(1, max)), BigInt(end)],
     );
     if (r.currentRowCount === 0) {
-      r = await conn.runAndReadAll(
-        `SELECT first_offset, payload FROM ${q}.entries
-         WHERE first_offset >= $1 AND first_offset < $2 ORDER BY first_offset LIMIT 1`,
+      // A failed commit left a hole at `from`: continue at the next record, if any.
+      const next = await conn.runAndReadAll(
+        `SELECT min(log_offset) FROM ${q}.records WHERE log_offset >= $1 AND log_offset < $2`,
         [BigInt(from), BigInt(end)],
       );
-      if (r.currentRowCount === 0) return { records: [], next: end };
+      const at = next.getRows()[0]?.[0];
+      return { records: [], next: at === null || at === undefined ? end : Number(at) };
     }
     const records: Delivered[] = [];
-    for (const [firstOffset, payload] of r.getRows()) {
-      let offset = Number(firstOffset);
-      for (const line of String(payload).split('\n')) {
-        if (offset >= from) records.push(decodeEntry(line, offset));
-        offset++;
-      }
+    for (const [offset, sourceId, messageId, receivedAt, status, code, reason, event] of r.getRows()) {
+      const d: Delivered = {
+        offset: Number(offset),
+        sourceId: String(sourceId),
+        messageId: String(messageId),
+        receivedAt: Number(receivedAt),
+        status: status as Delivered['status'],
+        json: String(event),
+      };
+      if (code !== null) d.code = String(code);
+      if (reason !== null) d.reason = String(reason);
+      records.push(d);
     }
     return { records, next: records.length > 0 ? records[records.length - 1]!.offset + 1 : from };
   }
@@ -353,6 +368,8 @@ export class DuckDBEventLog implements EventLog {
     options: ConsumeOptions = {},
   ): Subscription {
     const maxBatch = options.maxBatch ?? 5000;
+    const lingerMs = options.lingerMs ?? 0;
+    let stopWake: (() => void) | undefined;
     let stopping = false;
     let position = -1;
     let wake: (() => void) | undefined;
@@ -413,6 +430,9 @@ export class DuckDBEventLog implements EventLog {
             options.onError?.(err);
           }
           settleDrains();
+          if (lingerMs > 0 && batch.length < maxBatch && !stopping) {
+            await this.sleep(lingerMs, (w) => (stopWake = w));
+          }
         }
       } finally {
         conn.closeSync();
@@ -423,6 +443,7 @@ export class DuckDBEventLog implements EventLog {
       stop: async () => {
         stopping = true;
         wake?.();
+        stopWake?.();
         await loop;
         this.appended.off('appended', onAppend);
         this.subscriptions.delete(sub);
