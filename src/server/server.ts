@@ -53,7 +53,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await setup.run(`ATTACH IF NOT EXISTS '${join(dataDir, 'log.duckdb').replace(/'/g, "''")}' AS log`);
   setup.closeSync();
 
-  const log = await DuckDBEventLog.open(instance, { catalog: 'log' });
+  const log = await DuckDBEventLog.open(instance, {
+    catalog: 'log',
+    segmentDir: join(dataDir, 'log-segments'),
+  });
   const warehouse = await DuckDBWarehouse.open(instance);
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics(() => ({ appended: log.endOffset(), loaded: loader?.position() ?? 0 }));
@@ -67,10 +70,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
   });
   await loader.start();
-  const onCheckpointError = (err: unknown) =>
+  log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
+  warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
-  log.onCheckpointError = onCheckpointError;
-  warehouse.onCheckpointError = onCheckpointError;
 
   const sourcesByWriteKey = new Map<string, SourceConfig>();
   for (const s of config.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);

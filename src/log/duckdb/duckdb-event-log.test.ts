@@ -10,22 +10,35 @@ import { DuckDBEventLog } from './duckdb-event-log.js';
 async function openAt(
   dir: string,
   tailRecords?: number,
+  segmentBytes?: number,
 ): Promise<{ log: DuckDBEventLog; instance: DuckDBInstance }> {
   const instance = await DuckDBInstance.create(join(dir, 'main.duckdb'));
   const c = await instance.connect();
   await c.run(`ATTACH '${join(dir, 'log.duckdb')}' AS log`);
   c.closeSync();
-  return { log: await DuckDBEventLog.open(instance, { pollIntervalMs: 20, tailRecords }), instance };
+  return {
+    log: await DuckDBEventLog.open(instance, {
+      pollIntervalMs: 20,
+      tailRecords,
+      segmentDir: join(dir, 'segments'),
+      segmentBytes,
+    }),
+    instance,
+  };
 }
 
-// Once with the in-memory tail serving reads, once reading every record back from DuckDB.
-for (const tailRecords of [undefined, 0]) {
-  eventLogConformance(tailRecords === 0 ? 'duckdb (reads from the table)' : 'duckdb', () => {
+// Once with the in-memory tail serving reads; once reading every record back from DuckDB,
+// with segments so small that the log moves to a new one after nearly every commit.
+for (const [tailRecords, segmentBytes] of [
+  [undefined, undefined],
+  [0, 300],
+] as const) {
+  eventLogConformance(tailRecords === 0 ? 'duckdb (tiny segments, reads from the tables)' : 'duckdb', () => {
     const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
     const instances = new Map<EventLog, DuckDBInstance>();
     return {
       async open() {
-        const { log, instance } = await openAt(dir, tailRecords);
+        const { log, instance } = await openAt(dir, tailRecords, segmentBytes);
         instances.set(log, instance);
         return log;
       },
@@ -45,6 +58,36 @@ for (const tailRecords of [undefined, 0]) {
     };
   });
 }
+
+describe('DuckDBEventLog segments', () => {
+  it('moves to new segment files as they fill, and keeps every record readable across a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
+    let { log, instance } = await openAt(dir, 0, 2000);
+    try {
+      for (let i = 0; i < 30; i++) await log.append([record(i * 2), record(i * 2 + 1)]);
+      const ranges = log.segmentRanges();
+      expect(ranges.length).toBeGreaterThan(3);
+      for (let i = 1; i < ranges.length; i++) expect(ranges[i]!.first).toBe(ranges[i - 1]!.end);
+      expect(ranges[ranges.length - 1]!.end).toBe(60);
+      await log.close();
+      instance.closeSync();
+      ({ log, instance } = await openAt(dir, 0, 2000));
+      expect(log.segmentRanges()).toEqual(ranges);
+      expect((await log.read(0, 100)).map((d) => d.messageId)).toEqual(
+        Array.from({ length: 60 }, (_, i) => `m-${i}`),
+      );
+      const c = await instance.connect();
+      const n = await c.runAndReadAll('SELECT count(*)::INT FROM log.raw_events');
+      expect(n.getRows()[0]![0]).toBe(60);
+      c.closeSync();
+      expect((await log.append([record(60)])).firstOffset).toBe(60);
+    } finally {
+      await log.close();
+      instance.closeSync();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('DuckDBEventLog raw archive', () => {
   it('shows one queryable row per record in log.raw_events', async () => {
@@ -101,7 +144,7 @@ describe('DuckDBEventLog raw archive', () => {
       await Promise.all(Array.from({ length: 200 }, (_, i) => log.append([record(i)])));
       const c = await instance.connect();
       const r = await c.runAndReadAll(
-        'SELECT count(DISTINCT committed_at)::INT AS rows, count(*)::INT AS records FROM log.records',
+        'SELECT count(DISTINCT committed_at)::INT AS rows, count(*)::INT AS records FROM log.raw_events',
       );
       const [{ rows, records }] = r.getRowObjects() as [{ rows: number; records: number }];
       expect(records).toBe(200);

@@ -1,4 +1,6 @@
 import { EventEmitter } from 'node:events';
+import { mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement } from '@duckdb/node-api';
 import type {
   AppendResult,
@@ -11,7 +13,9 @@ import type {
 import { encodeRecord } from './entry-codec.js';
 
 export interface DuckDBEventLogOptions {
-  /** Catalog (attached database) holding the log tables. Default `log`. */
+  /** Folder of the segment files (`seg-<first offset>.duckdb`). Created if missing. */
+  segmentDir: string;
+  /** Catalog (attached database) holding consumer offsets and the `raw_events` view. Default `log`. */
   catalog?: string;
   /** Most records one group commit writes; the rest wait for the next. Default 20,000. */
   maxGroupRecords?: number;
@@ -21,11 +25,10 @@ export interface DuckDBEventLogOptions {
    */
   tailRecords?: number;
   /**
-   * WAL bytes after which the log checkpoints, between commits. DuckDB's own automatic
-   * checkpoint runs inside the commit that crosses its threshold, or not at all while other
-   * writes are active, as they nearly always are under load. Default 32 MB.
+   * Bytes of records after which new commits go to a new segment and the full one is
+   * checkpointed in the background. Default 64 MB.
    */
-  checkpointBytes?: number;
+  segmentBytes?: number;
   /**
    * Commits in flight at once, each on its own connection. Default 2: while one commit
    * waits for the disk, the next is being written.
@@ -40,35 +43,37 @@ interface Writer {
   insert: DuckDBPreparedStatement;
 }
 
-function schemaSql(q: string): string[] {
-  return [
-    `CREATE TABLE IF NOT EXISTS ${q}.records (
-      log_offset BIGINT NOT NULL,
-      committed_at TIMESTAMPTZ NOT NULL,
-      source_id VARCHAR NOT NULL,
-      message_id VARCHAR NOT NULL,
-      received_at TIMESTAMPTZ NOT NULL,
-      status VARCHAR NOT NULL,
-      code VARCHAR,
-      reason VARCHAR,
-      event VARCHAR NOT NULL)`,
-    `CREATE TABLE IF NOT EXISTS ${q}.consumer_offsets (
-      consumer VARCHAR PRIMARY KEY,
-      next_offset BIGINT NOT NULL,
-      updated_at TIMESTAMPTZ NOT NULL)`,
-    `CREATE OR REPLACE VIEW ${q}.raw_events AS
-      SELECT log_offset, source_id, message_id, received_at, status, code, reason,
-             CAST(event AS JSON) AS event, committed_at
-      FROM records`,
-  ];
+/** One segment: a DuckDB file holding the records of offsets `[first, end)`. */
+interface Segment {
+  first: number;
+  end: number;
+  catalog: string;
+  bytes: number;
 }
+
+const SEGMENT_FILE = /^seg-(\d{20})\.duckdb$/;
+
+function segmentCatalog(first: number): string {
+  return `log_seg_${first}`;
+}
+
+const RECORDS_TABLE = `(
+  log_offset BIGINT NOT NULL,
+  committed_at TIMESTAMPTZ NOT NULL,
+  source_id VARCHAR NOT NULL,
+  message_id VARCHAR NOT NULL,
+  received_at TIMESTAMPTZ NOT NULL,
+  status VARCHAR NOT NULL,
+  code VARCHAR,
+  reason VARCHAR,
+  event VARCHAR NOT NULL)`;
 
 /**
  * One group commit: the lines (`<envelope JSON>\t<event JSON>`) arrive as one string and
  * DuckDB splits them into one row per record on its own threads.
  */
-function insertSql(q: string): string {
-  return `INSERT INTO ${q}.records
+function insertSql(catalog: string): string {
+  return `INSERT INTO ${quoteIdent(catalog)}.records
     SELECT $1 + i - 1, now(), f[1], f[2], make_timestamptz(CAST(f[3] AS BIGINT) * 1000), f[4], f[5], f[6],
            substr(line, strpos(line, chr(9)) + 1)
     FROM (
@@ -88,21 +93,28 @@ interface PendingAppend {
 }
 
 /**
- * The embedded event log: an append-only table (`records`, one row per record) in its own
- * DuckDB file.
+ * The embedded event log: append-only DuckDB files, one per segment of offsets, one row
+ * per record.
  *
  * Appends are group-committed: while commits are in flight (DuckDB fsyncs its WAL on
  * commit), every append that arrives waits and goes into the next commit, so a burst of
  * requests costs one disk flush. A commit sends its records as one string of lines and
- * DuckDB splits it into rows on its own threads. One row per record keeps checkpoints
- * bounded: DuckDB rewrites the unfilled last row group at each checkpoint, and rows of
- * whole group commits (megabytes each) would make that group, and every checkpoint, grow
- * with the log. The view `raw_events` is the queryable raw archive that replay reads.
+ * DuckDB splits it into rows on its own threads.
+ *
+ * Segments keep checkpoints off the commit path. DuckDB checkpoints inside the commit that
+ * crosses its WAL threshold, or not at all while other writes are active, and a checkpoint
+ * rewrites the unfilled last row group. So the log writes to one segment until it holds
+ * `segmentBytes`, then moves new commits to a new segment and checkpoints the full one in
+ * the background, where no commit waits for it. The view `raw_events` (in `catalog`, with
+ * the consumer offsets) unions the segments: it is the queryable raw archive replay reads.
  */
 export class DuckDBEventLog implements EventLog {
   private readonly catalog: string;
+  private readonly segmentDir: string;
   private readonly maxGroupRecords: number;
   private readonly pollIntervalMs: number;
+  private readonly segmentBytes: number;
+  private readonly maxTailRecords: number;
   private readonly appended = new EventEmitter();
   private readonly pending: PendingAppend[] = [];
   private pendingRecords = 0;
@@ -113,58 +125,119 @@ export class DuckDBEventLog implements EventLog {
   /** Commits in flight, by first offset, and whether each has finished. */
   private readonly inFlight = new Map<number, { end: number; done: boolean }>();
   private readonly idleWriters: Writer[];
+  private readonly allWriters: Writer[];
+  /** In offset order; the last one takes the commits. */
+  private readonly segments: Segment[] = [];
+  private rotationDue = false;
+  private rotating: Promise<void> | undefined;
+  private checkpointing: Promise<void> = Promise.resolve();
+  /** The latest committed groups, in offset order (failed commits leave gaps). */
+  private readonly tail: { first: number; records: readonly RawEvent[] }[] = [];
+  private tailCount = 0;
   private closed = false;
   private readonly subscriptions = new Set<Subscription>();
+  /** Reports a failed background checkpoint or view update (the log goes on). */
+  onMaintenanceError: (err: unknown) => void = () => {};
 
   private constructor(
     private readonly instance: DuckDBInstance,
     writers: Writer[],
     private readonly reader: DuckDBConnection,
+    private readonly maintenance: DuckDBConnection,
     options: DuckDBEventLogOptions,
   ) {
     this.catalog = options.catalog ?? 'log';
+    this.segmentDir = options.segmentDir;
     this.maxGroupRecords = options.maxGroupRecords ?? 20_000;
     this.pollIntervalMs = options.pollIntervalMs ?? 500;
+    this.segmentBytes = options.segmentBytes ?? 64 * 1024 * 1024;
+    this.maxTailRecords = options.tailRecords ?? 100_000;
     this.appended.setMaxListeners(0);
     this.idleWriters = writers;
     this.allWriters = [...writers];
-    this.maxTailRecords = options.tailRecords ?? 100_000;
-    this.checkpointBytes = options.checkpointBytes ?? 32 * 1024 * 1024;
   }
 
-  private readonly allWriters: Writer[];
-  /** The latest committed groups, in offset order (failed commits leave gaps). */
-  private readonly tail: { first: number; records: readonly RawEvent[] }[] = [];
-  private tailCount = 0;
-  private readonly maxTailRecords: number;
-  private readonly checkpointBytes: number;
-  private walBytes = 0;
-  private checkpointDue = false;
-  private checkpointing = false;
-  /** Reports a checkpoint that failed (it is retried after the next commit). */
-  onCheckpointError: (err: unknown) => void = () => {};
-
-  /** Opens (creating if needed) the log tables in `catalog` of `instance`. */
-  static async open(instance: DuckDBInstance, options: DuckDBEventLogOptions = {}): Promise<DuckDBEventLog> {
+  /**
+   * Opens the log: the consumer offsets in `catalog` of `instance` (already attached), and
+   * every segment file in `segmentDir` (a first one is created when there is none).
+   */
+  static async open(instance: DuckDBInstance, options: DuckDBEventLogOptions): Promise<DuckDBEventLog> {
     const catalog = options.catalog ?? 'log';
-    const q = quoteIdent(catalog);
-    const setup = await instance.connect();
-    for (const sql of schemaSql(q)) await setup.run(sql);
-    setup.closeSync();
+    mkdirSync(options.segmentDir, { recursive: true });
+    const maintenance = await instance.connect();
+    await maintenance.run(`CREATE TABLE IF NOT EXISTS ${quoteIdent(catalog)}.consumer_offsets (
+      consumer VARCHAR PRIMARY KEY,
+      next_offset BIGINT NOT NULL,
+      updated_at TIMESTAMPTZ NOT NULL)`);
     const writers: Writer[] = [];
     for (let i = 0; i < (options.concurrentCommits ?? 2); i++) {
-      const conn = await instance.connect();
       writers.push({
-        conn,
-        insert: await conn.prepare(insertSql(q)),
+        conn: await instance.connect(),
+        insert: undefined as unknown as DuckDBPreparedStatement,
       });
     }
-    const reader = await instance.connect();
-    const log = new DuckDBEventLog(instance, writers, reader, options);
-    const end = await reader.runAndReadAll(`SELECT COALESCE(MAX(log_offset) + 1, 0) FROM ${q}.records`);
-    log.nextOffset = Number(end.getRows()[0]?.[0] ?? 0);
+    const log = new DuckDBEventLog(instance, writers, await instance.connect(), maintenance, options);
+    const files = readdirSync(options.segmentDir)
+      .map((f) => SEGMENT_FILE.exec(f))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+    for (const first of files) {
+      const catalogName = await log.attachSegment(first);
+      const r = await maintenance.runAndReadAll(
+        `SELECT COALESCE(max(log_offset) + 1, $1), COALESCE(sum(length(event)), 0) FROM ${quoteIdent(catalogName)}.records`,
+        [BigInt(first)],
+      );
+      const [end, bytes] = r.getRows()[0]!;
+      log.segments.push({ first, end: Number(end), catalog: catalogName, bytes: Number(bytes) });
+    }
+    const last = log.segments[log.segments.length - 1];
+    // Offsets of commits that failed at the very end were never stored, but a consumer may
+    // have skipped past them: never hand them out again.
+    const skipped = await maintenance.runAndReadAll(
+      `SELECT COALESCE(max(next_offset), 0) FROM ${quoteIdent(catalog)}.consumer_offsets`,
+    );
+    log.nextOffset = Math.max(last ? last.end : 0, Number(skipped.getRows()[0]?.[0] ?? 0));
     log.durableEnd = log.nextOffset;
+    if (!last) log.segments.push(await log.createSegment(log.nextOffset));
+    else last.end = log.nextOffset;
+    await log.useActiveSegment();
+    await log.updateView();
     return log;
+  }
+
+  private async attachSegment(first: number): Promise<string> {
+    const catalogName = segmentCatalog(first);
+    const path = join(this.segmentDir, `seg-${String(first).padStart(20, '0')}.duckdb`);
+    await this.maintenance.run(
+      `ATTACH IF NOT EXISTS '${path.replace(/'/g, "''")}' AS ${quoteIdent(catalogName)}`,
+    );
+    await this.maintenance.run(
+      `CREATE TABLE IF NOT EXISTS ${quoteIdent(catalogName)}.records ${RECORDS_TABLE}`,
+    );
+    return catalogName;
+  }
+
+  private async createSegment(first: number): Promise<Segment> {
+    return { first, end: first, catalog: await this.attachSegment(first), bytes: 0 };
+  }
+
+  private async useActiveSegment(): Promise<void> {
+    const active = this.segments[this.segments.length - 1]!;
+    for (const w of this.allWriters) {
+      w.insert?.destroySync();
+      w.insert = await w.conn.prepare(insertSql(active.catalog));
+    }
+  }
+
+  private async updateView(): Promise<void> {
+    const union = this.segments
+      .map((s) => `SELECT * FROM ${quoteIdent(s.catalog)}.records`)
+      .join('\n      UNION ALL ');
+    await this.maintenance.run(`CREATE OR REPLACE VIEW ${quoteIdent(this.catalog)}.raw_events AS
+      SELECT log_offset, source_id, message_id, received_at, status, code, reason,
+             CAST(event AS JSON) AS event, committed_at
+      FROM (${union})`);
   }
 
   append(records: readonly RawEvent[]): Promise<AppendResult> {
@@ -182,11 +255,12 @@ export class DuckDBEventLog implements EventLog {
   /**
    * Starts a commit on every idle writer connection while appends wait. Offsets are assigned
    * when a commit starts; commits may finish out of order, so readers only see offsets below
-   * `durableEnd`, the end of the finished prefix.
+   * `durableEnd`, the end of the finished prefix. While a segment change is due, no commit
+   * starts: the change waits for the commits in flight, then takes a few milliseconds.
    */
   private startCommits(): void {
-    if (this.checkpointDue) {
-      if (this.inFlight.size === 0 && !this.checkpointing) void this.checkpoint();
+    if (this.rotationDue) {
+      if (this.inFlight.size === 0) this.rotating ??= this.rotate();
       return;
     }
     while (this.pending.length > 0 && this.idleWriters.length > 0) {
@@ -219,13 +293,16 @@ export class DuckDBEventLog implements EventLog {
     } catch (err) {
       error = err ?? new Error('commit failed');
     }
-    this.inFlight.get(first)!.done = true;
+    const flight = this.inFlight.get(first)!;
+    flight.done = true;
     this.idleWriters.push(writer);
     if (error === undefined) {
-      this.walBytes += payload.length;
-      if (this.walBytes >= this.checkpointBytes) this.checkpointDue = true;
+      const active = this.segments[this.segments.length - 1]!;
+      active.end = Math.max(active.end, flight.end);
+      active.bytes += payload.length;
+      if (active.bytes >= this.segmentBytes) this.rotationDue = true;
+      if (this.maxTailRecords > 0) this.keepInTail(first, group);
     }
-    if (error === undefined && this.maxTailRecords > 0) this.keepInTail(first, group);
     // A failed commit leaves a hole of unused offsets: offsets only grow, never get reused.
     let advanced = false;
     for (let c = this.inFlight.get(this.durableEnd); c?.done; c = this.inFlight.get(this.durableEnd)) {
@@ -243,22 +320,32 @@ export class DuckDBEventLog implements EventLog {
     this.startCommits();
   }
 
-  /**
-   * Checkpoints with no commit in flight; appends queue meanwhile and go into the next group
-   * commit. A failure (another connection was writing) is retried after the next commit.
-   */
-  private async checkpoint(): Promise<void> {
-    this.checkpointing = true;
+  /** Moves commits to a new segment, then checkpoints the full one in the background. */
+  private async rotate(): Promise<void> {
+    const full = this.segments[this.segments.length - 1]!;
     try {
-      await this.allWriters[0]!.conn.run(`CHECKPOINT ${quoteIdent(this.catalog)}`);
-      this.walBytes = 0;
+      full.end = Math.max(full.end, this.nextOffset);
+      this.segments.push(await this.createSegment(this.nextOffset));
+      await this.useActiveSegment();
     } catch (err) {
-      this.onCheckpointError(err);
+      // Stay on the full segment; a later commit tries again.
+      this.onMaintenanceError(err);
+      if (this.segments[this.segments.length - 1] !== full) this.segments.pop();
+      full.bytes = 0;
     } finally {
-      this.checkpointDue = false;
-      this.checkpointing = false;
+      this.rotationDue = false;
+      this.rotating = undefined;
       this.startCommits();
     }
+    if (this.segments[this.segments.length - 1] === full) return;
+    this.checkpointing = this.checkpointing.then(async () => {
+      try {
+        await this.updateView();
+        await this.maintenance.run(`CHECKPOINT ${quoteIdent(full.catalog)}`);
+      } catch (err) {
+        this.onMaintenanceError(err);
+      }
+    });
   }
 
   private keepInTail(first: number, group: PendingAppend[]): void {
@@ -300,6 +387,11 @@ export class DuckDBEventLog implements EventLog {
     return this.pendingRecords;
   }
 
+  /** The segments, oldest first: offsets `[first, end)` each. */
+  segmentRanges(): { first: number; end: number }[] {
+    return this.segments.map((s) => ({ first: s.first, end: s.end }));
+  }
+
   async committedOffset(group: string, conn: DuckDBConnection = this.reader): Promise<number> {
     const r = await conn.runAndReadAll(
       `SELECT next_offset FROM ${quoteIdent(this.catalog)}.consumer_offsets WHERE consumer = $1`,
@@ -308,18 +400,14 @@ export class DuckDBEventLog implements EventLog {
     return Number(r.getRows()[0]?.[0] ?? 0);
   }
 
-  /**
-   * Reads records from `from` on: the rows overlapping `[from, from + max)`. Rows are never
-   * split across reads nor fetched twice, so a read returns at most one group commit past `max`.
-   */
   async read(from: number, max: number, conn: DuckDBConnection = this.reader): Promise<Delivered[]> {
     return (await this.readFrom(from, max, conn)).records;
   }
 
   /**
-   * Reads the durable rows overlapping `[from, from + max)`; `next` is where the following
-   * read starts. Offsets of a failed commit were never written: a read at such a hole skips
-   * to the next row, or to the durable end when nothing follows.
+   * Reads the durable records in `[from, from + max)`; `next` is where the following read
+   * starts. Offsets of a failed commit were never written: a read at such a hole skips to
+   * the next record, or to the durable end when nothing follows.
    */
   private async readFrom(
     from: number,
@@ -330,36 +418,45 @@ export class DuckDBEventLog implements EventLog {
     if (from >= end) return { records: [], next: from };
     const cached = this.readTail(from, max, end);
     if (cached) return cached;
-    const q = quoteIdent(this.catalog);
-    const r = await conn.runAndReadAll(
-      `SELECT log_offset, source_id, message_id, epoch_ms(received_at), status, code, reason, event
-       FROM ${q}.records WHERE log_offset >= $1 AND log_offset < least($2, $3) ORDER BY log_offset`,
-      [BigInt(from), BigInt(from + Math.max(1, max)), BigInt(end)],
-    );
-    if (r.currentRowCount === 0) {
-      // A failed commit left a hole at `from`: continue at the next record, if any.
-      const next = await conn.runAndReadAll(
-        `SELECT min(log_offset) FROM ${q}.records WHERE log_offset >= $1 AND log_offset < $2`,
+    const upTo = Math.min(from + Math.max(1, max), end);
+    const records: Delivered[] = [];
+    let nextRecord: number | undefined;
+    for (const seg of this.segments) {
+      if (seg.end <= from || seg.first >= upTo) continue;
+      const r = await conn.runAndReadAll(
+        `SELECT log_offset, source_id, message_id, epoch_ms(received_at), status, code, reason, event
+         FROM ${quoteIdent(seg.catalog)}.records WHERE log_offset >= $1 AND log_offset < $2 ORDER BY log_offset`,
+        [BigInt(from), BigInt(upTo)],
+      );
+      for (const [offset, sourceId, messageId, receivedAt, status, code, reason, event] of r.getRows()) {
+        const d: Delivered = {
+          offset: Number(offset),
+          sourceId: String(sourceId),
+          messageId: String(messageId),
+          receivedAt: Number(receivedAt),
+          status: status as Delivered['status'],
+          json: String(event),
+        };
+        if (code !== null) d.code = String(code);
+        if (reason !== null) d.reason = String(reason);
+        records.push(d);
+      }
+    }
+    if (records.length > 0) return { records, next: records[records.length - 1]!.offset + 1 };
+    // A failed commit left a hole at `from`: continue at the next record, if any.
+    for (const seg of this.segments) {
+      if (seg.end <= from) continue;
+      const r = await conn.runAndReadAll(
+        `SELECT min(log_offset) FROM ${quoteIdent(seg.catalog)}.records WHERE log_offset >= $1 AND log_offset < $2`,
         [BigInt(from), BigInt(end)],
       );
-      const at = next.getRows()[0]?.[0];
-      return { records: [], next: at === null || at === undefined ? end : Number(at) };
+      const at = r.getRows()[0]?.[0];
+      if (at !== null && at !== undefined) {
+        nextRecord = Number(at);
+        break;
+      }
     }
-    const records: Delivered[] = [];
-    for (const [offset, sourceId, messageId, receivedAt, status, code, reason, event] of r.getRows()) {
-      const d: Delivered = {
-        offset: Number(offset),
-        sourceId: String(sourceId),
-        messageId: String(messageId),
-        receivedAt: Number(receivedAt),
-        status: status as Delivered['status'],
-        json: String(event),
-      };
-      if (code !== null) d.code = String(code);
-      if (reason !== null) d.reason = String(reason);
-      records.push(d);
-    }
-    return { records, next: records.length > 0 ? records[records.length - 1]!.offset + 1 : from };
+    return { records: [], next: nextRecord ?? end };
   }
 
   consume(
@@ -472,15 +569,17 @@ export class DuckDBEventLog implements EventLog {
 
   async close(): Promise<void> {
     for (const sub of [...this.subscriptions]) await sub.stop();
-    while (this.pending.length > 0 || this.inFlight.size > 0 || this.checkpointing) {
+    while (this.pending.length > 0 || this.inFlight.size > 0 || this.rotating) {
       await new Promise((r) => setTimeout(r, 5));
     }
+    await this.checkpointing;
     this.closed = true;
     for (const w of this.allWriters) {
       w.insert.destroySync();
       w.conn.closeSync();
     }
     this.reader.closeSync();
+    this.maintenance.closeSync();
   }
 }
 
