@@ -89,6 +89,48 @@ describe('DuckDBEventLog segments', () => {
   });
 });
 
+describe('DuckDBEventLog failed commits', () => {
+  it('rejects the appends of a failed commit, leaves a hole that readers skip, and never reuses its offsets', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
+    let { log, instance } = await openAt(dir, 0);
+    try {
+      await log.append([record(0), record(1)]);
+      // A receivedAt that is not a number makes the envelope invalid JSON: DuckDB refuses the
+      // whole commit, as it would on a full disk.
+      await expect(log.append([{ ...record(2), receivedAt: Number.NaN }])).rejects.toThrow();
+      const after = await log.append([record(3)]);
+      expect(after.firstOffset).toBe(3);
+      const seen: string[] = [];
+      const sub = log.consume('g', async (batch) => {
+        seen.push(...batch.map((d) => d.messageId));
+      });
+      await sub.drained();
+      await sub.stop();
+      expect(seen).toEqual(['m-0', 'm-1', 'm-3']);
+      // A failed commit at the very end, skipped by the consumer, then a restart.
+      await expect(log.append([{ ...record(4), receivedAt: Number.NaN }])).rejects.toThrow();
+      const tailSub = log.consume('g', async () => {});
+      await tailSub.drained();
+      await tailSub.stop();
+      expect(await log.committedOffset('g')).toBe(4);
+      await log.close();
+      instance.closeSync();
+      ({ log, instance } = await openAt(dir, 0));
+      // Offset 4 was never stored and no consumer has read past it, so it is the next one;
+      // offsets a consumer has passed are never handed out again.
+      expect((await log.append([record(5)])).firstOffset).toBe(4);
+      const again = log.consume('g', async () => {});
+      await again.drained();
+      await again.stop();
+      expect(await log.committedOffset('g')).toBe(5);
+    } finally {
+      await log.close();
+      instance.closeSync();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('DuckDBEventLog raw archive', () => {
   it('shows one queryable row per record in log.raw_events', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
