@@ -45,11 +45,12 @@ const SCHEMA_SQL = [
 /** Columns come from the JSON in one parse per row (a multi-path extract). */
 const LOAD_EVENTS_SQL = `
   INSERT INTO events
-  SELECT message_id, source_id, f[1], coalesce(f[2], f[3]), f[4], f[5],
+  SELECT message_id, source_id, f[1],
+         coalesce(f[2], CASE WHEN f[1] IN ('page', 'screen') THEN coalesce(f[3], f[8]) END), f[4], f[5],
          CAST(f[6] AS TIMESTAMPTZ), CAST(f[7] AS TIMESTAMPTZ), log_offset, payload
   FROM (
     SELECT *, json_extract_string(payload, ['$.type', '$.event', '$.name', '$.userId', '$.anonymousId',
-                                            '$.timestamp', '$.receivedAt']) AS f
+                                            '$.timestamp', '$.receivedAt', '$.properties.name']) AS f
     FROM temp._stage_events)`;
 
 /**
