@@ -1,6 +1,13 @@
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, basicAuth, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import {
+  ADMIN_TOKEN,
+  basicAuth,
+  startTestServer,
+  type TestServer,
+  WEB_AND_JITSU_CONFIG,
+  WRITE_KEY,
+} from './helpers.js';
 
 let server: TestServer;
 let seq = 0;
@@ -8,15 +15,7 @@ const uid = (p = 'm') => `${p}-${Date.now().toString(36)}-${seq++}`;
 
 beforeAll(async () => {
   server = await startTestServer({
-    yaml: `version: 1
-sources:
-  - id: web
-    type: http
-    writeKey: ${WRITE_KEY}
-  - id: jitsu
-    type: http
-    writeKey: "js.key:s3cret"
-  - id: off
+    yaml: `${WEB_AND_JITSU_CONFIG}  - id: off
     type: http
     writeKey: wk_disabled
     enabled: false

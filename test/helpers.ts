@@ -59,3 +59,42 @@ export async function startTestServer(opts: { yaml?: string; dataDir?: string } 
 export function basicAuth(key: string): string {
   return `Basic ${Buffer.from(`${key}:`).toString('base64')}`;
 }
+
+/** A Jitsu-style `id:secret` write key, for a second source. */
+export const JITSU_KEY = 'js.key:s3cret';
+
+/** Two sources: `web` (WRITE_KEY) and `jitsu` (JITSU_KEY). */
+export const WEB_AND_JITSU_CONFIG = `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: ${WRITE_KEY}
+  - id: jitsu
+    type: http
+    writeKey: "${JITSU_KEY}"
+`;
+
+/** Quoted SQL string literals for an IN list. */
+export const sqlList = (ids: readonly string[]) => ids.map((id) => `'${id.replace(/'/g, "''")}'`).join(', ');
+
+/** An `events` row with the library the client named, as the SDK tests read it. */
+export interface StoredRow {
+  message_id: string;
+  source_id: string;
+  type: string;
+  event: string | null;
+  user_id: string | null;
+  anonymous_id: string | null;
+  library: string | null;
+  library_version: string | null;
+}
+
+/** The stored events with these messageIds, in messageId order. */
+export async function storedRows(server: TestServer, ids: readonly string[]): Promise<StoredRow[]> {
+  return (await server.query(
+    `SELECT message_id, source_id, type, event, user_id, anonymous_id,
+            json_extract_string(payload, '$.context.library.name') AS library,
+            json_extract_string(payload, '$.context.library.version') AS library_version
+     FROM events WHERE message_id IN (${sqlList(ids)}) ORDER BY message_id`,
+  )) as unknown as StoredRow[];
+}

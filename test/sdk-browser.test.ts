@@ -5,7 +5,14 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page, type Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import {
+  type StoredRow,
+  sqlList,
+  startTestServer,
+  storedRows,
+  type TestServer,
+  WRITE_KEY,
+} from './helpers.js';
 
 /**
  * Compatibility with the real browser SDKs, run in a real headless Chromium: a page served
@@ -113,17 +120,6 @@ const page = (title: string, script: string) => ({
   body: `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title><script src="${script}"></script></head><body><h1>${title}</h1></body></html>`,
 });
 
-interface StoredRow {
-  message_id: string;
-  source_id: string;
-  type: string;
-  event: string | null;
-  user_id: string | null;
-  anonymous_id: string | null;
-  library: string | null;
-  library_version: string | null;
-}
-
 interface Exchange {
   url: string;
   method: string;
@@ -132,8 +128,6 @@ interface Exchange {
   requestHeaders: Record<string, string>;
   body: string | null;
 }
-
-const sqlList = (ids: readonly string[]) => ids.map((id) => `'${id.replace(/'/g, "''")}'`).join(', ');
 
 describe.skipIf(skipReason !== undefined)(
   skipReason ? `browser SDKs (skipped: ${skipReason})` : 'browser SDKs in headless Chromium',
@@ -204,14 +198,7 @@ describe.skipIf(skipReason !== undefined)(
       return { context, page: p, external, errors, exchanges, detail };
     }
 
-    async function rowsFor(ids: readonly string[]): Promise<StoredRow[]> {
-      return (await server.query(
-        `SELECT message_id, source_id, type, event, user_id, anonymous_id,
-                json_extract_string(payload, '$.context.library.name') AS library,
-                json_extract_string(payload, '$.context.library.version') AS library_version
-         FROM events WHERE message_id IN (${sqlList(ids)}) ORDER BY message_id`,
-      )) as unknown as StoredRow[];
-    }
+    const rowsFor = (ids: readonly string[]) => storedRows(server, ids);
 
     /** Waits until the warehouse holds at least `ids.length` rows for those ids. */
     async function settledRows(ids: readonly string[]): Promise<StoredRow[]> {

@@ -11,23 +11,12 @@ import {
   type HTTPResponse,
 } from '@segment/analytics-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { basicAuth, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import { basicAuth, sqlList, startTestServer, storedRows, type TestServer, WRITE_KEY } from './helpers.js';
 
 /**
  * Compatibility with the real `@segment/analytics-node` client (v3): the client is pointed
  * at the in-process server and everything it sends must land in `events` exactly once.
  */
-
-interface StoredRow {
-  message_id: string;
-  type: string;
-  event: string | null;
-  user_id: string | null;
-  anonymous_id: string | null;
-  library: string | null;
-  library_version: string | null;
-  source_id: string;
-}
 
 interface HttpExchange {
   status: number;
@@ -45,16 +34,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-const sqlList = (ids: readonly string[]) => ids.map((id) => `'${id.replace(/'/g, "''")}'`).join(', ');
-
-async function rowsFor(ids: readonly string[]): Promise<StoredRow[]> {
-  return (await server.query(
-    `SELECT message_id, source_id, type, event, user_id, anonymous_id,
-            json_extract_string(payload, '$.context.library.name') AS library,
-            json_extract_string(payload, '$.context.library.version') AS library_version
-     FROM events WHERE message_id IN (${sqlList(ids)}) ORDER BY message_id`,
-  )) as unknown as StoredRow[];
-}
+const rowsFor = (ids: readonly string[]) => storedRows(server, ids);
 
 async function countsFor(ids: readonly string[]): Promise<Map<string, number>> {
   const rows = await server.query(

@@ -4,7 +4,15 @@ import { gunzipSync } from 'node:zlib';
 import { type JitsuOptions, jitsuAnalytics } from '@jitsu/js';
 import Analytics from '@rudderstack/rudder-sdk-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import {
+  type StoredRow as BaseRow,
+  JITSU_KEY,
+  sqlList,
+  startTestServer,
+  type TestServer,
+  WEB_AND_JITSU_CONFIG,
+  WRITE_KEY,
+} from './helpers.js';
 
 /**
  * Compatibility with the real RudderStack Node SDK (`@rudderstack/rudder-sdk-node` v3, in-memory
@@ -14,38 +22,19 @@ import { startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
  */
 
 /** A Jitsu-style `id:secret` key: the server must take it whole, never split at the colon. */
-const JITSU_KEY = 'js.key:s3cret';
-
-const YAML = `version: 1
-sources:
-  - id: web
-    type: http
-    writeKey: ${WRITE_KEY}
-  - id: jitsu
-    type: http
-    writeKey: "${JITSU_KEY}"
-`;
 
 const require = createRequire(import.meta.url);
 const RUDDER_VERSION = (require('@rudderstack/rudder-sdk-node/package.json') as { version: string }).version;
 const JITSU_VERSION = (require('@jitsu/js/package.json') as { version: string }).version;
 
-interface StoredRow {
-  message_id: string;
-  source_id: string;
-  type: string;
-  event: string | null;
-  user_id: string | null;
-  anonymous_id: string | null;
-  library: string | null;
-  library_version: string | null;
+interface StoredRow extends BaseRow {
   ts_ms: unknown;
 }
 
 let server: TestServer;
 
 beforeAll(async () => {
-  server = await startTestServer({ yaml: YAML });
+  server = await startTestServer({ yaml: WEB_AND_JITSU_CONFIG });
 });
 
 afterAll(async () => {
@@ -75,8 +64,6 @@ async function waitFor(done: () => boolean, what: string, ms = 5_000): Promise<v
 }
 
 const settle = () => within(server.settle(), 10_000, 'the warehouse loader to drain');
-
-const sqlList = (ids: readonly string[]) => ids.map((id) => `'${id.replace(/'/g, "''")}'`).join(', ');
 
 async function rowsFor(ids: readonly string[]): Promise<StoredRow[]> {
   return (await server.query(
