@@ -117,7 +117,6 @@ export class DuckDBEventLog implements EventLog {
   private readonly maxTailRecords: number;
   private readonly appended = new EventEmitter();
   private readonly pending: PendingAppend[] = [];
-  private pendingRecords = 0;
   /** Next offset to assign. */
   private nextOffset = 0;
   /** Every offset below this is durable or belongs to a failed commit: readers stop here. */
@@ -247,7 +246,6 @@ export class DuckDBEventLog implements EventLog {
     for (let i = 1; i < records.length; i++) lines += `\n${encodeRecord(records[i]!)}`;
     return new Promise<AppendResult>((resolve, reject) => {
       this.pending.push({ records, lines, count: records.length, resolve, reject });
-      this.pendingRecords += records.length;
       this.startCommits();
     });
   }
@@ -274,7 +272,6 @@ export class DuckDBEventLog implements EventLog {
         take++;
       }
       const group = this.pending.splice(0, take);
-      this.pendingRecords -= count;
       const first = this.nextOffset;
       this.nextOffset += count;
       const writer = this.idleWriters.pop()!;
@@ -380,11 +377,6 @@ export class DuckDBEventLog implements EventLog {
 
   endOffset(): number {
     return this.durableEnd;
-  }
-
-  /** Records waiting for the next group commit. */
-  queuedRecords(): number {
-    return this.pendingRecords;
   }
 
   /** The segments, oldest first: offsets `[first, end)` each. */
