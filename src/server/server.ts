@@ -35,8 +35,9 @@ export interface RunningServer {
 
 /**
  * The composition root of the embedded deployment: one DuckDB instance whose main
- * database (`warehouse.duckdb`) holds the warehouse and whose attached `log`
- * (`log.duckdb`, its own file and WAL) holds the event log.
+ * database (`warehouse.duckdb`) holds the warehouse, and whose attached databases hold the
+ * event log: `log` (`log.duckdb`: consumer offsets, the `raw_events` view) and the segment
+ * files under `log-segments/`, each with its own WAL.
  */
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
