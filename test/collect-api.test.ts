@@ -516,6 +516,11 @@ describe('SDK settings endpoints', () => {
 });
 
 describe('operations endpoints', () => {
+  it('runs DuckDB within the configured memory limit (default 2GB)', async () => {
+    const [row] = await server.query("SELECT current_setting('memory_limit') AS m");
+    expect(row!.m).toBe('1.8 GiB');
+  });
+
   it('/healthz reports the log and loader positions', async () => {
     const res = await server.app.inject({ method: 'GET', url: '/healthz' });
     expect(res.statusCode).toBe(200);

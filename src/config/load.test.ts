@@ -25,6 +25,15 @@ describe('parseConfig', () => {
     expect(config.sources).toEqual([{ id: 'web', type: 'http', writeKey: 'wk_web_123', enabled: true }]);
     expect(config.server).toEqual({ host: '127.0.0.1', port: 8080 });
     expect(config.pipeline.dedupe.window).toBe(7 * 86_400_000);
+    expect(config.storage).toEqual({ dataDir: '.tributary', memoryLimit: '2GB' });
+  });
+
+  it('takes a memory limit as a size and refuses anything else', () => {
+    const base = 'version: 1\nsources:\n  - {id: a, type: http, writeKey: k}\n';
+    expect(parseConfig(`${base}storage: {memoryLimit: 512MB}\n`, {}).config.storage.memoryLimit).toBe(
+      '512MB',
+    );
+    expect(problems(`${base}storage: {memoryLimit: lots}\n`)).toContain('storage.memoryLimit');
   });
 
   it('names the key path and what is wrong', () => {

@@ -60,6 +60,11 @@ export type ServerConfig = z.infer<typeof ServerConfig>;
 export const StorageConfig = z
   .object({
     dataDir: z.string().default('.tributary').describe('Folder of the embedded databases (DuckDB files).'),
+    memoryLimit: z
+      .string()
+      .regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'expected a size such as "512MB" or "2GB"')
+      .default('2GB')
+      .describe('Most memory the embedded DuckDB may use for its buffers; beyond it, it spills to disk.'),
   })
   .strict();
 
@@ -80,7 +85,7 @@ export const TributaryConfig = z
       .union([z.literal(1), z.string().regex(/^1(\.\d+)?$/, 'this release reads configuration version 1')])
       .describe('Configuration format version; this release reads 1.'),
     server: ServerConfig.default({ host: '127.0.0.1', port: 8080 }),
-    storage: StorageConfig.default({ dataDir: '.tributary' }),
+    storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),
   })

@@ -48,6 +48,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // themselves between their own writes instead; the threshold is only a backstop.
   const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'), {
     checkpoint_threshold: '1GB',
+    memory_limit: config.storage.memoryLimit,
   });
   const setup = await instance.connect();
   await setup.run("SET GLOBAL TimeZone = 'UTC'");
