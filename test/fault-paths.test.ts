@@ -29,15 +29,20 @@ describe('fault paths', () => {
   it('answers 503 with a stable code when the log cannot store the events, and acknowledges nothing', async () => {
     const log = new FailingLog();
     const source = { id: 'web', type: 'http' as const, writeKey: WRITE_KEY, enabled: true };
+    const metrics = new Metrics(() => ({ appended: 0, loaded: 0 }));
     const app = await buildHttpApp({
       sources: [source],
       sourcesByWriteKey: new Map([[WRITE_KEY, source]]),
       log,
       warehouse: {} as Warehouse,
-      metrics: new Metrics(() => ({ appended: 0, loaded: 0 })),
+      metrics,
       adminToken: 't',
       logger: pino({ level: 'silent' }),
-      observer: { received() {}, accepted() {}, rejected() {} },
+      observer: {
+        received: (src, n) => metrics.received.inc({ source: src }, n),
+        accepted: (src, n) => metrics.accepted.inc({ source: src }, n),
+        rejected: (src, code, n) => metrics.rejected.inc({ source: src, code }, n),
+      },
       health: () => ({}),
     });
     const res = await app.inject({
@@ -49,6 +54,11 @@ describe('fault paths', () => {
     expect(res.statusCode).toBe(503);
     expect(res.json()).toMatchObject({ success: false, code: 'TRIB_ERR_LOG_APPEND_FAILED' });
     expect(log.calls).toBe(1);
+    // Nothing counts as received or accepted; the refusal is counted by its code.
+    const text = await metrics.registry.metrics();
+    expect(text).not.toMatch(/^tributary_events_received_total\{/m);
+    expect(text).not.toMatch(/^tributary_events_accepted_total\{/m);
+    expect(text).toMatch(/^tributary_requests_refused_total\{code="TRIB_ERR_LOG_APPEND_FAILED"\} 1$/m);
     await app.close();
   });
 

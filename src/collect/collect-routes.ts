@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SourceConfig } from '../config/schema.js';
 import type { EventRejectionCode } from '../errors.js';
-import { TributaryError } from '../errors.js';
+import { EventRejectionCodes, TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
 import { type EventType, isEventType, isPlainObject, type JsonObject, SHORT_TYPES } from '../spec/event.js';
 import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../spec/normalize.js';
@@ -182,6 +182,10 @@ async function collect(
   const receivedAtIso = new Date(receivedAt).toISOString();
   const records: RawEvent[] = new Array(items.length);
   const rejected: Rejection[] = [];
+  const reject = (i: number, json: string, code: EventRejectionCode, message: string) => {
+    records[i] = rejectedRecord(source.id, items[i], json, receivedAt, code, message);
+    rejected.push({ index: i, code, message });
+  };
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
     const result = normalizeEvent(item, {
@@ -194,53 +198,47 @@ async function collect(
       routeType: isBatch ? undefined : route,
       newMessageId: randomUUID,
     });
-    if (result.ok) {
-      const json = JSON.stringify(result.event);
-      if (json.length * 3 > STORED_EVENT_MAX_BYTES && Buffer.byteLength(json) > STORED_EVENT_MAX_BYTES) {
-        if (!isBatch) throw new TributaryError('TRIB_ERR_COLLECT_EVENT_TOO_LARGE', [EVENT_MAX_BYTES]);
-        records[i] = rejectedRecord(
-          source.id,
-          item,
-          receivedAt,
-          'TRIB_ERR_EVENT_TOO_LARGE',
-          'the event is larger than 32 KB',
-        );
-        rejected.push({
-          index: i,
-          code: 'TRIB_ERR_EVENT_TOO_LARGE',
-          message: 'the event is larger than 32 KB',
-        });
-        continue;
-      }
-      records[i] = {
-        sourceId: source.id,
-        messageId: result.event.messageId,
-        receivedAt,
-        status: 'accepted',
-        json,
-      };
-    } else {
-      records[i] = rejectedRecord(source.id, item, receivedAt, result.code, result.message);
-      rejected.push({ index: i, code: result.code, message: result.message });
+    if (!result.ok) {
+      reject(i, JSON.stringify(item ?? null), result.code, result.message);
+      continue;
     }
+    const json = JSON.stringify(result.event);
+    if (json.length * 3 > STORED_EVENT_MAX_BYTES && Buffer.byteLength(json) > STORED_EVENT_MAX_BYTES) {
+      if (!isBatch) throw new TributaryError('TRIB_ERR_COLLECT_EVENT_TOO_LARGE', [EVENT_MAX_BYTES]);
+      reject(i, json, 'TRIB_ERR_EVENT_TOO_LARGE', EventRejectionCodes.TRIB_ERR_EVENT_TOO_LARGE);
+      continue;
+    }
+    records[i] = {
+      sourceId: source.id,
+      messageId: result.event.messageId,
+      receivedAt,
+      status: 'accepted',
+      json,
+    };
   }
 
-  deps.observer.received(source.id, items.length);
   try {
     await deps.log.append(records);
   } catch (err) {
     throw new TributaryError('TRIB_ERR_LOG_APPEND_FAILED', [], { cause: err });
   }
+  // Counted once durable, so received = accepted + rejected holds; a refused request is
+  // counted under tributary_requests_refused_total instead.
   const accepted = items.length - rejected.length;
+  deps.observer.received(source.id, items.length);
   deps.observer.accepted(source.id, accepted);
-  for (const r of rejected) deps.observer.rejected(source.id, r.code, 1);
+  const byCode = new Map<string, number>();
+  for (const r of rejected) byCode.set(r.code, (byCode.get(r.code) ?? 0) + 1);
+  for (const [code, n] of byCode) deps.observer.rejected(source.id, code, n);
   reply.header('content-type', 'application/json; charset=utf-8');
   return { success: true, accepted, rejected };
 }
 
+/** A rejected event as the log keeps it: under the client's messageId when usable. */
 function rejectedRecord(
   sourceId: string,
   item: unknown,
+  json: string,
   receivedAt: number,
   code: string,
   reason: string,
@@ -250,13 +248,5 @@ function rejectedRecord(
     typeof claimed === 'string' && claimed !== '' && claimed.length <= MAX_MESSAGE_ID_LENGTH
       ? claimed
       : randomUUID();
-  return {
-    sourceId,
-    messageId,
-    receivedAt,
-    status: 'rejected',
-    code,
-    reason,
-    json: JSON.stringify(item ?? null),
-  };
+  return { sourceId, messageId, receivedAt, status: 'rejected', code, reason, json };
 }

@@ -7,6 +7,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
+import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
@@ -155,7 +156,7 @@ function toTributaryError(err: FastifyError | TributaryError): TributaryError {
   if (err instanceof TributaryError) return err;
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new TributaryError('TRIB_ERR_COLLECT_BODY_TOO_LARGE', [500 * 1024], { cause: err });
+      return new TributaryError('TRIB_ERR_COLLECT_BODY_TOO_LARGE', [BATCH_MAX_BYTES], { cause: err });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [err.message], { cause: err });
