@@ -90,11 +90,9 @@ export class WarehouseLoader {
     if (records.length === 0) return;
     const events: EventRow[] = [];
     const failed: FailedRow[] = [];
-    const duplicates = new Map<string, number>();
+    const duplicates: Delivered[] = [];
     const inBatch = new Set<string>();
     const candidates: Delivered[] = [];
-    const countDuplicate = (r: Delivered) =>
-      duplicates.set(r.sourceId, (duplicates.get(r.sourceId) ?? 0) + 1);
 
     for (const r of records) {
       if (r.status === 'rejected') {
@@ -103,7 +101,7 @@ export class WarehouseLoader {
       }
       const key = eventKey(r.sourceId, r.messageId);
       if (inBatch.has(key)) {
-        countDuplicate(r);
+        duplicates.push(r);
         continue;
       }
       inBatch.add(key);
@@ -111,10 +109,10 @@ export class WarehouseLoader {
       else events.push(toEventRow(r));
     }
     if (candidates.length > 0) {
-      const since = Math.min(...candidates.map((c) => c.receivedAt)) - this.dedupe.windowMs;
+      const since = candidates.reduce((m, c) => Math.min(m, c.receivedAt), Infinity) - this.dedupe.windowMs;
       const existing = await this.warehouse.existingKeys(candidates, since);
       for (const r of candidates) {
-        if (existing.has(eventKey(r.sourceId, r.messageId))) countDuplicate(r);
+        if (existing.has(eventKey(r.sourceId, r.messageId))) duplicates.push(r);
         else events.push(toEventRow(r));
       }
     }
@@ -122,18 +120,18 @@ export class WarehouseLoader {
     const nextOffset = records[records.length - 1]!.offset + 1;
     await this.warehouse.write({ events, failed, consumer: this.consumer, nextOffset });
     this.highWater = nextOffset;
-    const loaded = new Map<string, number>();
-    for (const e of events) {
-      this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
-      loaded.set(e.sourceId, (loaded.get(e.sourceId) ?? 0) + 1);
-    }
-    for (const [source, n] of loaded) this.observer.loaded?.(source, n);
-    for (const [source, n] of duplicates) this.observer.deduplicated?.(source, n);
-    const failedBySource = new Map<string, number>();
-    for (const f of failed) failedBySource.set(f.sourceId, (failedBySource.get(f.sourceId) ?? 0) + 1);
-    for (const [source, n] of failedBySource) this.observer.failedStored?.(source, n);
+    for (const e of events) this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
+    for (const [source, n] of countBySource(events)) this.observer.loaded?.(source, n);
+    for (const [source, n] of countBySource(duplicates)) this.observer.deduplicated?.(source, n);
+    for (const [source, n] of countBySource(failed)) this.observer.failedStored?.(source, n);
     this.dedupe.expire(this.now());
   }
+}
+
+function countBySource(items: readonly { sourceId: string }[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const { sourceId } of items) counts.set(sourceId, (counts.get(sourceId) ?? 0) + 1);
+  return counts;
 }
 
 function toEventRow(r: Delivered): EventRow {

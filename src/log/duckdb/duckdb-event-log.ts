@@ -40,7 +40,8 @@ export interface DuckDBEventLogOptions {
 
 interface Writer {
   conn: DuckDBConnection;
-  insert: DuckDBPreparedStatement;
+  /** The insert into the active segment; prepared once segments are known. */
+  insert?: DuckDBPreparedStatement;
 }
 
 /** One segment: a DuckDB file holding the records of offsets `[first, end)`. */
@@ -170,10 +171,7 @@ export class DuckDBEventLog implements EventLog {
       updated_at TIMESTAMPTZ NOT NULL)`);
     const writers: Writer[] = [];
     for (let i = 0; i < (options.concurrentCommits ?? 2); i++) {
-      writers.push({
-        conn: await instance.connect(),
-        insert: undefined as unknown as DuckDBPreparedStatement,
-      });
+      writers.push({ conn: await instance.connect() });
     }
     const log = new DuckDBEventLog(instance, writers, await instance.connect(), maintenance, options);
     const files = readdirSync(options.segmentDir)
@@ -181,10 +179,13 @@ export class DuckDBEventLog implements EventLog {
       .filter((m): m is RegExpExecArray => m !== null)
       .map((m) => Number(m[1]))
       .sort((a, b) => a - b);
-    for (const first of files) {
+    for (const [i, first] of files.entries()) {
       const catalogName = await log.attachSegment(first);
+      // Only the active (last) segment's size matters: full ones never take commits again.
+      const active = i === files.length - 1;
       const r = await maintenance.runAndReadAll(
-        `SELECT COALESCE(max(log_offset) + 1, $1), COALESCE(sum(length(event)), 0) FROM ${quoteIdent(catalogName)}.records`,
+        `SELECT COALESCE(max(log_offset) + 1, $1), ${active ? 'COALESCE(sum(length(event)), 0)' : '0'}
+         FROM ${quoteIdent(catalogName)}.records`,
         [BigInt(first)],
       );
       const [end, bytes] = r.getRows()[0]!;
@@ -284,9 +285,10 @@ export class DuckDBEventLog implements EventLog {
     const payload = group.length === 1 ? group[0]!.lines : group.map((g) => g.lines).join('\n');
     let error: unknown;
     try {
-      writer.insert.bindBigInt(1, BigInt(first));
-      writer.insert.bindVarchar(2, payload);
-      await writer.insert.run();
+      const insert = writer.insert!;
+      insert.bindBigInt(1, BigInt(first));
+      insert.bindVarchar(2, payload);
+      await insert.run();
     } catch (err) {
       error = err ?? new Error('commit failed');
     }
@@ -567,7 +569,7 @@ export class DuckDBEventLog implements EventLog {
     await this.checkpointing;
     this.closed = true;
     for (const w of this.allWriters) {
-      w.insert.destroySync();
+      w.insert?.destroySync();
       w.conn.closeSync();
     }
     this.reader.closeSync();
