@@ -4,6 +4,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { SourceConfig, TributaryConfig } from '../config/schema.js';
+import { sqlString } from '../duckdb-sql.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
@@ -52,7 +53,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const setup = await instance.connect();
   await setup.run("SET GLOBAL TimeZone = 'UTC'");
-  await setup.run(`ATTACH IF NOT EXISTS '${join(dataDir, 'log.duckdb').replace(/'/g, "''")}' AS log`);
+  await setup.run(`ATTACH IF NOT EXISTS ${sqlString(join(dataDir, 'log.duckdb'))} AS log`);
   setup.closeSync();
 
   const log = await DuckDBEventLog.open(instance, {

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement } from '@duckdb/node-api';
+import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import type {
   AppendResult,
   ConsumeOptions,
@@ -209,9 +210,7 @@ export class DuckDBEventLog implements EventLog {
   private async attachSegment(first: number): Promise<string> {
     const catalogName = segmentCatalog(first);
     const path = join(this.segmentDir, `seg-${String(first).padStart(20, '0')}.duckdb`);
-    await this.maintenance.run(
-      `ATTACH IF NOT EXISTS '${path.replace(/'/g, "''")}' AS ${quoteIdent(catalogName)}`,
-    );
+    await this.maintenance.run(`ATTACH IF NOT EXISTS ${sqlString(path)} AS ${quoteIdent(catalogName)}`);
     await this.maintenance.run(
       `CREATE TABLE IF NOT EXISTS ${quoteIdent(catalogName)}.records ${RECORDS_TABLE}`,
     );
@@ -575,8 +574,4 @@ export class DuckDBEventLog implements EventLog {
     this.reader.closeSync();
     this.maintenance.closeSync();
   }
-}
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }

@@ -4,6 +4,7 @@ import {
   type DuckDBInstance,
   DuckDBTypeId,
 } from '@duckdb/node-api';
+import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import type { QueryResult, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 
@@ -147,7 +148,7 @@ export class DuckDBWarehouse implements Warehouse {
     for (const f of batch.failed) this.walBytes += f.json.length;
     if (this.walBytes >= this.checkpointBytes) {
       try {
-        await w.run(`CHECKPOINT "${this.catalog.replace(/"/g, '""')}"`);
+        await w.run(`CHECKPOINT ${quoteIdent(this.catalog)}`);
         this.walBytes = 0;
       } catch (err) {
         this.onCheckpointError(err);
@@ -229,8 +230,4 @@ export class DuckDBWarehouse implements Warehouse {
     this.writer.closeSync();
     this.reader.closeSync();
   }
-}
-
-function sqlString(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
 }
