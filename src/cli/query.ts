@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readServerFile, resolveAdminToken, resolveWorkspace } from './workspace.js';
+import { configPath, readServerFile, resolveAdminToken, resolveWorkspace } from './workspace.js';
 
 export interface QueryOptions {
   json?: boolean;
@@ -18,14 +18,13 @@ export function resolveServer(
   env: NodeJS.ProcessEnv,
 ): { url: string; token: string | undefined } {
   let ws: ReturnType<typeof resolveWorkspace> | undefined;
-  try {
-    const hasConfig =
-      opts.config ||
-      existsSync('tributary.yaml') ||
-      existsSync(`${opts.dataDir ?? '.tributary'}/tributary.yaml`);
-    if (hasConfig) ws = resolveWorkspace({ config: opts.config, dataDir: opts.dataDir }, env);
-  } catch {
-    ws = undefined;
+  // Without a readable configuration the defaults (127.0.0.1:8080) still apply.
+  if (existsSync(configPath(opts))) {
+    try {
+      ws = resolveWorkspace(opts, env);
+    } catch {
+      ws = undefined;
+    }
   }
   const url = (
     opts.url ??

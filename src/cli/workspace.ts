@@ -18,20 +18,25 @@ export interface Workspace {
   created: boolean;
 }
 
+const LOCAL_CONFIG = 'tributary.yaml';
+
+/** Where the configuration is looked for (see `resolveWorkspace`); the file may not exist. */
+export function configPath(opts: Pick<WorkspaceOptions, 'config' | 'dataDir'>): string {
+  if (opts.config) return opts.config;
+  if (existsSync(LOCAL_CONFIG)) return LOCAL_CONFIG;
+  return join(opts.dataDir ?? DEFAULT_DATA_DIR, 'tributary.yaml');
+}
+
 /**
  * Finds the configuration: `--config FILE`, else `./tributary.yaml`, else
  * `<data-dir>/tributary.yaml` (created with one HTTP source when `create` is set).
  */
 export function resolveWorkspace(opts: WorkspaceOptions, env: NodeJS.ProcessEnv): Workspace {
-  let path = opts.config;
-  let created = false;
-  if (!path && existsSync('tributary.yaml')) path = 'tributary.yaml';
-  if (!path) {
-    const dir = opts.dataDir ?? DEFAULT_DATA_DIR;
-    if (opts.create) created = ensureWorkspaceConfig(dir).created;
-    path = join(dir, 'tributary.yaml');
-  }
-  const loaded = loadConfigFile(resolve(path), env);
+  const created =
+    !opts.config && !existsSync(LOCAL_CONFIG) && opts.create === true
+      ? ensureWorkspaceConfig(opts.dataDir ?? DEFAULT_DATA_DIR).created
+      : false;
+  const loaded = loadConfigFile(resolve(configPath(opts)), env);
   const dataDir = resolve(opts.dataDir ?? loaded.config.storage.dataDir);
   return { loaded, dataDir, created };
 }
