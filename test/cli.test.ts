@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { MINIMAL_CONFIG } from './helpers.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 // One process (no tsx wrapper process), so killing the child kills the server.
@@ -47,10 +48,7 @@ afterAll(() => {
 describe('tributary CLI', () => {
   it('config check reports a valid file, and every problem of an invalid one with its key path', async () => {
     const dir = tempDir();
-    writeFileSync(
-      join(dir, 'ok.yaml'),
-      'version: 1\nsources:\n  - id: web\n    type: http\n    writeKey: wk_web_123\n',
-    );
+    writeFileSync(join(dir, 'ok.yaml'), MINIMAL_CONFIG);
     const ok = await cli(['config', 'check', '--config', 'ok.yaml'], dir);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain('valid');
@@ -67,10 +65,7 @@ describe('tributary CLI', () => {
 
   it('sources list prints the configured sources', async () => {
     const dir = tempDir();
-    writeFileSync(
-      join(dir, 'tributary.yaml'),
-      'version: 1\nsources:\n  - id: web\n    type: http\n    writeKey: wk_web_123\n',
-    );
+    writeFileSync(join(dir, 'tributary.yaml'), MINIMAL_CONFIG);
     const r = await cli(['sources', 'list', '--json'], dir);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual([

@@ -64,12 +64,7 @@ export function basicAuth(key: string): string {
 export const JITSU_KEY = 'js.key:s3cret';
 
 /** Two sources: `web` (WRITE_KEY) and `jitsu` (JITSU_KEY). */
-export const WEB_AND_JITSU_CONFIG = `version: 1
-sources:
-  - id: web
-    type: http
-    writeKey: ${WRITE_KEY}
-  - id: jitsu
+export const WEB_AND_JITSU_CONFIG = `${MINIMAL_CONFIG}  - id: jitsu
     type: http
     writeKey: "${JITSU_KEY}"
 `;
