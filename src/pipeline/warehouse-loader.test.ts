@@ -5,7 +5,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { record } from '../../test/conformance/event-log-conformance.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import type { QueryResult, Warehouse, WarehouseBatch } from '../warehouse/warehouse.js';
+import type { QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { WarehouseLoader } from './warehouse-loader.js';
 
@@ -40,6 +40,9 @@ class FlakyWarehouse implements Warehouse {
       const [sourceId, messageId] = k.split('\u001f') as [string, string];
       yield { sourceId, messageId, receivedAt: Date.now() };
     }
+  }
+  async readEvents(): Promise<StoredEvent[]> {
+    return [];
   }
   async query(): Promise<QueryResult> {
     return { columns: [], rows: [] };

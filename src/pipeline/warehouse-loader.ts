@@ -42,6 +42,7 @@ export class WarehouseLoader {
   private readonly maxBatch: number;
   private readonly lingerMs: number;
   private highWater = 0;
+  private readonly loadedListeners = new Set<(position: number) => void>();
   private subscription: Subscription | undefined;
 
   constructor(
@@ -85,6 +86,12 @@ export class WarehouseLoader {
     return this.highWater;
   }
 
+  /** Calls `listener` with the new position after each load; returns the unsubscribe function. */
+  onLoaded(listener: (position: number) => void): () => void {
+    this.loadedListeners.add(listener);
+    return () => this.loadedListeners.delete(listener);
+  }
+
   async handle(batch: Delivered[]): Promise<void> {
     const records = batch.filter((r) => r.offset >= this.highWater);
     if (records.length === 0) return;
@@ -120,6 +127,7 @@ export class WarehouseLoader {
     const nextOffset = records[records.length - 1]!.offset + 1;
     await this.warehouse.write({ events, failed, consumer: this.consumer, nextOffset });
     this.highWater = nextOffset;
+    for (const listener of this.loadedListeners) listener(nextOffset);
     for (const e of events) this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
     for (const [source, n] of countBySource(events)) this.observer.loaded?.(source, n);
     for (const [source, n] of countBySource(duplicates)) this.observer.deduplicated?.(source, n);

@@ -7,6 +7,7 @@ import type { SourceConfig, TributaryConfig } from '../config/schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
+import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import { buildHttpApp } from './http-app.js';
@@ -29,6 +30,8 @@ export interface RunningServer {
   log: DuckDBEventLog;
   warehouse: DuckDBWarehouse;
   loader: WarehouseLoader;
+  /** Where later stages (identity, destinations) follow the events the loader stored. */
+  feed: EventFeed;
   metrics: Metrics;
   /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
   close(): Promise<void>;
@@ -73,6 +76,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
   });
   await loader.start();
+  const feed = new EventFeed(warehouse, loader);
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -110,6 +114,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     log,
     warehouse,
     loader,
+    feed,
     metrics,
     close() {
       closing ??= (async () => {

@@ -35,6 +35,17 @@ export interface WarehouseBatch {
   nextOffset: number;
 }
 
+/** One row of `events` as consumers after the loader read it (see `pipeline/event-feed.ts`). */
+export interface StoredEvent {
+  logOffset: number;
+  sourceId: string;
+  messageId: string;
+  /** Epoch milliseconds of receipt. */
+  receivedAt: number;
+  /** The processed event as JSON text. */
+  json: string;
+}
+
 export interface QueryResult {
   columns: string[];
   rows: Record<string, unknown>[];
@@ -55,6 +66,11 @@ export interface Warehouse {
   ): Promise<Set<string>>;
   /** Every (source, messageId, receivedAt ms) stored since `sinceMs`, to rebuild the dedupe index. */
   recentKeys(sinceMs: number): AsyncIterable<{ sourceId: string; messageId: string; receivedAt: number }>;
+  /**
+   * Stored events with `from <= log_offset < to`, in log order, at most `limit` of them.
+   * Rows are written in log order, so this is how later stages follow the loader.
+   */
+  readEvents(from: number, to: number, limit: number): Promise<StoredEvent[]>;
   query(sql: string): Promise<QueryResult>;
   close(): Promise<void>;
 }

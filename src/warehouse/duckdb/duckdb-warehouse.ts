@@ -5,7 +5,7 @@ import {
   DuckDBTypeId,
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
-import type { QueryResult, Warehouse, WarehouseBatch } from '../warehouse.js';
+import type { QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
@@ -203,6 +203,16 @@ export class DuckDBWarehouse implements Warehouse {
     }
   }
 
+  async readEvents(from: number, to: number, limit: number): Promise<StoredEvent[]> {
+    // Its own connection: several stages follow the loader at once.
+    const conn = await this.instance.connect();
+    try {
+      return await readEventRows(conn, from, to, limit);
+    } finally {
+      conn.closeSync();
+    }
+  }
+
   async query(sql: string): Promise<QueryResult> {
     const conn = await this.instance.connect();
     try {
@@ -230,4 +240,24 @@ export class DuckDBWarehouse implements Warehouse {
     this.writer.closeSync();
     this.reader.closeSync();
   }
+}
+
+async function readEventRows(
+  conn: DuckDBConnection,
+  from: number,
+  to: number,
+  limit: number,
+): Promise<StoredEvent[]> {
+  const r = await conn.runAndReadAll(
+    `SELECT log_offset, source_id, message_id, epoch_ms(received_at), CAST(payload AS VARCHAR) FROM events
+     WHERE log_offset >= $1 AND log_offset < $2 ORDER BY log_offset LIMIT $3`,
+    [BigInt(from), BigInt(to), BigInt(limit)],
+  );
+  return r.getRows().map(([logOffset, sourceId, messageId, receivedAt, json]) => ({
+    logOffset: Number(logOffset),
+    sourceId: String(sourceId),
+    messageId: String(messageId),
+    receivedAt: Number(receivedAt),
+    json: String(json),
+  }));
 }

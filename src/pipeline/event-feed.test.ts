@@ -1,0 +1,111 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { afterEach, describe, expect, it } from 'vitest';
+import { record } from '../../test/conformance/event-log-conformance.js';
+import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import type { RawEvent } from '../log/event-log.js';
+import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import type { StoredEvent } from '../warehouse/warehouse.js';
+import { EventFeed } from './event-feed.js';
+import { WarehouseLoader } from './warehouse-loader.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A real log, warehouse and loader on a temporary folder. */
+async function pipeline() {
+  const dir = mkdtempSync(join(tmpdir(), 'trib-feed-'));
+  const instance = await DuckDBInstance.create(join(dir, 'warehouse.duckdb'));
+  const c = await instance.connect();
+  await c.run(`ATTACH '${join(dir, 'log.duckdb')}' AS log`);
+  c.closeSync();
+  const log = await DuckDBEventLog.open(instance, { catalog: 'log', segmentDir: join(dir, 'segments') });
+  const warehouse = await DuckDBWarehouse.open(instance);
+  const loader = new WarehouseLoader(log, warehouse, { lingerMs: 0 });
+  await loader.start();
+  cleanups.push(async () => {
+    await loader.stop();
+    await log.close();
+    await warehouse.close();
+    instance.closeSync();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { log, warehouse, loader, feed: new EventFeed(warehouse, loader) };
+}
+
+/** A log record as collection writes it: normalised, with both timestamps. */
+function stored(i: number): RawEvent {
+  const r = record(i);
+  const at = new Date(r.receivedAt).toISOString();
+  return { ...r, json: JSON.stringify({ ...JSON.parse(r.json), timestamp: at, receivedAt: at }) };
+}
+
+/** A stage that keeps what it saw and its offset, as a stage with its own store would. */
+function stage(failFirst = 0) {
+  const seen: StoredEvent[] = [];
+  let stored = 0;
+  let failures = failFirst;
+  return {
+    seen,
+    stored: () => stored,
+    from: async () => stored,
+    handle: async (events: StoredEvent[], next: number) => {
+      if (failures > 0) {
+        failures--;
+        throw new Error('stage store unavailable');
+      }
+      seen.push(...events);
+      stored = next;
+    },
+  };
+}
+
+describe('EventFeed', () => {
+  it('hands every stored event to a stage once, in log order, and skips failed records', async () => {
+    const { log, loader, feed } = await pipeline();
+    const s = stage();
+    const sub = feed.subscribe({ name: 'test', from: s.from, handle: s.handle, maxBatch: 7 });
+    await log.append(Array.from({ length: 20 }, (_, i) => stored(i)));
+    await log.append([{ ...stored(20), status: 'rejected', code: 'TRIB_ERR_EVENT_NOT_OBJECT', reason: 'r' }]);
+    await log.append(Array.from({ length: 10 }, (_, i) => stored(21 + i)));
+    await loader.drained();
+    await sub.drained();
+    await sub.stop();
+    expect(s.seen.map((e) => e.messageId)).toEqual(
+      Array.from({ length: 31 }, (_, i) => `m-${i}`).filter((m) => m !== 'm-20'),
+    );
+    expect(s.seen.map((e) => e.logOffset)).toEqual([...s.seen.map((e) => e.logOffset)].sort((a, b) => a - b));
+    expect(JSON.parse(s.seen[0]!.json)).toMatchObject({ type: 'track', userId: 'u0' });
+    expect(s.stored()).toBe(31);
+  });
+
+  it('retries after the stage fails and resumes from its stored offset after a restart', async () => {
+    const { log, loader, feed } = await pipeline();
+    const s = stage(2);
+    const errors: unknown[] = [];
+    let sub = feed.subscribe({
+      name: 'test',
+      from: s.from,
+      handle: s.handle,
+      retryMs: 10,
+      onError: (e) => errors.push(e),
+    });
+    await log.append(Array.from({ length: 5 }, (_, i) => stored(i)));
+    await loader.drained();
+    await sub.drained();
+    await sub.stop();
+    expect(errors).toHaveLength(2);
+    expect(s.seen).toHaveLength(5);
+
+    await log.append(Array.from({ length: 5 }, (_, i) => stored(5 + i)));
+    await loader.drained();
+    sub = feed.subscribe({ name: 'test', from: s.from, handle: s.handle });
+    await sub.drained();
+    await sub.stop();
+    expect(s.seen.map((e) => e.messageId)).toEqual(Array.from({ length: 10 }, (_, i) => `m-${i}`));
+  });
+});

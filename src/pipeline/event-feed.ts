@@ -1,0 +1,113 @@
+import type { StoredEvent, Warehouse } from '../warehouse/warehouse.js';
+
+/** Where the loader is: the warehouse holds every event of the log below `position()`. */
+export interface LoaderPosition {
+  position(): number;
+  onLoaded(listener: (position: number) => void): () => void;
+}
+
+export interface FeedConsumerOptions {
+  /** Name of the stage, for errors. */
+  name: string;
+  /** The log offset the stage has handled up to (it stores it with its own writes). */
+  from: () => Promise<number>;
+  /**
+   * Handles stored events in log order. `nextOffset` is the offset to store with the
+   * results in the same transaction: after a crash the stage resumes there, so it sees
+   * each event exactly once. Called with an empty batch when only the offset moved.
+   */
+  handle: (events: StoredEvent[], nextOffset: number) => Promise<void>;
+  /** Most events per call. Default 5,000. */
+  maxBatch?: number;
+  /** Delay before retrying after `handle` threw. Default 1 s. */
+  retryMs?: number;
+  onError?: (err: unknown) => void;
+}
+
+export interface FeedSubscription {
+  /** Resolves once the stage has handled every event the loader had stored at the call. */
+  drained(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Lets later pipeline stages (identity, destinations) follow the `events` table the loader
+ * writes, in log order, each at its own pace and from its own stored offset. Events in
+ * `events` are already deduplicated and processed; the feed never changes them.
+ */
+export class EventFeed {
+  constructor(
+    private readonly warehouse: Pick<Warehouse, 'readEvents'>,
+    private readonly loader: LoaderPosition,
+  ) {}
+
+  subscribe(options: FeedConsumerOptions): FeedSubscription {
+    const maxBatch = options.maxBatch ?? 5_000;
+    const retryMs = options.retryMs ?? 1_000;
+    let position = -1;
+    let stopped = false;
+    let wake: (() => void) | undefined;
+    const waiters: { target: number; resolve: () => void }[] = [];
+    const unsubscribe = this.loader.onLoaded(() => wake?.());
+
+    const settle = () => {
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        const w = waiters[i]!;
+        if (position >= w.target || stopped) {
+          waiters.splice(i, 1);
+          w.resolve();
+        }
+      }
+    };
+    const sleep = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(done, ms);
+        function done() {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+      });
+
+    const loop = (async () => {
+      while (!stopped) {
+        try {
+          if (position < 0) position = await options.from();
+          const to = this.loader.position();
+          if (position >= to) {
+            settle();
+            await sleep(60_000);
+            continue;
+          }
+          const events = await this.warehouse.readEvents(position, to, maxBatch);
+          const next = events.length < maxBatch ? to : events[events.length - 1]!.logOffset + 1;
+          await options.handle(events, next);
+          position = next;
+          settle();
+        } catch (err) {
+          options.onError?.(err);
+          position = -1; // re-read the stored offset: the failed batch may or may not be in
+          if (!stopped) await sleep(retryMs);
+        }
+      }
+      settle();
+    })();
+
+    return {
+      drained: () =>
+        new Promise<void>((resolve) => {
+          if (stopped) return resolve();
+          waiters.push({ target: this.loader.position(), resolve });
+          if (position >= this.loader.position()) settle();
+          wake?.();
+        }),
+      async stop() {
+        stopped = true;
+        unsubscribe();
+        wake?.();
+        await loop;
+      },
+    };
+  }
+}
