@@ -1,0 +1,111 @@
+/**
+ * Column types of the Segment tables, the same five scalar types and JSON in every engine.
+ * A column's type comes from the first non-null value it receives; later values are cast
+ * to it, and a value that cannot be cast is discarded (kept in `discards`), never the row.
+ */
+export type ColumnType = 'bigint' | 'double' | 'boolean' | 'timestamp' | 'varchar' | 'json';
+
+/** Values as the engines receive them: text in a canonical form each engine parses, or null. */
+export type CellValue = string | null;
+
+/** ISO-8601 date-time, as clients send it (a date alone is not a timestamp: it stays text). */
+const ISO_TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+
+/**
+ * The instant an ISO-8601 string names, as `YYYY-MM-DDTHH:MM:SS.sssZ`, or undefined when it
+ * is not one (or names a day that does not exist). A time without offset is taken as UTC.
+ * The canonical form is what both engines parse the same way.
+ */
+export function canonicalTimestamp(text: string): string | undefined {
+  const m = ISO_TIMESTAMP.exec(text);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s] = m;
+  const year = Number(y);
+  const month = Number(mo);
+  const day = Number(d);
+  if (year < 1 || month < 1 || month > 12 || day < 1 || Number(h) > 23 || Number(mi) > 59) return undefined;
+  if (s !== undefined && Number(s) > 59) return undefined;
+  if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
+  const zone = m[8] ?? 'Z';
+  const ms = Date.parse(`${text.slice(0, text.length - (m[8]?.length ?? 0)).replace(' ', 'T')}${zone}`);
+  if (Number.isNaN(ms)) return undefined;
+  const iso = new Date(ms).toISOString();
+  return /^\d{4}-/.test(iso) ? iso : undefined;
+}
+
+/** The type a first value gives its column; undefined for null (no column until a value). */
+export function inferType(value: unknown): ColumnType | undefined {
+  if (value === null || value === undefined) return undefined;
+  switch (typeof value) {
+    case 'boolean':
+      return 'boolean';
+    case 'number':
+      return Number.isSafeInteger(value) ? 'bigint' : 'double';
+    case 'string':
+      return canonicalTimestamp(value) !== undefined ? 'timestamp' : 'varchar';
+    default:
+      return 'json';
+  }
+}
+
+/**
+ * The type a column takes when `incoming` arrives in a column of type `current`: bigint
+ * widens to double; every other pair keeps the column's type (the value is cast or discarded).
+ */
+export function widen(current: ColumnType, incoming: ColumnType): ColumnType {
+  return current === 'bigint' && incoming === 'double' ? 'double' : current;
+}
+
+export type Cast = { ok: true; value: CellValue } | { ok: false; reason: string };
+
+/** PostgreSQL's text and jsonb cannot hold U+0000; both engines refuse it alike. */
+const noNul: Cast = { ok: false, reason: 'text with a NUL character (U+0000) cannot be stored' };
+
+const INTEGER_TEXT = /^-?\d{1,18}$/;
+const NUMBER_TEXT = /^-?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/** Casts a JSON value to a column type, as the text the engines load. */
+export function castValue(type: ColumnType, value: unknown): Cast {
+  if (value === null || value === undefined) return { ok: true, value: null };
+  const fail = (): Cast => ({
+    ok: false,
+    reason: `${describe(value)} cannot be cast to ${type}`,
+  });
+  switch (type) {
+    case 'varchar': {
+      const text = typeof value === 'string' ? value : JSON.stringify(value);
+      return text.includes('\u0000') ? noNul : { ok: true, value: text };
+    }
+    case 'json': {
+      const text = JSON.stringify(value);
+      return text.includes('\\u0000') ? noNul : { ok: true, value: text };
+    }
+    case 'bigint':
+      if (typeof value === 'number' && Number.isSafeInteger(value)) return { ok: true, value: String(value) };
+      if (typeof value === 'string' && INTEGER_TEXT.test(value.trim()))
+        return { ok: true, value: String(BigInt(value.trim())) };
+      return fail();
+    case 'double':
+      if (typeof value === 'number') return { ok: true, value: String(value) };
+      if (typeof value === 'string' && NUMBER_TEXT.test(value.trim()) && Number.isFinite(Number(value)))
+        return { ok: true, value: String(Number(value)) };
+      return fail();
+    case 'boolean':
+      if (typeof value === 'boolean') return { ok: true, value: String(value) };
+      if (value === 'true' || value === 'false') return { ok: true, value };
+      return fail();
+    case 'timestamp': {
+      const iso = typeof value === 'string' ? canonicalTimestamp(value) : undefined;
+      return iso === undefined ? fail() : { ok: true, value: iso };
+    }
+  }
+}
+
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  if (typeof value === 'string')
+    return `the string "${value.length > 40 ? `${value.slice(0, 40)}…` : value}"`;
+  return `the ${typeof value} ${String(value)}`;
+}

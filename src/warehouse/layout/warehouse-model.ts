@@ -1,0 +1,380 @@
+import { NameRegistry, sanitizeName } from '../naming.js';
+import {
+  CORE_COLUMNS,
+  DISCARDS_TABLE,
+  type LayoutRow,
+  layoutEvent,
+  OVERFLOW_COLUMN,
+  STANDARD_TABLES,
+} from './segment-layout.js';
+import { type CellValue, type ColumnType, canonicalTimestamp, castValue, inferType, widen } from './types.js';
+
+/**
+ * What the warehouse holds, as names and types, and the planning of a load: which schemas,
+ * tables and columns to create or widen, and the rows as text per column. Pure and
+ * engine-independent; the adapters run the plan in one transaction.
+ */
+
+export interface ColumnDef {
+  name: string;
+  type: ColumnType;
+}
+
+/** A name given out, as recorded in the warehouse (`_tributary.warehouse_names`). */
+export interface NameRecord {
+  kind: 'schema' | 'table' | 'column';
+  /** Source id (schema), table key (table) or column key (column). */
+  key: string;
+  schema: string;
+  table: string | null;
+  name: string;
+  type: ColumnType | null;
+}
+
+export type SchemaChange =
+  | { kind: 'create-schema'; schema: string }
+  | { kind: 'create-table'; schema: string; table: string; columns: ColumnDef[]; upsert: boolean }
+  | { kind: 'add-column'; schema: string; table: string; column: ColumnDef }
+  | { kind: 'widen-column'; schema: string; table: string; column: ColumnDef };
+
+export interface TableLoad {
+  schema: string;
+  table: string;
+  /**
+   * `insert`: rows whose `id` is not stored yet; `upsert`: merged into the row with the same
+   * `id`, a null keeping the stored value; `append`: every row (`discards`).
+   */
+  mode: 'insert' | 'upsert' | 'append';
+  columns: ColumnDef[];
+  /** One array per row, values in `columns` order, as text the engine casts. */
+  rows: CellValue[][];
+}
+
+export interface DiscardRow {
+  table: string;
+  column: string;
+  rowId: string;
+  value: string;
+  reason: string;
+  receivedAt: string | null;
+}
+
+export interface LoadPlan {
+  changes: SchemaChange[];
+  tables: TableLoad[];
+  /** Discarded values, per schema. */
+  discards: Map<string, DiscardRow[]>;
+  /** Names given out by this plan, to record in the same transaction. */
+  names: NameRecord[];
+}
+
+/** An event as the feed hands it over. */
+export interface ModelEvent {
+  sourceId: string;
+  messageId: string;
+  json: string;
+}
+
+interface TableState {
+  name: string;
+  upsert: boolean;
+  columns: NameRegistry;
+  types: Map<string, ColumnType>;
+  /** Names of core columns (properties folding to one are dropped). */
+  core: Set<string>;
+}
+
+interface SchemaState {
+  name: string;
+  tables: NameRegistry;
+  states: Map<string, TableState>;
+}
+
+export const DISCARDS_COLUMNS: ColumnDef[] = [
+  { name: 'table_name', type: 'varchar' },
+  { name: 'column_name', type: 'varchar' },
+  { name: 'row_id', type: 'varchar' },
+  { name: 'value', type: 'varchar' },
+  { name: 'reason', type: 'varchar' },
+  { name: 'received_at', type: 'timestamp' },
+  { name: 'loaded_at', type: 'timestamp' },
+];
+
+export interface WarehouseModelOptions {
+  /** Most columns a table may have, the overflow column included (PostgreSQL: 1,600). */
+  maxColumns: number;
+  /** Schema name of a source, before folding. Default: the source id. */
+  schemaFor?: (sourceId: string) => string;
+}
+
+export class WarehouseModel {
+  private readonly schemas = new Map<string, SchemaState>();
+  private readonly schemaNames = new NameRegistry();
+  private readonly schemaFor: (sourceId: string) => string;
+
+  constructor(private readonly options: WarehouseModelOptions) {
+    if (options.maxColumns < 16) throw new Error('maxColumns must be at least 16');
+    this.schemaFor = options.schemaFor ?? ((id) => id);
+  }
+
+  /** Loads names recorded by earlier loads, in the order they were given out. */
+  restore(records: readonly NameRecord[]): void {
+    for (const r of records) {
+      if (r.kind !== 'schema') continue;
+      this.schemaNames.restore(r.key, r.name);
+      this.schemas.set(r.key, { name: r.name, tables: standardTables(), states: new Map() });
+    }
+    const bySchema = new Map([...this.schemas.values()].map((s) => [s.name, s]));
+    for (const r of records) {
+      const s = bySchema.get(r.schema);
+      if (r.kind !== 'table' || !s) continue;
+      s.tables.restore(r.key, r.name);
+      s.states.set(r.name, newTable(r.name, r.key === 'std:users'));
+    }
+    // Later records of a column (a widening) override earlier ones.
+    for (const r of records) {
+      const t = r.table === null ? undefined : bySchema.get(r.schema)?.states.get(r.table);
+      if (r.kind !== 'column' || !t) continue;
+      t.columns.restore(r.key, r.name);
+      t.types.set(r.name, r.type ?? 'varchar');
+      if (r.key.startsWith('core:')) t.core.add(r.name);
+    }
+  }
+
+  /** The schema name given to a source, if it was loaded into. */
+  schemaOf(sourceId: string): string | undefined {
+    return this.schemas.get(sourceId)?.name;
+  }
+
+  /** Plans the load of `events`; the model then assumes the plan is committed. */
+  plan(events: readonly ModelEvent[]): LoadPlan {
+    const plan: LoadPlan = { changes: [], tables: [], discards: new Map(), names: [] };
+    const loads = new Map<
+      string,
+      { load: TableLoad; index: Map<string, number>; rows: Map<string, CellValue>[] }
+    >();
+    for (const e of events) {
+      const schema = this.schema(e.sourceId, plan);
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(e.json) as Record<string, unknown>;
+      } catch {
+        continue; // the loader only stores valid JSON
+      }
+      const discard = (table: string, column: string, value: unknown, reason: string) => {
+        let list = plan.discards.get(schema.name);
+        if (!list) {
+          list = [];
+          plan.discards.set(schema.name, list);
+        }
+        list.push({
+          table,
+          column,
+          rowId: e.messageId,
+          value:
+            typeof value === 'string' && !value.includes('\u0000') ? value : JSON.stringify(value ?? null),
+          reason,
+          receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
+        });
+      };
+      for (const row of layoutEvent(parsed, e.messageId, (n) => sanitizeName(n))) {
+        const table = this.table(schema, row, plan);
+        const key = `${schema.name}.${table.name}`;
+        let entry = loads.get(key);
+        if (!entry) {
+          entry = {
+            load: { schema: schema.name, table: table.name, mode: row.mode, columns: [], rows: [] },
+            index: new Map(),
+            rows: [],
+          };
+          loads.set(key, entry);
+        }
+        const cells = this.cells(schema, table, row, plan, discard);
+        const at = entry.index.get(row.id);
+        if (at === undefined) {
+          entry.index.set(row.id, entry.rows.length);
+          entry.rows.push(cells);
+        } else if (row.mode === 'upsert') {
+          const merged = entry.rows[at]!;
+          for (const [c, v] of cells) if (v !== null) merged.set(c, v);
+        }
+        // an insert repeating an id within the batch is the same event: the first one stays
+      }
+    }
+    for (const { load, rows } of loads.values()) {
+      const table = this.schemas.get(this.sourceOfSchema(load.schema))!.states.get(load.table)!;
+      const names = new Set<string>();
+      for (const r of rows) for (const c of r.keys()) names.add(c);
+      load.columns = [...names].map((name) => ({ name, type: table.types.get(name) ?? 'json' }));
+      load.rows = rows.map((r) => load.columns.map((c) => r.get(c.name) ?? null));
+      plan.tables.push(load);
+    }
+    for (const [schema, list] of plan.discards) {
+      plan.tables.push({
+        schema,
+        table: DISCARDS_TABLE,
+        mode: 'append',
+        columns: DISCARDS_COLUMNS.filter((c) => c.name !== 'loaded_at'),
+        rows: list.map((d) => [
+          d.table,
+          d.column,
+          d.rowId,
+          d.value,
+          d.reason,
+          d.receivedAt === null ? null : (canonicalTimestamp(d.receivedAt) ?? null),
+        ]),
+      });
+    }
+    return plan;
+  }
+
+  private sourceOfSchema(schema: string): string {
+    for (const [source, s] of this.schemas) if (s.name === schema) return source;
+    throw new Error(`unknown schema ${schema}`);
+  }
+
+  private schema(sourceId: string, plan: LoadPlan): SchemaState {
+    let s = this.schemas.get(sourceId);
+    if (s) return s;
+    const name = this.schemaNames.assign(sourceId, sanitizeName(this.schemaFor(sourceId)));
+    s = { name, tables: standardTables(), states: new Map() };
+    this.schemas.set(sourceId, s);
+    plan.changes.push({ kind: 'create-schema', schema: name });
+    plan.names.push({ kind: 'schema', key: sourceId, schema: name, table: null, name, type: null });
+    plan.changes.push({
+      kind: 'create-table',
+      schema: name,
+      table: DISCARDS_TABLE,
+      columns: DISCARDS_COLUMNS,
+      upsert: false,
+    });
+    return s;
+  }
+
+  private table(schema: SchemaState, row: LayoutRow, plan: LoadPlan): TableState {
+    const name = schema.tables.assign(row.tableKey, sanitizeName(row.tableBase));
+    let t = schema.states.get(name);
+    if (t) return t;
+    t = newTable(name, row.mode === 'upsert');
+    schema.states.set(name, t);
+    const columns: ColumnDef[] = [];
+    for (const c of [...Object.keys(row.core), 'loaded_at']) {
+      const type = CORE_COLUMNS[c] ?? 'varchar';
+      t.columns.restore(`core:${c}`, c);
+      t.types.set(c, type);
+      t.core.add(c);
+      columns.push({ name: c, type });
+      plan.names.push({ kind: 'column', key: `core:${c}`, schema: schema.name, table: name, name: c, type });
+    }
+    plan.changes.push({ kind: 'create-table', schema: schema.name, table: name, columns, upsert: t.upsert });
+    plan.names.push({ kind: 'table', key: row.tableKey, schema: schema.name, table: name, name, type: null });
+    return t;
+  }
+
+  /** The row's values by column name, creating and widening columns as needed. */
+  private cells(
+    schema: SchemaState,
+    table: TableState,
+    row: LayoutRow,
+    plan: LoadPlan,
+    discard: (table: string, column: string, value: unknown, reason: string) => void,
+  ): Map<string, CellValue> {
+    const cells = new Map<string, CellValue>();
+    let overflow: Record<string, unknown> | undefined;
+    const put = (column: string, type: ColumnType, value: unknown) => {
+      const cast = castValue(type, value);
+      if (cast.ok) cells.set(column, cast.value);
+      else discard(table.name, column, value, cast.reason);
+    };
+    for (const [c, v] of Object.entries(row.core))
+      put(c, table.types.get(c) ?? CORE_COLUMNS[c] ?? 'varchar', v);
+    const dynamic = (key: string, path: string, base: string, value: unknown) => {
+      const known = table.columns.get(key);
+      if (known === undefined) {
+        const type = inferType(value);
+        if (type === undefined) return; // no column for a null until a value comes
+        const isProperty = key.startsWith('prop:');
+        if (isProperty && (table.core.has(base) || base.startsWith('context_') || base === OVERFLOW_COLUMN)) {
+          discard(table.name, base, value, `property "${path}" has the name of a core column`);
+          return;
+        }
+        const reserve = table.types.has(OVERFLOW_COLUMN) ? 0 : 1;
+        if (table.columns.size + 1 + reserve > this.options.maxColumns) {
+          overflow ??= {};
+          overflow[path] = value;
+          return;
+        }
+        const name = table.columns.assign(key, base);
+        table.types.set(name, type);
+        plan.changes.push({
+          kind: 'add-column',
+          schema: schema.name,
+          table: table.name,
+          column: { name, type },
+        });
+        plan.names.push({ kind: 'column', key, schema: schema.name, table: table.name, name, type });
+        put(name, type, value);
+        return;
+      }
+      if (cells.has(known)) {
+        discard(table.name, known, value, `"${path}" folds to the same column as another key of the event`);
+        return;
+      }
+      const current = table.types.get(known)!;
+      const incoming = inferType(value);
+      if (incoming !== undefined) {
+        const wider = widen(current, incoming);
+        if (wider !== current) {
+          table.types.set(known, wider);
+          plan.changes.push({
+            kind: 'widen-column',
+            schema: schema.name,
+            table: table.name,
+            column: { name: known, type: wider },
+          });
+          plan.names.push({
+            kind: 'column',
+            key,
+            schema: schema.name,
+            table: table.name,
+            name: known,
+            type: wider,
+          });
+        }
+      }
+      put(known, table.types.get(known)!, value);
+    };
+    for (const [path, v] of row.context) dynamic(`ctx:${path}`, path, sanitizeName(`context_${path}`), v);
+    for (const [path, v] of row.properties) dynamic(`prop:${path}`, path, sanitizeName(path), v);
+    if (overflow) {
+      if (!table.types.has(OVERFLOW_COLUMN)) {
+        table.columns.restore(`core:${OVERFLOW_COLUMN}`, OVERFLOW_COLUMN);
+        table.types.set(OVERFLOW_COLUMN, 'json');
+        const column = { name: OVERFLOW_COLUMN, type: 'json' as const };
+        plan.changes.push({ kind: 'add-column', schema: schema.name, table: table.name, column });
+        plan.names.push({
+          kind: 'column',
+          key: `core:${OVERFLOW_COLUMN}`,
+          schema: schema.name,
+          table: table.name,
+          name: OVERFLOW_COLUMN,
+          type: 'json',
+        });
+      }
+      cells.set(OVERFLOW_COLUMN, JSON.stringify(overflow));
+    }
+    return cells;
+  }
+}
+
+function newTable(name: string, upsert: boolean): TableState {
+  return { name, upsert, columns: new NameRegistry(), types: new Map(), core: new Set() };
+}
+
+/** A schema's table registry, with the standard names and `discards` taken. */
+function standardTables(): NameRegistry {
+  const r = new NameRegistry();
+  for (const t of STANDARD_TABLES) r.restore(`std:${t}`, t);
+  r.restore('std:discards', DISCARDS_TABLE);
+  return r;
+}
