@@ -7,25 +7,7 @@ import pg from 'pg';
 import { DuckDBEngine } from '../src/warehouse/duckdb/duckdb-engine.js';
 import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
 import { type WarehouseHarness, warehouseConformance } from './conformance/warehouse-conformance.js';
-
-/** PostgreSQL of the development machine; each test gets a database of its own. */
-export const PG_ADMIN: pg.ClientConfig = {
-  host: '127.0.0.1',
-  port: 5432,
-  user: 'postgres',
-  database: 'test',
-};
-
-async function pgReachable(): Promise<string | undefined> {
-  const c = new pg.Client({ ...PG_ADMIN, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return undefined;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
+import { PG_ADMIN, pgUnreachable } from './pg.js';
 
 warehouseConformance('duckdb', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'trib-wh-'));
@@ -53,7 +35,7 @@ warehouseConformance('duckdb', async () => {
   } satisfies WarehouseHarness;
 });
 
-const pgProblem = await pgReachable();
+const pgProblem = await pgUnreachable();
 if (pgProblem) {
   console.warn(`PostgreSQL conformance skipped: 127.0.0.1:5432 unreachable (${pgProblem})`);
 } else {
