@@ -14,7 +14,7 @@ import { SegmentWarehouse } from '../warehouse/segment-warehouse.js';
 export interface RunningDestination {
   id: string;
   type: DestinationConfig['type'];
-  /** The log offset loaded up to, as of the last load (−1 before the first). */
+  /** The log offset loaded up to (−1 until the stored one was read). */
   position(): number;
   drained(): Promise<void>;
   stop(): Promise<void>;
@@ -40,7 +40,10 @@ export async function startDestinations(opts: {
     let failing = false;
     const sub: FeedSubscription = opts.feed.subscribe({
       name: `destination:${config.id}`,
-      from: () => destination.storedOffset(),
+      from: async () => {
+        position = await destination.storedOffset();
+        return position;
+      },
       handle: async (events, next) => {
         await destination.load(events, next);
         position = next;
