@@ -12,12 +12,19 @@ export type CellValue = string | null;
 const ISO_TIMESTAMP =
   /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
 
+const CANONICAL = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
 /**
  * The instant an ISO-8601 string names, as `YYYY-MM-DDTHH:MM:SS.sssZ`, or undefined when it
  * is not one (or names a day that does not exist). A time without offset is taken as UTC.
  * The canonical form is what both engines parse the same way.
  */
 export function canonicalTimestamp(text: string): string | undefined {
+  // Fast path: already canonical (what collection writes for every server-side time).
+  if (text.length === 24 && CANONICAL.test(text)) {
+    const ms = Date.parse(text);
+    if (!Number.isNaN(ms) && new Date(ms).toISOString() === text) return text;
+  }
   const m = ISO_TIMESTAMP.exec(text);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s] = m;
@@ -68,10 +75,6 @@ const NUMBER_TEXT = /^-?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 /** Casts a JSON value to a column type, as the text the engines load. */
 export function castValue(type: ColumnType, value: unknown): Cast {
   if (value === null || value === undefined) return { ok: true, value: null };
-  const fail = (): Cast => ({
-    ok: false,
-    reason: `${describe(value)} cannot be cast to ${type}`,
-  });
   switch (type) {
     case 'varchar': {
       const text = typeof value === 'string' ? value : JSON.stringify(value);
@@ -85,21 +88,36 @@ export function castValue(type: ColumnType, value: unknown): Cast {
       if (typeof value === 'number' && Number.isSafeInteger(value)) return { ok: true, value: String(value) };
       if (typeof value === 'string' && INTEGER_TEXT.test(value.trim()))
         return { ok: true, value: String(BigInt(value.trim())) };
-      return fail();
+      return fail(type, value);
     case 'double':
       if (typeof value === 'number') return { ok: true, value: String(value) };
       if (typeof value === 'string' && NUMBER_TEXT.test(value.trim()) && Number.isFinite(Number(value)))
         return { ok: true, value: String(Number(value)) };
-      return fail();
+      return fail(type, value);
     case 'boolean':
       if (typeof value === 'boolean') return { ok: true, value: String(value) };
       if (value === 'true' || value === 'false') return { ok: true, value };
-      return fail();
+      return fail(type, value);
     case 'timestamp': {
-      const iso = typeof value === 'string' ? canonicalTimestamp(value) : undefined;
-      return iso === undefined ? fail() : { ok: true, value: iso };
+      const iso = typeof value === 'string' ? cachedTimestamp(value) : undefined;
+      return iso === undefined ? fail(type, value) : { ok: true, value: iso };
     }
   }
+}
+
+/** An event's times are cast once per table it goes to: keep the recent ones. */
+const recentTimestamps = new Map<string, string | undefined>();
+
+function cachedTimestamp(text: string): string | undefined {
+  if (recentTimestamps.has(text)) return recentTimestamps.get(text);
+  const iso = canonicalTimestamp(text);
+  if (recentTimestamps.size >= 4096) recentTimestamps.clear();
+  recentTimestamps.set(text, iso);
+  return iso;
+}
+
+function fail(type: ColumnType, value: unknown): Cast {
+  return { ok: false, reason: `${describe(value)} cannot be cast to ${type}` };
 }
 
 function describe(value: unknown): string {

@@ -111,6 +111,16 @@ export class WarehouseModel {
   private readonly schemas = new Map<string, SchemaState>();
   private readonly schemaNames = new NameRegistry();
   private readonly schemaFor: (sourceId: string) => string;
+  private readonly eventNames = new Map<string, string>();
+  /** The folded name of an event, as the `event` column shows it (cached: events repeat). */
+  private readonly eventTable = (name: string): string => {
+    let folded = this.eventNames.get(name);
+    if (folded === undefined) {
+      folded = sanitizeName(name);
+      if (this.eventNames.size < 100_000) this.eventNames.set(name, folded);
+    }
+    return folded;
+  };
 
   constructor(private readonly options: WarehouseModelOptions) {
     if (options.maxColumns < 16) throw new Error('maxColumns must be at least 16');
@@ -161,23 +171,13 @@ export class WarehouseModel {
       } catch {
         continue; // the loader only stores valid JSON
       }
-      const discard = (table: string, column: string, value: unknown, reason: string) => {
-        let list = plan.discards.get(schema.name);
-        if (!list) {
-          list = [];
-          plan.discards.set(schema.name, list);
-        }
-        list.push({
-          table,
-          column,
-          rowId: e.messageId,
-          value:
-            typeof value === 'string' && !value.includes('\u0000') ? value : JSON.stringify(value ?? null),
-          reason,
-          receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
-        });
+      const ctx: RowContext = {
+        plan,
+        schema,
+        rowId: e.messageId,
+        receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
       };
-      for (const row of layoutEvent(parsed, e.messageId, (n) => sanitizeName(n))) {
+      for (const row of layoutEvent(parsed, e.messageId, this.eventTable)) {
         const table = this.table(schema, row, plan);
         const key = `${schema.name}.${table.name}`;
         let entry = loads.get(key);
@@ -189,7 +189,7 @@ export class WarehouseModel {
           };
           loads.set(key, entry);
         }
-        const cells = this.cells(schema, table, row, plan, discard);
+        const cells = this.cells(ctx, table, row);
         const at = entry.index.get(row.id);
         if (at === undefined) {
           entry.index.set(row.id, entry.rows.length);
@@ -252,7 +252,8 @@ export class WarehouseModel {
   }
 
   private table(schema: SchemaState, row: LayoutRow, plan: LoadPlan): TableState {
-    const name = schema.tables.assign(row.tableKey, sanitizeName(row.tableBase));
+    const name =
+      schema.tables.get(row.tableKey) ?? schema.tables.assign(row.tableKey, sanitizeName(row.tableBase));
     let t = schema.states.get(name);
     if (t) return t;
     t = newTable(name, row.mode === 'upsert');
@@ -272,99 +273,145 @@ export class WarehouseModel {
   }
 
   /** The row's values by column name, creating and widening columns as needed. */
-  private cells(
-    schema: SchemaState,
-    table: TableState,
-    row: LayoutRow,
-    plan: LoadPlan,
-    discard: (table: string, column: string, value: unknown, reason: string) => void,
-  ): Map<string, CellValue> {
+  private cells(ctx: RowContext, table: TableState, row: LayoutRow): Map<string, CellValue> {
     const cells = new Map<string, CellValue>();
+    for (const c in row.core) {
+      this.put(ctx, table, cells, c, table.types.get(c) ?? CORE_COLUMNS[c] ?? 'varchar', row.core[c]);
+    }
     let overflow: Record<string, unknown> | undefined;
-    const put = (column: string, type: ColumnType, value: unknown) => {
-      const cast = castValue(type, value);
-      if (cast.ok) cells.set(column, cast.value);
-      else discard(table.name, column, value, cast.reason);
-    };
-    for (const [c, v] of Object.entries(row.core))
-      put(c, table.types.get(c) ?? CORE_COLUMNS[c] ?? 'varchar', v);
-    const dynamic = (key: string, path: string, base: string, value: unknown) => {
-      const known = table.columns.get(key);
-      if (known === undefined) {
-        const type = inferType(value);
-        if (type === undefined) return; // no column for a null until a value comes
-        const isProperty = key.startsWith('prop:');
-        if (isProperty && (table.core.has(base) || base.startsWith('context_') || base === OVERFLOW_COLUMN)) {
-          discard(table.name, base, value, `property "${path}" has the name of a core column`);
-          return;
-        }
-        const reserve = table.types.has(OVERFLOW_COLUMN) ? 0 : 1;
-        if (table.columns.size + 1 + reserve > this.options.maxColumns) {
-          overflow ??= {};
-          overflow[path] = value;
-          return;
-        }
-        const name = table.columns.assign(key, base);
-        table.types.set(name, type);
-        plan.changes.push({
-          kind: 'add-column',
-          schema: schema.name,
-          table: table.name,
-          column: { name, type },
-        });
-        plan.names.push({ kind: 'column', key, schema: schema.name, table: table.name, name, type });
-        put(name, type, value);
-        return;
-      }
-      if (cells.has(known)) {
-        discard(table.name, known, value, `"${path}" folds to the same column as another key of the event`);
-        return;
-      }
-      const current = table.types.get(known)!;
-      const incoming = inferType(value);
-      if (incoming !== undefined) {
-        const wider = widen(current, incoming);
-        if (wider !== current) {
-          table.types.set(known, wider);
-          plan.changes.push({
-            kind: 'widen-column',
-            schema: schema.name,
-            table: table.name,
-            column: { name: known, type: wider },
-          });
-          plan.names.push({
-            kind: 'column',
-            key,
-            schema: schema.name,
-            table: table.name,
-            name: known,
-            type: wider,
-          });
-        }
-      }
-      put(known, table.types.get(known)!, value);
-    };
-    for (const [path, v] of row.context) dynamic(`ctx:${path}`, path, sanitizeName(`context_${path}`), v);
-    for (const [path, v] of row.properties) dynamic(`prop:${path}`, path, sanitizeName(path), v);
+    for (const [path, v] of row.context)
+      overflow = this.dynamic(ctx, table, cells, 'ctx:', path, v, overflow);
+    for (const [path, v] of row.properties)
+      overflow = this.dynamic(ctx, table, cells, 'prop:', path, v, overflow);
     if (overflow) {
       if (!table.types.has(OVERFLOW_COLUMN)) {
         table.columns.restore(`core:${OVERFLOW_COLUMN}`, OVERFLOW_COLUMN);
         table.types.set(OVERFLOW_COLUMN, 'json');
-        const column = { name: OVERFLOW_COLUMN, type: 'json' as const };
-        plan.changes.push({ kind: 'add-column', schema: schema.name, table: table.name, column });
-        plan.names.push({
-          kind: 'column',
-          key: `core:${OVERFLOW_COLUMN}`,
-          schema: schema.name,
-          table: table.name,
-          name: OVERFLOW_COLUMN,
-          type: 'json',
-        });
+        this.newColumn(
+          ctx,
+          table,
+          `core:${OVERFLOW_COLUMN}`,
+          { name: OVERFLOW_COLUMN, type: 'json' },
+          'add-column',
+        );
       }
       cells.set(OVERFLOW_COLUMN, JSON.stringify(overflow));
     }
     return cells;
   }
+
+  private put(
+    ctx: RowContext,
+    table: TableState,
+    cells: Map<string, CellValue>,
+    column: string,
+    type: ColumnType,
+    value: unknown,
+  ): void {
+    const cast = castValue(type, value);
+    if (cast.ok) cells.set(column, cast.value);
+    else discard(ctx, table.name, column, value, cast.reason);
+  }
+
+  /** A context or property value; returns the overflow object, created when the table is full. */
+  private dynamic(
+    ctx: RowContext,
+    table: TableState,
+    cells: Map<string, CellValue>,
+    prefix: 'ctx:' | 'prop:',
+    path: string,
+    value: unknown,
+    overflow: Record<string, unknown> | undefined,
+  ): Record<string, unknown> | undefined {
+    const key = prefix + path;
+    const known = table.columns.get(key);
+    if (known === undefined) {
+      const type = inferType(value);
+      if (type === undefined) return overflow; // no column for a null until a value comes
+      const base = sanitizeName(prefix === 'ctx:' ? `context_${path}` : path);
+      if (
+        prefix === 'prop:' &&
+        (table.core.has(base) || base.startsWith('context_') || base === OVERFLOW_COLUMN)
+      ) {
+        discard(ctx, table.name, base, value, `property "${path}" has the name of a core column`);
+        return overflow;
+      }
+      const reserve = table.types.has(OVERFLOW_COLUMN) ? 0 : 1;
+      if (table.columns.size + 1 + reserve > this.options.maxColumns) {
+        const out = overflow ?? {};
+        out[path] = value;
+        return out;
+      }
+      const name = table.columns.assign(key, base);
+      table.types.set(name, type);
+      this.newColumn(ctx, table, key, { name, type }, 'add-column');
+      this.put(ctx, table, cells, name, type, value);
+      return overflow;
+    }
+    if (cells.has(known)) {
+      discard(
+        ctx,
+        table.name,
+        known,
+        value,
+        `"${path}" folds to the same column as another key of the event`,
+      );
+      return overflow;
+    }
+    const current = table.types.get(known)!;
+    const incoming = inferType(value);
+    if (incoming !== undefined) {
+      const wider = widen(current, incoming);
+      if (wider !== current) {
+        table.types.set(known, wider);
+        this.newColumn(ctx, table, key, { name: known, type: wider }, 'widen-column');
+      }
+    }
+    this.put(ctx, table, cells, known, table.types.get(known)!, value);
+    return overflow;
+  }
+
+  private newColumn(
+    ctx: RowContext,
+    table: TableState,
+    key: string,
+    column: ColumnDef,
+    kind: 'add-column' | 'widen-column',
+  ): void {
+    const schema = ctx.schema.name;
+    ctx.plan.changes.push({ kind, schema, table: table.name, column });
+    ctx.plan.names.push({
+      kind: 'column',
+      key,
+      schema,
+      table: table.name,
+      name: column.name,
+      type: column.type,
+    });
+  }
+}
+
+interface RowContext {
+  plan: LoadPlan;
+  schema: SchemaState;
+  rowId: string;
+  receivedAt: string | null;
+}
+
+function discard(ctx: RowContext, table: string, column: string, value: unknown, reason: string): void {
+  let list = ctx.plan.discards.get(ctx.schema.name);
+  if (!list) {
+    list = [];
+    ctx.plan.discards.set(ctx.schema.name, list);
+  }
+  list.push({
+    table,
+    column,
+    rowId: ctx.rowId,
+    value: typeof value === 'string' && !value.includes('\u0000') ? value : JSON.stringify(value ?? null),
+    reason,
+    receivedAt: ctx.receivedAt,
+  });
 }
 
 function newTable(name: string, upsert: boolean): TableState {
