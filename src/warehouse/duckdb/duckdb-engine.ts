@@ -4,6 +4,9 @@ import type { SqlEngine } from '../destination.js';
 import type { ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
 
+/** Marks the `loaded_at` column in an appender's column map. */
+const LOADED_AT = -2;
+
 const TYPES: Record<ColumnType, string> = {
   bigint: 'BIGINT',
   double: 'DOUBLE',
@@ -26,20 +29,23 @@ export interface DuckDBEngineOptions {
 /**
  * Segment tables in DuckDB, on a connection of its own to a shared instance (the embedded
  * warehouse file is open once per process). Rows are appended to a temporary staging table
- * with DuckDB's appender, then inserted where their `id` is not stored yet (an anti-join:
- * an ART primary key gets slower with every batch, see docs/architecture.md), or merged
- * into `users`.
+ * with DuckDB's appender straight into the table, except those whose `id` one semi-join
+ * finds stored already (no primary key: an ART index gets slower with every batch, see
+ * docs/architecture.md); `users` rows are staged and merged.
  */
 export class DuckDBEngine implements SqlEngine {
   readonly maxColumns: number;
   private conn: DuckDBConnection | undefined;
   private readonly catalog: string;
+  private readonly catalogName: string;
+  private readonly orders = new Map<string, string[]>();
 
   constructor(
     private readonly instance: DuckDBInstance,
     options: DuckDBEngineOptions,
   ) {
     this.catalog = quoteIdent(options.catalog);
+    this.catalogName = options.catalog;
     this.maxColumns = options.maxColumns ?? 1600;
   }
 
@@ -89,6 +95,8 @@ export class DuckDBEngine implements SqlEngine {
 
   async apply(destination: string, plan: LoadPlan, nextOffset: number): Promise<void> {
     const c = await this.connection();
+    for (const ch of plan.changes)
+      if (ch.kind !== 'create-schema') this.orders.delete(`${ch.schema}.${ch.table}`);
     await c.run('BEGIN TRANSACTION');
     try {
       const ddl = plan.changes.map((ch) => this.ddl(ch));
@@ -112,6 +120,7 @@ export class DuckDBEngine implements SqlEngine {
       );
       await c.run('COMMIT');
     } catch (err) {
+      this.orders.clear();
       await c.run('ROLLBACK').catch(() => undefined);
       throw err;
     }
@@ -132,7 +141,70 @@ export class DuckDBEngine implements SqlEngine {
     }
   }
 
+  /**
+   * New rows go straight into the table with the appender, in the table's column order, after
+   * one semi-join finds the ids already stored; `users` rows are staged and merged.
+   */
   private async loadTable(c: DuckDBConnection, t: TableLoad, stage: string): Promise<void> {
+    if (t.mode === 'upsert') return this.mergeTable(c, t, stage);
+    const idAt = t.columns.findIndex((col) => col.name === 'id');
+    const stored = new Set<string>();
+    if (t.mode === 'insert' && idAt >= 0) {
+      await c.run(`CREATE OR REPLACE TEMP TABLE ${stage} (id VARCHAR)`);
+      const ids = await c.createAppender(stage, null, 'temp');
+      try {
+        for (const row of t.rows) {
+          ids.appendVarchar(row[idAt]!);
+          ids.endRow();
+        }
+        ids.flushSync();
+      } finally {
+        ids.closeSync();
+      }
+      const found = await c.runAndReadAll(
+        `SELECT s.id FROM temp.${stage} s SEMI JOIN ${this.table(t.schema, t.table)} t ON t.id = s.id`,
+      );
+      for (const [id] of found.getRows()) stored.add(String(id));
+      await c.run(`DROP TABLE temp.${stage}`);
+    }
+    const order = await this.columnOrder(c, t.schema, t.table);
+    const position = new Map(t.columns.map((col, i) => [col.name, i]));
+    const from = order.map((name) => (name === 'loaded_at' ? LOADED_AT : (position.get(name) ?? -1)));
+    const loadedAt = new Date().toISOString();
+    const ap = await c.createAppender(t.table, t.schema, this.catalogName);
+    try {
+      for (const row of t.rows) {
+        if (idAt >= 0 && stored.has(row[idAt]!)) continue;
+        for (const i of from) {
+          const v = i === LOADED_AT ? loadedAt : i < 0 ? null : row[i]!;
+          if (v === null) ap.appendNull();
+          else ap.appendVarchar(v);
+        }
+        ap.endRow();
+      }
+      ap.flushSync();
+    } finally {
+      ap.closeSync();
+    }
+  }
+
+  /** Columns of a table in their order (cached; the cache is dropped on DDL and failures). */
+  private async columnOrder(c: DuckDBConnection, schema: string, table: string): Promise<string[]> {
+    const key = `${schema}.${table}`;
+    let order = this.orders.get(key);
+    if (!order) {
+      const r = await c.runAndReadAll(
+        `SELECT column_name FROM duckdb_columns() WHERE database_name = $1 AND schema_name = $2 AND table_name = $3
+         ORDER BY column_index`,
+        [this.catalogName, schema, table],
+      );
+      order = r.getRows().map(([name]) => String(name));
+      this.orders.set(key, order);
+    }
+    return order;
+  }
+
+  private async mergeTable(c: DuckDBConnection, t: TableLoad, stage: string): Promise<void> {
     await c.run(
       `CREATE OR REPLACE TEMP TABLE ${stage} (${t.columns.map((col) => `${quoteIdent(col.name)} VARCHAR`).join(', ')})`,
     );
@@ -152,23 +224,14 @@ export class DuckDBEngine implements SqlEngine {
     const target = this.table(t.schema, t.table);
     const names = t.columns.map((col) => quoteIdent(col.name));
     const casts = t.columns.map((col) => `CAST(s.${quoteIdent(col.name)} AS ${TYPES[col.type]})`);
-    const into = `${target} (${[...names, 'loaded_at'].join(', ')})`;
-    let sql: string;
-    if (t.mode === 'append') {
-      sql = `INSERT INTO ${into} SELECT ${casts.join(', ')}, now() FROM temp.${stage} s`;
-    } else if (t.mode === 'insert') {
-      sql = `INSERT INTO ${into} SELECT ${casts.join(', ')}, now() FROM temp.${stage} s
-             WHERE NOT EXISTS (SELECT 1 FROM ${target} t WHERE t.id = s.id)`;
-    } else {
-      const sets = names.filter((n) => n !== '"id"').map((n) => `${n} = coalesce(s.${n}, t.${n})`);
-      sql = `MERGE INTO ${target} t
-             USING (SELECT ${casts.map((x, i) => `${x} AS ${names[i]}`).join(', ')} FROM temp.${stage} s) s
-             ON t.id = s.id
-             WHEN MATCHED THEN UPDATE SET ${[...sets, 'loaded_at = now()'].join(', ')}
-             WHEN NOT MATCHED THEN INSERT (${[...names, 'loaded_at'].join(', ')})
-               VALUES (${[...names.map((n) => `s.${n}`), 'now()'].join(', ')})`;
-    }
-    await c.run(`${sql};\nDROP TABLE temp.${stage}`);
+    const sets = names.filter((n) => n !== '"id"').map((n) => `${n} = coalesce(s.${n}, t.${n})`);
+    await c.run(`MERGE INTO ${target} t
+      USING (SELECT ${casts.map((x, i) => `${x} AS ${names[i]}`).join(', ')} FROM temp.${stage} s) s
+      ON t.id = s.id
+      WHEN MATCHED THEN UPDATE SET ${[...sets, 'loaded_at = now()'].join(', ')}
+      WHEN NOT MATCHED THEN INSERT (${[...names, 'loaded_at'].join(', ')})
+        VALUES (${[...names.map((n) => `s.${n}`), 'now()'].join(', ')});
+      DROP TABLE temp.${stage}`);
   }
 
   async close(): Promise<void> {

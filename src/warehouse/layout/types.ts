@@ -66,43 +66,54 @@ export function widen(current: ColumnType, incoming: ColumnType): ColumnType {
 
 export type Cast = { ok: true; value: CellValue } | { ok: false; reason: string };
 
-/** PostgreSQL's text and jsonb cannot hold U+0000; both engines refuse it alike. */
-const noNul: Cast = { ok: false, reason: 'text with a NUL character (U+0000) cannot be stored' };
-
 const INTEGER_TEXT = /^-?\d{1,18}$/;
 const NUMBER_TEXT = /^-?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 
-/** Casts a JSON value to a column type, as the text the engines load. */
-export function castValue(type: ColumnType, value: unknown): Cast {
-  if (value === null || value === undefined) return { ok: true, value: null };
+/**
+ * A JSON value as the text a column of `type` loads, or undefined when it cannot be cast
+ * (no allocation beyond the text: this runs for every cell).
+ */
+export function castCell(type: ColumnType, value: unknown): CellValue | undefined {
+  if (value === null || value === undefined) return null;
   switch (type) {
     case 'varchar': {
       const text = typeof value === 'string' ? value : JSON.stringify(value);
-      return text.includes('\u0000') ? noNul : { ok: true, value: text };
+      return text.includes('\u0000') ? undefined : text;
     }
     case 'json': {
       const text = JSON.stringify(value);
-      return text.includes('\\u0000') ? noNul : { ok: true, value: text };
+      return text.includes('\\u0000') ? undefined : text;
     }
     case 'bigint':
-      if (typeof value === 'number' && Number.isSafeInteger(value)) return { ok: true, value: String(value) };
-      if (typeof value === 'string' && INTEGER_TEXT.test(value.trim()))
-        return { ok: true, value: String(BigInt(value.trim())) };
-      return fail(type, value);
+      if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
+      if (typeof value === 'string' && INTEGER_TEXT.test(value.trim())) return String(BigInt(value.trim()));
+      return undefined;
     case 'double':
-      if (typeof value === 'number') return { ok: true, value: String(value) };
+      if (typeof value === 'number') return String(value);
       if (typeof value === 'string' && NUMBER_TEXT.test(value.trim()) && Number.isFinite(Number(value)))
-        return { ok: true, value: String(Number(value)) };
-      return fail(type, value);
+        return String(Number(value));
+      return undefined;
     case 'boolean':
-      if (typeof value === 'boolean') return { ok: true, value: String(value) };
-      if (value === 'true' || value === 'false') return { ok: true, value };
-      return fail(type, value);
-    case 'timestamp': {
-      const iso = typeof value === 'string' ? cachedTimestamp(value) : undefined;
-      return iso === undefined ? fail(type, value) : { ok: true, value: iso };
-    }
+      if (typeof value === 'boolean') return value ? 'true' : 'false';
+      return value === 'true' || value === 'false' ? value : undefined;
+    case 'timestamp':
+      return typeof value === 'string' ? cachedTimestamp(value) : undefined;
   }
+}
+
+/** Casts a JSON value to a column type, as the text the engines load, or says why it cannot. */
+export function castValue(type: ColumnType, value: unknown): Cast {
+  const cell = castCell(type, value);
+  return cell === undefined ? { ok: false, reason: castFailure(type, value) } : { ok: true, value: cell };
+}
+
+/** Why `value` cannot go into a column of `type`. */
+export function castFailure(type: ColumnType, value: unknown): string {
+  if ((type === 'varchar' || type === 'json') && JSON.stringify(value).includes('\\u0000')) {
+    // PostgreSQL's text and jsonb cannot hold U+0000; both engines refuse it alike.
+    return 'text with a NUL character (U+0000) cannot be stored';
+  }
+  return `${describe(value)} cannot be cast to ${type}`;
 }
 
 /** An event's times are cast once per table it goes to: keep the recent ones. */
@@ -114,10 +125,6 @@ function cachedTimestamp(text: string): string | undefined {
   if (recentTimestamps.size >= 4096) recentTimestamps.clear();
   recentTimestamps.set(text, iso);
   return iso;
-}
-
-function fail(type: ColumnType, value: unknown): Cast {
-  return { ok: false, reason: `${describe(value)} cannot be cast to ${type}` };
 }
 
 function describe(value: unknown): string {

@@ -7,7 +7,15 @@ import {
   OVERFLOW_COLUMN,
   STANDARD_TABLES,
 } from './segment-layout.js';
-import { type CellValue, type ColumnType, canonicalTimestamp, castValue, inferType, widen } from './types.js';
+import {
+  type CellValue,
+  type ColumnType,
+  canonicalTimestamp,
+  castCell,
+  castFailure,
+  inferType,
+  widen,
+} from './types.js';
 
 /**
  * What the warehouse holds, as names and types, and the planning of a load: which schemas,
@@ -308,9 +316,9 @@ export class WarehouseModel {
     type: ColumnType,
     value: unknown,
   ): void {
-    const cast = castValue(type, value);
-    if (cast.ok) cells.set(column, cast.value);
-    else discard(ctx, table.name, column, value, cast.reason);
+    const cell = castCell(type, value);
+    if (cell !== undefined) cells.set(column, cell);
+    else discard(ctx, table.name, column, value, castFailure(type, value));
   }
 
   /** A context or property value; returns the overflow object, created when the table is full. */

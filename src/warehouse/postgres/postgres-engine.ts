@@ -32,8 +32,8 @@ export function pgIdent(name: string): string {
 
 /**
  * Segment tables in PostgreSQL through `pg`. Each table has `id` as its primary key; rows
- * go to a temporary staging table by `COPY … FROM STDIN` and are merged with
- * `INSERT … ON CONFLICT (id)`, in the transaction that also stores the offset.
+ * are loaded by `COPY … FROM STDIN`, those whose id is stored already left out (`users`
+ * rows merged through a staging table), in the transaction that also stores the offset.
  */
 export class PostgresEngine implements SqlEngine {
   readonly maxColumns: number;
@@ -152,23 +152,42 @@ export class PostgresEngine implements SqlEngine {
     }
   }
 
+  /**
+   * New rows are copied straight into the table after one primary-key lookup finds the ids
+   * already stored; `users` rows go through a staging table and `INSERT … ON CONFLICT`.
+   */
   private async loadTable(c: pg.Client, t: TableLoad, stage: string): Promise<void> {
     const names = t.columns.map((col) => pgIdent(col.name));
+    const target = `${pgIdent(t.schema)}.${pgIdent(t.table)}`;
+    if (t.mode !== 'upsert') {
+      const idAt = t.columns.findIndex((col) => col.name === 'id');
+      let rows = t.rows;
+      if (t.mode === 'insert' && idAt >= 0) {
+        const found = await c.query<{ id: string }>(`SELECT id FROM ${target} WHERE id = ANY($1::text[])`, [
+          rows.map((r) => r[idAt]),
+        ]);
+        if (found.rows.length > 0) {
+          const stored = new Set(found.rows.map((r) => r.id));
+          rows = rows.filter((r) => !stored.has(r[idAt]!));
+        }
+      }
+      const loadedAt = new Date().toISOString();
+      await pipeline(
+        Readable.from(csvChunks(rows, loadedAt)),
+        c.query(copyFrom(`COPY ${target} (${[...names, 'loaded_at'].join(', ')}) FROM STDIN (FORMAT csv)`)),
+      );
+      return;
+    }
     await c.query(`CREATE TEMP TABLE ${stage} (${names.map((n) => `${n} text`).join(', ')}) ON COMMIT DROP`);
     await pipeline(
       Readable.from(csvChunks(t.rows)),
       c.query(copyFrom(`COPY ${stage} FROM STDIN (FORMAT csv)`)),
     );
-    const target = `${pgIdent(t.schema)}.${pgIdent(t.table)}`;
     const casts = t.columns.map((col, i) => `CAST(s.${names[i]} AS ${TYPES[col.type]})`);
-    let sql = `INSERT INTO ${target} AS t (${[...names, 'loaded_at'].join(', ')})
-               SELECT ${casts.join(', ')}, now() FROM ${stage} s`;
-    if (t.mode === 'insert') sql += ' ON CONFLICT (id) DO NOTHING';
-    if (t.mode === 'upsert') {
-      const sets = names.filter((n) => n !== '"id"').map((n) => `${n} = coalesce(EXCLUDED.${n}, t.${n})`);
-      sql += ` ON CONFLICT (id) DO UPDATE SET ${[...sets, 'loaded_at = EXCLUDED.loaded_at'].join(', ')}`;
-    }
-    await c.query(sql);
+    const sets = names.filter((n) => n !== '"id"').map((n) => `${n} = coalesce(EXCLUDED.${n}, t.${n})`);
+    await c.query(`INSERT INTO ${target} AS t (${[...names, 'loaded_at'].join(', ')})
+      SELECT ${casts.join(', ')}, now() FROM ${stage} s
+      ON CONFLICT (id) DO UPDATE SET ${[...sets, 'loaded_at = EXCLUDED.loaded_at'].join(', ')}`);
   }
 
   async close(): Promise<void> {
@@ -178,17 +197,20 @@ export class PostgresEngine implements SqlEngine {
   }
 }
 
-/** Rows as CSV text in chunks of about 1 MB: null is an empty field, text is always quoted. */
-function* csvChunks(rows: readonly (string | null)[][]): Generator<string> {
+/**
+ * Rows as CSV text in chunks of about 1 MB: null is an empty field, text is always quoted;
+ * `last`, when given, is appended to every row as one more field.
+ */
+function* csvChunks(rows: readonly (string | null)[][], last?: string): Generator<string> {
+  const tail = last === undefined ? '\n' : `,"${last}"\n`;
   let chunk = '';
   for (const row of rows) {
-    let line = '';
     for (let i = 0; i < row.length; i++) {
       const v = row[i];
-      if (i > 0) line += ',';
-      if (v !== null && v !== undefined) line += `"${v.replace(/"/g, '""')}"`;
+      if (i > 0) chunk += ',';
+      if (v !== null && v !== undefined) chunk += `"${v.replace(/"/g, '""')}"`;
     }
-    chunk += `${line}\n`;
+    chunk += tail;
     if (chunk.length >= 1 << 20) {
       yield chunk;
       chunk = '';
