@@ -22,7 +22,7 @@ const common = {
     .default(true)
     .describe('A disabled destination is not loaded (it resumes where it stopped).'),
   interval: Interval.prefault('1s').describe(
-    'Least time between two loads while the destination keeps up (a full batch waiting loads at once).',
+    'Least time from the start of one load to the next while the destination keeps up (a full batch waiting loads at once).',
   ),
   maxBatch: z.number().int().min(1).max(1_000_000).default(10_000).describe('Most events per load.'),
 };

@@ -20,8 +20,9 @@ export interface FeedConsumerOptions {
   /** Most events per call. Default 5,000. */
   maxBatch?: number;
   /**
-   * Least time between two calls of `handle` while the stage keeps up: events that arrive
-   * meanwhile are handed over together. A full batch waiting is handled at once. Default 0.
+   * Least time from the start of one call of `handle` to the next while the stage keeps up:
+   * events that arrive meanwhile are handed over together. A full batch waiting is handled at
+   * once. Default 0.
    */
   intervalMs?: number;
   /** Delay before retrying after `handle` threw. Default 1 s. */
@@ -90,14 +91,17 @@ export class EventFeed {
             await sleep(60_000);
             continue;
           }
+          const started = Date.now();
           const events = await this.warehouse.readEvents(position, to, maxBatch);
           const next = events.length < maxBatch ? to : events[events.length - 1]!.logOffset + 1;
           await options.handle(events, next);
           position = next;
           settle();
-          if (intervalMs > 0 && events.length < maxBatch && !stopped) {
+          // The interval runs from the start of this load, so a load's own time is not added to it.
+          const pause = intervalMs - (Date.now() - started);
+          if (pause > 0 && events.length < maxBatch && !stopped) {
             pausing = true;
-            await sleep(intervalMs);
+            await sleep(pause);
             pausing = false;
           }
         } catch (err) {

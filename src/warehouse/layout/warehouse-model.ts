@@ -167,10 +167,7 @@ export class WarehouseModel {
   /** Plans the load of `events`; the model then assumes the plan is committed. */
   plan(events: readonly ModelEvent[]): LoadPlan {
     const plan: LoadPlan = { changes: [], tables: [], discards: new Map(), names: [] };
-    const loads = new Map<
-      string,
-      { load: TableLoad; index: Map<string, number>; rows: Map<string, CellValue>[] }
-    >();
+    const loads = new Map<string, TableBuilder>();
     for (const e of events) {
       const schema = this.schema(e.sourceId, plan);
       let parsed: Record<string, unknown>;
@@ -188,34 +185,37 @@ export class WarehouseModel {
       for (const row of layoutEvent(parsed, e.messageId, this.eventTable)) {
         const table = this.table(schema, row, plan);
         const key = `${schema.name}.${table.name}`;
-        let entry = loads.get(key);
-        if (!entry) {
-          entry = {
+        let b = loads.get(key);
+        if (!b) {
+          b = {
             load: { schema: schema.name, table: table.name, mode: row.mode, columns: [], rows: [] },
-            index: new Map(),
-            rows: [],
+            table,
+            byId: new Map(),
+            position: new Map(),
+            names: [],
           };
-          loads.set(key, entry);
+          loads.set(key, b);
         }
-        const cells = this.cells(ctx, table, row);
-        const at = entry.index.get(row.id);
+        const at = b.byId.get(row.id);
+        // An insert repeating an id within the batch is the same event: the first one stays.
+        if (at !== undefined && row.mode !== 'upsert') continue;
+        const cells = this.cells(ctx, b, row);
         if (at === undefined) {
-          entry.index.set(row.id, entry.rows.length);
-          entry.rows.push(cells);
-        } else if (row.mode === 'upsert') {
-          const merged = entry.rows[at]!;
-          for (const [c, v] of cells) if (v !== null) merged.set(c, v);
+          b.byId.set(row.id, b.load.rows.length);
+          b.load.rows.push(cells);
+        } else {
+          const merged = b.load.rows[at]!;
+          for (let i = 0; i < cells.length; i++) if (cells[i] != null) merged[i] = cells[i]!;
         }
-        // an insert repeating an id within the batch is the same event: the first one stays
       }
     }
-    for (const { load, rows } of loads.values()) {
-      const table = this.schemas.get(this.sourceOfSchema(load.schema))!.states.get(load.table)!;
-      const names = new Set<string>();
-      for (const r of rows) for (const c of r.keys()) names.add(c);
-      load.columns = [...names].map((name) => ({ name, type: table.types.get(name) ?? 'json' }));
-      load.rows = rows.map((r) => load.columns.map((c) => r.get(c.name) ?? null));
-      plan.tables.push(load);
+    for (const b of loads.values()) {
+      const n = b.names.length;
+      b.load.columns = b.names.map((name) => ({ name, type: b.table.types.get(name) ?? 'json' }));
+      for (const row of b.load.rows) {
+        for (let i = 0; i < n; i++) if (row[i] === undefined) row[i] = null;
+      }
+      plan.tables.push(b.load);
     }
     for (const [schema, list] of plan.discards) {
       plan.tables.push({
@@ -280,17 +280,17 @@ export class WarehouseModel {
     return t;
   }
 
-  /** The row's values by column name, creating and widening columns as needed. */
-  private cells(ctx: RowContext, table: TableState, row: LayoutRow): Map<string, CellValue> {
-    const cells = new Map<string, CellValue>();
-    for (const c in row.core) {
-      this.put(ctx, table, cells, c, table.types.get(c) ?? CORE_COLUMNS[c] ?? 'varchar', row.core[c]);
+  /** The row's values in the builder's column positions, creating and widening columns as needed. */
+  private cells(ctx: RowContext, b: TableBuilder, row: LayoutRow): CellValue[] {
+    const table = b.table;
+    const cells: CellValue[] = [];
+    for (const c of Object.keys(row.core)) {
+      this.put(ctx, b, cells, c, table.types.get(c) ?? CORE_COLUMNS[c] ?? 'varchar', row.core[c]);
     }
     let overflow: Record<string, unknown> | undefined;
-    for (const [path, v] of row.context)
-      overflow = this.dynamic(ctx, table, cells, 'ctx:', path, v, overflow);
+    for (const [path, v] of row.context) overflow = this.dynamic(ctx, b, cells, 'ctx:', path, v, overflow);
     for (const [path, v] of row.properties)
-      overflow = this.dynamic(ctx, table, cells, 'prop:', path, v, overflow);
+      overflow = this.dynamic(ctx, b, cells, 'prop:', path, v, overflow);
     if (overflow) {
       if (!table.types.has(OVERFLOW_COLUMN)) {
         table.columns.restore(`core:${OVERFLOW_COLUMN}`, OVERFLOW_COLUMN);
@@ -303,34 +303,35 @@ export class WarehouseModel {
           'add-column',
         );
       }
-      cells.set(OVERFLOW_COLUMN, JSON.stringify(overflow));
+      cells[positionOf(b, OVERFLOW_COLUMN)] = JSON.stringify(overflow);
     }
     return cells;
   }
 
   private put(
     ctx: RowContext,
-    table: TableState,
-    cells: Map<string, CellValue>,
+    b: TableBuilder,
+    cells: CellValue[],
     column: string,
     type: ColumnType,
     value: unknown,
   ): void {
     const cell = castCell(type, value);
-    if (cell !== undefined) cells.set(column, cell);
-    else discard(ctx, table.name, column, value, castFailure(type, value));
+    if (cell !== undefined) cells[positionOf(b, column)] = cell;
+    else discard(ctx, b.table.name, column, value, castFailure(type, value));
   }
 
   /** A context or property value; returns the overflow object, created when the table is full. */
   private dynamic(
     ctx: RowContext,
-    table: TableState,
-    cells: Map<string, CellValue>,
+    b: TableBuilder,
+    cells: CellValue[],
     prefix: 'ctx:' | 'prop:',
     path: string,
     value: unknown,
     overflow: Record<string, unknown> | undefined,
   ): Record<string, unknown> | undefined {
+    const table = b.table;
     const key = prefix + path;
     const known = table.columns.get(key);
     if (known === undefined) {
@@ -353,10 +354,11 @@ export class WarehouseModel {
       const name = table.columns.assign(key, base);
       table.types.set(name, type);
       this.newColumn(ctx, table, key, { name, type }, 'add-column');
-      this.put(ctx, table, cells, name, type, value);
+      this.put(ctx, b, cells, name, type, value);
       return overflow;
     }
-    if (cells.has(known)) {
+    const at = b.position.get(known);
+    if (at !== undefined && cells[at] !== undefined) {
       discard(
         ctx,
         table.name,
@@ -375,7 +377,7 @@ export class WarehouseModel {
         this.newColumn(ctx, table, key, { name: known, type: wider }, 'widen-column');
       }
     }
-    this.put(ctx, table, cells, known, table.types.get(known)!, value);
+    this.put(ctx, b, cells, known, table.types.get(known)!, value);
     return overflow;
   }
 
@@ -397,6 +399,27 @@ export class WarehouseModel {
       type: column.type,
     });
   }
+}
+
+/** The rows of one table in one plan, columns in order of first appearance. */
+interface TableBuilder {
+  load: TableLoad;
+  table: TableState;
+  /** Row index of each id. */
+  byId: Map<string, number>;
+  /** Position of each column in the rows. */
+  position: Map<string, number>;
+  names: string[];
+}
+
+function positionOf(b: TableBuilder, column: string): number {
+  let at = b.position.get(column);
+  if (at === undefined) {
+    at = b.names.length;
+    b.position.set(column, at);
+    b.names.push(column);
+  }
+  return at;
 }
 
 interface RowContext {
