@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { TributaryError } from '../errors.js';
+import { hasLiteralPassword } from './destinations-schema.js';
 import { TributaryConfig } from './schema.js';
 
 /** Keys whose values are secrets: the file may only reference them as `${ENV}`. */
@@ -73,6 +74,12 @@ function substitute(
     if (typeof key === 'string' && SECRET_KEY.test(key) && !/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(value)) {
       problems.push(
         `  ${formatPath(path)}: a secret must be given as an environment reference such as "\${MY_SECRET}"`,
+      );
+      return value;
+    }
+    if (key === 'connectionString' && hasLiteralPassword(value)) {
+      problems.push(
+        `  ${formatPath(path)}: the password must be given as an environment reference such as "\${PG_PASSWORD}"`,
       );
       return value;
     }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DestinationsConfig } from './destinations-schema.js';
 
 /** Durations as `500ms`, `30s`, `15m`, `12h`, `7d`, or a number of milliseconds. */
 export const Duration = z
@@ -88,6 +89,7 @@ export const TributaryConfig = z
     storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),
+    destinations: DestinationsConfig,
   })
   .strict()
   .superRefine((cfg, ctx) => {

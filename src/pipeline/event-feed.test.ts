@@ -109,3 +109,32 @@ describe('EventFeed', () => {
     expect(s.seen.map((e) => e.messageId)).toEqual(Array.from({ length: 10 }, (_, i) => `m-${i}`));
   });
 });
+
+describe('EventFeed interval', () => {
+  it('hands events that arrive during the interval over together, and a waiting drain ends the pause', async () => {
+    const { log, loader, feed } = await pipeline();
+    const batches: number[] = [];
+    const s = stage();
+    const sub = feed.subscribe({
+      name: 'test',
+      from: s.from,
+      handle: async (events, next) => {
+        if (events.length > 0) batches.push(events.length);
+        await s.handle(events, next);
+      },
+      intervalMs: 60_000,
+    });
+    await log.append([stored(0)]);
+    await loader.drained();
+    await sub.drained();
+    // The first load started the pause; these three arrive during it, one loader batch each.
+    for (let i = 1; i <= 3; i++) {
+      await log.append([stored(i)]);
+      await loader.drained();
+    }
+    await sub.drained();
+    await sub.stop();
+    expect(batches).toEqual([1, 3]);
+    expect(s.seen.map((e) => e.messageId)).toEqual(['m-0', 'm-1', 'm-2', 'm-3']);
+  });
+});

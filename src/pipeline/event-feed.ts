@@ -19,6 +19,12 @@ export interface FeedConsumerOptions {
   handle: (events: StoredEvent[], nextOffset: number) => Promise<void>;
   /** Most events per call. Default 5,000. */
   maxBatch?: number;
+  /**
+   * Least time from the start of one call of `handle` to the next while the stage keeps up:
+   * events that arrive meanwhile are handed over together. A full batch waiting is handled at
+   * once. Default 0.
+   */
+  intervalMs?: number;
   /** Delay before retrying after `handle` threw. Default 1 s. */
   retryMs?: number;
   onError?: (err: unknown) => void;
@@ -44,11 +50,16 @@ export class EventFeed {
   subscribe(options: FeedConsumerOptions): FeedSubscription {
     const maxBatch = options.maxBatch ?? 5_000;
     const retryMs = options.retryMs ?? 1_000;
+    const intervalMs = options.intervalMs ?? 0;
     let position = -1;
     let stopped = false;
+    let pausing = false;
     let wake: (() => void) | undefined;
     const waiters: { target: number; resolve: () => void }[] = [];
-    const unsubscribe = this.loader.onLoaded(() => wake?.());
+    // New events do not end the pause between two loads; `drained` and `stop` do.
+    const unsubscribe = this.loader.onLoaded(() => {
+      if (!pausing) wake?.();
+    });
 
     const settle = () => {
       for (let i = waiters.length - 1; i >= 0; i--) {
@@ -80,12 +91,21 @@ export class EventFeed {
             await sleep(60_000);
             continue;
           }
+          const started = Date.now();
           const events = await this.warehouse.readEvents(position, to, maxBatch);
           const next = events.length < maxBatch ? to : events[events.length - 1]!.logOffset + 1;
           await options.handle(events, next);
           position = next;
           settle();
+          // The interval runs from the start of this load, so a load's own time is not added to it.
+          const pause = intervalMs - (Date.now() - started);
+          if (pause > 0 && events.length < maxBatch && !stopped) {
+            pausing = true;
+            await sleep(pause);
+            pausing = false;
+          }
         } catch (err) {
+          pausing = false;
           options.onError?.(err);
           position = -1; // re-read the stored offset: the failed batch may or may not be in
           if (!stopped) await sleep(retryMs);
@@ -98,8 +118,9 @@ export class EventFeed {
       drained: () =>
         new Promise<void>((resolve) => {
           if (stopped) return resolve();
-          waiters.push({ target: this.loader.position(), resolve });
-          if (position >= this.loader.position()) settle();
+          const target = this.loader.position();
+          if (position >= target) return resolve();
+          waiters.push({ target, resolve });
           wake?.();
         }),
       async stop() {

@@ -10,6 +10,7 @@ import { Metrics } from '../observe/metrics.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 
 export interface ServerOptions {
@@ -32,6 +33,8 @@ export interface RunningServer {
   loader: WarehouseLoader;
   /** Where later stages (identity, destinations) follow the events the loader stored. */
   feed: EventFeed;
+  /** The warehouse destinations following the feed (`destinations:` in the configuration). */
+  destinations: RunningDestination[];
   metrics: Metrics;
   /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
   close(): Promise<void>;
@@ -77,6 +80,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
+  const destinations = await startDestinations({
+    destinations: config.destinations,
+    instance,
+    dataDir,
+    feed,
+    logger,
+  });
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -98,7 +108,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       accepted: (s, n) => metrics.accepted.inc({ source: s }, n),
       rejected: (s, code, n) => metrics.rejected.inc({ source: s, code }, n),
     },
-    health: () => ({ log: { endOffset: log.endOffset() }, loader: { position: loader.position() } }),
+    health: () => ({
+      log: { endOffset: log.endOffset() },
+      loader: { position: loader.position() },
+      destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
+    }),
   });
   const host = opts.host ?? config.server.host;
   await app.listen({ port: opts.port ?? config.server.port, host });
@@ -115,11 +129,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     warehouse,
     loader,
     feed,
+    destinations,
     metrics,
     close() {
       closing ??= (async () => {
         await app.close();
         await loader.drained();
+        // Destinations catch up after a restart anyway (their offset is stored with their rows),
+        // so an unreachable one does not hold the shutdown for long.
+        await Promise.race([
+          Promise.all(destinations.map((d) => d.drained())),
+          new Promise((r) => setTimeout(r, 10_000).unref()),
+        ]);
+        for (const d of destinations) await d.stop();
         await loader.stop();
         await log.close();
         await warehouse.close();

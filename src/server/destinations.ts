@@ -1,0 +1,125 @@
+import { isAbsolute, join } from 'node:path';
+import type { DuckDBInstance } from '@duckdb/node-api';
+import type { Logger } from 'pino';
+import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
+import { sqlString } from '../duckdb-sql.js';
+import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
+import type { WarehouseDestination } from '../warehouse/destination.js';
+import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
+import { ParquetLake } from '../warehouse/lake/parquet-lake.js';
+import { PostgresEngine } from '../warehouse/postgres/postgres-engine.js';
+import { SegmentWarehouse } from '../warehouse/segment-warehouse.js';
+
+/** A destination following the feed. */
+export interface RunningDestination {
+  id: string;
+  type: DestinationConfig['type'];
+  /** The log offset loaded up to (−1 until the stored one was read). */
+  position(): number;
+  drained(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Builds the configured warehouse destinations and subscribes each to the event feed. The
+ * DuckDB ones share the process's DuckDB instance (a file is open once per process): the
+ * embedded warehouse file by default, another file attached under `dest_<id>`.
+ */
+export async function startDestinations(opts: {
+  destinations: readonly DestinationConfig[];
+  instance: DuckDBInstance;
+  dataDir: string;
+  feed: EventFeed;
+  logger: Logger;
+}): Promise<RunningDestination[]> {
+  const running: RunningDestination[] = [];
+  for (const config of opts.destinations) {
+    if (!config.enabled) continue;
+    const destination = await build(config, opts.instance, opts.dataDir);
+    let position = -1;
+    let failing = false;
+    const sub: FeedSubscription = opts.feed.subscribe({
+      name: `destination:${config.id}`,
+      from: async () => {
+        position = await destination.storedOffset();
+        return position;
+      },
+      handle: async (events, next) => {
+        await destination.load(events, next);
+        position = next;
+        if (failing) opts.logger.info({ destination: config.id }, 'destination loads again');
+        failing = false;
+      },
+      maxBatch: config.maxBatch,
+      intervalMs: config.interval,
+      retryMs: 2_000,
+      onError: (err) => {
+        failing = true;
+        opts.logger.error({ err, destination: config.id }, 'destination load failed; retrying');
+      },
+    });
+    running.push({
+      id: config.id,
+      type: config.type,
+      position: () => position,
+      drained: () => sub.drained(),
+      async stop() {
+        await sub.stop();
+        await destination.close();
+      },
+    });
+  }
+  return running;
+}
+
+async function build(
+  config: DestinationConfig,
+  instance: DuckDBInstance,
+  dataDir: string,
+): Promise<WarehouseDestination> {
+  const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
+  switch (config.type) {
+    case 'duckdb': {
+      let catalog: string;
+      const c = await instance.connect();
+      try {
+        if (config.path === undefined) {
+          catalog = String((await c.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+        } else {
+          catalog = `dest_${config.id.replace(/-/g, '_')}`;
+          await c.run(`ATTACH IF NOT EXISTS ${sqlString(resolve(config.path))} AS "${catalog}"`);
+        }
+      } finally {
+        c.closeSync();
+      }
+      return new SegmentWarehouse({
+        name: config.id,
+        schema: config.schema,
+        maxColumns: config.maxColumns,
+        engine: new DuckDBEngine(instance, { catalog, maxColumns: config.maxColumns }),
+      });
+    }
+    case 'postgres':
+      return new SegmentWarehouse({
+        name: config.id,
+        schema: config.schema,
+        maxColumns: config.maxColumns,
+        engine: new PostgresEngine({ connection: pgConnection(config), maxColumns: config.maxColumns }),
+      });
+    case 'parquet':
+      return new ParquetLake({ name: config.id, instance, root: resolve(config.path) });
+  }
+}
+
+function pgConnection(c: PostgresDestinationConfig) {
+  if (c.connectionString !== undefined)
+    return { connectionString: c.connectionString, ssl: c.ssl || undefined };
+  return {
+    host: c.host,
+    port: c.port,
+    database: c.database,
+    user: c.user,
+    password: c.password,
+    ssl: c.ssl || undefined,
+  };
+}

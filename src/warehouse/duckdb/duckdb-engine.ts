@@ -1,0 +1,241 @@
+import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
+import { quoteIdent } from '../../duckdb-sql.js';
+import type { SqlEngine } from '../destination.js';
+import type { ColumnType } from '../layout/types.js';
+import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+
+/** Marks the `loaded_at` column in an appender's column map. */
+const LOADED_AT = -2;
+
+const TYPES: Record<ColumnType, string> = {
+  bigint: 'BIGINT',
+  double: 'DOUBLE',
+  boolean: 'BOOLEAN',
+  timestamp: 'TIMESTAMPTZ',
+  varchar: 'VARCHAR',
+  json: 'JSON',
+};
+
+export interface DuckDBEngineOptions {
+  /** Catalog (database) of the tables: the warehouse file, or another file attached to the instance. */
+  catalog: string;
+  /**
+   * Column limit per table. DuckDB has no hard one; the default, PostgreSQL's 1,600, keeps
+   * the tables alike in both engines.
+   */
+  maxColumns?: number;
+}
+
+/**
+ * Segment tables in DuckDB, on a connection of its own to a shared instance (the embedded
+ * warehouse file is open once per process). Rows are appended to a temporary staging table
+ * with DuckDB's appender straight into the table, except those whose `id` one semi-join
+ * finds stored already (no primary key: an ART index gets slower with every batch, see
+ * docs/architecture.md); `users` rows are staged and merged.
+ */
+export class DuckDBEngine implements SqlEngine {
+  readonly maxColumns: number;
+  private conn: DuckDBConnection | undefined;
+  private readonly catalog: string;
+  private readonly catalogName: string;
+  private readonly orders = new Map<string, string[]>();
+
+  constructor(
+    private readonly instance: DuckDBInstance,
+    options: DuckDBEngineOptions,
+  ) {
+    this.catalog = quoteIdent(options.catalog);
+    this.catalogName = options.catalog;
+    this.maxColumns = options.maxColumns ?? 1600;
+  }
+
+  private async connection(): Promise<DuckDBConnection> {
+    this.conn ??= await this.instance.connect();
+    return this.conn;
+  }
+
+  private table(schema: string, table: string): string {
+    return `${this.catalog}.${quoteIdent(schema)}.${quoteIdent(table)}`;
+  }
+
+  async setup(): Promise<void> {
+    const c = await this.connection();
+    await c.run(`CREATE SCHEMA IF NOT EXISTS ${this.catalog}._tributary`);
+    await c.run(`CREATE TABLE IF NOT EXISTS ${this.catalog}._tributary.warehouse_offsets (
+      destination VARCHAR PRIMARY KEY, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)`);
+    await c.run(`CREATE TABLE IF NOT EXISTS ${this.catalog}._tributary.warehouse_names (
+      destination VARCHAR NOT NULL, batch_offset BIGINT NOT NULL, idx INTEGER NOT NULL, kind VARCHAR NOT NULL,
+      key VARCHAR NOT NULL, schema_name VARCHAR NOT NULL, table_name VARCHAR, name VARCHAR NOT NULL,
+      type VARCHAR, recorded_at TIMESTAMPTZ NOT NULL)`);
+  }
+
+  async readState(destination: string): Promise<{ offset: number; names: NameRecord[] }> {
+    const c = await this.connection();
+    const o = await c.runAndReadAll(
+      `SELECT next_offset FROM ${this.catalog}._tributary.warehouse_offsets WHERE destination = $1`,
+      [destination],
+    );
+    const n = await c.runAndReadAll(
+      `SELECT kind, key, schema_name, table_name, name, type FROM ${this.catalog}._tributary.warehouse_names
+       WHERE destination = $1 ORDER BY batch_offset, idx`,
+      [destination],
+    );
+    return {
+      offset: Number(o.getRows()[0]?.[0] ?? 0),
+      names: n.getRows().map(([kind, key, schema, table, name, type]) => ({
+        kind: kind as NameRecord['kind'],
+        key: String(key),
+        schema: String(schema),
+        table: table === null ? null : String(table),
+        name: String(name),
+        type: type === null ? null : (type as ColumnType),
+      })),
+    };
+  }
+
+  async apply(destination: string, plan: LoadPlan, nextOffset: number): Promise<void> {
+    const c = await this.connection();
+    for (const ch of plan.changes)
+      if (ch.kind !== 'create-schema') this.orders.delete(`${ch.schema}.${ch.table}`);
+    await c.run('BEGIN TRANSACTION');
+    try {
+      const ddl = plan.changes.map((ch) => this.ddl(ch));
+      if (ddl.length > 0) await c.run(ddl.join(';\n'));
+      for (const [i, t] of plan.tables.entries()) await this.loadTable(c, t, `_wh_stage_${i}`);
+      if (plan.names.length > 0) {
+        const values: DuckDBValue[] = [];
+        const tuples = plan.names.map((r, i) => {
+          values.push(destination, BigInt(nextOffset), i, r.kind, r.key, r.schema, r.table, r.name, r.type);
+          const b = i * 9;
+          return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, now())`;
+        });
+        await c.run(
+          `INSERT INTO ${this.catalog}._tributary.warehouse_names VALUES ${tuples.join(', ')}`,
+          values,
+        );
+      }
+      await c.run(
+        `INSERT OR REPLACE INTO ${this.catalog}._tributary.warehouse_offsets VALUES ($1, $2, now())`,
+        [destination, BigInt(nextOffset)],
+      );
+      await c.run('COMMIT');
+    } catch (err) {
+      this.orders.clear();
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private ddl(ch: SchemaChange): string {
+    switch (ch.kind) {
+      case 'create-schema':
+        return `CREATE SCHEMA IF NOT EXISTS ${this.catalog}.${quoteIdent(ch.schema)}`;
+      case 'create-table':
+        return `CREATE TABLE IF NOT EXISTS ${this.table(ch.schema, ch.table)} (${ch.columns
+          .map((col) => `${quoteIdent(col.name)} ${TYPES[col.type]}`)
+          .join(', ')})`;
+      case 'add-column':
+        return `ALTER TABLE ${this.table(ch.schema, ch.table)} ADD COLUMN IF NOT EXISTS ${quoteIdent(ch.column.name)} ${TYPES[ch.column.type]}`;
+      case 'widen-column':
+        return `ALTER TABLE ${this.table(ch.schema, ch.table)} ALTER COLUMN ${quoteIdent(ch.column.name)} TYPE ${TYPES[ch.column.type]}`;
+    }
+  }
+
+  /**
+   * New rows go straight into the table with the appender, in the table's column order, after
+   * one semi-join finds the ids already stored; `users` rows are staged and merged.
+   */
+  private async loadTable(c: DuckDBConnection, t: TableLoad, stage: string): Promise<void> {
+    if (t.mode === 'upsert') return this.mergeTable(c, t, stage);
+    const idAt = t.columns.findIndex((col) => col.name === 'id');
+    const stored = new Set<string>();
+    if (t.mode === 'insert' && idAt >= 0) {
+      await c.run(`CREATE OR REPLACE TEMP TABLE ${stage} (id VARCHAR)`);
+      const ids = await c.createAppender(stage, null, 'temp');
+      try {
+        for (const row of t.rows) {
+          ids.appendVarchar(row[idAt]!);
+          ids.endRow();
+        }
+        ids.flushSync();
+      } finally {
+        ids.closeSync();
+      }
+      const found = await c.runAndReadAll(
+        `SELECT s.id FROM temp.${stage} s SEMI JOIN ${this.table(t.schema, t.table)} t ON t.id = s.id`,
+      );
+      for (const [id] of found.getRows()) stored.add(String(id));
+      await c.run(`DROP TABLE temp.${stage}`);
+    }
+    const order = await this.columnOrder(c, t.schema, t.table);
+    const position = new Map(t.columns.map((col, i) => [col.name, i]));
+    const from = order.map((name) => (name === 'loaded_at' ? LOADED_AT : (position.get(name) ?? -1)));
+    const loadedAt = new Date().toISOString();
+    const ap = await c.createAppender(t.table, t.schema, this.catalogName);
+    try {
+      for (const row of t.rows) {
+        if (idAt >= 0 && stored.has(row[idAt]!)) continue;
+        for (const i of from) {
+          const v = i === LOADED_AT ? loadedAt : i < 0 ? null : row[i]!;
+          if (v === null) ap.appendNull();
+          else ap.appendVarchar(v);
+        }
+        ap.endRow();
+      }
+      ap.flushSync();
+    } finally {
+      ap.closeSync();
+    }
+  }
+
+  /** Columns of a table in their order (cached; the cache is dropped on DDL and failures). */
+  private async columnOrder(c: DuckDBConnection, schema: string, table: string): Promise<string[]> {
+    const key = `${schema}.${table}`;
+    let order = this.orders.get(key);
+    if (!order) {
+      const r = await c.runAndReadAll(
+        `SELECT column_name FROM duckdb_columns() WHERE database_name = $1 AND schema_name = $2 AND table_name = $3
+         ORDER BY column_index`,
+        [this.catalogName, schema, table],
+      );
+      order = r.getRows().map(([name]) => String(name));
+      this.orders.set(key, order);
+    }
+    return order;
+  }
+
+  private async mergeTable(c: DuckDBConnection, t: TableLoad, stage: string): Promise<void> {
+    await c.run(
+      `CREATE OR REPLACE TEMP TABLE ${stage} (${t.columns.map((col) => `${quoteIdent(col.name)} VARCHAR`).join(', ')})`,
+    );
+    const ap = await c.createAppender(stage, null, 'temp');
+    try {
+      for (const row of t.rows) {
+        for (const v of row) {
+          if (v === null) ap.appendNull();
+          else ap.appendVarchar(v);
+        }
+        ap.endRow();
+      }
+      ap.flushSync();
+    } finally {
+      ap.closeSync();
+    }
+    const target = this.table(t.schema, t.table);
+    const names = t.columns.map((col) => quoteIdent(col.name));
+    const casts = t.columns.map((col) => `CAST(s.${quoteIdent(col.name)} AS ${TYPES[col.type]})`);
+    const sets = names.filter((n) => n !== '"id"').map((n) => `${n} = coalesce(s.${n}, t.${n})`);
+    await c.run(`MERGE INTO ${target} t
+      USING (SELECT ${casts.map((x, i) => `${x} AS ${names[i]}`).join(', ')} FROM temp.${stage} s) s
+      ON t.id = s.id
+      WHEN MATCHED THEN UPDATE SET ${[...sets, 'loaded_at = now()'].join(', ')}
+      WHEN NOT MATCHED THEN INSERT (${[...names, 'loaded_at'].join(', ')})
+        VALUES (${[...names.map((n) => `s.${n}`), 'now()'].join(', ')});
+      DROP TABLE temp.${stage}`);
+  }
+
+  async close(): Promise<void> {
+    this.conn?.closeSync();
+    this.conn = undefined;
+  }
+}

@@ -1,0 +1,55 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { canonicalTimestamp, castValue, inferType, widen } from './types.js';
+
+describe('column types', () => {
+  it('infers the type of a first value', () => {
+    expect(inferType(3)).toBe('bigint');
+    expect(inferType(2 ** 60)).toBe('double');
+    expect(inferType(3.5)).toBe('double');
+    expect(inferType(true)).toBe('boolean');
+    expect(inferType('2026-11-20T10:00:00Z')).toBe('timestamp');
+    expect(inferType('2026-11-20')).toBe('varchar');
+    expect(inferType('hello')).toBe('varchar');
+    expect(inferType([1])).toBe('json');
+    expect(inferType({ a: 1 })).toBe('json');
+    expect(inferType(null)).toBeUndefined();
+  });
+
+  it('reads ISO-8601 date-times into one canonical UTC form, and refuses days that do not exist', () => {
+    expect(canonicalTimestamp('2026-11-20T10:00:00Z')).toBe('2026-11-20T10:00:00.000Z');
+    expect(canonicalTimestamp('2026-11-20 10:00')).toBe('2026-11-20T10:00:00.000Z');
+    expect(canonicalTimestamp('2026-11-20T10:00:00.123456+01:30')).toBe('2026-11-20T08:30:00.123Z');
+    expect(canonicalTimestamp('2026-11-20T10:00:00-0500')).toBe('2026-11-20T15:00:00.000Z');
+    expect(canonicalTimestamp('2026-02-30T10:00:00Z')).toBeUndefined();
+    expect(canonicalTimestamp('2026-11-20T24:00:00Z')).toBeUndefined();
+    expect(canonicalTimestamp('yesterday')).toBeUndefined();
+  });
+
+  it('widens bigint to double only', () => {
+    expect(widen('bigint', 'double')).toBe('double');
+    expect(widen('double', 'bigint')).toBe('double');
+    expect(widen('timestamp', 'varchar')).toBe('timestamp');
+    expect(widen('varchar', 'bigint')).toBe('varchar');
+  });
+
+  it('casts or refuses with a reason, never throws', () => {
+    expect(castValue('bigint', '42')).toEqual({ ok: true, value: '42' });
+    expect(castValue('double', '1e3')).toEqual({ ok: true, value: '1000' });
+    expect(castValue('varchar', [1, 'a'])).toEqual({ ok: true, value: '[1,"a"]' });
+    expect(castValue('boolean', 'yes')).toEqual({
+      ok: false,
+      reason: 'the string "yes" cannot be cast to boolean',
+    });
+    expect(castValue('varchar', 'a\u0000b').ok).toBe(false);
+    const types = ['bigint', 'double', 'boolean', 'timestamp', 'varchar', 'json'] as const;
+    fc.assert(
+      fc.property(fc.constantFrom(...types), fc.jsonValue(), (type, value) => {
+        const cast = castValue(type, value);
+        if (cast.ok && type === inferType(value)) expect(cast.value === null).toBe(value === null);
+        if (!cast.ok) expect(cast.reason).toMatch(/cannot be/);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});

@@ -1,0 +1,220 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { SqlEngine } from '../destination.js';
+import type { ColumnType } from '../layout/types.js';
+import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+
+const TYPES: Record<ColumnType, string> = {
+  bigint: 'bigint',
+  double: 'double precision',
+  boolean: 'boolean',
+  timestamp: 'timestamptz',
+  varchar: 'text',
+  json: 'jsonb',
+};
+
+/** PostgreSQL allows 65,535 parameters per statement; a names row takes 9. */
+const NAMES_PER_INSERT = 5000;
+
+export interface PostgresEngineOptions {
+  /** How to connect: `pg` client settings (a connection string or host, port, user, …). */
+  connection: pg.ClientConfig;
+  /** Column limit per table; PostgreSQL refuses more than 1,600. */
+  maxColumns?: number;
+}
+
+/** An identifier in double quotes, inner quotes doubled. */
+export function pgIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * Segment tables in PostgreSQL through `pg`. Each table has `id` as its primary key; rows
+ * are loaded by `COPY … FROM STDIN`, those whose id is stored already left out (`users`
+ * rows merged through a staging table), in the transaction that also stores the offset.
+ */
+export class PostgresEngine implements SqlEngine {
+  readonly maxColumns: number;
+  private client: pg.Client | undefined;
+  private connecting: Promise<pg.Client> | undefined;
+
+  constructor(private readonly options: PostgresEngineOptions) {
+    this.maxColumns = Math.min(options.maxColumns ?? 1600, 1600);
+  }
+
+  private connection(): Promise<pg.Client> {
+    if (this.client) return Promise.resolve(this.client);
+    this.connecting ??= (async () => {
+      const client = new pg.Client(this.options.connection);
+      // A broken connection is replaced on the next call; the load in flight fails and is retried.
+      client.on('error', () => {
+        if (this.client === client) this.client = undefined;
+      });
+      try {
+        await client.connect();
+      } catch (err) {
+        await client.end().catch(() => undefined);
+        throw err;
+      } finally {
+        this.connecting = undefined;
+      }
+      this.client = client;
+      return client;
+    })();
+    return this.connecting;
+  }
+
+  async setup(): Promise<void> {
+    const c = await this.connection();
+    await c.query('CREATE SCHEMA IF NOT EXISTS _tributary');
+    await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_offsets (
+      destination text PRIMARY KEY, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL)`);
+    await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_names (
+      destination text NOT NULL, batch_offset bigint NOT NULL, idx integer NOT NULL, kind text NOT NULL,
+      key text NOT NULL, schema_name text NOT NULL, table_name text, name text NOT NULL, type text,
+      recorded_at timestamptz NOT NULL, PRIMARY KEY (destination, batch_offset, idx))`);
+  }
+
+  async readState(destination: string): Promise<{ offset: number; names: NameRecord[] }> {
+    const c = await this.connection();
+    const o = await c.query<{ next_offset: string }>(
+      'SELECT next_offset FROM _tributary.warehouse_offsets WHERE destination = $1',
+      [destination],
+    );
+    const n = await c.query<{
+      kind: NameRecord['kind'];
+      key: string;
+      schema_name: string;
+      table_name: string | null;
+      name: string;
+      type: ColumnType | null;
+    }>(
+      `SELECT kind, key, schema_name, table_name, name, type FROM _tributary.warehouse_names
+       WHERE destination = $1 ORDER BY batch_offset, idx`,
+      [destination],
+    );
+    return {
+      offset: Number(o.rows[0]?.next_offset ?? 0),
+      names: n.rows.map((r) => ({
+        kind: r.kind,
+        key: r.key,
+        schema: r.schema_name,
+        table: r.table_name,
+        name: r.name,
+        type: r.type,
+      })),
+    };
+  }
+
+  async apply(destination: string, plan: LoadPlan, nextOffset: number): Promise<void> {
+    const c = await this.connection();
+    await c.query('BEGIN');
+    try {
+      for (const ch of plan.changes) await c.query(this.ddl(ch));
+      for (const [i, t] of plan.tables.entries()) await this.loadTable(c, t, `_wh_stage_${i}`);
+      for (let from = 0; from < plan.names.length; from += NAMES_PER_INSERT) {
+        const values: unknown[] = [];
+        const tuples = plan.names.slice(from, from + NAMES_PER_INSERT).map((r, j) => {
+          values.push(destination, nextOffset, from + j, r.kind, r.key, r.schema, r.table, r.name, r.type);
+          const b = j * 9;
+          return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, now())`;
+        });
+        await c.query(`INSERT INTO _tributary.warehouse_names VALUES ${tuples.join(', ')}`, values);
+      }
+      await c.query(
+        `INSERT INTO _tributary.warehouse_offsets VALUES ($1, $2, now())
+         ON CONFLICT (destination) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+        [destination, nextOffset],
+      );
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private ddl(ch: SchemaChange): string {
+    const table = (schema: string, name: string) => `${pgIdent(schema)}.${pgIdent(name)}`;
+    switch (ch.kind) {
+      case 'create-schema':
+        return `CREATE SCHEMA IF NOT EXISTS ${pgIdent(ch.schema)}`;
+      case 'create-table': {
+        const cols = ch.columns.map((col) => `${pgIdent(col.name)} ${TYPES[col.type]}`);
+        if (ch.columns.some((col) => col.name === 'id')) cols.push('PRIMARY KEY (id)');
+        return `CREATE TABLE IF NOT EXISTS ${table(ch.schema, ch.table)} (${cols.join(', ')})`;
+      }
+      case 'add-column':
+        return `ALTER TABLE ${table(ch.schema, ch.table)} ADD COLUMN IF NOT EXISTS ${pgIdent(ch.column.name)} ${TYPES[ch.column.type]}`;
+      case 'widen-column':
+        return `ALTER TABLE ${table(ch.schema, ch.table)} ALTER COLUMN ${pgIdent(ch.column.name)} TYPE ${TYPES[ch.column.type]}`;
+    }
+  }
+
+  /**
+   * New rows are copied straight into the table after one primary-key lookup finds the ids
+   * already stored; `users` rows go through a staging table and `INSERT … ON CONFLICT`.
+   */
+  private async loadTable(c: pg.Client, t: TableLoad, stage: string): Promise<void> {
+    const names = t.columns.map((col) => pgIdent(col.name));
+    const target = `${pgIdent(t.schema)}.${pgIdent(t.table)}`;
+    if (t.mode !== 'upsert') {
+      const idAt = t.columns.findIndex((col) => col.name === 'id');
+      let rows = t.rows;
+      if (t.mode === 'insert' && idAt >= 0) {
+        const found = await c.query<{ id: string }>(`SELECT id FROM ${target} WHERE id = ANY($1::text[])`, [
+          rows.map((r) => r[idAt]),
+        ]);
+        if (found.rows.length > 0) {
+          const stored = new Set(found.rows.map((r) => r.id));
+          rows = rows.filter((r) => !stored.has(r[idAt]!));
+        }
+      }
+      const loadedAt = new Date().toISOString();
+      await pipeline(
+        Readable.from(csvChunks(rows, loadedAt)),
+        c.query(copyFrom(`COPY ${target} (${[...names, 'loaded_at'].join(', ')}) FROM STDIN (FORMAT csv)`)),
+      );
+      return;
+    }
+    await c.query(`CREATE TEMP TABLE ${stage} (${names.map((n) => `${n} text`).join(', ')}) ON COMMIT DROP`);
+    await pipeline(
+      Readable.from(csvChunks(t.rows)),
+      c.query(copyFrom(`COPY ${stage} FROM STDIN (FORMAT csv)`)),
+    );
+    const casts = t.columns.map((col, i) => `CAST(s.${names[i]} AS ${TYPES[col.type]})`);
+    const sets = names.filter((n) => n !== '"id"').map((n) => `${n} = coalesce(EXCLUDED.${n}, t.${n})`);
+    await c.query(`INSERT INTO ${target} AS t (${[...names, 'loaded_at'].join(', ')})
+      SELECT ${casts.join(', ')}, now() FROM ${stage} s
+      ON CONFLICT (id) DO UPDATE SET ${[...sets, 'loaded_at = EXCLUDED.loaded_at'].join(', ')}`);
+  }
+
+  async close(): Promise<void> {
+    const c = this.client;
+    this.client = undefined;
+    await c?.end();
+  }
+}
+
+/**
+ * Rows as CSV text in chunks of about 1 MB: null is an empty field, text is always quoted;
+ * `last`, when given, is appended to every row as one more field.
+ */
+function* csvChunks(rows: readonly (string | null)[][], last?: string): Generator<string> {
+  const tail = last === undefined ? '\n' : `,"${last}"\n`;
+  let chunk = '';
+  for (const row of rows) {
+    for (let i = 0; i < row.length; i++) {
+      const v = row[i];
+      if (i > 0) chunk += ',';
+      if (v !== null && v !== undefined) chunk += `"${v.replace(/"/g, '""')}"`;
+    }
+    chunk += tail;
+    if (chunk.length >= 1 << 20) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk !== '') yield chunk;
+}

@@ -1,0 +1,65 @@
+import type { SqlEngine, WarehouseDestination } from './destination.js';
+import { WarehouseModel } from './layout/warehouse-model.js';
+import type { StoredEvent } from './warehouse.js';
+
+export interface SegmentWarehouseOptions {
+  /** Name of the destination (its offset and names are kept under it). */
+  name: string;
+  engine: SqlEngine;
+  /**
+   * Schema name of a source before folding; `{source}` stands for the source id.
+   * Default `{source}`: one schema per source, as Segment names schemas after sources.
+   */
+  schema?: string;
+  /** Column limit of a table; default the engine's (PostgreSQL 1,600). */
+  maxColumns?: number;
+}
+
+/**
+ * Segment-compatible tables (`tracks`, `identifies`, `users`, `pages`, `screens`, `groups`,
+ * `aliases`, one table per event name, `discards`) in a SQL engine. The layout, names and
+ * types are planned by the engine-independent {@link WarehouseModel}; the engine runs each
+ * plan in one transaction with the offset, which makes loads exactly-once.
+ */
+export class SegmentWarehouse implements WarehouseDestination {
+  readonly name: string;
+  private model: WarehouseModel | undefined;
+  private ready: Promise<void> | undefined;
+
+  constructor(private readonly options: SegmentWarehouseOptions) {
+    this.name = options.name;
+  }
+
+  /**
+   * Reads the stored offset and rebuilds the names and types from the engine: called on
+   * start and after a failed load, so a rolled-back plan leaves nothing behind in memory.
+   */
+  async storedOffset(): Promise<number> {
+    this.ready ??= this.options.engine.setup();
+    await this.ready;
+    const { offset, names } = await this.options.engine.readState(this.name);
+    const template = this.options.schema ?? '{source}';
+    const model = new WarehouseModel({
+      maxColumns: this.options.maxColumns ?? this.options.engine.maxColumns,
+      schemaFor: (source) => template.replaceAll('{source}', source),
+    });
+    model.restore(names);
+    this.model = model;
+    return offset;
+  }
+
+  async load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
+    if (!this.model) await this.storedOffset();
+    const model = this.model!;
+    try {
+      await this.options.engine.apply(this.name, model.plan(events), nextOffset);
+    } catch (err) {
+      this.model = undefined; // the plan's names were rolled back with it
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.options.engine.close();
+  }
+}

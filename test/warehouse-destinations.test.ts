@@ -1,0 +1,130 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import { PG_ADMIN, pgUnreachable } from './pg.js';
+
+/**
+ * The destinations as the server runs them: configured in the file, following the feed,
+ * with the Segment tables queryable shortly after the 200.
+ */
+
+const servers: TestServer[] = [];
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.stop();
+  for (const c of cleanups.splice(0)) await c();
+});
+
+async function send(server: TestServer, batch: Record<string, unknown>[]) {
+  const res = await server.app.inject({
+    method: 'POST',
+    url: '/v1/batch',
+    headers: { authorization: basicAuth(WRITE_KEY), 'content-type': 'application/json' },
+    payload: JSON.stringify({ batch }),
+  });
+  expect(res.statusCode).toBe(200);
+}
+
+/** Waits until the loader and every destination have everything appended so far. */
+async function settleAll(server: TestServer) {
+  await server.settle();
+  await Promise.all(server.destinations.map((d) => d.drained()));
+}
+
+const events = [
+  { type: 'track', messageId: 'e-1', userId: 'u1', event: 'Order Completed', properties: { total: 30 } },
+  { type: 'identify', messageId: 'e-2', userId: 'u1', traits: { email: 'a@x.io' } },
+  { type: 'page', messageId: 'e-3', anonymousId: 'a1', name: 'Home', properties: { path: '/' } },
+];
+
+const hasPg = (await pgUnreachable()) === undefined;
+describe('warehouse destinations in the server', () => {
+  it('loads the Segment tables into the embedded warehouse with no destinations configured', async () => {
+    const server = await startTestServer();
+    servers.push(server);
+    expect(server.destinations.map((d) => [d.id, d.type])).toEqual([['warehouse', 'duckdb']]);
+    await send(server, events);
+    await settleAll(server);
+    expect(await server.query('SELECT id, user_id, total FROM web.order_completed')).toEqual([
+      { id: 'e-1', user_id: 'u1', total: 30 },
+    ]);
+    expect(await server.query('SELECT id, event, event_text FROM web.tracks')).toEqual([
+      { id: 'e-1', event: 'order_completed', event_text: 'Order Completed' },
+    ]);
+    expect(await server.query('SELECT id, email FROM web.users')).toEqual([{ id: 'u1', email: 'a@x.io' }]);
+    expect(await server.query('SELECT id, name, path FROM web.pages')).toEqual([
+      { id: 'e-3', name: 'Home', path: '/' },
+    ]);
+    const health = await server.app.inject({ method: 'GET', url: '/healthz' });
+    expect(health.json().destinations.warehouse.position).toBe(server.loader.position());
+  });
+
+  it('loads nothing into the embedded warehouse with "destinations: []"', async () => {
+    const server = await startTestServer({ yaml: `${MINIMAL_CONFIG}destinations: []\n` });
+    servers.push(server);
+    await send(server, events);
+    await settleAll(server);
+    expect(server.destinations).toEqual([]);
+    const schemas = await server.query(
+      "SELECT schema_name FROM information_schema.schemata WHERE schema_name = 'web'",
+    );
+    expect(schemas).toEqual([]);
+  });
+
+  it.skipIf(!hasPg)(
+    'loads PostgreSQL, another DuckDB file and a Parquet lake from one configuration',
+    async () => {
+      const database = `trib_dest_${randomBytes(6).toString('hex')}`;
+      const admin = new pg.Client(PG_ADMIN);
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${database}`);
+      cleanups.push(async () => {
+        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+        await admin.end();
+      });
+      const yaml = `${MINIMAL_CONFIG}destinations:
+  - id: pg
+    type: postgres
+    connectionString: postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}
+    schema: segment_{source}
+  - id: other
+    type: duckdb
+    path: other.duckdb
+  - id: lake
+    type: parquet
+    path: lake
+    interval: 200ms
+`;
+      const server = await startTestServer({ yaml });
+      servers.push(server);
+      await send(server, events);
+      await settleAll(server);
+
+      const client = new pg.Client({ ...PG_ADMIN, database });
+      await client.connect();
+      try {
+        const rows = await client.query('SELECT id, user_id, total FROM segment_web.order_completed');
+        expect(rows.rows).toEqual([{ id: 'e-1', user_id: 'u1', total: '30' }]);
+        const users = await client.query('SELECT id, email FROM segment_web.users');
+        expect(users.rows).toEqual([{ id: 'u1', email: 'a@x.io' }]);
+      } finally {
+        await client.end();
+      }
+      expect(await server.query('SELECT id FROM dest_other.web.identifies')).toEqual([{ id: 'e-2' }]);
+      const lake = join(server.dataDir, 'lake');
+      expect(existsSync(join(lake, '_manifest'))).toBe(true);
+      const rows = await server.query(
+        `SELECT id, event FROM read_parquet('${lake}/source=*/event=*/date=*/*.parquet', hive_partitioning = true) ORDER BY id`,
+      );
+      expect(rows).toEqual([
+        { id: 'e-1', event: 'order_completed' },
+        { id: 'e-2', event: 'identifies' },
+        { id: 'e-3', event: 'pages' },
+      ]);
+      expect(readdirSync(join(lake, '_staging'))).toEqual([]);
+    },
+  );
+});

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import pg from 'pg';
+import { DuckDBEngine } from '../src/warehouse/duckdb/duckdb-engine.js';
+import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
+import { type WarehouseHarness, warehouseConformance } from './conformance/warehouse-conformance.js';
+import { PG_ADMIN, pgUnreachable } from './pg.js';
+
+warehouseConformance('duckdb', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'trib-wh-'));
+  const instance = await DuckDBInstance.create(join(dir, 'warehouse.duckdb'));
+  const conn = await instance.connect();
+  const engines: DuckDBEngine[] = [];
+  const make = async () => {
+    const e = new DuckDBEngine(instance, { catalog: 'warehouse' });
+    engines.push(e);
+    return e;
+  };
+  return {
+    engine: make,
+    reopen: make,
+    async query(sql) {
+      const r = await conn.runAndReadAll(sql);
+      return r.getRowObjectsJson() as Record<string, unknown>[];
+    },
+    async cleanup() {
+      for (const e of engines) await e.close();
+      conn.closeSync();
+      instance.closeSync();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  } satisfies WarehouseHarness;
+});
+
+const pgProblem = await pgUnreachable();
+if (pgProblem) {
+  console.warn(`PostgreSQL conformance skipped: 127.0.0.1:5432 unreachable (${pgProblem})`);
+} else {
+  warehouseConformance('postgres', async () => {
+    const database = `trib_wh_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client(PG_ADMIN);
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${database}`);
+    const config: pg.ClientConfig = { ...PG_ADMIN, database };
+    const client = new pg.Client(config);
+    await client.connect();
+    const engines: PostgresEngine[] = [];
+    const make = async () => {
+      const e = new PostgresEngine({ connection: config });
+      engines.push(e);
+      return e;
+    };
+    return {
+      engine: make,
+      reopen: make,
+      async query(sql) {
+        return (await client.query(sql)).rows as Record<string, unknown>[];
+      },
+      async cleanup() {
+        for (const e of engines) await e.close().catch(() => undefined);
+        await client.end();
+        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+        await admin.end();
+      },
+    } satisfies WarehouseHarness;
+  });
+}
