@@ -27,6 +27,7 @@ export async function startCommand(opts: StartOptions): Promise<void> {
     host: opts.host,
     configDir: dirname(ws.loaded.path),
     piiSalt: env.TRIBUTARY_PII_SALT || undefined,
+    env,
   });
 
   const removeServerFile = writeServerFile(ws.dataDir, server.url);

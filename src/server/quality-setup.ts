@@ -10,6 +10,9 @@ import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
 import { MappingStage } from '../pipeline/stages/mapping-stage.js';
 import { PlanStage } from '../pipeline/stages/plan-stage.js';
 import type { Stage } from '../pipeline/stages/stage.js';
+import { TransformStage } from '../pipeline/stages/transform-stage.js';
+import { compileFunction } from '../pipeline/transform/compile.js';
+import { Sandbox } from '../pipeline/transform/sandbox.js';
 
 export interface QualitySetup {
   /** Privacy policy per source id, applied at collection. */
@@ -50,9 +53,32 @@ export function workspaceSalt(dataDir: string): string {
 
 /**
  * Builds the quality stages of every source from the configuration. Plan files and
- * function files are resolved against `baseDir` (the configuration file's folder).
+ * function files are resolved against `baseDir` (the configuration file's folder);
+ * functions get the variables of `env` their grants name. Starts the sandboxes, so a
+ * function that does not load stops the start-up with its error.
  */
-export function buildQuality(sources: readonly SourceConfig[], baseDir: string, salt: string): QualitySetup {
+export async function buildQuality(
+  sources: readonly SourceConfig[],
+  baseDir: string,
+  salt: string,
+  env: Record<string, string | undefined>,
+): Promise<QualitySetup> {
+  const started: Sandbox[] = [];
+  try {
+    return await build(sources, baseDir, salt, env, started);
+  } catch (err) {
+    for (const s of started) await s.close();
+    throw err;
+  }
+}
+
+async function build(
+  sources: readonly SourceConfig[],
+  baseDir: string,
+  salt: string,
+  env: Record<string, string | undefined>,
+  started: Sandbox[],
+): Promise<QualitySetup> {
   const privacy = new Map<string, PiiClassifier>();
   const stages = new Map<string, Stage[]>();
   for (const s of sources) {
@@ -68,6 +94,39 @@ export function buildQuality(sources: readonly SourceConfig[], baseDir: string, 
           cause: err,
         });
       }
+    }
+    for (const t of s.transformations ?? []) {
+      const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
+      const where = `sources[${s.id}].transformations[${t.id}]`;
+      let code: string;
+      try {
+        code = compileFunction(readFileSync(file, 'utf8'), file);
+      } catch (err) {
+        throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`${where}: ${(err as Error).message}`], {
+          cause: err,
+        });
+      }
+      const granted: Record<string, string> = {};
+      for (const name of t.grants.env) {
+        const v = env[name];
+        if (v !== undefined) granted[name] = v;
+      }
+      const sandbox = new Sandbox({
+        code,
+        filename: file,
+        timeoutMs: t.timeout,
+        memoryMb: t.memoryLimit,
+        env: granted,
+      });
+      started.push(sandbox);
+      try {
+        await sandbox.start();
+      } catch (err) {
+        throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`${where}: ${(err as Error).message}`], {
+          cause: err,
+        });
+      }
+      list.push(new TransformStage(t.id, sandbox));
     }
     if (list.length > 0) stages.set(s.id, list);
   }

@@ -26,6 +26,8 @@ export interface ServerOptions {
   host?: string;
   /** Folder that plan and function files are relative to (the configuration file's). Default: the working directory. */
   configDir?: string;
+  /** Environment variables transformations may be granted. Default: none. */
+  env?: Record<string, string | undefined>;
   /** Salt of PII hashes. Default: `<dataDir>/pii-salt`, generated on first start. */
   piiSalt?: string;
 }
@@ -54,6 +56,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
+  // First, so a plan or function that does not load stops the start before any file is opened.
+  const qualitySetup = await buildQuality(
+    config.sources,
+    opts.configDir ?? process.cwd(),
+    opts.piiSalt ?? workspaceSalt(dataDir),
+    opts.env ?? {},
+  );
   // DuckDB checkpoints when a WAL passes checkpoint_threshold, inside the commit that crossed
   // it, or skips it while other writes are active. The log and the warehouse checkpoint
   // themselves between their own writes instead; the threshold is only a backstop.
@@ -71,11 +80,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     segmentDir: join(dataDir, 'log-segments'),
   });
   const warehouse = await DuckDBWarehouse.open(instance);
-  const qualitySetup = buildQuality(
-    config.sources,
-    opts.configDir ?? process.cwd(),
-    opts.piiSalt ?? workspaceSalt(dataDir),
-  );
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics(() => ({ appended: log.endOffset(), loaded: loader?.position() ?? 0 }));
   const quality = new QualityMetrics(metrics.registry);
