@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { formatIssues } from '../config/load.js';
-import { type PlanRef, TrackingPlan } from '../config/quality-schema.js';
+import { resolvePlans } from '../config/plan-file.js';
 import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
@@ -19,26 +17,6 @@ export interface QualitySetup {
   privacy: Map<string, PiiClassifier>;
   /** Loader stages per source id: mapping → plan → transformations. */
   stages: Map<string, Stage[]>;
-}
-
-/** Reads a plan file (YAML or JSON) and validates it. */
-export function loadPlanFile(file: string): TrackingPlan {
-  let raw: unknown;
-  try {
-    raw = parseYaml(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`${file}: ${(err as Error).message}`], { cause: err });
-  }
-  const parsed = TrackingPlan.safeParse(raw);
-  if (!parsed.success)
-    throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`${file}:\n${formatIssues(parsed.error.issues)}`]);
-  return parsed.data;
-}
-
-export function resolvePlans(refs: readonly PlanRef[], baseDir: string): TrackingPlan[] {
-  return refs.map((r) =>
-    'file' in r ? loadPlanFile(isAbsolute(r.file) ? r.file : resolve(baseDir, r.file)) : r,
-  );
 }
 
 /** `<dataDir>/pii-salt`: the workspace's hashing salt, made (mode 0600) on first use. */
