@@ -195,6 +195,18 @@ describe('quality pipeline', () => {
     expect(stats.received).toBe(stats.accepted + stats.rejected);
     expect(stats.accepted).toBe(stats.passed + stats.blocked + stats.failed + stats.pending);
 
+    const metrics = (await server.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toContain(
+      'tributary_pipeline_events_total{source="web",stage="plan",outcome="blocked"} 1',
+    );
+    expect(metrics).toContain(
+      'tributary_pipeline_events_total{source="web",stage="load",outcome="passed"} 3',
+    );
+    expect(metrics).toContain('tributary_pii_blocked_events_total{source="web",category="red"} 1');
+    expect(metrics).toContain(
+      'tributary_pii_findings_total{source="web",class="card_number",category="red",action="block"} 1',
+    );
+
     // Retrying with the same rules fails again, linked to the first failure.
     const bad = failed.find((f) => f.message_id === 'm-order-bad')!;
     const again = await admin(server, 'POST', '/admin/v1/failed/retry', { ids: [bad.id], wait: true });

@@ -31,7 +31,7 @@ interface ClassDef {
 
 /** Luhn checksum over the digits of a 13-19 digit card number written with optional spaces or dashes. */
 export function isCardNumber(s: string): boolean {
-  if (s.length < 13 || s.length > 23 || !/^\d[\d -]+\d$/.test(s)) return false;
+  if (s.length < 13 || s.length > 23 || !isDigit(s.charCodeAt(0)) || !/^\d[\d -]+\d$/.test(s)) return false;
   const digits = s.replace(/[ -]/g, '');
   if (digits.length < 13 || digits.length > 19) return false;
   let sum = 0;
@@ -48,6 +48,7 @@ export function isCardNumber(s: string): boolean {
 
 /** US SSN as `AAA-GG-SSSS`, without the ranges never issued (000, 666, 9xx areas; 00 group; 0000 serial). */
 export function isSsn(s: string): boolean {
+  if (s.length !== 11 || s.charCodeAt(3) !== 45) return false;
   const m = /^(\d{3})-(\d{2})-(\d{4})$/.exec(s);
   if (!m) return false;
   const area = m[1]!;
@@ -63,6 +64,9 @@ const SECRET =
   /^(sk_(live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*|Bearer\s+\S{16,})$/;
 
 const keySet = (...keys: string[]) => new Set(keys);
+const isDigit = (c: number) => c >= 48 && c <= 57;
+/** First characters of the credential shapes SECRET knows. */
+const SECRET_FIRST = new Set(['s', 'A', 'g', 'x', 'e', '-', 'B']);
 
 /** The built-in classes, red first so a field matching two classes gets the stricter one. */
 const BUILT_IN: readonly ClassDef[] = [
@@ -90,7 +94,7 @@ const BUILT_IN: readonly ClassDef[] = [
       'authorization',
       'sessiontoken',
     ),
-    value: (s) => s.length >= 16 && s.length <= 8192 && SECRET.test(s),
+    value: (s) => s.length >= 16 && s.length <= 8192 && SECRET_FIRST.has(s[0]!) && SECRET.test(s),
   },
   {
     name: 'email',
@@ -127,7 +131,8 @@ const BUILT_IN: readonly ClassDef[] = [
     name: 'ip',
     category: 'yellow',
     keys: keySet('ip', 'ipaddress'),
-    value: (s) => s.length <= 45 && (IPV4.test(s) || (s.includes(':') && IPV6.test(s))),
+    value: (s) =>
+      s.length <= 45 && ((isDigit(s.charCodeAt(0)) && IPV4.test(s)) || (s.includes(':') && IPV6.test(s))),
   },
 ];
 
@@ -155,6 +160,8 @@ const ENVELOPE = new Set([
 const DEFAULT_ACTION: Record<PiiCategory, PiiAction> = { red: 'drop', yellow: 'allow' };
 
 const normaliseKey = (key: string) => key.toLowerCase().replace(/[^a-z0-9]/g, '');
+/** Most distinct keys whose class is remembered (keys repeat from event to event). */
+const KEY_CACHE_MAX = 10_000;
 
 /**
  * Classifies the keys and values of an event (properties, traits, context, any custom
@@ -170,6 +177,8 @@ export class PiiClassifier {
   private readonly keyRegexClasses: readonly ClassDef[];
   private readonly valueClasses: readonly ClassDef[];
   private readonly actions: ReadonlyMap<string, PiiAction>;
+  /** Key → class by key (null: none), so a key's name is normalised and matched once. */
+  private keyClasses = new Map<string, ClassDef | null>();
 
   /** @param salt workspace secret mixed into every hash, so hashes cannot be reversed by a dictionary. */
   constructor(
@@ -208,9 +217,16 @@ export class PiiClassifier {
 
   private classify(key: string | undefined, value: unknown): ClassDef | undefined {
     if (key !== undefined) {
-      const byKey = this.byKey.get(normaliseKey(key));
+      let byKey = this.keyClasses.get(key);
+      if (byKey === undefined) {
+        byKey =
+          this.byKey.get(normaliseKey(key)) ??
+          this.keyRegexClasses.find((c) => c.keyRegex!.test(key)) ??
+          null;
+        if (this.keyClasses.size >= KEY_CACHE_MAX) this.keyClasses = new Map();
+        this.keyClasses.set(key, byKey);
+      }
       if (byKey) return byKey;
-      for (const c of this.keyRegexClasses) if (c.keyRegex!.test(key)) return c;
     }
     let s: string | undefined;
     if (typeof value === 'string') s = value;

@@ -33,6 +33,22 @@ export function applyStyle(name: string, style: MappingConfig['events']['style']
 
 const wordKey = (name: string) => words(name).join('_');
 
+/** Most distinct names a mapping remembers the result for (event names and keys repeat). */
+const CACHE_MAX = 10_000;
+
+/** `f` with its results kept for up to CACHE_MAX inputs (then the cache starts afresh). */
+function cached<T>(f: (s: string) => T): (s: string) => T {
+  let cache = new Map<string, T>();
+  return (s) => {
+    const hit = cache.get(s);
+    if (hit !== undefined || cache.has(s)) return hit as T;
+    const v = f(s);
+    if (cache.size >= CACHE_MAX) cache = new Map();
+    cache.set(s, v);
+    return v;
+  };
+}
+
 /** The objects whose keys are mapped and normalized. */
 const FIELD_OBJECTS = ['properties', 'traits'] as const;
 
@@ -48,6 +64,10 @@ export class MappingStage implements Stage {
   private readonly normalizers: ReadonlyMap<string, readonly Normalizer[]>;
   private readonly style: MappingConfig['events']['style'];
   private readonly region: CountryCode | undefined;
+  /** Event name → mapped name. */
+  private readonly eventName: (name: string) => string;
+  /** Key → canonical key, or undefined. */
+  private readonly canonicalKey: (key: string) => string | undefined;
 
   constructor(config: MappingConfig) {
     for (const [canonical, aliases] of Object.entries(config.events.aliases)) {
@@ -60,6 +80,8 @@ export class MappingStage implements Stage {
     this.normalizers = new Map(Object.entries(config.normalize));
     this.style = config.events.style;
     this.region = config.defaultRegion as CountryCode | undefined;
+    this.eventName = cached((n) => this.eventAliases.get(wordKey(n)) ?? applyStyle(n, this.style));
+    this.canonicalKey = cached((k) => this.keyAliases.get(wordKey(k)));
   }
 
   run(events: PipelineEvent[]): StageResult {
@@ -72,7 +94,7 @@ export class MappingStage implements Stage {
     const changes: MappingChange[] = [];
     if (event.type === 'track' && typeof event.event === 'string') {
       const from = event.event;
-      const to = this.eventAliases.get(wordKey(from)) ?? applyStyle(from, this.style);
+      const to = this.eventName(from);
       if (to !== from) {
         event.event = to;
         changes.push({ field: 'event', op: 'rename_event', from, to });
@@ -91,7 +113,7 @@ export class MappingStage implements Stage {
   private mapObject(obj: JsonObject, path: string, changes: MappingChange[]): void {
     if (this.keyAliases.size > 0) {
       for (const key of Object.keys(obj)) {
-        const canonical = this.keyAliases.get(wordKey(key));
+        const canonical = this.canonicalKey(key);
         if (canonical === undefined || canonical === key) continue;
         if (obj[canonical] === undefined) {
           obj[canonical] = obj[key];
