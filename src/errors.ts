@@ -41,6 +41,10 @@ export const ErrorCodes = {
   TRIB_ERR_INTERNAL: { status: 500, message: 'Internal error; the server log has the details' },
   TRIB_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is invalid:\n%s' },
   TRIB_ERR_CONFIG_NOT_FOUND: { status: 500, message: 'No configuration file at %s' },
+  TRIB_ERR_PLAN_INVALID: { status: 400, message: 'The tracking plan is invalid: %s' },
+  TRIB_ERR_TRANSFORM_INVALID: { status: 500, message: 'The transformation cannot be loaded: %s' },
+  TRIB_ERR_FAILED_NOT_FOUND: { status: 404, message: 'No failed event %s' },
+  TRIB_ERR_FAILED_BAD_REQUEST: { status: 400, message: 'Bad failed-event request: %s' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -75,6 +79,8 @@ export const EventRejectionCodes = {
   TRIB_ERR_EVENT_MESSAGE_ID_TOO_LONG: 'messageId is longer than 100 characters',
   TRIB_ERR_EVENT_INVALID_FIELD: 'a field has the wrong type',
   TRIB_ERR_EVENT_TOO_LARGE: 'the event is larger than 32 KB',
+  TRIB_ERR_EVENT_PII_BLOCKED:
+    "the source's privacy policy blocks events carrying this kind of data; the event was not stored",
 } as const;
 
 export type EventRejectionCode = keyof typeof EventRejectionCodes;

@@ -2,9 +2,15 @@
 import { Command } from 'commander';
 import { TributaryError } from '../errors.js';
 import { configCheckCommand } from './config-check.js';
+import { failedListCommand } from './failed-list.js';
+import { failedRetryCommand } from './failed-retry.js';
+import { failedShowCommand } from './failed-show.js';
+import { planCheckCommand } from './plan-check.js';
+import { planInferCommand } from './plan-infer.js';
 import { queryCommand } from './query.js';
 import { sourcesListCommand } from './sources.js';
 import { startCommand } from './start.js';
+import { statsCommand } from './stats.js';
 
 const program = new Command();
 program.name('tributary').description('Open-source customer data platform').showHelpAfterError();
@@ -47,6 +53,73 @@ config
   .option('-c, --config <file>', 'configuration file')
   .option('-d, --data-dir <dir>', 'workspace folder')
   .action(configCheckCommand);
+
+/** The options of every verb that talks to the running server. */
+function serverOptions(cmd: Command): Command {
+  return cmd
+    .option('--url <url>', 'server URL (default $TRIBUTARY_URL, else the workspace server)')
+    .option('-c, --config <file>', 'configuration file')
+    .option('-d, --data-dir <dir>', 'workspace folder');
+}
+
+serverOptions(
+  program
+    .command('stats')
+    .description('received, accepted, rejected, passed, blocked, failed, pending per source and stage')
+    .option('--json', 'print as JSON'),
+).action(statsCommand);
+
+const failed = program.command('failed').description('the failed-event store');
+serverOptions(
+  failed
+    .command('list')
+    .description('failed events, newest first (not yet retried unless --all)')
+    .option('--source <id>', 'only this source')
+    .option('--stage <stage>', 'only this stage (collect, privacy, mapping, plan, transform)')
+    .option('--code <code>', 'only this reason code')
+    .option('--all', 'include events already retried')
+    .option('--limit <n>', 'most rows (default 100)')
+    .option('--json', 'print as JSON'),
+).action(failedListCommand);
+serverOptions(
+  failed
+    .command('show')
+    .description('one failed event: payload, reason, log lines')
+    .argument('<id>')
+    .option('--json'),
+).action(failedShowCommand);
+serverOptions(
+  failed
+    .command('retry')
+    .description('run failed events through the current rules again (no duplicates)')
+    .argument('[ids...]', 'failed event ids')
+    .option('--source <id>', 'every failed event of this source')
+    .option('--stage <stage>', 'every failed event of this stage')
+    .option('--code <code>', 'every failed event with this code')
+    .option('--wait', 'wait for the loader and report what became of each')
+    .option('--json', 'print as JSON'),
+).action(failedRetryCommand);
+
+const plan = program.command('plan').description('tracking plans');
+serverOptions(
+  plan
+    .command('infer')
+    .description('draft a plan from the archived events of a source')
+    .requiredOption('--source <id>', 'the source')
+    .option('--last <n>', 'newest archived events to read (default 10000)')
+    .option('--name <name>', 'plan name (default <source>-draft)')
+    .option('-o, --out <file>', 'write the YAML here instead of stdout'),
+).action(planInferCommand);
+serverOptions(
+  plan
+    .command('check')
+    .description('validate a plan file and report what it would do to the last N archived events')
+    .argument('<file>', 'plan file (YAML or JSON)')
+    .option('--source <id>', 'only events of this source (its mapping is applied first)')
+    .option('--last <n>', 'newest archived events (default 1000)')
+    .option('--offline', 'only validate the file')
+    .option('--json', 'print as JSON'),
+).action(planCheckCommand);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof TributaryError) process.stderr.write(`${err.code}: ${err.message}\n`);

@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import { pino } from 'pino';
 import { TributaryError } from '../errors.js';
 import { startServer } from '../server/server.js';
@@ -24,6 +25,9 @@ export async function startCommand(opts: StartOptions): Promise<void> {
     logger,
     port,
     host: opts.host,
+    configDir: dirname(ws.loaded.path),
+    piiSalt: env.TRIBUTARY_PII_SALT || undefined,
+    env,
   });
 
   const removeServerFile = writeServerFile(ws.dataDir, server.url);

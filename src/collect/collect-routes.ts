@@ -4,6 +4,7 @@ import type { SourceConfig } from '../config/schema.js';
 import type { EventRejectionCode } from '../errors.js';
 import { EventRejectionCodes, TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
+import type { PiiClassifier, PrivacyResult } from '../pipeline/privacy/pii-classifier.js';
 import { type EventType, isEventType, isPlainObject, type JsonObject, SHORT_TYPES } from '../spec/event.js';
 import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../spec/normalize.js';
 import {
@@ -21,6 +22,8 @@ export interface CollectObserver {
   received(sourceId: string, count: number): void;
   accepted(sourceId: string, count: number): void;
   rejected(sourceId: string, code: string, count: number): void;
+  /** What the privacy policy found in one event (class names and paths only, never values). */
+  privacy?(sourceId: string, result: PrivacyResult): void;
 }
 
 export interface CollectDeps {
@@ -28,6 +31,8 @@ export interface CollectDeps {
   sourcesByWriteKey: ReadonlyMap<string, SourceConfig>;
   log: EventLog;
   observer: CollectObserver;
+  /** Privacy policy per source id; sources without one are not classified. */
+  privacy?: ReadonlyMap<string, PiiClassifier>;
   /** URL clients reach the server at, when it differs from the request's Host. */
   publicUrl?: string;
 }
@@ -182,6 +187,7 @@ async function collect(
   const receivedAtIso = new Date(receivedAt).toISOString();
   const records: RawEvent[] = new Array(items.length);
   const rejected: Rejection[] = [];
+  const pii = deps.privacy?.get(source.id);
   const reject = (i: number, json: string, code: EventRejectionCode, message: string) => {
     records[i] = rejectedRecord(source.id, items[i], json, receivedAt, code, message);
     rejected.push({ index: i, code, message });
@@ -199,8 +205,27 @@ async function collect(
       newMessageId: randomUUID,
     });
     if (!result.ok) {
+      // A rejected event is stored for the failed-event store: with the policy applied too.
+      if (pii && isPlainObject(item)) observePrivacy(deps, source.id, pii.apply(item));
       reject(i, JSON.stringify(item ?? null), result.code, result.message);
       continue;
+    }
+    if (pii) {
+      // Before anything is written: a blocked value, or a dropped one, never reaches the log.
+      const found = pii.apply(result.event);
+      observePrivacy(deps, source.id, found);
+      if (found.blocked) {
+        const classes = found.findings
+          .filter((f) => f.action === 'block')
+          .map((f) => `${f.className} at ${f.path}`);
+        reject(
+          i,
+          JSON.stringify(result.event),
+          'TRIB_ERR_EVENT_PII_BLOCKED',
+          `${EventRejectionCodes.TRIB_ERR_EVENT_PII_BLOCKED} (${classes.join(', ')})`,
+        );
+        continue;
+      }
     }
     const json = JSON.stringify(result.event);
     if (json.length * 3 > STORED_EVENT_MAX_BYTES && Buffer.byteLength(json) > STORED_EVENT_MAX_BYTES) {
@@ -232,6 +257,10 @@ async function collect(
   for (const [code, n] of byCode) deps.observer.rejected(source.id, code, n);
   reply.header('content-type', 'application/json; charset=utf-8');
   return { success: true, accepted, rejected };
+}
+
+function observePrivacy(deps: CollectDeps, sourceId: string, result: PrivacyResult): void {
+  if (result.findings.length > 0) deps.observer.privacy?.(sourceId, result);
 }
 
 /** A rejected event as the log keeps it: under the client's messageId when usable. */

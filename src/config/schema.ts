@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DestinationsConfig } from './destinations-schema.js';
+import { SourceQualityConfig } from './quality-schema.js';
 
 /** Durations as `500ms`, `30s`, `15m`, `12h`, `7d`, or a number of milliseconds. */
 export const Duration = z
@@ -35,6 +36,7 @@ export const SourceConfig = z
       .describe('Public key that lets clients write to this source (and nothing else).'),
     name: z.string().optional().describe('Display name.'),
     enabled: z.boolean().default(true).describe('A disabled source answers 401 to its write key.'),
+    ...SourceQualityConfig,
   })
   .strict();
 export type SourceConfig = z.infer<typeof SourceConfig>;

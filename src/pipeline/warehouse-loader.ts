@@ -2,12 +2,22 @@ import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
 import type { EventRow, FailedRow, Warehouse } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex } from './dedupe.js';
+import { runStages, type StageOutcome } from './stages/runner.js';
+import type { Stage } from './stages/stage.js';
+
+/** Records run through a source's stages at a time. */
+const STAGE_SLICE = 1000;
 
 /** What the loader reports, for metrics. */
 export interface LoaderObserver {
   loaded?(sourceId: string, count: number): void;
   deduplicated?(sourceId: string, count: number): void;
   failedStored?(sourceId: string, count: number): void;
+  /**
+   * Fates of accepted records at or past `countFrom`, for the reconciled counts: one call per
+   * (source, stage, outcome) and batch; `passed` means the record reached `events`.
+   */
+  outcome?(sourceId: string, stage: string, outcome: StageOutcome, count: number): void;
   error?(err: unknown): void;
 }
 
@@ -25,6 +35,10 @@ export interface WarehouseLoaderOptions {
   lingerMs?: number;
   observer?: LoaderObserver;
   now?: () => number;
+  /** Quality stages per source id (mapping, plans, transformations), run in order after dedupe. */
+  stages?: ReadonlyMap<string, readonly Stage[]>;
+  /** Records below this offset are not reported to `observer.outcome` (they predate the counters). */
+  countFrom?: number;
 }
 
 /**
@@ -43,6 +57,8 @@ export class WarehouseLoader {
   private readonly lingerMs: number;
   private highWater = 0;
   private readonly loadedListeners = new Set<(position: number) => void>();
+  private readonly stages: ReadonlyMap<string, readonly Stage[]>;
+  private readonly countFrom: number;
   private subscription: Subscription | undefined;
 
   constructor(
@@ -56,6 +72,8 @@ export class WarehouseLoader {
     this.now = options.now ?? Date.now;
     this.maxBatch = options.maxBatch ?? 10_000;
     this.lingerMs = options.lingerMs ?? 100;
+    this.stages = options.stages ?? new Map();
+    this.countFrom = options.countFrom ?? 0;
   }
 
   /** Rebuilds the dedupe index from the warehouse, then starts consuming. */
@@ -79,6 +97,7 @@ export class WarehouseLoader {
   async stop(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
+    for (const list of this.stages.values()) for (const st of list) await st.close?.();
   }
 
   /** Log offset up to which the warehouse holds everything. */
@@ -95,7 +114,7 @@ export class WarehouseLoader {
   async handle(batch: Delivered[]): Promise<void> {
     const records = batch.filter((r) => r.offset >= this.highWater);
     if (records.length === 0) return;
-    const events: EventRow[] = [];
+    const fresh: Delivered[] = [];
     const failed: FailedRow[] = [];
     const duplicates: Delivered[] = [];
     const inBatch = new Set<string>();
@@ -113,16 +132,45 @@ export class WarehouseLoader {
       }
       inBatch.add(key);
       if (this.dedupe.mightContain(r.sourceId, r.messageId, r.receivedAt)) candidates.push(r);
-      else events.push(toEventRow(r));
+      else fresh.push(r);
     }
     if (candidates.length > 0) {
       const since = candidates.reduce((m, c) => Math.min(m, c.receivedAt), Infinity) - this.dedupe.windowMs;
       const existing = await this.warehouse.existingKeys(candidates, since);
       for (const r of candidates) {
         if (existing.has(eventKey(r.sourceId, r.messageId))) duplicates.push(r);
-        else events.push(toEventRow(r));
+        else fresh.push(r);
       }
     }
+
+    const outcomes = new Map<string, number>();
+    const count = (sourceId: string, stage: string, outcome: StageOutcome, offset: number) => {
+      if (offset < this.countFrom) return;
+      const k = `${sourceId}\u001f${stage}\u001f${outcome}`;
+      outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
+    };
+    const events: EventRow[] = [];
+    const bySource = new Map<string, Delivered[]>();
+    for (const r of fresh) {
+      if (!this.stages.has(r.sourceId)) {
+        events.push(toEventRow(r));
+        count(r.sourceId, 'load', 'passed', r.offset);
+        continue;
+      }
+      const list = bySource.get(r.sourceId);
+      if (list) list.push(r);
+      else bySource.set(r.sourceId, [r]);
+    }
+    for (const [sourceId, list] of bySource) {
+      // In slices, so the parsed events die young (a scavenge) instead of filling the old heap.
+      for (let i = 0; i < list.length; i += STAGE_SLICE) {
+        const run = await runStages(this.stages.get(sourceId)!, list.slice(i, i + STAGE_SLICE));
+        for (const row of run.rows) events.push(row);
+        for (const f of run.failed) failed.push(f);
+        for (const o of run.outcomes) count(sourceId, o.stage, o.outcome, o.offset);
+      }
+    }
+    for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
     await this.warehouse.write({ events, failed, consumer: this.consumer, nextOffset });
@@ -132,6 +180,10 @@ export class WarehouseLoader {
     for (const [source, n] of countBySource(events)) this.observer.loaded?.(source, n);
     for (const [source, n] of countBySource(duplicates)) this.observer.deduplicated?.(source, n);
     for (const [source, n] of countBySource(failed)) this.observer.failedStored?.(source, n);
+    for (const [k, n] of outcomes) {
+      const [source, stage, outcome] = k.split('\u001f') as [string, string, StageOutcome];
+      this.observer.outcome?.(source, stage, outcome, n);
+    }
     this.dedupe.expire(this.now());
   }
 }
@@ -142,7 +194,7 @@ function countBySource(items: readonly { sourceId: string }[]): Map<string, numb
   return counts;
 }
 
-function toEventRow(r: Delivered): EventRow {
+export function toEventRow(r: Delivered): EventRow {
   return {
     messageId: r.messageId,
     sourceId: r.sourceId,
@@ -152,12 +204,12 @@ function toEventRow(r: Delivered): EventRow {
   };
 }
 
-function toFailedRow(r: Delivered): FailedRow {
+export function toFailedRow(r: Delivered): FailedRow {
   return {
     logOffset: r.offset,
     sourceId: r.sourceId,
     messageId: r.messageId,
-    stage: 'collect',
+    stage: r.code === 'TRIB_ERR_EVENT_PII_BLOCKED' ? 'privacy' : 'collect',
     code: r.code ?? 'TRIB_ERR_UNKNOWN',
     reason: r.reason ?? '',
     receivedAt: new Date(r.receivedAt).toISOString(),

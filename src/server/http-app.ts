@@ -13,6 +13,7 @@ import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
+import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
 
 /** Headers the Segment, RudderStack and Jitsu browser SDKs send. */
 export const SDK_HEADERS = [
@@ -37,6 +38,8 @@ export interface HttpAppDeps extends CollectDeps {
   adminToken: string;
   logger: Logger;
   health: () => Record<string, unknown>;
+  /** Failed-event store and reconciled counts, on the admin API. */
+  quality?: QualityRoutesDeps;
 }
 
 /** Builds the HTTP application: collection API, admin API, health and metrics. */
@@ -128,6 +131,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         writeKey: s.writeKey,
       })),
     }));
+    if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     done();
   });
 

@@ -7,11 +7,15 @@ import type { SourceConfig, TributaryConfig } from '../config/schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
+import { QualityMetrics } from '../observe/quality-metrics.js';
+import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
+import { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
+import { buildQuality, workspaceSalt } from './quality-setup.js';
 
 export interface ServerOptions {
   config: TributaryConfig;
@@ -22,6 +26,12 @@ export interface ServerOptions {
   /** Overrides `config.server.port` (0 picks a free port). */
   port?: number;
   host?: string;
+  /** Folder that plan and function files are relative to (the configuration file's). Default: the working directory. */
+  configDir?: string;
+  /** Environment variables transformations may be granted. Default: none. */
+  env?: Record<string, string | undefined>;
+  /** Salt of PII hashes. Default: `<dataDir>/pii-salt`, generated on first start. */
+  piiSalt?: string;
 }
 
 export interface RunningServer {
@@ -36,6 +46,8 @@ export interface RunningServer {
   /** The warehouse destinations following the feed (`destinations:` in the configuration). */
   destinations: RunningDestination[];
   metrics: Metrics;
+  quality: QualityMetrics;
+  failed: FailedStore;
   /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
   close(): Promise<void>;
 }
@@ -50,6 +62,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
+  // First, so a plan or function that does not load stops the start before any file is opened.
+  const qualitySetup = await buildQuality(
+    config.sources,
+    opts.configDir ?? process.cwd(),
+    opts.piiSalt ?? workspaceSalt(dataDir),
+    opts.env ?? {},
+  );
   // DuckDB checkpoints when a WAL passes checkpoint_threshold, inside the commit that crossed
   // it, or skips it while other writes are active. The log and the warehouse checkpoint
   // themselves between their own writes instead; the threshold is only a backstop.
@@ -69,12 +88,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const warehouse = await DuckDBWarehouse.open(instance);
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics(() => ({ appended: log.endOffset(), loaded: loader?.position() ?? 0 }));
+  const quality = new QualityMetrics(metrics.registry);
+  // The reconciled counts cover what this process received: records from the log's end on.
+  const countFrom = log.endOffset();
   loader = new WarehouseLoader(log, warehouse, {
+    stages: qualitySetup.stages,
+    countFrom,
     dedupeWindowMs: config.pipeline.dedupe.window,
     observer: {
       loaded: (s, n) => metrics.loaded.inc({ source: s }, n),
       deduplicated: (s, n) => metrics.deduplicated.inc({ source: s }, n),
       failedStored: (s, n) => metrics.failedStored.inc({ source: s }, n),
+      outcome: (s, stage, outcome, n) => quality.outcome(s, stage, outcome, n),
       error: (err) => logger.error({ err }, 'warehouse loader failed; retrying'),
     },
   });
@@ -94,6 +119,34 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const sourcesByWriteKey = new Map<string, SourceConfig>();
   for (const s of config.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);
 
+  const observer = {
+    received: (s: string, n: number) => metrics.received.inc({ source: s }, n),
+    accepted: (s: string, n: number) => metrics.accepted.inc({ source: s }, n),
+    rejected: (s: string, code: string, n: number) => metrics.rejected.inc({ source: s, code }, n),
+    privacy: quality.privacy.bind(quality),
+  };
+  const failed = new FailedStore(
+    warehouse,
+    log,
+    {
+      retried: (s, n) => {
+        // A retry enters the log again: counted as received and accepted, so the counts reconcile.
+        quality.retried.inc({ source: s }, n);
+        observer.received(s, n);
+        observer.accepted(s, n);
+      },
+    },
+    () => loader.drained(),
+  );
+  const pending = async () => {
+    const from = Math.max(countFrom, loader.position());
+    const r = await warehouse.query(
+      `SELECT source_id, count(*) AS n FROM log.raw_events
+       WHERE status = 'accepted' AND log_offset >= ${from} AND log_offset < ${log.endOffset()} GROUP BY source_id`,
+    );
+    return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
+  };
+
   const app = await buildHttpApp({
     sources: config.sources,
     sourcesByWriteKey,
@@ -103,10 +156,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     adminToken: opts.adminToken,
     logger,
     publicUrl: config.server.publicUrl,
-    observer: {
-      received: (s, n) => metrics.received.inc({ source: s }, n),
-      accepted: (s, n) => metrics.accepted.inc({ source: s }, n),
-      rejected: (s, code, n) => metrics.rejected.inc({ source: s, code }, n),
+    observer,
+    privacy: qualitySetup.privacy,
+    quality: {
+      failed,
+      stats: () => collectStats({ metrics, quality, pending, sources: config.sources.map((s) => s.id) }),
     },
     health: () => ({
       log: { endOffset: log.endOffset() },
@@ -131,6 +185,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     feed,
     destinations,
     metrics,
+    quality,
+    failed,
     close() {
       closing ??= (async () => {
         await app.close();

@@ -25,7 +25,14 @@ export interface FailedRow {
   reason: string;
   receivedAt: string;
   json: string;
+  /** Log lines of the user function that failed, if one did. */
+  logs?: string[];
+  /** Id of the failed event this one is a retry of. */
+  retryOf?: string;
 }
+
+/** State of a failed event: `new`, or `retried` once re-sent through the pipeline. */
+export type RetryState = 'new' | 'retried';
 
 export interface WarehouseBatch {
   events: EventRow[];

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   type DuckDBAppender,
   type DuckDBConnection,
@@ -36,6 +37,14 @@ const SCHEMA_SQL = [
     reason VARCHAR NOT NULL,
     received_at TIMESTAMPTZ NOT NULL,
     payload JSON NOT NULL)`,
+  // Added for the failed-event store; ALTER keeps warehouses made by earlier releases readable.
+  'ALTER TABLE failed_events ADD COLUMN IF NOT EXISTS id VARCHAR',
+  'ALTER TABLE failed_events ADD COLUMN IF NOT EXISTS failed_at TIMESTAMPTZ',
+  'ALTER TABLE failed_events ADD COLUMN IF NOT EXISTS logs JSON',
+  'ALTER TABLE failed_events ADD COLUMN IF NOT EXISTS retry_state VARCHAR',
+  'ALTER TABLE failed_events ADD COLUMN IF NOT EXISTS retried_at TIMESTAMPTZ',
+  'ALTER TABLE failed_events ADD COLUMN IF NOT EXISTS retry_of VARCHAR',
+  "UPDATE failed_events SET id = CAST(uuid() AS VARCHAR), failed_at = received_at, retry_state = 'new' WHERE id IS NULL",
   'CREATE SCHEMA IF NOT EXISTS _tributary',
   `CREATE TABLE IF NOT EXISTS _tributary.consumer_offsets (
     consumer VARCHAR PRIMARY KEY,
@@ -122,6 +131,7 @@ export class DuckDBWarehouse implements Warehouse {
       }
       if (batch.failed.length > 0) {
         const ap = this.failedAppender;
+        const now = new Date().toISOString();
         for (const f of batch.failed) {
           ap.appendBigInt(BigInt(f.logOffset));
           ap.appendVarchar(f.sourceId);
@@ -131,6 +141,14 @@ export class DuckDBWarehouse implements Warehouse {
           ap.appendVarchar(f.reason);
           ap.appendVarchar(f.receivedAt);
           ap.appendVarchar(f.json);
+          ap.appendVarchar(randomUUID());
+          ap.appendVarchar(now);
+          if (f.logs === undefined) ap.appendNull();
+          else ap.appendVarchar(JSON.stringify(f.logs));
+          ap.appendVarchar('new');
+          ap.appendNull();
+          if (f.retryOf === undefined) ap.appendNull();
+          else ap.appendVarchar(f.retryOf);
           ap.endRow();
         }
         ap.flushSync();

@@ -1,0 +1,28 @@
+import type { SourceStats } from '../observe/stats.js';
+import { type AdminOptions, adminRequest } from './admin-client.js';
+
+/** `tributary stats`: the reconciled counts per source and stage since the server started. */
+export async function statsCommand(opts: AdminOptions & { json?: boolean }): Promise<void> {
+  const { sources } = await adminRequest<{ sources: SourceStats[] }>(opts, 'GET', '/admin/v1/stats');
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify(sources)}\n`);
+    return;
+  }
+  const out: string[] = [];
+  for (const s of sources) {
+    out.push(
+      `source ${s.source}`,
+      `  received ${s.received} = accepted ${s.accepted} + rejected ${s.rejected}`,
+      `  accepted ${s.accepted} = passed ${s.passed} + blocked ${s.blocked} + failed ${s.failed} + pending ${s.pending}`,
+    );
+    for (const [code, n] of Object.entries(s.rejectedByCode)) out.push(`  rejected  ${code}: ${n}`);
+    for (const [stage, outcomes] of Object.entries(s.byStage)) {
+      out.push(
+        `  stage ${stage.padEnd(9)} ${Object.entries(outcomes)
+          .map(([o, n]) => `${o} ${n}`)
+          .join(', ')}`,
+      );
+    }
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+}

@@ -1,0 +1,303 @@
+import { createHash } from 'node:crypto';
+import type { PiiAction, PiiMatcher, PrivacyConfig } from '../../config/quality-schema.js';
+import type { JsonObject } from '../../spec/event.js';
+
+export type PiiCategory = 'red' | 'yellow';
+
+/** What the classifier found and did, for one field. Never holds the value. */
+export interface PiiFinding {
+  className: string;
+  category: PiiCategory;
+  action: PiiAction;
+  /** Dotted path of the field, array indices as numbers (`properties.cards.0`). */
+  path: string;
+}
+
+export interface PrivacyResult {
+  /** Every field a class matched (allowed ones too). Empty for most events. */
+  findings: PiiFinding[];
+  /** True when a finding's action is `block`: the event must not be stored. */
+  blocked: boolean;
+}
+
+interface ClassDef {
+  name: string;
+  category: PiiCategory;
+  /** Normalised key names (lowercase, letters and digits only) that mean this class. */
+  keys?: ReadonlySet<string>;
+  keyRegex?: RegExp;
+  value?: (s: string) => boolean;
+}
+
+/** Luhn checksum over the digits of a 13-19 digit card number written with optional spaces or dashes. */
+export function isCardNumber(s: string): boolean {
+  if (s.length < 13 || s.length > 23 || !isDigit(s.charCodeAt(0)) || !/^\d[\d -]+\d$/.test(s)) return false;
+  const digits = s.replace(/[ -]/g, '');
+  if (digits.length < 13 || digits.length > 19) return false;
+  let sum = 0;
+  for (let i = 0; i < digits.length; i++) {
+    let d = digits.charCodeAt(digits.length - 1 - i) - 48;
+    if (i % 2 === 1) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+  }
+  return sum % 10 === 0;
+}
+
+/** US SSN as `AAA-GG-SSSS`, without the ranges never issued (000, 666, 9xx areas; 00 group; 0000 serial). */
+export function isSsn(s: string): boolean {
+  if (s.length !== 11 || s.charCodeAt(3) !== 45) return false;
+  const m = /^(\d{3})-(\d{2})-(\d{4})$/.exec(s);
+  if (!m) return false;
+  const area = m[1]!;
+  return area !== '000' && area !== '666' && area[0] !== '9' && m[2] !== '00' && m[3] !== '0000';
+}
+
+const EMAIL = /^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$/;
+const PHONE = /^\+[1-9][\d ().-]{6,20}$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+const IPV6 = /^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$/i;
+/** Shapes of well-known credentials: Stripe, AWS access keys, GitHub, Slack, JWTs, PEM keys, bearer tokens. */
+const SECRET =
+  /^(sk_(live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*|Bearer\s+\S{16,})$/;
+
+const keySet = (...keys: string[]) => new Set(keys);
+const isDigit = (c: number) => c >= 48 && c <= 57;
+/** First characters of the credential shapes SECRET knows. */
+const SECRET_FIRST = new Set(['s', 'A', 'g', 'x', 'e', '-', 'B']);
+
+/** The built-in classes, red first so a field matching two classes gets the stricter one. */
+const BUILT_IN: readonly ClassDef[] = [
+  {
+    name: 'card_number',
+    category: 'red',
+    keys: keySet('cardnumber', 'ccnumber', 'creditcard', 'creditcardnumber', 'pan', 'cardno'),
+    value: isCardNumber,
+  },
+  { name: 'ssn', category: 'red', keys: keySet('ssn', 'socialsecuritynumber', 'nationalid'), value: isSsn },
+  { name: 'password', category: 'red', keys: keySet('password', 'passwd', 'pwd', 'passphrase', 'pin') },
+  {
+    name: 'secret',
+    category: 'red',
+    keys: keySet(
+      'secret',
+      'clientsecret',
+      'token',
+      'accesstoken',
+      'refreshtoken',
+      'authtoken',
+      'apikey',
+      'apisecret',
+      'privatekey',
+      'authorization',
+      'sessiontoken',
+    ),
+    value: (s) => s.length >= 16 && s.length <= 8192 && SECRET_FIRST.has(s[0]!) && SECRET.test(s),
+  },
+  {
+    name: 'email',
+    category: 'yellow',
+    keys: keySet('email', 'emailaddress', 'mail'),
+    value: (s) => s.length <= 320 && s.includes('@') && EMAIL.test(s),
+  },
+  {
+    name: 'phone',
+    category: 'yellow',
+    keys: keySet('phone', 'phonenumber', 'mobile', 'mobilephone', 'tel', 'telephone', 'cellphone'),
+    value: (s) => s.length <= 28 && s.charCodeAt(0) === 43 && PHONE.test(s),
+  },
+  {
+    name: 'address',
+    category: 'yellow',
+    keys: keySet(
+      'address',
+      'streetaddress',
+      'street',
+      'addressline1',
+      'addressline2',
+      'postalcode',
+      'zip',
+      'zipcode',
+    ),
+  },
+  {
+    name: 'name',
+    category: 'yellow',
+    keys: keySet('firstname', 'lastname', 'fullname', 'surname', 'givenname'),
+  },
+  {
+    name: 'ip',
+    category: 'yellow',
+    keys: keySet('ip', 'ipaddress'),
+    value: (s) =>
+      s.length <= 45 && ((isDigit(s.charCodeAt(0)) && IPV4.test(s)) || (s.includes(':') && IPV6.test(s))),
+  },
+];
+
+/** Top-level fields of the envelope: identifiers and timestamps the pipeline needs as they are. */
+const ENVELOPE = new Set([
+  'type',
+  'messageId',
+  'event',
+  'name',
+  'category',
+  'userId',
+  'anonymousId',
+  'groupId',
+  'previousId',
+  'timestamp',
+  'originalTimestamp',
+  'sentAt',
+  'receivedAt',
+  'integrations',
+  'channel',
+  'version',
+  '_tributary',
+]);
+
+const DEFAULT_ACTION: Record<PiiCategory, PiiAction> = { red: 'drop', yellow: 'allow' };
+
+const normaliseKey = (key: string) => key.toLowerCase().replace(/[^a-z0-9]/g, '');
+/** Most distinct keys whose class is remembered (keys repeat from event to event). */
+const KEY_CACHE_MAX = 10_000;
+
+/**
+ * Classifies the keys and values of an event (properties, traits, context, any custom
+ * top-level field; never the envelope's identifiers) and applies the source's policy in
+ * place: allow, mask, hash (SHA-256 of salt and value), drop the field, or block the event.
+ * A field whose value is blocked is removed too, so what is left may be stored as the
+ * blocked event's record. Cheap enough for the collection path: one pass, value patterns
+ * only tried on strings of plausible length.
+ */
+export class PiiClassifier {
+  private readonly classes: readonly ClassDef[];
+  private readonly byKey = new Map<string, ClassDef>();
+  private readonly keyRegexClasses: readonly ClassDef[];
+  private readonly valueClasses: readonly ClassDef[];
+  private readonly actions: ReadonlyMap<string, PiiAction>;
+  /** Key → class by key (null: none), so a key's name is normalised and matched once. */
+  private keyClasses = new Map<string, ClassDef | null>();
+
+  /** @param salt workspace secret mixed into every hash, so hashes cannot be reversed by a dictionary. */
+  constructor(
+    config: PrivacyConfig,
+    private readonly salt: string,
+  ) {
+    const custom = config.matchers.map(toClassDef);
+    this.classes = [...BUILT_IN, ...custom];
+    for (const c of BUILT_IN) for (const k of c.keys ?? []) this.byKey.set(k, c);
+    this.keyRegexClasses = custom.filter((c) => c.keyRegex);
+    this.valueClasses = this.classes.filter((c) => c.value);
+    const chosen = new Map<string, PiiAction>();
+    for (const [action, names] of Object.entries(config.policy)) {
+      for (const name of names ?? []) chosen.set(name, action as PiiAction);
+    }
+    const actions = new Map<string, PiiAction>();
+    for (const c of this.classes) {
+      actions.set(c.name, chosen.get(c.name) ?? chosen.get(c.category) ?? DEFAULT_ACTION[c.category]);
+    }
+    this.actions = actions;
+  }
+
+  /** The action the policy takes for a class. */
+  actionFor(className: string): PiiAction | undefined {
+    return this.actions.get(className);
+  }
+
+  apply(event: JsonObject): PrivacyResult {
+    const findings: PiiFinding[] = [];
+    for (const key of Object.keys(event)) {
+      if (ENVELOPE.has(key)) continue;
+      this.visit(event, key, key, findings);
+    }
+    return { findings, blocked: findings.some((f) => f.action === 'block') };
+  }
+
+  private classify(key: string | undefined, value: unknown): ClassDef | undefined {
+    if (key !== undefined) {
+      let byKey = this.keyClasses.get(key);
+      if (byKey === undefined) {
+        byKey =
+          this.byKey.get(normaliseKey(key)) ??
+          this.keyRegexClasses.find((c) => c.keyRegex!.test(key)) ??
+          null;
+        if (this.keyClasses.size >= KEY_CACHE_MAX) this.keyClasses = new Map();
+        this.keyClasses.set(key, byKey);
+      }
+      if (byKey) return byKey;
+    }
+    let s: string | undefined;
+    if (typeof value === 'string') s = value;
+    else if (typeof value === 'number' && Number.isSafeInteger(value) && value > 1e12) s = String(value);
+    if (s === undefined || s.length < 3) return undefined;
+    for (const c of this.valueClasses) if (c.value!(s)) return c;
+    return undefined;
+  }
+
+  /** Classifies `parent[key]`, acts on it, and walks into it when it is kept as it is. */
+  private visit(parent: JsonObject | unknown[], key: string | number, path: string, out: PiiFinding[]): void {
+    const value = (parent as Record<string | number, unknown>)[key];
+    const cls = this.classify(typeof key === 'string' ? key : undefined, value);
+    if (cls) {
+      const action = this.actions.get(cls.name)!;
+      out.push({ className: cls.name, category: cls.category, action, path });
+      if (action !== 'allow') {
+        this.act(parent, key, value, action, cls.name);
+        return;
+      }
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) this.visit(value, i, `${path}.${i}`, out);
+    } else if (typeof value === 'object' && value !== null) {
+      for (const k of Object.keys(value)) this.visit(value as JsonObject, k, `${path}.${k}`, out);
+    }
+  }
+
+  private act(
+    parent: JsonObject | unknown[],
+    key: string | number,
+    value: unknown,
+    action: PiiAction,
+    cls: string,
+  ) {
+    const target = parent as Record<string | number, unknown>;
+    if (action === 'drop' || action === 'block') {
+      if (Array.isArray(parent)) target[key] = null;
+      else delete target[key];
+    } else if (action === 'mask') {
+      target[key] = mask(value, cls);
+    } else if (action === 'hash') {
+      target[key] = this.hash(value, cls);
+    }
+  }
+
+  private hash(value: unknown, cls: string): string {
+    let text = typeof value === 'string' ? value.trim() : JSON.stringify(value);
+    if (cls === 'email') text = text.toLowerCase();
+    return `sha256:${createHash('sha256').update(this.salt).update('\u0000').update(text).digest('hex')}`;
+  }
+}
+
+/** Masks a value: emails keep their first letter and domain, long values their last 4 characters. */
+export function mask(value: unknown, cls: string): string {
+  const text = typeof value === 'string' ? value : typeof value === 'number' ? String(value) : '';
+  if (cls === 'email') {
+    const at = text.lastIndexOf('@');
+    if (at > 0) return `${text[0]}***${text.slice(at)}`;
+  }
+  const chars = [...text];
+  if (chars.length >= 10) return `${'*'.repeat(chars.length - 4)}${chars.slice(-4).join('')}`;
+  return '****';
+}
+
+function toClassDef(m: PiiMatcher): ClassDef {
+  const value = m.value === undefined ? undefined : new RegExp(m.value);
+  return {
+    name: m.name,
+    category: m.category,
+    keyRegex: m.key === undefined ? undefined : new RegExp(m.key, 'i'),
+    value: value && ((s: string) => s.length <= 8192 && value.test(s)),
+  };
+}

@@ -1,0 +1,120 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { compileFunction } from './compile.js';
+import { Sandbox, type SandboxOptions } from './sandbox.js';
+
+const open: Sandbox[] = [];
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+});
+
+async function sandbox(source: string, over: Partial<SandboxOptions> = {}, filename = 'fn.js') {
+  const s = new Sandbox({
+    code: compileFunction(source, filename),
+    filename,
+    timeoutMs: 250,
+    memoryMb: 16,
+    env: {},
+    ...over,
+  });
+  open.push(s);
+  await s.start();
+  return s;
+}
+
+describe('Sandbox', () => {
+  it('runs a TypeScript function: one event, several, or none out', async () => {
+    const s = await sandbox(
+      `export default function (e: { n: number }): unknown {
+         if (e.n === 0) return null;
+         if (e.n === 2) return [e, { ...e, copy: true }];
+         return { ...e, seen: true };
+       }`,
+      {},
+      'fn.ts',
+    );
+    expect(await s.run([{ n: 0 }, { n: 1 }, { n: 2 }])).toEqual([
+      { ok: true, events: [], logs: [] },
+      { ok: true, events: [{ n: 1, seen: true }], logs: [] },
+      { ok: true, events: [{ n: 2 }, { n: 2, copy: true }], logs: [] },
+    ]);
+  });
+
+  it('a function that loops forever fails its event with a timeout and its log lines; the others pass', async () => {
+    const s = await sandbox(
+      `module.exports = (e) => { console.log('start', e.n); if (e.n === 2) for (;;) {} return e; }`,
+    );
+    const r = await s.run([{ n: 1 }, { n: 2 }, { n: 3 }]);
+    expect(r[0]).toEqual({ ok: true, events: [{ n: 1 }], logs: ['log: start 1'] });
+    expect(r[1]).toEqual({
+      ok: false,
+      code: 'TRIB_ERR_TRANSFORM_TIMEOUT',
+      message: 'the function ran longer than 250 ms',
+      logs: ['log: start 2'],
+    });
+    expect(r[2]).toEqual({ ok: true, events: [{ n: 3 }], logs: ['log: start 3'] });
+    expect(await s.run([{ n: 4 }])).toEqual([{ ok: true, events: [{ n: 4 }], logs: ['log: start 4'] }]);
+  });
+
+  it('a function that allocates without bound fails its event on the heap limit; the sandbox recovers', async () => {
+    const s = await sandbox(
+      `module.exports = (e) => { if (e.big) { const a = []; for (;;) a.push({ x: Math.random(), s: 'k' + a.length }); } return e; }`,
+      { timeoutMs: 30_000 },
+    );
+    const r = await s.run([{ n: 1 }, { big: true }, { n: 3 }]);
+    expect(r.map((x) => (x.ok ? 'ok' : x.code))).toEqual(['ok', 'TRIB_ERR_TRANSFORM_MEMORY', 'ok']);
+    expect(await s.run([{ n: 4 }])).toEqual([{ ok: true, events: [{ n: 4 }], logs: [] }]);
+  });
+
+  it('a throw fails that event with the message and the frames of the user file only', async () => {
+    const s = await sandbox(
+      `module.exports = (e) => { console.warn('about to fail', { id: 7 }); throw new TypeError('bad ' + e.n); }`,
+    );
+    const [r] = await s.run([{ n: 1 }]);
+    expect(r).toMatchObject({
+      ok: false,
+      code: 'TRIB_ERR_TRANSFORM_THREW',
+      logs: ['warn: about to fail {"id":7}'],
+    });
+    const message = (r as { message: string }).message;
+    expect(message.split('\n')[0]).toBe('TypeError: bad 1');
+    expect(message).not.toContain('worker');
+  });
+
+  it('gives no file system, environment, network, timers or code generation; env only as granted', async () => {
+    const s = await sandbox(
+      `module.exports = () => {
+         const probe = (f) => { try { return String(f()); } catch (e) { return 'error: ' + e.constructor.name; } };
+         return {
+           require: typeof require, process: typeof process, fetch: typeof fetch, setTimeout: typeof setTimeout,
+           escape: probe(() => this.constructor.constructor('return typeof process')()),
+           eval: probe(() => eval('1 + 1')),
+           env: JSON.stringify(env),
+         };
+       }`,
+      { env: { GRANTED: 'yes' } },
+    );
+    const [r] = await s.run([{}]);
+    expect(r).toEqual({
+      ok: true,
+      events: [
+        {
+          require: 'undefined',
+          process: 'undefined',
+          fetch: 'undefined',
+          setTimeout: 'undefined',
+          escape: 'error: EvalError',
+          eval: 'error: EvalError',
+          env: '{"GRANTED":"yes"}',
+        },
+      ],
+      logs: [],
+    });
+  });
+
+  it('refuses a file that does not parse or exports no function, and an async function per event', async () => {
+    await expect(sandbox('module.exports = 42')).rejects.toThrow(/must export a function/);
+    expect(() => compileFunction('export default (', 'x.js')).toThrow();
+    const s = await sandbox('export default async (e) => e');
+    expect((await s.run([{}]))[0]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_ASYNC' });
+  });
+});

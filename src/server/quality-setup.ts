@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { resolvePlans } from '../config/plan-file.js';
+import type { SourceConfig } from '../config/schema.js';
+import { TributaryError } from '../errors.js';
+import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
+import { MappingStage } from '../pipeline/stages/mapping-stage.js';
+import { PlanStage } from '../pipeline/stages/plan-stage.js';
+import type { Stage } from '../pipeline/stages/stage.js';
+import { TransformStage } from '../pipeline/stages/transform-stage.js';
+import { compileFunction } from '../pipeline/transform/compile.js';
+import { Sandbox } from '../pipeline/transform/sandbox.js';
+
+export interface QualitySetup {
+  /** Privacy policy per source id, applied at collection. */
+  privacy: Map<string, PiiClassifier>;
+  /** Loader stages per source id: mapping → plan → transformations. */
+  stages: Map<string, Stage[]>;
+}
+
+/** `<dataDir>/pii-salt`: the workspace's hashing salt, made (mode 0600) on first use. */
+export function workspaceSalt(dataDir: string): string {
+  const file = join(dataDir, 'pii-salt');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(dataDir, { recursive: true });
+  const salt = randomBytes(32).toString('base64url');
+  writeFileSync(file, `${salt}\n`, { mode: 0o600 });
+  return salt;
+}
+
+/**
+ * Builds the quality stages of every source from the configuration. Plan files and
+ * function files are resolved against `baseDir` (the configuration file's folder);
+ * functions get the variables of `env` their grants name. Starts the sandboxes, so a
+ * function that does not load stops the start-up with its error.
+ */
+export async function buildQuality(
+  sources: readonly SourceConfig[],
+  baseDir: string,
+  salt: string,
+  env: Record<string, string | undefined>,
+): Promise<QualitySetup> {
+  const started: Sandbox[] = [];
+  try {
+    return await build(sources, baseDir, salt, env, started);
+  } catch (err) {
+    for (const s of started) await s.close();
+    throw err;
+  }
+}
+
+async function build(
+  sources: readonly SourceConfig[],
+  baseDir: string,
+  salt: string,
+  env: Record<string, string | undefined>,
+  started: Sandbox[],
+): Promise<QualitySetup> {
+  const privacy = new Map<string, PiiClassifier>();
+  const stages = new Map<string, Stage[]>();
+  for (const s of sources) {
+    if (s.privacy) privacy.set(s.id, new PiiClassifier(s.privacy, salt));
+    const list: Stage[] = [];
+    if (s.mapping) list.push(new MappingStage(s.mapping));
+    if (s.plans && s.plans.length > 0) {
+      try {
+        list.push(new PlanStage(resolvePlans(s.plans, baseDir)));
+      } catch (err) {
+        if (err instanceof TributaryError) throw err;
+        throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`sources[${s.id}]: ${(err as Error).message}`], {
+          cause: err,
+        });
+      }
+    }
+    for (const t of s.transformations ?? []) {
+      const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
+      const where = `sources[${s.id}].transformations[${t.id}]`;
+      let code: string;
+      try {
+        code = compileFunction(readFileSync(file, 'utf8'), file);
+      } catch (err) {
+        throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`${where}: ${(err as Error).message}`], {
+          cause: err,
+        });
+      }
+      const granted: Record<string, string> = {};
+      for (const name of t.grants.env) {
+        const v = env[name];
+        if (v !== undefined) granted[name] = v;
+      }
+      const sandbox = new Sandbox({
+        code,
+        filename: file,
+        timeoutMs: t.timeout,
+        memoryMb: t.memoryLimit,
+        env: granted,
+      });
+      started.push(sandbox);
+      try {
+        await sandbox.start();
+      } catch (err) {
+        throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`${where}: ${(err as Error).message}`], {
+          cause: err,
+        });
+      }
+      list.push(new TransformStage(t.id, sandbox));
+    }
+    if (list.length > 0) stages.set(s.id, list);
+  }
+  return { privacy, stages };
+}

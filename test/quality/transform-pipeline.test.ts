@@ -1,0 +1,101 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, basicAuth, startTestServer, type TestServer, WRITE_KEY } from '../helpers.js';
+
+const dirs: string[] = [];
+const servers: TestServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.stop();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const FUNCTION = `
+interface Ev { event?: string; properties?: Record<string, unknown>; messageId: string }
+export default function (e: Ev) {
+  console.log('saw', e.event);
+  if (e.event === 'Boom') throw new Error('no boom here');
+  if (e.event === 'Spin') for (;;) {}
+  if (e.event === 'Noise') return null;
+  if (e.event === 'Split') return [e, { ...e, event: 'Split Copy' }];
+  return { ...e, properties: { ...e.properties, enriched: true } };
+}
+`;
+
+function config(dir: string) {
+  return `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: ${WRITE_KEY}
+    transformations:
+      - id: enrich
+        file: ${join(dir, 'enrich.ts')}
+        timeout: 250ms
+        memoryLimit: 32
+`;
+}
+
+describe('transformations in the pipeline', () => {
+  it('a throw or a timeout sends that event to failed_events with the log lines; the pipeline goes on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-fn-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'enrich.ts'), FUNCTION);
+    const server = await startTestServer({ yaml: config(dir) });
+    servers.push(server);
+    const batch = ['A', 'Boom', 'Spin', 'Noise', 'Split', 'B'].map((event, i) => ({
+      type: 'track',
+      userId: 'u1',
+      event,
+      messageId: `fn-${i}`,
+    }));
+    const res = await server.app.inject({
+      method: 'POST',
+      url: '/v1/batch',
+      headers: { authorization: basicAuth(WRITE_KEY) },
+      payload: { batch },
+    });
+    expect(res.json()).toMatchObject({ accepted: 6, rejected: [] });
+    await server.settle();
+
+    const events = await server.query(
+      `SELECT message_id, event, json_extract(payload, '$.properties.enriched') AS enriched FROM events ORDER BY message_id`,
+    );
+    expect(events.map((e) => [e.message_id, e.event, e.enriched])).toEqual([
+      ['fn-0', 'A', 'true'],
+      ['fn-4', 'Split', null],
+      ['fn-4-1', 'Split Copy', null],
+      ['fn-5', 'B', 'true'],
+    ]);
+    const failed = await server.query(
+      `SELECT message_id, stage, code, reason, CAST(logs AS VARCHAR) AS logs FROM failed_events ORDER BY message_id`,
+    );
+    expect(failed.map((f) => [f.message_id, f.stage, f.code, JSON.parse(String(f.logs))])).toEqual([
+      ['fn-1', 'transform', 'TRIB_ERR_TRANSFORM_THREW', ['log: saw Boom']],
+      ['fn-2', 'transform', 'TRIB_ERR_TRANSFORM_TIMEOUT', ['log: saw Spin']],
+    ]);
+    expect(String(failed[0]!.reason)).toContain('transformation enrich: Error: no boom here');
+
+    const stats = await server.app.inject({
+      method: 'GET',
+      url: '/admin/v1/stats',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    const web = (stats.json() as { sources: Record<string, unknown>[] }).sources[0]!;
+    expect(web).toMatchObject({ received: 6, accepted: 6, passed: 4, failed: 2, blocked: 0, pending: 0 });
+    expect(web.byStage).toEqual({
+      load: { passed: 3 },
+      transform: { failed: 2, filtered: 1 },
+    });
+  });
+
+  it('refuses to start with a function that does not load', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-fn-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'enrich.ts'), 'export const notDefault = 1;');
+    await expect(startTestServer({ yaml: config(dir) })).rejects.toMatchObject({
+      code: 'TRIB_ERR_TRANSFORM_INVALID',
+    });
+  });
+});
