@@ -5,6 +5,9 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { SourceConfig, TributaryConfig } from '../config/schema.js';
 import { sqlString } from '../duckdb-sql.js';
+import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
+import { compileRules } from '../identity/identifiers.js';
+import { IdentityStage } from '../identity/identity-stage.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
 import { EventFeed } from '../pipeline/event-feed.js';
@@ -32,6 +35,8 @@ export interface RunningServer {
   loader: WarehouseLoader;
   /** Where later stages (identity, destinations) follow the events the loader stored. */
   feed: EventFeed;
+  /** Identity resolution following the feed (undefined when `identity.enabled` is false). */
+  identity: IdentityStage | undefined;
   metrics: Metrics;
   /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
   close(): Promise<void>;
@@ -77,6 +82,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
+  let identityStore: DuckDBIdentityStore | undefined;
+  let identity: IdentityStage | undefined;
+  if (config.identity.enabled) {
+    identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
+    identity = await IdentityStage.open(identityStore, compileRules(config.identity), {
+      onError: (err) => logger.error({ err }, 'identity resolution failed; retrying'),
+    });
+    identity.follow(feed);
+  }
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -99,6 +113,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       rejected: (s, code, n) => metrics.rejected.inc({ source: s, code }, n),
     },
     health: () => ({ log: { endOffset: log.endOffset() }, loader: { position: loader.position() } }),
+    identity,
+    profileReadToken: config.identity.readToken,
   });
   const host = opts.host ?? config.server.host;
   await app.listen({ port: opts.port ?? config.server.port, host });
@@ -115,12 +131,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     warehouse,
     loader,
     feed,
+    identity,
     metrics,
     close() {
       closing ??= (async () => {
         await app.close();
         await loader.drained();
         await loader.stop();
+        await identity?.drained();
+        await identity?.stop();
+        await identityStore?.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();
