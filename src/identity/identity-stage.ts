@@ -101,7 +101,7 @@ export class IdentityStage {
       name: 'identity',
       from: () => this.store.offset(),
       handle: (events, next) => this.handle(events, next),
-      maxBatch: this.options.maxBatch,
+      maxBatch: this.options.maxBatch ?? 20_000,
       onError: this.options.onError,
     });
   }
