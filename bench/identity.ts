@@ -7,7 +7,7 @@
  * and prints identity events/s, their ratio, and pairwise precision, recall and F1 of both
  * against the truth: over the deterministic events, and over all events.
  *
- *   npm run bench:identity -- [--people N] [--seed S] [--batch N]
+ *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -19,6 +19,7 @@ import { DuckDBIdentityStore } from '../src/identity/duckdb/duckdb-identity-stor
 import { compileRules, extractIdentifiers } from '../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../src/identity/identity-engine.js';
 import { IdentityStage } from '../src/identity/identity-stage.js';
+import type { IdentityStore } from '../src/identity/identity-store.js';
 import { EventFeed } from '../src/pipeline/event-feed.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
 import type { EventRow, StoredEvent } from '../src/warehouse/warehouse.js';
@@ -29,6 +30,7 @@ const { values: args } = parseArgs({
     people: { type: 'string', default: '20000' },
     seed: { type: 'string', default: '42' },
     batch: { type: 'string', default: '20000' },
+    runs: { type: 'string', default: '3' },
   },
 });
 
@@ -198,50 +200,61 @@ class UnionFind {
   }
 }
 
-async function main() {
-  const people = Number(args.people);
-  const seed = Number(args.seed);
-  const maxBatch = Number(args.batch);
-  const gen = generate(people, seed);
-  const rules = compileRules(IDENTITY_DEFAULTS);
-  const total = gen.rows.length;
-  console.log(
-    `generator: seed ${seed}, ${int(people)} people, ${int(total)} events, ${int(gen.sharedDevices)} shared devices, ${int(gen.placeholders)} placeholder emails, ${int(gen.deterministic.size)} deterministic events`,
-  );
-  console.log(
-    `machine: ${cpus().length} cores (${cpus()[0]?.model}), load average ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+interface Run {
+  ms: number;
+  /** CPU time of the process over the run (event loop and DuckDB's threads), ms. */
+  cpuMs: number;
+  clusters: Map<string, string>;
+}
 
-  // The same edges for the baseline: each event's identifiers (normalised, placeholders blocked).
-  const edges = gen.rows.map((r) =>
-    extractIdentifiers(JSON.parse(r.json), r.sourceId, rules).identifiers.map((i) => i.key),
-  );
+function timed<T>(fn: () => T): { value: T; ms: number; cpuMs: number } {
+  const cpu = process.cpuUsage();
+  const t = performance.now();
+  const value = fn();
+  const ms = performance.now() - t;
+  const used = process.cpuUsage(cpu);
+  return { value, ms, cpuMs: (used.user + used.system) / 1000 };
+}
 
-  // Baseline: in-memory union-find over the edges.
-  const ufStart = performance.now();
-  const uf = new UnionFind();
-  for (const keys of edges) {
-    if (keys.length === 0) continue;
-    uf.find(keys[0]!);
-    for (let i = 1; i < keys.length; i++) uf.union(keys[0]!, keys[i]!);
-  }
-  const ufClusters = new Map<string, string>();
-  gen.rows.forEach((r, i) => {
-    const keys = edges[i]!;
-    if (keys.length > 0) ufClusters.set(r.messageId, uf.find(keys[0]!));
+function runUnionFind(rows: readonly EventRow[], edges: readonly string[][]): Run {
+  const r = timed(() => {
+    const uf = new UnionFind();
+    for (const keys of edges) {
+      if (keys.length === 0) continue;
+      uf.find(keys[0]!);
+      for (let i = 1; i < keys.length; i++) uf.union(keys[0]!, keys[i]!);
+    }
+    const clusters = new Map<string, string>();
+    rows.forEach((row, i) => {
+      const keys = edges[i]!;
+      if (keys.length > 0) clusters.set(row.messageId, uf.find(keys[0]!));
+    });
+    return clusters;
   });
-  const ufMs = performance.now() - ufStart;
+  return { ms: r.ms, cpuMs: r.cpuMs, clusters: r.value };
+}
 
-  // The engine alone (no store), for where the time goes.
-  const engineStart = performance.now();
-  const engine = new IdentityEngine(rules);
-  for (const r of gen.rows) engine.resolve(toIdentityEvent(r as StoredEvent, rules));
-  engine.takeChanges();
-  const engineMs = performance.now() - engineStart;
+function runEngine(rows: readonly EventRow[], rules: ReturnType<typeof compileRules>): Run {
+  const r = timed(() => {
+    const engine = new IdentityEngine(rules);
+    const clusters = new Map<string, string>();
+    const decisions = rows.map((row) => engine.resolve(toIdentityEvent(row as StoredEvent, rules)));
+    engine.takeChanges();
+    decisions.forEach((d, i) => {
+      if (d.profileId !== null) clusters.set(rows[i]!.messageId, engine.current(d.profileId) ?? d.profileId);
+    });
+    return clusters;
+  });
+  return { ms: r.ms, cpuMs: r.cpuMs, clusters: r.value };
+}
 
-  // The real stage on the embedded default: events in DuckDB's `events`, the feed, the DuckDB store.
+/** The real stage on the embedded default: events in DuckDB's `events`, the feed, the DuckDB store. */
+async function runStage(
+  rows: readonly EventRow[],
+  rules: ReturnType<typeof compileRules>,
+  maxBatch: number,
+): Promise<Run & { readMs: number; commitMs: number; profiles: number }> {
+  const total = rows.length;
   const dir = mkdtempSync(join(tmpdir(), 'trib-bench-identity-'));
   try {
     const instance = await DuckDBInstance.create(join(dir, 'warehouse.duckdb'), {
@@ -250,88 +263,142 @@ async function main() {
     const warehouse = await DuckDBWarehouse.open(instance);
     for (let i = 0; i < total; i += 10_000) {
       await warehouse.write({
-        events: gen.rows.slice(i, i + 10_000),
+        events: rows.slice(i, i + 10_000),
         failed: [],
         consumer: 'warehouse',
         nextOffset: Math.min(i + 10_000, total),
       });
     }
+    await warehouse.query('CHECKPOINT');
     const loader = { position: () => total, onLoaded: () => () => undefined };
-    const feed = new EventFeed(warehouse, loader);
+    // Timed wrappers, to say where the stage's time goes.
+    let readMs = 0;
+    let commitMs = 0;
+    const feed = new EventFeed(
+      {
+        readEvents: async (from, to, limit) => {
+          const t = performance.now();
+          const r = await warehouse.readEvents(from, to, limit);
+          readMs += performance.now() - t;
+          return r;
+        },
+      },
+      loader,
+    );
     const store = await DuckDBIdentityStore.open(instance, { computed: [] });
-    const stage = await IdentityStage.open(store, rules, { maxBatch, onError: (e) => console.error(e) });
-    const stageStart = performance.now();
+    const timedStore: IdentityStore = Object.assign(Object.create(store) as IdentityStore, {
+      commit: async (...a: Parameters<IdentityStore['commit']>) => {
+        const t = performance.now();
+        await store.commit(...a);
+        commitMs += performance.now() - t;
+      },
+    });
+    const stage = await IdentityStage.open(timedStore, rules, { maxBatch, onError: (e) => console.error(e) });
+    const cpu = process.cpuUsage();
+    const start = performance.now();
     stage.follow(feed);
     await stage.drained();
-    const stageMs = performance.now() - stageStart;
+    const ms = performance.now() - start;
+    const used = process.cpuUsage(cpu);
     await stage.stop();
     const mapped = (await warehouse.query('SELECT message_id, profile_id FROM events_with_profile')).rows;
-    const stageClusters = new Map<string, string>();
+    const clusters = new Map<string, string>();
     for (const r of mapped)
-      if (r.profile_id !== null) stageClusters.set(String(r.message_id), String(r.profile_id));
-    const profiles = (await warehouse.query('SELECT count(*) AS n FROM profiles')).rows[0]!.n;
+      if (r.profile_id !== null) clusters.set(String(r.message_id), String(r.profile_id));
+    const profiles = Number((await warehouse.query('SELECT count(*) AS n FROM profiles')).rows[0]!.n);
     await store.close();
     await warehouse.close();
     instance.closeSync();
-
-    const rate = (ms: number) => total / (ms / 1000);
-    const det = (c: Map<string, string>) => pairwise(c, gen.truth, gen.deterministic);
-    const all = (c: Map<string, string>) => pairwise(c, gen.truth, undefined);
-    const f = (x: number) => x.toFixed(4);
-    const rows = [
-      [
-        'union-find (in memory, baseline)',
-        int(rate(ufMs)),
-        `${ufMs.toFixed(0)} ms`,
-        ...[det(ufClusters), all(ufClusters)].flatMap((m) => [f(m.precision), f(m.recall), f(m.f1)]),
-      ],
-      [
-        'identity engine (in memory, no store)',
-        int(rate(engineMs)),
-        `${engineMs.toFixed(0)} ms`,
-        '',
-        '',
-        '',
-        '',
-        '',
-        '',
-      ],
-      [
-        `identity stage (feed + DuckDB store, batches of ${maxBatch})`,
-        int(rate(stageMs)),
-        `${stageMs.toFixed(0)} ms`,
-        ...[det(stageClusters), all(stageClusters)].flatMap((m) => [f(m.precision), f(m.recall), f(m.f1)]),
-      ],
-    ];
-    console.log(`profiles: ${profiles} (true people: ${people})`);
-    console.log(
-      markdownTable(
-        [
-          'resolver',
-          'events/s',
-          'time',
-          'P (det.)',
-          'R (det.)',
-          'F1 (det.)',
-          'P (all)',
-          'R (all)',
-          'F1 (all)',
-        ],
-        rows,
-        ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
-      ),
-    );
-    console.log(
-      `stage / union-find: ${(rate(stageMs) / rate(ufMs)).toFixed(3)}; engine / union-find: ${(rate(engineMs) / rate(ufMs)).toFixed(3)}`,
-    );
-    console.log(
-      `load average after: ${loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}`,
-    );
+    return { ms, cpuMs: (used.user + used.system) / 1000, clusters, readMs, commitMs, profiles };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main() {
+  const people = Number(args.people);
+  const seed = Number(args.seed);
+  const maxBatch = Number(args.batch);
+  const runs = Math.max(1, Number(args.runs));
+  const gen = generate(people, seed);
+  const rules = compileRules(IDENTITY_DEFAULTS);
+  const total = gen.rows.length;
+  const load = () =>
+    loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ');
+  console.log(
+    `generator: seed ${seed}, ${int(people)} people, ${int(total)} events, ${int(gen.sharedDevices)} shared devices, ${int(gen.placeholders)} placeholder emails, ${int(gen.deterministic.size)} deterministic events`,
+  );
+  console.log(
+    `machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}, load average ${load()}`,
+  );
+
+  // The same edges for the baseline: each event's identifiers (normalised, placeholders blocked).
+  const edges = gen.rows.map((r) =>
+    extractIdentifiers(JSON.parse(r.json), r.sourceId, rules).identifiers.map((i) => i.key),
+  );
+
+  const uf: Run[] = [];
+  const engine: Run[] = [];
+  const stage: Awaited<ReturnType<typeof runStage>>[] = [];
+  for (let i = 0; i < runs; i++) {
+    uf.push(runUnionFind(gen.rows, edges));
+    engine.push(runEngine(gen.rows, rules));
+    stage.push(await runStage(gen.rows, rules, maxBatch));
+    const s = stage[stage.length - 1]!;
+    console.log(
+      `run ${i + 1}/${runs}: union-find ${int(total / (uf[i]!.ms / 1000))}/s, engine ${int(total / (engine[i]!.ms / 1000))}/s, stage ${int(total / (s.ms / 1000))}/s (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, waiting for commits ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
+    );
+  }
+
+  const rate = (xs: Run[]) => total / (median(xs.map((x) => x.ms)) / 1000);
+  const cpuRate = (xs: Run[]) => total / (median(xs.map((x) => x.cpuMs)) / 1000);
+  const f = (x: number) => x.toFixed(4);
+  const quality = (c: Map<string, string>) =>
+    [pairwise(c, gen.truth, gen.deterministic), pairwise(c, gen.truth, undefined)].flatMap((m) => [
+      f(m.precision),
+      f(m.recall),
+      f(m.f1),
+    ]);
+  console.log(`profiles: ${stage[0]!.profiles} (true people: ${people}); medians of ${runs} run(s):`);
+  console.log(
+    markdownTable(
+      [
+        'resolver',
+        'events/s',
+        'per CPU-second',
+        'P (det.)',
+        'R (det.)',
+        'F1 (det.)',
+        'P (all)',
+        'R (all)',
+        'F1 (all)',
+      ],
+      [
+        ['union-find (in memory, baseline)', int(rate(uf)), int(cpuRate(uf)), ...quality(uf[0]!.clusters)],
+        [
+          'identity engine (in memory, no store)',
+          int(rate(engine)),
+          int(cpuRate(engine)),
+          ...quality(engine[0]!.clusters),
+        ],
+        [
+          `identity stage (feed + DuckDB store, batches of ${maxBatch})`,
+          int(rate(stage)),
+          int(cpuRate(stage)),
+          ...quality(stage[0]!.clusters),
+        ],
+      ],
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+  );
+  console.log(
+    `stage / union-find: ${(rate(stage) / rate(uf)).toFixed(3)}; engine / union-find: ${(rate(engine) / rate(uf)).toFixed(3)}`,
+  );
+  console.log(`load average after: ${load()}`);
 }
 
 await main();

@@ -236,15 +236,22 @@ export class IdentityEngine {
 
   /** Resolves one event; returns the decision (also kept for the store). */
   resolve(ev: IdentityEvent): Decision {
-    const leftOut: LeftOut[] = [...ev.leftOut];
-    let cand: Identifier[] = [];
-    for (const id of ev.identifiers) {
-      if (this.foreign?.(id.key)) leftOut.push({ identifier: id.key, reason: 'held_by_other_profile' });
-      else cand.push(id);
+    const identifiers: string[] = [];
+    for (const id of ev.identifiers) identifiers.push(id.key);
+    for (const l of ev.leftOut) identifiers.push(l.identifier);
+    // The event is ours: its lists are reused rather than copied (this runs once per event).
+    const leftOut = ev.leftOut;
+    let cand = ev.identifiers;
+    if (this.foreign) {
+      cand = [];
+      for (const id of ev.identifiers) {
+        if (this.foreign(id.key)) leftOut.push({ identifier: id.key, reason: 'held_by_other_profile' });
+        else cand.push(id);
+      }
     }
     let limited = false;
-    const reasons: string[] = [];
-    let hits: string[] = [];
+    let reasons: string | undefined;
+    let hits: string[];
     for (;;) {
       hits = this.hitsOf(cand);
       const violation = this.violation(cand, hits, ev.timestamp);
@@ -252,26 +259,23 @@ export class IdentityEngine {
       const drop = this.pickDrop(cand, violation);
       limited = true;
       leftOut.push({ identifier: drop.key, reason: violation.reason });
-      reasons.push(`${violation.reason} would be broken: ${drop.key} left out`);
+      reasons = `${reasons === undefined ? '' : `${reasons}; `}${violation.reason} would be broken: ${drop.key} left out`;
       cand = cand.filter((c) => c !== drop);
     }
-    const identifiers = [...ev.identifiers.map((i) => i.key), ...ev.leftOut.map((l) => l.identifier)];
-    const base = {
-      logOffset: ev.logOffset,
-      messageId: ev.messageId,
-      sourceId: ev.sourceId,
-      timestamp: ev.timestamp,
-      identifiers,
-      accepted: cand.map((c) => c.key),
-      leftOut,
-      limited,
-    };
+    const accepted = cand.length === identifiers.length ? identifiers : cand.map((c) => c.key);
     if (cand.length === 0) {
       const d: Decision = {
-        ...base,
+        logOffset: ev.logOffset,
+        messageId: ev.messageId,
+        sourceId: ev.sourceId,
+        timestamp: ev.timestamp,
         action: 'none',
+        limited,
         profileId: null,
-        involved: [],
+        involved: hits,
+        identifiers,
+        accepted,
+        leftOut,
         rule: 'no usable identifier: the event belongs to no profile',
       };
       this.changes.decisions.push(d);
@@ -287,15 +291,15 @@ export class IdentityEngine {
     } else if (hits.length === 1) {
       profile = this.profiles.get(hits[0]!)!;
       action = 'attach';
-      const added = cand.filter((c) => !this.holders.has(c.key)).map((c) => c.key);
-      rule =
-        added.length > 0 ? `one profile holds them: attached ${added.join(', ')}` : 'one profile holds them';
+      let added = '';
+      for (const c of cand) if (!this.holders.has(c.key)) added += added === '' ? c.key : `, ${c.key}`;
+      rule = added === '' ? 'one profile holds them' : `one profile holds them: attached ${added}`;
     } else {
       profile = this.mergeProfiles(hits, ev);
       action = 'merge';
       rule = `${hits.length} profiles hold these identifiers: merged within the limits`;
     }
-    if (reasons.length > 0) rule += `; ${reasons.join('; ')}`;
+    if (reasons !== undefined) rule += `; ${reasons}`;
     for (const c of cand) {
       if (this.holders.has(c.key)) continue;
       profile.identifiers.set(c.key, {
@@ -310,7 +314,20 @@ export class IdentityEngine {
     this.applyEvent(profile, ev);
     this.changes.dirty.add(profile.id);
     this.changes.assignments.push({ logOffset: ev.logOffset, profileId: profile.id });
-    const d: Decision = { ...base, action, profileId: profile.id, involved: hits, rule };
+    const d: Decision = {
+      logOffset: ev.logOffset,
+      messageId: ev.messageId,
+      sourceId: ev.sourceId,
+      timestamp: ev.timestamp,
+      action,
+      limited,
+      profileId: profile.id,
+      involved: hits,
+      identifiers,
+      accepted,
+      leftOut,
+      rule,
+    };
     this.changes.decisions.push(d);
     return d;
   }
@@ -330,8 +347,9 @@ export class IdentityEngine {
     hits: readonly string[],
     ts: number,
   ): { reason: string; type?: string; blocked?: [string, string] } | undefined {
+    // With at most one profile involved, only the types of new identifiers can go over a limit.
     const types = new Set<string>();
-    for (const c of cand) types.add(c.type);
+    for (const c of cand) if (hits.length > 1 || !this.holders.has(c.key)) types.add(c.type);
     if (hits.length > 1)
       for (const h of hits) for (const i of this.profiles.get(h)!.identifiers.values()) types.add(i.type);
     for (const type of types) {

@@ -38,6 +38,14 @@ export interface Explanation {
   refused: Decision[];
 }
 
+export interface StageOptions extends IdentityEngineOptions {
+  onError?: (err: unknown) => void;
+  /** Most events per feed call. Default 20,000. */
+  maxBatch?: number;
+  /** Events per transaction within a feed call. Default 5,000. */
+  chunk?: number;
+}
+
 /** Thrown for lookups that name nothing; the routes map it to 404 / 400. */
 export class IdentityLookupError extends Error {
   constructor(
@@ -64,7 +72,7 @@ export class IdentityStage {
   private constructor(
     private readonly store: IdentityStore,
     private readonly rules: IdentityRules,
-    private readonly options: IdentityEngineOptions & { onError?: (err: unknown) => void; maxBatch?: number },
+    private readonly options: StageOptions,
   ) {
     this.engine = new IdentityEngine(rules, options);
   }
@@ -72,7 +80,7 @@ export class IdentityStage {
   static async open(
     store: IdentityStore,
     rules: IdentityRules,
-    options: IdentityEngineOptions & { onError?: (err: unknown) => void; maxBatch?: number } = {},
+    options: StageOptions = {},
   ): Promise<IdentityStage> {
     const stage = new IdentityStage(store, rules, options);
     await stage.reload();
@@ -116,11 +124,34 @@ export class IdentityStage {
     await this.queue;
   }
 
-  /** Resolves a batch and commits it with `nextOffset`. */
+  /**
+   * Resolves a batch and commits it with `nextOffset`. The batch is cut into chunks, each
+   * committed with the offset of the next chunk: a chunk's transaction runs on DuckDB's
+   * threads while the next chunk is resolved on the event loop. If one fails, the working set
+   * is reloaded and the feed resumes from the last committed offset.
+   */
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
     return this.serial(async () => {
-      for (const e of events) this.engine.resolve(toIdentityEvent(e, this.rules));
-      await this.commit(nextOffset);
+      const chunk = this.options.chunk ?? 5_000;
+      let pending: Promise<void> | undefined;
+      try {
+        for (let i = 0; i < events.length || i === 0; i += chunk) {
+          const part = events.slice(i, i + chunk);
+          for (const e of part) this.engine.resolve(toIdentityEvent(e, this.rules));
+          if (pending) await pending;
+          const next = i + chunk < events.length ? events[i + chunk]!.logOffset : nextOffset;
+          const changes = this.engine.takeChanges();
+          pending = this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
+          // Handled below; keeps a failure from being reported as unhandled while the next chunk resolves.
+          pending.catch(() => undefined);
+        }
+        await pending;
+      } catch (err) {
+        await pending?.catch(() => undefined);
+        // The memory is ahead of the store: rebuild it so the retried events are not counted twice.
+        await this.reload().catch(() => undefined);
+        throw err;
+      }
     });
   }
 
@@ -129,7 +160,6 @@ export class IdentityStage {
     try {
       await this.store.commit(changes, (id) => this.engine.profiles.get(id), nextOffset);
     } catch (err) {
-      // The memory is ahead of the store: rebuild it so the retried batch is not counted twice.
       await this.reload().catch(() => undefined);
       throw err;
     }

@@ -29,7 +29,8 @@ export interface IdentityStore {
   load(): Promise<IdentitySnapshot>;
   /**
    * Writes what a batch changed and, when given, the stage's next offset, in one transaction.
-   * `profile(id)` gives the current state of each dirty profile.
+   * `profile(id)` gives the current state of each dirty profile; the store reads it before its
+   * first await, so the caller may go on changing profiles while the transaction runs.
    */
   commit(
     changes: IdentityChanges,

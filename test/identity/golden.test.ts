@@ -135,7 +135,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       kid.profileId,
     ]);
     const d = await p.query(
-      "SELECT action, limited, CAST(left_out AS VARCHAR) AS left_out FROM identity_decisions WHERE message_id = 's3'",
+      "SELECT action, limited, CAST(left_out AS VARCHAR) AS left_out FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 's3'",
     );
     expect(d).toEqual([
       {
@@ -169,7 +169,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       { n: 0 },
     ]);
     const d = await p.query(
-      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions WHERE message_id = 'b2'",
+      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'b2'",
     );
     expect(JSON.parse(String(d[0]!.l))).toEqual([
       { identifier: 'email:null', reason: 'blocked_value' },
@@ -201,7 +201,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       'user_id:ann',
     ]);
     const rows = await p.query(
-      "SELECT message_id, action, limited, CAST(left_out AS VARCHAR) AS l FROM identity_decisions WHERE message_id IN ('l3', 'l6') ORDER BY 1",
+      "SELECT message_id, action, limited, CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id IN ('l3', 'l6') ORDER BY 1",
     );
     expect(rows).toEqual([
       {
@@ -251,8 +251,11 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       { type: 'track', messageId: 'u5', at: 4, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
     ]);
     const merged = await p.stage.getProfile('user_id:ada');
-    const bobId = (await p.query("SELECT profile_id FROM identity_decisions WHERE message_id = 'u3'"))[0]!
-      .profile_id;
+    const bobId = (
+      await p.query(
+        "SELECT profile_id FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'u3'",
+      )
+    )[0]!.profile_id;
     expect(merged.identifiers).toHaveLength(4);
     expect(merged.traits.name).toBe('Bob'); // latest event timestamp wins: Bob's identify came later
     expect(merged.computedTraits).toMatchObject({ orders: 2, revenue: 37 });
@@ -288,7 +291,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
     expect((await p.stage.getProfile('anonymous_id:kiosk')).profileId).toBe(bobId);
     expect((await p.stage.getProfile('user_id:ada')).profileId).toBe(ada.profileId);
     const d = await p.query(
-      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions WHERE message_id = 'u6'",
+      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'u6'",
     );
     expect(String(d[0]!.l)).toContain('blocked_link:');
 
