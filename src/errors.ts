@@ -17,6 +17,18 @@ export const ErrorCodes = {
     status: 401,
     message: 'This endpoint needs the admin token: send "Authorization: Bearer <TRIBUTARY_ADMIN_TOKEN>"',
   },
+  TRIB_ERR_AUTH_PROFILE_TOKEN: {
+    status: 401,
+    message:
+      'Profiles need the admin token or the profile read token (identity.readToken): send "Authorization: Bearer <token>"',
+  },
+  TRIB_ERR_PROFILE_NOT_FOUND: { status: 404, message: 'No profile: %s' },
+  TRIB_ERR_PROFILE_BAD_IDENTIFIER: {
+    status: 400,
+    message: 'Name a profile as type:value (email:ada@example.com, user_id:42, profile_id:<id>): %s',
+  },
+  TRIB_ERR_PROFILE_MERGE_NOT_FOUND: { status: 404, message: 'No active merge: %s' },
+  TRIB_ERR_PROFILE_DISABLED: { status: 404, message: 'Identity resolution is off (identity.enabled: false)' },
   TRIB_ERR_COLLECT_INVALID_JSON: { status: 400, message: 'The body is not valid JSON: %s' },
   TRIB_ERR_COLLECT_BODY_TOO_LARGE: { status: 400, message: 'The decoded body is larger than %s bytes' },
   TRIB_ERR_COLLECT_EVENT_TOO_LARGE: { status: 400, message: 'The event is larger than %s bytes' },

@@ -25,9 +25,11 @@ export interface TestServer extends RunningServer {
 }
 
 /** Starts an embedded server on a free port with a fresh data folder (or the one given). */
-export async function startTestServer(opts: { yaml?: string; dataDir?: string } = {}): Promise<TestServer> {
+export async function startTestServer(
+  opts: { yaml?: string; dataDir?: string; env?: Record<string, string> } = {},
+): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tributary-test-'));
-  const { config } = parseConfig(opts.yaml ?? MINIMAL_CONFIG, {});
+  const { config } = parseConfig(opts.yaml ?? MINIMAL_CONFIG, opts.env ?? {});
   const server = await startServer({
     config,
     dataDir,

@@ -5,8 +5,15 @@ import { configCheckCommand } from './config-check.js';
 import { failedListCommand } from './failed-list.js';
 import { failedRetryCommand } from './failed-retry.js';
 import { failedShowCommand } from './failed-show.js';
+import { importCsvCommand } from './import.js';
 import { planCheckCommand } from './plan-check.js';
 import { planInferCommand } from './plan-infer.js';
+import {
+  profilesExplainCommand,
+  profilesGetCommand,
+  profilesSearchCommand,
+  profilesUnmergeCommand,
+} from './profiles.js';
 import { queryCommand } from './query.js';
 import { sourcesListCommand } from './sources.js';
 import { startCommand } from './start.js';
@@ -45,6 +52,65 @@ sources
   .option('-d, --data-dir <dir>', 'workspace folder')
   .option('--json', 'print as JSON')
   .action(sourcesListCommand);
+
+const profiles = program.command('profiles').description('unified profiles on the running server');
+const serverOptions = (c: Command) =>
+  c
+    .option('--json', 'print JSON')
+    .option('--url <url>', 'server URL (default $TRIBUTARY_URL, else the configured port on 127.0.0.1)')
+    .option('--token <token>', 'profile read token (default $TRIBUTARY_PROFILE_TOKEN, else the admin token)')
+    .option('-c, --config <file>', 'configuration file, to find the port')
+    .option('-d, --data-dir <dir>', 'workspace folder, to find the configuration and admin token');
+serverOptions(
+  profiles
+    .command('get')
+    .description('a profile: traits, identifiers, computed traits, recent events, merges')
+    .argument('<identifier>', 'type:value, e.g. email:ada@example.com, user_id:42, profile_id:<id>')
+    .option('--events <n>', 'recent events to show (default 10)'),
+).action(profilesGetCommand);
+serverOptions(
+  profiles
+    .command('search')
+    .description('profiles whose trait has the value')
+    .argument('<trait>')
+    .argument('<value>')
+    .option('--limit <n>', 'most profiles (default 50)'),
+).action(profilesSearchCommand);
+serverOptions(
+  profiles
+    .command('explain')
+    .description('why identifiers are, or are not, one person')
+    .argument('<identifier>', 'type:value')
+    .argument('[other]', 'a second type:value'),
+).action(profilesExplainCommand);
+serverOptions(
+  profiles
+    .command('unmerge')
+    .description('split a merge apart (needs the admin token); the link is blocked unless --no-block')
+    .argument('<merge-id>', 'from `profiles get` (merges)')
+    .option('--no-block', 'let later events link the two sides again'),
+).action(profilesUnmergeCommand);
+
+program
+  .command('import')
+  .description('send records to the running server as identify events')
+  .command('csv')
+  .description('one identify per CSV row (CRM contacts): resolved into profiles like any event')
+  .argument('<file>', 'CSV file with a header row')
+  .requiredOption('--source <id>', 'configured source the records belong to (its write key is used)')
+  .requiredOption(
+    '--id-column <column>',
+    'column with the record key; the anonymous id becomes <source>:<key>',
+  )
+  .option('--user-id-column <column>', 'column with the userId, where the records have one')
+  .option('--timestamp-column <column>', 'column with the time the record was last updated')
+  .option('--map <trait=Column...>', 'trait from a column, e.g. --map email=Email --map name="Full Name"')
+  .option('--batch <n>', 'rows per request (default 500)')
+  .option('--json', 'print the summary as JSON')
+  .option('--url <url>', 'server URL (default $TRIBUTARY_URL, else the configured port on 127.0.0.1)')
+  .option('-c, --config <file>', 'configuration file')
+  .option('-d, --data-dir <dir>', 'workspace folder')
+  .action(importCsvCommand);
 
 const config = program.command('config').description('the configuration file');
 config

@@ -1,27 +1,10 @@
 import { z } from 'zod';
 import { DestinationsConfig } from './destinations-schema.js';
+import { Duration } from './duration.js';
+import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { SourceQualityConfig } from './quality-schema.js';
 
-/** Durations as `500ms`, `30s`, `15m`, `12h`, `7d`, or a number of milliseconds. */
-export const Duration = z
-  .union([
-    z.number().int().nonnegative(),
-    z
-      .string()
-      .regex(
-        /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/,
-        'expected a duration such as "500ms", "30s", "15m", "12h" or "7d"',
-      ),
-  ])
-  .transform((v) => (typeof v === 'number' ? v : parseDuration(v)));
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(text.trim());
-  if (!m) throw new Error(`not a duration: ${text}`);
-  return Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
-}
+export { Duration, parseDuration } from './duration.js';
 
 export const SourceConfig = z
   .object({
@@ -92,6 +75,9 @@ export const TributaryConfig = z
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),
     destinations: DestinationsConfig,
+    identity: IdentityConfig.default(IDENTITY_DEFAULTS).describe(
+      'Identity resolution (docs/configuration.md).',
+    ),
   })
   .strict()
   .superRefine((cfg, ctx) => {

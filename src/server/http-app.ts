@@ -11,6 +11,8 @@ import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
+import type { IdentityStage } from '../identity/identity-stage.js';
+import { profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
 import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
@@ -40,6 +42,10 @@ export interface HttpAppDeps extends CollectDeps {
   health: () => Record<string, unknown>;
   /** Failed-event store and reconciled counts, on the admin API. */
   quality?: QualityRoutesDeps;
+  /** Identity resolution, for the Profile API (undefined when off). */
+  identity?: IdentityStage;
+  /** Bearer token that may read profiles besides the admin token. */
+  profileReadToken?: string;
 }
 
 /** Builds the HTTP application: collection API, admin API, health and metrics. */
@@ -104,6 +110,15 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', deps.metrics.registry.contentType);
     return deps.metrics.registry.metrics();
+  });
+
+  await app.register((scope, _opts, done) => {
+    profileRoutes(scope, {
+      identity: deps.identity,
+      isAdmin: (h) => checkBearer(h, deps.adminToken),
+      isReader: (h) => deps.profileReadToken !== undefined && checkBearer(h, deps.profileReadToken),
+    });
+    done();
   });
 
   await app.register((admin, _opts, done) => {

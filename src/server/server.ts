@@ -5,6 +5,9 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { SourceConfig, TributaryConfig } from '../config/schema.js';
 import { sqlString } from '../duckdb-sql.js';
+import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
+import { compileRules } from '../identity/identifiers.js';
+import { IdentityStage } from '../identity/identity-stage.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
@@ -45,6 +48,8 @@ export interface RunningServer {
   feed: EventFeed;
   /** The warehouse destinations following the feed (`destinations:` in the configuration). */
   destinations: RunningDestination[];
+  /** Identity resolution following the feed (undefined when `identity.enabled` is false). */
+  identity: IdentityStage | undefined;
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
@@ -112,6 +117,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     feed,
     logger,
   });
+  let identityStore: DuckDBIdentityStore | undefined;
+  let identity: IdentityStage | undefined;
+  if (config.identity.enabled) {
+    identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
+    identity = await IdentityStage.open(identityStore, compileRules(config.identity), {
+      onError: (err) => logger.error({ err }, 'identity resolution failed; retrying'),
+    });
+    identity.follow(feed);
+  }
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -167,6 +181,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       loader: { position: loader.position() },
       destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
     }),
+    identity,
+    profileReadToken: config.identity.readToken,
   });
   const host = opts.host ?? config.server.host;
   await app.listen({ port: opts.port ?? config.server.port, host });
@@ -184,6 +200,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     loader,
     feed,
     destinations,
+    identity,
     metrics,
     quality,
     failed,
@@ -199,6 +216,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         ]);
         for (const d of destinations) await d.stop();
         await loader.stop();
+        await identity?.drained();
+        await identity?.stop();
+        await identityStore?.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();

@@ -1,0 +1,125 @@
+import { type QueryOptions, resolveServer } from './query.js';
+
+export type ProfilesOptions = QueryOptions & { token?: string };
+
+/**
+ * Calls the Profile API of the running server, found as `tributary query` finds it. The token
+ * is `--token`, else `TRIBUTARY_PROFILE_TOKEN`, else the admin token.
+ */
+async function call(
+  opts: ProfilesOptions,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<Record<string, unknown>> {
+  const { url, token: admin } = resolveServer(opts, process.env);
+  const token = opts.token ?? (process.env.TRIBUTARY_PROFILE_TOKEN || undefined) ?? admin;
+  let res: Response;
+  try {
+    res = await fetch(`${url}${path}`, {
+      method,
+      headers: {
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new Error(
+      `cannot reach the Tributary server at ${url} (${(err as Error).cause ?? (err as Error).message}); start it with "npm start" or pass --url`,
+    );
+  }
+  const json = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) throw new Error(`${json.code ?? res.status}: ${json.message ?? res.statusText}`);
+  return json;
+}
+
+const out = (text: string): void => {
+  process.stdout.write(`${text}\n`);
+};
+
+export async function profilesGetCommand(
+  id: string,
+  opts: ProfilesOptions & { events?: string },
+): Promise<void> {
+  const p = await call(
+    opts,
+    'GET',
+    `/v1/profiles/${encodeURIComponent(id)}?events=${Number(opts.events ?? 10) || 10}`,
+  );
+  if (opts.json) return out(JSON.stringify(p));
+  out(`profile ${p.profileId}  (${p.eventCount} events, ${p.firstSeen} → ${p.lastSeen})`);
+  out('identifiers:');
+  for (const i of p.identifiers as { type: string; value: string; sourceId: string; firstSeen: string }[])
+    out(`  ${i.type}:${i.value}  (from ${i.sourceId}, ${i.firstSeen})`);
+  out('traits:');
+  for (const [k, v] of Object.entries(p.traits as object)) out(`  ${k}: ${JSON.stringify(v)}`);
+  const computed = Object.entries(p.computedTraits as object);
+  if (computed.length > 0) {
+    out('computed traits:');
+    for (const [k, v] of computed) out(`  ${k}: ${JSON.stringify(v)}`);
+  }
+  out('recent events:');
+  for (const e of p.recentEvents as {
+    timestamp: string;
+    type: string;
+    event: string | null;
+    messageId: string;
+  }[])
+    out(`  ${e.timestamp}  ${e.type}${e.event ? ` ${e.event}` : ''}  ${e.messageId}`);
+  const merges = p.merges as {
+    mergeId: string;
+    mergedProfileId: string;
+    messageId: string;
+    unmergedAt: string | null;
+  }[];
+  if (merges.length > 0) {
+    out('merges:');
+    for (const m of merges)
+      out(
+        `  ${m.mergeId}: ${m.mergedProfileId} merged by event ${m.messageId}${m.unmergedAt ? ` (unmerged ${m.unmergedAt})` : ''}`,
+      );
+  }
+}
+
+export async function profilesSearchCommand(
+  trait: string,
+  value: string,
+  opts: ProfilesOptions & { limit?: string },
+): Promise<void> {
+  const q = new URLSearchParams({ trait, value, limit: String(Number(opts.limit ?? 50) || 50) });
+  const r = await call(opts, 'GET', `/v1/profiles?${q}`);
+  const profiles = r.profiles as { profileId: string; traits: Record<string, unknown> }[];
+  if (opts.json) return out(JSON.stringify(profiles));
+  if (profiles.length === 0) return out('(no profiles)');
+  for (const p of profiles) out(`${p.profileId}  ${JSON.stringify(p.traits)}`);
+}
+
+export async function profilesExplainCommand(
+  a: string,
+  b: string | undefined,
+  opts: ProfilesOptions,
+): Promise<void> {
+  const q = b === undefined ? '' : `?with=${encodeURIComponent(b)}`;
+  const r = await call(opts, 'GET', `/v1/profiles/${encodeURIComponent(a)}/explain${q}`);
+  if (opts.json) return out(JSON.stringify(r));
+  out(String(r.summary));
+  const path = r.path as { messageId: string; action: string; rule: string }[];
+  for (const d of path) out(`  ${d.messageId}: ${d.action}: ${d.rule}`);
+  const refused = r.refused as { messageId: string; leftOut: { identifier: string; reason: string }[] }[];
+  for (const d of refused)
+    out(`  refused in ${d.messageId}: ${d.leftOut.map((l) => `${l.identifier} (${l.reason})`).join(', ')}`);
+}
+
+export async function profilesUnmergeCommand(
+  mergeId: string,
+  opts: ProfilesOptions & { block?: boolean },
+): Promise<void> {
+  const r = await call(opts, 'POST', `/v1/profiles/merges/${encodeURIComponent(mergeId)}/unmerge`, {
+    block: opts.block !== false,
+  });
+  if (opts.json) return out(JSON.stringify(r));
+  out(
+    `unmerged ${mergeId}: profiles ${(r.profiles as string[]).join(', ')}${r.blocked ? '; the link is blocked' : ''}`,
+  );
+}

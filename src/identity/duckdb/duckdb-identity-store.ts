@@ -1,0 +1,536 @@
+import {
+  type DuckDBAppender,
+  type DuckDBConnection,
+  type DuckDBInstance,
+  DuckDBTimestampTZValue,
+} from '@duckdb/node-api';
+import type { ComputedTrait } from '../../config/identity-schema.js';
+import { sqlString } from '../../duckdb-sql.js';
+import type { StoredEvent } from '../../warehouse/warehouse.js';
+import type {
+  Block,
+  Decision,
+  HeldIdentifier,
+  IdentityChanges,
+  MergeRecord,
+  Profile,
+} from '../identity-engine.js';
+import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
+import { computedFromJson, computedToJson, computedValue, type TraitValue } from '../traits.js';
+
+const SCHEMA_SQL = [
+  `CREATE TABLE IF NOT EXISTS profiles (
+    profile_id VARCHAR NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL,
+    event_count BIGINT NOT NULL,
+    created_offset BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_identifiers (
+    profile_id VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    value VARCHAR NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL,
+    source_id VARCHAR NOT NULL,
+    log_offset BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_traits (
+    profile_id VARCHAR NOT NULL,
+    trait VARCHAR NOT NULL,
+    value JSON,
+    "timestamp" TIMESTAMPTZ NOT NULL,
+    source_id VARCHAR NOT NULL,
+    log_offset BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_computed_traits (
+    profile_id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    value JSON,
+    state JSON NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_merges (
+    merge_id VARCHAR NOT NULL,
+    profile_id VARCHAR NOT NULL,
+    merged_profile_id VARCHAR NOT NULL,
+    log_offset BIGINT NOT NULL,
+    message_id VARCHAR NOT NULL,
+    "timestamp" TIMESTAMPTZ NOT NULL,
+    survivor_identifiers JSON NOT NULL,
+    merged_identifiers JSON NOT NULL,
+    unmerged_at TIMESTAMPTZ,
+    block_id VARCHAR)`,
+  `CREATE TABLE IF NOT EXISTS profile_blocks (
+    block_id VARCHAR NOT NULL,
+    merge_id VARCHAR NOT NULL,
+    side_a JSON NOT NULL,
+    side_b JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_events (
+    log_offset BIGINT NOT NULL,
+    profile_id VARCHAR NOT NULL)`,
+  // message_id, source_id and timestamp are in `events` (same log_offset): not repeated here.
+  // The lists are JSON text in VARCHAR columns (DuckDB's json functions read them as they are).
+  `CREATE TABLE IF NOT EXISTS identity_decisions (
+    log_offset BIGINT NOT NULL,
+    action VARCHAR NOT NULL,
+    limited BOOLEAN NOT NULL,
+    profile_id VARCHAR,
+    identifiers VARCHAR NOT NULL,
+    left_out VARCHAR NOT NULL,
+    involved VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL)`,
+  `CREATE OR REPLACE VIEW events_with_profile AS
+    SELECT e.*, pe.profile_id FROM events e LEFT JOIN profile_events pe USING (log_offset)`,
+  'CREATE SCHEMA IF NOT EXISTS _tributary',
+  `CREATE TABLE IF NOT EXISTS _tributary.consumer_offsets (
+    consumer VARCHAR PRIMARY KEY,
+    next_offset BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL)`,
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_ids (id VARCHAR)',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_offsets (log_offset BIGINT)',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_remap (old_id VARCHAR, new_id VARCHAR)',
+];
+
+const INSERT_DECISIONS_SQL = `
+  INSERT INTO identity_decisions
+  SELECT CAST(f[1] AS BIGINT), f[2], f[3] = '1', nullif(f[4], ''), f[5], f[6], f[7], f[8]
+  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
+
+/** A changed profile's rows, read when the commit starts. */
+interface ProfileRows {
+  id: string;
+  firstSeen: number;
+  lastSeen: number;
+  eventCount: number;
+  createdOffset: number;
+  identifiers: HeldIdentifier[];
+  traits: [string, TraitValue][];
+  computed: [name: string, value: string, state: string][];
+}
+
+const tz = (ms: number) => new DuckDBTimestampTZValue(BigInt(Math.trunc(ms)) * 1000n);
+
+/**
+ * The identity store in the embedded DuckDB's main database, next to `events`. Each batch
+ * is one transaction: the rows of every changed profile are rewritten through appenders
+ * (delete by a staged id list, then append), so the cost is per batch, not per event.
+ */
+export class DuckDBIdentityStore implements IdentityStore {
+  private constructor(
+    private readonly instance: DuckDBInstance,
+    private readonly writer: DuckDBConnection,
+    private readonly consumer: string,
+    private readonly computed: readonly ComputedTrait[],
+    private readonly now: () => number,
+  ) {}
+
+  /**
+   * @param options.consumer key of the stage's offset in `_tributary.consumer_offsets` (default `identity`)
+   * @param options.computed computed trait definitions, to store each one's current value
+   */
+  static async open(
+    instance: DuckDBInstance,
+    options: { consumer?: string; computed?: readonly ComputedTrait[]; now?: () => number } = {},
+  ): Promise<DuckDBIdentityStore> {
+    const writer = await instance.connect();
+    for (const sql of SCHEMA_SQL) await writer.run(sql);
+    return new DuckDBIdentityStore(
+      instance,
+      writer,
+      options.consumer ?? 'identity',
+      options.computed ?? [],
+      options.now ?? Date.now,
+    );
+  }
+
+  async offset(): Promise<number> {
+    const r = await this.writer.runAndReadAll(
+      'SELECT next_offset FROM _tributary.consumer_offsets WHERE consumer = $1',
+      [this.consumer],
+    );
+    return Number(r.getRows()[0]?.[0] ?? 0);
+  }
+
+  async load(): Promise<IdentitySnapshot> {
+    const c = this.writer;
+    const byId = new Map<string, Profile>();
+    const rows = async (sql: string) => (await c.runAndReadAll(sql)).getRows();
+    for (const [id, first, last, count, created] of await rows(
+      'SELECT profile_id, epoch_ms(first_seen), epoch_ms(last_seen), event_count, created_offset FROM profiles',
+    )) {
+      byId.set(String(id), {
+        id: String(id),
+        identifiers: new Map(),
+        traits: new Map(),
+        computed: new Map(),
+        firstSeen: Number(first),
+        lastSeen: Number(last),
+        eventCount: Number(count),
+        createdOffset: Number(created),
+      });
+    }
+    for (const [id, type, value, first, source, offset] of await rows(
+      'SELECT profile_id, type, value, epoch_ms(first_seen), source_id, log_offset FROM profile_identifiers',
+    )) {
+      const held: HeldIdentifier = {
+        type: String(type),
+        value: String(value),
+        firstSeen: Number(first),
+        sourceId: String(source),
+        logOffset: Number(offset),
+      };
+      byId.get(String(id))?.identifiers.set(`${held.type}:${held.value}`, held);
+    }
+    for (const [id, trait, value, ts, source, offset] of await rows(
+      `SELECT profile_id, trait, CAST(value AS VARCHAR), epoch_ms("timestamp"), source_id, log_offset FROM profile_traits`,
+    )) {
+      byId.get(String(id))?.traits.set(String(trait), {
+        value: value === null ? null : JSON.parse(String(value)),
+        timestamp: Number(ts),
+        sourceId: String(source),
+        logOffset: Number(offset),
+      });
+    }
+    for (const [id, name, state] of await rows(
+      'SELECT profile_id, name, CAST(state AS VARCHAR) FROM profile_computed_traits',
+    )) {
+      byId.get(String(id))?.computed.set(String(name), computedFromJson(String(state)));
+    }
+    const merges: MergeRecord[] = (
+      await rows(
+        `SELECT merge_id, profile_id, merged_profile_id, log_offset, message_id, epoch_ms("timestamp"),
+                CAST(survivor_identifiers AS VARCHAR), CAST(merged_identifiers AS VARCHAR), epoch_ms(unmerged_at), block_id
+         FROM profile_merges ORDER BY log_offset`,
+      )
+    ).map(([mergeId, profileId, merged, offset, messageId, ts, sa, sb, unmergedAt, blockId]) => ({
+      mergeId: String(mergeId),
+      profileId: String(profileId),
+      mergedProfileId: String(merged),
+      logOffset: Number(offset),
+      messageId: String(messageId),
+      timestamp: Number(ts),
+      survivorIdentifiers: JSON.parse(String(sa)) as string[],
+      mergedIdentifiers: JSON.parse(String(sb)) as string[],
+      unmergedAt: unmergedAt === null ? null : Number(unmergedAt),
+      blockId: blockId === null ? null : String(blockId),
+    }));
+    const blocks: Block[] = (
+      await rows(
+        'SELECT block_id, merge_id, CAST(side_a AS VARCHAR), CAST(side_b AS VARCHAR), epoch_ms(created_at) FROM profile_blocks',
+      )
+    ).map(([blockId, mergeId, a, b, at]) => ({
+      blockId: String(blockId),
+      mergeId: String(mergeId),
+      sideA: JSON.parse(String(a)) as string[],
+      sideB: JSON.parse(String(b)) as string[],
+      createdAt: Number(at),
+    }));
+    return { profiles: [...byId.values()], merges, blocks };
+  }
+
+  async commit(
+    changes: IdentityChanges,
+    profile: (id: string) => Profile | undefined,
+    nextOffset: number | undefined,
+  ): Promise<void> {
+    // Read before the first await: the stage goes on resolving while this transaction runs.
+    const snapshot = this.snapshot(changes.dirty, profile);
+    const c = this.writer;
+    const appenders: DuckDBAppender[] = [];
+    const appender = async (table: string, catalog?: 'temp') => {
+      const a = await c.createAppender(table, null, catalog ?? null);
+      appenders.push(a);
+      return a;
+    };
+    await c.run('BEGIN TRANSACTION');
+    try {
+      const statements: string[] = [];
+      const touched = new Set([...changes.dirty, ...changes.removed]);
+      if (touched.size > 0) {
+        const ids = await appender('_identity_ids', 'temp');
+        for (const id of touched) {
+          ids.appendVarchar(id);
+          ids.endRow();
+        }
+        ids.flushSync();
+        for (const t of ['profiles', 'profile_identifiers', 'profile_traits', 'profile_computed_traits']) {
+          statements.push(`DELETE FROM ${t} WHERE profile_id IN (SELECT id FROM temp._identity_ids)`);
+        }
+      }
+      if (changes.replacedOffsets.length > 0) {
+        const offs = await appender('_identity_offsets', 'temp');
+        for (const o of changes.replacedOffsets) {
+          offs.appendBigInt(BigInt(o));
+          offs.endRow();
+        }
+        offs.flushSync();
+        statements.push(
+          'DELETE FROM profile_events WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
+          'DELETE FROM identity_decisions WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
+        );
+      }
+      const mergeIds = [...changes.deletedMerges, ...changes.unmerged.map((m) => m.mergeId)];
+      if (mergeIds.length > 0) {
+        statements.push(
+          `DELETE FROM profile_merges WHERE merge_id IN (${mergeIds.map(sqlString).join(', ')})`,
+        );
+      }
+      if (statements.length > 0) await c.run(statements.join(';\n'));
+
+      if (snapshot.length > 0) await this.appendProfiles(snapshot, appender);
+      if (changes.assignments.length > 0) {
+        const a = await appender('profile_events');
+        for (const x of changes.assignments) {
+          a.appendBigInt(BigInt(x.logOffset));
+          a.appendVarchar(x.profileId);
+          a.endRow();
+        }
+        a.flushSync();
+      }
+      if (changes.decisions.length > 0) {
+        // One parameter of tab-separated lines, split by DuckDB on its own threads: cheaper for
+        // the event loop than eight appender calls per decision.
+        await c.run(INSERT_DECISIONS_SQL, [changes.decisions.map(decisionLine).join('\n')]);
+      }
+      const merges = [...changes.merges, ...changes.unmerged];
+      if (merges.length > 0) {
+        const a = await appender('profile_merges');
+        for (const m of merges) appendMerge(a, m);
+        a.flushSync();
+      }
+      if (changes.blocks.length > 0) {
+        const a = await appender('profile_blocks');
+        for (const b of changes.blocks) {
+          a.appendVarchar(b.blockId);
+          a.appendVarchar(b.mergeId);
+          a.appendVarchar(JSON.stringify(b.sideA));
+          a.appendVarchar(JSON.stringify(b.sideB));
+          a.appendTimestampTZ(tz(b.createdAt));
+          a.endRow();
+        }
+        a.flushSync();
+      }
+      const tail: string[] = [];
+      if (changes.remap.size > 0) {
+        const r = await appender('_identity_remap', 'temp');
+        for (const [oldId, newId] of changes.remap) {
+          r.appendVarchar(oldId);
+          r.appendVarchar(newId);
+          r.endRow();
+        }
+        r.flushSync();
+        tail.push(
+          `UPDATE profile_events SET profile_id = r.new_id FROM temp._identity_remap r
+           WHERE profile_events.profile_id = r.old_id`,
+        );
+      }
+      if (nextOffset !== undefined) {
+        tail.push(
+          `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(this.consumer)}, ${Math.trunc(nextOffset)}, now())`,
+        );
+      }
+      tail.push(
+        'DELETE FROM temp._identity_ids',
+        'DELETE FROM temp._identity_offsets',
+        'DELETE FROM temp._identity_remap',
+        'COMMIT',
+      );
+      await c.run(tail.join(';\n'));
+    } catch (err) {
+      await c.run('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      for (const a of appenders) a.closeSync();
+    }
+  }
+
+  private snapshot(dirty: ReadonlySet<string>, profile: (id: string) => Profile | undefined): ProfileRows[] {
+    const now = this.now();
+    const rows: ProfileRows[] = [];
+    for (const id of dirty) {
+      const p = profile(id);
+      if (!p) continue;
+      const computed: [string, string, string][] = [];
+      for (const def of this.computed) {
+        const state = p.computed.get(def.name);
+        if (state)
+          computed.push([
+            def.name,
+            JSON.stringify(computedValue(def, state, now) ?? null),
+            computedToJson(state),
+          ]);
+      }
+      rows.push({
+        id: p.id,
+        firstSeen: p.firstSeen,
+        lastSeen: p.lastSeen,
+        eventCount: p.eventCount,
+        createdOffset: p.createdOffset,
+        // Held identifiers and trait values are replaced, never changed in place.
+        identifiers: [...p.identifiers.values()],
+        traits: [...p.traits],
+        computed,
+      });
+    }
+    return rows;
+  }
+
+  private async appendProfiles(
+    rows: readonly ProfileRows[],
+    appender: (table: string) => Promise<DuckDBAppender>,
+  ): Promise<void> {
+    const updated = tz(this.now());
+    const pa = await appender('profiles');
+    const ia = await appender('profile_identifiers');
+    const ta = await appender('profile_traits');
+    const ca = await appender('profile_computed_traits');
+    for (const p of rows) {
+      pa.appendVarchar(p.id);
+      pa.appendTimestampTZ(tz(p.firstSeen));
+      pa.appendTimestampTZ(tz(p.lastSeen));
+      pa.appendBigInt(BigInt(p.eventCount));
+      pa.appendBigInt(BigInt(p.createdOffset));
+      pa.appendTimestampTZ(updated);
+      pa.endRow();
+      for (const i of p.identifiers) {
+        ia.appendVarchar(p.id);
+        ia.appendVarchar(i.type);
+        ia.appendVarchar(i.value);
+        ia.appendTimestampTZ(tz(i.firstSeen));
+        ia.appendVarchar(i.sourceId);
+        ia.appendBigInt(BigInt(i.logOffset));
+        ia.endRow();
+      }
+      for (const [name, t] of p.traits) {
+        ta.appendVarchar(p.id);
+        ta.appendVarchar(name);
+        ta.appendVarchar(JSON.stringify(t.value ?? null));
+        ta.appendTimestampTZ(tz(t.timestamp));
+        ta.appendVarchar(t.sourceId);
+        ta.appendBigInt(BigInt(t.logOffset));
+        ta.endRow();
+      }
+      for (const [name, value, state] of p.computed) {
+        ca.appendVarchar(p.id);
+        ca.appendVarchar(name);
+        ca.appendVarchar(value);
+        ca.appendVarchar(state);
+        ca.appendTimestampTZ(updated);
+        ca.endRow();
+      }
+    }
+    for (const a of [pa, ia, ta, ca]) a.flushSync();
+  }
+
+  async eventsOfProfile(profileId: string): Promise<StoredEvent[]> {
+    const r = await this.read(
+      `SELECT e.log_offset, e.source_id, e.message_id, epoch_ms(e.received_at), CAST(e.payload AS VARCHAR)
+       FROM profile_events pe JOIN events e USING (log_offset)
+       WHERE pe.profile_id = $1 ORDER BY e.log_offset`,
+      [profileId],
+    );
+    return r.map(([logOffset, sourceId, messageId, receivedAt, json]) => ({
+      logOffset: Number(logOffset),
+      sourceId: String(sourceId),
+      messageId: String(messageId),
+      receivedAt: Number(receivedAt),
+      json: String(json),
+    }));
+  }
+
+  async recentEvents(profileId: string, limit: number): Promise<ProfileEvent[]> {
+    const r = await this.read(
+      `SELECT e.log_offset, e.message_id, e.source_id, e.type, e.event, strftime(e."timestamp", '%Y-%m-%dT%H:%M:%S.%gZ')
+       FROM profile_events pe JOIN events e USING (log_offset)
+       WHERE pe.profile_id = $1 ORDER BY e."timestamp" DESC, e.log_offset DESC LIMIT $2`,
+      [profileId, BigInt(limit)],
+    );
+    return r.map(([logOffset, messageId, sourceId, type, event, timestamp]) => ({
+      logOffset: Number(logOffset),
+      messageId: String(messageId),
+      sourceId: String(sourceId),
+      type: String(type),
+      event: event === null ? null : String(event),
+      timestamp: String(timestamp),
+    }));
+  }
+
+  async decisions(
+    profileIds: readonly string[],
+    identifiers: readonly string[],
+    limit: number,
+  ): Promise<Decision[]> {
+    if (profileIds.length === 0 && identifiers.length === 0) return [];
+    const conditions: string[] = [];
+    if (profileIds.length > 0) {
+      conditions.push(
+        `d.log_offset IN (SELECT log_offset FROM profile_events WHERE profile_id IN (${profileIds.map(sqlString).join(', ')}))`,
+      );
+    }
+    for (const key of identifiers)
+      conditions.push(`list_contains(CAST(CAST(d.identifiers AS JSON) AS VARCHAR[]), ${sqlString(key)})`);
+    const r = await this.read(
+      `SELECT d.log_offset, e.message_id, e.source_id, epoch_ms(e."timestamp"), d.action, d.limited, d.profile_id,
+              d.involved, d.identifiers, d.left_out, d.rule
+       FROM identity_decisions d JOIN events e USING (log_offset)
+       WHERE ${conditions.join(' OR ')} ORDER BY d.log_offset LIMIT ${Math.trunc(limit)}`,
+      [],
+    );
+    return r.map(([logOffset, messageId, sourceId, ts, action, limited, profileId, inv, ids, left, rule]) => {
+      const leftOut = JSON.parse(String(left)) as Decision['leftOut'];
+      const all = JSON.parse(String(ids)) as string[];
+      const out = new Set(leftOut.map((l) => l.identifier));
+      return {
+        logOffset: Number(logOffset),
+        messageId: String(messageId),
+        sourceId: String(sourceId),
+        timestamp: Number(ts),
+        action: String(action) as Decision['action'],
+        limited: Boolean(limited),
+        profileId: profileId === null ? null : String(profileId),
+        involved: JSON.parse(String(inv)) as string[],
+        identifiers: all,
+        accepted: all.filter((k) => !out.has(k)),
+        leftOut,
+        rule: String(rule),
+      };
+    });
+  }
+
+  private async read(sql: string, params: (string | bigint)[]): Promise<unknown[][]> {
+    const conn = await this.instance.connect();
+    try {
+      return (await conn.runAndReadAll(sql, params)).getRows() as unknown[][];
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.writer.closeSync();
+  }
+}
+
+/**
+ * A decision as one line of tab-separated fields in the column order of `identity_decisions`.
+ * JSON text never holds a raw tab or newline, and the other fields are ours.
+ */
+function decisionLine(d: Decision): string {
+  return `${d.logOffset}\t${d.action}\t${d.limited ? 1 : 0}\t${d.profileId ?? ''}\t${JSON.stringify(d.identifiers)}\t${
+    d.leftOut.length === 0 ? '[]' : JSON.stringify(d.leftOut)
+  }\t${d.involved.length === 0 ? '[]' : JSON.stringify(d.involved)}\t${d.rule.replace(/[\t\n]/g, ' ')}`;
+}
+
+function appendMerge(a: DuckDBAppender, m: MergeRecord): void {
+  a.appendVarchar(m.mergeId);
+  a.appendVarchar(m.profileId);
+  a.appendVarchar(m.mergedProfileId);
+  a.appendBigInt(BigInt(m.logOffset));
+  a.appendVarchar(m.messageId);
+  a.appendTimestampTZ(tz(m.timestamp));
+  a.appendVarchar(JSON.stringify(m.survivorIdentifiers));
+  a.appendVarchar(JSON.stringify(m.mergedIdentifiers));
+  if (m.unmergedAt === null) a.appendNull();
+  else a.appendTimestampTZ(tz(m.unmergedAt));
+  if (m.blockId === null) a.appendNull();
+  else a.appendVarchar(m.blockId);
+  a.endRow();
+}

@@ -1,0 +1,358 @@
+import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
+import type { StoredEvent } from '../warehouse/warehouse.js';
+import { type IdentityRules, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
+import {
+  type Decision,
+  IdentityEngine,
+  type IdentityEngineOptions,
+  type MergeRecord,
+  type Profile,
+  toIdentityEvent,
+} from './identity-engine.js';
+import type { IdentityStore, ProfileEvent } from './identity-store.js';
+import { computedValue } from './traits.js';
+
+/** A profile as the Profile API returns it. */
+export interface ProfileView {
+  profileId: string;
+  identifiers: { type: string; value: string; firstSeen: string; sourceId: string }[];
+  traits: Record<string, unknown>;
+  computedTraits: Record<string, unknown>;
+  firstSeen: string;
+  lastSeen: string;
+  eventCount: number;
+  recentEvents: ProfileEvent[];
+  merges: (Omit<MergeRecord, 'timestamp' | 'unmergedAt'> & {
+    timestamp: string;
+    unmergedAt: string | null;
+  })[];
+}
+
+export interface Explanation {
+  identifiers: { identifier: string; profileId: string | null }[];
+  sameProfile: boolean;
+  summary: string;
+  /** The events that link the identifiers, in log order (when they are one person). */
+  path: Decision[];
+  /** Events that carried them but were refused a link (limits, blocks, blocked values). */
+  refused: Decision[];
+}
+
+export interface StageOptions extends IdentityEngineOptions {
+  onError?: (err: unknown) => void;
+  /** Most events per feed call. Default 20,000. */
+  maxBatch?: number;
+  /** Events per transaction within a feed call. Default 5,000. */
+  chunk?: number;
+}
+
+/** Thrown for lookups that name nothing; the routes map it to 404 / 400. */
+export class IdentityLookupError extends Error {
+  constructor(
+    readonly kind: 'bad_identifier' | 'not_found' | 'merge_not_found',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * The identity stage: follows the `events` table through the feed, resolves each event with
+ * the in-memory engine, and commits the batch's changes with the feed offset in one store
+ * transaction, so every event is resolved exactly once. It also serves the Profile API
+ * (reads from memory, history from the store) and runs unmerges between batches.
+ */
+export class IdentityStage {
+  private engine: IdentityEngine;
+  private queue: Promise<unknown> = Promise.resolve();
+  private subscription: FeedSubscription | undefined;
+
+  private constructor(
+    private readonly store: IdentityStore,
+    private readonly rules: IdentityRules,
+    private readonly options: StageOptions,
+  ) {
+    this.engine = new IdentityEngine(rules, options);
+  }
+
+  static async open(
+    store: IdentityStore,
+    rules: IdentityRules,
+    options: StageOptions = {},
+  ): Promise<IdentityStage> {
+    const stage = new IdentityStage(store, rules, options);
+    await stage.reload();
+    return stage;
+  }
+
+  /** Rebuilds the in-memory working set from the store (start-up, and after a failed commit). */
+  private async reload(): Promise<void> {
+    const engine = new IdentityEngine(this.rules, this.options);
+    const snap = await this.store.load();
+    for (const p of snap.profiles) engine.loadProfile(p);
+    for (const m of snap.merges) engine.loadMerge(m);
+    for (const b of snap.blocks) engine.loadBlock(b);
+    this.engine = engine;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Starts following the feed from the stored offset. */
+  follow(feed: EventFeed): void {
+    this.subscription = feed.subscribe({
+      name: 'identity',
+      from: () => this.store.offset(),
+      handle: (events, next) => this.handle(events, next),
+      maxBatch: this.options.maxBatch ?? 20_000,
+      onError: this.options.onError,
+    });
+  }
+
+  async drained(): Promise<void> {
+    await this.subscription?.drained();
+  }
+
+  async stop(): Promise<void> {
+    await this.subscription?.stop();
+    this.subscription = undefined;
+    await this.queue;
+  }
+
+  /**
+   * Resolves a batch and commits it with `nextOffset`. The batch is cut into chunks, each
+   * committed with the offset of the next chunk: a chunk's transaction runs on DuckDB's
+   * threads while the next chunk is resolved on the event loop. If one fails, the working set
+   * is reloaded and the feed resumes from the last committed offset.
+   */
+  handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
+    return this.serial(async () => {
+      const chunk = this.options.chunk ?? 5_000;
+      let pending: Promise<void> | undefined;
+      try {
+        for (let i = 0; i < events.length || i === 0; i += chunk) {
+          const part = events.slice(i, i + chunk);
+          for (const e of part) this.engine.resolve(toIdentityEvent(e, this.rules));
+          if (pending) await pending;
+          const next = i + chunk < events.length ? events[i + chunk]!.logOffset : nextOffset;
+          const changes = this.engine.takeChanges();
+          pending = this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
+          // Handled below; keeps a failure from being reported as unhandled while the next chunk resolves.
+          pending.catch(() => undefined);
+        }
+        await pending;
+      } catch (err) {
+        await pending?.catch(() => undefined);
+        // The memory is ahead of the store: rebuild it so the retried events are not counted twice.
+        await this.reload().catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  private async commit(nextOffset: number | undefined): Promise<void> {
+    const changes = this.engine.takeChanges();
+    try {
+      await this.store.commit(changes, (id) => this.engine.profiles.get(id), nextOffset);
+    } catch (err) {
+      await this.reload().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  // ---- Profile API ----
+
+  /** The profile holding `type:value` (or `profile_id:<id>`), or undefined. */
+  lookup(text: string): Profile | undefined {
+    const id = parseIdentifierKey(text);
+    if (!id) throw new IdentityLookupError('bad_identifier', `expected type:value, got "${text}"`);
+    if (id.type === 'profile_id') {
+      const cur = this.engine.current(id.value);
+      return cur === undefined ? undefined : this.engine.profiles.get(cur);
+    }
+    return this.engine.profileOf(this.normalizeKey(id.type, id.value));
+  }
+
+  private normalizeKey(type: string, value: string): string {
+    const n = normalizeIdentifier(type, value, this.rules);
+    return `${type}:${n.value}`;
+  }
+
+  async getProfile(text: string, options: { events?: number; now?: number } = {}): Promise<ProfileView> {
+    const p = this.lookup(text);
+    if (!p) throw new IdentityLookupError('not_found', `no profile holds ${text}`);
+    const now = options.now ?? Date.now();
+    const computedTraits: Record<string, unknown> = {};
+    for (const def of this.rules.computed)
+      computedTraits[def.name] = computedValue(def, p.computed.get(def.name), now);
+    const component = new Set([p.id]);
+    for (const old of this.engine.redirects.keys()) if (this.engine.current(old) === p.id) component.add(old);
+    const merges = [...this.engine.merges.values()]
+      .filter((m) => component.has(m.profileId) || component.has(m.mergedProfileId))
+      .sort((a, b) => a.logOffset - b.logOffset)
+      .map((m) => ({
+        ...m,
+        timestamp: iso(m.timestamp),
+        unmergedAt: m.unmergedAt === null ? null : iso(m.unmergedAt),
+      }));
+    return {
+      profileId: p.id,
+      identifiers: [...p.identifiers.values()].map((i) => ({
+        type: i.type,
+        value: i.value,
+        firstSeen: iso(i.firstSeen),
+        sourceId: i.sourceId,
+      })),
+      traits: Object.fromEntries([...p.traits].map(([k, t]) => [k, t.value])),
+      computedTraits,
+      firstSeen: iso(p.firstSeen),
+      lastSeen: iso(p.lastSeen),
+      eventCount: p.eventCount,
+      recentEvents: await this.store.recentEvents(p.id, options.events ?? 20),
+      merges,
+    };
+  }
+
+  /** Profiles whose trait equals the value (compared as text), at most `limit`. */
+  search(trait: string, value: string, limit = 50): { profileId: string; traits: Record<string, unknown> }[] {
+    const out: { profileId: string; traits: Record<string, unknown> }[] = [];
+    for (const p of this.engine.profiles.values()) {
+      const t = p.traits.get(trait);
+      if (t === undefined) continue;
+      const text = typeof t.value === 'string' ? t.value : JSON.stringify(t.value);
+      if (text !== value) continue;
+      out.push({ profileId: p.id, traits: Object.fromEntries([...p.traits].map(([k, v]) => [k, v.value])) });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** Why identifiers are, or are not, one person. */
+  async explain(a: string, b?: string): Promise<Explanation> {
+    const keys = [a, ...(b === undefined ? [] : [b])].map((text) => {
+      const id = parseIdentifierKey(text);
+      if (!id) throw new IdentityLookupError('bad_identifier', `expected type:value, got "${text}"`);
+      return this.normalizeKey(id.type, id.value);
+    });
+    const holders = keys.map((k) => this.engine.holders.get(k) ?? null);
+    const profileIds = [...new Set(holders.filter((h): h is string => h !== null))];
+    const decisions = await this.store.decisions(profileIds, keys, 10_000);
+    const refused = decisions.filter(
+      (d) =>
+        d.leftOut.some((l) => keys.includes(l.identifier)) ||
+        (d.limited && keys.some((k) => d.identifiers.includes(k))),
+    );
+    const identifiers = keys.map((k, i) => ({ identifier: k, profileId: holders[i]! }));
+    if (keys.length === 1) {
+      const path = decisions.filter((d) => d.accepted.includes(keys[0]!));
+      return {
+        identifiers,
+        sameProfile: true,
+        path,
+        refused,
+        summary:
+          holders[0] === null
+            ? `${keys[0]} is in no profile${refused.length > 0 ? `: ${refused[0]!.leftOut.find((l) => l.identifier === keys[0])?.reason ?? refused[0]!.rule}` : ''}`
+            : `${keys[0]} is in profile ${holders[0]}, first seen in event ${path[0]?.messageId ?? '?'}`,
+      };
+    }
+    const same = holders[0] !== null && holders[0] === holders[1];
+    if (!same) {
+      // An event of one profile that carried an identifier of the other, refused by a rule.
+      const reasons: string[] = [];
+      for (const d of decisions) {
+        for (const l of d.leftOut) {
+          const other = this.engine.holders.get(l.identifier);
+          if (d.profileId === null || other === undefined || other === d.profileId) continue;
+          if (!holders.includes(d.profileId) || !holders.includes(other)) continue;
+          reasons.push(
+            `event ${d.messageId} (profile ${d.profileId}) carried ${l.identifier} of profile ${other}, left out (${l.reason})`,
+          );
+        }
+      }
+      return {
+        identifiers,
+        sameProfile: false,
+        path: [],
+        refused,
+        summary:
+          reasons.length > 0
+            ? `not one person: ${reasons.join('; ')}`
+            : 'not one person: no event links them',
+      };
+    }
+    const path = linkPath(
+      decisions.filter((d) => d.profileId !== null),
+      keys[0]!,
+      keys[1]!,
+    );
+    return {
+      identifiers,
+      sameProfile: true,
+      path,
+      refused,
+      summary: `one person (profile ${holders[0]}): linked through ${path.length} event(s): ${path
+        .map((d) => `${d.messageId} [${d.accepted.join(', ')}]`)
+        .join(' → ')}`,
+    };
+  }
+
+  /** Splits a merge apart (see `IdentityEngine.unmerge`) and commits the result. */
+  unmerge(
+    mergeId: string,
+    options: { keepBlock?: boolean; at?: number } = {},
+  ): Promise<{ profiles: string[] }> {
+    return this.serial(async () => {
+      const merge = this.engine.merges.get(mergeId);
+      if (!merge || merge.unmergedAt !== null)
+        throw new IdentityLookupError('merge_not_found', `no active merge ${mergeId}`);
+      const current = this.engine.current(merge.profileId);
+      if (current === undefined)
+        throw new IdentityLookupError('merge_not_found', `merge ${mergeId} has no profile`);
+      const stored = await this.store.eventsOfProfile(current);
+      const result = this.engine.unmerge(
+        mergeId,
+        stored.map((e) => toIdentityEvent(e, this.rules)),
+        { keepBlock: options.keepBlock ?? true, at: options.at ?? Date.now() },
+      );
+      await this.commit(undefined);
+      return result;
+    });
+  }
+
+  /** For tests and the benchmark: the live profiles. */
+  profiles(): IterableIterator<Profile> {
+    return this.engine.profiles.values();
+  }
+}
+
+/** The events (by their accepted identifiers) that connect `a` to `b`: a breadth-first search. */
+function linkPath(decisions: readonly Decision[], a: string, b: string): Decision[] {
+  const byId = new Map<string, Decision[]>();
+  for (const d of decisions) for (const k of d.accepted) (byId.get(k) ?? byId.set(k, []).get(k)!).push(d);
+  const via = new Map<string, { from: string; decision: Decision } | null>([[a, null]]);
+  const queue = [a];
+  while (queue.length > 0) {
+    const k = queue.shift()!;
+    if (k === b) break;
+    for (const d of byId.get(k) ?? []) {
+      for (const next of d.accepted) {
+        if (via.has(next)) continue;
+        via.set(next, { from: k, decision: d });
+        queue.push(next);
+      }
+    }
+  }
+  const path: Decision[] = [];
+  let cur = via.get(b);
+  while (cur) {
+    if (!path.includes(cur.decision)) path.unshift(cur.decision);
+    cur = via.get(cur.from);
+  }
+  return path;
+}

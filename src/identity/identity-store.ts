@@ -1,0 +1,50 @@
+import type { StoredEvent } from '../warehouse/warehouse.js';
+import type { Block, Decision, IdentityChanges, MergeRecord, Profile } from './identity-engine.js';
+
+/** Everything the in-memory core needs at start-up. */
+export interface IdentitySnapshot {
+  profiles: Profile[];
+  merges: MergeRecord[];
+  blocks: Block[];
+}
+
+/** One stored event of a profile, for the Profile API. */
+export interface ProfileEvent {
+  logOffset: number;
+  messageId: string;
+  sourceId: string;
+  type: string;
+  event: string | null;
+  timestamp: string;
+}
+
+/**
+ * The identity store port: profiles, identifiers, traits, merges, blocks, decisions and the
+ * event → profile mapping, with the stage's feed offset written in the same transaction.
+ * Adapters: DuckDB (embedded default, `./duckdb/`); PostgreSQL comes with the scale-out issue.
+ */
+export interface IdentityStore {
+  /** The log offset the identity stage has resolved up to (0 when it never ran). */
+  offset(): Promise<number>;
+  load(): Promise<IdentitySnapshot>;
+  /**
+   * Writes what a batch changed and, when given, the stage's next offset, in one transaction.
+   * `profile(id)` gives the current state of each dirty profile; the store reads it before its
+   * first await, so the caller may go on changing profiles while the transaction runs.
+   */
+  commit(
+    changes: IdentityChanges,
+    profile: (id: string) => Profile | undefined,
+    nextOffset: number | undefined,
+  ): Promise<void>;
+  /** The stored events now mapped to the profile, in log order (for an unmerge replay). */
+  eventsOfProfile(profileId: string): Promise<StoredEvent[]>;
+  recentEvents(profileId: string, limit: number): Promise<ProfileEvent[]>;
+  /** Decisions of events mapped to these profiles or naming these identifiers, in log order. */
+  decisions(
+    profileIds: readonly string[],
+    identifiers: readonly string[],
+    limit: number,
+  ): Promise<Decision[]>;
+  close(): Promise<void>;
+}

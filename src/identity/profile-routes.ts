@@ -1,0 +1,85 @@
+import type { FastifyInstance } from 'fastify';
+import { type ErrorCode, TributaryError } from '../errors.js';
+import { IdentityLookupError, type IdentityStage } from './identity-stage.js';
+
+export interface ProfileRoutesDeps {
+  /** Undefined when identity resolution is off. */
+  identity: IdentityStage | undefined;
+  /** Checks a bearer header against the admin token. */
+  isAdmin: (authorization: string | undefined) => boolean;
+  /** Checks it against the profile read token (never a write key). */
+  isReader: (authorization: string | undefined) => boolean;
+}
+
+const LOOKUP_CODES: Record<IdentityLookupError['kind'], ErrorCode> = {
+  bad_identifier: 'TRIB_ERR_PROFILE_BAD_IDENTIFIER',
+  not_found: 'TRIB_ERR_PROFILE_NOT_FOUND',
+  merge_not_found: 'TRIB_ERR_PROFILE_MERGE_NOT_FOUND',
+};
+
+function mapped(err: unknown): unknown {
+  return err instanceof IdentityLookupError ? new TributaryError(LOOKUP_CODES[err.kind], [err.message]) : err;
+}
+
+/**
+ * The Profile API. Reads (`GET /v1/profiles/{type}:{value}`, search, explain) take the admin
+ * token or the profile read token; unmerge takes the admin token.
+ */
+export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): void {
+  const stage = (): IdentityStage => {
+    if (!deps.identity) throw new TributaryError('TRIB_ERR_PROFILE_DISABLED');
+    return deps.identity;
+  };
+  app.addHook('onRequest', async (req) => {
+    const auth = req.headers.authorization;
+    const write = req.method !== 'GET';
+    if (deps.isAdmin(auth) || (!write && deps.isReader(auth))) return;
+    throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
+  });
+
+  app.get<{ Querystring: { trait?: string; value?: string; limit?: string } }>('/v1/profiles', (req) => {
+    const { trait, value } = req.query;
+    if (!trait || value === undefined)
+      throw new TributaryError('TRIB_ERR_PROFILE_BAD_IDENTIFIER', ['search with ?trait=NAME&value=VALUE']);
+    return { profiles: stage().search(trait, value, Math.min(Number(req.query.limit ?? 50) || 50, 1000)) };
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { events?: string } }>('/v1/profiles/:id', async (req) => {
+    try {
+      return await stage().getProfile(req.params.id, {
+        events: Math.min(Number(req.query.events ?? 20) || 20, 500),
+      });
+    } catch (err) {
+      throw mapped(err);
+    }
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { with?: string } }>(
+    '/v1/profiles/:id/explain',
+    async (req) => {
+      try {
+        return await stage().explain(req.params.id, req.query.with);
+      } catch (err) {
+        throw mapped(err);
+      }
+    },
+  );
+
+  app.post<{ Params: { mergeId: string } }>('/v1/profiles/merges/:mergeId/unmerge', async (req) => {
+    let block = true;
+    if (req.body instanceof Buffer && req.body.length > 0) {
+      try {
+        const body = JSON.parse(req.body.toString('utf8')) as { block?: unknown };
+        if (body.block === false) block = false;
+      } catch (err) {
+        throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
+      }
+    }
+    try {
+      const result = await stage().unmerge(req.params.mergeId, { keepBlock: block });
+      return { success: true, blocked: block, ...result };
+    } catch (err) {
+      throw mapped(err);
+    }
+  });
+}
