@@ -54,21 +54,21 @@ sources
   .action(sourcesListCommand);
 
 const profiles = program.command('profiles').description('unified profiles on the running server');
-const serverOptions = (c: Command) =>
+const profileOptions = (c: Command) =>
   c
     .option('--json', 'print JSON')
     .option('--url <url>', 'server URL (default $TRIBUTARY_URL, else the configured port on 127.0.0.1)')
     .option('--token <token>', 'profile read token (default $TRIBUTARY_PROFILE_TOKEN, else the admin token)')
     .option('-c, --config <file>', 'configuration file, to find the port')
     .option('-d, --data-dir <dir>', 'workspace folder, to find the configuration and admin token');
-serverOptions(
+profileOptions(
   profiles
     .command('get')
     .description('a profile: traits, identifiers, computed traits, recent events, merges')
     .argument('<identifier>', 'type:value, e.g. email:ada@example.com, user_id:42, profile_id:<id>')
     .option('--events <n>', 'recent events to show (default 10)'),
 ).action(profilesGetCommand);
-serverOptions(
+profileOptions(
   profiles
     .command('search')
     .description('profiles whose trait has the value')
@@ -76,14 +76,14 @@ serverOptions(
     .argument('<value>')
     .option('--limit <n>', 'most profiles (default 50)'),
 ).action(profilesSearchCommand);
-serverOptions(
+profileOptions(
   profiles
     .command('explain')
     .description('why identifiers are, or are not, one person')
     .argument('<identifier>', 'type:value')
     .argument('[other]', 'a second type:value'),
 ).action(profilesExplainCommand);
-serverOptions(
+profileOptions(
   profiles
     .command('unmerge')
     .description('split a merge apart (needs the admin token); the link is blocked unless --no-block')
