@@ -19,7 +19,9 @@ export const ViolationAction = z
 export type ViolationAction = z.infer<typeof ViolationAction>;
 
 /** A JSON Schema, checked by ajv when the plan is compiled. */
-const JsonSchema = z.record(z.string(), z.unknown()).describe('A JSON Schema (draft 2020-12; formats from ajv-formats).');
+const JsonSchema = z
+  .record(z.string(), z.unknown())
+  .describe('A JSON Schema (draft 2020-12; formats from ajv-formats).');
 
 export const PlannedEvent = z
   .object({
