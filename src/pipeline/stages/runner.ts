@@ -83,7 +83,7 @@ export async function runStages(stages: readonly Stage[], records: readonly Deli
       sourceId: pe.record.sourceId,
       receivedAt: pe.record.receivedAt,
       logOffset: pe.record.offset,
-      json: JSON.stringify(pe.event),
+      json: pe.changed ? JSON.stringify(pe.event) : pe.record.json,
     });
   }
   for (const [offset] of byOffset) {
