@@ -127,6 +127,7 @@ async function build(
         timeoutMs: t.timeout,
         memoryMb: t.memoryLimit,
         env: granted,
+        network: t.grants.network,
       });
       started.push(sandbox);
       try {
