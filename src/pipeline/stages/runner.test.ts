@@ -53,6 +53,7 @@ describe('runStages', () => {
       [1, 'broken', 'TRIB_ERR_PIPELINE_STAGE_ERROR'],
     ]);
     expect(run.failed[1]!.reason).toBe('stage broken failed: bug');
+    expect(run.failed[0]!.json).toBe('"{nope"');
     expect(run.outcomes).toEqual([
       { stage: 'broken', outcome: 'failed', offset: 1 },
       { stage: 'pipeline', outcome: 'failed', offset: 2 },
