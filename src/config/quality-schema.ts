@@ -164,6 +164,12 @@ export const TransformationConfig = z
           .array(z.string())
           .default([])
           .describe('Environment variables the function may read (as `env.NAME`).'),
+        network: z
+          .array(z.string().min(1))
+          .optional()
+          .describe(
+            'Host names the function may reach with fetch (it may then be async). Default: no network.',
+          ),
       })
       .strict()
       .prefault({}),

@@ -30,6 +30,38 @@ export function workspaceSalt(dataDir: string): string {
 }
 
 /**
+ * Checks what `buildQuality` would load without starting anything: plan files are read and
+ * their schemas compiled, function files compiled (not run).
+ * @throws TributaryError `TRIB_ERR_PLAN_INVALID` or `TRIB_ERR_TRANSFORM_INVALID`.
+ */
+export function checkQuality(sources: readonly SourceConfig[], baseDir: string): void {
+  for (const s of sources) {
+    if (s.plans && s.plans.length > 0) {
+      try {
+        new PlanStage(resolvePlans(s.plans, baseDir));
+      } catch (err) {
+        if (err instanceof TributaryError) throw err;
+        throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`sources[${s.id}]: ${(err as Error).message}`], {
+          cause: err,
+        });
+      }
+    }
+    for (const t of s.transformations ?? []) {
+      const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
+      try {
+        compileFunction(readFileSync(file, 'utf8'), file);
+      } catch (err) {
+        throw new TributaryError(
+          'TRIB_ERR_TRANSFORM_INVALID',
+          [`sources[${s.id}].transformations[${t.id}]: ${(err as Error).message}`],
+          { cause: err },
+        );
+      }
+    }
+  }
+}
+
+/**
  * Builds the quality stages of every source from the configuration. Plan files and
  * function files are resolved against `baseDir` (the configuration file's folder);
  * functions get the variables of `env` their grants name. Starts the sandboxes, so a
@@ -95,6 +127,7 @@ async function build(
         timeoutMs: t.timeout,
         memoryMb: t.memoryLimit,
         env: granted,
+        network: t.grants.network,
       });
       started.push(sandbox);
       try {

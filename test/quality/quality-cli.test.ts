@@ -16,8 +16,12 @@ let server: TestServer;
 let dir: string;
 
 async function cli(...args: string[]) {
+  return cliRaw(...args, '--url', server.url);
+}
+
+async function cliRaw(...args: string[]) {
   try {
-    const r = await run(process.execPath, [...CLI, ...args, '--url', server.url], {
+    const r = await run(process.execPath, [...CLI, ...args], {
       cwd: dir,
       env: { ...process.env, TRIBUTARY_ADMIN_TOKEN: ADMIN_TOKEN },
     });
@@ -113,5 +117,14 @@ describe('quality CLI verbs', () => {
     const broken = await cli('plan', 'check', 'broken.yaml', '--offline');
     expect(broken.code).toBe(1);
     expect(broken.stderr).toContain('TRIB_ERR_PLAN_INVALID');
+
+    // config check loads the plans a configuration references, as start would.
+    writeFileSync(
+      join(dir, 'with-plan.yaml'),
+      `version: 1\nsources:\n  - id: web\n    type: http\n    writeKey: k\n    plans:\n      - file: broken.yaml\n`,
+    );
+    const configCheck = await cliRaw('config', 'check', '--config', 'with-plan.yaml');
+    expect(configCheck.code).toBe(1);
+    expect(configCheck.stderr).toContain('TRIB_ERR_PLAN_INVALID');
   });
 });

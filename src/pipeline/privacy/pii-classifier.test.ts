@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { PrivacyConfig } from '../../config/quality-schema.js';
 import type { JsonObject } from '../../spec/event.js';
-import { isCardNumber, isSsn, PiiClassifier } from './pii-classifier.js';
+import { isCardNumber, isSsn, mask, PiiClassifier } from './pii-classifier.js';
 
 const SALT = 'test-salt';
 const classifier = (policy: unknown, matchers: unknown[] = []) =>
@@ -158,6 +158,14 @@ describe('PiiClassifier', () => {
       ['properties.__proto__x', 'properties.asString', `properties.deep${'.0'.repeat(61)}`].sort(),
     );
     expect(event.properties.huge).toBe(huge);
+  });
+
+  it('masks by code point, so a masked emoji string keeps whole characters', () => {
+    expect(mask('😀😀😀😀😀😀😀😀😀😀1234', 'x')).toBe('**********1234');
+    expect(mask('😀😀😀😀😀😀abcd', 'x')).toBe('******abcd');
+    expect(mask('+1 415 555 2671', 'phone')).toBe('***********2671');
+    expect(mask('short', 'x')).toBe('****');
+    expect(mask('Ann@Example.com', 'email')).toBe('A***@Example.com');
   });
 
   it('checks Luhn and SSN ranges', () => {

@@ -208,9 +208,10 @@ export class PiiClassifier {
 
   apply(event: JsonObject): PrivacyResult {
     const findings: PiiFinding[] = [];
-    for (const key of Object.keys(event)) {
+    const path: (string | number)[] = [];
+    for (const key in event) {
       if (ENVELOPE.has(key)) continue;
-      this.visit(event, key, key, findings);
+      this.visit(event, key, path, findings);
     }
     return { findings, blocked: findings.some((f) => f.action === 'block') };
   }
@@ -236,23 +237,34 @@ export class PiiClassifier {
     return undefined;
   }
 
-  /** Classifies `parent[key]`, acts on it, and walks into it when it is kept as it is. */
-  private visit(parent: JsonObject | unknown[], key: string | number, path: string, out: PiiFinding[]): void {
+  /**
+   * Classifies `parent[key]`, acts on it, and walks into it when it is kept as it is. The
+   * path is a stack of keys, joined only for a finding (most fields have none).
+   */
+  private visit(
+    parent: JsonObject | unknown[],
+    key: string | number,
+    path: (string | number)[],
+    out: PiiFinding[],
+  ): void {
     const value = (parent as Record<string | number, unknown>)[key];
+    path.push(key);
     const cls = this.classify(typeof key === 'string' ? key : undefined, value);
     if (cls) {
       const action = this.actions.get(cls.name)!;
-      out.push({ className: cls.name, category: cls.category, action, path });
+      out.push({ className: cls.name, category: cls.category, action, path: path.join('.') });
       if (action !== 'allow') {
         this.act(parent, key, value, action, cls.name);
+        path.pop();
         return;
       }
     }
     if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) this.visit(value, i, `${path}.${i}`, out);
+      for (let i = 0; i < value.length; i++) this.visit(value, i, path, out);
     } else if (typeof value === 'object' && value !== null) {
-      for (const k of Object.keys(value)) this.visit(value as JsonObject, k, `${path}.${k}`, out);
+      for (const k in value) this.visit(value as JsonObject, k, path, out);
     }
+    path.pop();
   }
 
   private act(
@@ -287,9 +299,12 @@ export function mask(value: unknown, cls: string): string {
     const at = text.lastIndexOf('@');
     if (at > 0) return `${text[0]}***${text.slice(at)}`;
   }
-  const chars = [...text];
-  if (chars.length >= 10) return `${'*'.repeat(chars.length - 4)}${chars.slice(-4).join('')}`;
-  return '****';
+  // Code points, not UTF-16 units, when the text has surrogate pairs (emoji, rare scripts).
+  if (/[\uD800-\uDFFF]/.test(text)) {
+    const chars = [...text];
+    return chars.length >= 10 ? `${'*'.repeat(chars.length - 4)}${chars.slice(-4).join('')}` : '****';
+  }
+  return text.length >= 10 ? `${'*'.repeat(text.length - 4)}${text.slice(-4)}` : '****';
 }
 
 function toClassDef(m: PiiMatcher): ClassDef {

@@ -75,4 +75,37 @@ describe('MappingStage', () => {
     expect(normalize(['A'], 'lowercase')).toEqual(['A']);
     expect(normalize(' ÄBC ', 'email')).toBe('äbc');
   });
+
+  it('hostile input: huge strings, unicode keys and names, numbers as strings, nested arrays', () => {
+    const m = stage({
+      events: { aliases: { 'Café Visité': ['cafe_visite'] }, style: 'snake_case' },
+      fields: { phone: ['téléphone'] },
+      normalize: { phone: ['e164'], when: ['iso_date'], email: ['email'] },
+      defaultRegion: 'FR',
+    });
+    const huge = '9'.repeat(30_000);
+    const e = {
+      type: 'track',
+      event: 'Café Visité',
+      properties: {
+        téléphone: '06 12 34 56 78',
+        when: '1700000000',
+        email: huge,
+        nested: [[1, ['a']], { b: [2] }],
+      },
+    };
+    m.map(e);
+    expect(e.event).toBe('Café Visité');
+    expect(e.properties).toEqual({
+      phone: '+33612345678',
+      when: '2023-11-14T22:13:20.000Z',
+      email: huge,
+      nested: [[1, ['a']], { b: [2] }],
+    });
+    const styled = { type: 'track', event: '注文 完了 ✓' };
+    m.map(styled);
+    expect(styled.event).toBe('注文_完了');
+    expect(normalize(huge, 'e164', 'FR')).toBeUndefined();
+    expect(normalize('+1 (415) 555-2671 ext. 1234', 'e164')).toBe('+14155552671');
+  });
 });

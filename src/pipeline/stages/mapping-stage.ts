@@ -85,7 +85,7 @@ export class MappingStage implements Stage {
   }
 
   run(events: PipelineEvent[]): StageResult {
-    for (const pe of events) this.map(pe.event);
+    for (const pe of events) if (this.map(pe.event).length > 0) pe.changed = true;
     return { pass: events, drop: [], fail: [] };
   }
 

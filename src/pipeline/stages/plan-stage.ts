@@ -61,9 +61,10 @@ export class PlanStage implements Stage {
         result.fail.push({ record: pe.record, event: pe.event, ...fate });
         continue;
       }
-      if (verdict) {
+      if (verdict && (verdict.violations.length > 0 || verdict.omitted.length > 0)) {
         annotate(pe.event, 'violations', verdict.violations);
-        if (verdict.omitted.length > 0) annotate(pe.event, 'omitted', verdict.omitted);
+        annotate(pe.event, 'omitted', verdict.omitted);
+        pe.changed = true;
       }
       result.pass.push(pe);
     }

@@ -24,8 +24,8 @@ export async function runStages(stages: readonly Stage[], records: readonly Deli
   const out: StagesRun = { rows: [], failed: [], outcomes: [] };
   const ended = new Map<number, { stage: string; outcome: StageOutcome }>();
   const byOffset = new Map<number, Delivered>();
-  const fail = (f: Fate) => {
-    out.failed.push(toStageFailedRow(f));
+  const fail = (f: Fate, payload?: string) => {
+    out.failed.push(toStageFailedRow(f, payload));
     if (!ended.has(f.record.offset)) ended.set(f.record.offset, { stage: f.stage, outcome: f.kind });
   };
 
@@ -37,14 +37,18 @@ export async function runStages(stages: readonly Stage[], records: readonly Deli
       event = JSON.parse(r.json);
     } catch (err) {
       event = undefined;
-      fail({
-        record: r,
-        event: {},
-        stage: 'pipeline',
-        code: 'TRIB_ERR_PIPELINE_BAD_PAYLOAD',
-        reason: `the stored event is not JSON: ${(err as Error).message}`,
-        kind: 'failed',
-      });
+      // Kept as a JSON string: the payload column only takes JSON.
+      fail(
+        {
+          record: r,
+          event: {},
+          stage: 'pipeline',
+          code: 'TRIB_ERR_PIPELINE_BAD_PAYLOAD',
+          reason: `the stored event is not JSON: ${(err as Error).message}`,
+          kind: 'failed',
+        },
+        JSON.stringify(r.json),
+      );
     }
     if (isPlainObject(event)) current.push({ record: r, event: event as SegmentEvent });
   }
@@ -83,7 +87,7 @@ export async function runStages(stages: readonly Stage[], records: readonly Deli
       sourceId: pe.record.sourceId,
       receivedAt: pe.record.receivedAt,
       logOffset: pe.record.offset,
-      json: JSON.stringify(pe.event),
+      json: pe.changed ? JSON.stringify(pe.event) : pe.record.json,
     });
   }
   for (const [offset] of byOffset) {
@@ -96,7 +100,7 @@ export async function runStages(stages: readonly Stage[], records: readonly Deli
   return out;
 }
 
-function toStageFailedRow(f: Fate): FailedRow {
+function toStageFailedRow(f: Fate, payload?: string): FailedRow {
   const r = f.record;
   let retryOf: string | undefined;
   const t = (f.event as { _tributary?: { retryOf?: unknown } })._tributary;
@@ -110,7 +114,7 @@ function toStageFailedRow(f: Fate): FailedRow {
     reason: f.reason,
     receivedAt: new Date(r.receivedAt).toISOString(),
     // The event as it entered the stages (privacy policy already applied at collection).
-    json: r.json,
+    json: payload ?? r.json,
     logs: f.logs,
     retryOf,
   };

@@ -5,6 +5,11 @@ import type { JsonObject, SegmentEvent } from '../../spec/event.js';
 export interface PipelineEvent {
   record: Delivered;
   event: SegmentEvent;
+  /**
+   * Set by a stage that changed the event. An event no stage changed is stored as the log
+   * holds it, without serialising it again (most events pass a plan untouched).
+   */
+  changed?: boolean;
 }
 
 /** Why an event left the pipeline early. `blocked` fates are decisions of a rule, `failed` ones errors. */

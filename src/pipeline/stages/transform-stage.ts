@@ -65,7 +65,7 @@ export class TransformStage implements Stage {
       o.messageId = id;
       o.receivedAt ??= pe.event.receivedAt;
       o.timestamp ??= pe.event.timestamp;
-      out.push({ record: pe.record, event: o as SegmentEvent });
+      out.push({ record: pe.record, event: o as SegmentEvent, changed: true });
     }
     result.pass.push(...out);
     return undefined;

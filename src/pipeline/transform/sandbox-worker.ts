@@ -11,7 +11,7 @@
 export const SANDBOX_WORKER_CODE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const vm = require('node:vm');
-const { code, filename, timeoutMs, env } = workerData;
+const { code, filename, timeoutMs, env, network } = workerData;
 
 const ctx = vm.createContext({}, { name: filename, codeGeneration: { strings: false, wasm: false } });
 const PRELUDE = ${'`'}
@@ -62,6 +62,60 @@ const PRELUDE = ${'`'}
 })();
 ${'`'};
 
+
+// A fetch for the function, made in the context from a host function it keeps in a closure:
+// the function only ever holds objects of its own realm, and the host side only hands it
+// strings and numbers, through callbacks. Only hosts the configuration grants are reached;
+// redirects are not followed (one could lead elsewhere); bodies are cut at 1 MB.
+const FETCH_BRIDGE = ${'`'}
+(function (hostFetch) {
+  globalThis.fetch = function (url, init) {
+    return new Promise(function (resolve, reject) {
+      hostFetch(String(url), JSON.stringify(init === undefined ? {} : init), function (error, status, headers, body) {
+        if (error !== '') { reject(new Error(error)); return; }
+        resolve({
+          ok: status >= 200 && status < 300,
+          status: status,
+          headers: JSON.parse(headers),
+          text: function () { return Promise.resolve(body); },
+          json: function () { return Promise.resolve(JSON.parse(body)); },
+        });
+      });
+    });
+  };
+})
+${'`'};
+
+function hostFetch(url, initJson, done) {
+  const fail = (message) => done(message, 0, '', '');
+  let u;
+  let init;
+  try {
+    u = new URL(url);
+    init = JSON.parse(initJson);
+  } catch {
+    fail('fetch: invalid URL or options');
+    return;
+  }
+  if (!network.includes(u.hostname)) {
+    fail('fetch: network access to ' + u.hostname + ' is not granted');
+    return;
+  }
+  const headers = init && typeof init.headers === 'object' && init.headers !== null ? init.headers : undefined;
+  fetch(u, {
+    method: typeof init.method === 'string' ? init.method : 'GET',
+    headers,
+    body: typeof init.body === 'string' ? init.body : undefined,
+    redirect: 'manual',
+    signal: AbortSignal.timeout(timeoutMs),
+  })
+    .then(async (res) => {
+      const body = (await res.text()).slice(0, 1024 * 1024);
+      done('', res.status, JSON.stringify(Object.fromEntries(res.headers)), body);
+    })
+    .catch((e) => fail('fetch: ' + String((e && e.message) || e)));
+}
+
 function fail(message) {
   parentPort.postMessage({ type: 'init-error', message });
 }
@@ -69,6 +123,7 @@ function fail(message) {
 try {
   vm.runInContext(PRELUDE, ctx);
   vm.runInContext('globalThis.env = Object.freeze(JSON.parse(' + JSON.stringify(JSON.stringify(env)) + '));', ctx);
+  if (network) vm.runInContext(FETCH_BRIDGE, ctx)(hostFetch);
   vm.runInContext(
     'globalThis.__module = { exports: {} };\n(function (module, exports) {\n' + code + '\n})(__module, __module.exports);\n' +
       "globalThis.__fn = typeof __module.exports === 'function' ? __module.exports : __module.exports.default;",
@@ -121,11 +176,63 @@ function runAll(input, n) {
   return results;
 }
 
+// With network access a function may be async: events run one at a time, each awaited with
+// the time limit (the main thread's watchdog catches a function that never yields).
+const ASYNC_ONE = ${'`'}
+(function (settle) {
+  return function (input, fn) {
+    __logs.length = 0;
+    const stringify = (r) => {
+      try { return JSON.stringify(r); }
+      catch (e) { return JSON.stringify({ code: 'TRIB_ERR_TRANSFORM_BAD_OUTPUT', error: 'the output is not JSON: ' + String(e), logs: __logs }); }
+    };
+    const done = (v) => settle(stringify({ events: v === undefined || v === null ? [] : Array.isArray(v) ? v : [v], logs: __logs }));
+    const failed = (e) => settle(stringify({ code: 'TRIB_ERR_TRANSFORM_THREW', error: String((e && e.stack) || e), logs: __logs }));
+    let v;
+    try { v = fn(JSON.parse(input)); } catch (e) { failed(e); return; }
+    if (v !== null && typeof v === 'object' && typeof v.then === 'function') v.then(done, failed);
+    else done(v);
+  };
+})
+${'`'};
+let makeOne;
+function runAsync(input) {
+  const events = JSON.parse(input);
+  return events.reduce(
+    (chain, event, i) =>
+      chain.then(async (results) => {
+        let timer;
+        const settled = new Promise((resolve) => {
+          makeOne ??= vm.runInContext(ASYNC_ONE, ctx);
+          const runOne = makeOne((json) => resolve(json));
+          try {
+            ctx.__one = JSON.stringify(event);
+            ctx.__runOne = runOne;
+            vm.runInContext('__runOne(__one, __fn)', ctx, { timeout: timeoutMs });
+          } catch (e) {
+            resolve(JSON.stringify({ code: e && e.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT' ? 'TRIB_ERR_TRANSFORM_TIMEOUT' : 'TRIB_ERR_TRANSFORM_THREW', error: e && e.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT' ? 'the function ran longer than ' + timeoutMs + ' ms' : String(e), logs: readLogs() }));
+          }
+        });
+        const timeout = new Promise((resolve) => {
+          timer = setTimeout(() => resolve(JSON.stringify({ code: 'TRIB_ERR_TRANSFORM_TIMEOUT', error: 'the function ran longer than ' + timeoutMs + ' ms', logs: readLogs() })), timeoutMs);
+        });
+        const r = JSON.parse(await Promise.race([settled, timeout]));
+        clearTimeout(timer);
+        results.push({ i, ...r });
+        return results;
+      }),
+    Promise.resolve([]),
+  );
+}
+
 parentPort.on('message', (m) => {
+  const reply = (results) => parentPort.postMessage({ type: 'done', id: m.id, results });
+  const crash = (e) => parentPort.postMessage({ type: 'crash', id: m.id, message: String((e && e.message) || e) });
   try {
-    parentPort.postMessage({ type: 'done', id: m.id, results: runAll(m.input, m.n) });
+    if (network) runAsync(m.input).then(reply, crash);
+    else reply(runAll(m.input, m.n));
   } catch (e) {
-    parentPort.postMessage({ type: 'crash', id: m.id, message: String((e && e.message) || e) });
+    crash(e);
   }
 });
 `;

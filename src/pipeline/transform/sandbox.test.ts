@@ -1,4 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileFunction } from './compile.js';
 import { Sandbox, type SandboxOptions } from './sandbox.js';
 
@@ -116,5 +118,77 @@ describe('Sandbox', () => {
     expect(() => compileFunction('export default (', 'x.js')).toThrow();
     const s = await sandbox('export default async (e) => e');
     expect((await s.run([{}]))[0]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_ASYNC' });
+  });
+});
+
+describe('Sandbox with a network grant', () => {
+  let server: Server;
+  let port: number;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      if (req.url === '/redirect') {
+        res.writeHead(302, { location: 'http://example.invalid/' }).end();
+        return;
+      }
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ city: 'Lyon', path: req.url }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('an async function reaches the granted host only, within its time limit', async () => {
+    const s = await sandbox(
+      `export default async (e) => {
+         console.log('lookup', e.n);
+         if (e.n === 1) { const r = await fetch('http://127.0.0.1:${port}/geo?n=1'); return { ...e, geo: await r.json(), status: r.status }; }
+         if (e.n === 2) { await fetch('http://localhost:${port}/'); return e; }
+         if (e.n === 3) { const r = await fetch('http://127.0.0.1:${port}/redirect'); return { ...e, status: r.status }; }
+         if (e.n === 4) await new Promise(() => {});
+         if (e.n === 5) for (;;) await null;
+         return e;
+       }`,
+      { network: ['127.0.0.1'], timeoutMs: 300 },
+    );
+    const r = await s.run([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }, { n: 6 }]);
+    expect(r[0]).toEqual({
+      ok: true,
+      events: [{ n: 1, geo: { city: 'Lyon', path: '/geo?n=1' }, status: 200 }],
+      logs: ['log: lookup 1'],
+    });
+    expect(r[1]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_THREW', logs: ['log: lookup 2'] });
+    expect((r[1] as { message: string }).message).toContain('network access to localhost is not granted');
+    expect(r[2]).toMatchObject({ ok: true, events: [{ n: 3, status: 302 }] });
+    expect(r[3]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_TIMEOUT', logs: ['log: lookup 4'] });
+    expect(r[4]).toMatchObject({ ok: true, events: [{ n: 6 }] });
+    const realm = await sandbox(
+      `export default async () => {
+         const probe = (f) => { try { return String(f()); } catch (e) { return 'error: ' + e.constructor.name; } };
+         const pending = fetch('http://127.0.0.1:${port}/x');
+         const res = await pending;
+         let rejected;
+         try { await fetch('http://denied.invalid/'); } catch (e) { rejected = e; }
+         return {
+           promise: pending instanceof Promise,
+           response: res instanceof Object,
+           error: rejected instanceof Error,
+           escapes: [fetch, pending, res, res.json, rejected].map((o) => probe(() => o.constructor.constructor('return typeof process')())),
+         };
+       }`,
+      { network: ['127.0.0.1'] },
+    );
+    // Everything the bridge hands the function belongs to the function's own realm.
+    expect((await realm.run([{}]))[0]).toEqual({
+      ok: true,
+      events: [{ promise: true, response: true, error: true, escapes: Array(5).fill('error: EvalError') }],
+      logs: [],
+    });
+
+    // An endless chain of awaits never lets the worker's timer fire: the watchdog ends the worker.
+    const hung = await s.run([{ n: 5 }]);
+    expect(hung[0]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_TIMEOUT' });
+    expect(await s.run([{ n: 7 }])).toEqual([{ ok: true, events: [{ n: 7 }], logs: ['log: lookup 7'] }]);
   });
 });

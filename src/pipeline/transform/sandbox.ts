@@ -11,6 +11,11 @@ export interface SandboxOptions {
   memoryMb: number;
   /** Environment variables granted to the function, readable as `env.NAME`. */
   env: Record<string, string>;
+  /**
+   * Host names the function may reach with `fetch` (it may then be async). Without it the
+   * function has no network and must be synchronous.
+   */
+  network?: string[];
 }
 
 /** What became of one input event. */
@@ -36,6 +41,7 @@ class WorkerDied extends Error {
   constructor(
     message: string,
     readonly outOfMemory: boolean,
+    readonly hung = false,
   ) {
     super(message);
   }
@@ -89,10 +95,16 @@ export class Sandbox {
         return [
           {
             ok: false,
-            code: err.outOfMemory ? 'TRIB_ERR_TRANSFORM_MEMORY' : 'TRIB_ERR_TRANSFORM_CRASHED',
+            code: err.outOfMemory
+              ? 'TRIB_ERR_TRANSFORM_MEMORY'
+              : err.hung
+                ? 'TRIB_ERR_TRANSFORM_TIMEOUT'
+                : 'TRIB_ERR_TRANSFORM_CRASHED',
             message: err.outOfMemory
               ? `the function used more than its ${this.opts.memoryMb} MB heap`
-              : `the sandbox died: ${err.message}`,
+              : err.hung
+                ? `the function never yielded (${err.message}); its worker was stopped`
+                : `the sandbox died: ${err.message}`,
             logs: [],
           },
         ];
@@ -107,18 +119,36 @@ export class Sandbox {
     if (!this.worker) await this.spawn();
     const worker = this.worker!;
     const id = this.nextId++;
+    // A function that never yields (an endless chain of awaits keeps the worker's own timers
+    // from firing) is stopped from here: the worker is ended and the batch run again alone.
+    const watchdogMs = 2 * n * this.opts.timeoutMs + 1000;
     return new Promise<WorkerResult[]>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        if (this.worker === worker) this.worker = undefined;
+        void worker.terminate();
+        reject(new WorkerDied(`no answer within ${watchdogMs} ms`, false, true));
+      }, watchdogMs);
+      this.pending.set(id, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
       worker.postMessage({ id, input, n });
     });
   }
 
   private spawn(): Promise<void> {
     if (this.closed) return Promise.reject(new Error('sandbox closed'));
-    const { code, filename, timeoutMs, env, memoryMb } = this.opts;
+    const { code, filename, timeoutMs, env, memoryMb, network } = this.opts;
     const worker = new Worker(SANDBOX_WORKER_CODE, {
       eval: true,
-      workerData: { code, filename, timeoutMs, env },
+      workerData: { code, filename, timeoutMs, env, network },
       env: {},
       resourceLimits: {
         maxOldGenerationSizeMb: memoryMb,
