@@ -84,10 +84,13 @@ export interface Block {
   createdAt: number;
 }
 
+/** Which parts of a changed profile to rewrite. */
+export const Dirty = { row: 1, identifiers: 2, traits: 4, computed: 8, all: 15 } as const;
+
 /** What a batch changed, for the store to write in one transaction. */
 export interface IdentityChanges {
-  /** Profiles whose rows are rewritten (present in the engine). */
-  dirty: Set<string>;
+  /** Profiles whose rows are rewritten (present in the engine), with which parts (`Dirty` bits). */
+  dirty: Map<string, number>;
   /** Profiles whose rows are deleted. */
   removed: Set<string>;
   assignments: { logOffset: number; profileId: string }[];
@@ -138,7 +141,7 @@ export interface IdentityEngineOptions {
 
 function emptyChanges(): IdentityChanges {
   return {
-    dirty: new Set(),
+    dirty: new Map(),
     removed: new Set(),
     assignments: [],
     remap: new Map(),
@@ -300,8 +303,10 @@ export class IdentityEngine {
       rule = `${hits.length} profiles hold these identifiers: merged within the limits`;
     }
     if (reasons !== undefined) rule += `; ${reasons}`;
+    let bits: number = action === 'attach' ? Dirty.row : Dirty.all;
     for (const c of cand) {
       if (this.holders.has(c.key)) continue;
+      bits |= Dirty.identifiers;
       profile.identifiers.set(c.key, {
         type: c.type,
         value: c.value,
@@ -311,8 +316,8 @@ export class IdentityEngine {
       });
       this.holders.set(c.key, profile.id);
     }
-    this.applyEvent(profile, ev);
-    this.changes.dirty.add(profile.id);
+    bits |= this.applyEvent(profile, ev);
+    this.markDirty(profile.id, bits);
     this.changes.assignments.push({ logOffset: ev.logOffset, profileId: profile.id });
     const d: Decision = {
       logOffset: ev.logOffset,
@@ -506,7 +511,13 @@ export class IdentityEngine {
     this.changes.remap.set(from.id, into.id);
   }
 
-  private applyEvent(p: Profile, ev: IdentityEvent): void {
+  private markDirty(id: string, bits: number): void {
+    this.changes.dirty.set(id, (this.changes.dirty.get(id) ?? 0) | bits);
+  }
+
+  /** Applies the event's traits and computed traits; returns the `Dirty` bits it changed. */
+  private applyEvent(p: Profile, ev: IdentityEvent): number {
+    let bits = 0;
     p.eventCount++;
     p.firstSeen = Math.min(p.firstSeen, ev.timestamp);
     p.lastSeen = Math.max(p.lastSeen, ev.timestamp);
@@ -520,6 +531,7 @@ export class IdentityEngine {
     if (traits) {
       for (const [name, value] of Object.entries(traits)) {
         if (value === undefined) continue;
+        bits |= Dirty.traits;
         const next: TraitValue = {
           value,
           timestamp: ev.timestamp,
@@ -539,7 +551,9 @@ export class IdentityEngine {
       p.computed.set(def.name, state);
       addToComputed(state, def, e, ev.timestamp);
       pruneComputed(def, state, this.now());
+      bits |= Dirty.computed;
     }
+    return bits;
   }
 
   // ---- unmerge ----
@@ -610,7 +624,7 @@ export class IdentityEngine {
       p.id = name(p.id);
       this.loadProfile(p);
       this.changes.removed.delete(p.id);
-      this.changes.dirty.add(p.id);
+      this.markDirty(p.id, Dirty.all);
       pieces.push(p.id);
     }
     for (const m of sub.merges.values()) {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
-import { type IdentityPipeline, identityPipeline } from './harness.js';
+import { type IdentityPipeline, identityPipeline, type TestEvent } from './harness.js';
 
 const open: IdentityPipeline[] = [];
 afterEach(async () => {
@@ -407,5 +407,80 @@ describe('identity resolution: exactly once', () => {
     const after = await again.stage.getProfile('user_id:u');
     expect(after.computedTraits).toMatchObject({ orders: 6, revenue: 12 });
     expect(await again.query('SELECT count(*) AS n FROM profile_events')).toEqual([{ n: 6 }]);
+  });
+});
+
+describe('identity store', () => {
+  it('holds exactly what memory holds after a mixed workload of attaches, merges and limits', async () => {
+    const p = await pipeline({ identity: { ...COMPUTED, identifiers: { device_id: { limit: 2 } } } });
+    const events: TestEvent[] = [];
+    let n = 0;
+    // 30 people, each with two anonymous devices, identifies and orders; every 5th shares a device.
+    for (let person = 0; person < 30; person++) {
+      for (const device of [`d${person}a`, `d${person}b`]) {
+        events.push({ type: 'page', messageId: `m${n++}`, at: n, anonymousId: device, name: 'Home' });
+        events.push({
+          type: 'identify',
+          messageId: `m${n++}`,
+          at: n,
+          anonymousId: device,
+          userId: `u${person}`,
+          traits: { email: `p${person}@x.io`, plan: n % 2 ? 'pro' : 'free' },
+          context: { device: { id: `hw-${device}` } },
+        });
+        events.push({
+          type: 'track',
+          messageId: `m${n++}`,
+          at: n,
+          anonymousId: person % 5 === 0 ? `d${person + 1}a` : device,
+          userId: `u${person}`,
+          event: 'Order Completed',
+          properties: { total: person },
+          context: { device: { id: `hw-extra-${person}-${device}` } },
+        });
+      }
+    }
+    for (let i = 0; i < events.length; i += 7) await p.send(events.slice(i, i + 7));
+    // Identifiers attached in a later transaction than the profile's creation, with no merge after.
+    const late = [0, 1, 2].map((i) => `late-${i}`);
+    await p.send(
+      late.map((a) => ({ type: 'page', messageId: `${a}-p`, at: 500, anonymousId: a, name: 'Home' })),
+    );
+    await p.send(
+      late.map((a) => ({
+        type: 'track',
+        messageId: `${a}-t`,
+        at: 501,
+        anonymousId: a,
+        userId: `u-${a}`,
+        event: 'E',
+      })),
+    );
+    const keys = (await p.query('SELECT type, value FROM profile_identifiers ORDER BY 1, 2')).map(
+      (r) => `${r.type}:${r.value}`,
+    );
+    expect(keys.length).toBeGreaterThan(150);
+    const view = async (stage: typeof p.stage) =>
+      Promise.all(
+        keys.map(async (k) => {
+          const v = await stage.getProfile(k, { now: 0 });
+          return {
+            ...v,
+            identifiers: [...v.identifiers].sort((a, b) =>
+              `${a.type}:${a.value}`.localeCompare(`${b.type}:${b.value}`),
+            ),
+          };
+        }),
+      );
+    const before = await view(p.stage);
+    await p.close();
+    const again = await pipeline({
+      identity: { ...COMPUTED, identifiers: { device_id: { limit: 2 } } },
+      dir: p.dir,
+    });
+    expect(await view(again.stage)).toEqual(before);
+    expect(await again.query('SELECT count(*) AS n FROM profiles')).toEqual([
+      { n: new Set(before.map((b) => b.profileId)).size },
+    ]);
   });
 });

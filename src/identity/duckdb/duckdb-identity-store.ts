@@ -7,13 +7,14 @@ import {
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { sqlString } from '../../duckdb-sql.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
-import type {
-  Block,
-  Decision,
-  HeldIdentifier,
-  IdentityChanges,
-  MergeRecord,
-  Profile,
+import {
+  type Block,
+  type Decision,
+  Dirty,
+  type HeldIdentifier,
+  type IdentityChanges,
+  type MergeRecord,
+  type Profile,
 } from '../identity-engine.js';
 import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
 import { computedFromJson, computedToJson, computedValue, type TraitValue } from '../traits.js';
@@ -84,7 +85,7 @@ const SCHEMA_SQL = [
     consumer VARCHAR PRIMARY KEY,
     next_offset BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL)`,
-  'CREATE TEMP TABLE IF NOT EXISTS _identity_ids (id VARCHAR)',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_ids (id VARCHAR, bits INTEGER)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_offsets (log_offset BIGINT)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_remap (old_id VARCHAR, new_id VARCHAR)',
 ];
@@ -97,6 +98,8 @@ const INSERT_DECISIONS_SQL = `
 /** A changed profile's rows, read when the commit starts. */
 interface ProfileRows {
   id: string;
+  /** Whether the `profiles` row is rewritten; the lists are empty when their part is unchanged. */
+  row: boolean;
   firstSeen: number;
   lastSeen: number;
   eventCount: number;
@@ -105,6 +108,13 @@ interface ProfileRows {
   traits: [string, TraitValue][];
   computed: [name: string, value: string, state: string][];
 }
+
+const PROFILE_TABLES: [string, number][] = [
+  ['profiles', Dirty.row],
+  ['profile_identifiers', Dirty.identifiers],
+  ['profile_traits', Dirty.traits],
+  ['profile_computed_traits', Dirty.computed],
+];
 
 const tz = (ms: number) => new DuckDBTimestampTZValue(BigInt(Math.trunc(ms)) * 1000n);
 
@@ -243,16 +253,23 @@ export class DuckDBIdentityStore implements IdentityStore {
     await c.run('BEGIN TRANSACTION');
     try {
       const statements: string[] = [];
-      const touched = new Set([...changes.dirty, ...changes.removed]);
-      if (touched.size > 0) {
+      if (changes.dirty.size + changes.removed.size > 0) {
         const ids = await appender('_identity_ids', 'temp');
-        for (const id of touched) {
+        for (const [id, bits] of changes.dirty) {
           ids.appendVarchar(id);
+          ids.appendInteger(bits);
+          ids.endRow();
+        }
+        for (const id of changes.removed) {
+          ids.appendVarchar(id);
+          ids.appendInteger(Dirty.all);
           ids.endRow();
         }
         ids.flushSync();
-        for (const t of ['profiles', 'profile_identifiers', 'profile_traits', 'profile_computed_traits']) {
-          statements.push(`DELETE FROM ${t} WHERE profile_id IN (SELECT id FROM temp._identity_ids)`);
+        for (const [table, bit] of PROFILE_TABLES) {
+          statements.push(
+            `DELETE FROM ${table} WHERE profile_id IN (SELECT id FROM temp._identity_ids WHERE bits & ${bit} <> 0)`,
+          );
         }
       }
       if (changes.replacedOffsets.length > 0) {
@@ -342,31 +359,37 @@ export class DuckDBIdentityStore implements IdentityStore {
     }
   }
 
-  private snapshot(dirty: ReadonlySet<string>, profile: (id: string) => Profile | undefined): ProfileRows[] {
+  private snapshot(
+    dirty: ReadonlyMap<string, number>,
+    profile: (id: string) => Profile | undefined,
+  ): ProfileRows[] {
     const now = this.now();
     const rows: ProfileRows[] = [];
-    for (const id of dirty) {
+    for (const [id, bits] of dirty) {
       const p = profile(id);
       if (!p) continue;
       const computed: [string, string, string][] = [];
-      for (const def of this.computed) {
-        const state = p.computed.get(def.name);
-        if (state)
-          computed.push([
-            def.name,
-            JSON.stringify(computedValue(def, state, now) ?? null),
-            computedToJson(state),
-          ]);
+      if (bits & Dirty.computed) {
+        for (const def of this.computed) {
+          const state = p.computed.get(def.name);
+          if (state)
+            computed.push([
+              def.name,
+              JSON.stringify(computedValue(def, state, now) ?? null),
+              computedToJson(state),
+            ]);
+        }
       }
       rows.push({
         id: p.id,
+        row: (bits & Dirty.row) !== 0,
         firstSeen: p.firstSeen,
         lastSeen: p.lastSeen,
         eventCount: p.eventCount,
         createdOffset: p.createdOffset,
         // Held identifiers and trait values are replaced, never changed in place.
-        identifiers: [...p.identifiers.values()],
-        traits: [...p.traits],
+        identifiers: bits & Dirty.identifiers ? [...p.identifiers.values()] : [],
+        traits: bits & Dirty.traits ? [...p.traits] : [],
         computed,
       });
     }
@@ -383,6 +406,7 @@ export class DuckDBIdentityStore implements IdentityStore {
     const ta = await appender('profile_traits');
     const ca = await appender('profile_computed_traits');
     for (const p of rows) {
+      if (!p.row) continue;
       pa.appendVarchar(p.id);
       pa.appendTimestampTZ(tz(p.firstSeen));
       pa.appendTimestampTZ(tz(p.lastSeen));
@@ -390,6 +414,8 @@ export class DuckDBIdentityStore implements IdentityStore {
       pa.appendBigInt(BigInt(p.createdOffset));
       pa.appendTimestampTZ(updated);
       pa.endRow();
+    }
+    for (const p of rows) {
       for (const i of p.identifiers) {
         ia.appendVarchar(p.id);
         ia.appendVarchar(i.type);
