@@ -127,6 +127,18 @@ describe('Profile API and CLI (real server)', () => {
       "SELECT count(DISTINCT profile_id) AS n FROM events_with_profile WHERE message_id IN ('p1', 'p2')",
     );
     expect(rows).toEqual([{ n: 1 }]);
+
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toContain('tributary_identity_events_resolved_total{action="new"} 2');
+    expect(metrics).toContain('tributary_identity_events_resolved_total{action="attach"} 1');
+    expect(metrics).toContain('tributary_identity_identifiers_left_out_total{reason="limit:user_id"} 1');
+    expect(metrics).toContain('tributary_identity_profiles 2');
+    expect(metrics).toContain('tributary_identity_lag_events 0');
+    const health = (await (await fetch(`${server.url}/healthz`)).json()) as {
+      identity: unknown;
+      loader: { position: number };
+    };
+    expect(health.identity).toEqual({ position: health.loader.position, profiles: 2 });
   });
 
   it('imports CRM contacts from CSV through the same graph, and explains and unmerges from the CLI', async () => {

@@ -3,6 +3,7 @@ import type { StoredEvent } from '../warehouse/warehouse.js';
 import { type IdentityRules, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
 import {
   type Decision,
+  type IdentityChanges,
   IdentityEngine,
   type IdentityEngineOptions,
   type MergeRecord,
@@ -44,6 +45,8 @@ export interface StageOptions extends IdentityEngineOptions {
   maxBatch?: number;
   /** Events per transaction within a feed call. Default 5,000. */
   chunk?: number;
+  /** Called after each committed transaction (metrics). */
+  onCommitted?: (changes: IdentityChanges) => void;
 }
 
 /** Thrown for lookups that name nothing; the routes map it to 404 / 400. */
@@ -68,6 +71,7 @@ export class IdentityStage {
   private engine: IdentityEngine;
   private queue: Promise<unknown> = Promise.resolve();
   private subscription: FeedSubscription | undefined;
+  private committedOffset = 0;
 
   private constructor(
     private readonly store: IdentityStore,
@@ -84,6 +88,7 @@ export class IdentityStage {
   ): Promise<IdentityStage> {
     const stage = new IdentityStage(store, rules, options);
     await stage.reload();
+    stage.committedOffset = await store.offset();
     return stage;
   }
 
@@ -140,8 +145,7 @@ export class IdentityStage {
           for (const e of part) this.engine.resolve(toIdentityEvent(e, this.rules));
           if (pending) await pending;
           const next = i + chunk < events.length ? events[i + chunk]!.logOffset : nextOffset;
-          const changes = this.engine.takeChanges();
-          pending = this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
+          pending = this.commitChanges(this.engine.takeChanges(), next);
           // Handled below; keeps a failure from being reported as unhandled while the next chunk resolves.
           pending.catch(() => undefined);
         }
@@ -155,10 +159,26 @@ export class IdentityStage {
     });
   }
 
+  /** Starts the store transaction at once (the store reads the profiles before its first await). */
+  private async commitChanges(changes: IdentityChanges, next: number | undefined): Promise<void> {
+    await this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
+    if (next !== undefined) this.committedOffset = next;
+    this.options.onCommitted?.(changes);
+  }
+
+  /** The log offset the stage has resolved and committed up to. */
+  position(): number {
+    return this.committedOffset;
+  }
+
+  /** How many profiles there are. */
+  profileCount(): number {
+    return this.engine.profiles.size;
+  }
+
   private async commit(nextOffset: number | undefined): Promise<void> {
-    const changes = this.engine.takeChanges();
     try {
-      await this.store.commit(changes, (id) => this.engine.profiles.get(id), nextOffset);
+      await this.commitChanges(this.engine.takeChanges(), nextOffset);
     } catch (err) {
       await this.reload().catch(() => undefined);
       throw err;
