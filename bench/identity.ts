@@ -7,7 +7,7 @@
  * and prints identity events/s, their ratio, and pairwise precision, recall and F1 of both
  * against the truth: over the deterministic events, and over all events.
  *
- *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N] [--er-csv FILE]
+ *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--chunk N] [--runs N] [--er-csv FILE]
  *
  * `--er-csv` adds a secondary measure on a labelled person-record file (columns unique_id,
  * first_name, surname, dob, city, email, cluster, as splink's fake_1000.csv): each row goes
@@ -38,6 +38,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '42' },
     batch: { type: 'string', default: '20000' },
     runs: { type: 'string', default: '3' },
+    chunk: { type: 'string', default: '5000' },
     'er-csv': { type: 'string' },
   },
 });
@@ -301,7 +302,11 @@ async function runStage(
         commitMs += performance.now() - t;
       },
     });
-    const stage = await IdentityStage.open(timedStore, rules, { maxBatch, onError: (e) => console.error(e) });
+    const stage = await IdentityStage.open(timedStore, rules, {
+      maxBatch,
+      chunk: Number(args.chunk),
+      onError: (e) => console.error(e),
+    });
     const cpu = process.cpuUsage();
     const start = performance.now();
     stage.follow(feed);
@@ -394,7 +399,7 @@ async function main() {
           ...quality(engine[0]!.clusters),
         ],
         [
-          `identity stage (feed + DuckDB store, batches of ${maxBatch})`,
+          `identity stage (feed + DuckDB store, batches of ${maxBatch}, ${args.chunk} per transaction)`,
           int(rate(stage)),
           int(cpuRate(stage)),
           ...quality(stage[0]!.clusters),

@@ -86,6 +86,8 @@ const SCHEMA_SQL = [
     next_offset BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL)`,
   'CREATE TEMP TABLE IF NOT EXISTS _identity_ids (id VARCHAR, bits INTEGER)',
+  `CREATE TEMP TABLE IF NOT EXISTS _identity_profiles (
+    profile_id VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, event_count BIGINT, created_offset BIGINT)`,
   'CREATE TEMP TABLE IF NOT EXISTS _identity_offsets (log_offset BIGINT)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_remap (old_id VARCHAR, new_id VARCHAR)',
 ];
@@ -108,6 +110,14 @@ interface ProfileRows {
   traits: [string, TraitValue][];
   computed: [name: string, value: string, state: string][];
 }
+
+const UPSERT_PROFILES_SQL = `
+  UPDATE profiles SET first_seen = t.first_seen, last_seen = t.last_seen, event_count = t.event_count, updated_at = now()
+  FROM temp._identity_profiles t WHERE profiles.profile_id = t.profile_id;
+  INSERT INTO profiles
+  SELECT t.profile_id, t.first_seen, t.last_seen, t.event_count, t.created_offset, now() FROM temp._identity_profiles t
+  WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.profile_id = t.profile_id);
+  DELETE FROM temp._identity_profiles`;
 
 const PROFILE_TABLES: [string, number][] = [
   ['profiles', Dirty.row],
@@ -256,8 +266,9 @@ export class DuckDBIdentityStore implements IdentityStore {
       if (changes.dirty.size + changes.removed.size > 0) {
         const ids = await appender('_identity_ids', 'temp');
         for (const [id, bits] of changes.dirty) {
+          // The `profiles` row of a live profile is updated in place (below), not deleted.
           ids.appendVarchar(id);
-          ids.appendInteger(bits);
+          ids.appendInteger(bits & ~Dirty.row);
           ids.endRow();
         }
         for (const id of changes.removed) {
@@ -292,7 +303,12 @@ export class DuckDBIdentityStore implements IdentityStore {
       }
       if (statements.length > 0) await c.run(statements.join(';\n'));
 
-      if (snapshot.length > 0) await this.appendProfiles(snapshot, appender);
+      if (snapshot.length > 0) {
+        await this.appendProfiles(snapshot, appender);
+        // Every event changes its profile's counters: an update in place is far cheaper for
+        // DuckDB than deleting and appending the row again.
+        await c.run(UPSERT_PROFILES_SQL);
+      }
       if (changes.assignments.length > 0) {
         const a = await appender('profile_events');
         for (const x of changes.assignments) {
@@ -398,10 +414,10 @@ export class DuckDBIdentityStore implements IdentityStore {
 
   private async appendProfiles(
     rows: readonly ProfileRows[],
-    appender: (table: string) => Promise<DuckDBAppender>,
+    appender: (table: string, catalog?: 'temp') => Promise<DuckDBAppender>,
   ): Promise<void> {
     const updated = tz(this.now());
-    const pa = await appender('profiles');
+    const pa = await appender('_identity_profiles', 'temp');
     const ia = await appender('profile_identifiers');
     const ta = await appender('profile_traits');
     const ca = await appender('profile_computed_traits');
@@ -412,7 +428,6 @@ export class DuckDBIdentityStore implements IdentityStore {
       pa.appendTimestampTZ(tz(p.lastSeen));
       pa.appendBigInt(BigInt(p.eventCount));
       pa.appendBigInt(BigInt(p.createdOffset));
-      pa.appendTimestampTZ(updated);
       pa.endRow();
     }
     for (const p of rows) {
