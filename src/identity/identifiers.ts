@@ -126,7 +126,7 @@ export function externalIdType(type: string): string {
 }
 
 /**
- * Every identifier an event carries: userId, anonymousId, traits and context.traits email and
+ * Every identifier an event carries: userId, anonymousId (and an alias's previousId), traits and context.traits email and
  * phone, context.device.id, context.externalIds, and the source's configured paths; normalised,
  * deduplicated, with the values that are not identifiers (blocked, invalid) set aside.
  */
@@ -149,6 +149,8 @@ export function extractIdentifiers(
   };
   add('user_id', event.userId);
   add('anonymous_id', event.anonymousId);
+  // analytics.js sends the anonymous id as an alias's previousId.
+  if (event.type === 'alias') add('anonymous_id', event.previousId);
   const context = isPlainObject(event.context) ? event.context : undefined;
   const traits = event.type === 'identify' && isPlainObject(event.traits) ? event.traits : undefined;
   const ctxTraits = context && isPlainObject(context.traits) ? context.traits : undefined;
