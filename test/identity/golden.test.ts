@@ -294,6 +294,15 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'u6'",
     );
     expect(String(d[0]!.l)).toContain('blocked_link:');
+    expect(await p.query('SELECT count(*) AS n FROM profile_blocks')).toEqual([{ n: 1 }]);
+    expect(
+      await p.query(
+        'SELECT count(*) AS n FROM profile_merges WHERE unmerged_at IS NOT NULL AND block_id IS NOT NULL',
+      ),
+    ).toEqual([{ n: 1 }]);
+    const why = await p.stage.explain('user_id:ada', 'anonymous_id:kiosk');
+    expect(why.sameProfile).toBe(false);
+    expect(why.summary).toMatch(/carried anonymous_id:kiosk of profile .*left out \(blocked_link:/);
 
     // The state survives a restart: the store holds what memory held.
     await p.close();
