@@ -353,6 +353,7 @@ export class IdentityEngine {
     ts: number,
   ): { reason: string; type?: string; blocked?: [string, string] } | undefined {
     // With at most one profile involved, only the types of new identifiers can go over a limit.
+    if (hits.length <= 1 && cand.every((c) => this.holders.has(c.key))) return undefined;
     const types = new Set<string>();
     for (const c of cand) if (hits.length > 1 || !this.holders.has(c.key)) types.add(c.type);
     if (hits.length > 1)
