@@ -104,6 +104,8 @@ export interface IdentityChanges {
   blocks: Block[];
   /** Log offsets whose assignments and decisions are replaced (a replay). */
   replacedOffsets: number[];
+  /** Profiles whose events were all reassigned by a replay: aliases to and from them go. */
+  unaliased: string[];
 }
 
 /** An event as resolution needs it: parsed once, identifiers extracted. */
@@ -151,6 +153,7 @@ function emptyChanges(): IdentityChanges {
     deletedMerges: [],
     blocks: [],
     replacedOffsets: [],
+    unaliased: [],
   };
 }
 
@@ -640,7 +643,10 @@ export class IdentityEngine {
       this.changes.blocks.push(block);
     }
     this.changes.unmerged.push(merge);
-    for (const a of replay.assignments) this.changes.assignments.push({ ...a, profileId: name(a.profileId) });
+    // Assigned to the piece each event's profile ended in (profiles merged within the replay are gone).
+    for (const a of replay.assignments)
+      this.changes.assignments.push({ ...a, profileId: name(sub.current(a.profileId) ?? a.profileId) });
+    this.changes.unaliased.push(...component);
     for (const d of replay.decisions) {
       this.changes.decisions.push({
         ...d,

@@ -318,6 +318,64 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
     expect((await again.stage.getProfile('anonymous_id:kiosk')).profileId).toBe(bobId);
   });
 
+  it('unmerge keeps the merges it does not undo: events of a device merged earlier stay with the person', async () => {
+    const p = await pipeline({ identity: COMPUTED });
+    await p.send([
+      {
+        type: 'track',
+        messageId: 'k1',
+        at: 0,
+        anonymousId: 'phone',
+        event: 'Order Completed',
+        properties: { total: 1 },
+      },
+      {
+        type: 'track',
+        messageId: 'k2',
+        at: 1,
+        anonymousId: 'laptop',
+        event: 'Order Completed',
+        properties: { total: 2 },
+      },
+      { type: 'identify', messageId: 'k3', at: 2, anonymousId: 'phone', userId: 'ada' },
+      { type: 'identify', messageId: 'k4', at: 3, anonymousId: 'laptop', userId: 'ada' },
+      {
+        type: 'track',
+        messageId: 'k5',
+        at: 4,
+        anonymousId: 'kiosk',
+        event: 'Order Completed',
+        properties: { total: 4 },
+      },
+      { type: 'track', messageId: 'k6', at: 5, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
+    ]);
+    const merged = await p.stage.getProfile('user_id:ada');
+    expect(merged.merges.map((m) => m.messageId)).toEqual(['k4', 'k6']);
+    await p.stage.unmerge(merged.merges[1]!.mergeId);
+    const ada = await p.stage.getProfile('user_id:ada');
+    const kiosk = await p.stage.getProfile('anonymous_id:kiosk');
+    expect(ada.identifiers.map((i) => i.value).sort()).toEqual(['ada', 'laptop', 'phone']);
+    expect(ada.computedTraits).toMatchObject({ orders: 2, revenue: 3 });
+    expect(kiosk.computedTraits).toMatchObject({ orders: 1, revenue: 4 });
+    const ev = await p.eventProfiles();
+    expect([ev.k1, ev.k2, ev.k3, ev.k4, ev.k6]).toEqual(Array(5).fill(ada.profileId));
+    expect(ev.k5).toBe(kiosk.profileId);
+    // Every event maps to a live profile.
+    const live = new Set((await p.query('SELECT profile_id FROM profiles')).map((r) => r.profile_id));
+    for (const id of Object.values(ev)) expect(live.has(id)).toBe(true);
+    // Later merges still carry the events along.
+    await p.send([
+      { type: 'identify', messageId: 'k7', at: 6, anonymousId: 'kiosk', traits: { email: 'bob@x.io' } },
+    ]);
+    await p.send([
+      { type: 'track', messageId: 'k8', at: 7, anonymousId: 'tablet', event: 'E' },
+      { type: 'identify', messageId: 'k9', at: 8, anonymousId: 'tablet', traits: { email: 'bob@x.io' } },
+    ]);
+    const bob = await p.stage.getProfile('email:bob@x.io');
+    const after = await p.eventProfiles();
+    expect([after.k5, after.k7, after.k8, after.k9]).toEqual(Array(4).fill(bob.profileId));
+  });
+
   it('out-of-order events: traits by event timestamp, late anonymous events still join the profile', async () => {
     const p = await pipeline({
       identity: {

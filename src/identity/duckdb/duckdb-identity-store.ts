@@ -64,9 +64,18 @@ const SCHEMA_SQL = [
     side_a JSON NOT NULL,
     side_b JSON NOT NULL,
     created_at TIMESTAMPTZ NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS profile_events (
+  // The profile of each event: the profile it was resolved into (append-only), followed
+  // through the aliases merges leave, so a merge rewrites one alias row per absorbed
+  // profile instead of the mapping of every event.
+  `CREATE TABLE IF NOT EXISTS profile_event_assignments (
     log_offset BIGINT NOT NULL,
     profile_id VARCHAR NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_aliases (
+    profile_id VARCHAR NOT NULL,
+    current_profile_id VARCHAR NOT NULL)`,
+  `CREATE OR REPLACE VIEW profile_events AS
+    SELECT a.log_offset, coalesce(al.current_profile_id, a.profile_id) AS profile_id
+    FROM profile_event_assignments a LEFT JOIN profile_aliases al ON al.profile_id = a.profile_id`,
   // message_id, source_id and timestamp are in `events` (same log_offset): not repeated here.
   // The lists are JSON text in VARCHAR columns (DuckDB's json functions read them as they are).
   `CREATE TABLE IF NOT EXISTS identity_decisions (
@@ -291,8 +300,15 @@ export class DuckDBIdentityStore implements IdentityStore {
         }
         offs.flushSync();
         statements.push(
-          'DELETE FROM profile_events WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
+          'DELETE FROM profile_event_assignments WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
           'DELETE FROM identity_decisions WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
+        );
+      }
+      if (changes.unaliased.length > 0) {
+        // An unmerge reassigned every event of these profiles directly: their aliases go.
+        const ids = changes.unaliased.map(sqlString).join(', ');
+        statements.push(
+          `DELETE FROM profile_aliases WHERE current_profile_id IN (${ids}) OR profile_id IN (${ids})`,
         );
       }
       const mergeIds = [...changes.deletedMerges, ...changes.unmerged.map((m) => m.mergeId)];
@@ -310,7 +326,7 @@ export class DuckDBIdentityStore implements IdentityStore {
         await c.run(UPSERT_PROFILES_SQL);
       }
       if (changes.assignments.length > 0) {
-        const a = await appender('profile_events');
+        const a = await appender('profile_event_assignments');
         for (const x of changes.assignments) {
           a.appendBigInt(BigInt(x.logOffset));
           a.appendVarchar(x.profileId);
@@ -351,8 +367,9 @@ export class DuckDBIdentityStore implements IdentityStore {
         }
         r.flushSync();
         tail.push(
-          `UPDATE profile_events SET profile_id = r.new_id FROM temp._identity_remap r
-           WHERE profile_events.profile_id = r.old_id`,
+          `UPDATE profile_aliases SET current_profile_id = r.new_id FROM temp._identity_remap r
+           WHERE profile_aliases.current_profile_id = r.old_id`,
+          `INSERT INTO profile_aliases SELECT old_id, new_id FROM temp._identity_remap`,
         );
       }
       if (nextOffset !== undefined) {
