@@ -38,7 +38,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '42' },
     batch: { type: 'string', default: '20000' },
     runs: { type: 'string', default: '3' },
-    chunk: { type: 'string', default: '5000' },
+    chunk: { type: 'string', default: '20000' },
     'er-csv': { type: 'string' },
   },
 });
