@@ -7,7 +7,7 @@
  * and prints identity events/s, their ratio, and pairwise precision, recall and F1 of both
  * against the truth: over the deterministic events, and over all events.
  *
- *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--chunk N] [--runs N] [--er-csv FILE]
+ *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N] [--er-csv FILE]
  *
  * `--er-csv` adds a secondary measure on a labelled person-record file (columns unique_id,
  * first_name, surname, dob, city, email, cluster, as splink's fake_1000.csv): each row goes
@@ -38,7 +38,6 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '42' },
     batch: { type: 'string', default: '20000' },
     runs: { type: 'string', default: '3' },
-    chunk: { type: 'string', default: '20000' },
     'er-csv': { type: 'string' },
   },
 });
@@ -304,7 +303,6 @@ async function runStage(
     });
     const stage = await IdentityStage.open(timedStore, rules, {
       maxBatch,
-      chunk: Number(args.chunk),
       onError: (e) => console.error(e),
     });
     const cpu = process.cpuUsage();
@@ -363,7 +361,7 @@ async function main() {
     stage.push(await runStage(gen.rows, rules, maxBatch));
     const s = stage[stage.length - 1]!;
     console.log(
-      `run ${i + 1}/${runs}: union-find ${int(total / (uf[i]!.ms / 1000))}/s, engine ${int(total / (engine[i]!.ms / 1000))}/s, stage ${int(total / (s.ms / 1000))}/s (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, waiting for commits ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
+      `run ${i + 1}/${runs}: union-find ${int(total / (uf[i]!.ms / 1000))}/s, engine ${int(total / (engine[i]!.ms / 1000))}/s, stage ${int(total / (s.ms / 1000))}/s (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, store transactions ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
     );
   }
 
@@ -399,7 +397,7 @@ async function main() {
           ...quality(engine[0]!.clusters),
         ],
         [
-          `identity stage (feed + DuckDB store, batches of ${maxBatch}, ${args.chunk} per transaction)`,
+          `identity stage (feed + DuckDB store, batches of ${maxBatch})`,
           int(rate(stage)),
           int(cpuRate(stage)),
           ...quality(stage[0]!.clusters),

@@ -43,12 +43,6 @@ export interface StageOptions extends IdentityEngineOptions {
   onError?: (err: unknown) => void;
   /** Most events per feed call. Default 20,000. */
   maxBatch?: number;
-  /**
-   * Events per transaction within a feed call; a chunk commits while the next one resolves.
-   * Default 20,000 (one per feed call: on the 2-core test machine fewer, larger transactions
-   * were faster than the overlap).
-   */
-  chunk?: number;
   /** Called after each committed transaction (metrics). */
   onCommitted?: (changes: IdentityChanges) => void;
 }
@@ -134,36 +128,22 @@ export class IdentityStage {
   }
 
   /**
-   * Resolves a batch and commits it with `nextOffset`. The batch is cut into chunks, each
-   * committed with the offset of the next chunk: a chunk's transaction runs on DuckDB's
-   * threads while the next chunk is resolved on the event loop. If one fails, the working set
-   * is reloaded and the feed resumes from the last committed offset.
+   * Resolves a batch and commits it with `nextOffset` in one store transaction. If anything
+   * fails, the working set is reloaded from the store (memory would be ahead of it) and the
+   * feed retries from the stored offset.
    */
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
     return this.serial(async () => {
-      const chunk = this.options.chunk ?? 20_000;
-      let pending: Promise<void> | undefined;
       try {
-        for (let i = 0; i < events.length || i === 0; i += chunk) {
-          const part = events.slice(i, i + chunk);
-          for (const e of part) this.engine.resolve(toIdentityEvent(e, this.rules));
-          if (pending) await pending;
-          const next = i + chunk < events.length ? events[i + chunk]!.logOffset : nextOffset;
-          pending = this.commitChanges(this.engine.takeChanges(), next);
-          // Handled below; keeps a failure from being reported as unhandled while the next chunk resolves.
-          pending.catch(() => undefined);
-        }
-        await pending;
+        for (const e of events) this.engine.resolve(toIdentityEvent(e, this.rules));
+        await this.commitChanges(this.engine.takeChanges(), nextOffset);
       } catch (err) {
-        await pending?.catch(() => undefined);
-        // The memory is ahead of the store: rebuild it so the retried events are not counted twice.
         await this.reload().catch(() => undefined);
         throw err;
       }
     });
   }
 
-  /** Starts the store transaction at once (the store reads the profiles before its first await). */
   private async commitChanges(changes: IdentityChanges, next: number | undefined): Promise<void> {
     await this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
     if (next !== undefined) this.committedOffset = next;
