@@ -7,13 +7,20 @@
  * and prints identity events/s, their ratio, and pairwise precision, recall and F1 of both
  * against the truth: over the deterministic events, and over all events.
  *
- *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N]
+ *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N] [--er-csv FILE]
+ *
+ * `--er-csv` adds a secondary measure on a labelled person-record file (columns unique_id,
+ * first_name, surname, dob, city, email, cluster, as splink's fake_1000.csv): each row goes
+ * through the engine as a CRM record (as `tributary import csv` sends it), and the profiles
+ * are scored against `cluster`.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { parseMappings, rowToIdentify } from '../src/cli/import.js';
 import { IDENTITY_DEFAULTS } from '../src/config/identity-schema.js';
 import { DuckDBIdentityStore } from '../src/identity/duckdb/duckdb-identity-store.js';
 import { compileRules, extractIdentifiers } from '../src/identity/identifiers.js';
@@ -31,6 +38,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '42' },
     batch: { type: 'string', default: '20000' },
     runs: { type: 'string', default: '3' },
+    'er-csv': { type: 'string' },
   },
 });
 
@@ -293,7 +301,10 @@ async function runStage(
         commitMs += performance.now() - t;
       },
     });
-    const stage = await IdentityStage.open(timedStore, rules, { maxBatch, onError: (e) => console.error(e) });
+    const stage = await IdentityStage.open(timedStore, rules, {
+      maxBatch,
+      onError: (e) => console.error(e),
+    });
     const cpu = process.cpuUsage();
     const start = performance.now();
     stage.follow(feed);
@@ -350,7 +361,7 @@ async function main() {
     stage.push(await runStage(gen.rows, rules, maxBatch));
     const s = stage[stage.length - 1]!;
     console.log(
-      `run ${i + 1}/${runs}: union-find ${int(total / (uf[i]!.ms / 1000))}/s, engine ${int(total / (engine[i]!.ms / 1000))}/s, stage ${int(total / (s.ms / 1000))}/s (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, waiting for commits ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
+      `run ${i + 1}/${runs}: union-find ${int(total / (uf[i]!.ms / 1000))}/s, engine ${int(total / (engine[i]!.ms / 1000))}/s, stage ${int(total / (s.ms / 1000))}/s (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, store transactions ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
     );
   }
 
@@ -401,4 +412,46 @@ async function main() {
   console.log(`load average after: ${load()}`);
 }
 
+/** Records of a labelled file resolved as CRM contacts, scored against the file's clusters. */
+function erMeasure(file: string, rules: ReturnType<typeof compileRules>): void {
+  const records = parseCsv(readFileSync(file), {
+    columns: true,
+    skip_empty_lines: true,
+    bom: true,
+  }) as Record<string, string>[];
+  const mappings = parseMappings([
+    'email=email',
+    'first_name=first_name',
+    'last_name=surname',
+    'birthday=dob',
+  ]);
+  const engine = new IdentityEngine(rules);
+  const truth = new Map<string, number>();
+  const clusters = new Map<string, string>();
+  records.forEach((row, i) => {
+    const event = rowToIdentify(row, 'crm', { idColumn: 'unique_id' }, mappings);
+    const at = new Date(Date.UTC(2026, 0, 1) + i).toISOString();
+    const d = engine.resolve(
+      toIdentityEvent(
+        {
+          logOffset: i,
+          sourceId: 'crm',
+          messageId: String(event.messageId),
+          receivedAt: 0,
+          json: JSON.stringify({ ...event, timestamp: at }),
+        },
+        rules,
+      ),
+    );
+    truth.set(String(event.messageId), Number(row.cluster));
+    if (d.profileId) clusters.set(String(event.messageId), d.profileId);
+  });
+  for (const [k, v] of clusters) clusters.set(k, engine.current(v) ?? v);
+  const m = pairwise(clusters, truth, undefined);
+  console.log(
+    `secondary measure, ${file}: ${records.length} records, ${new Set(truth.values()).size} people, ${engine.profiles.size} profiles; exact identifiers only (email): pairwise precision ${m.precision.toFixed(4)}, recall ${m.recall.toFixed(4)}, F1 ${m.f1.toFixed(4)}`,
+  );
+}
+
 await main();
+if (args['er-csv']) erMeasure(args['er-csv'], compileRules(IDENTITY_DEFAULTS));

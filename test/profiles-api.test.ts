@@ -5,7 +5,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, basicAuth, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import {
+  ADMIN_TOKEN,
+  basicAuth,
+  MINIMAL_CONFIG,
+  startTestServer,
+  type TestServer,
+  WRITE_KEY,
+} from './helpers.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli/index.ts')];
@@ -120,6 +127,18 @@ describe('Profile API and CLI (real server)', () => {
       "SELECT count(DISTINCT profile_id) AS n FROM events_with_profile WHERE message_id IN ('p1', 'p2')",
     );
     expect(rows).toEqual([{ n: 1 }]);
+
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toContain('tributary_identity_events_resolved_total{action="new"} 2');
+    expect(metrics).toContain('tributary_identity_events_resolved_total{action="attach"} 1');
+    expect(metrics).toContain('tributary_identity_identifiers_left_out_total{reason="limit:user_id"} 1');
+    expect(metrics).toContain('tributary_identity_profiles 2');
+    expect(metrics).toContain('tributary_identity_lag_events 0');
+    const health = (await (await fetch(`${server.url}/healthz`)).json()) as {
+      identity: unknown;
+      loader: { position: number };
+    };
+    expect(health.identity).toEqual({ position: health.loader.position, profiles: 2 });
   });
 
   it('imports CRM contacts from CSV through the same graph, and explains and unmerges from the CLI', async () => {
@@ -184,9 +203,43 @@ describe('Profile API and CLI (real server)', () => {
     expect((await get('/v1/profiles/user_id:ada', `Bearer ${READ_TOKEN}`)).body.computedTraits).toEqual({
       orders: 1,
     });
+    const again = await fetch(`${server.url}/v1/profiles/merges/${mergeId}/unmerge`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(again.status).toBe(404);
+    expect(((await again.json()) as { code: string }).code).toBe('TRIB_ERR_PROFILE_MERGE_NOT_FOUND');
+    const text = await cli(['profiles', 'get', 'user_id:ada', '--url', server.url]);
+    expect(text).toContain(`profile ${ada.profileId}`);
+    expect(text).toMatch(/merges:\n {2}\S+: \S+ merged by event p5 \(unmerged /);
     const grace = JSON.parse(
       await cli(['profiles', 'search', 'name', 'Grace Hopper', '--json', '--url', server.url]),
     );
     expect(grace).toHaveLength(1);
+  });
+
+  it('refuses a CSV without the key column, and answers profile routes with a code when identity is off', async () => {
+    const csv = join(dir, 'bad.csv');
+    writeFileSync(csv, 'Email\nx@example.com\n');
+    await expect(
+      cli(['import', 'csv', csv, '--source', 'crm', '--id-column', 'Id', '--url', server.url]),
+    ).rejects.toMatchObject({ stderr: expect.stringContaining('has no column "Id"') });
+    await expect(
+      cli(['import', 'csv', csv, '--source', 'nope', '--id-column', 'Email', '--url', server.url]),
+    ).rejects.toMatchObject({ stderr: expect.stringContaining('no source "nope"') });
+
+    const off = await startTestServer({ yaml: `${MINIMAL_CONFIG}identity:\n  enabled: false\n` });
+    try {
+      const res = await off.app.inject({
+        method: 'GET',
+        url: '/v1/profiles/user_id:ada',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      expect(res.statusCode).toBe(404);
+      expect(res.json()).toMatchObject({ code: 'TRIB_ERR_PROFILE_DISABLED' });
+      expect(off.identity).toBeUndefined();
+    } finally {
+      await off.stop();
+    }
   });
 });

@@ -55,6 +55,11 @@ describe('identifiers', () => {
     expect(web.identifiers.map((i) => i.key)).not.toContain('email:bob@x.io');
   });
 
+  it("takes an alias's previousId as an anonymous id", () => {
+    const r = extractIdentifiers({ type: 'alias', userId: 'u1', previousId: 'anon-7' }, 'web', rules);
+    expect(r.identifiers.map((i) => i.key)).toEqual(['user_id:u1', 'anonymous_id:anon-7']);
+  });
+
   it('has Segment defaults for limits and priorities, overridable per type', () => {
     const r = compileRules(
       IdentityConfig.parse({ identifiers: { email: { limit: 2, within: '7d', priority: 5 } } }),

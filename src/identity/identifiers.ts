@@ -126,7 +126,7 @@ export function externalIdType(type: string): string {
 }
 
 /**
- * Every identifier an event carries: userId, anonymousId, traits and context.traits email and
+ * Every identifier an event carries: userId, anonymousId (and an alias's previousId), traits and context.traits email and
  * phone, context.device.id, context.externalIds, and the source's configured paths; normalised,
  * deduplicated, with the values that are not identifiers (blocked, invalid) set aside.
  */
@@ -135,37 +135,47 @@ export function extractIdentifiers(
   sourceId: string,
   rules: IdentityRules,
 ): { identifiers: Identifier[]; leftOut: LeftOut[] } {
-  const identifiers: Identifier[] = [];
-  const leftOut: LeftOut[] = [];
-  const seen = new Set<string>();
-  const add = (type: string, raw: unknown) => {
-    if (raw === undefined || raw === null) return;
-    const n = normalizeIdentifier(type, raw, rules);
-    const key = identifierKey(type, n.value);
-    if (seen.has(key)) return;
-    seen.add(key);
-    if ('reason' in n) leftOut.push({ identifier: key, reason: n.reason });
-    else identifiers.push({ type, value: n.value, key });
-  };
-  add('user_id', event.userId);
-  add('anonymous_id', event.anonymousId);
+  // Runs once per event: no closures, no sets (an event carries a handful of identifiers).
+  const out: Extracted = { identifiers: [], leftOut: [] };
+  add(out, rules, 'user_id', event.userId);
+  add(out, rules, 'anonymous_id', event.anonymousId);
+  // analytics.js sends the anonymous id as an alias's previousId.
+  if (event.type === 'alias') add(out, rules, 'anonymous_id', event.previousId);
   const context = isPlainObject(event.context) ? event.context : undefined;
-  const traits = event.type === 'identify' && isPlainObject(event.traits) ? event.traits : undefined;
-  const ctxTraits = context && isPlainObject(context.traits) ? context.traits : undefined;
-  for (const t of [traits, ctxTraits]) {
-    if (!t) continue;
-    add('email', t.email);
-    add('phone', t.phone);
+  if (event.type === 'identify' && isPlainObject(event.traits)) {
+    add(out, rules, 'email', event.traits.email);
+    add(out, rules, 'phone', event.traits.phone);
   }
-  if (context && isPlainObject(context.device)) add('device_id', context.device.id);
-  if (context && Array.isArray(context.externalIds)) {
-    for (const x of context.externalIds) {
-      if (isPlainObject(x) && typeof x.type === 'string' && x.type.trim() !== '')
-        add(externalIdType(x.type), x.id);
+  if (context !== undefined) {
+    if (isPlainObject(context.traits)) {
+      add(out, rules, 'email', context.traits.email);
+      add(out, rules, 'phone', context.traits.phone);
+    }
+    if (isPlainObject(context.device)) add(out, rules, 'device_id', context.device.id);
+    if (Array.isArray(context.externalIds)) {
+      for (const x of context.externalIds) {
+        if (isPlainObject(x) && typeof x.type === 'string' && x.type.trim() !== '')
+          add(out, rules, externalIdType(x.type), x.id);
+      }
     }
   }
   for (const p of rules.paths) {
-    if (p.source === undefined || p.source === sourceId) add(p.type, getPath(event, p.path));
+    if (p.source === undefined || p.source === sourceId) add(out, rules, p.type, getPath(event, p.path));
   }
-  return { identifiers, leftOut };
+  return out;
+}
+
+interface Extracted {
+  identifiers: Identifier[];
+  leftOut: LeftOut[];
+}
+
+function add(out: Extracted, rules: IdentityRules, type: string, raw: unknown): void {
+  if (raw === undefined || raw === null) return;
+  const n = normalizeIdentifier(type, raw, rules);
+  const key = identifierKey(type, n.value);
+  for (const i of out.identifiers) if (i.key === key) return;
+  for (const l of out.leftOut) if (l.identifier === key) return;
+  if ('reason' in n) out.leftOut.push({ identifier: key, reason: n.reason });
+  else out.identifiers.push({ type, value: n.value, key });
 }

@@ -84,10 +84,13 @@ export interface Block {
   createdAt: number;
 }
 
+/** Which parts of a changed profile to rewrite. */
+export const Dirty = { row: 1, identifiers: 2, traits: 4, computed: 8, all: 15 } as const;
+
 /** What a batch changed, for the store to write in one transaction. */
 export interface IdentityChanges {
-  /** Profiles whose rows are rewritten (present in the engine). */
-  dirty: Set<string>;
+  /** Profiles whose rows are rewritten (present in the engine), with which parts (`Dirty` bits). */
+  dirty: Map<string, number>;
   /** Profiles whose rows are deleted. */
   removed: Set<string>;
   assignments: { logOffset: number; profileId: string }[];
@@ -101,6 +104,8 @@ export interface IdentityChanges {
   blocks: Block[];
   /** Log offsets whose assignments and decisions are replaced (a replay). */
   replacedOffsets: number[];
+  /** Profiles whose events were all reassigned by a replay: aliases to and from them go. */
+  unaliased: string[];
 }
 
 /** An event as resolution needs it: parsed once, identifiers extracted. */
@@ -138,7 +143,7 @@ export interface IdentityEngineOptions {
 
 function emptyChanges(): IdentityChanges {
   return {
-    dirty: new Set(),
+    dirty: new Map(),
     removed: new Set(),
     assignments: [],
     remap: new Map(),
@@ -148,6 +153,7 @@ function emptyChanges(): IdentityChanges {
     deletedMerges: [],
     blocks: [],
     replacedOffsets: [],
+    unaliased: [],
   };
 }
 
@@ -300,8 +306,10 @@ export class IdentityEngine {
       rule = `${hits.length} profiles hold these identifiers: merged within the limits`;
     }
     if (reasons !== undefined) rule += `; ${reasons}`;
+    let bits: number = action === 'attach' ? Dirty.row : Dirty.all;
     for (const c of cand) {
       if (this.holders.has(c.key)) continue;
+      bits |= Dirty.identifiers;
       profile.identifiers.set(c.key, {
         type: c.type,
         value: c.value,
@@ -311,8 +319,8 @@ export class IdentityEngine {
       });
       this.holders.set(c.key, profile.id);
     }
-    this.applyEvent(profile, ev);
-    this.changes.dirty.add(profile.id);
+    bits |= this.applyEvent(profile, ev);
+    this.markDirty(profile.id, bits);
     this.changes.assignments.push({ logOffset: ev.logOffset, profileId: profile.id });
     const d: Decision = {
       logOffset: ev.logOffset,
@@ -348,6 +356,7 @@ export class IdentityEngine {
     ts: number,
   ): { reason: string; type?: string; blocked?: [string, string] } | undefined {
     // With at most one profile involved, only the types of new identifiers can go over a limit.
+    if (hits.length <= 1 && cand.every((c) => this.holders.has(c.key))) return undefined;
     const types = new Set<string>();
     for (const c of cand) if (hits.length > 1 || !this.holders.has(c.key)) types.add(c.type);
     if (hits.length > 1)
@@ -506,7 +515,13 @@ export class IdentityEngine {
     this.changes.remap.set(from.id, into.id);
   }
 
-  private applyEvent(p: Profile, ev: IdentityEvent): void {
+  private markDirty(id: string, bits: number): void {
+    this.changes.dirty.set(id, (this.changes.dirty.get(id) ?? 0) | bits);
+  }
+
+  /** Applies the event's traits and computed traits; returns the `Dirty` bits it changed. */
+  private applyEvent(p: Profile, ev: IdentityEvent): number {
+    let bits = 0;
     p.eventCount++;
     p.firstSeen = Math.min(p.firstSeen, ev.timestamp);
     p.lastSeen = Math.max(p.lastSeen, ev.timestamp);
@@ -520,6 +535,7 @@ export class IdentityEngine {
     if (traits) {
       for (const [name, value] of Object.entries(traits)) {
         if (value === undefined) continue;
+        bits |= Dirty.traits;
         const next: TraitValue = {
           value,
           timestamp: ev.timestamp,
@@ -539,7 +555,9 @@ export class IdentityEngine {
       p.computed.set(def.name, state);
       addToComputed(state, def, e, ev.timestamp);
       pruneComputed(def, state, this.now());
+      bits |= Dirty.computed;
     }
+    return bits;
   }
 
   // ---- unmerge ----
@@ -610,7 +628,7 @@ export class IdentityEngine {
       p.id = name(p.id);
       this.loadProfile(p);
       this.changes.removed.delete(p.id);
-      this.changes.dirty.add(p.id);
+      this.markDirty(p.id, Dirty.all);
       pieces.push(p.id);
     }
     for (const m of sub.merges.values()) {
@@ -625,7 +643,10 @@ export class IdentityEngine {
       this.changes.blocks.push(block);
     }
     this.changes.unmerged.push(merge);
-    for (const a of replay.assignments) this.changes.assignments.push({ ...a, profileId: name(a.profileId) });
+    // Assigned to the piece each event's profile ended in (profiles merged within the replay are gone).
+    for (const a of replay.assignments)
+      this.changes.assignments.push({ ...a, profileId: name(sub.current(a.profileId) ?? a.profileId) });
+    this.changes.unaliased.push(...component);
     for (const d of replay.decisions) {
       this.changes.decisions.push({
         ...d,

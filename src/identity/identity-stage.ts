@@ -3,6 +3,7 @@ import type { StoredEvent } from '../warehouse/warehouse.js';
 import { type IdentityRules, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
 import {
   type Decision,
+  type IdentityChanges,
   IdentityEngine,
   type IdentityEngineOptions,
   type MergeRecord,
@@ -42,8 +43,8 @@ export interface StageOptions extends IdentityEngineOptions {
   onError?: (err: unknown) => void;
   /** Most events per feed call. Default 20,000. */
   maxBatch?: number;
-  /** Events per transaction within a feed call. Default 5,000. */
-  chunk?: number;
+  /** Called after each committed transaction (metrics). */
+  onCommitted?: (changes: IdentityChanges) => void;
 }
 
 /** Thrown for lookups that name nothing; the routes map it to 404 / 400. */
@@ -68,6 +69,7 @@ export class IdentityStage {
   private engine: IdentityEngine;
   private queue: Promise<unknown> = Promise.resolve();
   private subscription: FeedSubscription | undefined;
+  private committedOffset = 0;
 
   private constructor(
     private readonly store: IdentityStore,
@@ -84,6 +86,7 @@ export class IdentityStage {
   ): Promise<IdentityStage> {
     const stage = new IdentityStage(store, rules, options);
     await stage.reload();
+    stage.committedOffset = await store.offset();
     return stage;
   }
 
@@ -125,40 +128,41 @@ export class IdentityStage {
   }
 
   /**
-   * Resolves a batch and commits it with `nextOffset`. The batch is cut into chunks, each
-   * committed with the offset of the next chunk: a chunk's transaction runs on DuckDB's
-   * threads while the next chunk is resolved on the event loop. If one fails, the working set
-   * is reloaded and the feed resumes from the last committed offset.
+   * Resolves a batch and commits it with `nextOffset` in one store transaction. If anything
+   * fails, the working set is reloaded from the store (memory would be ahead of it) and the
+   * feed retries from the stored offset.
    */
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
     return this.serial(async () => {
-      const chunk = this.options.chunk ?? 5_000;
-      let pending: Promise<void> | undefined;
       try {
-        for (let i = 0; i < events.length || i === 0; i += chunk) {
-          const part = events.slice(i, i + chunk);
-          for (const e of part) this.engine.resolve(toIdentityEvent(e, this.rules));
-          if (pending) await pending;
-          const next = i + chunk < events.length ? events[i + chunk]!.logOffset : nextOffset;
-          const changes = this.engine.takeChanges();
-          pending = this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
-          // Handled below; keeps a failure from being reported as unhandled while the next chunk resolves.
-          pending.catch(() => undefined);
-        }
-        await pending;
+        for (const e of events) this.engine.resolve(toIdentityEvent(e, this.rules));
+        await this.commitChanges(this.engine.takeChanges(), nextOffset);
       } catch (err) {
-        await pending?.catch(() => undefined);
-        // The memory is ahead of the store: rebuild it so the retried events are not counted twice.
         await this.reload().catch(() => undefined);
         throw err;
       }
     });
   }
 
+  private async commitChanges(changes: IdentityChanges, next: number | undefined): Promise<void> {
+    await this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
+    if (next !== undefined) this.committedOffset = next;
+    this.options.onCommitted?.(changes);
+  }
+
+  /** The log offset the stage has resolved and committed up to. */
+  position(): number {
+    return this.committedOffset;
+  }
+
+  /** How many profiles there are. */
+  profileCount(): number {
+    return this.engine.profiles.size;
+  }
+
   private async commit(nextOffset: number | undefined): Promise<void> {
-    const changes = this.engine.takeChanges();
     try {
-      await this.store.commit(changes, (id) => this.engine.profiles.get(id), nextOffset);
+      await this.commitChanges(this.engine.takeChanges(), nextOffset);
     } catch (err) {
       await this.reload().catch(() => undefined);
       throw err;

@@ -7,6 +7,7 @@ import type { SourceConfig, TributaryConfig } from '../config/schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
+import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { IdentityStage } from '../identity/identity-stage.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { Metrics } from '../observe/metrics.js';
@@ -121,8 +122,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let identity: IdentityStage | undefined;
   if (config.identity.enabled) {
     identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
+    const identityMetrics = new IdentityMetrics(metrics.registry, () => ({
+      profiles: identity?.profileCount() ?? 0,
+      position: identity?.position() ?? 0,
+      loaded: loader?.position() ?? 0,
+    }));
     identity = await IdentityStage.open(identityStore, compileRules(config.identity), {
       onError: (err) => logger.error({ err }, 'identity resolution failed; retrying'),
+      onCommitted: (changes) => identityMetrics.committed(changes),
     });
     identity.follow(feed);
   }
@@ -180,6 +187,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       log: { endOffset: log.endOffset() },
       loader: { position: loader.position() },
       destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
+      ...(identity ? { identity: { position: identity.position(), profiles: identity.profileCount() } } : {}),
     }),
     identity,
     profileReadToken: config.identity.readToken,

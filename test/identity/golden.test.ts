@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
-import { type IdentityPipeline, identityPipeline } from './harness.js';
+import { type IdentityPipeline, identityPipeline, type TestEvent } from './harness.js';
 
 const open: IdentityPipeline[] = [];
 afterEach(async () => {
@@ -294,6 +294,15 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'u6'",
     );
     expect(String(d[0]!.l)).toContain('blocked_link:');
+    expect(await p.query('SELECT count(*) AS n FROM profile_blocks')).toEqual([{ n: 1 }]);
+    expect(
+      await p.query(
+        'SELECT count(*) AS n FROM profile_merges WHERE unmerged_at IS NOT NULL AND block_id IS NOT NULL',
+      ),
+    ).toEqual([{ n: 1 }]);
+    const why = await p.stage.explain('user_id:ada', 'anonymous_id:kiosk');
+    expect(why.sameProfile).toBe(false);
+    expect(why.summary).toMatch(/carried anonymous_id:kiosk of profile .*left out \(blocked_link:/);
 
     // The state survives a restart: the store holds what memory held.
     await p.close();
@@ -307,6 +316,64 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       { type: 'track', messageId: 'u7', at: 6, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
     ]);
     expect((await again.stage.getProfile('anonymous_id:kiosk')).profileId).toBe(bobId);
+  });
+
+  it('unmerge keeps the merges it does not undo: events of a device merged earlier stay with the person', async () => {
+    const p = await pipeline({ identity: COMPUTED });
+    await p.send([
+      {
+        type: 'track',
+        messageId: 'k1',
+        at: 0,
+        anonymousId: 'phone',
+        event: 'Order Completed',
+        properties: { total: 1 },
+      },
+      {
+        type: 'track',
+        messageId: 'k2',
+        at: 1,
+        anonymousId: 'laptop',
+        event: 'Order Completed',
+        properties: { total: 2 },
+      },
+      { type: 'identify', messageId: 'k3', at: 2, anonymousId: 'phone', userId: 'ada' },
+      { type: 'identify', messageId: 'k4', at: 3, anonymousId: 'laptop', userId: 'ada' },
+      {
+        type: 'track',
+        messageId: 'k5',
+        at: 4,
+        anonymousId: 'kiosk',
+        event: 'Order Completed',
+        properties: { total: 4 },
+      },
+      { type: 'track', messageId: 'k6', at: 5, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
+    ]);
+    const merged = await p.stage.getProfile('user_id:ada');
+    expect(merged.merges.map((m) => m.messageId)).toEqual(['k4', 'k6']);
+    await p.stage.unmerge(merged.merges[1]!.mergeId);
+    const ada = await p.stage.getProfile('user_id:ada');
+    const kiosk = await p.stage.getProfile('anonymous_id:kiosk');
+    expect(ada.identifiers.map((i) => i.value).sort()).toEqual(['ada', 'laptop', 'phone']);
+    expect(ada.computedTraits).toMatchObject({ orders: 2, revenue: 3 });
+    expect(kiosk.computedTraits).toMatchObject({ orders: 1, revenue: 4 });
+    const ev = await p.eventProfiles();
+    expect([ev.k1, ev.k2, ev.k3, ev.k4, ev.k6]).toEqual(Array(5).fill(ada.profileId));
+    expect(ev.k5).toBe(kiosk.profileId);
+    // Every event maps to a live profile.
+    const live = new Set((await p.query('SELECT profile_id FROM profiles')).map((r) => r.profile_id));
+    for (const id of Object.values(ev)) expect(live.has(id)).toBe(true);
+    // Later merges still carry the events along.
+    await p.send([
+      { type: 'identify', messageId: 'k7', at: 6, anonymousId: 'kiosk', traits: { email: 'bob@x.io' } },
+    ]);
+    await p.send([
+      { type: 'track', messageId: 'k8', at: 7, anonymousId: 'tablet', event: 'E' },
+      { type: 'identify', messageId: 'k9', at: 8, anonymousId: 'tablet', traits: { email: 'bob@x.io' } },
+    ]);
+    const bob = await p.stage.getProfile('email:bob@x.io');
+    const after = await p.eventProfiles();
+    expect([after.k5, after.k7, after.k8, after.k9]).toEqual(Array(4).fill(bob.profileId));
   });
 
   it('out-of-order events: traits by event timestamp, late anonymous events still join the profile', async () => {
@@ -407,5 +474,80 @@ describe('identity resolution: exactly once', () => {
     const after = await again.stage.getProfile('user_id:u');
     expect(after.computedTraits).toMatchObject({ orders: 6, revenue: 12 });
     expect(await again.query('SELECT count(*) AS n FROM profile_events')).toEqual([{ n: 6 }]);
+  });
+});
+
+describe('identity store', () => {
+  it('holds exactly what memory holds after a mixed workload of attaches, merges and limits', async () => {
+    const p = await pipeline({ identity: { ...COMPUTED, identifiers: { device_id: { limit: 2 } } } });
+    const events: TestEvent[] = [];
+    let n = 0;
+    // 30 people, each with two anonymous devices, identifies and orders; every 5th shares a device.
+    for (let person = 0; person < 30; person++) {
+      for (const device of [`d${person}a`, `d${person}b`]) {
+        events.push({ type: 'page', messageId: `m${n++}`, at: n, anonymousId: device, name: 'Home' });
+        events.push({
+          type: 'identify',
+          messageId: `m${n++}`,
+          at: n,
+          anonymousId: device,
+          userId: `u${person}`,
+          traits: { email: `p${person}@x.io`, plan: n % 2 ? 'pro' : 'free' },
+          context: { device: { id: `hw-${device}` } },
+        });
+        events.push({
+          type: 'track',
+          messageId: `m${n++}`,
+          at: n,
+          anonymousId: person % 5 === 0 ? `d${person + 1}a` : device,
+          userId: `u${person}`,
+          event: 'Order Completed',
+          properties: { total: person },
+          context: { device: { id: `hw-extra-${person}-${device}` } },
+        });
+      }
+    }
+    for (let i = 0; i < events.length; i += 7) await p.send(events.slice(i, i + 7));
+    // Identifiers attached in a later transaction than the profile's creation, with no merge after.
+    const late = [0, 1, 2].map((i) => `late-${i}`);
+    await p.send(
+      late.map((a) => ({ type: 'page', messageId: `${a}-p`, at: 500, anonymousId: a, name: 'Home' })),
+    );
+    await p.send(
+      late.map((a) => ({
+        type: 'track',
+        messageId: `${a}-t`,
+        at: 501,
+        anonymousId: a,
+        userId: `u-${a}`,
+        event: 'E',
+      })),
+    );
+    const keys = (await p.query('SELECT type, value FROM profile_identifiers ORDER BY 1, 2')).map(
+      (r) => `${r.type}:${r.value}`,
+    );
+    expect(keys.length).toBeGreaterThan(150);
+    const view = async (stage: typeof p.stage) =>
+      Promise.all(
+        keys.map(async (k) => {
+          const v = await stage.getProfile(k, { now: 0 });
+          return {
+            ...v,
+            identifiers: [...v.identifiers].sort((a, b) =>
+              `${a.type}:${a.value}`.localeCompare(`${b.type}:${b.value}`),
+            ),
+          };
+        }),
+      );
+    const before = await view(p.stage);
+    await p.close();
+    const again = await pipeline({
+      identity: { ...COMPUTED, identifiers: { device_id: { limit: 2 } } },
+      dir: p.dir,
+    });
+    expect(await view(again.stage)).toEqual(before);
+    expect(await again.query('SELECT count(*) AS n FROM profiles')).toEqual([
+      { n: new Set(before.map((b) => b.profileId)).size },
+    ]);
   });
 });

@@ -53,6 +53,8 @@ export async function identityPipeline(
   const errors: unknown[] = [];
   const stage = await IdentityStage.open(store, compileRules(config), {
     now: options.now,
+    // Small feed calls, so a commit is often in flight while the next batch resolves.
+    maxBatch: 3,
     onError: (e) => errors.push(e),
   });
   const feedStage = () => stage.follow(feed);

@@ -7,13 +7,14 @@ import {
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { sqlString } from '../../duckdb-sql.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
-import type {
-  Block,
-  Decision,
-  HeldIdentifier,
-  IdentityChanges,
-  MergeRecord,
-  Profile,
+import {
+  type Block,
+  type Decision,
+  Dirty,
+  type HeldIdentifier,
+  type IdentityChanges,
+  type MergeRecord,
+  type Profile,
 } from '../identity-engine.js';
 import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
 import { computedFromJson, computedToJson, computedValue, type TraitValue } from '../traits.js';
@@ -63,9 +64,18 @@ const SCHEMA_SQL = [
     side_a JSON NOT NULL,
     side_b JSON NOT NULL,
     created_at TIMESTAMPTZ NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS profile_events (
+  // The profile of each event: the profile it was resolved into (append-only), followed
+  // through the aliases merges leave, so a merge rewrites one alias row per absorbed
+  // profile instead of the mapping of every event.
+  `CREATE TABLE IF NOT EXISTS profile_event_assignments (
     log_offset BIGINT NOT NULL,
     profile_id VARCHAR NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS profile_aliases (
+    profile_id VARCHAR NOT NULL,
+    current_profile_id VARCHAR NOT NULL)`,
+  `CREATE OR REPLACE VIEW profile_events AS
+    SELECT a.log_offset, coalesce(al.current_profile_id, a.profile_id) AS profile_id
+    FROM profile_event_assignments a LEFT JOIN profile_aliases al ON al.profile_id = a.profile_id`,
   // message_id, source_id and timestamp are in `events` (same log_offset): not repeated here.
   // The lists are JSON text in VARCHAR columns (DuckDB's json functions read them as they are).
   `CREATE TABLE IF NOT EXISTS identity_decisions (
@@ -84,7 +94,9 @@ const SCHEMA_SQL = [
     consumer VARCHAR PRIMARY KEY,
     next_offset BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL)`,
-  'CREATE TEMP TABLE IF NOT EXISTS _identity_ids (id VARCHAR)',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_ids (id VARCHAR, bits INTEGER)',
+  `CREATE TEMP TABLE IF NOT EXISTS _identity_profiles (
+    profile_id VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, event_count BIGINT, created_offset BIGINT)`,
   'CREATE TEMP TABLE IF NOT EXISTS _identity_offsets (log_offset BIGINT)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_remap (old_id VARCHAR, new_id VARCHAR)',
 ];
@@ -97,6 +109,8 @@ const INSERT_DECISIONS_SQL = `
 /** A changed profile's rows, read when the commit starts. */
 interface ProfileRows {
   id: string;
+  /** Whether the `profiles` row is rewritten; the lists are empty when their part is unchanged. */
+  row: boolean;
   firstSeen: number;
   lastSeen: number;
   eventCount: number;
@@ -105,6 +119,21 @@ interface ProfileRows {
   traits: [string, TraitValue][];
   computed: [name: string, value: string, state: string][];
 }
+
+const UPSERT_PROFILES_SQL = `
+  UPDATE profiles SET first_seen = t.first_seen, last_seen = t.last_seen, event_count = t.event_count, updated_at = now()
+  FROM temp._identity_profiles t WHERE profiles.profile_id = t.profile_id;
+  INSERT INTO profiles
+  SELECT t.profile_id, t.first_seen, t.last_seen, t.event_count, t.created_offset, now() FROM temp._identity_profiles t
+  WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.profile_id = t.profile_id);
+  DELETE FROM temp._identity_profiles`;
+
+const PROFILE_TABLES: [string, number][] = [
+  ['profiles', Dirty.row],
+  ['profile_identifiers', Dirty.identifiers],
+  ['profile_traits', Dirty.traits],
+  ['profile_computed_traits', Dirty.computed],
+];
 
 const tz = (ms: number) => new DuckDBTimestampTZValue(BigInt(Math.trunc(ms)) * 1000n);
 
@@ -243,16 +272,24 @@ export class DuckDBIdentityStore implements IdentityStore {
     await c.run('BEGIN TRANSACTION');
     try {
       const statements: string[] = [];
-      const touched = new Set([...changes.dirty, ...changes.removed]);
-      if (touched.size > 0) {
+      if (changes.dirty.size + changes.removed.size > 0) {
         const ids = await appender('_identity_ids', 'temp');
-        for (const id of touched) {
+        for (const [id, bits] of changes.dirty) {
+          // The `profiles` row of a live profile is updated in place (below), not deleted.
           ids.appendVarchar(id);
+          ids.appendInteger(bits & ~Dirty.row);
+          ids.endRow();
+        }
+        for (const id of changes.removed) {
+          ids.appendVarchar(id);
+          ids.appendInteger(Dirty.all);
           ids.endRow();
         }
         ids.flushSync();
-        for (const t of ['profiles', 'profile_identifiers', 'profile_traits', 'profile_computed_traits']) {
-          statements.push(`DELETE FROM ${t} WHERE profile_id IN (SELECT id FROM temp._identity_ids)`);
+        for (const [table, bit] of PROFILE_TABLES) {
+          statements.push(
+            `DELETE FROM ${table} WHERE profile_id IN (SELECT id FROM temp._identity_ids WHERE bits & ${bit} <> 0)`,
+          );
         }
       }
       if (changes.replacedOffsets.length > 0) {
@@ -263,8 +300,15 @@ export class DuckDBIdentityStore implements IdentityStore {
         }
         offs.flushSync();
         statements.push(
-          'DELETE FROM profile_events WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
+          'DELETE FROM profile_event_assignments WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
           'DELETE FROM identity_decisions WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
+        );
+      }
+      if (changes.unaliased.length > 0) {
+        // An unmerge reassigned every event of these profiles directly: their aliases go.
+        const ids = changes.unaliased.map(sqlString).join(', ');
+        statements.push(
+          `DELETE FROM profile_aliases WHERE current_profile_id IN (${ids}) OR profile_id IN (${ids})`,
         );
       }
       const mergeIds = [...changes.deletedMerges, ...changes.unmerged.map((m) => m.mergeId)];
@@ -275,9 +319,14 @@ export class DuckDBIdentityStore implements IdentityStore {
       }
       if (statements.length > 0) await c.run(statements.join(';\n'));
 
-      if (snapshot.length > 0) await this.appendProfiles(snapshot, appender);
+      if (snapshot.length > 0) {
+        await this.appendProfiles(snapshot, appender);
+        // Every event changes its profile's counters: an update in place is far cheaper for
+        // DuckDB than deleting and appending the row again.
+        await c.run(UPSERT_PROFILES_SQL);
+      }
       if (changes.assignments.length > 0) {
-        const a = await appender('profile_events');
+        const a = await appender('profile_event_assignments');
         for (const x of changes.assignments) {
           a.appendBigInt(BigInt(x.logOffset));
           a.appendVarchar(x.profileId);
@@ -318,8 +367,9 @@ export class DuckDBIdentityStore implements IdentityStore {
         }
         r.flushSync();
         tail.push(
-          `UPDATE profile_events SET profile_id = r.new_id FROM temp._identity_remap r
-           WHERE profile_events.profile_id = r.old_id`,
+          `UPDATE profile_aliases SET current_profile_id = r.new_id FROM temp._identity_remap r
+           WHERE profile_aliases.current_profile_id = r.old_id`,
+          `INSERT INTO profile_aliases SELECT old_id, new_id FROM temp._identity_remap`,
         );
       }
       if (nextOffset !== undefined) {
@@ -342,31 +392,37 @@ export class DuckDBIdentityStore implements IdentityStore {
     }
   }
 
-  private snapshot(dirty: ReadonlySet<string>, profile: (id: string) => Profile | undefined): ProfileRows[] {
+  private snapshot(
+    dirty: ReadonlyMap<string, number>,
+    profile: (id: string) => Profile | undefined,
+  ): ProfileRows[] {
     const now = this.now();
     const rows: ProfileRows[] = [];
-    for (const id of dirty) {
+    for (const [id, bits] of dirty) {
       const p = profile(id);
       if (!p) continue;
       const computed: [string, string, string][] = [];
-      for (const def of this.computed) {
-        const state = p.computed.get(def.name);
-        if (state)
-          computed.push([
-            def.name,
-            JSON.stringify(computedValue(def, state, now) ?? null),
-            computedToJson(state),
-          ]);
+      if (bits & Dirty.computed) {
+        for (const def of this.computed) {
+          const state = p.computed.get(def.name);
+          if (state)
+            computed.push([
+              def.name,
+              JSON.stringify(computedValue(def, state, now) ?? null),
+              computedToJson(state),
+            ]);
+        }
       }
       rows.push({
         id: p.id,
+        row: (bits & Dirty.row) !== 0,
         firstSeen: p.firstSeen,
         lastSeen: p.lastSeen,
         eventCount: p.eventCount,
         createdOffset: p.createdOffset,
         // Held identifiers and trait values are replaced, never changed in place.
-        identifiers: [...p.identifiers.values()],
-        traits: [...p.traits],
+        identifiers: bits & Dirty.identifiers ? [...p.identifiers.values()] : [],
+        traits: bits & Dirty.traits ? [...p.traits] : [],
         computed,
       });
     }
@@ -375,21 +431,23 @@ export class DuckDBIdentityStore implements IdentityStore {
 
   private async appendProfiles(
     rows: readonly ProfileRows[],
-    appender: (table: string) => Promise<DuckDBAppender>,
+    appender: (table: string, catalog?: 'temp') => Promise<DuckDBAppender>,
   ): Promise<void> {
     const updated = tz(this.now());
-    const pa = await appender('profiles');
+    const pa = await appender('_identity_profiles', 'temp');
     const ia = await appender('profile_identifiers');
     const ta = await appender('profile_traits');
     const ca = await appender('profile_computed_traits');
     for (const p of rows) {
+      if (!p.row) continue;
       pa.appendVarchar(p.id);
       pa.appendTimestampTZ(tz(p.firstSeen));
       pa.appendTimestampTZ(tz(p.lastSeen));
       pa.appendBigInt(BigInt(p.eventCount));
       pa.appendBigInt(BigInt(p.createdOffset));
-      pa.appendTimestampTZ(updated);
       pa.endRow();
+    }
+    for (const p of rows) {
       for (const i of p.identifiers) {
         ia.appendVarchar(p.id);
         ia.appendVarchar(i.type);
