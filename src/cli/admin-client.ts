@@ -1,7 +1,10 @@
 import { type QueryOptions, resolveServer } from './query.js';
 
-/** Options every verb that talks to the running server takes. */
-export type AdminOptions = Pick<QueryOptions, 'url' | 'config' | 'dataDir'>;
+/**
+ * Options every verb that talks to the running server takes. `token` replaces the admin
+ * token (for the Profile API's read token).
+ */
+export type AdminOptions = Pick<QueryOptions, 'url' | 'config' | 'dataDir'> & { token?: string };
 
 /**
  * Calls the running server's admin API (found and authorised as `tributary query` does).
@@ -13,7 +16,9 @@ export async function adminRequest<T>(
   path: string,
   body?: unknown,
 ): Promise<T> {
-  const { url, token } = resolveServer(opts, process.env);
+  const server = resolveServer(opts, process.env);
+  const url = server.url;
+  const token = opts.token ?? server.token;
   let res: Response;
   try {
     res = await fetch(`${url}${path}`, {

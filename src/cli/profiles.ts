@@ -1,4 +1,5 @@
-import { type QueryOptions, resolveServer } from './query.js';
+import { adminRequest } from './admin-client.js';
+import type { QueryOptions } from './query.js';
 
 export type ProfilesOptions = QueryOptions & { token?: string };
 
@@ -6,32 +7,14 @@ export type ProfilesOptions = QueryOptions & { token?: string };
  * Calls the Profile API of the running server, found as `tributary query` finds it. The token
  * is `--token`, else `TRIBUTARY_PROFILE_TOKEN`, else the admin token.
  */
-async function call(
+function call(
   opts: ProfilesOptions,
   method: 'GET' | 'POST',
   path: string,
   body?: unknown,
 ): Promise<Record<string, unknown>> {
-  const { url, token: admin } = resolveServer(opts, process.env);
-  const token = opts.token ?? (process.env.TRIBUTARY_PROFILE_TOKEN || undefined) ?? admin;
-  let res: Response;
-  try {
-    res = await fetch(`${url}${path}`, {
-      method,
-      headers: {
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (err) {
-    throw new Error(
-      `cannot reach the Tributary server at ${url} (${(err as Error).cause ?? (err as Error).message}); start it with "npm start" or pass --url`,
-    );
-  }
-  const json = (await res.json()) as Record<string, unknown>;
-  if (!res.ok) throw new Error(`${json.code ?? res.status}: ${json.message ?? res.statusText}`);
-  return json;
+  const token = opts.token ?? (process.env.TRIBUTARY_PROFILE_TOKEN || undefined);
+  return adminRequest<Record<string, unknown>>({ ...opts, token }, method, path, body);
 }
 
 const out = (text: string): void => {
