@@ -138,3 +138,56 @@ describe('EventFeed interval', () => {
     expect(s.seen.map((e) => e.messageId)).toEqual(['m-0', 'm-1', 'm-2', 'm-3']);
   });
 });
+
+describe('EventFeed with several events under one log offset (a transformation fanning out)', () => {
+  it('never splits an offset between two batches, even one larger than a batch', async () => {
+    const { warehouse } = await pipeline();
+    const row = (offset: number, id: string) => {
+      const at = new Date(1_790_000_000_000).toISOString();
+      return {
+        messageId: id,
+        sourceId: 'web',
+        receivedAt: 1_790_000_000_000,
+        logOffset: offset,
+        json: JSON.stringify({
+          type: 'track',
+          event: 'E',
+          userId: 'u',
+          messageId: id,
+          timestamp: at,
+          receivedAt: at,
+        }),
+      };
+    };
+    // Offset 0: one event; offset 1: four (fan-out); offset 2: two.
+    const rows = [
+      row(0, 'a'),
+      ...['b1', 'b2', 'b3', 'b4'].map((id) => row(1, id)),
+      row(2, 'c1'),
+      row(2, 'c2'),
+    ];
+    await warehouse.write({ events: rows, failed: [], consumer: 'other', nextOffset: 3 });
+    const loaded = { position: () => 3, onLoaded: () => () => {} };
+    for (const maxBatch of [1, 2, 3, 4, 5]) {
+      const s = stage();
+      const calls: number[] = [];
+      const sub = new EventFeed(warehouse, loaded).subscribe({
+        name: 'test',
+        from: s.from,
+        handle: async (events, next) => {
+          calls.push(next);
+          await s.handle(events, next);
+        },
+        maxBatch,
+      });
+      await sub.drained();
+      await sub.stop();
+      expect(
+        s.seen.map((e) => e.messageId),
+        `maxBatch ${maxBatch}`,
+      ).toEqual(rows.map((r) => r.messageId));
+      expect(s.stored()).toBe(3);
+      expect(calls).toEqual([...calls].sort((a, b) => a - b));
+    }
+  });
+});

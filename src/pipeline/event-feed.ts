@@ -47,6 +47,27 @@ export class EventFeed {
     private readonly loader: LoaderPosition,
   ) {}
 
+  /**
+   * Events of `[from, to)` and where the next read starts. A transformation that returns
+   * several events stores them under one log offset, so a full batch never ends inside
+   * an offset: its last offset is left to the next read, or read whole when it fills the
+   * batch alone.
+   */
+  private async read(
+    from: number,
+    to: number,
+    max: number,
+  ): Promise<{ events: StoredEvent[]; next: number; full: boolean }> {
+    const events = await this.warehouse.readEvents(from, to, max);
+    if (events.length < max) return { events, next: to, full: false };
+    const last = events[events.length - 1]!.logOffset;
+    let cut = events.length;
+    while (cut > 0 && events[cut - 1]!.logOffset === last) cut--;
+    if (cut > 0) return { events: events.slice(0, cut), next: last, full: true };
+    const whole = await this.warehouse.readEvents(last, last + 1, Number.MAX_SAFE_INTEGER);
+    return { events: whole, next: last + 1, full: true };
+  }
+
   subscribe(options: FeedConsumerOptions): FeedSubscription {
     const maxBatch = options.maxBatch ?? 5_000;
     const retryMs = options.retryMs ?? 1_000;
@@ -92,14 +113,13 @@ export class EventFeed {
             continue;
           }
           const started = Date.now();
-          const events = await this.warehouse.readEvents(position, to, maxBatch);
-          const next = events.length < maxBatch ? to : events[events.length - 1]!.logOffset + 1;
+          const { events, next, full } = await this.read(position, to, maxBatch);
           await options.handle(events, next);
           position = next;
           settle();
           // The interval runs from the start of this load, so a load's own time is not added to it.
           const pause = intervalMs - (Date.now() - started);
-          if (pause > 0 && events.length < maxBatch && !stopped) {
+          if (pause > 0 && !full && !stopped) {
             pausing = true;
             await sleep(pause);
             pausing = false;
