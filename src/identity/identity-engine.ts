@@ -93,7 +93,7 @@ export interface IdentityChanges {
   dirty: Map<string, number>;
   /** Profiles whose rows are deleted. */
   removed: Set<string>;
-  assignments: { logOffset: number; profileId: string }[];
+  assignments: { logOffset: number; messageId: string; profileId: string }[];
   /** Earlier event → profile rows to repoint: old profile id → its current one. */
   remap: Map<string, string>;
   decisions: Decision[];
@@ -321,7 +321,7 @@ export class IdentityEngine {
     }
     bits |= this.applyEvent(profile, ev);
     this.markDirty(profile.id, bits);
-    this.changes.assignments.push({ logOffset: ev.logOffset, profileId: profile.id });
+    this.changes.assignments.push({ logOffset: ev.logOffset, messageId: ev.messageId, profileId: profile.id });
     const d: Decision = {
       logOffset: ev.logOffset,
       messageId: ev.messageId,

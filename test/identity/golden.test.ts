@@ -135,7 +135,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       kid.profileId,
     ]);
     const d = await p.query(
-      "SELECT action, limited, CAST(left_out AS VARCHAR) AS left_out FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 's3'",
+      "SELECT action, limited, CAST(left_out AS VARCHAR) AS left_out FROM identity_decisions JOIN events USING (log_offset, message_id) WHERE message_id = 's3'",
     );
     expect(d).toEqual([
       {
@@ -169,7 +169,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       { n: 0 },
     ]);
     const d = await p.query(
-      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'b2'",
+      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset, message_id) WHERE message_id = 'b2'",
     );
     expect(JSON.parse(String(d[0]!.l))).toEqual([
       { identifier: 'email:null', reason: 'blocked_value' },
@@ -201,7 +201,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
       'user_id:ann',
     ]);
     const rows = await p.query(
-      "SELECT message_id, action, limited, CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id IN ('l3', 'l6') ORDER BY 1",
+      "SELECT message_id, action, limited, CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset, message_id) WHERE message_id IN ('l3', 'l6') ORDER BY 1",
     );
     expect(rows).toEqual([
       {
@@ -253,7 +253,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
     const merged = await p.stage.getProfile('user_id:ada');
     const bobId = (
       await p.query(
-        "SELECT profile_id FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'u3'",
+        "SELECT profile_id FROM identity_decisions JOIN events USING (log_offset, message_id) WHERE message_id = 'u3'",
       )
     )[0]!.profile_id;
     expect(merged.identifiers).toHaveLength(4);
@@ -291,7 +291,7 @@ describe('identity resolution: golden scenarios (real DuckDB store)', () => {
     expect((await p.stage.getProfile('anonymous_id:kiosk')).profileId).toBe(bobId);
     expect((await p.stage.getProfile('user_id:ada')).profileId).toBe(ada.profileId);
     const d = await p.query(
-      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset) WHERE message_id = 'u6'",
+      "SELECT CAST(left_out AS VARCHAR) AS l FROM identity_decisions JOIN events USING (log_offset, message_id) WHERE message_id = 'u6'",
     );
     expect(String(d[0]!.l)).toContain('blocked_link:');
     expect(await p.query('SELECT count(*) AS n FROM profile_blocks')).toEqual([{ n: 1 }]);

@@ -90,6 +90,49 @@ describe('transformations in the pipeline', () => {
     });
   });
 
+  it('the events a function makes of one record share its log offset, yet each keeps its own profile and rows', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-fn-'));
+    dirs.push(dir);
+    writeFileSync(
+      join(dir, 'enrich.ts'),
+      `export default (e: { userId: string }) => [e, { ...e, userId: e.userId + '-twin', messageId: 'twin' }];`,
+    );
+    const server = await startTestServer({ yaml: config(dir) });
+    servers.push(server);
+    const res = await server.app.inject({
+      method: 'POST',
+      url: '/v1/track',
+      headers: { authorization: basicAuth(WRITE_KEY) },
+      payload: { userId: 'ada', event: 'Signed Up', messageId: 'one' },
+    });
+    expect(res.statusCode).toBe(200);
+    await server.settle();
+    await server.identity?.drained();
+    await Promise.all(server.destinations.map((d) => d.drained()));
+
+    const rows = await server.query(
+      'SELECT message_id, user_id, profile_id, log_offset FROM events_with_profile ORDER BY message_id',
+    );
+    expect(rows.map((r) => [r.message_id, r.user_id])).toEqual([
+      ['one', 'ada'],
+      ['twin', 'ada-twin'],
+    ]);
+    expect(rows[0]!.log_offset).toBe(rows[1]!.log_offset);
+    expect(rows[0]!.profile_id).not.toBe(rows[1]!.profile_id);
+    const decisions = await server.query(
+      'SELECT message_id, action FROM identity_decisions ORDER BY message_id',
+    );
+    expect(decisions).toEqual([
+      { message_id: 'one', action: 'new' },
+      { message_id: 'twin', action: 'new' },
+    ]);
+    const tracks = await server.query('SELECT id, user_id FROM web.tracks ORDER BY id');
+    expect(tracks).toEqual([
+      { id: 'one', user_id: 'ada' },
+      { id: 'twin', user_id: 'ada-twin' },
+    ]);
+  });
+
   it('refuses to start with a function that does not load', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trib-fn-'));
     dirs.push(dir);

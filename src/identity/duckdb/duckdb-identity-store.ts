@@ -69,17 +69,20 @@ const SCHEMA_SQL = [
   // profile instead of the mapping of every event.
   `CREATE TABLE IF NOT EXISTS profile_event_assignments (
     log_offset BIGINT NOT NULL,
+    message_id VARCHAR NOT NULL,
     profile_id VARCHAR NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS profile_aliases (
     profile_id VARCHAR NOT NULL,
     current_profile_id VARCHAR NOT NULL)`,
   `CREATE OR REPLACE VIEW profile_events AS
-    SELECT a.log_offset, coalesce(al.current_profile_id, a.profile_id) AS profile_id
+    SELECT a.log_offset, a.message_id, coalesce(al.current_profile_id, a.profile_id) AS profile_id
     FROM profile_event_assignments a LEFT JOIN profile_aliases al ON al.profile_id = a.profile_id`,
-  // message_id, source_id and timestamp are in `events` (same log_offset): not repeated here.
+  // An event is (log_offset, message_id): the events a transformation makes of one record share
+  // its log offset. Source and timestamp are in `events`: not repeated here.
   // The lists are JSON text in VARCHAR columns (DuckDB's json functions read them as they are).
   `CREATE TABLE IF NOT EXISTS identity_decisions (
     log_offset BIGINT NOT NULL,
+    message_id VARCHAR NOT NULL,
     action VARCHAR NOT NULL,
     limited BOOLEAN NOT NULL,
     profile_id VARCHAR,
@@ -88,7 +91,7 @@ const SCHEMA_SQL = [
     involved VARCHAR NOT NULL,
     rule VARCHAR NOT NULL)`,
   `CREATE OR REPLACE VIEW events_with_profile AS
-    SELECT e.*, pe.profile_id FROM events e LEFT JOIN profile_events pe USING (log_offset)`,
+    SELECT e.*, pe.profile_id FROM events e LEFT JOIN profile_events pe USING (log_offset, message_id)`,
   'CREATE SCHEMA IF NOT EXISTS _tributary',
   `CREATE TABLE IF NOT EXISTS _tributary.consumer_offsets (
     consumer VARCHAR PRIMARY KEY,
@@ -103,7 +106,7 @@ const SCHEMA_SQL = [
 
 const INSERT_DECISIONS_SQL = `
   INSERT INTO identity_decisions
-  SELECT CAST(f[1] AS BIGINT), f[2], f[3] = '1', nullif(f[4], ''), f[5], f[6], f[7], f[8]
+  SELECT CAST(f[1] AS BIGINT), json_extract_string(f[2], '$'), f[3], f[4] = '1', nullif(f[5], ''), f[6], f[7], f[8], f[9]
   FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
 
 /** A changed profile's rows, read when the commit starts. */
@@ -329,6 +332,7 @@ export class DuckDBIdentityStore implements IdentityStore {
         const a = await appender('profile_event_assignments');
         for (const x of changes.assignments) {
           a.appendBigInt(BigInt(x.logOffset));
+          a.appendVarchar(x.messageId);
           a.appendVarchar(x.profileId);
           a.endRow();
         }
@@ -481,7 +485,7 @@ export class DuckDBIdentityStore implements IdentityStore {
   async eventsOfProfile(profileId: string): Promise<StoredEvent[]> {
     const r = await this.read(
       `SELECT e.log_offset, e.source_id, e.message_id, epoch_ms(e.received_at), CAST(e.payload AS VARCHAR)
-       FROM profile_events pe JOIN events e USING (log_offset)
+       FROM profile_events pe JOIN events e USING (log_offset, message_id)
        WHERE pe.profile_id = $1 ORDER BY e.log_offset`,
       [profileId],
     );
@@ -497,7 +501,7 @@ export class DuckDBIdentityStore implements IdentityStore {
   async recentEvents(profileId: string, limit: number): Promise<ProfileEvent[]> {
     const r = await this.read(
       `SELECT e.log_offset, e.message_id, e.source_id, e.type, e.event, strftime(e."timestamp", '%Y-%m-%dT%H:%M:%S.%gZ')
-       FROM profile_events pe JOIN events e USING (log_offset)
+       FROM profile_events pe JOIN events e USING (log_offset, message_id)
        WHERE pe.profile_id = $1 ORDER BY e."timestamp" DESC, e.log_offset DESC LIMIT $2`,
       [profileId, BigInt(limit)],
     );
@@ -520,7 +524,8 @@ export class DuckDBIdentityStore implements IdentityStore {
     const conditions: string[] = [];
     if (profileIds.length > 0) {
       conditions.push(
-        `d.log_offset IN (SELECT log_offset FROM profile_events WHERE profile_id IN (${profileIds.map(sqlString).join(', ')}))`,
+        `EXISTS (SELECT 1 FROM profile_events pe WHERE pe.log_offset = d.log_offset AND pe.message_id = d.message_id
+                 AND pe.profile_id IN (${profileIds.map(sqlString).join(', ')}))`,
       );
     }
     for (const key of identifiers)
@@ -528,7 +533,7 @@ export class DuckDBIdentityStore implements IdentityStore {
     const r = await this.read(
       `SELECT d.log_offset, e.message_id, e.source_id, epoch_ms(e."timestamp"), d.action, d.limited, d.profile_id,
               d.involved, d.identifiers, d.left_out, d.rule
-       FROM identity_decisions d JOIN events e USING (log_offset)
+       FROM identity_decisions d JOIN events e USING (log_offset, message_id)
        WHERE ${conditions.join(' OR ')} ORDER BY d.log_offset LIMIT ${Math.trunc(limit)}`,
       [],
     );
@@ -572,7 +577,7 @@ export class DuckDBIdentityStore implements IdentityStore {
  * JSON text never holds a raw tab or newline, and the other fields are ours.
  */
 function decisionLine(d: Decision): string {
-  return `${d.logOffset}\t${d.action}\t${d.limited ? 1 : 0}\t${d.profileId ?? ''}\t${JSON.stringify(d.identifiers)}\t${
+  return `${d.logOffset}\t${JSON.stringify(d.messageId)}\t${d.action}\t${d.limited ? 1 : 0}\t${d.profileId ?? ''}\t${JSON.stringify(d.identifiers)}\t${
     d.leftOut.length === 0 ? '[]' : JSON.stringify(d.leftOut)
   }\t${d.involved.length === 0 ? '[]' : JSON.stringify(d.involved)}\t${d.rule.replace(/[\t\n]/g, ' ')}`;
 }
