@@ -321,7 +321,11 @@ export class IdentityEngine {
     }
     bits |= this.applyEvent(profile, ev);
     this.markDirty(profile.id, bits);
-    this.changes.assignments.push({ logOffset: ev.logOffset, messageId: ev.messageId, profileId: profile.id });
+    this.changes.assignments.push({
+      logOffset: ev.logOffset,
+      messageId: ev.messageId,
+      profileId: profile.id,
+    });
     const d: Decision = {
       logOffset: ev.logOffset,
       messageId: ev.messageId,
