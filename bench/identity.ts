@@ -30,6 +30,7 @@ import type { IdentityStore } from '../src/identity/identity-store.js';
 import { EventFeed } from '../src/pipeline/event-feed.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
 import type { EventRow, StoredEvent } from '../src/warehouse/warehouse.js';
+import { prng } from './lib/events.js';
 import { int, markdownTable } from './lib/report.js';
 
 const { values: args } = parseArgs({
@@ -41,18 +42,6 @@ const { values: args } = parseArgs({
     'er-csv': { type: 'string' },
   },
 });
-
-/** mulberry32: a small seeded PRNG, so every run generates the same data. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Generated {
   rows: EventRow[];

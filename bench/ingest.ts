@@ -29,6 +29,7 @@ import {
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { envNumber } from './lib/env.js';
 import { BodyPool, MessageIds } from './lib/events.js';
 import { type LoadResult, runLoad } from './lib/load.js';
 import {
@@ -53,14 +54,6 @@ sources:
     type: http
     writeKey: ${WRITE_KEY}
 `;
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}: expected a positive number, got "${raw}"`);
-  return n;
-}
 
 const DURATION_S = envNumber('BENCH_DURATION', 15);
 const WARMUP_S = envNumber('BENCH_WARMUP', 3);

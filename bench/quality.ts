@@ -39,21 +39,14 @@ import { buildQuality } from '../src/server/quality-setup.js';
 import { isPlainObject } from '../src/spec/event.js';
 import { normalizeEvent } from '../src/spec/normalize.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
-import { BodyPool, MessageIds } from './lib/events.js';
+import { envInt } from './lib/env.js';
+import { BodyPool, EVENT_NAMES, MessageIds } from './lib/events.js';
 import { freePort, sleep, spawnChild, stopChild, waitReady } from './lib/proc.js';
 import { int, markdownTable, pct } from './lib/report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const WRITE_KEY = 'wk_web_123';
 const TOKEN = 'bench-admin-token';
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}: expected a positive integer, got "${raw}"`);
-  return n;
-}
 
 const EVENTS = envInt('BENCH_EVENTS', 100_000);
 const ROUNDS = envInt('BENCH_ROUNDS', 3);
@@ -71,16 +64,6 @@ const PRODUCT_SCHEMA = {
     currency: { enum: ['USD', 'EUR', 'GBP'] },
   },
 };
-const EVENT_NAMES = [
-  'Product Viewed',
-  'Product Added',
-  'Cart Viewed',
-  'Checkout Started',
-  'Order Completed',
-  'Coupon Applied',
-  'Signed Up',
-  'Newsletter Subscribed',
-];
 const PLAN = {
   name: 'web',
   onViolation: 'block',

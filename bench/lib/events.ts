@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 
-const EVENT_NAMES = [
+/** The track events of a small shop, used by every benchmark. */
+export const EVENT_NAMES = [
   'Product Viewed',
   'Product Added',
   'Cart Viewed',
@@ -36,7 +37,7 @@ const REFERRERS = [
 ];
 
 /** Deterministic PRNG (mulberry32), so pools are reproducible apart from the ids. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
