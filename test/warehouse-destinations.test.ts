@@ -12,6 +12,7 @@ import { PG_ADMIN, pgUnreachable } from './pg.js';
  */
 
 const servers: TestServer[] = [];
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const s of servers.splice(0)) await s.stop();
@@ -72,6 +73,33 @@ describe('warehouse destinations in the server', () => {
       "SELECT schema_name FROM information_schema.schemata WHERE schema_name = 'web'",
     );
     expect(schemas).toEqual([]);
+  });
+
+  it('keeps collecting and loading the other destinations while PostgreSQL is unreachable', async () => {
+    const yaml = `${MINIMAL_CONFIG}destinations:
+  - id: warehouse
+    type: duckdb
+  - id: down
+    type: postgres
+    host: 127.0.0.1
+    port: 1
+    database: nowhere
+`;
+    const server = await startTestServer({ yaml });
+    servers.push(server);
+    await send(server, events);
+    await server.settle();
+    await server.destinations[0]!.drained();
+    expect(await server.query('SELECT id FROM web.tracks')).toEqual([{ id: 'e-1' }]);
+    const down = server.destinations[1]!;
+    // The first attempt fails at once (connection refused); from then on it is reported as failing.
+    const deadline = Date.now() + 5000;
+    while (!(await Promise.race([down.drained().then(() => true), sleep(100).then(() => false)]))) {
+      if (Date.now() > deadline) throw new Error('the unreachable destination never reported failing');
+    }
+    expect(down.position()).toBe(-1);
+    const health = await server.app.inject({ method: 'GET', url: '/healthz' });
+    expect(health.json().destinations.down.position).toBe(-1);
   });
 
   it.skipIf(!hasPg)(
