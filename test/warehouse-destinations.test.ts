@@ -103,7 +103,7 @@ describe('warehouse destinations in the server', () => {
   });
 
   it.skipIf(!hasPg)(
-    'loads PostgreSQL, another DuckDB file and a Parquet lake from one configuration',
+    'loads PostgreSQL, another DuckDB file and a Parquet lake from one configuration (needs PostgreSQL at 127.0.0.1:5432)',
     async () => {
       const database = `trib_dest_${randomBytes(6).toString('hex')}`;
       const admin = new pg.Client(PG_ADMIN);
