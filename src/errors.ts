@@ -41,6 +41,10 @@ export const ErrorCodes = {
   TRIB_ERR_INTERNAL: { status: 500, message: 'Internal error; the server log has the details' },
   TRIB_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is invalid:\n%s' },
   TRIB_ERR_CONFIG_NOT_FOUND: { status: 500, message: 'No configuration file at %s' },
+  TRIB_ERR_DESTINATION_SETUP: {
+    status: 500,
+    message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',
+  },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

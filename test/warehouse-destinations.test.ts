@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { TributaryError } from '../src/errors.js';
 import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
 import { PG_ADMIN, pgUnreachable } from './pg.js';
 
@@ -100,6 +102,19 @@ describe('warehouse destinations in the server', () => {
     expect(down.position()).toBe(-1);
     const health = await server.app.inject({ method: 'GET', url: '/healthz' });
     expect(health.json().destinations.down.position).toBe(-1);
+  });
+
+  it('refuses to start with a destination it cannot set up, naming it', async () => {
+    const yaml = `${MINIMAL_CONFIG}destinations:\n  - id: archive\n    type: duckdb\n    path: /nonexistent-${randomBytes(4).toString('hex')}/a.duckdb\n`;
+    const dataDir = mkdtempSync(join(tmpdir(), 'tributary-dest-'));
+    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const err = await startTestServer({ yaml, dataDir }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TributaryError);
+    expect((err as TributaryError).code).toBe('TRIB_ERR_DESTINATION_SETUP');
+    expect((err as Error).message).toContain('Destination "archive" could not be set up');
   });
 
   it.skipIf(!hasPg)(

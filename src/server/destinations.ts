@@ -3,6 +3,7 @@ import type { DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
 import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
 import { sqlString } from '../duckdb-sql.js';
+import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { WarehouseDestination } from '../warehouse/destination.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
@@ -35,7 +36,15 @@ export async function startDestinations(opts: {
   const running: RunningDestination[] = [];
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
-    const destination = await build(config, opts.instance, opts.dataDir);
+    let destination: WarehouseDestination;
+    try {
+      destination = await build(config, opts.instance, opts.dataDir);
+    } catch (err) {
+      for (const d of running) await d.stop();
+      throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [config.id, (err as Error).message], {
+        cause: err,
+      });
+    }
     let position = -1;
     let failing = false;
     const sub: FeedSubscription = opts.feed.subscribe({

@@ -80,13 +80,22 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
-  const destinations = await startDestinations({
-    destinations: config.destinations,
-    instance,
-    dataDir,
-    feed,
-    logger,
-  });
+  let destinations: RunningDestination[];
+  try {
+    destinations = await startDestinations({
+      destinations: config.destinations,
+      instance,
+      dataDir,
+      feed,
+      logger,
+    });
+  } catch (err) {
+    await loader.stop();
+    await log.close();
+    await warehouse.close();
+    instance.closeSync();
+    throw err;
+  }
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');

@@ -98,7 +98,8 @@ function callRow(
   return { tableKey, tableBase, mode: 'insert', id: messageId, core, context, properties };
 }
 
-const TABLE_OF_TYPE: Record<string, StandardTable> = {
+/** The standard table of each call type (`track` → `tracks`, …). */
+export const TABLE_OF_TYPE: Readonly<Record<string, StandardTable>> = {
   track: 'tracks',
   identify: 'identifies',
   page: 'pages',
