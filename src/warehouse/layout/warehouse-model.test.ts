@@ -41,4 +41,13 @@ describe('WarehouseModel', () => {
     expect(users.rows).toHaveLength(1);
     expect([col('id'), col('plan'), col('email')]).toEqual(['u', 'pro', 'a@x.io']);
   });
+
+  it("never puts a source's tables into DuckDB's main schema, where the embedded warehouse keeps events", () => {
+    const model = new WarehouseModel({ maxColumns: 1600 });
+    const plan = model.plan([
+      { ...event('m-1', { type: 'track', userId: 'u', event: 'Events' }), sourceId: 'main' },
+    ]);
+    expect(plan.tables[0]!.schema).toMatch(/^main_[0-9a-f]{8}$/);
+    expect(plan.tables[1]!.table).toBe('events');
+  });
 });

@@ -114,6 +114,12 @@ function newSchema(name: string): SchemaState {
   };
 }
 
+/**
+ * Schemas a source never gets: the engines' own, and DuckDB's `main`, where the embedded
+ * warehouse keeps `events` (a source named `main` gets `main_<hash>`).
+ */
+const RESERVED_SCHEMAS = ['main', 'temp', 'information_schema', 'pg_catalog', 'pg_toast', '_tributary'];
+
 export const DISCARDS_COLUMNS: ColumnDef[] = [
   { name: 'table_name', type: 'varchar' },
   { name: 'column_name', type: 'varchar' },
@@ -139,6 +145,7 @@ export class WarehouseModel {
   constructor(private readonly options: WarehouseModelOptions) {
     if (options.maxColumns < 16) throw new Error('maxColumns must be at least 16');
     this.schemaFor = options.schemaFor ?? ((id) => id);
+    for (const name of RESERVED_SCHEMAS) this.schemaNames.restore(`reserved:${name}`, name);
   }
 
   /** Loads names recorded by earlier loads, in the order they were given out. */
@@ -240,11 +247,6 @@ export class WarehouseModel {
       });
     }
     return plan;
-  }
-
-  private sourceOfSchema(schema: string): string {
-    for (const [source, s] of this.schemas) if (s.name === schema) return source;
-    throw new Error(`unknown schema ${schema}`);
   }
 
   private schema(sourceId: string, plan: LoadPlan): SchemaState {
