@@ -63,6 +63,9 @@ describe('warehouse destinations in the server', () => {
     ]);
     const health = await server.app.inject({ method: 'GET', url: '/healthz' });
     expect(health.json().destinations.warehouse.position).toBe(server.loader.position());
+    const metrics = (await server.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toContain('tributary_destination_events_loaded_total{destination="warehouse"} 3');
+    expect(metrics).toContain('tributary_destination_lag_events{destination="warehouse"} 0');
   });
 
   it('loads nothing into the embedded warehouse with "destinations: []"', async () => {
@@ -102,6 +105,9 @@ describe('warehouse destinations in the server', () => {
     expect(down.position()).toBe(-1);
     const health = await server.app.inject({ method: 'GET', url: '/healthz' });
     expect(health.json().destinations.down.position).toBe(-1);
+    const metrics = (await server.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toMatch(/tributary_destination_load_failures_total\{destination="down"\} [1-9]/);
+    expect(metrics).toContain('tributary_destination_lag_events{destination="down"} 3');
   });
 
   it('refuses to start with a destination it cannot set up, naming it', async () => {

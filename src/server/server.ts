@@ -88,6 +88,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       dataDir,
       feed,
       logger,
+      registry: metrics.registry,
+      endOffset: () => log.endOffset(),
     });
   } catch (err) {
     await loader.stop();
