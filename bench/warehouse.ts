@@ -125,7 +125,7 @@ function baselineSide(
         setup = true;
       }
       const plan = model.plan(batch);
-      if (plan.changes.length > 0) await engine.apply('baseline', { ...plan, tables: [], names: [] }, 0);
+      if (plan.changes.length > 0) await engine.apply('baseline', [{ ...plan, tables: [], names: [] }], 0);
       const t = performance.now();
       for (const tl of plan.tables) {
         // the destination sets loaded_at in the engine; the baseline writes it as a value

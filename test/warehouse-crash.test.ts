@@ -11,10 +11,11 @@ import { PG_ADMIN, pgUnreachable } from './pg.js';
 
 /**
  * Exactly-once loads into the Segment tables, through the real CLI: `tributary start` runs
- * as a child process with the embedded DuckDB destination and, when PostgreSQL answers, a
- * PostgreSQL one, and is killed with SIGKILL while the destinations are loading, twice.
- * After the last restart has caught up, every acknowledged messageId must be in `tracks`
- * and in the event's table exactly once in each engine, and nothing else.
+ * as a child process with the embedded DuckDB destination, a Parquet lake and, when
+ * PostgreSQL answers, a PostgreSQL destination, and is killed with SIGKILL while the
+ * destinations are loading, two or three times. After the last restart has caught up, every
+ * acknowledged messageId must be in `tracks` and in the event's table exactly once in each
+ * engine, and once in the lake's committed files, and nothing else.
  */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -36,6 +37,11 @@ beforeAll(async () => {
   let destinations = `destinations:
   - id: warehouse
     type: duckdb
+    interval: 200ms
+    maxBatch: 2000
+  - id: lake
+    type: parquet
+    path: lake
     interval: 200ms
     maxBatch: 2000
 `;
@@ -206,15 +212,24 @@ async function killDuringLoads(child: Child, load: Load): Promise<number> {
   return behind;
 }
 
-async function idsIn(child: Child, table: string): Promise<Map<string, number>[]> {
+async function adminCounts(child: Child, sql: string): Promise<Map<string, number>> {
   const res = await fetch(`${child.url}/admin/v1/query`, {
     method: 'POST',
     headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ sql: `SELECT id, count(*) AS c FROM web.${table} GROUP BY id` }),
+    body: JSON.stringify({ sql }),
   });
   expect(res.status).toBe(200);
-  const duck = ((await res.json()) as { rows: { id: string; c: number }[] }).rows;
-  const out = [new Map(duck.map((r) => [r.id, Number(r.c)]))];
+  const rows = ((await res.json()) as { rows: { id: string; c: number }[] }).rows;
+  return new Map(rows.map((r) => [r.id, Number(r.c)]));
+}
+
+/** Rows per id in a Segment table of each engine, and (for `tracks`) in the Parquet lake. */
+async function idsIn(child: Child, table: string): Promise<Map<string, number>[]> {
+  const out = [await adminCounts(child, `SELECT id, count(*) AS c FROM web.${table} GROUP BY id`)];
+  if (table === 'tracks') {
+    const lake = join(workDir, 'data', 'lake', 'source=*', 'event=*', 'date=*', '*.parquet');
+    out.push(await adminCounts(child, `SELECT id, count(*) AS c FROM read_parquet('${lake}') GROUP BY id`));
+  }
   if (!pgProblem) {
     const c = new pg.Client({ ...PG_ADMIN, database });
     await c.connect();
@@ -273,7 +288,7 @@ describe('Segment tables after kill -9 during loads', () => {
     console.info(
       `warehouse crash: lag at the kills ${lagAtFirstKill} and ${lagAtSecondKill} events, ` +
         `${recovering > 0 ? `killed again ${recovering} behind during recovery` : 'no backlog at restart'}; ` +
-        `${acked.length} acknowledged, engines: duckdb${pgProblem ? '' : ' + postgres'}`,
+        `${acked.length} acknowledged, engines: duckdb + parquet${pgProblem ? '' : ' + postgres'}`,
     );
     await kill9(child);
   });

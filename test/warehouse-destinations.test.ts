@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { TributaryError } from '../src/errors.js';
 import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
 import { PG_ADMIN, pgUnreachable } from './pg.js';
 
@@ -12,6 +14,7 @@ import { PG_ADMIN, pgUnreachable } from './pg.js';
  */
 
 const servers: TestServer[] = [];
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const s of servers.splice(0)) await s.stop();
@@ -60,6 +63,9 @@ describe('warehouse destinations in the server', () => {
     ]);
     const health = await server.app.inject({ method: 'GET', url: '/healthz' });
     expect(health.json().destinations.warehouse.position).toBe(server.loader.position());
+    const metrics = (await server.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toContain('tributary_destination_events_loaded_total{destination="warehouse"} 3');
+    expect(metrics).toContain('tributary_destination_lag_events{destination="warehouse"} 0');
   });
 
   it('loads nothing into the embedded warehouse with "destinations: []"', async () => {
@@ -74,8 +80,51 @@ describe('warehouse destinations in the server', () => {
     expect(schemas).toEqual([]);
   });
 
+  it('keeps collecting and loading the other destinations while PostgreSQL is unreachable', async () => {
+    const yaml = `${MINIMAL_CONFIG}destinations:
+  - id: warehouse
+    type: duckdb
+  - id: down
+    type: postgres
+    host: 127.0.0.1
+    port: 1
+    database: nowhere
+`;
+    const server = await startTestServer({ yaml });
+    servers.push(server);
+    await send(server, events);
+    await server.settle();
+    await server.destinations[0]!.drained();
+    expect(await server.query('SELECT id FROM web.tracks')).toEqual([{ id: 'e-1' }]);
+    const down = server.destinations[1]!;
+    // The first attempt fails at once (connection refused); from then on it is reported as failing.
+    const deadline = Date.now() + 5000;
+    while (!(await Promise.race([down.drained().then(() => true), sleep(100).then(() => false)]))) {
+      if (Date.now() > deadline) throw new Error('the unreachable destination never reported failing');
+    }
+    expect(down.position()).toBe(-1);
+    const health = await server.app.inject({ method: 'GET', url: '/healthz' });
+    expect(health.json().destinations.down.position).toBe(-1);
+    const metrics = (await server.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).toMatch(/tributary_destination_load_failures_total\{destination="down"\} [1-9]/);
+    expect(metrics).toContain('tributary_destination_lag_events{destination="down"} 3');
+  });
+
+  it('refuses to start with a destination it cannot set up, naming it', async () => {
+    const yaml = `${MINIMAL_CONFIG}destinations:\n  - id: archive\n    type: duckdb\n    path: /nonexistent-${randomBytes(4).toString('hex')}/a.duckdb\n`;
+    const dataDir = mkdtempSync(join(tmpdir(), 'tributary-dest-'));
+    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const err = await startTestServer({ yaml, dataDir }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TributaryError);
+    expect((err as TributaryError).code).toBe('TRIB_ERR_DESTINATION_SETUP');
+    expect((err as Error).message).toContain('Destination "archive" could not be set up');
+  });
+
   it.skipIf(!hasPg)(
-    'loads PostgreSQL, another DuckDB file and a Parquet lake from one configuration',
+    'loads PostgreSQL, another DuckDB file and a Parquet lake from one configuration (needs PostgreSQL at 127.0.0.1:5432)',
     async () => {
       const database = `trib_dest_${randomBytes(6).toString('hex')}`;
       const admin = new pg.Client(PG_ADMIN);

@@ -1,8 +1,10 @@
 import { isAbsolute, join } from 'node:path';
 import type { DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
 import { sqlString } from '../duckdb-sql.js';
+import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { WarehouseDestination } from '../warehouse/destination.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
@@ -31,11 +33,46 @@ export async function startDestinations(opts: {
   dataDir: string;
   feed: EventFeed;
   logger: Logger;
+  /** Where the destination metrics are registered. */
+  registry: Registry;
+  /** The log's end offset, for the lag gauge. */
+  endOffset: () => number;
 }): Promise<RunningDestination[]> {
   const running: RunningDestination[] = [];
+  const registers = [opts.registry];
+  const loaded = new Counter({
+    name: 'tributary_destination_events_loaded_total',
+    help: 'Events loaded into a warehouse destination.',
+    labelNames: ['destination'],
+    registers,
+  });
+  const failures = new Counter({
+    name: 'tributary_destination_load_failures_total',
+    help: 'Loads that failed and will be retried.',
+    labelNames: ['destination'],
+    registers,
+  });
+  new Gauge({
+    name: 'tributary_destination_lag_events',
+    help: 'Log records a destination has not loaded yet (log end offset minus its position).',
+    labelNames: ['destination'],
+    registers,
+    collect() {
+      for (const d of running)
+        this.set({ destination: d.id }, Math.max(0, opts.endOffset() - Math.max(0, d.position())));
+    },
+  });
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
-    const destination = await build(config, opts.instance, opts.dataDir);
+    let destination: WarehouseDestination;
+    try {
+      destination = await build(config, opts.instance, opts.dataDir);
+    } catch (err) {
+      for (const d of running) await d.stop();
+      throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [config.id, (err as Error).message], {
+        cause: err,
+      });
+    }
     let position = -1;
     let failing = false;
     const sub: FeedSubscription = opts.feed.subscribe({
@@ -47,6 +84,7 @@ export async function startDestinations(opts: {
       handle: async (events, next) => {
         await destination.load(events, next);
         position = next;
+        loaded.inc({ destination: config.id }, events.length);
         if (failing) opts.logger.info({ destination: config.id }, 'destination loads again');
         failing = false;
       },
@@ -55,6 +93,7 @@ export async function startDestinations(opts: {
       retryMs: 2_000,
       onError: (err) => {
         failing = true;
+        failures.inc({ destination: config.id });
         opts.logger.error({ err, destination: config.id }, 'destination load failed; retrying');
       },
     });
@@ -62,7 +101,8 @@ export async function startDestinations(opts: {
       id: config.id,
       type: config.type,
       position: () => position,
-      drained: () => sub.drained(),
+      // A failing destination catches up after it recovers; waiting for it would only stall.
+      drained: () => (failing ? Promise.resolve() : sub.drained()),
       async stop() {
         await sub.stop();
         await destination.close();

@@ -111,13 +111,24 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
-  const destinations = await startDestinations({
-    destinations: config.destinations,
-    instance,
-    dataDir,
-    feed,
-    logger,
-  });
+  let destinations: RunningDestination[];
+  try {
+    destinations = await startDestinations({
+      destinations: config.destinations,
+      instance,
+      dataDir,
+      feed,
+      logger,
+      registry: metrics.registry,
+      endOffset: () => log.endOffset(),
+    });
+  } catch (err) {
+    await loader.stop();
+    await log.close();
+    await warehouse.close();
+    instance.closeSync();
+    throw err;
+  }
   let identityStore: DuckDBIdentityStore | undefined;
   let identity: IdentityStage | undefined;
   if (config.identity.enabled) {

@@ -29,7 +29,13 @@ export interface SqlEngine {
   setup(): Promise<void>;
   /** The destination's stored offset and the names it gave out, in the order given. */
   readState(destination: string): Promise<{ offset: number; names: NameRecord[] }>;
-  /** Runs the plan, records its names and stores `nextOffset`, in one transaction. */
-  apply(destination: string, plan: LoadPlan, nextOffset: number): Promise<void>;
+  /**
+   * Events per plan: a load is planned in parts of this size, which the engine pulls one at a
+   * time, so it can plan the next part while the database still works on the last one.
+   * Undefined: one plan per load.
+   */
+  readonly planPart?: number;
+  /** Runs the plans, records their names and stores `nextOffset`, all in one transaction. */
+  apply(destination: string, plans: Iterable<LoadPlan>, nextOffset: number): Promise<void>;
   close(): Promise<void>;
 }

@@ -51,8 +51,17 @@ export class SegmentWarehouse implements WarehouseDestination {
   async load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
     if (!this.model) await this.storedOffset();
     const model = this.model!;
+    const part = Math.max(1, this.options.engine.planPart ?? events.length);
+    // At least one plan, empty when only the offset moves.
+    function* plans() {
+      let i = 0;
+      do {
+        yield model.plan(events.slice(i, i + part));
+        i += part;
+      } while (i < events.length);
+    }
     try {
-      await this.options.engine.apply(this.name, model.plan(events), nextOffset);
+      await this.options.engine.apply(this.name, plans(), nextOffset);
     } catch (err) {
       this.model = undefined; // the plan's names were rolled back with it
       throw err;

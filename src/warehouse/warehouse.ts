@@ -1,4 +1,8 @@
-/** The warehouse port. Adapters: DuckDB (embedded default, `./duckdb/`); PostgreSQL comes next. */
+/**
+ * The internal event store the loader writes (`events`, `failed_events`) and the event feed
+ * reads. Adapter: DuckDB (`./duckdb/`). The Segment tables in DuckDB, PostgreSQL and Parquet
+ * are destinations following it: see `./destination.ts`.
+ */
 
 /**
  * One accepted event for the `events` table. The adapter derives the other columns (`type`,

@@ -236,6 +236,10 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       expect(await text('SELECT id FROM "web"."e" ORDER BY id')).toEqual([['m-0'], ['m-1'], ['m-2']]);
       expect(await count('"web"."tracks"')).toBe(3);
       expect(await w.storedOffset()).toBe(3);
+      // only rejected records behind: the offset moves with no rows
+      await w.load([], 5);
+      expect(await w.storedOffset()).toBe(5);
+      expect(await count('"web"."tracks"')).toBe(3);
     });
 
     it('rolls back the whole load, offset included, when the engine refuses part of it, and loads it on retry', async () => {
@@ -252,6 +256,24 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       expect(await count('"web"."tracks"')).toBe(3);
       expect(await text('SELECT id, CAST(n AS VARCHAR) FROM "web"."blocked"')).toEqual([['m-2', '5']]);
       expect(await w.storedOffset()).toBe(3);
+    });
+
+    it('loads a large batch (planned in parts by some engines) with columns added and widened late', async () => {
+      const w = await warehouse();
+      const batch = Array.from({ length: 6000 }, (_, i) =>
+        track(i, 'Big', {
+          n: i < 3000 ? i : i + 0.5,
+          ...(i >= 5000 ? { late: `x${i}` } : {}),
+        }),
+      );
+      batch.push(track(6000, 'Big', { n: 1 }, { messageId: 'm-100' })); // a repeated id, parts apart
+      await w.load(batch, 6001);
+      expect(await count('"web"."big"')).toBe(6000);
+      expect(await count('"web"."tracks"')).toBe(6000);
+      const [row] = await h.query(`SELECT count(late) AS late, sum(n) AS total FROM "web"."big"`);
+      expect(Number(row!.late)).toBe(1000);
+      expect(Number(row!.total)).toBe((5999 * 6000) / 2 + 3000 * 0.5);
+      expect(await w.storedOffset()).toBe(6001);
     });
 
     it('gives each source its own schema', async () => {

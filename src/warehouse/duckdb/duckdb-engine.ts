@@ -7,6 +7,9 @@ import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/wa
 /** Marks the `loaded_at` column in an appender's column map. */
 const LOADED_AT = -2;
 
+/** Names rows per insert statement (9 parameters each). */
+const NAMES_PER_INSERT = 5000;
+
 const TYPES: Record<ColumnType, string> = {
   bigint: 'BIGINT',
   double: 'DOUBLE',
@@ -93,20 +96,34 @@ export class DuckDBEngine implements SqlEngine {
     };
   }
 
-  async apply(destination: string, plan: LoadPlan, nextOffset: number): Promise<void> {
+  async apply(destination: string, plans: Iterable<LoadPlan>, nextOffset: number): Promise<void> {
     const c = await this.connection();
-    for (const ch of plan.changes)
-      if (ch.kind !== 'create-schema') this.orders.delete(`${ch.schema}.${ch.table}`);
     await c.run('BEGIN TRANSACTION');
     try {
-      const ddl = plan.changes.map((ch) => this.ddl(ch));
-      if (ddl.length > 0) await c.run(ddl.join(';\n'));
-      for (const [i, t] of plan.tables.entries()) await this.loadTable(c, t, `_wh_stage_${i}`);
-      if (plan.names.length > 0) {
+      const names: NameRecord[] = [];
+      for (const plan of plans) {
+        for (const ch of plan.changes)
+          if (ch.kind !== 'create-schema') this.orders.delete(`${ch.schema}.${ch.table}`);
+        const ddl = plan.changes.map((ch) => this.ddl(ch));
+        if (ddl.length > 0) await c.run(ddl.join(';\n'));
+        for (const [i, t] of plan.tables.entries()) await this.loadTable(c, t, `_wh_stage_${i}`);
+        names.push(...plan.names);
+      }
+      for (let from = 0; from < names.length; from += NAMES_PER_INSERT) {
         const values: DuckDBValue[] = [];
-        const tuples = plan.names.map((r, i) => {
-          values.push(destination, BigInt(nextOffset), i, r.kind, r.key, r.schema, r.table, r.name, r.type);
-          const b = i * 9;
+        const tuples = names.slice(from, from + NAMES_PER_INSERT).map((r, j) => {
+          values.push(
+            destination,
+            BigInt(nextOffset),
+            from + j,
+            r.kind,
+            r.key,
+            r.schema,
+            r.table,
+            r.name,
+            r.type,
+          );
+          const b = j * 9;
           return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, now())`;
         });
         await c.run(

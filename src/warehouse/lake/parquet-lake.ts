@@ -14,6 +14,7 @@ import { dirname, join, relative } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { sqlString } from '../../duckdb-sql.js';
 import type { WarehouseDestination } from '../destination.js';
+import { TABLE_OF_TYPE } from '../layout/segment-layout.js';
 import { sanitizeName } from '../naming.js';
 import type { StoredEvent } from '../warehouse.js';
 
@@ -29,14 +30,6 @@ export interface LakeManifestEntry {
   files: string[];
   committedAt: string;
 }
-
-const TABLE_OF_TYPE: Record<string, string> = {
-  identify: 'identifies',
-  page: 'pages',
-  screen: 'screens',
-  group: 'groups',
-  alias: 'aliases',
-};
 
 /** Columns of every file; JSON columns are Parquet strings with the JSON annotation. */
 const SELECT_COLUMNS = `

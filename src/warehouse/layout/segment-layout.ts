@@ -71,7 +71,35 @@ export function flatten(value: unknown, prefix = '', out: [string, unknown][] = 
   return out;
 }
 
-const TABLE_OF_TYPE: Record<string, StandardTable> = {
+/** A row of a call's table: the core columns, up to two more, context and properties. */
+function callRow(
+  event: Record<string, unknown>,
+  messageId: string,
+  tableKey: string,
+  tableBase: string,
+  context: [string, unknown][],
+  properties: [string, unknown][],
+  extraName?: string,
+  extraValue?: unknown,
+  extraName2?: string,
+  extraValue2?: unknown,
+): LayoutRow {
+  const core: Record<string, unknown> = {
+    id: messageId,
+    received_at: event.receivedAt,
+    sent_at: event.sentAt,
+    timestamp: event.timestamp,
+    original_timestamp: event.originalTimestamp,
+    user_id: str(event.userId),
+    anonymous_id: str(event.anonymousId),
+  };
+  if (extraName !== undefined) core[extraName] = extraValue;
+  if (extraName2 !== undefined) core[extraName2] = extraValue2;
+  return { tableKey, tableBase, mode: 'insert', id: messageId, core, context, properties };
+}
+
+/** The standard table of each call type (`track` → `tracks`, …). */
+export const TABLE_OF_TYPE: Readonly<Record<string, StandardTable>> = {
   track: 'tracks',
   identify: 'identifies',
   page: 'pages',
@@ -98,36 +126,30 @@ export function layoutEvent(
   const table = TABLE_OF_TYPE[type];
   if (!table) return [];
   const context = flatten(event.context);
-  const core: Record<string, unknown> = {
-    id: messageId,
-    received_at: event.receivedAt,
-    sent_at: event.sentAt,
-    timestamp: event.timestamp,
-    original_timestamp: event.originalTimestamp,
-    user_id: str(event.userId),
-    anonymous_id: str(event.anonymousId),
-  };
   const rows: LayoutRow[] = [];
-  const row = (tableKey: string, tableBase: string, extra: Record<string, unknown>, properties: unknown) =>
-    rows.push({
-      tableKey,
-      tableBase,
-      mode: 'insert',
-      id: messageId,
-      core: { ...core, ...extra },
-      context,
-      properties: flatten(properties),
-    });
   switch (type) {
     case 'track': {
       const name = str(event.event) ?? '';
-      const extra = { event: eventTable(name), event_text: name };
-      row('std:tracks', 'tracks', extra, undefined);
-      row(`event:${name}`, name, extra, event.properties);
+      const folded = eventTable(name);
+      rows.push(
+        callRow(event, messageId, 'std:tracks', 'tracks', context, [], 'event', folded, 'event_text', name),
+        callRow(
+          event,
+          messageId,
+          `event:${name}`,
+          name,
+          context,
+          flatten(event.properties),
+          'event',
+          folded,
+          'event_text',
+          name,
+        ),
+      );
       break;
     }
     case 'identify': {
-      row('std:identifies', 'identifies', {}, event.traits);
+      rows.push(callRow(event, messageId, 'std:identifies', 'identifies', context, flatten(event.traits)));
       const userId = str(event.userId);
       if (userId !== undefined) {
         rows.push({
@@ -137,20 +159,53 @@ export function layoutEvent(
           id: userId,
           core: { id: userId, received_at: event.receivedAt },
           context: [],
-          properties: flatten(event.traits),
+          properties: rows[0]!.properties,
         });
       }
       break;
     }
     case 'page':
     case 'screen':
-      row(`std:${table}`, table, { name: str(event.name) }, event.properties);
+      rows.push(
+        callRow(
+          event,
+          messageId,
+          `std:${table}`,
+          table,
+          context,
+          flatten(event.properties),
+          'name',
+          str(event.name),
+        ),
+      );
       break;
     case 'group':
-      row('std:groups', 'groups', { group_id: str(event.groupId) }, event.traits);
+      rows.push(
+        callRow(
+          event,
+          messageId,
+          'std:groups',
+          'groups',
+          context,
+          flatten(event.traits),
+          'group_id',
+          str(event.groupId),
+        ),
+      );
       break;
     case 'alias':
-      row('std:aliases', 'aliases', { previous_id: str(event.previousId) }, undefined);
+      rows.push(
+        callRow(
+          event,
+          messageId,
+          'std:aliases',
+          'aliases',
+          context,
+          [],
+          'previous_id',
+          str(event.previousId),
+        ),
+      );
       break;
   }
   return rows;

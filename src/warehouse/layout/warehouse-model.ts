@@ -90,13 +90,35 @@ interface TableState {
   types: Map<string, ColumnType>;
   /** Names of core columns (properties folding to one are dropped). */
   core: Set<string>;
+  /** Column names by context path and by property path (a cache of `columns`). */
+  contextNames: Map<string, string>;
+  propertyNames: Map<string, string>;
 }
 
 interface SchemaState {
   name: string;
   tables: NameRegistry;
   states: Map<string, TableState>;
+  /** The table of an event name: what the `event` column of `tracks` says. */
+  eventTable: (name: string) => string;
 }
+
+function newSchema(name: string): SchemaState {
+  const tables = standardTables();
+  return {
+    name,
+    tables,
+    states: new Map(),
+    eventTable: (event) =>
+      tables.get(`event:${event}`) ?? tables.assign(`event:${event}`, sanitizeName(event)),
+  };
+}
+
+/**
+ * Schemas a source never gets: the engines' own, and DuckDB's `main`, where the embedded
+ * warehouse keeps `events` (a source named `main` gets `main_<hash>`).
+ */
+const RESERVED_SCHEMAS = ['main', 'temp', 'information_schema', 'pg_catalog', 'pg_toast', '_tributary'];
 
 export const DISCARDS_COLUMNS: ColumnDef[] = [
   { name: 'table_name', type: 'varchar' },
@@ -119,20 +141,11 @@ export class WarehouseModel {
   private readonly schemas = new Map<string, SchemaState>();
   private readonly schemaNames = new NameRegistry();
   private readonly schemaFor: (sourceId: string) => string;
-  private readonly eventNames = new Map<string, string>();
-  /** The folded name of an event, as the `event` column shows it (cached: events repeat). */
-  private readonly eventTable = (name: string): string => {
-    let folded = this.eventNames.get(name);
-    if (folded === undefined) {
-      folded = sanitizeName(name);
-      if (this.eventNames.size < 100_000) this.eventNames.set(name, folded);
-    }
-    return folded;
-  };
 
   constructor(private readonly options: WarehouseModelOptions) {
     if (options.maxColumns < 16) throw new Error('maxColumns must be at least 16');
     this.schemaFor = options.schemaFor ?? ((id) => id);
+    for (const name of RESERVED_SCHEMAS) this.schemaNames.restore(`reserved:${name}`, name);
   }
 
   /** Loads names recorded by earlier loads, in the order they were given out. */
@@ -140,7 +153,7 @@ export class WarehouseModel {
     for (const r of records) {
       if (r.kind !== 'schema') continue;
       this.schemaNames.restore(r.key, r.name);
-      this.schemas.set(r.key, { name: r.name, tables: standardTables(), states: new Map() });
+      this.schemas.set(r.key, newSchema(r.name));
     }
     const bySchema = new Map([...this.schemas.values()].map((s) => [s.name, s]));
     for (const r of records) {
@@ -182,7 +195,7 @@ export class WarehouseModel {
         rowId: e.messageId,
         receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
       };
-      for (const row of layoutEvent(parsed, e.messageId, this.eventTable)) {
+      for (const row of layoutEvent(parsed, e.messageId, schema.eventTable)) {
         const table = this.table(schema, row, plan);
         const key = `${schema.name}.${table.name}`;
         let b = loads.get(key);
@@ -236,16 +249,11 @@ export class WarehouseModel {
     return plan;
   }
 
-  private sourceOfSchema(schema: string): string {
-    for (const [source, s] of this.schemas) if (s.name === schema) return source;
-    throw new Error(`unknown schema ${schema}`);
-  }
-
   private schema(sourceId: string, plan: LoadPlan): SchemaState {
     let s = this.schemas.get(sourceId);
     if (s) return s;
     const name = this.schemaNames.assign(sourceId, sanitizeName(this.schemaFor(sourceId)));
-    s = { name, tables: standardTables(), states: new Map() };
+    s = newSchema(name);
     this.schemas.set(sourceId, s);
     plan.changes.push({ kind: 'create-schema', schema: name });
     plan.names.push({ kind: 'schema', key: sourceId, schema: name, table: null, name, type: null });
@@ -332,9 +340,15 @@ export class WarehouseModel {
     overflow: Record<string, unknown> | undefined,
   ): Record<string, unknown> | undefined {
     const table = b.table;
-    const key = prefix + path;
-    const known = table.columns.get(key);
+    // Looked up by path first: the registry's keys would need a new string per cell.
+    const byPath = prefix === 'ctx:' ? table.contextNames : table.propertyNames;
+    let known = byPath.get(path);
     if (known === undefined) {
+      known = table.columns.get(prefix + path);
+      if (known !== undefined) byPath.set(path, known);
+    }
+    if (known === undefined) {
+      const key = prefix + path;
       const type = inferType(value);
       if (type === undefined) return overflow; // no column for a null until a value comes
       const base = sanitizeName(prefix === 'ctx:' ? `context_${path}` : path);
@@ -374,7 +388,7 @@ export class WarehouseModel {
       const wider = widen(current, incoming);
       if (wider !== current) {
         table.types.set(known, wider);
-        this.newColumn(ctx, table, key, { name: known, type: wider }, 'widen-column');
+        this.newColumn(ctx, table, prefix + path, { name: known, type: wider }, 'widen-column');
       }
     }
     this.put(ctx, b, cells, known, table.types.get(known)!, value);
@@ -446,7 +460,15 @@ function discard(ctx: RowContext, table: string, column: string, value: unknown,
 }
 
 function newTable(name: string, upsert: boolean): TableState {
-  return { name, upsert, columns: new NameRegistry(), types: new Map(), core: new Set() };
+  return {
+    name,
+    upsert,
+    columns: new NameRegistry(),
+    types: new Map(),
+    core: new Set(),
+    contextNames: new Map(),
+    propertyNames: new Map(),
+  };
 }
 
 /** A schema's table registry, with the standard names and `discards` taken. */

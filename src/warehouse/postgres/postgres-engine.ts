@@ -37,6 +37,7 @@ export function pgIdent(name: string): string {
  */
 export class PostgresEngine implements SqlEngine {
   readonly maxColumns: number;
+  readonly planPart = 2500;
   private client: pg.Client | undefined;
   private connecting: Promise<pg.Client> | undefined;
 
@@ -108,15 +109,26 @@ export class PostgresEngine implements SqlEngine {
     };
   }
 
-  async apply(destination: string, plan: LoadPlan, nextOffset: number): Promise<void> {
+  /**
+   * The copies of one part are sent without waiting for them to finish: the client queues the
+   * next statements behind them, and the next part is planned while PostgreSQL loads this one.
+   */
+  async apply(destination: string, plans: Iterable<LoadPlan>, nextOffset: number): Promise<void> {
     const c = await this.connection();
     await c.query('BEGIN');
+    const inFlight: Promise<void>[] = [];
     try {
-      for (const ch of plan.changes) await c.query(this.ddl(ch));
-      for (const [i, t] of plan.tables.entries()) await this.loadTable(c, t, `_wh_stage_${i}`);
-      for (let from = 0; from < plan.names.length; from += NAMES_PER_INSERT) {
+      const names: NameRecord[] = [];
+      let stage = 0;
+      for (const plan of plans) {
+        for (const ch of plan.changes) await c.query(this.ddl(ch));
+        for (const t of plan.tables) inFlight.push((await this.loadTable(c, t, `_wh_stage_${stage++}`)).done);
+        names.push(...plan.names);
+      }
+      await Promise.all(inFlight);
+      for (let from = 0; from < names.length; from += NAMES_PER_INSERT) {
         const values: unknown[] = [];
-        const tuples = plan.names.slice(from, from + NAMES_PER_INSERT).map((r, j) => {
+        const tuples = names.slice(from, from + NAMES_PER_INSERT).map((r, j) => {
           values.push(destination, nextOffset, from + j, r.kind, r.key, r.schema, r.table, r.name, r.type);
           const b = j * 9;
           return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, now())`;
@@ -130,6 +142,7 @@ export class PostgresEngine implements SqlEngine {
       );
       await c.query('COMMIT');
     } catch (err) {
+      await Promise.allSettled(inFlight);
       await c.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
@@ -156,7 +169,13 @@ export class PostgresEngine implements SqlEngine {
    * New rows are copied straight into the table after one primary-key lookup finds the ids
    * already stored; `users` rows go through a staging table and `INSERT … ON CONFLICT`.
    */
-  private async loadTable(c: pg.Client, t: TableLoad, stage: string): Promise<void> {
+  /**
+   * Sends the rows of one table and returns the copy in flight (wrapped: awaiting a promise
+   * of a promise would wait for the copy). New rows are copied straight
+   * into the table after one primary-key lookup finds the ids already stored; `users` rows go
+   * through a staging table and `INSERT … ON CONFLICT`.
+   */
+  private async loadTable(c: pg.Client, t: TableLoad, stage: string): Promise<{ done: Promise<void> }> {
     const names = t.columns.map((col) => pgIdent(col.name));
     const target = `${pgIdent(t.schema)}.${pgIdent(t.table)}`;
     if (t.mode !== 'upsert') {
@@ -172,11 +191,12 @@ export class PostgresEngine implements SqlEngine {
         }
       }
       const loadedAt = new Date().toISOString();
-      await pipeline(
+      const copy = pipeline(
         Readable.from(csvChunks(rows, loadedAt)),
         c.query(copyFrom(`COPY ${target} (${[...names, 'loaded_at'].join(', ')}) FROM STDIN (FORMAT csv)`)),
       );
-      return;
+      copy.catch(() => undefined); // awaited by apply; this only keeps it from going unhandled
+      return { done: copy };
     }
     await c.query(`CREATE TEMP TABLE ${stage} (${names.map((n) => `${n} text`).join(', ')}) ON COMMIT DROP`);
     await pipeline(
@@ -188,6 +208,7 @@ export class PostgresEngine implements SqlEngine {
     await c.query(`INSERT INTO ${target} AS t (${[...names, 'loaded_at'].join(', ')})
       SELECT ${casts.join(', ')}, now() FROM ${stage} s
       ON CONFLICT (id) DO UPDATE SET ${[...sets, 'loaded_at = EXCLUDED.loaded_at'].join(', ')}`);
+    return { done: Promise.resolve() };
   }
 
   async close(): Promise<void> {
