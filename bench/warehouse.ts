@@ -37,16 +37,9 @@ import { WarehouseModel } from '../src/warehouse/layout/warehouse-model.js';
 import { PostgresEngine, pgIdent } from '../src/warehouse/postgres/postgres-engine.js';
 import { SegmentWarehouse } from '../src/warehouse/segment-warehouse.js';
 import type { StoredEvent } from '../src/warehouse/warehouse.js';
+import { envNumber } from './lib/env.js';
 import { BodyPool, MessageIds } from './lib/events.js';
 import { int, markdownTable, ms } from './lib/report.js';
-
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}: expected a positive number, got "${raw}"`);
-  return n;
-}
 
 const EVENTS = Math.round(envNumber('BENCH_EVENTS', 1_000_000));
 const BATCH = Math.round(envNumber('BENCH_BATCH', 10_000));
