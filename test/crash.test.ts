@@ -1,10 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Child, CliChildren, type Health, health, kill9, sleep } from './cli-child.js';
 import { basicAuth, MINIMAL_CONFIG, WRITE_KEY } from './helpers.js';
 
 /**
@@ -14,20 +13,19 @@ import { basicAuth, MINIMAL_CONFIG, WRITE_KEY } from './helpers.js';
  * event whose request was answered 200 must be in `events`, and none twice.
  */
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli', 'index.ts');
 const ADMIN_TOKEN = 'crash-test-admin-token';
 const SENDERS = 4;
 const BATCH_SIZE = 50;
 
-interface Child {
-  proc: ChildProcess;
-  url: string;
-  output: () => string;
-  exited: Promise<void>;
-}
-
-const children = new Set<ChildProcess>();
+const cli = new CliChildren({
+  get configPath() {
+    return configPath;
+  },
+  get dataDir() {
+    return dataDir;
+  },
+  adminToken: ADMIN_TOKEN,
+});
 let workDir: string;
 let configPath: string;
 let dataDir: string;
@@ -40,81 +38,11 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  for (const proc of children) {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      const gone = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGKILL');
-      await Promise.race([gone, sleep(5000)]);
-    }
-  }
+  await cli.killAll();
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Starts `tributary start` on the shared data folder and waits until it serves /healthz. */
-async function startChild(): Promise<Child> {
-  const proc = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      CLI,
-      'start',
-      '--config',
-      configPath,
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--data-dir',
-      dataDir,
-    ],
-    {
-      cwd: ROOT,
-      env: { ...process.env, TRIBUTARY_ADMIN_TOKEN: ADMIN_TOKEN, TRIBUTARY_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  children.add(proc);
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const output = () => out;
-
-  // --port 0: the server picks a free port and prints its URL.
-  const deadline = Date.now() + 20_000;
-  let url: string | undefined;
-  while (!url) {
-    if (proc.exitCode !== null || proc.signalCode !== null)
-      throw new Error(`server exited (${proc.exitCode ?? proc.signalCode}):\n${out}`);
-    if (Date.now() > deadline) throw new Error(`server did not start in 20 s:\n${out}`);
-    url = /collecting at (http:\/\/\S+)/.exec(out)?.[1];
-    if (!url) await sleep(25);
-  }
-  await health({ url, output }, deadline);
-  return { proc, url, output, exited };
-}
-
-interface Health {
-  status: string;
-  log: { endOffset: number };
-  loader: { position: number };
-}
-
-async function health(child: Pick<Child, 'url' | 'output'>, deadline = Date.now() + 5000): Promise<Health> {
-  for (;;) {
-    try {
-      const res = await fetch(`${child.url}/healthz`);
-      if (res.status === 200) return (await res.json()) as Health;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`/healthz did not answer:\n${child.output()}`);
-    await sleep(25);
-  }
-}
+const startChild = () => cli.start(20_000);
 
 /** Polls /healthz until the loader has loaded everything in the log. */
 async function waitLoaded(child: Child, timeoutMs = 15_000): Promise<Health> {
@@ -126,17 +54,6 @@ async function waitLoaded(child: Child, timeoutMs = 15_000): Promise<Health> {
       throw new Error(`loader stuck at ${h.loader.position} of ${h.log.endOffset}:\n${child.output()}`);
     await sleep(50);
   }
-}
-
-async function kill9(child: Child): Promise<void> {
-  child.proc.kill('SIGKILL');
-  await Promise.race([
-    child.exited,
-    sleep(5000).then(() => {
-      throw new Error('child did not die after SIGKILL');
-    }),
-  ]);
-  expect(child.proc.signalCode).toBe('SIGKILL');
 }
 
 async function adminQuery(child: Child, sql: string): Promise<Record<string, unknown>[]> {

@@ -1,11 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Child, CliChildren, type Health, health, kill9, sleep } from './cli-child.js';
 import { basicAuth, MINIMAL_CONFIG, WRITE_KEY } from './helpers.js';
 import { PG_ADMIN, pgUnreachable } from './pg.js';
 
@@ -18,18 +17,22 @@ import { PG_ADMIN, pgUnreachable } from './pg.js';
  * engine, and once in the lake's committed files, and nothing else.
  */
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'src', 'cli', 'index.ts');
 const ADMIN_TOKEN = 'warehouse-crash-admin-token';
 const pgProblem = await pgUnreachable();
 const database = `trib_crash_${randomBytes(6).toString('hex')}`;
 
-const children = new Set<ChildProcess>();
 let workDir: string;
 let configPath: string;
 let admin: pg.Client | undefined;
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const cli = new CliChildren({
+  get configPath() {
+    return configPath;
+  },
+  get dataDir() {
+    return join(workDir, 'data');
+  },
+  adminToken: ADMIN_TOKEN,
+});
 
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'tributary-wh-crash-'));
@@ -60,13 +63,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const proc of children) {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      const gone = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGKILL');
-      await Promise.race([gone, sleep(5000)]);
-    }
-  }
+  await cli.killAll();
   if (admin) {
     await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
     await admin.end();
@@ -74,81 +71,11 @@ afterAll(async () => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
-interface Health {
-  log: { endOffset: number };
-  loader: { position: number };
-  destinations: Record<string, { position: number }>;
-}
-
-interface Child {
-  proc: ChildProcess;
-  url: string;
-  exited: Promise<void>;
-  output: () => string;
-}
-
-async function startChild(): Promise<Child> {
-  const proc = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      CLI,
-      'start',
-      '--config',
-      configPath,
-      '--port',
-      '0',
-      '--data-dir',
-      join(workDir, 'data'),
-    ],
-    {
-      cwd: ROOT,
-      env: { ...process.env, TRIBUTARY_ADMIN_TOKEN: ADMIN_TOKEN, TRIBUTARY_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  children.add(proc);
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const deadline = Date.now() + 30_000;
-  let url: string | undefined;
-  while (!url) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`server exited:\n${out}`);
-    if (Date.now() > deadline) throw new Error(`server did not start:\n${out}`);
-    url = /collecting at (http:\/\/\S+)/.exec(out)?.[1];
-    if (!url) await sleep(25);
-  }
-  const child = { proc, url, exited, output: () => out };
-  await health(child);
-  return child;
-}
-
-async function health(child: Child): Promise<Health> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      const res = await fetch(`${child.url}/healthz`);
-      if (res.status === 200) return (await res.json()) as Health;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`/healthz did not answer:\n${child.output()}`);
-    await sleep(25);
-  }
-}
+const startChild = () => cli.start();
 
 /** How far the slowest destination is behind the log. */
 const lag = (h: Health) =>
   Math.max(...Object.values(h.destinations).map((d) => h.log.endOffset - Math.max(d.position, 0)));
-
-async function kill9(child: Child): Promise<void> {
-  child.proc.kill('SIGKILL');
-  await Promise.race([child.exited, sleep(5000)]);
-  expect(child.proc.signalCode).toBe('SIGKILL');
-}
 
 /** Senders posting 200-event batches until stopped; an id counts once its 200 arrived. */
 class Load {
