@@ -6,7 +6,9 @@
  *
  * Environment: BENCH_DURATION (measured seconds per scenario, default 15), BENCH_WARMUP
  * (seconds, default 3), BENCH_CONNECTIONS (default 50), BENCH_BATCH_SIZE (events per batch
- * request, default 100), BENCH_CATCHUP_TIMEOUT (seconds to wait for the loader, default 300).
+ * request, default 100), BENCH_CATCHUP_TIMEOUT (seconds to wait for the loader, default 300),
+ * BENCH_COLLECT_ONLY=1 (identity resolution and the Segment-table destination off, so the
+ * server does only what collection and the `events` loader need).
  *
  * Both servers run as child processes and get the same autocannon settings. Tributary
  * answers 200 only once events are group-committed to its DuckDB event log; the bare
@@ -415,7 +417,12 @@ async function main(): Promise<void> {
   // --- Tributary -------------------------------------------------------------------------
   const dataDir = join(tmpRoot, 'data');
   const configFile = join(tmpRoot, 'tributary.yaml');
-  writeFileSync(configFile, CONFIG_YAML);
+  writeFileSync(
+    configFile,
+    process.env.BENCH_COLLECT_ONLY === '1'
+      ? `${CONFIG_YAML}destinations: []\nidentity:\n  enabled: false\n`
+      : CONFIG_YAML,
+  );
   const token = `tka_bench_${randomBytes(18).toString('base64url')}`;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
