@@ -1,3 +1,4 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { StoredEvent } from '../warehouse/warehouse.js';
 import { type IdentityRules, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
@@ -12,6 +13,9 @@ import {
 } from './identity-engine.js';
 import type { IdentityStore, ProfileEvent } from './identity-store.js';
 import { computedValue } from './traits.js';
+
+/** Events resolved between two turns of the event loop. */
+const YIELD_EVERY = 1_000;
 
 /** A profile as the Profile API returns it. */
 export interface ProfileView {
@@ -135,7 +139,11 @@ export class IdentityStage {
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
     return this.serial(async () => {
       try {
-        for (const e of events) this.engine.resolve(toIdentityEvent(e, this.rules));
+        for (let i = 0; i < events.length; i++) {
+          // Let requests in between: a batch is tens of thousands of events.
+          if (i > 0 && i % YIELD_EVERY === 0) await yieldToEventLoop();
+          this.engine.resolve(toIdentityEvent(events[i]!, this.rules));
+        }
         await this.commitChanges(this.engine.takeChanges(), nextOffset);
       } catch (err) {
         await this.reload().catch(() => undefined);

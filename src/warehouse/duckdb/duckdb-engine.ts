@@ -38,6 +38,8 @@ export interface DuckDBEngineOptions {
  */
 export class DuckDBEngine implements SqlEngine {
   readonly maxColumns: number;
+  /** Loads are planned in parts, so planning never holds the event loop for a whole load. */
+  readonly planPart = 2_000;
   private conn: DuckDBConnection | undefined;
   private readonly catalog: string;
   private readonly catalogName: string;
