@@ -36,28 +36,8 @@ export function workspaceSalt(dataDir: string): string {
  */
 export function checkQuality(sources: readonly SourceConfig[], baseDir: string): void {
   for (const s of sources) {
-    if (s.plans && s.plans.length > 0) {
-      try {
-        new PlanStage(resolvePlans(s.plans, baseDir));
-      } catch (err) {
-        if (err instanceof TributaryError) throw err;
-        throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`sources[${s.id}]: ${(err as Error).message}`], {
-          cause: err,
-        });
-      }
-    }
-    for (const t of s.transformations ?? []) {
-      const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
-      try {
-        compileFunction(readFileSync(file, 'utf8'), file);
-      } catch (err) {
-        throw new TributaryError(
-          'TRIB_ERR_TRANSFORM_INVALID',
-          [`sources[${s.id}].transformations[${t.id}]: ${(err as Error).message}`],
-          { cause: err },
-        );
-      }
-    }
+    planStage(s, baseDir);
+    for (const t of s.transformations ?? []) compiledFunction(s, t, baseDir);
   }
 }
 
@@ -82,6 +62,37 @@ export async function buildQuality(
   }
 }
 
+/** The source's plan stage, or undefined without plans. @throws `TRIB_ERR_PLAN_INVALID` */
+function planStage(s: SourceConfig, baseDir: string): PlanStage | undefined {
+  if (!s.plans || s.plans.length === 0) return undefined;
+  try {
+    return new PlanStage(resolvePlans(s.plans, baseDir));
+  } catch (err) {
+    if (err instanceof TributaryError) throw err;
+    throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`sources[${s.id}]: ${(err as Error).message}`], {
+      cause: err,
+    });
+  }
+}
+
+/** A transformation's file, compiled to JavaScript. @throws `TRIB_ERR_TRANSFORM_INVALID` */
+function compiledFunction(
+  s: SourceConfig,
+  t: NonNullable<SourceConfig['transformations']>[number],
+  baseDir: string,
+): { file: string; code: string } {
+  const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
+  try {
+    return { file, code: compileFunction(readFileSync(file, 'utf8'), file) };
+  } catch (err) {
+    throw new TributaryError(
+      'TRIB_ERR_TRANSFORM_INVALID',
+      [`sources[${s.id}].transformations[${t.id}]: ${(err as Error).message}`],
+      { cause: err },
+    );
+  }
+}
+
 async function build(
   sources: readonly SourceConfig[],
   baseDir: string,
@@ -95,27 +106,11 @@ async function build(
     if (s.privacy) privacy.set(s.id, new PiiClassifier(s.privacy, salt));
     const list: Stage[] = [];
     if (s.mapping) list.push(new MappingStage(s.mapping));
-    if (s.plans && s.plans.length > 0) {
-      try {
-        list.push(new PlanStage(resolvePlans(s.plans, baseDir)));
-      } catch (err) {
-        if (err instanceof TributaryError) throw err;
-        throw new TributaryError('TRIB_ERR_PLAN_INVALID', [`sources[${s.id}]: ${(err as Error).message}`], {
-          cause: err,
-        });
-      }
-    }
+    const plan = planStage(s, baseDir);
+    if (plan) list.push(plan);
     for (const t of s.transformations ?? []) {
-      const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
       const where = `sources[${s.id}].transformations[${t.id}]`;
-      let code: string;
-      try {
-        code = compileFunction(readFileSync(file, 'utf8'), file);
-      } catch (err) {
-        throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`${where}: ${(err as Error).message}`], {
-          cause: err,
-        });
-      }
+      const { file, code } = compiledFunction(s, t, baseDir);
       const granted: Record<string, string> = {};
       for (const name of t.grants.env) {
         const v = env[name];
