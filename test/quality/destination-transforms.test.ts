@@ -39,6 +39,13 @@ const FIXED = BROKEN.replace(
   'return { ...e, properties: { dest: true } }',
 ).replace('for (;;) {}', 'return { ...e, properties: { dest: true } }');
 
+/** Runs first; allocates without bound for `Hog` (its own long timeout, so the heap limit is what stops it). */
+const HOG = `export default function (e: { event?: string }) {
+  if (e.event === 'Hog') { const a: unknown[] = []; for (;;) a.push({ x: Math.random(), s: 'k' + a.length }); }
+  return e;
+}`;
+const HOG_FIXED = 'export default (e: unknown) => e;';
+
 function config(dir: string) {
   return `version: 1
 sources:
@@ -50,6 +57,10 @@ destinations:
     type: duckdb
     interval: 0
     transformations:
+      - id: hog
+        file: ${join(dir, 'hog.ts')}
+        timeout: 30s
+        memoryLimit: 32
       - id: shape
         file: ${join(dir, 'shape.ts')}
         timeout: 250ms
@@ -80,9 +91,10 @@ describe('transformations per destination', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'trib-dest-data-'));
     dirs.push(dir, dataDir);
     writeFileSync(join(dir, 'shape.ts'), BROKEN);
+    writeFileSync(join(dir, 'hog.ts'), HOG);
     let server = await startTestServer({ yaml: config(dir), dataDir });
     servers.push(server);
-    const names = ['A', 'Boom', 'Spin', 'Noise', 'Split', 'B'];
+    const names = ['A', 'Boom', 'Spin', 'Noise', 'Split', 'B', 'Hog'];
     const res = await server.app.inject({
       method: 'POST',
       url: '/v1/batch',
@@ -91,7 +103,7 @@ describe('transformations per destination', () => {
         batch: names.map((event, i) => ({ type: 'track', userId: 'u1', event, messageId: `d-${i}` })),
       },
     });
-    expect(res.json()).toMatchObject({ accepted: 6, rejected: [] });
+    expect(res.json()).toMatchObject({ accepted: 7, rejected: [] });
     await server.settle();
     await drained(server);
 
@@ -124,21 +136,25 @@ describe('transformations per destination', () => {
     const failed = await server.query(
       `SELECT id, message_id, stage, code, reason, CAST(logs AS VARCHAR) AS logs FROM failed_events ORDER BY message_id`,
     );
-    expect(failed.map((f) => [f.message_id, f.stage, f.code, JSON.parse(String(f.logs))])).toEqual([
-      ['d-1', 'destination:warehouse', 'TRIB_ERR_TRANSFORM_THREW', ['log: dest saw Boom']],
-      ['d-2', 'destination:warehouse', 'TRIB_ERR_TRANSFORM_TIMEOUT', ['log: dest saw Spin']],
+    expect(failed.map((f) => [f.message_id, f.stage, f.code])).toEqual([
+      ['d-1', 'destination:warehouse', 'TRIB_ERR_TRANSFORM_THREW'],
+      ['d-2', 'destination:warehouse', 'TRIB_ERR_TRANSFORM_TIMEOUT'],
+      ['d-6', 'destination:warehouse', 'TRIB_ERR_TRANSFORM_MEMORY'],
     ]);
+    expect(JSON.parse(String(failed[0]!.logs))).toEqual(['log: dest saw Boom']);
+    expect(JSON.parse(String(failed[1]!.logs))).toEqual(['log: dest saw Spin']);
     expect(String(failed[0]!.reason)).toContain('transformation shape: Error: no boom in this warehouse');
+    expect(String(failed[2]!.reason)).toContain('transformation hog:');
 
     // Collection's reconciled counts do not see the destination's outcomes.
     const web = ((await admin(server, 'GET', '/admin/v1/stats')).sources as Record<string, unknown>[])[0]!;
-    expect(web).toMatchObject({ received: 6, accepted: 6, passed: 6, failed: 0, blocked: 0 });
+    expect(web).toMatchObject({ received: 7, accepted: 7, passed: 7, failed: 0, blocked: 0 });
     const metrics = await server.app.inject({ method: 'GET', url: '/metrics' });
     expect(metrics.body).toContain(
       'tributary_destination_transform_events_total{destination="warehouse",outcome="passed"} 3',
     );
     expect(metrics.body).toContain(
-      'tributary_destination_transform_events_total{destination="warehouse",outcome="failed"} 2',
+      'tributary_destination_transform_events_total{destination="warehouse",outcome="failed"} 3',
     );
     expect(metrics.body).toContain(
       'tributary_destination_transform_events_total{destination="warehouse",outcome="dropped"} 1',
@@ -159,6 +175,7 @@ describe('transformations per destination', () => {
     await server.stop();
     servers.length = 0;
     writeFileSync(join(dir, 'shape.ts'), FIXED);
+    writeFileSync(join(dir, 'hog.ts'), HOG_FIXED);
     server = await startTestServer({ yaml: config(dir), dataDir });
     servers.push(server);
     const offsets = () =>
@@ -168,6 +185,7 @@ describe('transformations per destination', () => {
     expect(ok.results).toEqual([
       { id: newId, status: 'recovered' },
       { id: failed[1]!.id, status: 'recovered' },
+      { id: failed[2]!.id, status: 'recovered' },
     ]);
     const recovered = [
       ['d-0', 'A'],
@@ -176,17 +194,19 @@ describe('transformations per destination', () => {
       ['d-4', 'Split'],
       ['d-4-1', 'Split Copy'],
       ['d-5', 'B'],
+      ['d-6', 'Hog'],
     ];
     expect(await tracks()).toEqual(recovered);
-    expect([...(await dest('boom')), ...(await dest('spin'))]).toEqual([
+    expect([...(await dest('boom')), ...(await dest('spin')), ...(await dest('hog'))]).toEqual([
       ['d-1', true],
       ['d-2', true],
+      ['d-6', true],
     ]);
     expect(await offsets()).toEqual(before);
-    expect((await server.query('SELECT count(*) AS n FROM events')).map((r) => Number(r.n))).toEqual([6]);
+    expect((await server.query('SELECT count(*) AS n FROM events')).map((r) => Number(r.n))).toEqual([7]);
     expect(
       (await server.query('SELECT count(*) AS n FROM dest_plain.web.tracks')).map((r) => Number(r.n)),
-    ).toEqual([6]);
+    ).toEqual([7]);
 
     // A second retry finds nothing new and changes nothing; the rows are marked retried.
     expect(
@@ -194,7 +214,7 @@ describe('transformations per destination', () => {
     ).toEqual([]);
     expect(await tracks()).toEqual(recovered);
     const states = await server.query('SELECT retry_state, count(*) AS n FROM failed_events GROUP BY 1');
-    expect(states.map((r) => [r.retry_state, Number(r.n)])).toEqual([['retried', 3]]);
+    expect(states.map((r) => [r.retry_state, Number(r.n)])).toEqual([['retried', 4]]);
   });
 
   it('stores each failure once when the destination crashes between the failure write and its commit', async () => {
@@ -213,12 +233,21 @@ describe('transformations per destination', () => {
       engine: new DuckDBEngine(instance, { catalog, maxColumns: 1600 }),
     });
     let crashes = 1;
+    let active = 0;
+    let most = 0;
     const inner: WarehouseDestination = {
       name: 'crashy',
       storedOffset: () => real.storedOffset(),
       async load(events, next) {
-        if (crashes-- > 0) throw new Error('simulated crash before the commit');
-        await real.load(events, next);
+        active++;
+        most = Math.max(most, active);
+        try {
+          await new Promise((r) => setTimeout(r, 20)); // a load that takes a while, so an overlap would show
+          if (crashes-- > 0) throw new Error('simulated crash before the commit');
+          await real.load(events, next);
+        } finally {
+          active--;
+        }
       },
       close: () => real.close(),
     };
@@ -262,6 +291,22 @@ destinations:
       const ids = await warehouse.query('SELECT id FROM web.tracks ORDER BY id');
       expect(ids.rows.map((r) => r.id)).toEqual(['c-0', 'c-2', 'c-2-1']);
       expect(await dest.storedOffset()).toBe(14);
+
+      // A retry waits for the load in hand and leaves the offset where the loads put it.
+      const boom = String(
+        (await warehouse.query("SELECT id FROM failed_events WHERE message_id = 'c-1'")).rows[0]!.id,
+      );
+      const later: StoredEvent = {
+        ...batch[0]!,
+        logOffset: 14,
+        messageId: 'c-4',
+        json: batch[0]!.json.replaceAll('c-0', 'c-4'),
+      };
+      await Promise.all([dest.load([later], 15), dest.retry([{ ...batch[1]!, id: boom }])]);
+      expect(most).toBe(1);
+      expect(await dest.storedOffset()).toBe(15);
+      const again = await warehouse.query(`SELECT stage, code FROM failed_events WHERE retry_of = '${boom}'`);
+      expect(again.rows).toEqual([{ stage: 'destination:crashy', code: 'TRIB_ERR_TRANSFORM_THREW' }]);
     } finally {
       await dest.close();
       await warehouse.close();
