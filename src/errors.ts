@@ -61,6 +61,11 @@ export const ErrorCodes = {
     status: 500,
     message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',
   },
+  TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED: {
+    status: 500,
+    message:
+      'Destination "%s" is a parquet lake, which takes no transformations (a retry could not load into it without moving its offset); remove its transformations:',
+  },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TransformationConfig } from './quality-schema.js';
 
 /** Durations as `500ms`, `1s`, or milliseconds (the same form as the other durations). */
 const Interval = z
@@ -25,6 +26,12 @@ const common = {
     'Least time from the start of one load to the next while the destination keeps up (a full batch waiting loads at once).',
   ),
   maxBatch: z.number().int().min(1).max(1_000_000).default(10_000).describe('Most events per load.'),
+  transformations: z
+    .array(TransformationConfig)
+    .optional()
+    .describe(
+      'Functions run in order on every event before this destination loads it; `events` and other destinations are untouched. Not on parquet destinations.',
+    ),
 };
 
 const schemaTemplate = z

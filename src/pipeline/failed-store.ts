@@ -3,6 +3,7 @@ import { TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
 import { isPlainObject } from '../spec/event.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
+import type { DestinationRetryItem } from './destination-transforms.js';
 
 /** Which failed events a list or a retry is about. */
 export interface FailedFilter {
@@ -46,6 +47,9 @@ export interface RetryOutcome {
 /** Stages whose failures a retry can re-run: those of the loader. Collection rejections are final. */
 export const RETRYABLE_STAGES = new Set(['mapping', 'plan', 'transform', 'pipeline']);
 
+/** Runs a destination's failed events through its current functions into it alone. */
+export type DestinationRetrier = (items: readonly DestinationRetryItem[]) => Promise<void>;
+
 export interface RetryObserver {
   retried(sourceId: string, count: number): void;
 }
@@ -64,6 +68,8 @@ export class FailedStore {
     private readonly log: EventLog,
     private readonly observer: RetryObserver,
     private readonly drained: () => Promise<void>,
+    /** The retrier of a destination by id; undefined when it is not running or takes no functions. */
+    private readonly destination: (id: string) => DestinationRetrier | undefined = () => undefined,
   ) {}
 
   async list(filter: FailedFilter): Promise<FailedSummary[]> {
@@ -101,7 +107,7 @@ export class FailedStore {
     }
     const rows = (
       await this.warehouse.query(
-        `SELECT id, source_id, message_id, stage, epoch_ms(received_at) AS received_ms, CAST(payload AS VARCHAR) AS payload
+        `SELECT id, log_offset, source_id, message_id, stage, epoch_ms(received_at) AS received_ms, CAST(payload AS VARCHAR) AS payload
          FROM failed_events WHERE ${where({ ...filter, includeRetried: false })}
          ORDER BY log_offset LIMIT ${Math.min(Math.max(1, Math.trunc(filter.limit ?? 10_000)), 100_000)}`,
       )
@@ -109,9 +115,25 @@ export class FailedStore {
     const outcomes: RetryOutcome[] = [];
     const records: RawEvent[] = [];
     const ids: string[] = [];
+    const toDestinations = new Map<string, DestinationRetryItem[]>();
     for (const row of rows) {
       const id = String(row.id);
-      if (!RETRYABLE_STAGES.has(String(row.stage))) {
+      const stage = String(row.stage);
+      if (stage.startsWith('destination:') && typeof row.message_id === 'string') {
+        // Already in `events`: the loader would drop it as a duplicate, so it goes to its destination alone.
+        const d = stage.slice('destination:'.length);
+        const item: DestinationRetryItem = {
+          id,
+          logOffset: Number(row.log_offset),
+          sourceId: String(row.source_id),
+          messageId: row.message_id,
+          receivedAt: Number(row.received_ms),
+          json: String(row.payload),
+        };
+        toDestinations.set(d, [...(toDestinations.get(d) ?? []), item]);
+        continue;
+      }
+      if (!RETRYABLE_STAGES.has(stage)) {
         outcomes.push({
           id,
           status: 'skipped',
@@ -145,6 +167,7 @@ export class FailedStore {
         `UPDATE failed_events SET retry_state = 'retried', retried_at = now() WHERE id IN (${ids.map(sqlString).join(', ')})`,
       );
     }
+    outcomes.push(...(await this.retryInDestinations(toDestinations)));
     if (wait && ids.length > 0) {
       await this.drained();
       const again = await this.warehouse.query(
@@ -156,6 +179,43 @@ export class FailedStore {
         const n = newIds.get(o.id);
         if (n) Object.assign(o, { status: 'failed', newId: n });
         else o.status = 'recovered';
+      }
+    }
+    return outcomes;
+  }
+
+  /**
+   * Hands destination failures to their destinations, which load what recovers at once;
+   * then marks them retried. A crash between the two leaves them `new`: retried again,
+   * the SQL destinations merge on `id`, so no row is loaded twice.
+   */
+  private async retryInDestinations(
+    byDestination: Map<string, DestinationRetryItem[]>,
+  ): Promise<RetryOutcome[]> {
+    const outcomes: RetryOutcome[] = [];
+    for (const [d, items] of byDestination) {
+      const retry = this.destination(d);
+      if (!retry) {
+        for (const i of items)
+          outcomes.push({
+            id: i.id,
+            status: 'skipped',
+            reason: `destination ${d} is not running or takes no transformations`,
+          });
+        continue;
+      }
+      await retry(items);
+      const ids = items.map((i) => sqlString(i.id)).join(', ');
+      await this.warehouse.query(
+        `UPDATE failed_events SET retry_state = 'retried', retried_at = now() WHERE id IN (${ids})`,
+      );
+      const again = await this.warehouse.query(
+        `SELECT retry_of, id FROM failed_events WHERE retry_of IN (${ids})`,
+      );
+      const newIds = new Map(again.rows.map((r) => [String(r.retry_of), String(r.id)]));
+      for (const i of items) {
+        const n = newIds.get(i.id);
+        outcomes.push(n ? { id: i.id, status: 'failed', newId: n } : { id: i.id, status: 'recovered' });
       }
     }
     return outcomes;

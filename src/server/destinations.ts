@@ -5,12 +5,16 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { TributaryError } from '../errors.js';
+import { type DestinationRetryItem, TransformingDestination } from '../pipeline/destination-transforms.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
+import type { Stage } from '../pipeline/stages/stage.js';
 import type { WarehouseDestination } from '../warehouse/destination.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
 import { ParquetLake } from '../warehouse/lake/parquet-lake.js';
 import { PostgresEngine } from '../warehouse/postgres/postgres-engine.js';
 import { SegmentWarehouse } from '../warehouse/segment-warehouse.js';
+import type { Warehouse } from '../warehouse/warehouse.js';
+import { buildDestinationTransforms } from './quality-setup.js';
 
 /** A destination following the feed. */
 export interface RunningDestination {
@@ -19,6 +23,11 @@ export interface RunningDestination {
   /** The log offset loaded up to (−1 until the stored one was read). */
   position(): number;
   drained(): Promise<void>;
+  /**
+   * Runs failed events of this destination's functions through its current functions and
+   * loads them into it alone (absent on parquet destinations, which take no transformations).
+   */
+  retry?(items: readonly DestinationRetryItem[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -37,6 +46,12 @@ export async function startDestinations(opts: {
   registry: Registry;
   /** The log's end offset, for the lag gauge. */
   endOffset: () => number;
+  /** Where a destination's failed events are stored. */
+  warehouse: Pick<Warehouse, 'write' | 'consumerOffset'>;
+  /** The configuration file's folder: function files resolve against it. */
+  baseDir: string;
+  /** Environment the functions' grants read from. */
+  env: Record<string, string | undefined>;
 }): Promise<RunningDestination[]> {
   const running: RunningDestination[] = [];
   const registers = [opts.registry];
@@ -52,6 +67,12 @@ export async function startDestinations(opts: {
     labelNames: ['destination'],
     registers,
   });
+  const transformed = new Counter({
+    name: 'tributary_destination_transform_events_total',
+    help: "Events through a destination's transformations, by outcome (passed, dropped, failed).",
+    labelNames: ['destination', 'outcome'],
+    registers,
+  });
   new Gauge({
     name: 'tributary_destination_lag_events',
     help: 'Log records a destination has not loaded yet (log end offset minus its position).',
@@ -65,13 +86,29 @@ export async function startDestinations(opts: {
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
     let destination: WarehouseDestination;
+    let transforming: TransformingDestination | undefined;
+    let stages: Stage[];
+    try {
+      stages = await buildDestinationTransforms(config, opts.baseDir, opts.env);
+    } catch (err) {
+      for (const d of running) await d.stop();
+      throw err;
+    }
     try {
       destination = await build(config, opts.instance, opts.dataDir);
     } catch (err) {
+      for (const s of stages) await s.close?.();
       for (const d of running) await d.stop();
       throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [config.id, (err as Error).message], {
         cause: err,
       });
+    }
+    // Every SQL destination gets the wrapper, so a retry still reaches one whose functions were removed.
+    if (config.type !== 'parquet') {
+      transforming = new TransformingDestination(destination, stages, opts.warehouse, {
+        outcome: (d, outcome, n) => transformed.inc({ destination: d, outcome }, n),
+      });
+      destination = transforming;
     }
     let position = -1;
     let failing = false;
@@ -103,6 +140,7 @@ export async function startDestinations(opts: {
       position: () => position,
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
+      retry: transforming && ((items) => transforming.retry(items)),
       async stop() {
         await sub.stop();
         await destination.close();

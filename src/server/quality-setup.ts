@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import type { DestinationConfig } from '../config/destinations-schema.js';
 import { resolvePlans } from '../config/plan-file.js';
+import type { TransformationConfig } from '../config/quality-schema.js';
 import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
@@ -34,11 +36,43 @@ export function workspaceSalt(dataDir: string): string {
  * their schemas compiled, function files compiled (not run).
  * @throws TributaryError `TRIB_ERR_PLAN_INVALID` or `TRIB_ERR_TRANSFORM_INVALID`.
  */
-export function checkQuality(sources: readonly SourceConfig[], baseDir: string): void {
+export function checkQuality(
+  sources: readonly SourceConfig[],
+  baseDir: string,
+  destinations: readonly DestinationConfig[] = [],
+): void {
   for (const s of sources) {
     planStage(s, baseDir);
-    for (const t of s.transformations ?? []) compiledFunction(s, t, baseDir);
+    for (const t of s.transformations ?? []) compiledFunction(`sources[${s.id}]`, t, baseDir);
   }
+  for (const d of destinations) {
+    if (!d.transformations?.length) continue;
+    if (d.type === 'parquet') throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
+    for (const t of d.transformations) compiledFunction(`destinations[${d.id}]`, t, baseDir);
+  }
+}
+
+/**
+ * Starts the sandboxes of a destination's transformations, in order (empty without any).
+ * @throws TributaryError `TRIB_ERR_TRANSFORM_INVALID`, or `TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED`
+ * for a parquet destination with transformations.
+ */
+export async function buildDestinationTransforms(
+  d: DestinationConfig,
+  baseDir: string,
+  env: Record<string, string | undefined>,
+): Promise<TransformStage[]> {
+  if (!d.transformations?.length) return [];
+  if (d.type === 'parquet') throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
+  const list: TransformStage[] = [];
+  try {
+    for (const t of d.transformations)
+      list.push(await transformStage(`destinations[${d.id}]`, t, baseDir, env));
+  } catch (err) {
+    for (const s of list) await s.close();
+    throw err;
+  }
+  return list;
 }
 
 /**
@@ -53,7 +87,7 @@ export async function buildQuality(
   salt: string,
   env: Record<string, string | undefined>,
 ): Promise<QualitySetup> {
-  const started: Sandbox[] = [];
+  const started: TransformStage[] = [];
   try {
     return await build(sources, baseDir, salt, env, started);
   } catch (err) {
@@ -77,8 +111,8 @@ function planStage(s: SourceConfig, baseDir: string): PlanStage | undefined {
 
 /** A transformation's file, compiled to JavaScript. @throws `TRIB_ERR_TRANSFORM_INVALID` */
 function compiledFunction(
-  s: SourceConfig,
-  t: NonNullable<SourceConfig['transformations']>[number],
+  owner: string,
+  t: TransformationConfig,
   baseDir: string,
 ): { file: string; code: string } {
   const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
@@ -87,7 +121,7 @@ function compiledFunction(
   } catch (err) {
     throw new TributaryError(
       'TRIB_ERR_TRANSFORM_INVALID',
-      [`sources[${s.id}].transformations[${t.id}]: ${(err as Error).message}`],
+      [`${owner}.transformations[${t.id}]: ${(err as Error).message}`],
       { cause: err },
     );
   }
@@ -98,7 +132,7 @@ async function build(
   baseDir: string,
   salt: string,
   env: Record<string, string | undefined>,
-  started: Sandbox[],
+  started: TransformStage[],
 ): Promise<QualitySetup> {
   const privacy = new Map<string, PiiClassifier>();
   const stages = new Map<string, Stage[]>();
@@ -109,32 +143,47 @@ async function build(
     const plan = planStage(s, baseDir);
     if (plan) list.push(plan);
     for (const t of s.transformations ?? []) {
-      const where = `sources[${s.id}].transformations[${t.id}]`;
-      const { file, code } = compiledFunction(s, t, baseDir);
-      const granted: Record<string, string> = {};
-      for (const name of t.grants.env) {
-        const v = env[name];
-        if (v !== undefined) granted[name] = v;
-      }
-      const sandbox = new Sandbox({
-        code,
-        filename: file,
-        timeoutMs: t.timeout,
-        memoryMb: t.memoryLimit,
-        env: granted,
-        network: t.grants.network,
-      });
-      started.push(sandbox);
-      try {
-        await sandbox.start();
-      } catch (err) {
-        throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`${where}: ${(err as Error).message}`], {
-          cause: err,
-        });
-      }
-      list.push(new TransformStage(t.id, sandbox));
+      const stage = await transformStage(`sources[${s.id}]`, t, baseDir, env);
+      started.push(stage);
+      list.push(stage);
     }
     if (list.length > 0) stages.set(s.id, list);
   }
   return { privacy, stages };
+}
+
+/** One transformation's sandbox, started. @throws `TRIB_ERR_TRANSFORM_INVALID` */
+async function transformStage(
+  owner: string,
+  t: TransformationConfig,
+  baseDir: string,
+  env: Record<string, string | undefined>,
+): Promise<TransformStage> {
+  const { file, code } = compiledFunction(owner, t, baseDir);
+  const granted: Record<string, string> = {};
+  for (const name of t.grants.env) {
+    const v = env[name];
+    if (v !== undefined) granted[name] = v;
+  }
+  const sandbox = new Sandbox({
+    code,
+    filename: file,
+    timeoutMs: t.timeout,
+    memoryMb: t.memoryLimit,
+    env: granted,
+    network: t.grants.network,
+  });
+  try {
+    await sandbox.start();
+  } catch (err) {
+    await sandbox.close();
+    throw new TributaryError(
+      'TRIB_ERR_TRANSFORM_INVALID',
+      [`${owner}.transformations[${t.id}]: ${(err as Error).message}`],
+      {
+        cause: err,
+      },
+    );
+  }
+  return new TransformStage(t.id, sandbox);
 }

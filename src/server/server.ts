@@ -121,6 +121,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger,
       registry: metrics.registry,
       endOffset: () => log.endOffset(),
+      warehouse,
+      baseDir: opts.configDir ?? process.cwd(),
+      env: opts.env ?? {},
     });
   } catch (err) {
     await loader.stop();
@@ -169,6 +172,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       },
     },
     () => loader.drained(),
+    (id) => destinations.find((d) => d.id === id)?.retry,
   );
   const pending = async () => {
     const from = Math.max(countFrom, loader.position());

@@ -112,7 +112,16 @@ export class DuckDBWarehouse implements Warehouse {
    * Two round trips to DuckDB's threads per batch, whatever its size: the event loop of a
    * busy server is slow to come back to an awaiting loader, so fewer awaits load faster.
    */
-  async write(batch: WarehouseBatch): Promise<void> {
+  write(batch: WarehouseBatch): Promise<void> {
+    // One writer connection and appender: the loader and the destinations' failure writes take turns.
+    const job = this.writes.then(() => this.writeNow(batch));
+    this.writes = job.catch(() => undefined);
+    return job;
+  }
+
+  private writes: Promise<unknown> = Promise.resolve();
+
+  private async writeNow(batch: WarehouseBatch): Promise<void> {
     const w = this.writer;
     await w.run('BEGIN TRANSACTION');
     try {

@@ -1,0 +1,150 @@
+import type { Delivered } from '../log/event-log.js';
+import type { WarehouseDestination } from '../warehouse/destination.js';
+import type { FailedRow, StoredEvent, Warehouse } from '../warehouse/warehouse.js';
+import { runStages } from './stages/runner.js';
+import type { Stage } from './stages/stage.js';
+
+/** One failed event handed back to its destination by a retry. */
+export interface DestinationRetryItem {
+  /** Id of the `failed_events` row. */
+  id: string;
+  logOffset: number;
+  sourceId: string;
+  messageId: string;
+  /** Epoch milliseconds of receipt. */
+  receivedAt: number;
+  /** The event as the destination's functions received it. */
+  json: string;
+}
+
+/** What a load or a retry did with the destination's functions, for metrics. */
+export interface DestinationTransformObserver {
+  /** Input events per outcome: `passed` (one or more outputs), `dropped` (none), `failed`. */
+  outcome(destination: string, outcome: 'passed' | 'dropped' | 'failed', count: number): void;
+}
+
+/** The failure stage of a destination's functions: `destination:<id>`. */
+export function destinationStage(destination: string): string {
+  return `destination:${destination}`;
+}
+
+/**
+ * A warehouse destination behind its own transformations: each load's events run through
+ * the functions, in order, before the inner destination sees them. An output replaces its
+ * input (several keep the input's log offset, with distinct messageIds), none drops the
+ * event for this destination only. The `events` table is never changed.
+ *
+ * A failed event goes to `failed_events` with stage `destination:<id>`, written before the
+ * inner load with the consumer offset `transform:<id>`. A load redone after a crash between
+ * the two skips the failures below that offset, so each is stored once.
+ *
+ * Loads and retries run one at a time, so a retry never races the feed on one destination.
+ */
+export class TransformingDestination implements WarehouseDestination {
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly stage: string;
+  private readonly consumer: string;
+
+  constructor(
+    private readonly inner: WarehouseDestination,
+    private readonly stages: readonly Stage[],
+    private readonly warehouse: Pick<Warehouse, 'write' | 'consumerOffset'>,
+    private readonly observer?: DestinationTransformObserver,
+  ) {
+    this.stage = destinationStage(inner.name);
+    this.consumer = `transform:${inner.name}`;
+  }
+
+  get name(): string {
+    return this.inner.name;
+  }
+
+  storedOffset(): Promise<number> {
+    return this.inner.storedOffset();
+  }
+
+  load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
+    return this.serial(async () => {
+      if (this.stages.length === 0 || events.length === 0) return this.inner.load(events, nextOffset);
+      const { rows, failed } = await this.transform(events, () => undefined);
+      if (failed.length > 0) {
+        const done = await this.warehouse.consumerOffset(this.consumer);
+        const fresh = failed.filter((f) => f.logOffset >= done);
+        if (fresh.length > 0) {
+          await this.warehouse.write({
+            events: [],
+            failed: fresh,
+            consumer: this.consumer,
+            nextOffset: Math.max(done, nextOffset),
+          });
+        }
+      }
+      await this.inner.load(rows, nextOffset);
+    });
+  }
+
+  /**
+   * Runs failed events through the destination's current functions and loads the outputs
+   * into this destination only, at its stored offset, so its position does not move (the
+   * SQL destinations merge on `id`: a repeated retry adds no row). Failures are stored again,
+   * each naming the row it retries in `retry_of`.
+   */
+  retry(items: readonly DestinationRetryItem[]): Promise<void> {
+    return this.serial(async () => {
+      const byKey = new Map(items.map((i) => [`${i.logOffset}\u001f${i.messageId}`, i.id]));
+      const { rows, failed } = await this.transform(items, (f) =>
+        byKey.get(`${f.logOffset}\u001f${f.messageId}`),
+      );
+      const offset = await this.inner.storedOffset();
+      if (failed.length > 0) {
+        await this.warehouse.write({
+          events: [],
+          failed,
+          consumer: this.consumer,
+          nextOffset: await this.warehouse.consumerOffset(this.consumer),
+        });
+      }
+      await this.inner.load(rows, offset);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    for (const s of this.stages) await s.close?.();
+    await this.inner.close();
+  }
+
+  private async transform(
+    events: readonly StoredEvent[],
+    retryOf: (f: FailedRow) => string | undefined,
+  ): Promise<{ rows: StoredEvent[]; failed: FailedRow[] }> {
+    const records: Delivered[] = events.map((e) => ({
+      offset: e.logOffset,
+      sourceId: e.sourceId,
+      messageId: e.messageId,
+      receivedAt: e.receivedAt,
+      status: 'accepted',
+      json: e.json,
+    }));
+    const run = await runStages(this.stages, records);
+    // An event in `events` may carry `_tributary.retryOf` from a loader retry: not this stage's.
+    const failed = run.failed.map((f) => ({ ...f, stage: this.stage, retryOf: retryOf(f) }));
+    if (this.observer) {
+      const count = { passed: 0, dropped: 0, failed: 0 };
+      for (const o of run.outcomes) {
+        if (o.outcome === 'passed') count.passed++;
+        else if (o.outcome === 'filtered') count.dropped++;
+        else count.failed++;
+      }
+      for (const [k, n] of Object.entries(count))
+        if (n > 0) this.observer.outcome(this.name, k as keyof typeof count, n);
+    }
+    return { rows: run.rows, failed };
+  }
+
+  private serial<T>(job: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(job);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+}
