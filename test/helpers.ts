@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { afterEach } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { type RunningServer, startServer } from '../src/server/server.js';
 
@@ -94,4 +95,15 @@ export async function storedRows(server: TestServer, ids: readonly string[]): Pr
             json_extract_string(payload, '$.context.library.version') AS library_version
      FROM events WHERE message_id IN (${sqlList(ids)}) ORDER BY message_id`,
   )) as unknown as StoredRow[];
+}
+
+/** Servers and folders a test file's tests leave behind, stopped and removed after each test. */
+export function cleanupAfterEach(): { servers: TestServer[]; dirs: string[] } {
+  const servers: TestServer[] = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const s of servers.splice(0)) await s.stop();
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  return { servers, dirs };
 }

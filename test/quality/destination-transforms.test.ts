@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { TributaryError } from '../../src/errors.js';
 import { TransformingDestination } from '../../src/pipeline/destination-transforms.js';
@@ -12,14 +12,16 @@ import { DuckDBEngine } from '../../src/warehouse/duckdb/duckdb-engine.js';
 import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
 import { SegmentWarehouse } from '../../src/warehouse/segment-warehouse.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
-import { ADMIN_TOKEN, basicAuth, startTestServer, type TestServer, WRITE_KEY } from '../helpers.js';
+import {
+  ADMIN_TOKEN,
+  basicAuth,
+  cleanupAfterEach,
+  startTestServer,
+  type TestServer,
+  WRITE_KEY,
+} from '../helpers.js';
 
-const dirs: string[] = [];
-const servers: TestServer[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.stop();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const { servers, dirs } = cleanupAfterEach();
 
 /** Enriches, throws for `Boom`, loops for `Spin`, drops `Noise`, fans `Split` out. */
 const BROKEN = `

@@ -1,15 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, basicAuth, startTestServer, type TestServer, WRITE_KEY } from '../helpers.js';
+import { describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, basicAuth, cleanupAfterEach, startTestServer, WRITE_KEY } from '../helpers.js';
 
-const dirs: string[] = [];
-const servers: TestServer[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) await s.stop();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const { servers, dirs } = cleanupAfterEach();
 
 const FUNCTION = `
 interface Ev { event?: string; properties?: Record<string, unknown>; messageId: string }
