@@ -1,13 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isPlainObject, type JsonObject } from '../spec/event.js';
 import type { StoredEvent } from '../warehouse/warehouse.js';
-import {
-  extractIdentifiers,
-  type Identifier,
-  type IdentityRules,
-  type LeftOut,
-  parseIdentifierKey,
-} from './identifiers.js';
+import { extractIdentifiers, type Identifier, type IdentityRules, type LeftOut } from './identifiers.js';
 import {
   addToComputed,
   type ComputedState,
@@ -662,11 +656,4 @@ export class IdentityEngine {
     this.changes.replacedOffsets.push(...events.map((e) => e.logOffset));
     return { profiles: pieces };
   }
-}
-
-/** Parses a `type:value` argument, or throws with the expected form. */
-export function requireIdentifierKey(text: string): { type: string; value: string; key: string } {
-  const id = parseIdentifierKey(text);
-  if (!id) throw new Error(`expected an identifier as type:value (email:ada@example.com), got "${text}"`);
-  return id;
 }

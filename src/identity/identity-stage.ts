@@ -1,7 +1,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { StoredEvent } from '../warehouse/warehouse.js';
-import { type IdentityRules, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
+import { type IdentityRules, identifierKey, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
 import {
   type Decision,
   type IdentityChanges,
@@ -192,7 +192,7 @@ export class IdentityStage {
 
   private normalizeKey(type: string, value: string): string {
     const n = normalizeIdentifier(type, value, this.rules);
-    return `${type}:${n.value}`;
+    return identifierKey(type, n.value);
   }
 
   async getProfile(text: string, options: { events?: number; now?: number } = {}): Promise<ProfileView> {

@@ -7,6 +7,7 @@ import {
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { sqlString } from '../../duckdb-sql.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
+import { identifierKey } from '../identifiers.js';
 import {
   type Block,
   type Decision,
@@ -209,7 +210,7 @@ export class DuckDBIdentityStore implements IdentityStore {
         sourceId: String(source),
         logOffset: Number(offset),
       };
-      byId.get(String(id))?.identifiers.set(`${held.type}:${held.value}`, held);
+      byId.get(String(id))?.identifiers.set(identifierKey(held.type, held.value), held);
     }
     for (const [id, trait, value, ts, source, offset] of await rows(
       `SELECT profile_id, trait, CAST(value AS VARCHAR), epoch_ms("timestamp"), source_id, log_offset FROM profile_traits`,
