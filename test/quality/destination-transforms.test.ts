@@ -20,26 +20,15 @@ import {
   type TestServer,
   WRITE_KEY,
 } from '../helpers.js';
+import { shapeFunction } from './functions.js';
 
 const { servers, dirs } = cleanupAfterEach();
 
+const SHAPE = { log: 'dest saw', error: 'no boom in this warehouse', property: 'dest' };
 /** Enriches, throws for `Boom`, loops for `Spin`, drops `Noise`, fans `Split` out. */
-const BROKEN = `
-interface Ev { event?: string; properties?: Record<string, unknown>; messageId: string }
-export default function (e: Ev) {
-  console.log('dest saw', e.event);
-  if (e.event === 'Boom') throw new Error('no boom in this warehouse');
-  if (e.event === 'Spin') for (;;) {}
-  if (e.event === 'Noise') return null;
-  if (e.event === 'Split') return [e, { ...e, event: 'Split Copy' }];
-  return { ...e, properties: { ...e.properties, dest: true } };
-}
-`;
+const BROKEN = shapeFunction(SHAPE);
 /** The same function, fixed: Boom and Spin are enriched like the rest. */
-const FIXED = BROKEN.replace(
-  "throw new Error('no boom in this warehouse')",
-  'return { ...e, properties: { dest: true } }',
-).replace('for (;;) {}', 'return { ...e, properties: { dest: true } }');
+const FIXED = shapeFunction({ ...SHAPE, fixed: true });
 
 /** Runs first; allocates without bound for `Hog` (its own long timeout, so the heap limit is what stops it). */
 const HOG = `export default function (e: { event?: string }) {

@@ -3,20 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, basicAuth, cleanupAfterEach, startTestServer, WRITE_KEY } from '../helpers.js';
+import { shapeFunction } from './functions.js';
 
 const { servers, dirs } = cleanupAfterEach();
 
-const FUNCTION = `
-interface Ev { event?: string; properties?: Record<string, unknown>; messageId: string }
-export default function (e: Ev) {
-  console.log('saw', e.event);
-  if (e.event === 'Boom') throw new Error('no boom here');
-  if (e.event === 'Spin') for (;;) {}
-  if (e.event === 'Noise') return null;
-  if (e.event === 'Split') return [e, { ...e, event: 'Split Copy' }];
-  return { ...e, properties: { ...e.properties, enriched: true } };
-}
-`;
+const FUNCTION = shapeFunction({ log: 'saw', error: 'no boom here', property: 'enriched' });
 
 function config(dir: string) {
   return `version: 1
