@@ -1,31 +1,65 @@
-import { type QueryOptions, resolveServer } from './query.js';
+import { existsSync } from 'node:fs';
+import { configPath, readServerFile, resolveAdminToken, resolveWorkspace } from './workspace.js';
 
 /**
  * Options every verb that talks to the running server takes. `token` replaces the admin
  * token (for the Profile API's read token).
  */
-export type AdminOptions = Pick<QueryOptions, 'url' | 'config' | 'dataDir'> & { token?: string };
+export interface AdminOptions {
+  url?: string;
+  config?: string;
+  dataDir?: string;
+  token?: string;
+}
 
 /**
- * Calls the running server's admin API (found and authorised as `tributary query` does).
- * @throws Error with the server's code and message on an error answer.
+ * Where the running server is: `--url`, else `TRIBUTARY_URL`, else the address the
+ * workspace's running server recorded (it may have been started with `--port`), else the
+ * configured port on 127.0.0.1; and the admin token to send it.
  */
-export async function adminRequest<T>(
+export function resolveServer(
   opts: AdminOptions,
+  env: NodeJS.ProcessEnv,
+): { url: string; token: string | undefined } {
+  let ws: ReturnType<typeof resolveWorkspace> | undefined;
+  // Without a readable configuration the defaults (127.0.0.1:8080) still apply.
+  if (existsSync(configPath(opts))) {
+    try {
+      ws = resolveWorkspace(opts, env);
+    } catch {
+      ws = undefined;
+    }
+  }
+  const url = (
+    opts.url ??
+    (env.TRIBUTARY_URL || undefined) ??
+    (ws && readServerFile(ws.dataDir)) ??
+    `http://127.0.0.1:${ws?.loaded.config.server.port ?? 8080}`
+  ).replace(/\/$/, '');
+  const token =
+    env.TRIBUTARY_ADMIN_TOKEN || (ws ? resolveAdminToken(ws.dataDir, env, false).token : undefined);
+  return { url, token };
+}
+
+/**
+ * One request to the server at `url` with a JSON body and answer.
+ * @throws Error naming the server when it cannot be reached, or with the server's code and
+ *   message on an error answer.
+ */
+export async function serverRequest<T>(
+  url: string,
   method: 'GET' | 'POST',
   path: string,
-  body?: unknown,
+  body: unknown,
+  authorization: string | undefined,
 ): Promise<T> {
-  const server = resolveServer(opts, process.env);
-  const url = server.url;
-  const token = opts.token ?? server.token;
   let res: Response;
   try {
     res = await fetch(`${url}${path}`, {
       method,
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(authorization ? { authorization } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -37,6 +71,18 @@ export async function adminRequest<T>(
   const answer = (await res.json()) as T & { code?: string; message?: string };
   if (!res.ok) throw new Error(`${answer.code ?? res.status}: ${answer.message ?? res.statusText}`);
   return answer;
+}
+
+/** Calls the running server's admin API (found and authorised as `tributary query` does). */
+export function adminRequest<T>(
+  opts: AdminOptions,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  const server = resolveServer(opts, process.env);
+  const token = opts.token ?? server.token;
+  return serverRequest<T>(server.url, method, path, body, token ? `Bearer ${token}` : undefined);
 }
 
 /** Rows of a SQL query on the server's warehouse. */

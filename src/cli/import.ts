@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { parse } from 'csv-parse';
-import { resolveServer } from './query.js';
+import { resolveServer, serverRequest } from './admin-client.js';
 import { resolveWorkspace } from './workspace.js';
 
 export interface ImportCsvOptions {
@@ -77,14 +77,12 @@ export async function importCsvCommand(file: string, opts: ImportCsvOptions): Pr
   let batch: Record<string, unknown>[] = [];
   const flush = async () => {
     if (batch.length === 0) return;
-    const res = await fetch(`${url}/v1/batch`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: auth },
-      body: JSON.stringify({ batch }),
-    });
-    const body = (await res.json()) as { rejected?: unknown[]; code?: string; message?: string };
-    if (!res.ok)
-      throw new Error(`${body.code ?? res.status}: ${body.message ?? res.statusText} (after ${sent} rows)`);
+    let body: { rejected?: unknown[] };
+    try {
+      body = await serverRequest(url, 'POST', '/v1/batch', { batch }, auth);
+    } catch (err) {
+      throw new Error(`${(err as Error).message} (after ${sent} rows)`);
+    }
     rejected += body.rejected?.length ?? 0;
     sent += batch.length;
     batch = [];
