@@ -239,6 +239,7 @@ async function collect(
       receivedAt,
       status: 'accepted',
       json,
+      identityKey: identityKeyOf(result.event),
     };
   }
 
@@ -257,6 +258,12 @@ async function collect(
   for (const [code, n] of byCode) deps.observer.rejected(source.id, code, n);
   reply.header('content-type', 'application/json; charset=utf-8');
   return { success: true, accepted, rejected };
+}
+
+/** The userId, else the anonymousId, as text (see `RawEvent.identityKey`). */
+function identityKeyOf(event: { userId?: unknown; anonymousId?: unknown }): string | undefined {
+  const id = event.userId ?? event.anonymousId;
+  return id === undefined || id === null || id === '' ? undefined : String(id);
 }
 
 function observePrivacy(deps: CollectDeps, sourceId: string, result: PrivacyResult): void {

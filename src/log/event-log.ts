@@ -16,6 +16,12 @@ export interface RawEvent {
   reason?: string;
   /** The event as JSON text (for rejected events, whatever the client sent, re-serialized). */
   json: string;
+  /**
+   * Whose event it is: the userId, else the anonymousId. A partitioned log (NATS) routes by
+   * its hash, so one person's events keep their order; absent, the messageId is used. The
+   * embedded log does not store it.
+   */
+  identityKey?: string;
 }
 
 /** A record handed to a consumer, with its position in the log. */
