@@ -117,18 +117,19 @@ export type DestinationConfig = z.infer<typeof DestinationConfig>;
 /** With no `destinations` key: the Segment tables in the embedded warehouse file. */
 export const DEFAULT_DESTINATIONS = [{ id: 'warehouse', type: 'duckdb' }] as const;
 
-export const DestinationsConfig = z
-  .array(DestinationConfig)
-  .prefault([...DEFAULT_DESTINATIONS])
-  .superRefine((list, ctx) => {
-    const seen = new Set<string>();
-    list.forEach((d, i) => {
-      if (seen.has(d.id))
-        ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `duplicate destination id "${d.id}"` });
-      seen.add(d.id);
-    });
-  })
-  .describe('Where the Segment tables and lake files are loaded; default: the embedded DuckDB warehouse.');
+/** The destinations a file lists (no default: see `DestinationsConfig`). */
+export const DestinationList = z.array(DestinationConfig).superRefine((list, ctx) => {
+  const seen = new Set<string>();
+  list.forEach((d, i) => {
+    if (seen.has(d.id))
+      ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `duplicate destination id "${d.id}"` });
+    seen.add(d.id);
+  });
+});
+
+export const DestinationsConfig = DestinationList.prefault([...DEFAULT_DESTINATIONS]).describe(
+  'Where the Segment tables and lake files are loaded; default: the embedded DuckDB warehouse.',
+);
 export type DestinationsConfig = z.infer<typeof DestinationsConfig>;
 
 /**

@@ -90,6 +90,50 @@ describe('parseConfig', () => {
     ).toContain('pipeline.dedupe.window');
   });
 
+  it('reads the scale-out ports, which go together, and defaults the warehouse to the state database', () => {
+    const base = 'version: 1\nsources:\n  - {id: a, type: http, writeKey: k}\n';
+    const embedded = parseConfig(base, {}).config;
+    expect(embedded.log).toEqual({ type: 'duckdb' });
+    expect(embedded.state).toEqual({ type: 'duckdb' });
+    expect(embedded.destinations.map((d) => [d.id, d.type])).toEqual([['warehouse', 'duckdb']]);
+
+    const scaled = parseConfig(
+      `${base}log: {type: nats, partitions: 4}\nstate: {type: postgres, connectionString: "postgres://u:\${PW}@db/cdp"}\n`,
+      { PW: 'secret' },
+    ).config;
+    expect(scaled.log).toEqual({
+      type: 'nats',
+      servers: ['nats://127.0.0.1:4222'],
+      stream: 'tributary',
+      partitions: 4,
+      replicas: 1,
+      duplicateWindow: 120_000,
+    });
+    expect(scaled.state).toMatchObject({
+      type: 'postgres',
+      connectionString: 'postgres://u:secret@db/cdp',
+      schema: 'tributary',
+    });
+    expect(scaled.destinations).toMatchObject([
+      { id: 'warehouse', type: 'postgres', connectionString: 'postgres://u:secret@db/cdp' },
+    ]);
+
+    expect(problems(`${base}log: {type: nats}\n`)).toContain('state: scale-out needs both');
+    expect(problems(`${base}state: {type: postgres, connectionString: "postgres://db/x"}\n`)).toContain(
+      'log: scale-out needs both',
+    );
+    expect(
+      problems(
+        `${base}log: {type: nats}\nstate: {type: postgres, connectionString: "postgres://db/x"}\ndestinations: [{id: w, type: duckdb}]\n`,
+      ),
+    ).toContain('destinations[0].type');
+    expect(
+      problems(
+        `${base}state: {type: postgres, connectionString: "postgres://u:pw@db/x"}\nlog: {type: nats}\n`,
+      ),
+    ).toContain('state.connectionString');
+  });
+
   it('reports YAML syntax errors', () => {
     expect(problems('version: 1\nsources: [\n')).toMatch(/config/);
   });

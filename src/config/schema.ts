@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DestinationsConfig } from './destinations-schema.js';
+import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { SourceQualityConfig } from './quality-schema.js';
@@ -65,7 +65,92 @@ export const PipelineConfig = z
   })
   .strict();
 
-export const TributaryConfig = z
+export const LogConfig = z
+  .discriminatedUnion('type', [
+    z
+      .object({
+        type: z.literal('duckdb').describe('duckdb: the embedded log, in the data folder (one process).'),
+      })
+      .strict(),
+    z
+      .object({
+        type: z
+          .literal('nats')
+          .describe('nats: a NATS JetStream stream, for many ingest and worker processes.'),
+        servers: z
+          .array(z.string().min(1))
+          .min(1)
+          .default(['nats://127.0.0.1:4222'])
+          .describe('NATS server URLs.'),
+        stream: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/, 'use letters, digits, "-" and "_" (at most 64)')
+          .default('tributary')
+          .describe('Stream name (one per workspace); its subjects are <stream>.p.<partition>.'),
+        partitions: z
+          .number()
+          .int()
+          .min(1)
+          .max(1024)
+          .default(16)
+          .describe('Partitions, fixed when the stream is created; workers share them.'),
+        replicas: z.number().int().min(1).max(5).default(1).describe('JetStream replicas of the stream.'),
+        duplicateWindow: Duration.prefault('2m').describe(
+          "JetStream's duplicate window: a client retry within it is stored once.",
+        ),
+      })
+      .strict(),
+  ])
+  .describe('The event log (docs/operations.md).');
+export type LogConfig = z.infer<typeof LogConfig>;
+
+export const StateConfig = z
+  .discriminatedUnion('type', [
+    z
+      .object({
+        type: z.literal('duckdb').describe('duckdb: state in the embedded DuckDB files (one process).'),
+      })
+      .strict(),
+    z
+      .object({
+        type: z
+          .literal('postgres')
+          .describe('postgres: events, offsets, dedup index, failed events and identity in PostgreSQL.'),
+        connectionString: z
+          .string()
+          .min(1)
+          .describe(
+            'postgres://user:${PASSWORD}@host:5432/db; a password in it must be an ${ENV} reference.',
+          ),
+        schema: z
+          .string()
+          .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'use lowercase letters, digits and "_"')
+          .default('tributary')
+          .describe('Schema of the state tables.'),
+        maxConnections: z.number().int().min(2).max(200).default(10).describe('Connections per process.'),
+      })
+      .strict(),
+  ])
+  .describe('Where pipeline state is kept (docs/operations.md).');
+export type StateConfig = z.infer<typeof StateConfig>;
+
+/** Whether the configuration runs scale-out (NATS log, PostgreSQL state) rather than embedded. */
+export function isScaleOut(cfg: { log: LogConfig }): boolean {
+  return cfg.log.type === 'nats';
+}
+
+/**
+ * Destinations when the file names none: the embedded DuckDB warehouse, or in scale-out the
+ * Segment tables in the state database (a DuckDB file cannot be shared by several workers).
+ */
+function defaultDestinations(state: StateConfig): DestinationConfig[] {
+  if (state.type === 'duckdb') return DestinationsConfig.parse(undefined);
+  return DestinationsConfig.parse([
+    { id: 'warehouse', type: 'postgres', connectionString: state.connectionString },
+  ]);
+}
+
+const TributaryConfigObject = z
   .object({
     version: z
       .union([z.literal(1), z.string().regex(/^1(\.\d+)?$/, 'this release reads configuration version 1')])
@@ -74,7 +159,11 @@ export const TributaryConfig = z
     storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),
-    destinations: DestinationsConfig,
+    log: LogConfig.default({ type: 'duckdb' }),
+    state: StateConfig.default({ type: 'duckdb' }),
+    destinations: DestinationList.optional().describe(
+      'Where the Segment tables and lake files are loaded; default: the embedded DuckDB warehouse, or in scale-out the Segment tables in the state database.',
+    ),
     identity: IdentityConfig.default(IDENTITY_DEFAULTS).describe(
       'Identity resolution (docs/configuration.md).',
     ),
@@ -101,5 +190,29 @@ export const TributaryConfig = z
       ids.set(s.id, i);
       keys.set(s.writeKey, i);
     });
+    if ((cfg.log.type === 'nats') !== (cfg.state.type === 'postgres')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [cfg.log.type === 'nats' ? 'state' : 'log'],
+        message:
+          'scale-out needs both log.type "nats" and state.type "postgres" (workers share the log and the state); the embedded default uses neither',
+      });
+    }
+    if (cfg.log.type === 'nats') {
+      cfg.destinations?.forEach((d, i) => {
+        if (d.type !== 'postgres') {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['destinations', i, 'type'],
+            message: `a ${d.type} destination is one process's files; in scale-out use postgres`,
+          });
+        }
+      });
+    }
   });
-export type TributaryConfig = z.infer<typeof TributaryConfig>;
+
+export const TributaryConfig = TributaryConfigObject.transform((cfg) => ({
+  ...cfg,
+  destinations: cfg.destinations ?? defaultDestinations(cfg.state),
+}));
+export type TributaryConfig = z.output<typeof TributaryConfig>;
