@@ -179,6 +179,7 @@ export class WarehouseLoader {
     for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
+    // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
     let report: WriteReport | void;
     try {
       report = await this.warehouse.write({

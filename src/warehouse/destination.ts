@@ -51,6 +51,7 @@ export interface SqlEngine {
     plans: Iterable<LoadPlan>,
     nextOffset: number,
     options?: ApplyOptions,
+    // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
   ): Promise<{ namesSeen: number } | void>;
   close(): Promise<void>;
 }

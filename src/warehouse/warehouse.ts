@@ -84,6 +84,7 @@ export interface Warehouse {
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
    * (offset below the stored one) is recognised and skipped: loads are exactly-once.
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
   write(batch: WarehouseBatch): Promise<WriteReport | void>;
   /** The log offset the consumer has written up to (0 when it never wrote). */
   consumerOffset(consumer: string): Promise<number>;
