@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -235,7 +235,7 @@ if (pgProblem) {
               messageId: `s-p${p}-${k}`,
               event: 'Signed Up',
               userId: `u${k}`,
-              properties: { [`from_p${p}`]: k },
+              properties: { [`from_p${p}`]: k, boom: k % 10 === 3 },
             });
             return { ...e, logOffset: e.logOffset };
           });
@@ -244,12 +244,17 @@ if (pgProblem) {
             .partition(p)
             .write({ events: rows, failed: [], consumer: `warehouse:p${p}`, nextOffset: ends[p]! });
         }
+        writeFileSync(
+          join(dir, 'boom.ts'),
+          "export default (e: any) => { if (e.properties?.boom) throw new Error('boom'); return e; };",
+        );
         const config = DestinationConfig.parse({
           id: 'pg2',
           type: 'postgres',
           connectionString: url,
           schema: 'dest_{source}',
           interval: 0,
+          transformations: [{ id: 'boom', file: 'boom.ts' }],
         });
         for (const p of [0, 1]) {
           const feed = new EventFeed(store.partition(p), {
@@ -277,7 +282,17 @@ if (pgProblem) {
           ['pg2', 'pg2:p1'],
         ]);
         for (const d of running) await d.drained();
-        expect(await count('SELECT count(*) AS n FROM dest_web.signed_up')).toBe(50);
+        // 3 of 25 events per partition fail the destination's function: stored once each, under its stage.
+        expect(await count('SELECT count(*) AS n FROM dest_web.signed_up')).toBe(44);
+        const failed = await store.query(
+          'SELECT stage, log_partition, count(*) AS n FROM failed_events GROUP BY 1, 2 ORDER BY 2',
+        );
+        expect(failed.rows).toEqual([
+          { stage: 'destination:pg2', log_partition: 0, n: 3 },
+          { stage: 'destination:pg2', log_partition: 1, n: 3 },
+        ]);
+        expect(await store.consumerOffset('transform:pg2:p0')).toBe(ends[0]);
+        expect(await store.consumerOffset('transform:pg2:p1')).toBe(ends[1]);
         const offsets = await client.query<{ destination: string; next_offset: string }>(
           "SELECT destination, next_offset FROM _tributary.warehouse_offsets WHERE destination LIKE 'pg2%' ORDER BY 1",
         );

@@ -44,7 +44,10 @@ export async function startDestinations(opts: {
   dataDir: string;
   feed: EventFeed;
   logger: Logger;
-  /** Where the destination metrics are registered. */
+  /**
+   * Where the destination metrics are registered: created on the first call with this
+   * registry, reused by later ones (one call per log partition shares them).
+   */
   registry: Registry;
   /** The log's end offset, for the lag gauge. */
   endOffset: () => number;
