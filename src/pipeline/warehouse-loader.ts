@@ -1,5 +1,5 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
-import type { EventRow, FailedRow, Warehouse } from '../warehouse/warehouse.js';
+import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex } from './dedupe.js';
 import { runStages, type StageOutcome } from './stages/runner.js';
@@ -56,6 +56,8 @@ export class WarehouseLoader {
   private readonly maxBatch: number;
   private readonly lingerMs: number;
   private highWater = 0;
+  /** Set after a failed write: the stored offset is re-read before the next batch. */
+  private stale = false;
   private readonly loadedListeners = new Set<(position: number) => void>();
   private readonly stages: ReadonlyMap<string, readonly Stage[]>;
   private readonly countFrom: number;
@@ -112,6 +114,10 @@ export class WarehouseLoader {
   }
 
   async handle(batch: Delivered[]): Promise<void> {
+    if (this.stale) {
+      this.highWater = await this.warehouse.consumerOffset(this.consumer);
+      this.stale = false;
+    }
     const records = batch.filter((r) => r.offset >= this.highWater);
     if (records.length === 0) return;
     const fresh: Delivered[] = [];
@@ -173,11 +179,45 @@ export class WarehouseLoader {
     for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
-    await this.warehouse.write({ events, failed, consumer: this.consumer, nextOffset });
+    // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
+    let report: WriteReport | void;
+    try {
+      report = await this.warehouse.write({
+        events,
+        failed,
+        consumer: this.consumer,
+        nextOffset,
+        fromOffset: this.highWater,
+      });
+    } catch (err) {
+      // Another process may have taken the partition and moved on (or this batch may be in
+      // after all): the next batch starts from the stored offset, not from ours.
+      this.stale = true;
+      throw err;
+    }
     this.highWater = nextOffset;
+    let loaded = events;
+    if (report && report.duplicates.length > 0) {
+      // Stored already through another partition: the database's dedupe index caught them.
+      const left = new Set(report.duplicates);
+      loaded = events.filter((_, i) => !left.has(i));
+      const stillLoaded = new Set(loaded.map((e) => e.logOffset));
+      const moved = new Set<number>();
+      for (const i of report.duplicates) {
+        const e = events[i]!;
+        duplicates.push(toDelivered(e));
+        if (stillLoaded.has(e.logOffset) || moved.has(e.logOffset) || e.logOffset < this.countFrom) continue;
+        moved.add(e.logOffset);
+        const passed = `${e.sourceId}\u001fload\u001fpassed`;
+        const n = outcomes.get(passed) ?? 0;
+        if (n <= 1) outcomes.delete(passed);
+        else outcomes.set(passed, n - 1);
+        count(e.sourceId, 'dedupe', 'deduplicated', e.logOffset);
+      }
+    }
     for (const listener of this.loadedListeners) listener(nextOffset);
-    for (const e of events) this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
-    for (const [source, n] of countBySource(events)) this.observer.loaded?.(source, n);
+    for (const e of loaded) this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
+    for (const [source, n] of countBySource(loaded)) this.observer.loaded?.(source, n);
     for (const [source, n] of countBySource(duplicates)) this.observer.deduplicated?.(source, n);
     for (const [source, n] of countBySource(failed)) this.observer.failedStored?.(source, n);
     for (const [k, n] of outcomes) {
@@ -202,6 +242,11 @@ export function toEventRow(r: Delivered): EventRow {
     logOffset: r.offset,
     json: r.json,
   };
+}
+
+/** The record of a row left out as a duplicate, for the counts (only source and offset are read). */
+function toDelivered(e: EventRow): Delivered {
+  return { ...e, offset: e.logOffset, status: 'accepted' };
 }
 
 export function toFailedRow(r: Delivered): FailedRow {

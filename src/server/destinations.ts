@@ -20,6 +20,8 @@ import { buildDestinationTransforms } from './quality-setup.js';
 export interface RunningDestination {
   id: string;
   type: DestinationConfig['type'];
+  /** Key of its stored offset: the id, with the partition's suffix when it runs per partition. */
+  offsetKey: string;
   /** The log offset loaded up to (−1 until the stored one was read). */
   position(): number;
   drained(): Promise<void>;
@@ -42,7 +44,10 @@ export async function startDestinations(opts: {
   dataDir: string;
   feed: EventFeed;
   logger: Logger;
-  /** Where the destination metrics are registered. */
+  /**
+   * Where the destination metrics are registered: created on the first call with this
+   * registry, reused by later ones (one call per log partition shares them).
+   */
   registry: Registry;
   /** The log's end offset, for the lag gauge. */
   endOffset: () => number;
@@ -52,39 +57,33 @@ export async function startDestinations(opts: {
   baseDir: string;
   /** Environment the functions' grants read from. */
   env: Record<string, string | undefined>;
+  /**
+   * Appended to each destination's id to key its stored offsets, when the destinations run
+   * once per log partition (called once per partition, each with its own `feed`): with `:p3`
+   * the offset of destination `pg` is kept under `pg:p3`, its transformation failures'
+   * offset under `transform:pg:p3`. Names, tables and the stage of failed events
+   * (`destination:pg`) stay shared. Only PostgreSQL destinations take one: a DuckDB file and
+   * a Parquet lake have one writer. Default none.
+   */
+  offsetKeySuffix?: string;
 }): Promise<RunningDestination[]> {
   const running: RunningDestination[] = [];
-  const registers = [opts.registry];
-  const loaded = new Counter({
-    name: 'tributary_destination_events_loaded_total',
-    help: 'Events loaded into a warehouse destination.',
-    labelNames: ['destination'],
-    registers,
-  });
-  const failures = new Counter({
-    name: 'tributary_destination_load_failures_total',
-    help: 'Loads that failed and will be retried.',
-    labelNames: ['destination'],
-    registers,
-  });
-  const transformed = new Counter({
-    name: 'tributary_destination_transform_events_total',
-    help: "Events through a destination's transformations, by outcome (passed, dropped, failed).",
-    labelNames: ['destination', 'outcome'],
-    registers,
-  });
-  new Gauge({
-    name: 'tributary_destination_lag_events',
-    help: 'Log records a destination has not loaded yet (log end offset minus its position).',
-    labelNames: ['destination'],
-    registers,
-    collect() {
-      for (const d of running)
-        this.set({ destination: d.id }, Math.max(0, opts.endOffset() - Math.max(0, d.position())));
-    },
-  });
+  const suffix = opts.offsetKeySuffix ?? '';
+  const { loaded, failures, transformed, lag } = destinationMetrics(opts.registry);
+  // The lag gauge reads the destinations of this call until they stop.
+  const live = new Set<RunningDestination>();
+  const tracked = { running: live, endOffset: opts.endOffset };
+  lag.add(tracked);
+  const failureStore = suffix === '' ? opts.warehouse : withConsumerSuffix(opts.warehouse, suffix);
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
+    if (suffix !== '' && config.type !== 'postgres') {
+      for (const d of running) await d.stop();
+      throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [
+        config.id,
+        `a ${config.type} destination has one writer and cannot run once per log partition; use a postgres destination in the scale-out deployment`,
+      ]);
+    }
     let destination: WarehouseDestination;
     let transforming: TransformingDestination | undefined;
     let stages: Stage[];
@@ -95,7 +94,7 @@ export async function startDestinations(opts: {
       throw err;
     }
     try {
-      destination = await build(config, opts.instance, opts.dataDir);
+      destination = await build(config, opts.instance, opts.dataDir, config.id + suffix);
     } catch (err) {
       for (const s of stages) await s.close?.();
       for (const d of running) await d.stop();
@@ -105,7 +104,7 @@ export async function startDestinations(opts: {
     }
     // Every SQL destination gets the wrapper, so a retry still reaches one whose functions were removed.
     if (config.type !== 'parquet') {
-      transforming = new TransformingDestination(destination, stages, opts.warehouse, {
+      transforming = new TransformingDestination(destination, stages, failureStore, {
         outcome: (d, outcome, n) => transformed.inc({ destination: d, outcome }, n),
       });
       destination = transforming;
@@ -134,8 +133,9 @@ export async function startDestinations(opts: {
         opts.logger.error({ err, destination: config.id }, 'destination load failed; retrying');
       },
     });
-    running.push({
+    const d: RunningDestination = {
       id: config.id,
+      offsetKey: config.id + suffix,
       type: config.type,
       position: () => position,
       // A failing destination catches up after it recovers; waiting for it would only stall.
@@ -144,16 +144,98 @@ export async function startDestinations(opts: {
       async stop() {
         await sub.stop();
         await destination.close();
+        live.delete(d);
+        if (live.size === 0) lag.delete(tracked);
       },
-    });
+    };
+    running.push(d);
+    live.add(d);
   }
   return running;
+}
+
+/** The destination metrics of one registry, created on first use. */
+interface DestinationMetrics {
+  loaded: Counter<'destination'>;
+  failures: Counter<'destination'>;
+  transformed: Counter<'destination' | 'outcome'>;
+  /** The running destinations of every `startDestinations` call, for the lag gauge. */
+  lag: Set<{ running: ReadonlySet<RunningDestination>; endOffset: () => number }>;
+}
+
+const metricsByRegistry = new WeakMap<Registry, DestinationMetrics>();
+
+/**
+ * The metrics are created once per registry, so `startDestinations` can be called once per
+ * log partition: counters add up over a destination's instances, the lag gauge sums them.
+ */
+function destinationMetrics(registry: Registry): DestinationMetrics {
+  const known = metricsByRegistry.get(registry);
+  if (known) return known;
+  const registers = [registry];
+  const lag: DestinationMetrics['lag'] = new Set();
+  const metrics: DestinationMetrics = {
+    loaded: new Counter({
+      name: 'tributary_destination_events_loaded_total',
+      help: 'Events loaded into a warehouse destination.',
+      labelNames: ['destination'],
+      registers,
+    }),
+    failures: new Counter({
+      name: 'tributary_destination_load_failures_total',
+      help: 'Loads that failed and will be retried.',
+      labelNames: ['destination'],
+      registers,
+    }),
+    transformed: new Counter({
+      name: 'tributary_destination_transform_events_total',
+      help: "Events through a destination's transformations, by outcome (passed, dropped, failed).",
+      labelNames: ['destination', 'outcome'],
+      registers,
+    }),
+    lag,
+  };
+  new Gauge({
+    name: 'tributary_destination_lag_events',
+    help: 'Log records a destination has not loaded yet (log end offset minus its position), summed over its partitions.',
+    labelNames: ['destination'],
+    registers,
+    collect() {
+      const sums = new Map<string, number>();
+      for (const { running, endOffset } of lag) {
+        for (const d of running) {
+          const behind = Math.max(0, endOffset() - Math.max(0, d.position()));
+          sums.set(d.id, (sums.get(d.id) ?? 0) + behind);
+        }
+      }
+      this.reset();
+      for (const [destination, n] of sums) this.set({ destination }, n);
+    },
+  });
+  metricsByRegistry.set(registry, metrics);
+  return metrics;
+}
+
+/**
+ * The failed-event store as one partition's instance of a destination uses it: its
+ * transformation failures' offset (`transform:<id>`) gets the partition's suffix, since each
+ * partition has offsets of its own.
+ */
+function withConsumerSuffix(
+  warehouse: Pick<Warehouse, 'write' | 'consumerOffset'>,
+  suffix: string,
+): Pick<Warehouse, 'write' | 'consumerOffset'> {
+  return {
+    write: (batch) => warehouse.write({ ...batch, consumer: batch.consumer + suffix }),
+    consumerOffset: (consumer) => warehouse.consumerOffset(consumer + suffix),
+  };
 }
 
 async function build(
   config: DestinationConfig,
   instance: DuckDBInstance,
   dataDir: string,
+  offsetKey: string,
 ): Promise<WarehouseDestination> {
   const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
   switch (config.type) {
@@ -180,6 +262,7 @@ async function build(
     case 'postgres':
       return new SegmentWarehouse({
         name: config.id,
+        offsetKey,
         schema: config.schema,
         maxColumns: config.maxColumns,
         engine: new PostgresEngine({ connection: pgConnection(config), maxColumns: config.maxColumns }),

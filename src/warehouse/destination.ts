@@ -27,15 +27,46 @@ export interface SqlEngine {
   readonly maxColumns: number;
   /** Creates the bookkeeping tables (`_tributary.warehouse_offsets`, `_tributary.warehouse_names`). */
   setup(): Promise<void>;
-  /** The destination's stored offset and the names it gave out, in the order given. */
-  readState(destination: string): Promise<{ offset: number; names: NameRecord[] }>;
+  /**
+   * The stored offset (under `offsetKey`, default the destination's name) and the names the
+   * destination gave out, in the order given. Engines that take concurrent writers also
+   * return `namesSeen`, the mark to pass to `apply`.
+   */
+  readState(
+    destination: string,
+    offsetKey?: string,
+  ): Promise<{ offset: number; names: NameRecord[]; namesSeen?: number }>;
   /**
    * Events per plan: a load is planned in parts of this size, which the engine pulls one at a
    * time, so it can plan the next part while the database still works on the last one.
    * Undefined: one plan per load.
    */
   readonly planPart?: number;
-  /** Runs the plans, records their names and stores `nextOffset`, all in one transaction. */
-  apply(destination: string, plans: Iterable<LoadPlan>, nextOffset: number): Promise<void>;
+  /**
+   * Runs the plans, records their names and stores `nextOffset`, all in one transaction.
+   * Engines that take concurrent writers resolve with the new `namesSeen`.
+   */
+  apply(
+    destination: string,
+    plans: Iterable<LoadPlan>,
+    nextOffset: number,
+    options?: ApplyOptions,
+    // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
+  ): Promise<{ namesSeen: number } | void>;
   close(): Promise<void>;
+}
+
+/** How one instance of a destination among several (one per log partition) loads. */
+export interface ApplyOptions {
+  /** Key of the stored offset. Default the destination's name. */
+  offsetKey?: string;
+  /** Mark of the names the caller's model holds (from `readState` or the last `apply`). */
+  namesSeen?: number;
+  /**
+   * Called inside the load's transaction, once no other instance can give out names, and
+   * before the first plan is taken, with the names other instances recorded since
+   * `namesSeen`: the caller adds them to its model, so the plans build on every column
+   * that exists.
+   */
+  catchUp?: (names: NameRecord[]) => void;
 }

@@ -3,8 +3,13 @@ import { WarehouseModel } from './layout/warehouse-model.js';
 import type { StoredEvent } from './warehouse.js';
 
 export interface SegmentWarehouseOptions {
-  /** Name of the destination (its offset and names are kept under it). */
+  /** Name of the destination (its names, and its offset unless `offsetKey` is given, are kept under it). */
   name: string;
+  /**
+   * Key of this instance's stored offset, when several instances of the destination (one per
+   * log partition) load into the same tables, e.g. `pg:p3`. Default `name`.
+   */
+  offsetKey?: string;
   engine: SqlEngine;
   /**
    * Schema name of a source before folding; `{source}` stands for the source id.
@@ -24,6 +29,8 @@ export interface SegmentWarehouseOptions {
 export class SegmentWarehouse implements WarehouseDestination {
   readonly name: string;
   private model: WarehouseModel | undefined;
+  /** Mark of the names the model holds, for engines that take concurrent writers. */
+  private namesSeen: number | undefined;
   private ready: Promise<void> | undefined;
 
   constructor(private readonly options: SegmentWarehouseOptions) {
@@ -37,7 +44,10 @@ export class SegmentWarehouse implements WarehouseDestination {
   async storedOffset(): Promise<number> {
     this.ready ??= this.options.engine.setup();
     await this.ready;
-    const { offset, names } = await this.options.engine.readState(this.name);
+    const { offset, names, namesSeen } = await this.options.engine.readState(
+      this.name,
+      this.options.offsetKey ?? this.name,
+    );
     const template = this.options.schema ?? '{source}';
     const model = new WarehouseModel({
       maxColumns: this.options.maxColumns ?? this.options.engine.maxColumns,
@@ -45,6 +55,7 @@ export class SegmentWarehouse implements WarehouseDestination {
     });
     model.restore(names);
     this.model = model;
+    this.namesSeen = namesSeen;
     return offset;
   }
 
@@ -61,7 +72,13 @@ export class SegmentWarehouse implements WarehouseDestination {
       } while (i < events.length);
     }
     try {
-      await this.options.engine.apply(this.name, plans(), nextOffset);
+      const done = await this.options.engine.apply(this.name, plans(), nextOffset, {
+        offsetKey: this.options.offsetKey ?? this.name,
+        namesSeen: this.namesSeen,
+        // Names other instances gave out since the model was read: planned on, never given twice.
+        catchUp: (names) => model.restore(names),
+      });
+      if (done) this.namesSeen = done.namesSeen;
     } catch (err) {
       this.model = undefined; // the plan's names were rolled back with it
       throw err;

@@ -1,6 +1,7 @@
 /**
  * The internal event store the loader writes (`events`, `failed_events`) and the event feed
- * reads. Adapter: DuckDB (`./duckdb/`). The Segment tables in DuckDB, PostgreSQL and Parquet
+ * reads. Adapters: DuckDB (`./duckdb/`, embedded) and PostgreSQL (`./postgres/postgres-event-store.ts`,
+ * scale-out, one view per log partition). The Segment tables in DuckDB, PostgreSQL and Parquet
  * are destinations following it: see `./destination.ts`.
  */
 
@@ -44,6 +45,22 @@ export interface WarehouseBatch {
   /** The consumer writing, and the log offset it has handled once this batch is in. */
   consumer: string;
   nextOffset: number;
+  /**
+   * The consumer's offset the writer believed stored when it read the batch. When given and
+   * the stored one differs (another process took the partition over and moved on), the
+   * batch is not written and `write` throws `TRIB_ERR_STATE_OFFSET_MOVED`. Adapters with a
+   * single writer may ignore it.
+   */
+  fromOffset?: number;
+}
+
+/** What a write left out, for the loader's counts. */
+export interface WriteReport {
+  /**
+   * Positions in `batch.events` of rows not written because their (source, messageId) was
+   * stored already, by another partition or an earlier batch.
+   */
+  duplicates: number[];
 }
 
 /** One row of `events` as consumers after the loader read it (see `pipeline/event-feed.ts`). */
@@ -67,7 +84,8 @@ export interface Warehouse {
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
    * (offset below the stored one) is recognised and skipped: loads are exactly-once.
    */
-  write(batch: WarehouseBatch): Promise<void>;
+  // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
+  write(batch: WarehouseBatch): Promise<WriteReport | void>;
   /** The log offset the consumer has written up to (0 when it never wrote). */
   consumerOffset(consumer: string): Promise<number>;
   /** Of the given keys, those already stored with `received_at` at or after `sinceMs`. */

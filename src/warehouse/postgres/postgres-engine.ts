@@ -2,9 +2,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { SqlEngine } from '../destination.js';
+import type { ApplyOptions, SqlEngine } from '../destination.js';
 import type { ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+import { advisoryXactLock } from './advisory-locks.js';
 
 const TYPES: Record<ColumnType, string> = {
   bigint: 'bigint',
@@ -69,55 +70,78 @@ export class PostgresEngine implements SqlEngine {
 
   async setup(): Promise<void> {
     const c = await this.connection();
-    await c.query('CREATE SCHEMA IF NOT EXISTS _tributary');
-    await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_offsets (
-      destination text PRIMARY KEY, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL)`);
-    await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_names (
-      destination text NOT NULL, batch_offset bigint NOT NULL, idx integer NOT NULL, kind text NOT NULL,
-      key text NOT NULL, schema_name text NOT NULL, table_name text, name text NOT NULL, type text,
-      recorded_at timestamptz NOT NULL, PRIMARY KEY (destination, batch_offset, idx))`);
+    await c.query('BEGIN');
+    try {
+      // Several instances start at once; concurrent CREATE … IF NOT EXISTS can still collide.
+      await advisoryXactLock(c, 'warehouse-setup');
+      await c.query('CREATE SCHEMA IF NOT EXISTS _tributary');
+      await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_offsets (
+        destination text PRIMARY KEY, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL)`);
+      await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_names (
+        destination text NOT NULL, batch_offset bigint NOT NULL, idx integer NOT NULL, kind text NOT NULL,
+        key text NOT NULL, schema_name text NOT NULL, table_name text, name text NOT NULL, type text,
+        recorded_at timestamptz NOT NULL, PRIMARY KEY (destination, batch_offset, idx))`);
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
   }
 
-  async readState(destination: string): Promise<{ offset: number; names: NameRecord[] }> {
+  async readState(
+    destination: string,
+    offsetKey = destination,
+  ): Promise<{ offset: number; names: NameRecord[]; namesSeen: number }> {
     const c = await this.connection();
     const o = await c.query<{ next_offset: string }>(
       'SELECT next_offset FROM _tributary.warehouse_offsets WHERE destination = $1',
-      [destination],
+      [offsetKey],
     );
-    const n = await c.query<{
-      kind: NameRecord['kind'];
-      key: string;
-      schema_name: string;
-      table_name: string | null;
-      name: string;
-      type: ColumnType | null;
-    }>(
-      `SELECT kind, key, schema_name, table_name, name, type FROM _tributary.warehouse_names
-       WHERE destination = $1 ORDER BY batch_offset, idx`,
-      [destination],
-    );
-    return {
-      offset: Number(o.rows[0]?.next_offset ?? 0),
-      names: n.rows.map((r) => ({
-        kind: r.kind,
-        key: r.key,
-        schema: r.schema_name,
-        table: r.table_name,
-        name: r.name,
-        type: r.type,
-      })),
-    };
+    const { names, namesSeen } = await readNames(c, destination, -1);
+    return { offset: Number(o.rows[0]?.next_offset ?? 0), names, namesSeen };
   }
 
   /**
    * The copies of one part are sent without waiting for them to finish: the client queues the
    * next statements behind them, and the next part is planned while PostgreSQL loads this one.
+   *
+   * Several instances of one destination (one per log partition, in several processes) load
+   * into the same tables. Each load first takes a transaction-scoped advisory lock named
+   * after the destination, then catches up on the names (tables, columns, types) the others
+   * recorded, and only then plans. An advisory lock rather than row locks: what must not
+   * interleave is DDL (CREATE/ALTER TABLE race on the catalog even with IF NOT EXISTS),
+   * the name assignments and the id lookups before each COPY, none of which has a row to
+   * lock until it is done; one lock per destination covers all of them, costs one round trip,
+   * and leaves loads of other destinations and readers of the tables unblocked. Loads of one
+   * destination take turns, which bulk COPYs tolerate well. The names are recorded in
+   * `_tributary.warehouse_names` in the load's own transaction and numbered in commit order
+   * (`batch_offset` counts up per destination), so an instance reading them after the lock
+   * sees every column that exists, with the name and type it was given.
    */
-  async apply(destination: string, plans: Iterable<LoadPlan>, nextOffset: number): Promise<void> {
+  async apply(
+    destination: string,
+    plans: Iterable<LoadPlan>,
+    nextOffset: number,
+    options: ApplyOptions = {},
+  ): Promise<{ namesSeen: number }> {
     const c = await this.connection();
     await c.query('BEGIN');
     const inFlight: Promise<void>[] = [];
     try {
+      await advisoryXactLock(c, `warehouse:${destination}`);
+      let seen = options.namesSeen ?? -1;
+      if (options.catchUp && options.namesSeen !== undefined) {
+        const newer = await readNames(c, destination, options.namesSeen);
+        if (newer.names.length > 0) options.catchUp(newer.names);
+        seen = newer.namesSeen;
+      } else {
+        const m = await c.query<{ m: string }>(
+          'SELECT coalesce(max(batch_offset), -1) AS m FROM _tributary.warehouse_names WHERE destination = $1',
+          [destination],
+        );
+        seen = Number(m.rows[0]!.m);
+      }
+      const batch = seen + 1;
       const names: NameRecord[] = [];
       let stage = 0;
       for (const plan of plans) {
@@ -129,7 +153,7 @@ export class PostgresEngine implements SqlEngine {
       for (let from = 0; from < names.length; from += NAMES_PER_INSERT) {
         const values: unknown[] = [];
         const tuples = names.slice(from, from + NAMES_PER_INSERT).map((r, j) => {
-          values.push(destination, nextOffset, from + j, r.kind, r.key, r.schema, r.table, r.name, r.type);
+          values.push(destination, batch, from + j, r.kind, r.key, r.schema, r.table, r.name, r.type);
           const b = j * 9;
           return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, now())`;
         });
@@ -138,9 +162,10 @@ export class PostgresEngine implements SqlEngine {
       await c.query(
         `INSERT INTO _tributary.warehouse_offsets VALUES ($1, $2, now())
          ON CONFLICT (destination) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-        [destination, nextOffset],
+        [options.offsetKey ?? destination, nextOffset],
       );
       await c.query('COMMIT');
+      return { namesSeen: names.length > 0 ? batch : seen };
     } catch (err) {
       await Promise.allSettled(inFlight);
       await c.query('ROLLBACK').catch(() => undefined);
@@ -216,6 +241,41 @@ export class PostgresEngine implements SqlEngine {
     this.client = undefined;
     await c?.end();
   }
+}
+
+/**
+ * The names `destination` recorded after mark `after`, in the order given, and the new mark.
+ * `batch_offset` numbers the loads that gave out names, in commit order.
+ */
+async function readNames(
+  c: pg.Client,
+  destination: string,
+  after: number,
+): Promise<{ names: NameRecord[]; namesSeen: number }> {
+  const n = await c.query<{
+    kind: NameRecord['kind'];
+    key: string;
+    schema_name: string;
+    table_name: string | null;
+    name: string;
+    type: ColumnType | null;
+    batch_offset: string;
+  }>(
+    `SELECT kind, key, schema_name, table_name, name, type, batch_offset FROM _tributary.warehouse_names
+     WHERE destination = $1 AND batch_offset > $2 ORDER BY batch_offset, idx`,
+    [destination, after],
+  );
+  return {
+    names: n.rows.map((r) => ({
+      kind: r.kind,
+      key: r.key,
+      schema: r.schema_name,
+      table: r.table_name,
+      name: r.name,
+      type: r.type,
+    })),
+    namesSeen: n.rows.length > 0 ? Number(n.rows[n.rows.length - 1]!.batch_offset) : after,
+  };
 }
 
 /**
