@@ -102,7 +102,8 @@ export function eventLogConformance(name: string, makeHarness: () => EventLogHar
         expect([...starts].sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i * 2));
         expect(got.map((d) => d.offset)).toEqual(Array.from({ length: 100 }, (_, i) => i));
         // Each append's two records stay together and in order.
-        for (const [i, r] of results.entries()) expect(offsetOf.get(`m-${i * 2 + 1}`)).toBe(r.firstOffset + 1);
+        for (const [i, r] of results.entries())
+          expect(offsetOf.get(`m-${i * 2 + 1}`)).toBe(r.firstOffset + 1);
       }
     });
 

@@ -4,8 +4,8 @@ import {
   type ConsumerInfo,
   DeliverPolicy,
   DiscardPolicy,
-  type JetStreamClient,
   JetStreamApiError,
+  type JetStreamClient,
   type JetStreamManager,
   jetstream,
   jetstreamManager,
@@ -13,7 +13,13 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
-import { connect, createInbox, type Msg, type NatsConnection, type Subscription as NatsSub } from '@nats-io/transport-node';
+import {
+  connect,
+  createInbox,
+  type Msg,
+  type NatsConnection,
+  type Subscription as NatsSub,
+} from '@nats-io/transport-node';
 import { TributaryError } from '../../errors.js';
 import type {
   AppendResult,
@@ -115,6 +121,18 @@ function decode(data: Uint8Array, offset: number): Delivered {
 function streamSeq(reply: string): number {
   const t = reply.split('.');
   return Number(t.length === 9 ? t[5] : t[7]);
+}
+
+/**
+ * The stream sequence of the consumer's last acknowledged record. A consumer created to
+ * start at sequence S reports an ack floor of 0 until its first ack, though everything
+ * before S counts as done: its floor is then S - 1.
+ */
+function ackFloor(info: ConsumerInfo): number {
+  if (info.ack_floor.consumer_seq === 0 && info.config.deliver_policy === DeliverPolicy.StartSequence) {
+    return Math.max(info.ack_floor.stream_seq, (info.config.opt_start_seq ?? 1) - 1);
+  }
+  return info.ack_floor.stream_seq;
 }
 
 function notFound(err: unknown): boolean {
@@ -340,7 +358,7 @@ export class NatsEventLog implements EventLog {
   /** One past the last acknowledged record: the consumer's ack floor, as an offset. */
   private async committed(name: string): Promise<number> {
     try {
-      return (await this.jsm.consumers.info(this.stream, name)).ack_floor.stream_seq;
+      return ackFloor(await this.jsm.consumers.info(this.stream, name));
     } catch (err) {
       if (notFound(err)) return 0;
       throw err;
@@ -389,12 +407,8 @@ export class NatsEventLog implements EventLog {
     let startAfter = resumeAfter;
     // Delivered past the ack floor with nothing pending happens too: a server that shut down
     // while records were on their way to a pull.
-    if (
-      info &&
-      takeOver &&
-      (info.num_ack_pending > 0 || info.delivered.stream_seq > info.ack_floor.stream_seq)
-    ) {
-      startAfter = info.ack_floor.stream_seq;
+    if (info && takeOver && (info.num_ack_pending > 0 || info.delivered.stream_seq > ackFloor(info))) {
+      startAfter = ackFloor(info);
       await this.jsm.consumers.delete(this.stream, name).catch((err: unknown) => {
         if (!notFound(err)) throw err;
       });
@@ -416,13 +430,12 @@ export class NatsEventLog implements EventLog {
           ? { deliver_policy: DeliverPolicy.All }
           : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startAfter + 1 }),
       };
-      info = await this.jsm.consumers.add(this.stream, config);
-      return startAfter ?? info.ack_floor.stream_seq;
+      return ackFloor(await this.jsm.consumers.add(this.stream, config));
     }
     if (info.config.max_ack_pending !== undefined && info.config.max_ack_pending < maxBatch) {
       await this.jsm.consumers.update(this.stream, name, { max_ack_pending: maxBatch });
     }
-    return info.ack_floor.stream_seq;
+    return ackFloor(info);
   }
 
   private consumeView(
@@ -482,7 +495,11 @@ export class NatsEventLog implements EventLog {
               continue;
             }
           }
-          puller ??= new Puller(this.nc, `$JS.API.CONSUMER.MSG.NEXT.${this.stream}.${name}`, this.disconnectHooks);
+          puller ??= new Puller(
+            this.nc,
+            `$JS.API.CONSUMER.MSG.NEXT.${this.stream}.${name}`,
+            this.disconnectHooks,
+          );
           const pulled = await puller.pull(maxBatch, (stop) => (stopPull = stop));
           stopPull = undefined;
           if (pulled.outcome === 'stopped') break;
