@@ -319,6 +319,8 @@ describe.skipIf(!existsSync(NATS_SERVER))('NatsEventLog across a NATS restart (p
       const sub = log.consume(
         'g',
         async (batch) => {
+          // Slow enough that the stop often finds a batch in hand, before its ack.
+          await sleep(20);
           for (const d of batch) {
             // Redelivery is allowed (at-least-once), but an offset names one record.
             expect(idAt.get(d.offset) ?? d.messageId).toBe(d.messageId);

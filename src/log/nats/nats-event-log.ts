@@ -444,6 +444,7 @@ export class NatsEventLog implements EventLog {
     handle: (batch: Delivered[]) => Promise<void>,
     options: ConsumeOptions = {},
   ): Subscription {
+    if (this.closed) throw new Error('event log is closed');
     const maxBatch = options.maxBatch ?? 5000;
     const lingerMs = options.lingerMs ?? 0;
     const name = durableName(group, view.partition);
