@@ -212,6 +212,29 @@ describe.skipIf(natsProblem !== undefined)('NatsEventLog on NATS at 127.0.0.1:42
     expect(await log.committedOffset('b')).toBe(6);
   });
 
+  it('recreates a consumer deleted under it where it was, and goes on', async () => {
+    const log = await open(2);
+    const stream = streams[0]!;
+    await log.append(Array.from({ length: 4 }, (_, i) => record(i)));
+    const got: Delivered[] = [];
+    const sub = log.consume('g', async (batch) => {
+      got.push(...batch);
+    });
+    await sub.drained();
+    const nc = await connect({ servers: [NATS_URL] });
+    try {
+      await (await jetstreamManager(nc)).consumers.delete(stream, 'g');
+    } finally {
+      await nc.close();
+    }
+    await log.append(Array.from({ length: 3 }, (_, i) => record(4 + i)));
+    await until('the new records arrive', () => got.length >= 7);
+    await sub.drained();
+    await sub.stop();
+    expect(got.map((d) => d.messageId)).toEqual(Array.from({ length: 7 }, (_, i) => `m-${i}`));
+    expect(await log.committedOffset('g')).toBe(7);
+  });
+
   it('hands a killed owner’s unacknowledged records to the next consume() at once', async () => {
     const log = await open(2);
     const stream = streams[0]!;

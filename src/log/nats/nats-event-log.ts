@@ -390,6 +390,11 @@ export class NatsEventLog implements EventLog {
    * killed, or its connection dropped mid-batch) are handed out again at once: the consumer
    * is recreated to start right after its ack floor. JetStream would otherwise redeliver them
    * only after the ack wait, and after later records, which would break the offset order.
+   * A crash between the delete and the create leaves no consumer: the group then starts
+   * again from the beginning of the stream (records come again; none is lost).
+   *
+   * One process at a time may consume a group (per partition): a second one taking over
+   * deletes the first one's consumer under it. Assigning partitions is the caller's job.
    */
   private async attach(
     view: View,
