@@ -1,6 +1,6 @@
 /**
  * The event log port: durable, append-only, replayable. Adapters: DuckDB (embedded
- * default, `./duckdb/`) and, for scale-out, NATS JetStream.
+ * default, `./duckdb/`) and, for scale-out, NATS JetStream (`./nats/`).
  */
 
 /** One collected event as the log keeps it. */
@@ -30,7 +30,14 @@ export interface Delivered extends RawEvent {
 }
 
 export interface AppendResult {
-  /** Offset of the first record; the others follow in order. */
+  /**
+   * Offset of the first record. Every later record of the append has a greater offset, and
+   * readers see the records in offset order. Offsets are unique but need not be contiguous:
+   * the embedded log gives an append consecutive offsets, while on NATS concurrent appends
+   * (from this process or others) interleave. A record the log already holds (NATS: same
+   * source and messageId within the duplicate window) is not stored again and keeps the
+   * offset of its first copy.
+   */
   firstOffset: number;
 }
 
@@ -55,18 +62,26 @@ export interface ConsumeOptions {
 }
 
 export interface EventLog {
-  /** Appends records; resolves only once they are durable. Offsets only grow. */
+  /**
+   * Appends records; resolves only once they are durable (DuckDB: committed to its WAL;
+   * NATS: acknowledged by the stream), rejects if any record may not be. Offsets only grow.
+   */
   append(records: readonly RawEvent[]): Promise<AppendResult>;
   /**
-   * Hands records to `handle` from the group's committed offset on, committing after each
-   * batch is handled (at-least-once: a crash between the two redelivers the batch).
+   * Hands records to `handle` in offset order from the group's committed offset on,
+   * committing after each batch is handled (at-least-once: a crash between the two
+   * redelivers the batch). A batch whose `handle` throws comes again, before anything later.
    */
   consume(
     group: string,
     handle: (batch: Delivered[]) => Promise<void>,
     options?: ConsumeOptions,
   ): Subscription;
-  /** The next offset to be assigned (one past the last durable record). */
+  /**
+   * One past the last durable record this process knows of. For the embedded log, the next
+   * offset to be assigned; a shared log (NATS) learns of other processes' appends when it
+   * opens and in `drained()`.
+   */
   endOffset(): number;
   /** The offset the group will read next. */
   committedOffset(group: string): Promise<number>;

@@ -37,6 +37,7 @@ for (const [tailRecords, segmentBytes] of [
     const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
     const instances = new Map<EventLog, DuckDBInstance>();
     return {
+      contiguousOffsets: true,
       async open() {
         const { log, instance } = await openAt(dir, tailRecords, segmentBytes);
         instances.set(log, instance);

@@ -1,0 +1,1 @@
+export { NatsEventLog, type NatsEventLogOptions, partitionFor } from './nats-event-log.js';
