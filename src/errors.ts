@@ -57,6 +57,11 @@ export const ErrorCodes = {
   TRIB_ERR_TRANSFORM_INVALID: { status: 500, message: 'The transformation cannot be loaded: %s' },
   TRIB_ERR_FAILED_NOT_FOUND: { status: 404, message: 'No failed event %s' },
   TRIB_ERR_FAILED_BAD_REQUEST: { status: 400, message: 'Bad failed-event request: %s' },
+  TRIB_ERR_STATE_OFFSET_MOVED: {
+    status: 409,
+    message:
+      'The stored offset of consumer "%s" is %s, not %s: another worker took the partition over; this batch was not committed',
+  },
   TRIB_ERR_DESTINATION_SETUP: {
     status: 500,
     message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',
