@@ -37,8 +37,9 @@ export interface SharedIdentityStageOptions {
  *    blocks naming any identifier of those profiles or of the batch;
  * 3. resolve the batch with a fresh `IdentityEngine` holding only that working set (it is
  *    closed: an event only reaches profiles through its identifiers, all loaded);
- * 4. write the changes, decisions and assignments; move this consumer's offset by
- *    compare-and-set; commit (the lock goes with it).
+ * 4. write the changes, decisions and assignments; commit (the lock goes with it).
+ *
+ * Before all that, in the same transaction, this consumer's offset moves by compare-and-set.
  *
  * Why one graph-wide lock rather than per-identifier or per-profile locks: a batch reads and
  * rewrites whole profiles, and a profile is reached through any of its identifiers, so two
@@ -133,6 +134,9 @@ export class SharedIdentityStage {
       const expected = this.committedOffset;
       let changes: IdentityChanges | undefined;
       await this.store.transaction(async (c) => {
+        // The offset first: a stage whose partition was taken over stops before any work,
+        // and the row lock it takes keeps the consumer's offset still until the commit.
+        await this.store.moveOffset(c, consumer, expected, nextOffset);
         if (parsed.length > 0) {
           await this.store.lockGraph(c);
           const snap = await this.store.loadWorkingSet(c, [...keys]);
@@ -146,7 +150,6 @@ export class SharedIdentityStage {
           changes = engine.takeChanges();
           await this.store.write(c, changes, (id) => engine.profiles.get(id));
         }
-        await this.store.moveOffset(c, consumer, expected, nextOffset);
       });
       this.committedOffset = nextOffset;
       if (changes) this.options.onCommitted?.(changes);

@@ -1,0 +1,843 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IdentityConfig } from '../../src/config/identity-schema.js';
+import { TributaryError } from '../../src/errors.js';
+import { compileRules, type IdentityRules } from '../../src/identity/identifiers.js';
+import { type Decision, IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
+import { PostgresIdentityStore } from '../../src/identity/postgres/postgres-identity-store.js';
+import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
+import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import { pgUnreachable } from '../pg.js';
+import type { TestEvent } from './harness.js';
+import { createEventsTable, pgIdentityPipeline, scratchDatabase, toStored } from './pg-harness.js';
+
+const pgProblem = await pgUnreachable();
+
+const COMPUTED = {
+  computed: [
+    { name: 'orders', op: 'count', event: 'Order Completed' },
+    { name: 'revenue', op: 'sum', event: 'Order Completed', property: 'properties.total' },
+    { name: 'first_order', op: 'first', event: 'Order Completed' },
+  ],
+};
+
+/** A deterministic PRNG (mulberry32), so a failing workload can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * People with several devices (anonymous ids, hardware ids), emails and a login, their events
+ * shuffled together; with `shared`, some devices are shared between people (limits get hit).
+ */
+function workload(seed: number, people: number, perPerson: number, shared = false): TestEvent[] {
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
+  const persons = Array.from({ length: people }, (_, i) => ({
+    user: `u${i}`,
+    anon: Array.from({ length: 1 + Math.floor(rnd() * 3) }, (_, j) => `a${i}-${j}`),
+    emails: Array.from({ length: 1 + Math.floor(rnd() * 2) }, (_, j) => `p${i}.${j}@x.io`),
+    hw: Array.from({ length: 1 + Math.floor(rnd() * 2) }, (_, j) => `hw${i}-${j}`),
+  }));
+  const events: TestEvent[] = [];
+  for (let n = 0; n < people * perPerson; n++) {
+    const p = pick(persons);
+    const anon = shared && rnd() < 0.05 ? pick(pick(persons).anon) : pick(p.anon);
+    const r = rnd();
+    const base = { messageId: `m${n}`, at: n / 10 };
+    if (r < 0.4) events.push({ ...base, type: 'page', anonymousId: anon, name: 'Home' });
+    else if (r < 0.6)
+      events.push({
+        ...base,
+        type: 'identify',
+        anonymousId: anon,
+        userId: p.user,
+        traits: { email: pick(p.emails), plan: rnd() < 0.5 ? 'pro' : 'free' },
+      });
+    else if (r < 0.8)
+      events.push({
+        ...base,
+        type: 'track',
+        userId: p.user,
+        event: 'Order Completed',
+        properties: { total: Math.floor(rnd() * 100) },
+        context: { device: { id: pick(p.hw) } },
+      });
+    else
+      events.push({
+        ...base,
+        type: 'track',
+        anonymousId: anon,
+        event: 'Viewed',
+        context: { traits: { email: pick(p.emails) }, device: { id: pick(p.hw) } },
+      });
+  }
+  return events;
+}
+
+/** The embedded engine over the events in order: each profile's identifiers, and each event's decision. */
+function embedded(rules: IdentityRules, stored: readonly StoredEvent[]) {
+  const engine = new IdentityEngine(rules, { now: () => 0 });
+  const decisions = new Map<string, Decision>();
+  for (const s of stored) decisions.set(s.messageId, engine.resolve(toIdentityEvent(s, rules)));
+  const groups = new Map<string, string[]>();
+  for (const p of engine.profiles.values()) groups.set(p.id, [...p.identifiers.keys()].sort());
+  const eventGroup = new Map<string, string | null>();
+  for (const [m, d] of decisions) {
+    const cur = d.profileId === null ? undefined : engine.current(d.profileId);
+    eventGroup.set(m, cur === undefined ? null : groups.get(cur)![0]!);
+  }
+  return { groups: [...groups.values()].sort(byFirst), eventGroup, decisions };
+}
+
+const byFirst = (a: string[], b: string[]) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0);
+
+/** The same picture read from PostgreSQL: each profile's identifiers, each event's profile (as its first identifier). */
+async function stored(pool: pg.Pool, schema = 'tributary') {
+  const ids = await pool.query<{ p: string; k: string }>(
+    `SELECT profile_id AS p, type || ':' || value AS k FROM ${schema}.profile_identifiers ORDER BY 2`,
+  );
+  const groups = new Map<string, string[]>();
+  for (const r of ids.rows) (groups.get(r.p) ?? groups.set(r.p, []).get(r.p)!).push(r.k);
+  const ev = await pool.query<{ m: string; p: string }>(
+    `SELECT message_id AS m, profile_id AS p FROM ${schema}.profile_events`,
+  );
+  const eventGroup = new Map<string, string | null>();
+  for (const r of ev.rows) eventGroup.set(r.m, groups.get(r.p)?.[0] ?? `dangling:${r.p}`);
+  const live = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${schema}.profiles`);
+  return { groups: [...groups.values()].sort(byFirst), eventGroup, profiles: live.rows[0]!.n };
+}
+
+if (pgProblem) {
+  describe.skip(`identity on PostgreSQL (PostgreSQL at 127.0.0.1:5432 unreachable: ${pgProblem})`, () => {
+    it('needs PostgreSQL', () => {});
+  });
+} else {
+  let db: Awaited<ReturnType<typeof scratchDatabase>>;
+  let schemaNo = 0;
+  beforeAll(async () => {
+    db = await scratchDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  describe('identity on PostgreSQL: golden scenarios through one SharedIdentityStage', () => {
+    // Each scenario has a schema of its own in the scratch database.
+    const fresh = async (options: Parameters<typeof pgIdentityPipeline>[1] = {}) => {
+      const p = await pgIdentityPipeline(db.config, { ...options, schema: `golden${schemaNo++}` });
+      return { ...p, destroy: () => p.close() };
+    };
+
+    it('anonymous → identify: earlier anonymous events belong to the profile once the link exists', async () => {
+      const p = await fresh();
+      try {
+        await p.send([
+          { type: 'page', messageId: 'a1', at: 0, anonymousId: 'anon-1', name: 'Home' },
+          { type: 'track', messageId: 'a2', at: 1, anonymousId: 'anon-1', event: 'Viewed Product' },
+        ]);
+        const before = await p.eventProfiles();
+        await p.send([
+          {
+            type: 'identify',
+            messageId: 'a3',
+            at: 2,
+            anonymousId: 'anon-1',
+            userId: 'u-ada',
+            traits: { email: ' Ada@Example.COM ', name: 'Ada' },
+          },
+        ]);
+        const profile = await p.stage.getProfile('email:ada@example.com');
+        expect(profile.identifiers.map((i) => `${i.type}:${i.value}`).sort()).toEqual([
+          'anonymous_id:anon-1',
+          'email:ada@example.com',
+          'user_id:u-ada',
+        ]);
+        expect(profile.traits).toMatchObject({ name: 'Ada' });
+        expect(await p.eventProfiles()).toEqual({
+          a1: profile.profileId,
+          a2: profile.profileId,
+          a3: profile.profileId,
+        });
+        expect(before.a1).toBe(profile.profileId);
+        expect(profile.recentEvents.map((e) => e.messageId)).toEqual(['a3', 'a2', 'a1']);
+        expect(profile.recentEvents[0]!.timestamp).toBe('2026-11-01T10:02:00.000Z');
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('two devices then login: both devices merge into one profile, with the merge recorded', async () => {
+      const p = await fresh({ identity: COMPUTED });
+      try {
+        await p.send([
+          {
+            type: 'track',
+            messageId: 'd1',
+            at: 0,
+            anonymousId: 'phone',
+            event: 'Order Completed',
+            properties: { total: 10 },
+          },
+          {
+            type: 'track',
+            messageId: 'd2',
+            at: 1,
+            anonymousId: 'laptop',
+            event: 'Order Completed',
+            properties: { total: 5 },
+          },
+          { type: 'identify', messageId: 'd3', at: 2, anonymousId: 'phone', userId: 'u-1' },
+        ]);
+        expect(await p.query('SELECT count(*)::int AS n FROM profiles')).toEqual([{ n: 2 }]);
+        await p.send([{ type: 'identify', messageId: 'd4', at: 3, anonymousId: 'laptop', userId: 'u-1' }]);
+        const profile = await p.stage.getProfile('user_id:u-1');
+        expect(profile.identifiers.map((i) => i.value).sort()).toEqual(['laptop', 'phone', 'u-1']);
+        expect(profile.computedTraits).toEqual({
+          orders: 2,
+          revenue: 15,
+          first_order: '2026-11-01T10:00:00.000Z',
+        });
+        expect(profile.merges).toHaveLength(1);
+        expect(profile.merges[0]).toMatchObject({ profileId: profile.profileId, messageId: 'd4' });
+        expect(new Set(Object.values(await p.eventProfiles()))).toEqual(new Set([profile.profileId]));
+        expect(await p.query('SELECT count(*)::int AS n FROM profiles')).toEqual([{ n: 1 }]);
+        expect(await p.query('SELECT count(*)::int AS n FROM profile_merges')).toEqual([{ n: 1 }]);
+        expect(
+          await p.query("SELECT value::text AS v FROM profile_computed_traits WHERE name = 'revenue'"),
+        ).toEqual([{ v: '15' }]);
+        // The merged-away profile id still names the person.
+        const absorbed = (await p.query('SELECT profile_id FROM profile_aliases'))[0]!.profile_id as string;
+        expect((await p.stage.getProfile(`profile_id:${absorbed}`)).profileId).toBe(profile.profileId);
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('shared device with two users: the second login does not glue the users together', async () => {
+      const p = await fresh();
+      try {
+        await p.send([
+          {
+            type: 'identify',
+            messageId: 's1',
+            at: 0,
+            anonymousId: 'tablet',
+            userId: 'mum',
+            traits: { name: 'Mum' },
+          },
+          { type: 'track', messageId: 's2', at: 1, anonymousId: 'tablet', userId: 'mum', event: 'Read' },
+          {
+            type: 'identify',
+            messageId: 's3',
+            at: 2,
+            anonymousId: 'tablet',
+            userId: 'kid',
+            traits: { name: 'Kid' },
+          },
+          { type: 'track', messageId: 's4', at: 3, anonymousId: 'tablet', userId: 'kid', event: 'Played' },
+        ]);
+        const mum = await p.stage.getProfile('user_id:mum');
+        const kid = await p.stage.getProfile('user_id:kid');
+        expect(mum.profileId).not.toBe(kid.profileId);
+        expect(mum.identifiers.map((i) => i.value).sort()).toEqual(['mum', 'tablet']);
+        expect(kid.identifiers.map((i) => i.value)).toEqual(['kid']);
+        expect(kid.traits).toEqual({ name: 'Kid' });
+        expect(mum.traits).toEqual({ name: 'Mum' });
+        const ev = await p.eventProfiles();
+        expect([ev.s1, ev.s2, ev.s3, ev.s4]).toEqual([
+          mum.profileId,
+          mum.profileId,
+          kid.profileId,
+          kid.profileId,
+        ]);
+        expect(
+          await p.query(
+            "SELECT action, limited, left_out::text AS left_out FROM identity_decisions WHERE message_id = 's3'",
+          ),
+        ).toEqual([
+          {
+            action: 'new',
+            limited: true,
+            left_out: '[{"identifier":"anonymous_id:tablet","reason":"limit:user_id"}]',
+          },
+        ]);
+        const why = await p.stage.explain('user_id:mum', 'user_id:kid');
+        expect(why.sameProfile).toBe(false);
+        expect(why.summary).toContain('carried anonymous_id:tablet of profile');
+        expect(why.summary).toContain('left out (limit:user_id)');
+        expect(await p.stage.search('name', 'Kid')).toEqual([
+          { profileId: kid.profileId, traits: { name: 'Kid' } },
+        ]);
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('a blocked placeholder email never joins strangers', async () => {
+      const p = await fresh();
+      try {
+        await p.send([
+          { type: 'identify', messageId: 'b1', at: 0, userId: 'u-1', traits: { email: 'null' } },
+          {
+            type: 'identify',
+            messageId: 'b2',
+            at: 1,
+            userId: 'u-2',
+            traits: { email: 'NULL ', phone: '000-000' },
+          },
+          { type: 'identify', messageId: 'b3', at: 2, userId: 'u-3', traits: { email: 'test@example.com' } },
+          { type: 'identify', messageId: 'b4', at: 3, userId: 'u-4', traits: { email: 'TEST@example.com' } },
+        ]);
+        expect(await p.query('SELECT count(*)::int AS n FROM profiles')).toEqual([{ n: 4 }]);
+        expect(
+          await p.query("SELECT count(*)::int AS n FROM profile_identifiers WHERE type <> 'user_id'"),
+        ).toEqual([{ n: 0 }]);
+        const d = await p.query("SELECT left_out::text AS l FROM identity_decisions WHERE message_id = 'b2'");
+        expect(JSON.parse(String(d[0]!.l))).toEqual([
+          { identifier: 'email:null', reason: 'blocked_value' },
+          { identifier: 'phone:000-000', reason: 'blocked_value' },
+        ]);
+        const why = await p.stage.explain('email:null');
+        expect(why.identifiers).toEqual([{ identifier: 'email:null', profileId: null }]);
+        expect(why.summary).toContain('blocked_value');
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('a limit stops a merge: the lower-priority identifier is left out', async () => {
+      const p = await fresh({ identity: { identifiers: { device_id: { limit: 2 } } } });
+      try {
+        await p.send([
+          { type: 'identify', messageId: 'l1', at: 0, userId: 'ann', traits: { email: 'ann@x.io' } },
+          { type: 'identify', messageId: 'l2', at: 1, userId: 'bob', traits: { email: 'bob@x.io' } },
+          { type: 'identify', messageId: 'l3', at: 2, userId: 'ann', traits: { email: 'bob@x.io' } },
+          {
+            type: 'track',
+            messageId: 'l4',
+            at: 3,
+            userId: 'ann',
+            event: 'E',
+            context: { device: { id: 'd1' } },
+          },
+          {
+            type: 'track',
+            messageId: 'l5',
+            at: 4,
+            userId: 'ann',
+            event: 'E',
+            context: { device: { id: 'd2' } },
+          },
+          {
+            type: 'track',
+            messageId: 'l6',
+            at: 5,
+            userId: 'ann',
+            event: 'E',
+            context: { device: { id: 'd3' } },
+          },
+        ]);
+        const ann = await p.stage.getProfile('user_id:ann');
+        const bob = await p.stage.getProfile('email:bob@x.io');
+        expect(bob.profileId).not.toBe(ann.profileId);
+        expect(ann.identifiers.map((i) => `${i.type}:${i.value}`).sort()).toEqual([
+          'device_id:d1',
+          'device_id:d2',
+          'email:ann@x.io',
+          'user_id:ann',
+        ]);
+        expect(
+          await p.query(
+            "SELECT message_id, action, limited, left_out::text AS l FROM identity_decisions WHERE message_id IN ('l3', 'l6') ORDER BY 1",
+          ),
+        ).toEqual([
+          {
+            message_id: 'l3',
+            action: 'attach',
+            limited: true,
+            l: '[{"identifier":"email:bob@x.io","reason":"limit:user_id"}]',
+          },
+          {
+            message_id: 'l6',
+            action: 'attach',
+            limited: true,
+            l: '[{"identifier":"device_id:d3","reason":"limit:device_id"}]',
+          },
+        ]);
+        expect(await p.query('SELECT count(*)::int AS n FROM profile_merges')).toEqual([{ n: 0 }]);
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('unmerge splits identifiers, traits, computed traits and events back, and the link does not re-merge', async () => {
+      const p = await fresh({ identity: COMPUTED });
+      try {
+        await p.send([
+          {
+            type: 'identify',
+            messageId: 'u1',
+            at: 0,
+            userId: 'ada',
+            traits: { email: 'ada@x.io', name: 'Ada' },
+          },
+          {
+            type: 'track',
+            messageId: 'u2',
+            at: 1,
+            userId: 'ada',
+            event: 'Order Completed',
+            properties: { total: 30 },
+          },
+          {
+            type: 'identify',
+            messageId: 'u3',
+            at: 2,
+            anonymousId: 'kiosk',
+            traits: { email: 'bob@x.io', name: 'Bob' },
+          },
+          {
+            type: 'track',
+            messageId: 'u4',
+            at: 3,
+            anonymousId: 'kiosk',
+            event: 'Order Completed',
+            properties: { total: 7 },
+          },
+          { type: 'track', messageId: 'u5', at: 4, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
+        ]);
+        const merged = await p.stage.getProfile('user_id:ada');
+        const bobId = (await p.query("SELECT profile_id FROM identity_decisions WHERE message_id = 'u3'"))[0]!
+          .profile_id as string;
+        expect(merged.identifiers).toHaveLength(4);
+        expect(merged.traits.name).toBe('Bob');
+        expect(merged.computedTraits).toMatchObject({ orders: 2, revenue: 37 });
+        expect(merged.merges).toHaveLength(1);
+        const mergeId = merged.merges[0]!.mergeId;
+
+        const result = await p.stage.unmerge(mergeId);
+        expect(result.profiles.sort()).toEqual([merged.profileId, bobId].sort());
+        const ada = await p.stage.getProfile('user_id:ada');
+        const bob = await p.stage.getProfile('anonymous_id:kiosk');
+        expect(ada.profileId).toBe(merged.profileId);
+        expect(bob.profileId).toBe(bobId);
+        expect(ada.identifiers.map((i) => i.value).sort()).toEqual(['ada', 'ada@x.io']);
+        expect(bob.identifiers.map((i) => i.value).sort()).toEqual(['bob@x.io', 'kiosk']);
+        expect(ada.traits).toEqual({ email: 'ada@x.io', name: 'Ada' });
+        expect(bob.traits).toEqual({ email: 'bob@x.io', name: 'Bob' });
+        expect(ada.computedTraits).toMatchObject({ orders: 1, revenue: 30 });
+        expect(bob.computedTraits).toMatchObject({ orders: 1, revenue: 7 });
+        const ev = await p.eventProfiles();
+        expect([ev.u1, ev.u2, ev.u3, ev.u4, ev.u5]).toEqual([
+          ada.profileId,
+          ada.profileId,
+          bobId,
+          bobId,
+          ada.profileId,
+        ]);
+        expect(ada.merges[0]).toMatchObject({ mergeId, unmergedAt: expect.any(String) });
+        await expect(p.stage.unmerge(mergeId)).rejects.toMatchObject({ kind: 'merge_not_found' });
+
+        // The same link again: blocked (the block is found through the batch's identifiers).
+        await p.send([
+          { type: 'track', messageId: 'u6', at: 5, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
+        ]);
+        expect((await p.stage.getProfile('anonymous_id:kiosk')).profileId).toBe(bobId);
+        expect((await p.stage.getProfile('user_id:ada')).profileId).toBe(ada.profileId);
+        const d = await p.query("SELECT left_out::text AS l FROM identity_decisions WHERE message_id = 'u6'");
+        expect(String(d[0]!.l)).toContain('blocked_link:');
+        expect(await p.query('SELECT count(*)::int AS n FROM profile_blocks')).toEqual([{ n: 1 }]);
+        // Identifiers the block does not name, linking the two sides: the block is found through
+        // the other identifiers of the profiles the batch touches.
+        await p.send([
+          {
+            type: 'track',
+            messageId: 'u7',
+            at: 6,
+            userId: 'ada',
+            event: 'E',
+            context: { device: { id: 'hw-ada' } },
+          },
+          {
+            type: 'track',
+            messageId: 'u8',
+            at: 7,
+            anonymousId: 'kiosk',
+            event: 'E',
+            context: { device: { id: 'hw-k' } },
+          },
+        ]);
+        await p.send([
+          {
+            type: 'track',
+            messageId: 'u9',
+            at: 8,
+            event: 'E',
+            anonymousId: 'x',
+            context: { device: { id: 'hw-ada' }, externalIds: [{ type: 'kiosk_hw', id: 'hw-k' }] },
+          },
+          {
+            type: 'track',
+            messageId: 'u10',
+            at: 9,
+            event: 'E',
+            context: { device: { id: 'hw-k' } },
+            anonymousId: 'x',
+          },
+        ]);
+        expect((await p.stage.getProfile('device_id:hw-k')).profileId).toBe(bobId);
+        expect((await p.stage.getProfile('device_id:hw-ada')).profileId).toBe(ada.profileId);
+        const d10 = await p.query(
+          "SELECT left_out::text AS l FROM identity_decisions WHERE message_id = 'u10'",
+        );
+        expect(String(d10[0]!.l)).toContain('blocked_link:');
+        const why = await p.stage.explain('user_id:ada', 'anonymous_id:kiosk');
+        expect(why.sameProfile).toBe(false);
+        expect(why.summary).toMatch(/carried anonymous_id:kiosk of profile .*left out \(blocked_link:/);
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('unmerge keeps the merges it does not undo: events of a device merged earlier stay with the person', async () => {
+      const p = await fresh({ identity: COMPUTED });
+      try {
+        await p.send([
+          {
+            type: 'track',
+            messageId: 'k1',
+            at: 0,
+            anonymousId: 'phone',
+            event: 'Order Completed',
+            properties: { total: 1 },
+          },
+          {
+            type: 'track',
+            messageId: 'k2',
+            at: 1,
+            anonymousId: 'laptop',
+            event: 'Order Completed',
+            properties: { total: 2 },
+          },
+          { type: 'identify', messageId: 'k3', at: 2, anonymousId: 'phone', userId: 'ada' },
+          { type: 'identify', messageId: 'k4', at: 3, anonymousId: 'laptop', userId: 'ada' },
+          {
+            type: 'track',
+            messageId: 'k5',
+            at: 4,
+            anonymousId: 'kiosk',
+            event: 'Order Completed',
+            properties: { total: 4 },
+          },
+          { type: 'track', messageId: 'k6', at: 5, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
+        ]);
+        const merged = await p.stage.getProfile('user_id:ada');
+        expect(merged.merges.map((m) => m.messageId)).toEqual(['k4', 'k6']);
+        await p.stage.unmerge(merged.merges[1]!.mergeId);
+        const ada = await p.stage.getProfile('user_id:ada');
+        const kiosk = await p.stage.getProfile('anonymous_id:kiosk');
+        expect(ada.identifiers.map((i) => i.value).sort()).toEqual(['ada', 'laptop', 'phone']);
+        expect(ada.computedTraits).toMatchObject({ orders: 2, revenue: 3 });
+        expect(kiosk.computedTraits).toMatchObject({ orders: 1, revenue: 4 });
+        const ev = await p.eventProfiles();
+        expect([ev.k1, ev.k2, ev.k3, ev.k4, ev.k6]).toEqual(Array(5).fill(ada.profileId));
+        expect(ev.k5).toBe(kiosk.profileId);
+        const live = new Set((await p.query('SELECT profile_id FROM profiles')).map((r) => r.profile_id));
+        for (const id of Object.values(ev)) expect(live.has(id)).toBe(true);
+        await p.send([
+          { type: 'identify', messageId: 'k7', at: 6, anonymousId: 'kiosk', traits: { email: 'bob@x.io' } },
+        ]);
+        await p.send([
+          { type: 'track', messageId: 'k8', at: 7, anonymousId: 'tablet', event: 'E' },
+          { type: 'identify', messageId: 'k9', at: 8, anonymousId: 'tablet', traits: { email: 'bob@x.io' } },
+        ]);
+        const bob = await p.stage.getProfile('email:bob@x.io');
+        const after = await p.eventProfiles();
+        expect([after.k5, after.k7, after.k8, after.k9]).toEqual(Array(4).fill(bob.profileId));
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('out-of-order events: traits by event timestamp, late anonymous events still join the profile', async () => {
+      const p = await fresh({ identity: { ...COMPUTED, traits: { rules: { signup_plan: 'first' } } } });
+      try {
+        await p.send([
+          {
+            type: 'identify',
+            messageId: 'o1',
+            at: 60,
+            anonymousId: 'a',
+            userId: 'u',
+            traits: { plan: 'pro', signup_plan: 'pro' },
+          },
+          {
+            type: 'identify',
+            messageId: 'o2',
+            at: 10,
+            userId: 'u',
+            traits: { plan: 'free', signup_plan: 'free' },
+          },
+          {
+            type: 'track',
+            messageId: 'o3',
+            at: 5,
+            anonymousId: 'a',
+            event: 'Order Completed',
+            properties: { total: 1 },
+          },
+          {
+            type: 'track',
+            messageId: 'o4',
+            at: 0,
+            anonymousId: 'a',
+            event: 'Order Completed',
+            properties: { total: 2 },
+          },
+        ]);
+        const u = await p.stage.getProfile('user_id:u');
+        expect(u.traits).toEqual({ plan: 'pro', signup_plan: 'free' });
+        expect(u.computedTraits).toEqual({ orders: 2, revenue: 3, first_order: '2026-11-01T10:00:00.000Z' });
+        expect(u.firstSeen).toBe('2026-11-01T10:00:00.000Z');
+        expect(u.lastSeen).toBe('2026-11-01T11:00:00.000Z');
+        expect(new Set(Object.values(await p.eventProfiles()))).toEqual(new Set([u.profileId]));
+      } finally {
+        await p.destroy();
+      }
+    });
+  });
+
+  describe('identity on PostgreSQL: equal to the embedded engine', () => {
+    it('one stage in batches gives the embedded decisions event by event, limits included', async () => {
+      const rules = compileRules(
+        IdentityConfig.parse({ ...COMPUTED, identifiers: { anonymous_id: { limit: 2 } } }),
+      );
+      const events = toStored(workload(7, 60, 25, true), 0);
+      const want = embedded(rules, events);
+      expect([...want.decisions.values()].some((d) => d.limited)).toBe(true);
+      expect([...want.decisions.values()].some((d) => d.action === 'merge')).toBe(true);
+      const pool = new pg.Pool(db.config);
+      try {
+        const schema = 'one_stage';
+        const stage = await SharedIdentityStage.open({
+          pool,
+          schema,
+          rules,
+          consumer: 'identity:p0',
+          now: () => 0,
+        });
+        const rnd = prng(3);
+        for (let i = 0; i < events.length; ) {
+          const n = 1 + Math.floor(rnd() * 120);
+          const part = events.slice(i, i + n);
+          await stage.handle(part, part[part.length - 1]!.logOffset + 1);
+          i += n;
+        }
+        expect(stage.position()).toBe(events.length);
+        const got = await stored(pool, schema);
+        expect(got.groups).toEqual(want.groups);
+        expect(got.profiles).toBe(want.groups.length);
+        expect(got.eventGroup).toEqual(want.eventGroup);
+        const d = await pool.query<{ m: string; a: string; l: boolean; lo: string }>(
+          `SELECT message_id AS m, action AS a, limited AS l, left_out::text AS lo FROM ${schema}.identity_decisions`,
+        );
+        expect(d.rows).toHaveLength(events.length);
+        for (const row of d.rows) {
+          const w = want.decisions.get(row.m)!;
+          expect({ m: row.m, a: row.a, l: row.l, lo: JSON.parse(row.lo) }).toEqual({
+            m: row.m,
+            a: w.action,
+            l: w.limited,
+            lo: w.leftOut,
+          });
+        }
+        // Traits and computed traits survive the round trips between batches.
+        const engine = new IdentityEngine(rules, { now: () => 0 });
+        for (const s of events) engine.resolve(toIdentityEvent(s, rules));
+        const store = stage.store;
+        const loaded = await store.loadProfiles(pool, null);
+        const norm = (
+          ps: Iterable<{
+            identifiers: Map<string, unknown>;
+            traits: Map<string, { value: unknown }>;
+            computed: Map<string, unknown>;
+            eventCount: number;
+            firstSeen: number;
+            lastSeen: number;
+          }>,
+        ) =>
+          [...ps]
+            .map((p) => ({
+              ids: [...p.identifiers.keys()].sort(),
+              traits: Object.fromEntries([...p.traits].map(([k, t]) => [k, t.value])),
+              computed: Object.fromEntries(
+                [...p.computed].map(([k, s]) => [k, Object.fromEntries(s as Map<number, unknown>)]),
+              ),
+              n: p.eventCount,
+              f: p.firstSeen,
+              l: p.lastSeen,
+            }))
+            .sort((a, b) => (a.ids[0]! < b.ids[0]! ? -1 : 1));
+        expect(norm(loaded)).toEqual(norm(engine.profiles.values()));
+      } finally {
+        await pool.end();
+      }
+    });
+
+    it('two stages on two pools resolve interleaved partitions concurrently into the embedded profiles', async () => {
+      const rules = compileRules(IdentityConfig.parse(COMPUTED));
+      const events = toStored(workload(11, 400, 15), 0);
+      const want = embedded(rules, events);
+      expect([...want.decisions.values()].some((d) => d.limited)).toBe(false);
+      // Partitioned by the identity key (userId, else anonymousId), as the log does.
+      const part = (s: StoredEvent) => {
+        const e = JSON.parse(s.json) as { userId?: string; anonymousId?: string };
+        const key = e.userId ?? e.anonymousId ?? '';
+        let h = 0;
+        for (let i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) | 0;
+        return Math.abs(h) % 2;
+      };
+      const partitions = [events.filter((s) => part(s) === 0), events.filter((s) => part(s) === 1)];
+      expect(Math.min(partitions[0]!.length, partitions[1]!.length)).toBeGreaterThan(events.length / 4);
+      const schema = 'two_stages';
+      const pools = [new pg.Pool(db.config), new pg.Pool(db.config)];
+      try {
+        // Both "processes" start at once: the DDL lock keeps their CREATEs apart.
+        const stages = await Promise.all(
+          pools.map((pool, i) =>
+            SharedIdentityStage.open({ pool, schema, rules, consumer: `identity:p${i}`, now: () => 0 }),
+          ),
+        );
+        let overlapped = 0;
+        let inFlight = 0;
+        await Promise.all(
+          stages.map(async (stage, i) => {
+            const rnd = prng(100 + i);
+            const evs = partitions[i]!;
+            for (let at = 0; at < evs.length; ) {
+              const n = 1 + Math.floor(rnd() * 200);
+              const batch = evs.slice(at, at + n);
+              // The next offset of a partition is past its last event (offsets are the log's).
+              inFlight++;
+              if (inFlight > 1) overlapped++;
+              await stage.handle(batch, batch[batch.length - 1]!.logOffset + 1);
+              inFlight--;
+              at += n;
+            }
+          }),
+        );
+        expect(overlapped).toBeGreaterThan(0);
+        const got = await stored(pools[0]!, schema);
+        expect(got.groups).toEqual(want.groups);
+        expect(got.profiles).toBe(want.groups.length);
+        expect(got.eventGroup).toEqual(want.eventGroup);
+        // Every event was resolved once; each merge removed one profile.
+        const counts = await pools[0]!.query<{ d: number; m: number; n: number }>(
+          `SELECT (SELECT count(*)::int FROM ${schema}.identity_decisions) AS d,
+                  (SELECT count(*)::int FROM ${schema}.profile_merges) AS m,
+                  (SELECT count(*)::int FROM ${schema}.identity_decisions WHERE action = 'new') AS n`,
+        );
+        expect(counts.rows[0]!.d).toBe(events.length);
+        expect(counts.rows[0]!.n - counts.rows[0]!.m).toBe(want.groups.length);
+        const sum = await pools[0]!.query<{ n: number }>(
+          `SELECT sum(event_count)::int AS n FROM ${schema}.profiles`,
+        );
+        expect(sum.rows[0]!.n).toBe(events.length);
+      } finally {
+        await Promise.all(pools.map((p) => p.end()));
+      }
+    });
+  });
+
+  describe('identity on PostgreSQL: offsets and failures', () => {
+    it('a stale commit is refused with TRIB_ERR_STATE_OFFSET_MOVED and writes nothing', async () => {
+      const rules = compileRules(IdentityConfig.parse({}));
+      const schema = 'cas';
+      const pool = new pg.Pool(db.config);
+      try {
+        const events = toStored(workload(5, 10, 5), 0);
+        const a = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p0' });
+        const b = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p0' });
+        await b.handle(events.slice(0, 20), 20);
+        const before = await stored(pool, schema);
+        const err = await a.handle(events.slice(0, 20), 20).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(TributaryError);
+        expect((err as TributaryError).code).toBe('TRIB_ERR_STATE_OFFSET_MOVED');
+        expect((err as TributaryError).message).toContain('"identity:p0" is 20, not 0');
+        expect(await stored(pool, schema)).toEqual(before);
+        expect(a.position()).toBe(0);
+        expect(await a.store.offsetOf('identity:p0')).toBe(20);
+        // The owner goes on; another consumer's offset is its own.
+        await b.handle(events.slice(20), events.length);
+        const c = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p1' });
+        expect(c.position()).toBe(0);
+        const d = await pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM ${schema}.identity_decisions`,
+        );
+        expect(d.rows[0]!.n).toBe(events.length);
+      } finally {
+        await pool.end();
+      }
+    });
+
+    it('a transaction that fails midway leaves nothing behind, and the batch resolves again correctly', async () => {
+      const rules = compileRules(IdentityConfig.parse(COMPUTED));
+      const schema = 'midway';
+      const pool = new pg.Pool(db.config);
+      try {
+        const events = toStored(workload(9, 30, 10), 0);
+        const stage = await SharedIdentityStage.open({
+          pool,
+          schema,
+          rules,
+          consumer: 'identity:p0',
+          now: () => 0,
+        });
+        await stage.handle(events.slice(0, 150), 150);
+        const before = await stored(pool, schema);
+        // A real fault inside PostgreSQL: the first insert of decisions after this point fails,
+        // after the profiles and assignments of the batch were written. (A sequence is not
+        // transactional, so the fault fires once.)
+        await pool.query(`CREATE SEQUENCE ${schema}.fault`);
+        await pool.query(`CREATE FUNCTION ${schema}.fault() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN IF nextval('${schema}.fault') = 1 THEN RAISE EXCEPTION 'disk full (injected)'; END IF; RETURN NULL; END $$`);
+        await pool.query(`CREATE TRIGGER fault AFTER INSERT ON ${schema}.identity_decisions
+          FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.fault()`);
+        await expect(stage.handle(events.slice(150), events.length)).rejects.toThrow('disk full (injected)');
+        expect(await stored(pool, schema)).toEqual(before);
+        expect(await stage.store.offsetOf('identity:p0')).toBe(150);
+        expect(stage.position()).toBe(150);
+        await stage.handle(events.slice(150), events.length);
+        const want = embedded(rules, events);
+        const got = await stored(pool, schema);
+        expect(got.groups).toEqual(want.groups);
+        expect(got.eventGroup).toEqual(want.eventGroup);
+        expect(await stage.store.offsetOf('identity:p0')).toBe(events.length);
+      } finally {
+        await pool.end();
+      }
+    });
+
+    it('the events_with_profile view is made only once `events` exists', async () => {
+      const pool = new pg.Pool(db.config);
+      try {
+        const store = await PostgresIdentityStore.open({ pool, schema: 'views' });
+        expect(await store.ensureViews()).toBe(false);
+        await createEventsTable(pool, 'views');
+        expect(await store.ensureViews()).toBe(true);
+        const r = await pool.query("SELECT count(*)::int AS n FROM pg_views WHERE schemaname = 'views'");
+        expect(r.rows[0]!.n).toBe(2);
+      } finally {
+        await pool.end();
+      }
+    });
+  });
+}
