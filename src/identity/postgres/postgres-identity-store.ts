@@ -1,4 +1,7 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { TributaryError } from '../../errors.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
@@ -148,6 +151,20 @@ export interface PreparedChanges {
   changes: IdentityChanges;
   rows: ProfileRows[];
 }
+
+const DECISION_COLUMNS = [
+  'log_offset',
+  'message_id',
+  'action',
+  'limited',
+  'profile_id',
+  'identifiers',
+  'left_out',
+  'involved',
+  'rule',
+  'source_id',
+  '"timestamp"',
+];
 
 const PROFILE_TABLES: [string, number][] = [
   ['profiles', Dirty.row],
@@ -516,7 +533,7 @@ export class PostgresIdentityStore implements IdentityStore {
    * the first await.
    */
   async write(
-    c: Queryable,
+    c: pg.ClientBase,
     changes: IdentityChanges,
     profile: (id: string) => Profile | undefined,
   ): Promise<void> {
@@ -528,7 +545,7 @@ export class PostgresIdentityStore implements IdentityStore {
     return { changes, rows: this.snapshot(changes.dirty, profile) };
   }
 
-  async writePrepared(c: Queryable, prepared: PreparedChanges): Promise<void> {
+  async writePrepared(c: pg.ClientBase, prepared: PreparedChanges): Promise<void> {
     const { changes, rows: snapshot } = prepared;
     const s = this.s;
     if (changes.dirty.size + changes.removed.size > 0) {
@@ -557,14 +574,12 @@ export class PostgresIdentityStore implements IdentityStore {
     if (mergeIds.length > 0)
       await c.query(`DELETE FROM ${s}.profile_merges WHERE merge_id = ANY($1::text[])`, [mergeIds]);
     if (snapshot.length > 0) await this.writeProfiles(c, snapshot);
-    if (changes.assignments.length > 0) {
-      const a = changes.assignments;
-      await c.query(
-        `INSERT INTO ${s}.profile_event_assignments
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])`,
-        [a.map((x) => x.logOffset), a.map((x) => x.messageId), a.map((x) => x.profileId)],
-      );
-    }
+    await copyInto(
+      c,
+      `${s}.profile_event_assignments`,
+      ['log_offset', 'message_id', 'profile_id'],
+      changes.assignments.map((x) => [x.logOffset, x.messageId, x.profileId]),
+    );
     if (changes.decisions.length > 0) await this.writeDecisions(c, changes.decisions);
     const merges = [...changes.merges, ...changes.unmerged];
     if (merges.length > 0) {
@@ -655,8 +670,9 @@ export class PostgresIdentityStore implements IdentityStore {
     return rows;
   }
 
-  private async writeProfiles(c: Queryable, rows: readonly ProfileRows[]): Promise<void> {
+  private async writeProfiles(c: pg.ClientBase, rows: readonly ProfileRows[]): Promise<void> {
     const s = this.s;
+    const updatedAt = iso(this.now());
     const pr = rows.filter((r) => r.row);
     if (pr.length > 0) {
       await c.query(
@@ -674,92 +690,54 @@ export class PostgresIdentityStore implements IdentityStore {
         ],
       );
     }
-    const ids: [string[], string[], string[], number[], string[], number[]] = [[], [], [], [], [], []];
-    const traits: [string[], string[], string[], number[], string[], number[]] = [[], [], [], [], [], []];
-    const computed: [string[], string[], string[], string[]] = [[], [], [], []];
+    const ids: CopyValue[][] = [];
+    const traits: CopyValue[][] = [];
+    const computed: CopyValue[][] = [];
     for (const p of rows) {
-      for (const i of p.identifiers) {
-        ids[0].push(p.id);
-        ids[1].push(i.type);
-        ids[2].push(i.value);
-        ids[3].push(i.firstSeen);
-        ids[4].push(i.sourceId);
-        ids[5].push(i.logOffset);
-      }
-      for (const [name, t] of p.traits) {
-        traits[0].push(p.id);
-        traits[1].push(name);
-        traits[2].push(JSON.stringify(t.value ?? null));
-        traits[3].push(t.timestamp);
-        traits[4].push(t.sourceId);
-        traits[5].push(t.logOffset);
-      }
-      for (const [name, value, state] of p.computed) {
-        computed[0].push(p.id);
-        computed[1].push(name);
-        computed[2].push(value);
-        computed[3].push(state);
-      }
+      for (const i of p.identifiers)
+        ids.push([p.id, i.type, i.value, iso(i.firstSeen), i.sourceId, i.logOffset]);
+      for (const [name, t] of p.traits)
+        traits.push([p.id, name, JSON.stringify(t.value ?? null), iso(t.timestamp), t.sourceId, t.logOffset]);
+      for (const [name, value, state] of p.computed) computed.push([p.id, name, value, state, updatedAt]);
     }
-    if (ids[0].length > 0) {
-      await c.query(
-        `INSERT INTO ${s}.profile_identifiers
-         SELECT p, t, v, to_timestamp(f / 1000), src, o
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::bigint[]) AS x(p, t, v, f, src, o)`,
-        ids,
-      );
-    }
-    if (traits[0].length > 0) {
-      await c.query(
-        `INSERT INTO ${s}.profile_traits
-         SELECT p, t, v::json, to_timestamp(ts / 1000), src, o
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::bigint[]) AS x(p, t, v, ts, src, o)`,
-        traits,
-      );
-    }
-    if (computed[0].length > 0) {
-      await c.query(
-        `INSERT INTO ${s}.profile_computed_traits
-         SELECT p, n, v::json, st::json, now()
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(p, n, v, st)`,
-        computed,
-      );
-    }
+    await copyInto(
+      c,
+      `${s}.profile_identifiers`,
+      ['profile_id', 'type', 'value', 'first_seen', 'source_id', 'log_offset'],
+      ids,
+    );
+    await copyInto(
+      c,
+      `${s}.profile_traits`,
+      ['profile_id', 'trait', 'value', '"timestamp"', 'source_id', 'log_offset'],
+      traits,
+    );
+    await copyInto(
+      c,
+      `${s}.profile_computed_traits`,
+      ['profile_id', 'name', 'value', 'state', 'updated_at'],
+      computed,
+    );
   }
 
-  private async writeDecisions(c: Queryable, ds: readonly Decision[]): Promise<void> {
-    const cols: [
-      string[],
-      string[],
-      string[],
-      boolean[],
-      (string | null)[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      number[],
-    ] = [[], [], [], [], [], [], [], [], [], [], []];
-    for (const d of ds) {
-      cols[0].push(String(d.logOffset));
-      cols[1].push(d.messageId);
-      cols[2].push(d.action);
-      cols[3].push(d.limited);
-      cols[4].push(d.profileId);
-      cols[5].push(JSON.stringify(d.identifiers));
-      cols[6].push(d.leftOut.length === 0 ? '[]' : JSON.stringify(d.leftOut));
-      cols[7].push(d.involved.length === 0 ? '[]' : JSON.stringify(d.involved));
-      cols[8].push(d.rule);
-      cols[9].push(d.sourceId);
-      cols[10].push(d.timestamp);
-    }
-    await c.query(
-      `INSERT INTO ${this.s}.identity_decisions
-       SELECT o, m, a, l, p, i::jsonb, lo::json, inv::json, r, src, to_timestamp(ts / 1000)
-       FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::text[],
-                   $8::text[], $9::text[], $10::text[], $11::float8[]) AS x(o, m, a, l, p, i, lo, inv, r, src, ts)`,
-      cols,
+  private async writeDecisions(c: pg.ClientBase, ds: readonly Decision[]): Promise<void> {
+    await copyInto(
+      c,
+      `${this.s}.identity_decisions`,
+      DECISION_COLUMNS,
+      ds.map((d) => [
+        d.logOffset,
+        d.messageId,
+        d.action,
+        d.limited,
+        d.profileId,
+        JSON.stringify(d.identifiers),
+        d.leftOut.length === 0 ? '[]' : JSON.stringify(d.leftOut),
+        d.involved.length === 0 ? '[]' : JSON.stringify(d.involved),
+        d.rule,
+        d.sourceId,
+        iso(d.timestamp),
+      ]),
     );
   }
 
@@ -954,3 +932,49 @@ export class PostgresIdentityStore implements IdentityStore {
   /** The pool belongs to the caller: nothing to close. */
   async close(): Promise<void> {}
 }
+
+type CopyValue = string | number | boolean | null;
+
+/** A value in COPY's text format. */
+function copyText(v: CopyValue): string {
+  if (v === null) return '\\N';
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'boolean') return v ? 't' : 'f';
+  return /[\\\t\n\r]/.test(v)
+    ? v.replace(/[\\\t\n\r]/g, (ch) =>
+        ch === '\\' ? '\\\\' : ch === '\t' ? '\\t' : ch === '\n' ? '\\n' : '\\r',
+      )
+    : v;
+}
+
+function* copyChunks(rows: readonly CopyValue[][]): Generator<string> {
+  let chunk = '';
+  for (const row of rows) {
+    for (let i = 0; i < row.length; i++) chunk += (i > 0 ? '\t' : '') + copyText(row[i]!);
+    chunk += '\n';
+    if (chunk.length >= 1 << 20) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk !== '') yield chunk;
+}
+
+/**
+ * Rows into a table by `COPY … FROM STDIN` (text format): for the thousands of rows a batch
+ * writes, several times cheaper than binding them as array parameters.
+ */
+async function copyInto(
+  c: pg.ClientBase,
+  table: string,
+  columns: readonly string[],
+  rows: readonly CopyValue[][],
+): Promise<void> {
+  if (rows.length === 0) return;
+  await pipeline(
+    Readable.from(copyChunks(rows)),
+    c.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`)),
+  );
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
