@@ -81,6 +81,8 @@ export async function pgIdentityPipeline(
   options: { identity?: unknown; consumer?: string; batch?: number; schema?: string } = {},
 ) {
   const pool = new pg.Pool(config);
+  // An idle client dropped at teardown (the scratch database goes) must not fail the run.
+  pool.on('error', () => undefined);
   const schema = options.schema ?? 'tributary';
   const rules: IdentityRules = compileRules(IdentityConfig.parse(options.identity ?? {}));
   const store = await PostgresIdentityStore.open({ pool, schema, computed: rules.computed });

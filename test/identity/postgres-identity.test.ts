@@ -1,3 +1,4 @@
+import Fastify from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdentityConfig } from '../../src/config/identity-schema.js';
@@ -6,6 +7,7 @@ import { compileRules } from '../../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
 import { PostgresIdentityStore } from '../../src/identity/postgres/postgres-identity-store.js';
 import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
+import { profileRoutes } from '../../src/identity/profile-routes.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 import { pgUnreachable } from '../pg.js';
 import { createEventsTable, pgIdentityPipeline, scratchDatabase, toStored } from './pg-harness.js';
@@ -541,6 +543,100 @@ if (pgProblem) {
         expect(new Set(Object.values(await p.eventProfiles()))).toEqual(new Set([u.profileId]));
       } finally {
         await p.destroy();
+      }
+    });
+  });
+
+  describe('identity on PostgreSQL: the Profile API routes', () => {
+    it('serve profiles, search, explain and unmerge from PostgreSQL', async () => {
+      const p = await pgIdentityPipeline(db.config, { schema: 'routes' });
+      const app = Fastify();
+      app.removeAllContentTypeParsers();
+      app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+      app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+        reply.status(err.statusCode ?? 500).send({ code: err.code, message: err.message });
+      });
+      profileRoutes(app, { identity: p.stage, isAdmin: (h) => h === 'Bearer admin', isReader: () => false });
+      const get = async (url: string) => {
+        const r = await app.inject({ url, headers: { authorization: 'Bearer admin' } });
+        return { status: r.statusCode, body: r.json() as Record<string, unknown> };
+      };
+      try {
+        await p.send([
+          { type: 'page', messageId: 'r0', at: 0, anonymousId: 'laptop', name: 'Home' },
+          {
+            type: 'identify',
+            messageId: 'r1',
+            at: 0,
+            anonymousId: 'phone',
+            traits: { email: 'ada@x.io', plan: 'pro' },
+          },
+          { type: 'identify', messageId: 'r2', at: 1, userId: 'ada', traits: { email: 'ADA@x.io' } },
+          { type: 'identify', messageId: 'r3', at: 2, anonymousId: 'laptop', userId: 'ada' },
+          {
+            type: 'track',
+            messageId: 'r4',
+            at: 3,
+            anonymousId: 'laptop',
+            event: 'E',
+            context: { device: { id: 'hw' } },
+          },
+          { type: 'identify', messageId: 'r5', at: 4, anonymousId: 'kiosk', userId: 'bob' },
+          { type: 'track', messageId: 'r6', at: 5, anonymousId: 'kiosk', userId: 'ada', event: 'E' },
+        ]);
+        const ada = await get('/v1/profiles/email:Ada@X.io');
+        expect(ada.status).toBe(200);
+        expect((ada.body.identifiers as { value: string }[]).map((i) => i.value).sort()).toEqual([
+          'ada',
+          'ada@x.io',
+          'hw',
+          'laptop',
+          'phone',
+        ]);
+        expect(ada.body.traits).toEqual({ email: 'ADA@x.io', plan: 'pro' });
+        expect((ada.body.recentEvents as { messageId: string }[]).map((e) => e.messageId)).toEqual([
+          'r6',
+          'r4',
+          'r3',
+          'r2',
+          'r1',
+          'r0',
+        ]);
+        expect(await get('/v1/profiles?trait=plan&value=pro')).toMatchObject({
+          status: 200,
+          body: { profiles: [{ profileId: ada.body.profileId }] },
+        });
+        const why = await get('/v1/profiles/anonymous_id:phone/explain?with=device_id:hw');
+        expect(why.body).toMatchObject({ sameProfile: true });
+        expect(String(why.body.summary)).toContain('r1');
+        expect((await get('/v1/profiles/user_id:nobody')).body).toMatchObject({
+          code: 'TRIB_ERR_PROFILE_NOT_FOUND',
+        });
+        expect((await get('/v1/profiles/nocolon')).body).toMatchObject({
+          code: 'TRIB_ERR_PROFILE_BAD_IDENTIFIER',
+        });
+        // The user_id limit kept bob apart (r6 was refused the link); merges are the two devices.
+        expect((ada.body.merges as unknown[]).length).toBe(1);
+        const mergeId = (ada.body.merges as { mergeId: string }[])[0]!.mergeId;
+        const un = await app.inject({
+          method: 'POST',
+          url: `/v1/profiles/merges/${mergeId}/unmerge`,
+          headers: { authorization: 'Bearer admin' },
+        });
+        expect(un.statusCode).toBe(200);
+        expect(un.json()).toMatchObject({ success: true, blocked: true });
+        expect((await get('/v1/profiles/anonymous_id:laptop')).body.profileId).not.toBe(
+          (await get('/v1/profiles/anonymous_id:phone')).body.profileId,
+        );
+        const again = await app.inject({
+          method: 'POST',
+          url: `/v1/profiles/merges/${mergeId}/unmerge`,
+          headers: { authorization: 'Bearer admin' },
+        });
+        expect(again.json()).toMatchObject({ code: 'TRIB_ERR_PROFILE_MERGE_NOT_FOUND' });
+      } finally {
+        await app.close();
+        await p.close();
       }
     });
   });
