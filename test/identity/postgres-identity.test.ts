@@ -1,17 +1,19 @@
 import Fastify from 'fastify';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdentityConfig } from '../../src/config/identity-schema.js';
 import { TributaryError } from '../../src/errors.js';
 import { compileRules } from '../../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
+import { IdentityStage } from '../../src/identity/identity-stage.js';
 import { PostgresIdentityStore } from '../../src/identity/postgres/postgres-identity-store.js';
 import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
 import { profileRoutes } from '../../src/identity/profile-routes.js';
+import { EventFeed } from '../../src/pipeline/event-feed.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 import { pgUnreachable } from '../pg.js';
 import { createEventsTable, pgIdentityPipeline, scratchDatabase, toStored } from './pg-harness.js';
-import { embedded, partitionOf, prng, stored, workload } from './workload.js';
+import { byFirst, embedded, partitionOf, prng, stored, workload } from './workload.js';
 
 const pgProblem = await pgUnreachable();
 
@@ -718,6 +720,41 @@ if (pgProblem) {
       }
     });
 
+    it('the embedded IdentityStage runs on the PostgreSQL store too (the IdentityStore port)', async () => {
+      const rules = compileRules(
+        IdentityConfig.parse({ ...COMPUTED, identifiers: { anonymous_id: { limit: 2 } } }),
+      );
+      const events = toStored(workload(17, 40, 20, true), 0);
+      const want = embedded(rules, events);
+      const pool = new pg.Pool(db.config);
+      try {
+        const schema = 'port';
+        const store = await PostgresIdentityStore.open({
+          pool,
+          schema,
+          computed: rules.computed,
+          now: () => 0,
+        });
+        const stage = await IdentityStage.open(store, rules, { now: () => 0 });
+        for (let i = 0; i < events.length; i += 97) {
+          const part = events.slice(i, i + 97);
+          await stage.handle(part, part[part.length - 1]!.logOffset + 1);
+        }
+        expect(await store.offset()).toBe(events.length);
+        const got = await stored(pool, schema);
+        expect(got.groups).toEqual(want.groups);
+        expect(got.eventGroup).toEqual(want.eventGroup);
+        // A restart loads the whole graph back: the same profiles as the stage held.
+        const again = await IdentityStage.open(store, rules, { now: () => 0 });
+        const ids = (st: IdentityStage) =>
+          [...st.profiles()].map((p) => [...p.identifiers.keys()].sort()).sort(byFirst);
+        expect(ids(again)).toEqual(want.groups);
+        expect(ids(again)).toEqual(ids(stage));
+      } finally {
+        await pool.end();
+      }
+    });
+
     it('two stages on two pools resolve interleaved partitions concurrently into the embedded profiles', async () => {
       const rules = compileRules(IdentityConfig.parse(COMPUTED));
       const events = toStored(workload(11, 400, 15), 0);
@@ -794,11 +831,82 @@ if (pgProblem) {
         expect((err as TributaryError).message).toContain('"identity:p0" is 20, not 0');
         expect(await stored(pool, schema)).toEqual(before);
         expect(a.position()).toBe(0);
+        // Fenced: it never commits for this consumer again, even from the moved offset.
+        expect(a.isFenced()).toBe(true);
+        await expect(a.handle([], 20)).rejects.toMatchObject({ code: 'TRIB_ERR_STATE_OFFSET_MOVED' });
         expect(await a.store.offsetOf('identity:p0')).toBe(20);
         // The owner goes on; another consumer's offset is its own.
         await b.handle(events.slice(20), events.length);
         const c = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p1' });
         expect(c.position()).toBe(0);
+        const d = await pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM ${schema}.identity_decisions`,
+        );
+        expect(d.rows[0]!.n).toBe(events.length);
+      } finally {
+        await pool.end();
+      }
+    });
+
+    it('follows a partition feed from the stored offset; after a takeover the old owner is refused', async () => {
+      const rules = compileRules(IdentityConfig.parse(COMPUTED));
+      const schema = 'follow';
+      const pool = new pg.Pool(db.config);
+      try {
+        // One partition's events: log offsets with gaps (the other partitions' events).
+        const all = toStored(workload(13, 40, 10), 0);
+        const events = all.filter((s) => partitionOf(s, 2) === 0);
+        let loaded = 0;
+        const listeners = new Set<(n: number) => void>();
+        const loader = {
+          position: () => (loaded === 0 ? 0 : events[loaded - 1]!.logOffset + 1),
+          onLoaded(l: (n: number) => void) {
+            listeners.add(l);
+            return () => listeners.delete(l);
+          },
+        };
+        const load = (n: number) => {
+          loaded = Math.min(events.length, loaded + n);
+          for (const l of listeners) l(loader.position());
+        };
+        const warehouse = {
+          readEvents: async (from: number, to: number, limit: number) =>
+            events.filter((e) => e.logOffset >= from && e.logOffset < to).slice(0, limit),
+        };
+        const feed = new EventFeed(warehouse, loader);
+        const errors: unknown[] = [];
+        const a = await SharedIdentityStage.open({
+          pool,
+          schema,
+          rules,
+          consumer: 'identity:p0',
+          maxBatch: 7,
+          now: () => 0,
+          onError: (e) => errors.push(e),
+        });
+        a.follow(feed);
+        load(events.length - 10);
+        await a.drained();
+        expect(a.position()).toBe(loader.position());
+        expect(errors).toEqual([]);
+        // Another worker takes the partition over and resolves the rest.
+        const b = await SharedIdentityStage.open({
+          pool,
+          schema,
+          rules,
+          consumer: 'identity:p0',
+          now: () => 0,
+        });
+        const rest = events.slice(loaded);
+        await b.handle(rest, rest[rest.length - 1]!.logOffset + 1);
+        load(10);
+        await vi.waitFor(() => expect(errors.length).toBeGreaterThan(0));
+        await a.stop();
+        expect(errors[0]).toMatchObject({ code: 'TRIB_ERR_STATE_OFFSET_MOVED' });
+        const want = embedded(rules, events);
+        const got = await stored(pool, schema);
+        expect(got.groups).toEqual(want.groups);
+        expect(got.eventGroup).toEqual(want.eventGroup);
         const d = await pool.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM ${schema}.identity_decisions`,
         );

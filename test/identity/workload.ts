@@ -80,7 +80,7 @@ export function embedded(rules: IdentityRules, stored: readonly StoredEvent[]) {
   return { groups: [...groups.values()].sort(byFirst), eventGroup, decisions };
 }
 
-const byFirst = (a: string[], b: string[]) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0);
+export const byFirst = (a: string[], b: string[]) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0);
 
 /** The same picture read from PostgreSQL: each profile's identifiers, each event's profile (as its first identifier). */
 export async function stored(pool: pg.Pool, schema = 'tributary') {

@@ -2,6 +2,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type pg from 'pg';
 import type { EventFeed, FeedSubscription } from '../../pipeline/event-feed.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
+import { TributaryError } from '../../errors.js';
 import type { IdentityRules } from '../identifiers.js';
 import { type IdentityChanges, IdentityEngine, toIdentityEvent } from '../identity-engine.js';
 import { PostgresIdentityStore } from './postgres-identity-store.js';
@@ -56,12 +57,16 @@ export interface SharedIdentityStageOptions {
  * Exactly once per partition: the offset moves in the same transaction as the results, only
  * from the offset this stage last read or committed; `TRIB_ERR_STATE_OFFSET_MOVED` means
  * another worker committed for the consumer (it took the partition over): nothing was
- * written, and this stage should stop following the partition.
+ * written, and the stage is fenced: it refuses every later batch with the same error (its
+ * feed retries and reports it through `onError` until the owner stops it), so a worker that
+ * lost a partition never resolves it again; a new stage is opened when the partition comes back.
  */
 export class SharedIdentityStage {
   private queue: Promise<unknown> = Promise.resolve();
   private subscription: FeedSubscription | undefined;
   private committedOffset = 0;
+  /** Set once another worker moved this consumer's offset: the stage never commits again. */
+  private fenced: TributaryError | undefined;
 
   private constructor(
     readonly store: PostgresIdentityStore,
@@ -127,13 +132,14 @@ export class SharedIdentityStage {
    */
   handle(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
     return this.serial(async () => {
+      if (this.fenced) throw this.fenced;
       const { rules, consumer } = this.options;
       const parsed = events.map((e) => toIdentityEvent(e, rules));
       const keys = new Set<string>();
       for (const ev of parsed) for (const id of ev.identifiers) keys.add(id.key);
       const expected = this.committedOffset;
       let changes: IdentityChanges | undefined;
-      await this.store.transaction(async (c) => {
+      await this.transaction(async (c) => {
         // The offset first: a stage whose partition was taken over stops before any work,
         // and the row lock it takes keeps the consumer's offset still until the commit.
         await this.store.moveOffset(c, consumer, expected, nextOffset);
@@ -154,5 +160,19 @@ export class SharedIdentityStage {
       this.committedOffset = nextOffset;
       if (changes) this.options.onCommitted?.(changes);
     });
+  }
+
+  private async transaction(fn: Parameters<PostgresIdentityStore['transaction']>[0]): Promise<void> {
+    try {
+      await this.store.transaction(fn);
+    } catch (err) {
+      if (err instanceof TributaryError && err.code === 'TRIB_ERR_STATE_OFFSET_MOVED') this.fenced = err;
+      throw err;
+    }
+  }
+
+  /** Whether another worker took this consumer over (the stage refuses every batch since). */
+  isFenced(): boolean {
+    return this.fenced !== undefined;
   }
 }
