@@ -1,8 +1,8 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type pg from 'pg';
+import { TributaryError } from '../../errors.js';
 import type { EventFeed, FeedSubscription } from '../../pipeline/event-feed.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
-import { TributaryError } from '../../errors.js';
 import type { IdentityRules } from '../identifiers.js';
 import { type IdentityChanges, IdentityEngine, toIdentityEvent } from '../identity-engine.js';
 import { PostgresIdentityStore } from './postgres-identity-store.js';
