@@ -958,6 +958,11 @@ if (pgProblem) {
       const pool = new pg.Pool(db.config);
       try {
         const store = await PostgresIdentityStore.open({ pool, schema: 'views' });
+        // Once set up, opening runs no DDL: it returns while a batch holds the graph lock.
+        await store.transaction(async (c) => {
+          await store.lockGraph(c);
+          await PostgresIdentityStore.open({ pool, schema: 'views' });
+        });
         expect(await store.ensureViews()).toBe(false);
         await createEventsTable(pool, 'views');
         expect(await store.ensureViews()).toBe(true);

@@ -133,6 +133,30 @@ function schemaSql(s: string): string[] {
   ];
 }
 
+/** Every table, index and view `schemaSql` makes: when all exist, `open` runs no DDL. */
+const RELATIONS = [
+  'profiles',
+  'profile_identifiers',
+  'profile_identifiers_profile',
+  'profile_traits',
+  'profile_traits_search',
+  'profile_computed_traits',
+  'profile_merges',
+  'profile_merges_profile',
+  'profile_merges_merged',
+  'profile_blocks',
+  'profile_blocks_side_a',
+  'profile_blocks_side_b',
+  'profile_event_assignments',
+  'profile_event_assignments_profile',
+  'profile_aliases',
+  'profile_aliases_current',
+  'profile_events',
+  'identity_decisions',
+  'identity_decisions_identifiers',
+  'identity_offsets',
+];
+
 /** A changed profile's rows, read before the first await of a commit. */
 interface ProfileRows {
   id: string;
@@ -231,8 +255,18 @@ export class PostgresIdentityStore implements IdentityStore {
    */
   static async open(options: PostgresIdentityStoreOptions): Promise<PostgresIdentityStore> {
     const store = new PostgresIdentityStore(options);
+    // Set up already (every start but the first): no DDL, so no table locks next to running
+    // batches (`CREATE INDEX IF NOT EXISTS` locks its table before it finds the index).
+    const r = await store.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relname = ANY($2::text[])`,
+      [store.schema, RELATIONS],
+    );
+    if (r.rows[0]!.n === RELATIONS.length) return store;
     await store.transaction(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_DDL, store.schema]);
+      // And the graph lock: batches touch the tables only under it, so the DDL cannot deadlock with them.
+      await store.lockGraph(c);
       for (const sql of schemaSql(store.s)) await c.query(sql);
     });
     return store;
