@@ -501,6 +501,20 @@ if (pgProblem) {
       }
     });
 
+    it('an empty identifier value (blockedValues emptied) is found again like any other', async () => {
+      const p = await fresh({ identity: { blockedValues: [] } });
+      try {
+        await p.send([{ type: 'track', messageId: 'e1', at: 0, anonymousId: '', event: 'E' }]);
+        // In a later batch: the holder is loaded from PostgreSQL.
+        await p.send([{ type: 'track', messageId: 'e2', at: 1, anonymousId: ' ', event: 'E' }]);
+        const ev = await p.eventProfiles();
+        expect(ev.e1).not.toBeNull();
+        expect(ev.e2).toBe(ev.e1);
+      } finally {
+        await p.destroy();
+      }
+    });
+
     it('out-of-order events: traits by event timestamp, late anonymous events still join the profile', async () => {
       const p = await fresh({ identity: { ...COMPUTED, traits: { rules: { signup_plan: 'first' } } } });
       try {

@@ -5,7 +5,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { TributaryError } from '../../errors.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
-import { identifierKey, parseIdentifierKey } from '../identifiers.js';
+import { identifierKey } from '../identifiers.js';
 import {
   type Block,
   type Decision,
@@ -359,10 +359,10 @@ export class PostgresIdentityStore implements IdentityStore {
     const types: string[] = [];
     const values: string[] = [];
     for (const k of keys) {
-      const id = parseIdentifierKey(k);
-      if (!id) continue;
-      types.push(id.type);
-      values.push(id.value);
+      // Split at the first colon: types have none; a value may be anything, even empty.
+      const i = k.indexOf(':');
+      types.push(k.slice(0, i));
+      values.push(k.slice(i + 1));
     }
     const r = await c.query<{ profile_id: string }>(
       `SELECT DISTINCT i.profile_id FROM unnest($1::text[], $2::text[]) AS k(type, value)
@@ -783,10 +783,10 @@ export class PostgresIdentityStore implements IdentityStore {
     const types: string[] = [];
     const values: string[] = [];
     for (const k of keys) {
-      const id = parseIdentifierKey(k);
-      if (!id) continue;
-      types.push(id.type);
-      values.push(id.value);
+      // Split at the first colon: types have none; a value may be anything, even empty.
+      const i = k.indexOf(':');
+      types.push(k.slice(0, i));
+      values.push(k.slice(i + 1));
     }
     if (types.length === 0) return out;
     const r = await c.query<{ type: string; value: string; id: string }>(
