@@ -930,6 +930,45 @@ if (pgProblem) {
       }
     });
 
+    it('a worker that stalls holding the graph lock is cut off by PostgreSQL, and the others go on', async () => {
+      const rules = compileRules(IdentityConfig.parse({}));
+      const schema = 'stall';
+      const pools = [new pg.Pool(db.config), new pg.Pool(db.config)];
+      try {
+        const frozen = await PostgresIdentityStore.open({
+          pool: pools[0]!,
+          schema,
+          idleInTransactionMs: 200,
+        });
+        const stage = await SharedIdentityStage.open({
+          pool: pools[1]!,
+          schema,
+          rules,
+          consumer: 'identity:p1',
+        });
+        let locked: () => void = () => undefined;
+        const holding = new Promise<void>((r) => {
+          locked = r;
+        });
+        const stalled = frozen.transaction(async (c) => {
+          await frozen.lockGraph(c);
+          locked();
+          // Frozen well past the idle timeout (a stopped process, a cut network).
+          await new Promise((r) => setTimeout(r, 2_000));
+          await c.query('SELECT 1');
+        });
+        await holding;
+        const events = toStored(workload(21, 5, 4), 0);
+        await stage.handle(events, events.length);
+        await expect(stalled).rejects.toThrow();
+        expect(await stage.store.offsetOf('identity:p1')).toBe(events.length);
+        // The pool replaced the dropped connection.
+        expect((await pools[0]!.query('SELECT 1 AS x')).rows).toEqual([{ x: 1 }]);
+      } finally {
+        await Promise.all(pools.map((p) => p.end()));
+      }
+    });
+
     it('a transaction that fails midway leaves nothing behind, and the batch resolves again correctly', async () => {
       const rules = compileRules(IdentityConfig.parse(COMPUTED));
       const schema = 'midway';

@@ -207,6 +207,11 @@ export interface PostgresIdentityStoreOptions {
   /** Computed trait definitions, to store each one's current value. */
   computed?: readonly ComputedTrait[];
   now?: () => number;
+  /**
+   * A transaction idle this long (its process frozen or cut off while holding the graph
+   * lock) is ended by PostgreSQL, so the other workers go on. Default 60,000 ms.
+   */
+  idleInTransactionMs?: number;
 }
 
 /** A merge to undo with everything its unmerge needs, loaded under the graph lock. */
@@ -238,6 +243,7 @@ export class PostgresIdentityStore implements IdentityStore {
   private readonly consumer: string;
   private readonly computed: readonly ComputedTrait[];
   private readonly now: () => number;
+  private readonly begin: string;
 
   private constructor(options: PostgresIdentityStoreOptions) {
     this.pool = options.pool;
@@ -246,6 +252,7 @@ export class PostgresIdentityStore implements IdentityStore {
     this.consumer = options.consumer ?? 'identity';
     this.computed = options.computed ?? [];
     this.now = options.now ?? Date.now;
+    this.begin = `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${Math.max(0, Math.trunc(options.idleInTransactionMs ?? 60_000))}`;
   }
 
   /**
@@ -294,8 +301,14 @@ export class PostgresIdentityStore implements IdentityStore {
   async transaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     let broken = false;
+    // A connection PostgreSQL ends meanwhile (idle timeout, restart) is reported here, not as
+    // an unhandled 'error' event; the next query fails and the client is discarded.
+    const onError = () => {
+      broken = true;
+    };
+    c.on('error', onError);
     try {
-      await c.query('BEGIN');
+      await c.query(this.begin);
       const result = await fn(c);
       await c.query('COMMIT');
       return result;
@@ -305,6 +318,7 @@ export class PostgresIdentityStore implements IdentityStore {
       });
       throw err;
     } finally {
+      c.off('error', onError);
       c.release(broken);
     }
   }
