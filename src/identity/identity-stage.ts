@@ -198,36 +198,18 @@ export class IdentityStage {
   async getProfile(text: string, options: { events?: number; now?: number } = {}): Promise<ProfileView> {
     const p = this.lookup(text);
     if (!p) throw new IdentityLookupError('not_found', `no profile holds ${text}`);
-    const now = options.now ?? Date.now();
-    const computedTraits: Record<string, unknown> = {};
-    for (const def of this.rules.computed)
-      computedTraits[def.name] = computedValue(def, p.computed.get(def.name), now);
     const component = new Set([p.id]);
     for (const old of this.engine.redirects.keys()) if (this.engine.current(old) === p.id) component.add(old);
-    const merges = [...this.engine.merges.values()]
-      .filter((m) => component.has(m.profileId) || component.has(m.mergedProfileId))
-      .sort((a, b) => a.logOffset - b.logOffset)
-      .map((m) => ({
-        ...m,
-        timestamp: iso(m.timestamp),
-        unmergedAt: m.unmergedAt === null ? null : iso(m.unmergedAt),
-      }));
-    return {
-      profileId: p.id,
-      identifiers: [...p.identifiers.values()].map((i) => ({
-        type: i.type,
-        value: i.value,
-        firstSeen: iso(i.firstSeen),
-        sourceId: i.sourceId,
-      })),
-      traits: Object.fromEntries([...p.traits].map(([k, t]) => [k, t.value])),
-      computedTraits,
-      firstSeen: iso(p.firstSeen),
-      lastSeen: iso(p.lastSeen),
-      eventCount: p.eventCount,
-      recentEvents: await this.store.recentEvents(p.id, options.events ?? 20),
+    const merges = [...this.engine.merges.values()].filter(
+      (m) => component.has(m.profileId) || component.has(m.mergedProfileId),
+    );
+    return profileView(
+      p,
+      this.rules,
       merges,
-    };
+      await this.store.recentEvents(p.id, options.events ?? 20),
+      options.now ?? Date.now(),
+    );
   }
 
   /** Profiles whose trait equals the value (compared as text), at most `limit`. */
@@ -254,64 +236,7 @@ export class IdentityStage {
     const holders = keys.map((k) => this.engine.holders.get(k) ?? null);
     const profileIds = [...new Set(holders.filter((h): h is string => h !== null))];
     const decisions = await this.store.decisions(profileIds, keys, 10_000);
-    const refused = decisions.filter(
-      (d) =>
-        d.leftOut.some((l) => keys.includes(l.identifier)) ||
-        (d.limited && keys.some((k) => d.identifiers.includes(k))),
-    );
-    const identifiers = keys.map((k, i) => ({ identifier: k, profileId: holders[i]! }));
-    if (keys.length === 1) {
-      const path = decisions.filter((d) => d.accepted.includes(keys[0]!));
-      return {
-        identifiers,
-        sameProfile: true,
-        path,
-        refused,
-        summary:
-          holders[0] === null
-            ? `${keys[0]} is in no profile${refused.length > 0 ? `: ${refused[0]!.leftOut.find((l) => l.identifier === keys[0])?.reason ?? refused[0]!.rule}` : ''}`
-            : `${keys[0]} is in profile ${holders[0]}, first seen in event ${path[0]?.messageId ?? '?'}`,
-      };
-    }
-    const same = holders[0] !== null && holders[0] === holders[1];
-    if (!same) {
-      // An event of one profile that carried an identifier of the other, refused by a rule.
-      const reasons: string[] = [];
-      for (const d of decisions) {
-        for (const l of d.leftOut) {
-          const other = this.engine.holders.get(l.identifier);
-          if (d.profileId === null || other === undefined || other === d.profileId) continue;
-          if (!holders.includes(d.profileId) || !holders.includes(other)) continue;
-          reasons.push(
-            `event ${d.messageId} (profile ${d.profileId}) carried ${l.identifier} of profile ${other}, left out (${l.reason})`,
-          );
-        }
-      }
-      return {
-        identifiers,
-        sameProfile: false,
-        path: [],
-        refused,
-        summary:
-          reasons.length > 0
-            ? `not one person: ${reasons.join('; ')}`
-            : 'not one person: no event links them',
-      };
-    }
-    const path = linkPath(
-      decisions.filter((d) => d.profileId !== null),
-      keys[0]!,
-      keys[1]!,
-    );
-    return {
-      identifiers,
-      sameProfile: true,
-      path,
-      refused,
-      summary: `one person (profile ${holders[0]}): linked through ${path.length} event(s): ${path
-        .map((d) => `${d.messageId} [${d.accepted.join(', ')}]`)
-        .join(' → ')}`,
-    };
+    return explainDecisions(keys, holders, decisions, (k) => this.engine.holders.get(k));
   }
 
   /** Splits a merge apart (see `IdentityEngine.unmerge`) and commits the result. */
@@ -341,6 +266,109 @@ export class IdentityStage {
   profiles(): IterableIterator<Profile> {
     return this.engine.profiles.values();
   }
+}
+
+/** A profile as the Profile API returns it; `merges` are those of its component, any order. */
+export function profileView(
+  p: Profile,
+  rules: IdentityRules,
+  merges: readonly MergeRecord[],
+  recentEvents: ProfileEvent[],
+  now: number,
+): ProfileView {
+  const computedTraits: Record<string, unknown> = {};
+  for (const def of rules.computed)
+    computedTraits[def.name] = computedValue(def, p.computed.get(def.name), now);
+  return {
+    profileId: p.id,
+    identifiers: [...p.identifiers.values()].map((i) => ({
+      type: i.type,
+      value: i.value,
+      firstSeen: iso(i.firstSeen),
+      sourceId: i.sourceId,
+    })),
+    traits: Object.fromEntries([...p.traits].map(([k, t]) => [k, t.value])),
+    computedTraits,
+    firstSeen: iso(p.firstSeen),
+    lastSeen: iso(p.lastSeen),
+    eventCount: p.eventCount,
+    recentEvents,
+    merges: [...merges]
+      .sort((a, b) => a.logOffset - b.logOffset)
+      .map((m) => ({
+        ...m,
+        timestamp: iso(m.timestamp),
+        unmergedAt: m.unmergedAt === null ? null : iso(m.unmergedAt),
+      })),
+  };
+}
+
+/**
+ * Why normalised identifier keys are, or are not, one person, from their holders and the
+ * decisions of their profiles and identifiers; `holderOf` names the profile holding any key.
+ */
+export function explainDecisions(
+  keys: readonly string[],
+  holders: readonly (string | null)[],
+  decisions: readonly Decision[],
+  holderOf: (key: string) => string | undefined,
+): Explanation {
+  const refused = decisions.filter(
+    (d) =>
+      d.leftOut.some((l) => keys.includes(l.identifier)) ||
+      (d.limited && keys.some((k) => d.identifiers.includes(k))),
+  );
+  const identifiers = keys.map((k, i) => ({ identifier: k, profileId: holders[i]! }));
+  if (keys.length === 1) {
+    const path = decisions.filter((d) => d.accepted.includes(keys[0]!));
+    return {
+      identifiers,
+      sameProfile: true,
+      path,
+      refused,
+      summary:
+        holders[0] === null
+          ? `${keys[0]} is in no profile${refused.length > 0 ? `: ${refused[0]!.leftOut.find((l) => l.identifier === keys[0])?.reason ?? refused[0]!.rule}` : ''}`
+          : `${keys[0]} is in profile ${holders[0]}, first seen in event ${path[0]?.messageId ?? '?'}`,
+    };
+  }
+  const same = holders[0] !== null && holders[0] === holders[1];
+  if (!same) {
+    // An event of one profile that carried an identifier of the other, refused by a rule.
+    const reasons: string[] = [];
+    for (const d of decisions) {
+      for (const l of d.leftOut) {
+        const other = holderOf(l.identifier);
+        if (d.profileId === null || other === undefined || other === d.profileId) continue;
+        if (!holders.includes(d.profileId) || !holders.includes(other)) continue;
+        reasons.push(
+          `event ${d.messageId} (profile ${d.profileId}) carried ${l.identifier} of profile ${other}, left out (${l.reason})`,
+        );
+      }
+    }
+    return {
+      identifiers,
+      sameProfile: false,
+      path: [],
+      refused,
+      summary:
+        reasons.length > 0 ? `not one person: ${reasons.join('; ')}` : 'not one person: no event links them',
+    };
+  }
+  const path = linkPath(
+    decisions.filter((d) => d.profileId !== null),
+    keys[0]!,
+    keys[1]!,
+  );
+  return {
+    identifiers,
+    sameProfile: true,
+    path,
+    refused,
+    summary: `one person (profile ${holders[0]}): linked through ${path.length} event(s): ${path
+      .map((d) => `${d.messageId} [${d.accepted.join(', ')}]`)
+      .join(' → ')}`,
+  };
 }
 
 /** The events (by their accepted identifiers) that connect `a` to `b`: a breadth-first search. */

@@ -1,10 +1,27 @@
 import type { FastifyInstance } from 'fastify';
 import { type ErrorCode, TributaryError } from '../errors.js';
-import { IdentityLookupError, type IdentityStage } from './identity-stage.js';
+import { type Explanation, IdentityLookupError, type ProfileView } from './identity-stage.js';
+
+/**
+ * What the Profile API serves from: the embedded `IdentityStage` (memory) or, in scale-out,
+ * `PostgresProfiles` (PostgreSQL). Lookups that name nothing throw `IdentityLookupError`.
+ */
+export interface ProfileApi {
+  getProfile(text: string, options?: { events?: number; now?: number }): Promise<ProfileView>;
+  search(
+    trait: string,
+    value: string,
+    limit?: number,
+  ):
+    | { profileId: string; traits: Record<string, unknown> }[]
+    | Promise<{ profileId: string; traits: Record<string, unknown> }[]>;
+  explain(a: string, b?: string): Promise<Explanation>;
+  unmerge(mergeId: string, options?: { keepBlock?: boolean; at?: number }): Promise<{ profiles: string[] }>;
+}
 
 export interface ProfileRoutesDeps {
   /** Undefined when identity resolution is off. */
-  identity: IdentityStage | undefined;
+  identity: ProfileApi | undefined;
   /** Checks a bearer header against the admin token. */
   isAdmin: (authorization: string | undefined) => boolean;
   /** Checks it against the profile read token (never a write key). */
@@ -26,7 +43,7 @@ function mapped(err: unknown): unknown {
  * token or the profile read token; unmerge takes the admin token.
  */
 export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): void {
-  const stage = (): IdentityStage => {
+  const stage = (): ProfileApi => {
     if (!deps.identity) throw new TributaryError('TRIB_ERR_PROFILE_DISABLED');
     return deps.identity;
   };
@@ -37,12 +54,17 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
     throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
   });
 
-  app.get<{ Querystring: { trait?: string; value?: string; limit?: string } }>('/v1/profiles', (req) => {
-    const { trait, value } = req.query;
-    if (!trait || value === undefined)
-      throw new TributaryError('TRIB_ERR_PROFILE_BAD_IDENTIFIER', ['search with ?trait=NAME&value=VALUE']);
-    return { profiles: stage().search(trait, value, Math.min(Number(req.query.limit ?? 50) || 50, 1000)) };
-  });
+  app.get<{ Querystring: { trait?: string; value?: string; limit?: string } }>(
+    '/v1/profiles',
+    async (req) => {
+      const { trait, value } = req.query;
+      if (!trait || value === undefined)
+        throw new TributaryError('TRIB_ERR_PROFILE_BAD_IDENTIFIER', ['search with ?trait=NAME&value=VALUE']);
+      return {
+        profiles: await stage().search(trait, value, Math.min(Number(req.query.limit ?? 50) || 50, 1000)),
+      };
+    },
+  );
 
   app.get<{ Params: { id: string }; Querystring: { events?: string } }>('/v1/profiles/:id', async (req) => {
     try {
