@@ -32,6 +32,12 @@ program
   .option('-p, --port <n>', 'HTTP port (overrides server.port)')
   .option('--host <address>', 'address to listen on (overrides server.host)')
   .option('-d, --data-dir <dir>', 'folder of the embedded databases (default ./.tributary)')
+  .option(
+    '--role <role>',
+    'scale-out only: ingest (collection API → NATS), worker (partitions → PostgreSQL) or all',
+    'all',
+  )
+  .option('--processes <n>', 'scale-out ingest only: processes sharing the port (node:cluster)', '1')
   .action(startCommand);
 
 program

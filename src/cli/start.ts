@@ -1,6 +1,10 @@
+import cluster from 'node:cluster';
 import { dirname } from 'node:path';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
+import { isScaleOut, type TributaryConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
+import { workspaceSalt } from '../server/quality-setup.js';
+import { type Role, startScaleOut } from '../server/scale-out.js';
 import { startServer } from '../server/server.js';
 import { resolveAdminToken, resolveWorkspace, writeServerFile } from './workspace.js';
 
@@ -9,17 +13,79 @@ export interface StartOptions {
   port?: string;
   host?: string;
   dataDir?: string;
+  role?: string;
+  processes?: string;
 }
+
+const ROLES = ['ingest', 'worker', 'all'] as const;
 
 export async function startCommand(opts: StartOptions): Promise<void> {
   const env = process.env;
-  const logger = pino({ level: env.TRIBUTARY_LOG_LEVEL ?? 'info', base: { service: 'tributary' } });
+  const logger = pino({
+    level: env.TRIBUTARY_LOG_LEVEL ?? 'info',
+    base: { service: 'tributary', ...(cluster.isWorker ? { pid: process.pid } : {}) },
+  });
   const ws = resolveWorkspace({ config: opts.config, dataDir: opts.dataDir, create: true }, env);
-  for (const w of ws.loaded.warnings) logger.warn(w);
+  if (cluster.isPrimary) for (const w of ws.loaded.warnings) logger.warn(w);
   const { token, generated } = resolveAdminToken(ws.dataDir, env, true);
   const port = opts.port === undefined ? undefined : parsePort(opts.port);
+  const role = parseRole(opts.role);
+  const processes = parseProcesses(opts.processes);
+  const config = ws.loaded.config;
+  if (!isScaleOut(config)) {
+    if (role !== 'all' || processes !== 1) {
+      throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
+        '  --role and --processes need the scale-out configuration (log.type "nats", state.type "postgres"; docs/operations.md)',
+      ]);
+    }
+  } else {
+    if (processes > 1 && role !== 'ingest') {
+      throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
+        '  --processes: only ingest processes share a port; start more workers as separate processes',
+      ]);
+    }
+    const salt = env.TRIBUTARY_PII_SALT || workspaceSalt(ws.dataDir);
+    if (processes > 1 && cluster.isPrimary) {
+      if ((port ?? config.server.port) === 0) {
+        throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
+          '  --processes: the processes share one port; give a fixed one, not 0',
+        ]);
+      }
+      superviseIngest(processes, logger, { ...env, TRIBUTARY_ADMIN_TOKEN: token!, TRIBUTARY_PII_SALT: salt });
+      printBanner(config, ws, {
+        url: `http://${displayHost(opts.host ?? config.server.host)}:${port ?? config.server.port}`,
+        token: token!,
+        generated,
+        role,
+        processes,
+      });
+      return;
+    }
+    const server = await startScaleOut({
+      role,
+      config,
+      dataDir: ws.dataDir,
+      adminToken: token!,
+      logger,
+      port: role === 'worker' ? port : (port ?? config.server.port),
+      host: opts.host,
+      configDir: dirname(ws.loaded.path),
+      piiSalt: salt,
+      env,
+    });
+    if (cluster.isPrimary) {
+      if (role !== 'worker') {
+        printBanner(config, ws, { url: server.url!, token: token!, generated, role, processes });
+      } else {
+        const at = server.url ? `; health and metrics at ${server.url}` : '';
+        process.stdout.write(`Tributary worker running${at}\n`);
+      }
+    }
+    onSignals(logger, () => server.close());
+    return;
+  }
   const server = await startServer({
-    config: ws.loaded.config,
+    config,
     dataDir: ws.dataDir,
     adminToken: token!,
     logger,
@@ -31,30 +97,47 @@ export async function startCommand(opts: StartOptions): Promise<void> {
   });
 
   const removeServerFile = writeServerFile(ws.dataDir, server.url);
-  const source = ws.loaded.config.sources.find((s) => s.enabled) ?? ws.loaded.config.sources[0]!;
+  printBanner(config, ws, { url: server.url, token: token!, generated, role, processes });
+  onSignals(logger, async () => {
+    await server.close();
+    removeServerFile();
+  });
+}
+
+function printBanner(
+  config: TributaryConfig,
+  ws: ReturnType<typeof resolveWorkspace>,
+  o: { url: string; token: string; generated: boolean; role: Role; processes: number },
+): void {
+  const source = config.sources.find((s) => s.enabled) ?? config.sources[0]!;
   const lines = [
     '',
-    `Tributary is collecting at ${server.url}`,
+    `Tributary is collecting at ${o.url}`,
     ws.created ? `  created workspace ${ws.loaded.path}` : `  configuration ${ws.loaded.path}`,
-    `  data           ${ws.dataDir}`,
-    ...ws.loaded.config.sources.map(
+    isScaleOut(config)
+      ? `  role           ${o.role}${o.processes > 1 ? ` (${o.processes} processes sharing the port)` : ''}, log on NATS JetStream, state on PostgreSQL`
+      : `  data           ${ws.dataDir}`,
+    ...config.sources.map(
       (s) => `  source ${s.id.padEnd(8)} write key ${s.writeKey}${s.enabled ? '' : ' (disabled)'}`,
     ),
-    generated
-      ? `  admin token    ${token} (generated, kept in ${ws.dataDir}/admin-token; set TRIBUTARY_ADMIN_TOKEN to choose one)`
+    o.generated
+      ? `  admin token    ${o.token} (generated, kept in ${ws.dataDir}/admin-token; set TRIBUTARY_ADMIN_TOKEN to choose one)`
       : "  admin token    from TRIBUTARY_ADMIN_TOKEN or the workspace's admin-token file",
     '',
     'Send events with @segment/analytics-node:',
     '',
     "  import { Analytics } from '@segment/analytics-node'",
-    `  const analytics = new Analytics({ writeKey: '${source.writeKey}', host: '${server.url}' })`,
+    `  const analytics = new Analytics({ writeKey: '${source.writeKey}', host: '${o.url}' })`,
     "  analytics.track({ userId: 'user-1', event: 'Signed Up', properties: { plan: 'free' } })",
     '',
     `Then: npx tributary query "SELECT type, event, user_id, received_at FROM events ORDER BY received_at DESC LIMIT 10"`,
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
 
+/** Drains on SIGINT / SIGTERM; a second signal exits at once. */
+function onSignals(logger: Logger, close: () => Promise<void>): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -62,12 +145,9 @@ export async function startCommand(opts: StartOptions): Promise<void> {
       process.exit(1);
     }
     stopping = true;
-    logger.info({ signal }, 'shutting down: draining requests and the loader');
-    server.close().then(
-      () => {
-        removeServerFile();
-        process.exit(0);
-      },
+    logger.info({ signal }, 'shutting down: draining requests and the pipeline');
+    close().then(
+      () => process.exit(0),
       (err) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);
@@ -76,6 +156,56 @@ export async function startCommand(opts: StartOptions): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/**
+ * Runs `processes` ingest processes sharing one port (node:cluster: this process accepts the
+ * connections and hands them out). One that dies, even by kill -9, is replaced; its clients
+ * see a failed request and retry. A signal is passed on, and this process exits once all have.
+ */
+function superviseIngest(processes: number, logger: Logger, env: NodeJS.ProcessEnv): void {
+  let stopping = false;
+  const fork = () => cluster.fork(env);
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    logger.warn({ pid: worker.process.pid, code, signal }, 'ingest process died; starting another');
+    fork();
+  });
+  for (let i = 0; i < processes; i++) fork();
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    logger.info({ signal }, 'shutting down the ingest processes');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+function displayHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+}
+
+function parseRole(text: string | undefined): Role {
+  if (text === undefined) return 'all';
+  if ((ROLES as readonly string[]).includes(text)) return text as Role;
+  throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
+    `  --role: expected ingest, worker or all, got "${text}"`,
+  ]);
+}
+
+function parseProcesses(text: string | undefined): number {
+  if (text === undefined) return 1;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 256) {
+    throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
+      `  --processes: expected an integer 1-256, got "${text}"`,
+    ]);
+  }
+  return n;
 }
 
 function parsePort(text: string): number {

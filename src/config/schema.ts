@@ -92,7 +92,7 @@ export const LogConfig = z
           .int()
           .min(1)
           .max(1024)
-          .default(16)
+          .default(8)
           .describe('Partitions, fixed when the stream is created; workers share them.'),
         replicas: z.number().int().min(1).max(5).default(1).describe('JetStream replicas of the stream.'),
         duplicateWindow: Duration.prefault('2m').describe(

@@ -7,3 +7,4 @@ export type {
   RawEvent,
   Subscription,
 } from './event-log.js';
+export { NatsEventLog, type NatsEventLogOptions, partitionFor } from './nats/index.js';

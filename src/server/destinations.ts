@@ -40,7 +40,8 @@ export interface RunningDestination {
  */
 export async function startDestinations(opts: {
   destinations: readonly DestinationConfig[];
-  instance: DuckDBInstance;
+  /** The process's DuckDB instance (DuckDB and Parquet destinations); absent in scale-out. */
+  instance?: DuckDBInstance;
   dataDir: string;
   feed: EventFeed;
   logger: Logger;
@@ -233,15 +234,18 @@ function withConsumerSuffix(
 
 async function build(
   config: DestinationConfig,
-  instance: DuckDBInstance,
+  instance: DuckDBInstance | undefined,
   dataDir: string,
   offsetKey: string,
 ): Promise<WarehouseDestination> {
   const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
+  if (instance === undefined && config.type !== 'postgres') {
+    throw new Error(`a ${config.type} destination needs the embedded deployment's DuckDB`);
+  }
   switch (config.type) {
     case 'duckdb': {
       let catalog: string;
-      const c = await instance.connect();
+      const c = await instance!.connect();
       try {
         if (config.path === undefined) {
           catalog = String((await c.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
@@ -256,7 +260,7 @@ async function build(
         name: config.id,
         schema: config.schema,
         maxColumns: config.maxColumns,
-        engine: new DuckDBEngine(instance, { catalog, maxColumns: config.maxColumns }),
+        engine: new DuckDBEngine(instance!, { catalog, maxColumns: config.maxColumns }),
       });
     }
     case 'postgres':
@@ -268,7 +272,7 @@ async function build(
         engine: new PostgresEngine({ connection: pgConnection(config), maxColumns: config.maxColumns }),
       });
     case 'parquet':
-      return new ParquetLake({ name: config.id, instance, root: resolve(config.path) });
+      return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path) });
   }
 }
 

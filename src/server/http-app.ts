@@ -11,8 +11,7 @@ import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
-import type { IdentityStage } from '../identity/identity-stage.js';
-import { profileRoutes } from '../identity/profile-routes.js';
+import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
 import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
@@ -43,7 +42,7 @@ export interface HttpAppDeps extends CollectDeps {
   /** Failed-event store and reconciled counts, on the admin API. */
   quality?: QualityRoutesDeps;
   /** Identity resolution, for the Profile API (undefined when off). */
-  identity?: IdentityStage;
+  identity?: ProfileApi;
   /** Bearer token that may read profiles besides the admin token. */
   profileReadToken?: string;
 }

@@ -4,6 +4,7 @@ export { DuckDBWarehouse } from './duckdb/duckdb-warehouse.js';
 export { ParquetLake } from './lake/parquet-lake.js';
 export { NameRegistry, sanitizeName } from './naming.js';
 export { PostgresEngine } from './postgres/postgres-engine.js';
+export { PostgresEventStore, type PostgresEventStoreOptions } from './postgres/postgres-event-store.js';
 export { SegmentWarehouse } from './segment-warehouse.js';
 export type { EventRow, FailedRow, QueryResult, Warehouse, WarehouseBatch } from './warehouse.js';
 export { eventKey } from './warehouse.js';

@@ -1,0 +1,332 @@
+import { hostname } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import type { LogConfig, StateConfig } from '../config/schema.js';
+import { compileRules } from '../identity/identifiers.js';
+import { IdentityMetrics } from '../identity/identity-metrics.js';
+import { PostgresIdentityStore, PostgresProfiles, SharedIdentityStage } from '../identity/postgres/index.js';
+import { NatsEventLog } from '../log/nats/nats-event-log.js';
+import { Metrics } from '../observe/metrics.js';
+import { QualityMetrics } from '../observe/quality-metrics.js';
+import { collectStats } from '../observe/stats.js';
+import { EventFeed } from '../pipeline/event-feed.js';
+import { FailedStore } from '../pipeline/failed-store.js';
+import type { Stage } from '../pipeline/stages/stage.js';
+import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
+import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
+import type { Warehouse } from '../warehouse/warehouse.js';
+import { type RunningDestination, startDestinations } from './destinations.js';
+import { buildHttpApp } from './http-app.js';
+import { PartitionLeases } from './partition-leases.js';
+import { buildQuality, workspaceSalt } from './quality-setup.js';
+import type { ServerOptions } from './server.js';
+
+/** What a process of the scale-out deployment does. */
+export type Role = 'ingest' | 'worker' | 'all';
+
+export interface ScaleOutOptions extends ServerOptions {
+  role: Role;
+}
+
+export interface RunningScaleOut {
+  role: Role;
+  /** URL of the HTTP API, when this process serves one (ingest, all, or a worker given a port). */
+  url: string | undefined;
+  port: number | undefined;
+  app: FastifyInstance | undefined;
+  log: NatsEventLog;
+  store: PostgresEventStore;
+  metrics: Metrics;
+  /** The partitions whose pipelines run here (workers). */
+  partitions(): number[];
+  /** Resolves once every partition run here has loaded, resolved and delivered what was appended before the call. */
+  drained(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** One partition's pipeline in a worker: loader → feed → identity and destinations. */
+interface PartitionPipeline {
+  partition: number;
+  loader: WarehouseLoader;
+  identity: SharedIdentityStage | undefined;
+  destinations: RunningDestination[];
+  drained(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of the scale-out deployment: the event log is a NATS JetStream stream
+ * split into partitions, the state (events, offsets, dedup index, failed events, identity)
+ * lives in PostgreSQL. An `ingest` process serves the collection and admin API and appends to
+ * the stream; a `worker` process takes a fair share of the partitions (leases on PostgreSQL
+ * advisory locks) and runs for each the pipeline the embedded server runs: loader, identity
+ * resolution, warehouse destinations, each storing its offset with its results. `all` does both.
+ */
+export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScaleOut> {
+  const { config, logger, role } = opts;
+  const logConfig = config.log as Extract<LogConfig, { type: 'nats' }>;
+  const state = config.state as Extract<StateConfig, { type: 'postgres' }>;
+  const baseDir = opts.configDir ?? process.cwd();
+  const env = opts.env ?? {};
+  // Every process of the workspace must hash PII the same way: the salt comes from the environment.
+  const salt = opts.piiSalt ?? workspaceSalt(opts.dataDir);
+  const quality = await buildQuality(config.sources, baseDir, salt, env);
+
+  const log = await NatsEventLog.open({
+    servers: logConfig.servers,
+    stream: logConfig.stream,
+    partitions: logConfig.partitions,
+    replicas: logConfig.replicas,
+    duplicateWindowMs: logConfig.duplicateWindow,
+    name: `tributary-${role}@${hostname()}:${process.pid}`,
+  });
+  let store: PostgresEventStore;
+  try {
+    store = await PostgresEventStore.open({
+      url: state.connectionString,
+      schema: state.schema,
+      maxConnections: state.maxConnections,
+    });
+  } catch (err) {
+    await log.close();
+    throw err;
+  }
+  let identityStore: PostgresIdentityStore | undefined;
+  try {
+    if (config.identity.enabled) {
+      identityStore = await PostgresIdentityStore.open({
+        pool: store.pool,
+        schema: state.schema,
+        computed: config.identity.computed,
+      });
+      await identityStore.ensureViews();
+    }
+  } catch (err) {
+    await store.close();
+    await log.close();
+    throw err;
+  }
+  const pipelines = new Map<number, PartitionPipeline>();
+  const loaderPositions = () => [...pipelines.values()].map((p) => p.loader.position());
+  const metrics = new Metrics(() => ({
+    appended: log.endOffset(),
+    loaded: Math.max(0, ...loaderPositions()),
+  }));
+  const qualityMetrics = new QualityMetrics(metrics.registry);
+  const rules = compileRules(config.identity);
+  // The profile count for the gauge, read now and then (a count over the shared table).
+  let profileCount = 0;
+  const countProfiles = async () => {
+    const r = await store.pool.query<{ n: string }>(`SELECT count(*) AS n FROM "${state.schema}".profiles`);
+    profileCount = Number(r.rows[0]!.n);
+  };
+  const profileTimer =
+    identityStore && role !== 'ingest'
+      ? setInterval(() => void countProfiles().catch(() => undefined), 15_000).unref()
+      : undefined;
+  const identityMetrics = config.identity.enabled
+    ? new IdentityMetrics(metrics.registry, () => ({
+        profiles: profileCount,
+        position: Math.max(0, ...[...pipelines.values()].map((p) => p.identity?.position() ?? 0)),
+        loaded: Math.max(0, ...loaderPositions()),
+      }))
+    : undefined;
+
+  // Stages are shared by the partitions of this process; a partition's loader must not close them.
+  const sharedStages = new Map<string, Stage[]>();
+  for (const [source, list] of quality.stages) {
+    sharedStages.set(
+      source,
+      list.map((s) => ({ name: s.name, run: (events) => s.run(events) })),
+    );
+  }
+
+  async function startPartition(p: number): Promise<PartitionPipeline> {
+    const view = store.partition(p);
+    // The store's write drops a key already in `event_keys` (any partition, any time), so the
+    // loader need not rebuild its in-memory index from every partition's keys at each start.
+    const partitionStore: Warehouse = { ...view, recentKeys: async function* () {} };
+    const loader = new WarehouseLoader(log.partition(p), partitionStore, {
+      consumer: `loader-p${p}`,
+      stages: sharedStages,
+      dedupeWindowMs: config.pipeline.dedupe.window,
+      observer: {
+        loaded: (s, n) => metrics.loaded.inc({ source: s }, n),
+        deduplicated: (s, n) => metrics.deduplicated.inc({ source: s }, n),
+        failedStored: (s, n) => metrics.failedStored.inc({ source: s }, n),
+        outcome: (s, stage, outcome, n) => qualityMetrics.outcome(s, stage, outcome, n),
+        error: (err) => logger.error({ err, partition: p }, 'loader failed; retrying'),
+      },
+    });
+    await loader.start();
+    const feed = new EventFeed(partitionStore, loader);
+    let identity: SharedIdentityStage | undefined;
+    let destinations: RunningDestination[] = [];
+    try {
+      if (config.identity.enabled) {
+        identity = await SharedIdentityStage.open({
+          pool: store.pool,
+          schema: state.schema,
+          rules,
+          store: identityStore,
+          consumer: `identity-p${p}`,
+          onError: (err) => logger.error({ err, partition: p }, 'identity resolution failed; retrying'),
+          onCommitted: (changes) => identityMetrics?.committed(changes),
+        });
+        identity.follow(feed);
+      }
+      destinations = await startDestinations({
+        destinations: config.destinations,
+        dataDir: opts.dataDir,
+        feed,
+        logger,
+        registry: metrics.registry,
+        endOffset: () => log.endOffset(),
+        warehouse: partitionStore,
+        baseDir,
+        env,
+        offsetKeySuffix: `:p${p}`,
+      });
+    } catch (err) {
+      await identity?.stop();
+      await loader.stop();
+      throw err;
+    }
+    return {
+      partition: p,
+      loader,
+      identity,
+      destinations,
+      async drained() {
+        await loader.drained();
+        await identity?.drained();
+        await Promise.all(destinations.map((d) => d.drained()));
+      },
+      async stop() {
+        for (const d of destinations) await d.stop();
+        await identity?.stop();
+        await loader.stop();
+      },
+    };
+  }
+
+  let leases: PartitionLeases | undefined;
+  if (role !== 'ingest') {
+    leases = new PartitionLeases({
+      connectionString: state.connectionString,
+      namespace: `${state.schema}:${logConfig.stream}`,
+      partitions: log.partitions,
+      acquire: async (p) => {
+        pipelines.set(p, await startPartition(p));
+      },
+      release: async (p) => {
+        const pipeline = pipelines.get(p);
+        pipelines.delete(p);
+        await pipeline?.stop();
+      },
+      onError: (err) => logger.warn({ err }, 'partition leases: round failed; retrying'),
+      onChange: (owned) => logger.info({ partitions: owned }, 'partitions of this worker'),
+    });
+    await leases.start();
+  }
+
+  let app: FastifyInstance | undefined;
+  let url: string | undefined;
+  let port: number | undefined;
+  const serveHttp = role !== 'worker' || opts.port !== undefined;
+  if (serveHttp) {
+    const sourcesByWriteKey = new Map(config.sources.filter((s) => s.enabled).map((s) => [s.writeKey, s]));
+    const observer = {
+      received: (s: string, n: number) => metrics.received.inc({ source: s }, n),
+      accepted: (s: string, n: number) => metrics.accepted.inc({ source: s }, n),
+      rejected: (s: string, code: string, n: number) => metrics.rejected.inc({ source: s, code }, n),
+      privacy: qualityMetrics.privacy.bind(qualityMetrics),
+    };
+    const failed = new FailedStore(
+      store,
+      log,
+      {
+        retried: (s, n) => {
+          qualityMetrics.retried.inc({ source: s }, n);
+          observer.received(s, n);
+          observer.accepted(s, n);
+        },
+      },
+      // The workers load retries; this process cannot wait for them.
+      async () => undefined,
+    );
+    const profiles = identityStore ? new PostgresProfiles(identityStore, rules) : undefined;
+    app = await buildHttpApp({
+      sources: config.sources,
+      sourcesByWriteKey,
+      log,
+      warehouse: store,
+      metrics,
+      adminToken: opts.adminToken,
+      logger,
+      publicUrl: config.server.publicUrl,
+      observer,
+      privacy: role === 'worker' ? undefined : quality.privacy,
+      quality: {
+        failed,
+        // Counts of this process; the pipeline's share is in each worker's metrics.
+        stats: () =>
+          collectStats({
+            metrics,
+            quality: qualityMetrics,
+            pending: async () => new Map(),
+            sources: config.sources.map((s) => s.id),
+          }),
+      },
+      health: () => ({
+        role,
+        pid: process.pid,
+        log: { endOffset: log.endOffset() },
+        ...(leases
+          ? {
+              partitions: Object.fromEntries(
+                [...pipelines.values()].map((p) => [
+                  p.partition,
+                  { loader: p.loader.position(), identity: p.identity?.position() ?? null },
+                ]),
+              ),
+            }
+          : {}),
+      }),
+      identity: profiles,
+      profileReadToken: config.identity.readToken,
+    });
+    const host = opts.host ?? config.server.host;
+    await app.listen({ port: opts.port ?? config.server.port, host });
+    const address = app.server.address();
+    port = typeof address === 'object' && address ? address.port : (opts.port ?? config.server.port);
+    const urlHost =
+      host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+    url = `http://${urlHost}:${port}`;
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    role,
+    url,
+    port,
+    app,
+    log,
+    store,
+    metrics,
+    partitions: () => leases?.ownedPartitions() ?? [],
+    async drained() {
+      await Promise.all([...pipelines.values()].map((p) => p.drained()));
+    },
+    close() {
+      closing ??= (async () => {
+        clearInterval(profileTimer);
+        await app?.close();
+        await leases?.stop();
+        for (const list of quality.stages.values()) for (const s of list) await s.close?.();
+        await log.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
