@@ -16,21 +16,12 @@
  * bench/results/.
  */
 
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureBuild } from './lib/build.js';
 import { envNumber } from './lib/env.js';
 import { BodyPool, MessageIds } from './lib/events.js';
 import { type LoadResult, runLoad } from './lib/load.js';
@@ -149,32 +140,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 function log(line = ''): void {
   process.stdout.write(`${line}\n`);
-}
-
-function newestMtime(path: string): number {
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.mtimeMs;
-  let newest = st.mtimeMs;
-  for (const entry of readdirSync(path)) newest = Math.max(newest, newestMtime(join(path, entry)));
-  return newest;
-}
-
-/** Runs `npm run build` when dist/ is missing or older than src/ or the TypeScript configs. */
-function ensureBuild(): { built: boolean; ms: number } {
-  const entry = join(ROOT, 'dist/cli/index.js');
-  const inputs = Math.max(
-    newestMtime(join(ROOT, 'src')),
-    ...['tsconfig.json', 'tsconfig.build.json', 'package.json']
-      .map((f) => join(ROOT, f))
-      .filter((f) => existsSync(f))
-      .map((f) => statSync(f).mtimeMs),
-  );
-  if (existsSync(entry) && statSync(entry).mtimeMs >= inputs) return { built: false, ms: 0 };
-  log(existsSync(entry) ? 'dist/ is older than src/: building…' : 'dist/ is missing: building…');
-  const started = Date.now();
-  const r = spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`npm run build failed (${r.error?.message ?? `exit ${r.status}`})`);
-  return { built: true, ms: Date.now() - started };
 }
 
 async function getJson<T>(url: string, init: RequestInit = {}, timeoutMs = 10_000): Promise<T> {
@@ -359,7 +324,7 @@ async function runScenarios(
 async function main(): Promise<void> {
   const startedAt = new Date();
   const loadAverageAtStart = loadavg();
-  const build = ensureBuild();
+  const build = ensureBuild(ROOT, log);
   const tmpRoot = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
   tempDirs.push(tmpRoot);
 
