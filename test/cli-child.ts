@@ -33,8 +33,11 @@ export class CliChildren {
 
   constructor(private readonly opts: { configPath: string; dataDir: string; adminToken: string }) {}
 
-  /** Starts `tributary start --port 0` and waits until it serves /healthz. */
-  async start(timeoutMs = 30_000): Promise<Child> {
+  /**
+   * Starts `tributary start --port 0` (or with `args` instead of `--port 0 --host 127.0.0.1`)
+   * and waits until it prints its URL (`ready`) and serves /healthz.
+   */
+  async start(timeoutMs = 30_000, options: { args?: string[]; ready?: RegExp } = {}): Promise<Child> {
     const { configPath, dataDir, adminToken } = this.opts;
     const proc = spawn(
       process.execPath,
@@ -45,10 +48,7 @@ export class CliChildren {
         'start',
         '--config',
         configPath,
-        '--port',
-        '0',
-        '--host',
-        '127.0.0.1',
+        ...(options.args ?? ['--port', '0', '--host', '127.0.0.1']),
         '--data-dir',
         dataDir,
       ],
@@ -64,15 +64,16 @@ export class CliChildren {
     proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     const output = () => out;
+    const ready = options.ready ?? /collecting at (http:\/\/\S+)/;
 
-    // --port 0: the server picks a free port and prints its URL.
+    // The server prints its URL once it listens (--port 0 picks a free one).
     const deadline = Date.now() + timeoutMs;
     let url: string | undefined;
     while (!url) {
       if (proc.exitCode !== null || proc.signalCode !== null)
         throw new Error(`server exited (${proc.exitCode ?? proc.signalCode}):\n${out}`);
       if (Date.now() > deadline) throw new Error(`server did not start in ${timeoutMs / 1000} s:\n${out}`);
-      url = /collecting at (http:\/\/\S+)/.exec(out)?.[1];
+      url = ready.exec(out)?.[1];
       if (!url) await sleep(25);
     }
     await health({ url, output }, deadline);
