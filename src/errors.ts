@@ -60,7 +60,7 @@ export const ErrorCodes = {
   TRIB_ERR_STATE_OFFSET_MOVED: {
     status: 409,
     message:
-      'Consumer "%s" stored offset %s, not %s as this writer expected: another process took over its partition and moved on; the batch was not written (the writer re-reads its offset and continues from there)',
+      'Consumer "%s" stored offset %s, not %s as this writer expected: another process took its partition over and moved on; this batch was not written',
   },
   TRIB_ERR_DESTINATION_SETUP: {
     status: 500,

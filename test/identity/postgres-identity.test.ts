@@ -842,7 +842,7 @@ if (pgProblem) {
         const err = await a.handle(events.slice(0, 20), 20).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(TributaryError);
         expect((err as TributaryError).code).toBe('TRIB_ERR_STATE_OFFSET_MOVED');
-        expect((err as TributaryError).message).toContain('"identity:p0" is 20, not 0');
+        expect((err as TributaryError).message).toContain('"identity:p0" stored offset 20, not 0');
         expect(await stored(pool, schema)).toEqual(before);
         expect(a.position()).toBe(0);
         // Fenced: it never commits for this consumer again, even from the moved offset.
