@@ -87,7 +87,8 @@ async function send(
           });
           const text = await res.text();
           if (res.status === 200) {
-            expect(JSON.parse(text).rejected).toEqual([]);
+            const invalid = batches[i]!.filter((e) => e.userId === undefined && e.anonymousId === undefined);
+            expect(JSON.parse(text).rejected).toHaveLength(invalid.length);
             break;
           }
         } catch {
@@ -140,6 +141,9 @@ destinations:
       for (let i = 0; i < workload.events.length; i += 500) batches.push(workload.events.slice(i, i + 500));
       const total = workload.events.length;
       expect(total).toBe(PEOPLE * EVENTS_PER_PERSON);
+      // Ten events without userId or anonymousId, in the first batches: rejected, kept as failed events.
+      for (let i = 0; i < 10; i++)
+        batches[i]!.push({ type: 'track', event: 'Orphan', messageId: `orphan-${i}` });
 
       const faults: string[] = [];
       let step = 0;
@@ -167,7 +171,7 @@ destinations:
         }
       };
       const sent = await send(ingest.url, batches, 6, onAcked);
-      expect(sent.acked).toBe(total);
+      expect(sent.acked).toBe(total + 10);
       expect(faults).toEqual([
         'worker killed',
         expect.stringMatching(/^ingest process \d+ killed$/),
@@ -234,6 +238,32 @@ destinations:
         owners.add([...set][0]!);
       }
       expect(owners.size).toBe(PEOPLE);
+
+      // The rejected events are failed events, once each.
+      expect(await count('SELECT count(*) AS n FROM tributary.failed_events')).toBe(10);
+      expect(await count('SELECT count(DISTINCT message_id) AS n FROM tributary.failed_events')).toBe(10);
+
+      // Any ingest process answers queries on the state database and serves profiles from it.
+      const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      const q = await fetch(`${ingest.url}/admin/v1/query`, {
+        method: 'POST',
+        headers: adminHeaders,
+        body: JSON.stringify({ sql: 'SELECT count(*) AS n FROM events' }),
+      });
+      expect(q.status).toBe(200);
+      expect(Number(((await q.json()) as { rows: { n: unknown }[] }).rows[0]!.n)).toBe(total);
+      const person = workload.profiles[42]!;
+      const email = person.find((id) => id.startsWith('email:'))!;
+      const res = await fetch(`${ingest.url}/v1/profiles/${encodeURIComponent(email)}`, {
+        headers: adminHeaders,
+      });
+      expect(res.status).toBe(200);
+      const profile = (await res.json()) as {
+        identifiers: { type: string; value: string }[];
+        eventCount: number;
+      };
+      expect(profile.identifiers.map((i) => `${i.type}:${i.value}`).sort()).toEqual(person);
+      expect(profile.eventCount).toBe(EVENTS_PER_PERSON);
     }, 420_000);
   },
 );
