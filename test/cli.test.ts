@@ -63,6 +63,28 @@ describe('tributary CLI', () => {
     expect(bad.stderr).toContain('server.port');
   });
 
+  it('start refuses a role or processes without the scale-out configuration, and a bad role, with their key', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'tributary.yaml'), MINIMAL_CONFIG);
+    const worker = await cli(['start', '--role', 'worker', '--data-dir', 'data'], dir);
+    expect(worker.code).not.toBe(0);
+    expect(worker.stderr).toContain('TRIB_ERR_CONFIG_INVALID');
+    expect(worker.stderr).toContain('--role and --processes need the scale-out configuration');
+    const bad = await cli(['start', '--role', 'boss', '--data-dir', 'data'], dir);
+    expect(bad.stderr).toContain('--role: expected ingest, worker or all, got "boss"');
+    writeFileSync(
+      join(dir, 'scale.yaml'),
+      `${MINIMAL_CONFIG}log: {type: nats}\nstate: {type: postgres, connectionString: "postgres://127.0.0.1/x"}\n`,
+    );
+    const shared = await cli(['start', '-c', 'scale.yaml', '--role', 'worker', '--processes', '2'], dir);
+    expect(shared.stderr).toContain('--processes: only ingest processes share a port');
+    const zero = await cli(
+      ['start', '-c', 'scale.yaml', '--role', 'ingest', '--processes', '2', '--port', '0'],
+      dir,
+    );
+    expect(zero.stderr).toContain('--processes: the processes share one port; give a fixed one, not 0');
+  });
+
   it('sources list prints the configured sources', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'tributary.yaml'), MINIMAL_CONFIG);
