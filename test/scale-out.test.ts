@@ -265,5 +265,81 @@ destinations:
       expect(profile.identifiers.map((i) => `${i.type}:${i.value}`).sort()).toEqual(person);
       expect(profile.eventCount).toBe(EVENTS_PER_PERSON);
     }, 420_000);
+
+    it('runs ingest and worker in one process with --role all', async () => {
+      const port = await freePort();
+      writeFileSync(
+        join(workDir, 'all.yaml'),
+        `version: 1
+sources:
+  - {id: shop, type: http, writeKey: wk_scale_shop}
+log: {type: nats, servers: ["${nats.url}"], stream: scale_all, partitions: 3}
+state: {type: postgres, connectionString: "${connectionString}", schema: tributary_all, maxConnections: 4}
+destinations:
+  - {id: warehouse, type: postgres, connectionString: "${connectionString}", interval: 100ms}
+`,
+      );
+      const all = new CliChildren({
+        configPath: join(workDir, 'all.yaml'),
+        dataDir: join(workDir, 'data-all'),
+        adminToken: ADMIN_TOKEN,
+      });
+      const c = new pg.Client({ connectionString });
+      await c.connect();
+      const countIn = async (sql: string) => Number((await c.query<{ n: string }>(sql)).rows[0]!.n);
+      try {
+        const server = await all.start(60_000, {
+          args: ['--role', 'all', '--port', String(port), '--host', '127.0.0.1'],
+        });
+        const events = [
+          { type: 'page', anonymousId: 'a-1', name: 'Home', messageId: 'all-1' },
+          {
+            type: 'identify',
+            anonymousId: 'a-1',
+            userId: 'u-1',
+            traits: { email: 'One@Example.com' },
+            messageId: 'all-2',
+          },
+          { type: 'track', userId: 'u-1', event: 'Order Completed', messageId: 'all-3' },
+        ];
+        const res = await fetch(`${server.url}/v1/batch`, {
+          method: 'POST',
+          headers: { authorization: basicAuth('wk_scale_shop'), 'content-type': 'application/json' },
+          body: JSON.stringify({ batch: events }),
+        });
+        expect(res.status).toBe(200);
+        const health = (await (await fetch(`${server.url}/healthz`)).json()) as {
+          role: string;
+          partitions: object;
+        };
+        expect(health.role).toBe('all');
+        expect(Object.keys(health.partitions).sort()).toEqual(['0', '1', '2']);
+
+        // Loaded, resolved into one profile, and in the Segment tables.
+        const deadline = Date.now() + 60_000;
+        let profile: { identifiers: { type: string; value: string }[]; eventCount: number } | undefined;
+        let tracks = 0;
+        while (Date.now() < deadline) {
+          const r = await fetch(`${server.url}/v1/profiles/email:one@example.com`, {
+            headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+          });
+          profile = r.status === 200 ? ((await r.json()) as typeof profile) : undefined;
+          tracks = await countIn('SELECT count(*) AS n FROM shop.tracks').catch(() => 0);
+          if (profile?.eventCount === 3 && tracks === 1) break;
+          await sleep(200);
+        }
+        expect(profile?.eventCount).toBe(3);
+        expect(profile!.identifiers.map((i) => `${i.type}:${i.value}`).sort()).toEqual([
+          'anonymous_id:a-1',
+          'email:one@example.com',
+          'user_id:u-1',
+        ]);
+        expect(tracks).toBe(1);
+        expect(await countIn('SELECT count(*) AS n FROM tributary_all.events')).toBe(3);
+      } finally {
+        await all.killAll();
+        await c.end();
+      }
+    }, 120_000);
   },
 );
