@@ -44,6 +44,16 @@ export async function startCommand(opts: StartOptions): Promise<void> {
         '  --processes: only ingest processes share a port; start more workers as separate processes',
       ]);
     }
+    if (cluster.isPrimary && !env.TRIBUTARY_PII_SALT) {
+      logger.warn(
+        "TRIBUTARY_PII_SALT is not set: PII hashes use this data folder's salt; give every process of the workspace the same one (docs/operations.md)",
+      );
+    }
+    if (cluster.isPrimary && !env.TRIBUTARY_ADMIN_TOKEN && role !== 'worker') {
+      logger.warn(
+        "TRIBUTARY_ADMIN_TOKEN is not set: this process uses its data folder's token; give every ingest process the same one",
+      );
+    }
     const salt = env.TRIBUTARY_PII_SALT || workspaceSalt(ws.dataDir);
     if (processes > 1 && cluster.isPrimary) {
       if ((port ?? config.server.port) === 0) {

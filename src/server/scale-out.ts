@@ -67,7 +67,8 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   const state = config.state as Extract<StateConfig, { type: 'postgres' }>;
   const baseDir = opts.configDir ?? process.cwd();
   const env = opts.env ?? {};
-  // Every process of the workspace must hash PII the same way: the salt comes from the environment.
+  // Every process of the workspace must hash PII the same way: the CLI passes
+  // TRIBUTARY_PII_SALT (the same on every machine, docs/operations.md), else the data folder's.
   const salt = opts.piiSalt ?? workspaceSalt(opts.dataDir);
   const quality = await buildQuality(config.sources, baseDir, salt, env);
 
