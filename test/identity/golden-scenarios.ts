@@ -32,6 +32,16 @@ const COMPUTED = {
   ],
 };
 
+/** An order on an anonymous device: the computed traits count and sum it. */
+const order = (messageId: string, at: number, anonymousId: string, total: number): TestEvent => ({
+  type: 'track',
+  messageId,
+  at,
+  anonymousId,
+  event: 'Order Completed',
+  properties: { total },
+});
+
 /** One identity decision of an event, with `left_out` as JSON text. */
 const DECISION_SQL =
   'SELECT message_id, action, limited, profile_id, left_out::text AS l FROM identity_decisions JOIN events USING (log_offset, message_id)';
@@ -99,22 +109,8 @@ export function goldenScenarios(label: string, make: MakeScenarioPipeline): void
     it('two devices then login: both devices merge into one profile, with the merge recorded', async () => {
       const p = await pipeline(COMPUTED);
       await p.send([
-        {
-          type: 'track',
-          messageId: 'd1',
-          at: 0,
-          anonymousId: 'phone',
-          event: 'Order Completed',
-          properties: { total: 10 },
-        },
-        {
-          type: 'track',
-          messageId: 'd2',
-          at: 1,
-          anonymousId: 'laptop',
-          event: 'Order Completed',
-          properties: { total: 5 },
-        },
+        order('d1', 0, 'phone', 10),
+        order('d2', 1, 'laptop', 5),
         { type: 'identify', messageId: 'd3', at: 2, anonymousId: 'phone', userId: 'u-1' },
       ]);
       expect(await p.query('SELECT count(*)::int AS n FROM profiles')).toEqual([{ n: 2 }]);
@@ -301,14 +297,7 @@ export function goldenScenarios(label: string, make: MakeScenarioPipeline): void
           anonymousId: 'kiosk',
           traits: { email: 'bob@x.io', name: 'Bob' },
         },
-        {
-          type: 'track',
-          messageId: 'u4',
-          at: 3,
-          anonymousId: 'kiosk',
-          event: 'Order Completed',
-          properties: { total: 7 },
-        },
+        order('u4', 3, 'kiosk', 7),
         // The mistaken link: Ada's user id on the kiosk session.
         kioskAda('u5', 4),
       ]);
@@ -413,32 +402,11 @@ export function goldenScenarios(label: string, make: MakeScenarioPipeline): void
     it('unmerge keeps the merges it does not undo: events of a device merged earlier stay with the person', async () => {
       const p = await pipeline(COMPUTED);
       await p.send([
-        {
-          type: 'track',
-          messageId: 'k1',
-          at: 0,
-          anonymousId: 'phone',
-          event: 'Order Completed',
-          properties: { total: 1 },
-        },
-        {
-          type: 'track',
-          messageId: 'k2',
-          at: 1,
-          anonymousId: 'laptop',
-          event: 'Order Completed',
-          properties: { total: 2 },
-        },
+        order('k1', 0, 'phone', 1),
+        order('k2', 1, 'laptop', 2),
         { type: 'identify', messageId: 'k3', at: 2, anonymousId: 'phone', userId: 'ada' },
         { type: 'identify', messageId: 'k4', at: 3, anonymousId: 'laptop', userId: 'ada' },
-        {
-          type: 'track',
-          messageId: 'k5',
-          at: 4,
-          anonymousId: 'kiosk',
-          event: 'Order Completed',
-          properties: { total: 4 },
-        },
+        order('k5', 4, 'kiosk', 4),
         { type: 'track', messageId: 'k6', at: 5, anonymousId: 'kiosk', userId: 'ada', event: 'Viewed' },
       ]);
       const merged = await p.stage.getProfile('user_id:ada');
@@ -470,14 +438,6 @@ export function goldenScenarios(label: string, make: MakeScenarioPipeline): void
 
     it('out-of-order events: traits by event timestamp, late anonymous events still join the profile', async () => {
       const p = await pipeline({ ...COMPUTED, traits: { rules: { signup_plan: 'first' } } });
-      const order = (messageId: string, at: number, total: number): TestEvent => ({
-        type: 'track',
-        messageId,
-        at,
-        anonymousId: 'a',
-        event: 'Order Completed',
-        properties: { total },
-      });
       await p.send([
         {
           type: 'identify',
@@ -494,8 +454,8 @@ export function goldenScenarios(label: string, make: MakeScenarioPipeline): void
           userId: 'u',
           traits: { plan: 'free', signup_plan: 'free' },
         },
-        order('o3', 5, 1),
-        order('o4', 0, 2),
+        order('o3', 5, 'a', 1),
+        order('o4', 0, 'a', 2),
       ]);
       const u = await p.stage.getProfile('user_id:u');
       expect(u.traits).toEqual({ plan: 'pro', signup_plan: 'free' });

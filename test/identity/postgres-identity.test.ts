@@ -3,11 +3,14 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdentityConfig } from '../../src/config/identity-schema.js';
 import { TributaryError } from '../../src/errors.js';
-import { compileRules } from '../../src/identity/identifiers.js';
+import { compileRules, type IdentityRules } from '../../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
 import { IdentityStage } from '../../src/identity/identity-stage.js';
 import { PostgresIdentityStore } from '../../src/identity/postgres/postgres-identity-store.js';
-import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
+import {
+  SharedIdentityStage,
+  type SharedIdentityStageOptions,
+} from '../../src/identity/postgres/shared-identity-stage.js';
 import { profileRoutes } from '../../src/identity/profile-routes.js';
 import { EventFeed } from '../../src/pipeline/event-feed.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
@@ -26,6 +29,46 @@ const COMPUTED = {
   ],
 };
 
+const rulesOf = (identity: unknown) => compileRules(IdentityConfig.parse(identity));
+
+/** Hands the events to the stage in batches of `size()` events, each up to the offset past its last event. */
+async function handleInBatches(
+  stage: { handle(events: readonly StoredEvent[], next: number): Promise<void> },
+  events: readonly StoredEvent[],
+  size: () => number,
+): Promise<void> {
+  for (let at = 0; at < events.length; ) {
+    const batch = events.slice(at, at + size());
+    // The next offset is past the batch's last event (offsets are the log's, with gaps).
+    await stage.handle(batch, batch[batch.length - 1]!.logOffset + 1);
+    at += batch.length;
+  }
+}
+
+/** Checks that PostgreSQL holds the embedded engine's profiles and event assignments; returns what it holds. */
+async function expectEmbedded(pool: pg.Pool, schema: string, want: ReturnType<typeof embedded>) {
+  const got = await stored(pool, schema);
+  expect(got.groups).toEqual(want.groups);
+  expect(got.eventGroup).toEqual(want.eventGroup);
+  return got;
+}
+
+/** The `n` of a one-row query. */
+async function intOf(pool: pg.Pool, sql: string): Promise<number> {
+  return (await pool.query<{ n: number }>(sql)).rows[0]!.n;
+}
+
+/** A shared stage on the schema, as partition 0's consumer unless told, its clock at 0. */
+const sharedStage = (
+  pool: pg.Pool,
+  schema: string,
+  rules: IdentityRules,
+  options: Partial<SharedIdentityStageOptions> = {},
+) => SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p0', now: () => 0, ...options });
+
+const decisionCount = (pool: pg.Pool, schema: string) =>
+  intOf(pool, `SELECT count(*)::int AS n FROM ${schema}.identity_decisions`);
+
 if (pgProblem) {
   describe.skip(`identity on PostgreSQL (PostgreSQL at 127.0.0.1:5432 unreachable: ${pgProblem})`, () => {
     it('needs PostgreSQL', () => {});
@@ -39,6 +82,16 @@ if (pgProblem) {
   afterAll(async () => {
     await db?.drop();
   });
+  /** Runs `fn` with `n` pools on the scratch database, and ends them after. */
+  async function withPools(n: number, fn: (pools: pg.Pool[]) => Promise<void>): Promise<void> {
+    const pools = Array.from({ length: n }, () => new pg.Pool(db.config));
+    try {
+      await fn(pools);
+    } finally {
+      await Promise.all(pools.map((p) => p.end()));
+    }
+  }
+  const withPool = (fn: (pool: pg.Pool) => Promise<void>) => withPools(1, ([pool]) => fn(pool!));
 
   goldenScenarios('PostgreSQL, one SharedIdentityStage', (options) =>
     pgIdentityPipeline(db.config, { ...options, schema: `golden${schemaNo++}` }),
@@ -184,35 +237,19 @@ if (pgProblem) {
 
   describe('identity on PostgreSQL: equal to the embedded engine', () => {
     it('one stage in batches gives the embedded decisions event by event, limits included', async () => {
-      const rules = compileRules(
-        IdentityConfig.parse({ ...COMPUTED, identifiers: { anonymous_id: { limit: 2 } } }),
-      );
+      const rules = rulesOf({ ...COMPUTED, identifiers: { anonymous_id: { limit: 2 } } });
       const events = toStored(workload(7, 60, 25, true), 0);
       const want = embedded(rules, events);
       expect([...want.decisions.values()].some((d) => d.limited)).toBe(true);
       expect([...want.decisions.values()].some((d) => d.action === 'merge')).toBe(true);
-      const pool = new pg.Pool(db.config);
-      try {
+      await withPool(async (pool) => {
         const schema = 'one_stage';
-        const stage = await SharedIdentityStage.open({
-          pool,
-          schema,
-          rules,
-          consumer: 'identity:p0',
-          now: () => 0,
-        });
+        const stage = await sharedStage(pool, schema, rules);
         const rnd = prng(3);
-        for (let i = 0; i < events.length; ) {
-          const n = 1 + Math.floor(rnd() * 120);
-          const part = events.slice(i, i + n);
-          await stage.handle(part, part[part.length - 1]!.logOffset + 1);
-          i += n;
-        }
+        await handleInBatches(stage, events, () => 1 + Math.floor(rnd() * 120));
         expect(stage.position()).toBe(events.length);
-        const got = await stored(pool, schema);
-        expect(got.groups).toEqual(want.groups);
+        const got = await expectEmbedded(pool, schema, want);
         expect(got.profiles).toBe(want.groups.length);
-        expect(got.eventGroup).toEqual(want.eventGroup);
         const d = await pool.query<{ m: string; a: string; l: boolean; lo: string }>(
           `SELECT message_id AS m, action AS a, limited AS l, left_out::text AS lo FROM ${schema}.identity_decisions`,
         );
@@ -229,8 +266,7 @@ if (pgProblem) {
         // Traits and computed traits survive the round trips between batches.
         const engine = new IdentityEngine(rules, { now: () => 0 });
         for (const s of events) engine.resolve(toIdentityEvent(s, rules));
-        const store = stage.store;
-        const loaded = await store.loadProfiles(pool, null);
+        const loaded = await stage.store.loadProfiles(pool, null);
         const norm = (
           ps: Iterable<{
             identifiers: Map<string, unknown>;
@@ -254,19 +290,14 @@ if (pgProblem) {
             }))
             .sort((a, b) => (a.ids[0]! < b.ids[0]! ? -1 : 1));
         expect(norm(loaded)).toEqual(norm(engine.profiles.values()));
-      } finally {
-        await pool.end();
-      }
+      });
     });
 
     it('the embedded IdentityStage runs on the PostgreSQL store too (the IdentityStore port)', async () => {
-      const rules = compileRules(
-        IdentityConfig.parse({ ...COMPUTED, identifiers: { anonymous_id: { limit: 2 } } }),
-      );
+      const rules = rulesOf({ ...COMPUTED, identifiers: { anonymous_id: { limit: 2 } } });
       const events = toStored(workload(17, 40, 20, true), 0);
       const want = embedded(rules, events);
-      const pool = new pg.Pool(db.config);
-      try {
+      await withPool(async (pool) => {
         const schema = 'port';
         const store = await PostgresIdentityStore.open({
           pool,
@@ -275,27 +306,20 @@ if (pgProblem) {
           now: () => 0,
         });
         const stage = await IdentityStage.open(store, rules, { now: () => 0 });
-        for (let i = 0; i < events.length; i += 97) {
-          const part = events.slice(i, i + 97);
-          await stage.handle(part, part[part.length - 1]!.logOffset + 1);
-        }
+        await handleInBatches(stage, events, () => 97);
         expect(await store.offset()).toBe(events.length);
-        const got = await stored(pool, schema);
-        expect(got.groups).toEqual(want.groups);
-        expect(got.eventGroup).toEqual(want.eventGroup);
+        await expectEmbedded(pool, schema, want);
         // A restart loads the whole graph back: the same profiles as the stage held.
         const again = await IdentityStage.open(store, rules, { now: () => 0 });
         const ids = (st: IdentityStage) =>
           [...st.profiles()].map((p) => [...p.identifiers.keys()].sort()).sort(byFirst);
         expect(ids(again)).toEqual(want.groups);
         expect(ids(again)).toEqual(ids(stage));
-      } finally {
-        await pool.end();
-      }
+      });
     });
 
     it('two stages on two pools resolve interleaved partitions concurrently into the embedded profiles', async () => {
-      const rules = compileRules(IdentityConfig.parse(COMPUTED));
+      const rules = rulesOf(COMPUTED);
       const events = toStored(workload(11, 400, 15), 0);
       const want = embedded(rules, events);
       expect([...want.decisions.values()].some((d) => d.limited)).toBe(false);
@@ -304,37 +328,30 @@ if (pgProblem) {
       const partitions = [events.filter((s) => part(s) === 0), events.filter((s) => part(s) === 1)];
       expect(Math.min(partitions[0]!.length, partitions[1]!.length)).toBeGreaterThan(events.length / 4);
       const schema = 'two_stages';
-      const pools = [new pg.Pool(db.config), new pg.Pool(db.config)];
-      try {
+      await withPools(2, async (pools) => {
         // Both "processes" start at once: the DDL lock keeps their CREATEs apart.
         const stages = await Promise.all(
-          pools.map((pool, i) =>
-            SharedIdentityStage.open({ pool, schema, rules, consumer: `identity:p${i}`, now: () => 0 }),
-          ),
+          pools.map((pool, i) => sharedStage(pool, schema, rules, { consumer: `identity:p${i}` })),
         );
         let overlapped = 0;
         let inFlight = 0;
         await Promise.all(
           stages.map(async (stage, i) => {
             const rnd = prng(100 + i);
-            const evs = partitions[i]!;
-            for (let at = 0; at < evs.length; ) {
-              const n = 1 + Math.floor(rnd() * 200);
-              const batch = evs.slice(at, at + n);
-              // The next offset of a partition is past its last event (offsets are the log's).
-              inFlight++;
-              if (inFlight > 1) overlapped++;
-              await stage.handle(batch, batch[batch.length - 1]!.logOffset + 1);
-              inFlight--;
-              at += n;
-            }
+            const counted = {
+              async handle(batch: readonly StoredEvent[], next: number) {
+                inFlight++;
+                if (inFlight > 1) overlapped++;
+                await stage.handle(batch, next);
+                inFlight--;
+              },
+            };
+            await handleInBatches(counted, partitions[i]!, () => 1 + Math.floor(rnd() * 200));
           }),
         );
         expect(overlapped).toBeGreaterThan(0);
-        const got = await stored(pools[0]!, schema);
-        expect(got.groups).toEqual(want.groups);
+        const got = await expectEmbedded(pools[0]!, schema, want);
         expect(got.profiles).toBe(want.groups.length);
-        expect(got.eventGroup).toEqual(want.eventGroup);
         // Every event was resolved once; each merge removed one profile.
         const counts = await pools[0]!.query<{ d: number; m: number; n: number }>(
           `SELECT (SELECT count(*)::int FROM ${schema}.identity_decisions) AS d,
@@ -343,25 +360,21 @@ if (pgProblem) {
         );
         expect(counts.rows[0]!.d).toBe(events.length);
         expect(counts.rows[0]!.n - counts.rows[0]!.m).toBe(want.groups.length);
-        const sum = await pools[0]!.query<{ n: number }>(
-          `SELECT sum(event_count)::int AS n FROM ${schema}.profiles`,
+        expect(await intOf(pools[0]!, `SELECT sum(event_count)::int AS n FROM ${schema}.profiles`)).toBe(
+          events.length,
         );
-        expect(sum.rows[0]!.n).toBe(events.length);
-      } finally {
-        await Promise.all(pools.map((p) => p.end()));
-      }
+      });
     });
   });
 
   describe('identity on PostgreSQL: offsets and failures', () => {
     it('a stale commit is refused with TRIB_ERR_STATE_OFFSET_MOVED and writes nothing', async () => {
-      const rules = compileRules(IdentityConfig.parse({}));
+      const rules = rulesOf({});
       const schema = 'cas';
-      const pool = new pg.Pool(db.config);
-      try {
+      await withPool(async (pool) => {
         const events = toStored(workload(5, 10, 5), 0);
-        const a = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p0' });
-        const b = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p0' });
+        const a = await sharedStage(pool, schema, rules);
+        const b = await sharedStage(pool, schema, rules);
         await b.handle(events.slice(0, 20), 20);
         const before = await stored(pool, schema);
         const err = await a.handle(events.slice(0, 20), 20).catch((e: unknown) => e);
@@ -376,22 +389,16 @@ if (pgProblem) {
         expect(await a.store.offsetOf('identity:p0')).toBe(20);
         // The owner goes on; another consumer's offset is its own.
         await b.handle(events.slice(20), events.length);
-        const c = await SharedIdentityStage.open({ pool, schema, rules, consumer: 'identity:p1' });
+        const c = await sharedStage(pool, schema, rules, { consumer: 'identity:p1' });
         expect(c.position()).toBe(0);
-        const d = await pool.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM ${schema}.identity_decisions`,
-        );
-        expect(d.rows[0]!.n).toBe(events.length);
-      } finally {
-        await pool.end();
-      }
+        expect(await decisionCount(pool, schema)).toBe(events.length);
+      });
     });
 
     it('follows a partition feed from the stored offset; after a takeover the old owner is refused', async () => {
-      const rules = compileRules(IdentityConfig.parse(COMPUTED));
+      const rules = rulesOf(COMPUTED);
       const schema = 'follow';
-      const pool = new pg.Pool(db.config);
-      try {
+      await withPool(async (pool) => {
         // One partition's events: log offsets with gaps (the other partitions' events).
         const all = toStored(workload(13, 40, 10), 0);
         const events = all.filter((s) => partitionOf(s, 2) === 0);
@@ -414,63 +421,35 @@ if (pgProblem) {
         };
         const feed = new EventFeed(warehouse, loader);
         const errors: unknown[] = [];
-        const a = await SharedIdentityStage.open({
-          pool,
-          schema,
-          rules,
-          consumer: 'identity:p0',
-          maxBatch: 7,
-          now: () => 0,
-          onError: (e) => errors.push(e),
-        });
+        const a = await sharedStage(pool, schema, rules, { maxBatch: 7, onError: (e) => errors.push(e) });
         a.follow(feed);
         load(events.length - 10);
         await a.drained();
         expect(a.position()).toBe(loader.position());
         expect(errors).toEqual([]);
         // Another worker takes the partition over and resolves the rest.
-        const b = await SharedIdentityStage.open({
-          pool,
-          schema,
-          rules,
-          consumer: 'identity:p0',
-          now: () => 0,
-        });
+        const b = await sharedStage(pool, schema, rules);
         const rest = events.slice(loaded);
         await b.handle(rest, rest[rest.length - 1]!.logOffset + 1);
         load(10);
         await vi.waitFor(() => expect(errors.length).toBeGreaterThan(0));
         await a.stop();
         expect(errors[0]).toMatchObject({ code: 'TRIB_ERR_STATE_OFFSET_MOVED' });
-        const want = embedded(rules, events);
-        const got = await stored(pool, schema);
-        expect(got.groups).toEqual(want.groups);
-        expect(got.eventGroup).toEqual(want.eventGroup);
-        const d = await pool.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM ${schema}.identity_decisions`,
-        );
-        expect(d.rows[0]!.n).toBe(events.length);
-      } finally {
-        await pool.end();
-      }
+        await expectEmbedded(pool, schema, embedded(rules, events));
+        expect(await decisionCount(pool, schema)).toBe(events.length);
+      });
     });
 
     it('a worker that stalls holding the graph lock is cut off by PostgreSQL, and the others go on', async () => {
-      const rules = compileRules(IdentityConfig.parse({}));
+      const rules = rulesOf({});
       const schema = 'stall';
-      const pools = [new pg.Pool(db.config), new pg.Pool(db.config)];
-      try {
+      await withPools(2, async (pools) => {
         const frozen = await PostgresIdentityStore.open({
           pool: pools[0]!,
           schema,
           idleInTransactionMs: 200,
         });
-        const stage = await SharedIdentityStage.open({
-          pool: pools[1]!,
-          schema,
-          rules,
-          consumer: 'identity:p1',
-        });
+        const stage = await sharedStage(pools[1]!, schema, rules, { consumer: 'identity:p1' });
         let locked: () => void = () => undefined;
         const holding = new Promise<void>((r) => {
           locked = r;
@@ -489,24 +468,15 @@ if (pgProblem) {
         expect(await stage.store.offsetOf('identity:p1')).toBe(events.length);
         // The pool replaced the dropped connection.
         expect((await pools[0]!.query('SELECT 1 AS x')).rows).toEqual([{ x: 1 }]);
-      } finally {
-        await Promise.all(pools.map((p) => p.end()));
-      }
+      });
     });
 
     it('a transaction that fails midway leaves nothing behind, and the batch resolves again correctly', async () => {
-      const rules = compileRules(IdentityConfig.parse(COMPUTED));
+      const rules = rulesOf(COMPUTED);
       const schema = 'midway';
-      const pool = new pg.Pool(db.config);
-      try {
+      await withPool(async (pool) => {
         const events = toStored(workload(9, 30, 10), 0);
-        const stage = await SharedIdentityStage.open({
-          pool,
-          schema,
-          rules,
-          consumer: 'identity:p0',
-          now: () => 0,
-        });
+        const stage = await sharedStage(pool, schema, rules);
         await stage.handle(events.slice(0, 150), 150);
         const before = await stored(pool, schema);
         // A real fault inside PostgreSQL: the first insert of decisions after this point fails,
@@ -522,19 +492,13 @@ if (pgProblem) {
         expect(await stage.store.offsetOf('identity:p0')).toBe(150);
         expect(stage.position()).toBe(150);
         await stage.handle(events.slice(150), events.length);
-        const want = embedded(rules, events);
-        const got = await stored(pool, schema);
-        expect(got.groups).toEqual(want.groups);
-        expect(got.eventGroup).toEqual(want.eventGroup);
+        await expectEmbedded(pool, schema, embedded(rules, events));
         expect(await stage.store.offsetOf('identity:p0')).toBe(events.length);
-      } finally {
-        await pool.end();
-      }
+      });
     });
 
     it('the events_with_profile view is made only once `events` exists', async () => {
-      const pool = new pg.Pool(db.config);
-      try {
+      await withPool(async (pool) => {
         const store = await PostgresIdentityStore.open({ pool, schema: 'views' });
         // Once set up, opening runs no DDL: it returns while a batch holds the graph lock.
         await store.transaction(async (c) => {
@@ -544,11 +508,10 @@ if (pgProblem) {
         expect(await store.ensureViews()).toBe(false);
         await createEventsTable(pool, 'views');
         expect(await store.ensureViews()).toBe(true);
-        const r = await pool.query("SELECT count(*)::int AS n FROM pg_views WHERE schemaname = 'views'");
-        expect(r.rows[0]!.n).toBe(2);
-      } finally {
-        await pool.end();
-      }
+        expect(await intOf(pool, "SELECT count(*)::int AS n FROM pg_views WHERE schemaname = 'views'")).toBe(
+          2,
+        );
+      });
     });
   });
 }
