@@ -24,7 +24,8 @@ export interface ScenarioPipeline {
 /** A fresh pipeline on empty storage, with this identity configuration (the config file's `identity`). */
 export type MakeScenarioPipeline = (options: { identity?: unknown }) => Promise<ScenarioPipeline>;
 
-const COMPUTED = {
+/** Computed traits the scenarios (and the stores' own tests) check. */
+export const COMPUTED = {
   computed: [
     { name: 'orders', op: 'count', event: 'Order Completed' },
     { name: 'revenue', op: 'sum', event: 'Order Completed', property: 'properties.total' },

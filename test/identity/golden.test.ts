@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
-import { goldenScenarios } from './golden-scenarios.js';
+import { COMPUTED, goldenScenarios } from './golden-scenarios.js';
 import { type IdentityPipeline, identityPipeline, type TestEvent } from './harness.js';
 
 const open: IdentityPipeline[] = [];
@@ -12,14 +12,6 @@ async function pipeline(options: Parameters<typeof identityPipeline>[0] = {}) {
   open.push(p);
   return p;
 }
-
-const COMPUTED = {
-  computed: [
-    { name: 'orders', op: 'count', event: 'Order Completed' },
-    { name: 'revenue', op: 'sum', event: 'Order Completed', property: 'properties.total' },
-    { name: 'first_order', op: 'first', event: 'Order Completed' },
-  ],
-};
 
 goldenScenarios('real DuckDB store', (options) => identityPipeline(options));
 

@@ -15,19 +15,11 @@ import { profileRoutes } from '../../src/identity/profile-routes.js';
 import { EventFeed } from '../../src/pipeline/event-feed.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 import { pgUnreachable } from '../pg.js';
-import { goldenScenarios } from './golden-scenarios.js';
+import { COMPUTED, goldenScenarios } from './golden-scenarios.js';
 import { createEventsTable, pgIdentityPipeline, scratchDatabase, toStored } from './pg-harness.js';
 import { byFirst, embedded, partitionOf, prng, stored, workload } from './workload.js';
 
 const pgProblem = await pgUnreachable();
-
-const COMPUTED = {
-  computed: [
-    { name: 'orders', op: 'count', event: 'Order Completed' },
-    { name: 'revenue', op: 'sum', event: 'Order Completed', property: 'properties.total' },
-    { name: 'first_order', op: 'first', event: 'Order Completed' },
-  ],
-};
 
 const rulesOf = (identity: unknown) => compileRules(IdentityConfig.parse(identity));
 
