@@ -11,6 +11,7 @@ import { DuckDBEventLog } from '../../src/log/duckdb/duckdb-event-log.js';
 import { EventFeed } from '../../src/pipeline/event-feed.js';
 import { WarehouseLoader } from '../../src/pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
+import type { ScenarioPipeline } from './golden-scenarios.js';
 
 export const T0 = Date.parse('2026-11-01T10:00:00.000Z');
 
@@ -27,6 +28,7 @@ export interface TestEvent {
 /**
  * A real pipeline on a temporary folder: DuckDB event log → loader → `events` → feed →
  * identity stage on the DuckDB identity store. `wrap` lets a test put a fault in front of the store.
+ * It is a `ScenarioPipeline`, so the golden scenarios run on it.
  */
 export async function identityPipeline(
   options: {
@@ -105,6 +107,11 @@ export async function identityPipeline(
       );
     },
     close,
+    /** Closes this pipeline and opens another on the same folder, as after a restart. */
+    async reopen(): Promise<ScenarioPipeline> {
+      await close();
+      return identityPipeline({ ...options, dir });
+    },
     async destroy() {
       await close();
       rmSync(dir, { recursive: true, force: true });

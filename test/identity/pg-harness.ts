@@ -7,6 +7,7 @@ import { PostgresProfiles } from '../../src/identity/postgres/postgres-profiles.
 import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 import { PG_ADMIN } from '../pg.js';
+import type { ScenarioPipeline } from './golden-scenarios.js';
 import { T0, type TestEvent } from './harness.js';
 
 /** A database of its own in the machine's PostgreSQL; `drop` removes it. */
@@ -73,8 +74,9 @@ export async function insertEvents(pool: pg.Pool, stored: readonly StoredEvent[]
 }
 
 /**
- * The golden harness's shape on PostgreSQL: `send` stores the events in `events` and hands
- * them to one `SharedIdentityStage` in feed-sized batches; `stage` is the PostgreSQL Profile API.
+ * The golden harness's shape on PostgreSQL (a `ScenarioPipeline`): `send` stores the events in
+ * `events` and hands them to one `SharedIdentityStage` in feed-sized batches; `stage` is the
+ * PostgreSQL Profile API. The schema stays: the scratch database it lives in is dropped whole.
  */
 export async function pgIdentityPipeline(
   config: pg.PoolConfig,
@@ -96,6 +98,13 @@ export async function pgIdentityPipeline(
   });
   const profiles = new PostgresProfiles(store, rules);
   const batch = options.batch ?? 3;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await stage.stop();
+    await pool.end();
+  };
   return {
     pool,
     rules,
@@ -125,9 +134,12 @@ export async function pgIdentityPipeline(
       );
       return Object.fromEntries(r.rows.map((row) => [row.m, row.p]));
     },
-    async close() {
-      await stage.stop();
-      await pool.end();
+    close,
+    /** Closes this pipeline and opens another on the same schema and consumer, as after a restart. */
+    async reopen(): Promise<ScenarioPipeline> {
+      await close();
+      return pgIdentityPipeline(config, { ...options, schema });
     },
+    destroy: close,
   };
 }

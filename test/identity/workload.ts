@@ -1,20 +1,12 @@
 import type pg from 'pg';
+import { prng } from '../../bench/lib/events.js';
 import type { IdentityRules } from '../../src/identity/identifiers.js';
 import { type Decision, IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 import type { TestEvent } from './harness.js';
 
-/** A deterministic PRNG (mulberry32), so a failing workload can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// One PRNG for benchmarks and tests (mulberry32), so a failing workload can be replayed.
+export { prng };
 
 /**
  * People with several devices (anonymous ids, hardware ids), emails and a login, their events

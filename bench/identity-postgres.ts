@@ -3,17 +3,17 @@
  * and with two concurrent stages (two pools, as two worker processes, each following one
  * partition), against the in-memory engine over the same events (the baseline, same run).
  *
- *   npx tsx test/identity/measure-pg-throughput.ts [events=20000] [batch=5000] [runs=3]
+ *   npx tsx bench/identity-postgres.ts [events=20000] [batch=5000] [runs=3]
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { IdentityConfig } from '../../src/config/identity-schema.js';
-import { compileRules } from '../../src/identity/identifiers.js';
-import { IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
-import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
-import { scratchDatabase, toStored } from './pg-harness.js';
-import { partitionOf, workload } from './workload.js';
+import { IdentityConfig } from '../src/config/identity-schema.js';
+import { compileRules } from '../src/identity/identifiers.js';
+import { IdentityEngine, toIdentityEvent } from '../src/identity/identity-engine.js';
+import { SharedIdentityStage } from '../src/identity/postgres/shared-identity-stage.js';
+import type { StoredEvent } from '../src/warehouse/warehouse.js';
+import { scratchDatabase, toStored } from '../test/identity/pg-harness.js';
+import { partitionOf, workload } from '../test/identity/workload.js';
 
 const [total = 20_000, batch = 5_000, runs = 3] = process.argv.slice(2).map(Number);
 const rules = compileRules(
