@@ -18,7 +18,8 @@ import {
   type Profile,
 } from '../identity-engine.js';
 import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
-import { computedFromJson, computedToJson, computedValue, type TraitValue } from '../traits.js';
+import { type ProfileRows, snapshotProfiles } from '../profile-rows.js';
+import { computedFromJson } from '../traits.js';
 
 const SCHEMA_SQL = [
   `CREATE TABLE IF NOT EXISTS profiles (
@@ -109,20 +110,6 @@ const INSERT_DECISIONS_SQL = `
   INSERT INTO identity_decisions
   SELECT CAST(f[1] AS BIGINT), json_extract_string(f[2], '$'), f[3], f[4] = '1', nullif(f[5], ''), f[6], f[7], f[8], f[9]
   FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
-
-/** A changed profile's rows, read when the commit starts. */
-interface ProfileRows {
-  id: string;
-  /** Whether the `profiles` row is rewritten; the lists are empty when their part is unchanged. */
-  row: boolean;
-  firstSeen: number;
-  lastSeen: number;
-  eventCount: number;
-  createdOffset: number;
-  identifiers: HeldIdentifier[];
-  traits: [string, TraitValue][];
-  computed: [name: string, value: string, state: string][];
-}
 
 const UPSERT_PROFILES_SQL = `
   UPDATE profiles SET first_seen = t.first_seen, last_seen = t.last_seen, event_count = t.event_count, updated_at = now()
@@ -265,7 +252,7 @@ export class DuckDBIdentityStore implements IdentityStore {
     nextOffset: number | undefined,
   ): Promise<void> {
     // Read before the first await: the stage goes on resolving while this transaction runs.
-    const snapshot = this.snapshot(changes.dirty, profile);
+    const snapshot = snapshotProfiles(changes.dirty, profile, this.computed, this.now());
     const c = this.writer;
     const appenders: DuckDBAppender[] = [];
     const appender = async (table: string, catalog?: 'temp') => {
@@ -395,43 +382,6 @@ export class DuckDBIdentityStore implements IdentityStore {
     } finally {
       for (const a of appenders) a.closeSync();
     }
-  }
-
-  private snapshot(
-    dirty: ReadonlyMap<string, number>,
-    profile: (id: string) => Profile | undefined,
-  ): ProfileRows[] {
-    const now = this.now();
-    const rows: ProfileRows[] = [];
-    for (const [id, bits] of dirty) {
-      const p = profile(id);
-      if (!p) continue;
-      const computed: [string, string, string][] = [];
-      if (bits & Dirty.computed) {
-        for (const def of this.computed) {
-          const state = p.computed.get(def.name);
-          if (state)
-            computed.push([
-              def.name,
-              JSON.stringify(computedValue(def, state, now) ?? null),
-              computedToJson(state),
-            ]);
-        }
-      }
-      rows.push({
-        id: p.id,
-        row: (bits & Dirty.row) !== 0,
-        firstSeen: p.firstSeen,
-        lastSeen: p.lastSeen,
-        eventCount: p.eventCount,
-        createdOffset: p.createdOffset,
-        // Held identifiers and trait values are replaced, never changed in place.
-        identifiers: bits & Dirty.identifiers ? [...p.identifiers.values()] : [],
-        traits: bits & Dirty.traits ? [...p.traits] : [],
-        computed,
-      });
-    }
-    return rows;
   }
 
   private async appendProfiles(

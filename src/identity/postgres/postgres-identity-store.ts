@@ -10,13 +10,13 @@ import {
   type Block,
   type Decision,
   Dirty,
-  type HeldIdentifier,
   type IdentityChanges,
   type MergeRecord,
   type Profile,
 } from '../identity-engine.js';
 import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
-import { computedFromJson, computedToJson, computedValue, type TraitValue } from '../traits.js';
+import { type ProfileRows, snapshotProfiles } from '../profile-rows.js';
+import { computedFromJson } from '../traits.js';
 
 /** Advisory lock classes (first key of the two-key form), so our locks never meet another component's. */
 const LOCK_DDL = 0x54524930; // 'TRI0'
@@ -156,19 +156,6 @@ const RELATIONS = [
   'identity_decisions_identifiers',
   'identity_offsets',
 ];
-
-/** A changed profile's rows, read before the first await of a commit. */
-interface ProfileRows {
-  id: string;
-  row: boolean;
-  firstSeen: number;
-  lastSeen: number;
-  eventCount: number;
-  createdOffset: number;
-  identifiers: HeldIdentifier[];
-  traits: [string, TraitValue][];
-  computed: [name: string, value: string, state: string][];
-}
 
 /** A change set with its profiles' rows, read when prepared. */
 export interface PreparedChanges {
@@ -590,7 +577,7 @@ export class PostgresIdentityStore implements IdentityStore {
 
   /** The rows of a change set, read now (the engine may go on changing its profiles). */
   prepare(changes: IdentityChanges, profile: (id: string) => Profile | undefined): PreparedChanges {
-    return { changes, rows: this.snapshot(changes.dirty, profile) };
+    return { changes, rows: snapshotProfiles(changes.dirty, profile, this.computed, this.now()) };
   }
 
   async writePrepared(c: pg.ClientBase, prepared: PreparedChanges): Promise<void> {
@@ -680,42 +667,6 @@ export class PostgresIdentityStore implements IdentityStore {
         [olds, news],
       );
     }
-  }
-
-  private snapshot(
-    dirty: ReadonlyMap<string, number>,
-    profile: (id: string) => Profile | undefined,
-  ): ProfileRows[] {
-    const now = this.now();
-    const rows: ProfileRows[] = [];
-    for (const [id, bits] of dirty) {
-      const p = profile(id);
-      if (!p) continue;
-      const computed: [string, string, string][] = [];
-      if (bits & Dirty.computed) {
-        for (const def of this.computed) {
-          const state = p.computed.get(def.name);
-          if (state)
-            computed.push([
-              def.name,
-              JSON.stringify(computedValue(def, state, now) ?? null),
-              computedToJson(state),
-            ]);
-        }
-      }
-      rows.push({
-        id: p.id,
-        row: (bits & Dirty.row) !== 0,
-        firstSeen: p.firstSeen,
-        lastSeen: p.lastSeen,
-        eventCount: p.eventCount,
-        createdOffset: p.createdOffset,
-        identifiers: bits & Dirty.identifiers ? [...p.identifiers.values()] : [],
-        traits: bits & Dirty.traits ? [...p.traits] : [],
-        computed,
-      });
-    }
-    return rows;
   }
 
   private async writeProfiles(c: pg.ClientBase, rows: readonly ProfileRows[]): Promise<void> {
