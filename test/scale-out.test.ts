@@ -275,8 +275,9 @@ sources:
   - {id: shop, type: http, writeKey: wk_scale_shop}
 log: {type: nats, servers: ["${nats.url}"], stream: scale_all, partitions: 3}
 state: {type: postgres, connectionString: "${connectionString}", schema: tributary_all, maxConnections: 4}
+# Another id than the first test's: a destination keeps its offsets under its id in its database.
 destinations:
-  - {id: warehouse, type: postgres, connectionString: "${connectionString}", interval: 100ms}
+  - {id: warehouse_all, type: postgres, connectionString: "${connectionString}", interval: 100ms}
 `,
       );
       const all = new CliChildren({

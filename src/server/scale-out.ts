@@ -9,11 +9,11 @@ import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
-import { FailedStore } from '../pipeline/failed-store.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
+import { collectionParts, listen } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
@@ -235,26 +235,15 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   let port: number | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
-    const sourcesByWriteKey = new Map(config.sources.filter((s) => s.enabled).map((s) => [s.writeKey, s]));
-    const observer = {
-      received: (s: string, n: number) => metrics.received.inc({ source: s }, n),
-      accepted: (s: string, n: number) => metrics.accepted.inc({ source: s }, n),
-      rejected: (s: string, code: string, n: number) => metrics.rejected.inc({ source: s, code }, n),
-      privacy: qualityMetrics.privacy.bind(qualityMetrics),
-    };
-    const failed = new FailedStore(
-      store,
+    const { sourcesByWriteKey, observer, failed } = collectionParts({
+      sources: config.sources,
+      metrics,
+      quality: qualityMetrics,
+      warehouse: store,
       log,
-      {
-        retried: (s, n) => {
-          qualityMetrics.retried.inc({ source: s }, n);
-          observer.received(s, n);
-          observer.accepted(s, n);
-        },
-      },
       // The workers load retries; this process cannot wait for them.
-      async () => undefined,
-    );
+      drained: async () => undefined,
+    });
     const profiles = identityStore ? new PostgresProfiles(identityStore, rules) : undefined;
     app = await buildHttpApp({
       sources: config.sources,
@@ -296,13 +285,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       identity: profiles,
       profileReadToken: config.identity.readToken,
     });
-    const host = opts.host ?? config.server.host;
-    await app.listen({ port: opts.port ?? config.server.port, host });
-    const address = app.server.address();
-    port = typeof address === 'object' && address ? address.port : (opts.port ?? config.server.port);
-    const urlHost =
-      host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-    url = `http://${urlHost}:${port}`;
+    ({ url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
   }
 
   let closing: Promise<void> | undefined;

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { SourceConfig, TributaryConfig } from '../config/schema.js';
+import type { TributaryConfig } from '../config/schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -14,9 +14,10 @@ import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
-import { FailedStore } from '../pipeline/failed-store.js';
+import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import { collectionParts, listen } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { buildQuality, workspaceSalt } from './quality-setup.js';
@@ -151,29 +152,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
 
-  const sourcesByWriteKey = new Map<string, SourceConfig>();
-  for (const s of config.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);
-
-  const observer = {
-    received: (s: string, n: number) => metrics.received.inc({ source: s }, n),
-    accepted: (s: string, n: number) => metrics.accepted.inc({ source: s }, n),
-    rejected: (s: string, code: string, n: number) => metrics.rejected.inc({ source: s, code }, n),
-    privacy: quality.privacy.bind(quality),
-  };
-  const failed = new FailedStore(
+  const { sourcesByWriteKey, observer, failed } = collectionParts({
+    sources: config.sources,
+    metrics,
+    quality,
     warehouse,
     log,
-    {
-      retried: (s, n) => {
-        // A retry enters the log again: counted as received and accepted, so the counts reconcile.
-        quality.retried.inc({ source: s }, n);
-        observer.received(s, n);
-        observer.accepted(s, n);
-      },
-    },
-    () => loader.drained(),
-    (id) => destinations.find((d) => d.id === id)?.retry,
-  );
+    drained: () => loader.drained(),
+    destination: (id) => destinations.find((d) => d.id === id)?.retry,
+  });
   const pending = async () => {
     const from = Math.max(countFrom, loader.position());
     const r = await warehouse.query(
@@ -207,15 +194,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     identity,
     profileReadToken: config.identity.readToken,
   });
-  const host = opts.host ?? config.server.host;
-  await app.listen({ port: opts.port ?? config.server.port, host });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address ? address.port : (opts.port ?? config.server.port);
-  const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
 
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${urlHost}:${port}`,
+    url,
     port,
     app,
     log,
