@@ -1,3 +1,4 @@
+import { Pause } from '../pause.js';
 import type { StoredEvent, Warehouse } from '../warehouse/warehouse.js';
 
 /** Where the loader is: the warehouse holds every event of the log below `position()`. */
@@ -75,11 +76,11 @@ export class EventFeed {
     let position = -1;
     let stopped = false;
     let pausing = false;
-    let wake: (() => void) | undefined;
+    const waiter = new Pause();
     const waiters: { target: number; resolve: () => void }[] = [];
     // New events do not end the pause between two loads; `drained` and `stop` do.
     const unsubscribe = this.loader.onLoaded(() => {
-      if (!pausing) wake?.();
+      if (!pausing) waiter.wake();
     });
 
     const settle = () => {
@@ -91,16 +92,7 @@ export class EventFeed {
         }
       }
     };
-    const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(done, ms);
-        function done() {
-          clearTimeout(timer);
-          wake = undefined;
-          resolve();
-        }
-        wake = done;
-      });
+    const sleep = (ms: number) => waiter.sleep(ms);
 
     const loop = (async () => {
       while (!stopped) {
@@ -141,12 +133,12 @@ export class EventFeed {
           const target = this.loader.position();
           if (position >= target) return resolve();
           waiters.push({ target, resolve });
-          wake?.();
+          waiter.wake();
         }),
       async stop() {
         stopped = true;
         unsubscribe();
-        wake?.();
+        waiter.wake();
         await loop;
       },
     };

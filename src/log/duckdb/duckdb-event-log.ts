@@ -3,6 +3,7 @@ import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
+import { Pause } from '../../pause.js';
 import type {
   AppendResult,
   ConsumeOptions,
@@ -459,15 +460,16 @@ export class DuckDBEventLog implements EventLog {
   ): Subscription {
     const maxBatch = options.maxBatch ?? 5000;
     const lingerMs = options.lingerMs ?? 0;
-    let stopWake: (() => void) | undefined;
+    // The linger after a short batch ends only on stop, not on new records.
+    const linger = new Pause();
     let stopping = false;
     let position = -1;
-    let wake: (() => void) | undefined;
+    const waiter = new Pause();
     const drainWaiters: { target: number; resolve: () => void }[] = [];
     let notified = false;
     const onAppend = () => {
       notified = true;
-      wake?.();
+      waiter.wake();
     };
     this.appended.on('appended', onAppend);
 
@@ -494,20 +496,20 @@ export class DuckDBEventLog implements EventLog {
             if (batch.length === 0) position = r.next;
           } catch (err) {
             options.onError?.(err);
-            await this.sleep(this.pollIntervalMs, (w) => (wake = w));
+            await waiter.sleep(this.pollIntervalMs);
             continue;
           }
           if (batch.length === 0) {
             settleDrains();
             // An append that finished while we were reading is not missed.
-            if (!notified) await this.sleep(this.pollIntervalMs, (w) => (wake = w));
+            if (!notified) await waiter.sleep(this.pollIntervalMs);
             continue;
           }
           try {
             await handle(batch);
           } catch (err) {
             options.onError?.(err);
-            await this.sleep(Math.min(5000, this.pollIntervalMs * 2), (w) => (wake = w));
+            await waiter.sleep(Math.min(5000, this.pollIntervalMs * 2));
             continue;
           }
           position = batch[batch.length - 1]!.offset + 1;
@@ -521,7 +523,7 @@ export class DuckDBEventLog implements EventLog {
           }
           settleDrains();
           if (lingerMs > 0 && batch.length < maxBatch && !stopping) {
-            await this.sleep(lingerMs, (w) => (stopWake = w));
+            await linger.sleep(lingerMs);
           }
         }
       } finally {
@@ -532,8 +534,8 @@ export class DuckDBEventLog implements EventLog {
     const sub: Subscription = {
       stop: async () => {
         stopping = true;
-        wake?.();
-        stopWake?.();
+        waiter.wake();
+        linger.wake();
         await loop;
         this.appended.off('appended', onAppend);
         this.subscriptions.delete(sub);
@@ -547,17 +549,6 @@ export class DuckDBEventLog implements EventLog {
     };
     this.subscriptions.add(sub);
     return sub;
-  }
-
-  private sleep(ms: number, setWake: (w: () => void) => void): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      setWake(done);
-    });
   }
 
   async close(): Promise<void> {

@@ -21,6 +21,7 @@ import {
   type Subscription as NatsSub,
 } from '@nats-io/transport-node';
 import { TributaryError } from '../../errors.js';
+import { Pause } from '../../pause.js';
 import type {
   AppendResult,
   ConsumeOptions,
@@ -456,7 +457,7 @@ export class NatsEventLog implements EventLog {
     let stopping = false;
     /** Stream sequence of the last record handled and acknowledged (undefined until attached). */
     let position: number | undefined;
-    let wake: (() => void) | undefined;
+    const waiter = new Pause();
     let stopPull: (() => void) | undefined;
     const drainWaiters: { target: number; resolve: () => void }[] = [];
     const settleDrains = () => {
@@ -467,16 +468,7 @@ export class NatsEventLog implements EventLog {
         }
       }
     };
-    const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(done, ms);
-        function done() {
-          clearTimeout(timer);
-          wake = undefined;
-          resolve();
-        }
-        wake = done;
-      });
+    const sleep = (ms: number) => waiter.sleep(ms);
 
     const loop = (async () => {
       let attached = false;
@@ -571,7 +563,7 @@ export class NatsEventLog implements EventLog {
     const sub: Subscription = {
       stop: async () => {
         stopping = true;
-        wake?.();
+        waiter.wake();
         stopPull?.();
         await loop;
         stopped = true;
