@@ -893,6 +893,11 @@ export class PostgresIdentityStore implements IdentityStore {
 
   async load(): Promise<IdentitySnapshot> {
     const c = await this.pool.connect();
+    let broken = false;
+    const onError = () => {
+      broken = true; // reported by the failing query; not an unhandled 'error' event
+    };
+    c.on('error', onError);
     try {
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const profiles = await this.loadProfiles(c, null);
@@ -901,10 +906,13 @@ export class PostgresIdentityStore implements IdentityStore {
       await c.query('COMMIT');
       return { profiles, merges, blocks };
     } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
+      await c.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
       throw err;
     } finally {
-      c.release();
+      c.off('error', onError);
+      c.release(broken);
     }
   }
 

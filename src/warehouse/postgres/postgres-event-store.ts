@@ -362,6 +362,13 @@ export class PostgresEventStore implements Warehouse {
   private async transaction<T>(work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     let broken: Error | undefined;
+    // A connection lost meanwhile (PostgreSQL restarted, the network cut) is reported here,
+    // not as an unhandled 'error' event that would end the process; the query in flight
+    // fails, and the client is discarded.
+    const onError = (err: Error) => {
+      broken = err;
+    };
+    c.on('error', onError);
     try {
       await c.query('BEGIN');
       const result = await work(c);
@@ -374,6 +381,7 @@ export class PostgresEventStore implements Warehouse {
       throw err;
     } finally {
       // A connection whose rollback failed is in an unknown state: the pool discards it.
+      c.off('error', onError);
       c.release(broken);
     }
   }
