@@ -52,6 +52,8 @@ export class PartitionLeases {
   private workerKey = 0;
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> = Promise.resolve();
+  /** Pipelines being stopped after the lock connection was lost. */
+  private releasing: Promise<void> = Promise.resolve();
   private stopped = false;
   /** Where this worker starts looking for free partitions, so workers do not all race for 0. */
   private readonly offset: number;
@@ -78,6 +80,7 @@ export class PartitionLeases {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.round;
+    await this.releasing;
     for (const p of this.ownedPartitions()) await this.giveBack(p);
     await this.client?.end().catch(() => undefined);
     this.client = undefined;
@@ -100,9 +103,9 @@ export class PartitionLeases {
     // A lost connection has lost every lock with it: stop the pipelines at once.
     client.on('error', (err) => {
       this.opts.onError?.(err);
-      void this.lost(client);
+      this.lost(client);
     });
-    client.on('end', () => void this.lost(client));
+    client.on('end', () => this.lost(client));
     await client.connect();
     for (;;) {
       const key = randomInt(2 ** 31 - 1);
@@ -119,17 +122,24 @@ export class PartitionLeases {
     return client;
   }
 
-  private async lost(client: pg.Client): Promise<void> {
+  private lost(client: pg.Client): void {
     if (this.client !== client) return;
     this.client = undefined;
     const gone = this.ownedPartitions();
     this.owned.clear();
-    for (const p of gone) await this.opts.release(p).catch((err) => this.opts.onError?.(err));
-    if (gone.length > 0) this.opts.onChange?.(this.ownedPartitions());
+    // The next round waits for these pipelines to stop before it takes any partition again,
+    // so one process never runs two pipelines of a partition at once.
+    const before = this.releasing;
+    this.releasing = (async () => {
+      await before;
+      for (const p of gone) await this.opts.release(p).catch((err) => this.opts.onError?.(err));
+      if (gone.length > 0) this.opts.onChange?.(this.ownedPartitions());
+    })();
   }
 
   private async runRound(): Promise<void> {
     if (this.stopped) return;
+    await this.releasing;
     try {
       const client = await this.connect();
       const live = await client.query<{ n: number }>(
