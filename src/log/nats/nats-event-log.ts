@@ -62,6 +62,8 @@ const DESCRIPTION = /^tributary event log; partitions=(\d+)$/;
 const PULL_EXPIRES_MS = 5000;
 /** Extra time for a pull's end-of-request status to arrive before the pull counts as lost. */
 const PULL_GRACE_MS = 2000;
+/** How long records arriving for an open request are gathered before they are handed over. */
+const PULL_GATHER_MS = 20;
 const API_TIMEOUT_MS = 5000;
 
 const utf8 = new TextEncoder();
@@ -600,15 +602,29 @@ type PullResult =
   | { outcome: 'lost'; error: Error };
 
 /**
- * Pull requests of one consume loop, one at a time, on one inbox. A request asks for up to
- * `max` records with `no_wait` and `expires`: the server sends what is there at once and ends
- * the request with a status, or waits up to `expires` for the first record.
+ * Pull requests of one consume loop, on one inbox, one open at a time. A request asks for up
+ * to `max` records with `no_wait` and `expires`: the server sends what is there and ends the
+ * request with a status (404/408), or waits up to `expires` for the first record. While
+ * records keep arriving the server may keep a request open far past `expires` (seen on
+ * nats-server 2.9 when a backlog is read while producers go on): records are therefore handed
+ * to the loop as they arrive, in batches, without waiting for the end of the request, and a
+ * new request is sent only once the open one has ended. Everything delivered comes through
+ * this one inbox in order, so acknowledging a handled prefix (ack-all) never covers a record
+ * that was not handed over. Only silence (nothing at all for `expires` plus a grace) counts as
+ * a lost request.
  */
 class Puller {
   private readonly sub: NatsSub;
-  private current: { msgs: Msg[]; max: number; finish: (r: PullResult) => void } | undefined;
+  /** Records delivered and not yet handed to the loop, in stream order. */
+  private buffer: Msg[] = [];
+  /** A request is open at the server (no ending status yet). */
+  private open = false;
+  private lastActivity = 0;
+  /** How the open request ended badly, for the next pull. */
+  private failure: PullResult | undefined;
+  private waiting: { max: number; finish: (r: PullResult) => void; gather?: NodeJS.Timeout } | undefined;
   private readonly onDisconnect = () =>
-    this.current?.finish({ outcome: 'lost', error: new Error('NATS connection lost during a pull') });
+    this.fail({ outcome: 'lost', error: new Error('NATS connection lost during a pull') });
 
   constructor(
     private readonly nc: NatsConnection,
@@ -620,65 +636,107 @@ class Puller {
   }
 
   pull(max: number, setStop: (stop: () => void) => void): Promise<PullResult> {
+    if (this.buffer.length > 0) return Promise.resolve({ outcome: 'ok', msgs: this.take(max) });
+    if (this.failure) {
+      const f = this.failure;
+      this.failure = undefined;
+      return Promise.resolve(f);
+    }
     return new Promise<PullResult>((resolve) => {
-      const timer = setTimeout(
-        () => finish({ outcome: 'lost', error: new Error('a NATS pull request got no answer') }),
-        PULL_EXPIRES_MS + PULL_GRACE_MS,
-      );
+      let timer: NodeJS.Timeout | undefined;
       const finish = (r: PullResult) => {
-        if (this.current !== request) return;
+        if (this.waiting !== waiting) return;
         clearTimeout(timer);
-        this.current = undefined;
+        clearTimeout(waiting.gather);
+        this.waiting = undefined;
         resolve(r);
       };
-      const request = { msgs: [] as Msg[], max, finish };
-      this.current = request;
+      const waiting: NonNullable<Puller['waiting']> = { max, finish };
+      this.waiting = waiting;
       setStop(() => finish({ outcome: 'stopped' }));
-      try {
-        this.nc.publish(
-          this.nextSubject,
-          JSON.stringify({ batch: max, no_wait: true, expires: PULL_EXPIRES_MS * 1_000_000 }),
-          { reply: this.sub.getSubject() },
-        );
-      } catch (err) {
-        finish({ outcome: 'lost', error: err as Error });
+      // Silence for longer than a request may wait: the request (or its answer) is lost.
+      const watch = () => {
+        const idle = Date.now() - this.lastActivity;
+        if (idle >= PULL_EXPIRES_MS + PULL_GRACE_MS) {
+          this.open = false;
+          finish({ outcome: 'lost', error: new Error('a NATS pull request got no answer') });
+        } else {
+          timer = setTimeout(watch, PULL_EXPIRES_MS + PULL_GRACE_MS - idle);
+        }
+      };
+      if (!this.open) {
+        this.open = true;
+        this.lastActivity = Date.now();
+        try {
+          this.nc.publish(
+            this.nextSubject,
+            JSON.stringify({ batch: max, no_wait: true, expires: PULL_EXPIRES_MS * 1_000_000 }),
+            { reply: this.sub.getSubject() },
+          );
+        } catch (err) {
+          this.open = false;
+          finish({ outcome: 'lost', error: err as Error });
+          return;
+        }
       }
+      watch();
     });
   }
 
+  private take(max: number): Msg[] {
+    const msgs = this.buffer.length <= max ? this.buffer : this.buffer.slice(0, max);
+    this.buffer = this.buffer.length <= max ? [] : this.buffer.slice(max);
+    return msgs;
+  }
+
+  /** Hands the buffer to the waiting pull: at once when full or ended, else after a short gather. */
+  private deliver(now: boolean): void {
+    const w = this.waiting;
+    if (!w || this.buffer.length === 0) return;
+    if (now || this.buffer.length >= w.max) {
+      w.finish({ outcome: 'ok', msgs: this.take(w.max) });
+    } else {
+      w.gather ??= setTimeout(() => w.finish({ outcome: 'ok', msgs: this.take(w.max) }), PULL_GATHER_MS);
+    }
+  }
+
+  private fail(r: PullResult): void {
+    this.open = false;
+    if (this.waiting) this.waiting.finish(r);
+    else this.failure = r;
+  }
+
   private receive(err: Error | null, m: Msg): void {
-    const c = this.current;
-    if (!c) return;
+    this.lastActivity = Date.now();
     if (err) {
-      c.finish({ outcome: 'lost', error: err });
+      this.fail({ outcome: 'lost', error: err });
       return;
     }
     if (m.reply) {
-      c.msgs.push(m);
-      if (c.msgs.length >= c.max) c.finish({ outcome: 'ok', msgs: c.msgs });
+      this.buffer.push(m);
+      this.deliver(false);
       return;
     }
-    // A status message ends the request: 404 / 408 when nothing (more) is there.
+    // A status message: 100 is a heartbeat; 404 / 408 end the request when nothing (more) is there.
     const code = m.headers?.code ?? 0;
     const description = m.headers?.description ?? '';
     if (code === 100) return;
     if (code === 404 || code === 408) {
-      c.finish({ outcome: 'ok', msgs: c.msgs });
+      this.open = false;
+      if (this.buffer.length > 0) this.deliver(true);
+      else this.waiting?.finish({ outcome: 'ok', msgs: [] });
     } else if (code === 409 && /consumer deleted/i.test(description)) {
-      c.finish({ outcome: 'gone' });
+      this.fail({ outcome: 'gone' });
     } else {
       // Any other end (server shutdown, leadership change, ...) may leave records the server
       // counts as delivered but that never arrived.
-      c.finish({
-        outcome: 'lost',
-        error: new Error(`NATS pull request ended with ${code} ${description}`),
-      });
+      this.fail({ outcome: 'lost', error: new Error(`NATS pull request ended with ${code} ${description}`) });
     }
   }
 
   close(): void {
     this.disconnectHooks.delete(this.onDisconnect);
-    this.current?.finish({ outcome: 'stopped' });
+    this.waiting?.finish({ outcome: 'stopped' });
     this.sub.unsubscribe();
   }
 }
