@@ -54,7 +54,12 @@ export class CliChildren {
       ],
       {
         cwd: ROOT,
-        env: { ...process.env, TRIBUTARY_ADMIN_TOKEN: adminToken, TRIBUTARY_LOG_LEVEL: 'warn' },
+        env: {
+          ...process.env,
+          TRIBUTARY_ADMIN_TOKEN: adminToken,
+          // TRIB_TEST_LOG_LEVEL=info shows the children's info logs when a test fails.
+          TRIBUTARY_LOG_LEVEL: process.env.TRIB_TEST_LOG_LEVEL ?? 'warn',
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );

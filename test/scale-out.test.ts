@@ -9,6 +9,7 @@ import { type Child, CliChildren, kill9, sleep } from './cli-child.js';
 import { basicAuth } from './helpers.js';
 import { freePort, natsServerMissing, PrivateNats } from './nats-server.js';
 import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 /**
  * The scale-out deployment through the real CLI on the real services: two ingest processes
@@ -342,5 +343,110 @@ destinations:
         await c.end();
       }
     }, 120_000);
+
+    it('keeps collecting while PostgreSQL is unreachable; the workers stop, take their partitions again and lose or double nothing', async () => {
+      const proxy = new TcpProxy(PG_ADMIN.host!, PG_ADMIN.port!);
+      await proxy.start();
+      const viaProxy = `postgres://${PG_ADMIN.user}@127.0.0.1:${proxy.port}/${database}`;
+      const port = await freePort();
+      writeFileSync(
+        join(workDir, 'pgdown.yaml'),
+        `version: 1
+server: {port: ${port}}
+sources:
+  - {id: web, type: http, writeKey: ${WRITE_KEY}}
+log: {type: nats, servers: ["${nats.url}"], stream: scale_pgdown, partitions: 4}
+state: {type: postgres, connectionString: "${viaProxy}", schema: tributary_pgdown, maxConnections: 4}
+destinations:
+  - {id: warehouse_pgdown, type: postgres, connectionString: "${viaProxy}", schema: "pgdown_{source}", interval: 200ms}
+`,
+      );
+      const children = new CliChildren({
+        configPath: join(workDir, 'pgdown.yaml'),
+        dataDir: join(workDir, 'data-pgdown'),
+        adminToken: ADMIN_TOKEN,
+      });
+      const c = new pg.Client({ connectionString });
+      await c.connect();
+      const countIn = async (sql: string) => Number((await c.query<{ n: string }>(sql)).rows[0]!.n);
+      try {
+        const ingest = await children.start(60_000, {
+          args: ['--role', 'ingest', '--port', String(port), '--host', '127.0.0.1'],
+        });
+        const worker = await children.start(60_000, {
+          args: ['--role', 'worker', '--port', '0', '--host', '127.0.0.1'],
+          ready: /health and metrics at (http:\/\/\S+)/,
+        });
+        const people = 2_000;
+        const workload = peopleWorkload(people, 5, 'd');
+        const batches: Record<string, unknown>[][] = [];
+        for (let i = 0; i < workload.events.length; i += 250) batches.push(workload.events.slice(i, i + 250));
+        const total = workload.events.length;
+        // PostgreSQL is cut off for 4 s once 30% are acknowledged.
+        let ackedNow = 0;
+        let atCut = -1;
+        let atRestore = -1;
+        const sent = await send(ingest.url, batches, 4, async (acked) => {
+          ackedNow = acked;
+          if (atCut < 0 && acked >= total * 0.3) {
+            atCut = acked;
+            proxy.cut();
+            setTimeout(() => {
+              atRestore = ackedNow;
+              proxy.restore();
+            }, 4_000);
+          }
+        });
+        expect(sent.acked).toBe(total);
+        // Collection does not need PostgreSQL: requests were acknowledged during the outage
+        // (all the rest, when sending ended before it did).
+        if (atRestore < 0) atRestore = ackedNow;
+        expect(atRestore).toBeGreaterThan(atCut);
+
+        const deadline = Date.now() + 60_000;
+        for (;;) {
+          const events = await countIn('SELECT count(*) AS n FROM tributary_pgdown.events').catch(() => 0);
+          const assigned = await countIn(
+            'SELECT count(*) AS n FROM tributary_pgdown.profile_event_assignments',
+          ).catch(() => 0);
+          const tracks = await countIn('SELECT count(*) AS n FROM pgdown_web.tracks').catch(() => 0);
+          if (events >= total && assigned >= total && tracks >= workload.counts.tracks) break;
+          if (Date.now() > deadline) {
+            const h = await fetch(`${worker.url}/healthz`).then(
+              (r) => r.text(),
+              (e) => String(e),
+            );
+            throw new Error(
+              `not caught up: ${events} ${assigned} ${tracks}\n${h}\n${worker.output().slice(-8000)}`,
+            );
+          }
+          await sleep(300);
+        }
+        await sleep(1_500);
+        expect(await countIn('SELECT count(DISTINCT message_id) AS n FROM tributary_pgdown.events')).toBe(
+          total,
+        );
+        expect(await countIn('SELECT count(*) AS n FROM tributary_pgdown.events')).toBe(total);
+        expect(await countIn('SELECT count(*) AS n FROM tributary_pgdown.profile_event_assignments')).toBe(
+          total,
+        );
+        expect(await countIn('SELECT count(*) AS n FROM pgdown_web.tracks')).toBe(workload.counts.tracks);
+        expect(await countIn('SELECT count(DISTINCT id) AS n FROM pgdown_web.tracks')).toBe(
+          workload.counts.tracks,
+        );
+        const profiles = await c.query<{ ids: string }>(
+          `SELECT string_agg(type || ':' || value, ',' ORDER BY type || ':' || value) AS ids
+           FROM tributary_pgdown.profile_identifiers GROUP BY profile_id`,
+        );
+        expect(new Set(profiles.rows.map((r) => r.ids))).toEqual(
+          new Set(workload.profiles.map((p) => p.join(','))),
+        );
+        expect(profiles.rows.length).toBe(people);
+      } finally {
+        await children.killAll();
+        await c.end();
+        await proxy.stop();
+      }
+    }, 240_000);
   },
 );
