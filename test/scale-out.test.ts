@@ -106,6 +106,30 @@ async function send(
   return { acked, retries };
 }
 
+/**
+ * A deployment of a test's own on the shared NATS and database: its configuration file and
+ * data folder, its children, and a client to count rows with.
+ */
+async function deployment(name: string, yaml: string) {
+  writeFileSync(join(workDir, `${name}.yaml`), yaml);
+  const children = new CliChildren({
+    configPath: join(workDir, `${name}.yaml`),
+    dataDir: join(workDir, `data-${name}`),
+    adminToken: ADMIN_TOKEN,
+  });
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  return {
+    children,
+    countIn: async (sql: string) => Number((await client.query<{ n: string }>(sql)).rows[0]!.n),
+    client,
+    async close() {
+      await children.killAll();
+      await client.end();
+    },
+  };
+}
+
 async function count(sql: string): Promise<number> {
   const r = await db!.query<{ n: string }>(sql);
   return Number(r.rows[0]!.n);
@@ -269,8 +293,8 @@ destinations:
 
     it('runs ingest and worker in one process with --role all', async () => {
       const port = await freePort();
-      writeFileSync(
-        join(workDir, 'all.yaml'),
+      const all = await deployment(
+        'all',
         `version: 1
 sources:
   - {id: shop, type: http, writeKey: wk_scale_shop}
@@ -281,16 +305,9 @@ destinations:
   - {id: warehouse_all, type: postgres, connectionString: "${connectionString}", interval: 100ms}
 `,
       );
-      const all = new CliChildren({
-        configPath: join(workDir, 'all.yaml'),
-        dataDir: join(workDir, 'data-all'),
-        adminToken: ADMIN_TOKEN,
-      });
-      const c = new pg.Client({ connectionString });
-      await c.connect();
-      const countIn = async (sql: string) => Number((await c.query<{ n: string }>(sql)).rows[0]!.n);
+      const { countIn } = all;
       try {
-        const server = await all.start(60_000, {
+        const server = await all.children.start(60_000, {
           args: ['--role', 'all', '--port', String(port), '--host', '127.0.0.1'],
         });
         const events = [
@@ -339,8 +356,7 @@ destinations:
         expect(tracks).toBe(1);
         expect(await countIn('SELECT count(*) AS n FROM tributary_all.events')).toBe(3);
       } finally {
-        await all.killAll();
-        await c.end();
+        await all.close();
       }
     }, 120_000);
 
@@ -349,8 +365,8 @@ destinations:
       await proxy.start();
       const viaProxy = `postgres://${PG_ADMIN.user}@127.0.0.1:${proxy.port}/${database}`;
       const port = await freePort();
-      writeFileSync(
-        join(workDir, 'pgdown.yaml'),
+      const pgdown = await deployment(
+        'pgdown',
         `version: 1
 server: {port: ${port}}
 sources:
@@ -361,14 +377,7 @@ destinations:
   - {id: warehouse_pgdown, type: postgres, connectionString: "${viaProxy}", schema: "pgdown_{source}", interval: 200ms}
 `,
       );
-      const children = new CliChildren({
-        configPath: join(workDir, 'pgdown.yaml'),
-        dataDir: join(workDir, 'data-pgdown'),
-        adminToken: ADMIN_TOKEN,
-      });
-      const c = new pg.Client({ connectionString });
-      await c.connect();
-      const countIn = async (sql: string) => Number((await c.query<{ n: string }>(sql)).rows[0]!.n);
+      const { children, countIn, client: c } = pgdown;
       try {
         const ingest = await children.start(60_000, {
           args: ['--role', 'ingest', '--port', String(port), '--host', '127.0.0.1'],
@@ -443,8 +452,7 @@ destinations:
         );
         expect(profiles.rows.length).toBe(people);
       } finally {
-        await children.killAll();
-        await c.end();
+        await pgdown.close();
         await proxy.stop();
       }
     }, 240_000);
