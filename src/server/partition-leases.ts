@@ -166,6 +166,11 @@ export class PartitionLeases {
         if (!r.rows[0]!.ok) continue;
         try {
           await this.opts.acquire(p);
+          if (this.client !== client) {
+            // The connection, and the lock with it, went while the pipeline started.
+            await this.opts.release(p).catch((err) => this.opts.onError?.(err));
+            break;
+          }
           this.owned.add(p);
           changed = true;
         } catch (err) {
