@@ -1,5 +1,6 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
+import { Turns } from '../turns.js';
 import type { StoredEvent } from '../warehouse/warehouse.js';
 import { type IdentityRules, identifierKey, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
 import {
@@ -71,7 +72,7 @@ const iso = (ms: number) => new Date(ms).toISOString();
  */
 export class IdentityStage {
   private engine: IdentityEngine;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly turns = new Turns();
   private subscription: FeedSubscription | undefined;
   private committedOffset = 0;
 
@@ -104,12 +105,6 @@ export class IdentityStage {
     this.engine = engine;
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
   /** Starts following the feed from the stored offset. */
   follow(feed: EventFeed): void {
     this.subscription = feed.subscribe({
@@ -128,7 +123,7 @@ export class IdentityStage {
   async stop(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
-    await this.queue;
+    await this.turns.idle();
   }
 
   /**
@@ -137,7 +132,7 @@ export class IdentityStage {
    * feed retries from the stored offset.
    */
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
-    return this.serial(async () => {
+    return this.turns.run(async () => {
       try {
         for (let i = 0; i < events.length; i++) {
           // Let requests in between: a batch is tens of thousands of events.
@@ -244,7 +239,7 @@ export class IdentityStage {
     mergeId: string,
     options: { keepBlock?: boolean; at?: number } = {},
   ): Promise<{ profiles: string[] }> {
-    return this.serial(async () => {
+    return this.turns.run(async () => {
       const merge = this.engine.merges.get(mergeId);
       if (!merge || merge.unmergedAt !== null)
         throw new IdentityLookupError('merge_not_found', `no active merge ${mergeId}`);

@@ -1,4 +1,5 @@
 import type { Delivered } from '../log/event-log.js';
+import { Turns } from '../turns.js';
 import type { WarehouseDestination } from '../warehouse/destination.js';
 import type { FailedRow, StoredEvent, Warehouse } from '../warehouse/warehouse.js';
 import { runStages } from './stages/runner.js';
@@ -41,7 +42,7 @@ export function destinationStage(destination: string): string {
  * Loads and retries run one at a time, so a retry never races the feed on one destination.
  */
 export class TransformingDestination implements WarehouseDestination {
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly turns = new Turns();
   private readonly stage: string;
   private readonly consumer: string;
 
@@ -64,7 +65,7 @@ export class TransformingDestination implements WarehouseDestination {
   }
 
   load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
-    return this.serial(async () => {
+    return this.turns.run(async () => {
       if (this.stages.length === 0 || events.length === 0) return this.inner.load(events, nextOffset);
       const { rows, failed } = await this.transform(events, () => undefined);
       if (failed.length > 0) {
@@ -90,7 +91,7 @@ export class TransformingDestination implements WarehouseDestination {
    * each naming the row it retries in `retry_of`.
    */
   retry(items: readonly DestinationRetryItem[]): Promise<void> {
-    return this.serial(async () => {
+    return this.turns.run(async () => {
       const byKey = new Map(items.map((i) => [`${i.logOffset}\u001f${i.messageId}`, i.id]));
       const { rows, failed } = await this.transform(items, (f) =>
         byKey.get(`${f.logOffset}\u001f${f.messageId}`),
@@ -109,7 +110,7 @@ export class TransformingDestination implements WarehouseDestination {
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    await this.turns.idle();
     for (const s of this.stages) await s.close?.();
     await this.inner.close();
   }
@@ -140,11 +141,5 @@ export class TransformingDestination implements WarehouseDestination {
         if (n > 0) this.observer.outcome(this.name, k as keyof typeof count, n);
     }
     return { rows: run.rows, failed };
-  }
-
-  private serial<T>(job: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(job);
-    this.queue = next.catch(() => undefined);
-    return next;
   }
 }

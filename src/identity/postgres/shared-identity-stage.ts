@@ -2,6 +2,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type pg from 'pg';
 import { TributaryError } from '../../errors.js';
 import type { EventFeed, FeedSubscription } from '../../pipeline/event-feed.js';
+import { Turns } from '../../turns.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
 import type { IdentityRules } from '../identifiers.js';
 import { type IdentityChanges, IdentityEngine, toIdentityEvent } from '../identity-engine.js';
@@ -64,7 +65,7 @@ export interface SharedIdentityStageOptions {
  * lost a partition never resolves it again; a new stage is opened when the partition comes back.
  */
 export class SharedIdentityStage {
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly turns = new Turns();
   private subscription: FeedSubscription | undefined;
   private committedOffset = 0;
   /** Set once another worker moved this consumer's offset: the stage never commits again. */
@@ -89,17 +90,11 @@ export class SharedIdentityStage {
     return stage;
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
   /** Starts following the partition's feed from the stored offset of `consumer`. */
   follow(feed: EventFeed): void {
     this.subscription = feed.subscribe({
       name: this.options.consumer,
-      from: () => this.serial(() => this.reread()),
+      from: () => this.turns.run(() => this.reread()),
       handle: (events, next) => this.handle(events, next),
       maxBatch: this.options.maxBatch ?? 5_000,
       onError: this.options.onError,
@@ -119,7 +114,7 @@ export class SharedIdentityStage {
   async stop(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
-    await this.queue;
+    await this.turns.idle();
   }
 
   /** The log offset this stage has resolved and committed up to. */
@@ -133,7 +128,7 @@ export class SharedIdentityStage {
    * the batch can be handed over again.
    */
   handle(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
-    return this.serial(async () => {
+    return this.turns.run(async () => {
       if (this.fenced) throw this.fenced;
       const { rules, consumer } = this.options;
       const parsed = events.map((e) => toIdentityEvent(e, rules));

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { Turns } from '../../turns.js';
 import { SANDBOX_WORKER_CODE } from './sandbox-worker.js';
 
 export interface SandboxOptions {
@@ -58,7 +59,7 @@ export class Sandbox {
   private worker: Worker | undefined;
   private pending = new Map<number, { resolve: (r: WorkerResult[]) => void; reject: (e: Error) => void }>();
   private nextId = 0;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly turns = new Turns();
   private closed = false;
 
   constructor(private readonly opts: SandboxOptions) {}
@@ -69,14 +70,12 @@ export class Sandbox {
   }
 
   run(events: readonly unknown[]): Promise<SandboxResult[]> {
-    const job = this.queue.then(() => this.runNow(events));
-    this.queue = job.catch(() => undefined);
-    return job;
+    return this.turns.run(() => this.runNow(events));
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.queue;
+    await this.turns.idle();
     await this.worker?.terminate();
     this.worker = undefined;
   }

@@ -6,6 +6,7 @@ import {
   DuckDBTypeId,
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
+import { Turns } from '../../turns.js';
 import type { QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 
@@ -114,12 +115,10 @@ export class DuckDBWarehouse implements Warehouse {
    */
   write(batch: WarehouseBatch): Promise<void> {
     // One writer connection and appender: the loader and the destinations' failure writes take turns.
-    const job = this.writes.then(() => this.writeNow(batch));
-    this.writes = job.catch(() => undefined);
-    return job;
+    return this.writes.run(() => this.writeNow(batch));
   }
 
-  private writes: Promise<unknown> = Promise.resolve();
+  private readonly writes = new Turns();
 
   private async writeNow(batch: WarehouseBatch): Promise<void> {
     const w = this.writer;
