@@ -4,6 +4,7 @@ import type { EventLog } from '../log/event-log.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { QualityMetrics } from '../observe/quality-metrics.js';
 import { type DestinationRetrier, FailedStore } from '../pipeline/failed-store.js';
+import type { LoaderObserver } from '../pipeline/warehouse-loader.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
 
 /**
@@ -44,6 +45,21 @@ export function collectionParts(opts: {
     opts.destination,
   );
   return { sourcesByWriteKey, observer, failed };
+}
+
+/** The loader's counters: loaded, deduplicated, failed and each stage's outcomes per source. */
+export function loaderObserver(
+  metrics: Metrics,
+  quality: QualityMetrics,
+  error: (err: unknown) => void,
+): LoaderObserver {
+  return {
+    loaded: (s, n) => metrics.loaded.inc({ source: s }, n),
+    deduplicated: (s, n) => metrics.deduplicated.inc({ source: s }, n),
+    failedStored: (s, n) => metrics.failedStored.inc({ source: s }, n),
+    outcome: (s, stage, outcome, n) => quality.outcome(s, stage, outcome, n),
+    error,
+  };
 }
 
 /** Listens, and returns the port taken and the URL clients on this machine reach it at. */

@@ -17,7 +17,7 @@ import { EventFeed } from '../pipeline/event-feed.js';
 import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
-import { collectionParts, listen } from './collection.js';
+import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { buildQuality, workspaceSalt } from './quality-setup.js';
@@ -102,13 +102,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     stages: qualitySetup.stages,
     countFrom,
     dedupeWindowMs: config.pipeline.dedupe.window,
-    observer: {
-      loaded: (s, n) => metrics.loaded.inc({ source: s }, n),
-      deduplicated: (s, n) => metrics.deduplicated.inc({ source: s }, n),
-      failedStored: (s, n) => metrics.failedStored.inc({ source: s }, n),
-      outcome: (s, stage, outcome, n) => quality.outcome(s, stage, outcome, n),
-      error: (err) => logger.error({ err }, 'warehouse loader failed; retrying'),
-    },
+    observer: loaderObserver(metrics, quality, (err) =>
+      logger.error({ err }, 'warehouse loader failed; retrying'),
+    ),
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
