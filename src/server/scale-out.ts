@@ -12,8 +12,7 @@ import { EventFeed } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
-import type { Warehouse } from '../warehouse/warehouse.js';
-import { collectionParts, listen } from './collection.js';
+import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
@@ -142,21 +141,14 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   }
 
   async function startPartition(p: number): Promise<PartitionPipeline> {
-    const view = store.partition(p);
-    // The store's write drops a key already in `event_keys` (any partition, any time), so the
-    // loader need not rebuild its in-memory index from every partition's keys at each start.
-    const partitionStore: Warehouse = { ...view, recentKeys: async function* () {} };
+    const partitionStore = store.partition(p);
     const loader = new WarehouseLoader(log.partition(p), partitionStore, {
       consumer: `loader-p${p}`,
       stages: sharedStages,
       dedupeWindowMs: config.pipeline.dedupe.window,
-      observer: {
-        loaded: (s, n) => metrics.loaded.inc({ source: s }, n),
-        deduplicated: (s, n) => metrics.deduplicated.inc({ source: s }, n),
-        failedStored: (s, n) => metrics.failedStored.inc({ source: s }, n),
-        outcome: (s, stage, outcome, n) => qualityMetrics.outcome(s, stage, outcome, n),
-        error: (err) => logger.error({ err, partition: p }, 'loader failed; retrying'),
-      },
+      observer: loaderObserver(metrics, qualityMetrics, (err) =>
+        logger.error({ err, partition: p }, 'loader failed; retrying'),
+      ),
     });
     await loader.start();
     const feed = new EventFeed(partitionStore, loader);

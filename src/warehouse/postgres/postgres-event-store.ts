@@ -160,7 +160,9 @@ export class PostgresEventStore implements Warehouse {
    * The store as one log partition sees it: `write` stores rows under partition `p` and
    * `readEvents` reads only those; offsets, the dedupe index and `query` are shared. The
    * store itself is the view of partition 0 (an unpartitioned log). Closing a view does
-   * nothing: the store owns the pool.
+   * nothing: the store owns the pool. A view lists no recent keys: its `write` drops a key
+   * already in `event_keys` (from any partition, at any time) by itself, so a partition's
+   * loader need not load every partition's keys into memory when it starts.
    */
   partition(p: number): Warehouse {
     if (!Number.isInteger(p) || p < 0) throw new RangeError(`partition must be a non-negative integer: ${p}`);
@@ -168,7 +170,7 @@ export class PostgresEventStore implements Warehouse {
       write: (batch) => this.writePartition(p, batch),
       consumerOffset: (c) => this.consumerOffset(c),
       existingKeys: (keys, since) => this.existingKeys(keys, since),
-      recentKeys: (since) => this.recentKeys(since),
+      recentKeys: async function* () {},
       readEvents: (from, to, limit) => this.readPartition(p, from, to, limit),
       query: (sql) => this.query(sql),
       close: async () => {},
