@@ -29,7 +29,7 @@ describe('fault paths', () => {
   it('answers 503 with a stable code when the log cannot store the events, and acknowledges nothing', async () => {
     const log = new FailingLog();
     const source = { id: 'web', type: 'http' as const, writeKey: WRITE_KEY, enabled: true };
-    const metrics = new Metrics(() => ({ appended: 0, loaded: 0 }));
+    const metrics = new Metrics({ endOffset: () => 0, loaded: () => 0 });
     const app = await buildHttpApp({
       sources: [source],
       sourcesByWriteKey: new Map([[WRITE_KEY, source]]),

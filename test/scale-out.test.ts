@@ -355,6 +355,11 @@ destinations:
         ]);
         expect(tracks).toBe(1);
         expect(await countIn('SELECT count(*) AS n FROM tributary_all.events')).toBe(3);
+        // Caught up: the lags count within each partition; no single-loader log lag here.
+        const metrics = await (await fetch(`${server.url}/metrics`)).text();
+        expect(metrics).toContain('tributary_identity_lag_events 0');
+        expect(metrics).toContain('tributary_destination_lag_events{destination="warehouse_all"} 0');
+        expect(metrics).not.toContain('tributary_log_lag_events');
       } finally {
         await all.close();
       }

@@ -8,7 +8,8 @@ export class IdentityMetrics {
   private readonly merges: Counter;
   private readonly unmerges: Counter;
 
-  constructor(registry: Registry, state: () => { profiles: number; position: number; loaded: number }) {
+  /** `state().lag`: log offsets the loader has stored and identity has not resolved yet. */
+  constructor(registry: Registry, state: () => { profiles: number; lag: number }) {
     const registers = [registry];
     this.resolved = new Counter({
       name: 'tributary_identity_events_resolved_total',
@@ -45,8 +46,7 @@ export class IdentityMetrics {
       help: 'Log offsets the warehouse loader has stored and the identity stage has not resolved yet.',
       registers,
       collect() {
-        const s = state();
-        this.set(Math.max(0, s.loaded - s.position));
+        this.set(state().lag);
       },
     });
   }

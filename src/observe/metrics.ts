@@ -11,7 +11,12 @@ export class Metrics {
   readonly failedStored: Counter<'source'>;
   readonly requestsRefused: Counter<'code'>;
 
-  constructor(lag: () => { appended: number; loaded: number }) {
+  /**
+   * `log.loaded`: where the warehouse loader is, for the lag gauge; absent where no single
+   * loader follows the log (a scale-out process: its partitions' backlogs are the NATS
+   * consumers' pending counts).
+   */
+  constructor(log: { endOffset: () => number; loaded?: () => number }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'tributary_' });
     this.received = new Counter({
@@ -61,17 +66,19 @@ export class Metrics {
       help: 'Next offset the event log will assign.',
       registers,
       collect() {
-        this.set(lag().appended);
+        this.set(log.endOffset());
       },
     });
-    new Gauge({
-      name: 'tributary_log_lag_events',
-      help: 'Records in the log not yet handled by the warehouse loader.',
-      registers,
-      collect() {
-        const l = lag();
-        this.set(Math.max(0, l.appended - l.loaded));
-      },
-    });
+    const loaded = log.loaded;
+    if (loaded) {
+      new Gauge({
+        name: 'tributary_log_lag_events',
+        help: 'Records in the log not yet handled by the warehouse loader.',
+        registers,
+        collect() {
+          this.set(Math.max(0, log.endOffset() - loaded()));
+        },
+      });
+    }
   }
 }

@@ -106,11 +106,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     throw err;
   }
   const pipelines = new Map<number, PartitionPipeline>();
-  const loaderPositions = () => [...pipelines.values()].map((p) => p.loader.position());
-  const metrics = new Metrics(() => ({
-    appended: log.endOffset(),
-    loaded: Math.max(0, ...loaderPositions()),
-  }));
+  const metrics = new Metrics({ endOffset: () => log.endOffset() });
   const qualityMetrics = new QualityMetrics(metrics.registry);
   const rules = compileRules(config.identity);
   // The profile count for the gauge, read now and then (a count over the shared table).
@@ -126,8 +122,12 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   const identityMetrics = config.identity.enabled
     ? new IdentityMetrics(metrics.registry, () => ({
         profiles: profileCount,
-        position: Math.max(0, ...[...pipelines.values()].map((p) => p.identity?.position() ?? 0)),
-        loaded: Math.max(0, ...loaderPositions()),
+        // Per partition, in that partition's offsets: what its loader stored and identity has not resolved.
+        lag: [...pipelines.values()].reduce(
+          (sum, p) =>
+            sum + Math.max(0, p.loader.position() - (p.identity?.position() ?? p.loader.position())),
+          0,
+        ),
       }))
     : undefined;
 
@@ -173,7 +173,8 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         feed,
         logger,
         registry: metrics.registry,
-        endOffset: () => log.endOffset(),
+        // A destination's lag is counted in its partition: what the loader stored that it has not loaded.
+        endOffset: () => loader.position(),
         warehouse: partitionStore,
         baseDir,
         env,

@@ -94,7 +94,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const warehouse = await DuckDBWarehouse.open(instance);
   let loader: WarehouseLoader | undefined;
-  const metrics = new Metrics(() => ({ appended: log.endOffset(), loaded: loader?.position() ?? 0 }));
+  const metrics = new Metrics({ endOffset: () => log.endOffset(), loaded: () => loader?.position() ?? 0 });
   const quality = new QualityMetrics(metrics.registry);
   // The reconciled counts cover what this process received: records from the log's end on.
   const countFrom = log.endOffset();
@@ -135,8 +135,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
     const identityMetrics = new IdentityMetrics(metrics.registry, () => ({
       profiles: identity?.profileCount() ?? 0,
-      position: identity?.position() ?? 0,
-      loaded: loader?.position() ?? 0,
+      lag: Math.max(0, (loader?.position() ?? 0) - (identity?.position() ?? 0)),
     }));
     identity = await IdentityStage.open(identityStore, compileRules(config.identity), {
       onError: (err) => logger.error({ err }, 'identity resolution failed; retrying'),
