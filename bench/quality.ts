@@ -35,7 +35,7 @@ import { parseConfig } from '../src/config/load.js';
 import { DuckDBEventLog } from '../src/log/duckdb/duckdb-event-log.js';
 import type { RawEvent } from '../src/log/event-log.js';
 import { WarehouseLoader } from '../src/pipeline/warehouse-loader.js';
-import { buildQuality } from '../src/server/quality-setup.js';
+import { buildQuality, closeStages } from '../src/server/quality-setup.js';
 import { isPlainObject } from '../src/spec/event.js';
 import { normalizeEvent } from '../src/spec/normalize.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
@@ -244,7 +244,7 @@ async function collectCpu(mode: 'off' | 'on', events: unknown[], planFile: strin
   };
   pass();
   const rates = [pass(), pass(), pass()];
-  for (const list of q.stages.values()) for (const st of list) await st.close?.();
+  await closeStages(q.stages);
   return median(rates);
 }
 
@@ -289,6 +289,7 @@ async function loaderRun(mode: 'off' | 'on', events: unknown[], planFile: string
     await loader.drained();
     const ms = performance.now() - started;
     await loader.stop();
+    await closeStages(q.stages);
     const n = (await warehouse.query('SELECT count(*) AS n FROM events')).rows[0]!.n;
     if (Number(n) !== records.length) throw new Error(`${mode}: loader wrote ${n} of ${records.length}`);
     await log.close();

@@ -35,7 +35,10 @@ export interface WarehouseLoaderOptions {
   lingerMs?: number;
   observer?: LoaderObserver;
   now?: () => number;
-  /** Quality stages per source id (mapping, plans, transformations), run in order after dedupe. */
+  /**
+   * Quality stages per source id (mapping, plans, transformations), run in order after dedupe.
+   * They stay the caller's: several loaders may share them, and `stop()` does not close them.
+   */
   stages?: ReadonlyMap<string, readonly Stage[]>;
   /** Records below this offset are not reported to `observer.outcome` (they predate the counters). */
   countFrom?: number;
@@ -99,7 +102,6 @@ export class WarehouseLoader {
   async stop(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
-    for (const list of this.stages.values()) for (const st of list) await st.close?.();
   }
 
   /** Log offset up to which the warehouse holds everything. */

@@ -21,6 +21,11 @@ export interface QualitySetup {
   stages: Map<string, Stage[]>;
 }
 
+/** Closes every stage of a setup (the sandboxes of transformations). */
+export async function closeStages(stages: ReadonlyMap<string, readonly Stage[]>): Promise<void> {
+  for (const list of stages.values()) for (const s of list) await s.close?.();
+}
+
 /** `<dataDir>/pii-salt`: the workspace's hashing salt, made (mode 0600) on first use. */
 export function workspaceSalt(dataDir: string): string {
   const file = join(dataDir, 'pii-salt');

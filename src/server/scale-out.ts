@@ -9,14 +9,13 @@ import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
-import type { Stage } from '../pipeline/stages/stage.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
-import { buildQuality, workspaceSalt } from './quality-setup.js';
+import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import type { ServerOptions } from './server.js';
 
 /** What a process of the scale-out deployment does. */
@@ -131,20 +130,12 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       }))
     : undefined;
 
-  // Stages are shared by the partitions of this process; a partition's loader must not close them.
-  const sharedStages = new Map<string, Stage[]>();
-  for (const [source, list] of quality.stages) {
-    sharedStages.set(
-      source,
-      list.map((s) => ({ name: s.name, run: (events) => s.run(events) })),
-    );
-  }
-
   async function startPartition(p: number): Promise<PartitionPipeline> {
     const partitionStore = store.partition(p);
     const loader = new WarehouseLoader(log.partition(p), partitionStore, {
       consumer: `loader-p${p}`,
-      stages: sharedStages,
+      // Shared by the partitions of this process; closed when the process stops.
+      stages: quality.stages,
       dedupeWindowMs: config.pipeline.dedupe.window,
       observer: loaderObserver(metrics, qualityMetrics, (err) =>
         logger.error({ err, partition: p }, 'loader failed; retrying'),
@@ -299,7 +290,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         clearInterval(profileTimer);
         await app?.close();
         await leases?.stop();
-        for (const list of quality.stages.values()) for (const s of list) await s.close?.();
+        await closeStages(quality.stages);
         await log.close();
         await store.close();
       })();

@@ -20,7 +20,7 @@ import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
-import { buildQuality, workspaceSalt } from './quality-setup.js';
+import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 
 export interface ServerOptions {
   config: TributaryConfig;
@@ -124,6 +124,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
   } catch (err) {
     await loader.stop();
+    await closeStages(qualitySetup.stages);
     await log.close();
     await warehouse.close();
     instance.closeSync();
@@ -217,6 +218,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         ]);
         for (const d of destinations) await d.stop();
         await loader.stop();
+        await closeStages(qualitySetup.stages);
         await identity?.drained();
         await identity?.stop();
         await identityStore?.close();
