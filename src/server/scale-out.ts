@@ -29,15 +29,7 @@ export interface RunningScaleOut {
   role: Role;
   /** URL of the HTTP API, when this process serves one (ingest, all, or a worker given a port). */
   url: string | undefined;
-  port: number | undefined;
-  app: FastifyInstance | undefined;
-  log: NatsEventLog;
-  store: PostgresEventStore;
-  metrics: Metrics;
-  /** The partitions whose pipelines run here (workers). */
-  partitions(): number[];
-  /** Resolves once every partition run here has loaded, resolved and delivered what was appended before the call. */
-  drained(): Promise<void>;
+  /** Stops the HTTP API, gives the partitions back (their pipelines finish their batch), closes the connections. */
   close(): Promise<void>;
 }
 
@@ -46,8 +38,6 @@ interface PartitionPipeline {
   partition: number;
   loader: WarehouseLoader;
   identity: SharedIdentityStage | undefined;
-  destinations: RunningDestination[];
-  drained(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -180,12 +170,6 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       partition: p,
       loader,
       identity,
-      destinations,
-      async drained() {
-        await loader.drained();
-        await identity?.drained();
-        await Promise.all(destinations.map((d) => d.drained()));
-      },
       async stop() {
         for (const d of destinations) await d.stop();
         await identity?.stop();
@@ -216,7 +200,6 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
-  let port: number | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
     const { sourcesByWriteKey, observer, failed } = collectionParts({
@@ -269,22 +252,13 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       identity: profiles,
       profileReadToken: config.identity.readToken,
     });
-    ({ url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
+    ({ url } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
   }
 
   let closing: Promise<void> | undefined;
   return {
     role,
     url,
-    port,
-    app,
-    log,
-    store,
-    metrics,
-    partitions: () => leases?.ownedPartitions() ?? [],
-    async drained() {
-      await Promise.all([...pipelines.values()].map((p) => p.drained()));
-    },
     close() {
       closing ??= (async () => {
         clearInterval(profileTimer);
