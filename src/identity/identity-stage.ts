@@ -75,6 +75,8 @@ export class IdentityStage {
   private readonly turns = new Turns();
   private subscription: FeedSubscription | undefined;
   private committedOffset = 0;
+  /** The store transaction of the last batch, running while the next batch is resolved. */
+  private inflight: Promise<void> | undefined;
 
   private constructor(
     private readonly store: IdentityStore,
@@ -111,6 +113,7 @@ export class IdentityStage {
       name: 'identity',
       from: () => this.store.offset(),
       handle: (events, next) => this.handle(events, next),
+      flush: () => this.flush(),
       maxBatch: this.options.maxBatch ?? 20_000,
       onError: this.options.onError,
     });
@@ -124,12 +127,15 @@ export class IdentityStage {
     await this.subscription?.stop();
     this.subscription = undefined;
     await this.turns.idle();
+    await this.flush().catch(() => undefined);
   }
 
   /**
-   * Resolves a batch and commits it with `nextOffset` in one store transaction. If anything
-   * fails, the working set is reloaded from the store (memory would be ahead of it) and the
-   * feed retries from the stored offset.
+   * Resolves a batch and starts the store transaction that commits it with `nextOffset`;
+   * returns once the previous batch's transaction has committed, so the store works on one
+   * batch while the engine resolves the next (the feed's `flush` contract). If a transaction
+   * fails, the working set is reloaded from the store (memory is ahead of it), this call
+   * throws, and the feed retries from the stored offset.
    */
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
     return this.turns.run(async () => {
@@ -139,12 +145,35 @@ export class IdentityStage {
           if (i > 0 && i % YIELD_EVERY === 0) await yieldToEventLoop();
           this.engine.resolve(toIdentityEvent(events[i]!, this.rules));
         }
-        await this.commitChanges(this.engine.takeChanges(), nextOffset);
+        const changes = this.engine.takeChanges();
+        await this.settle();
+        // The store reads the changed profiles before its first await, so resolving the next
+        // batch while this transaction runs does not leak into it.
+        const commit = this.commitChanges(changes, nextOffset);
+        commit.catch(() => undefined); // awaited by the next batch, `flush` or `unmerge`
+        this.inflight = commit;
       } catch (err) {
         await this.reload().catch(() => undefined);
         throw err;
       }
     });
+  }
+
+  /** Waits for the last batch's store transaction; throws (after a reload) if it failed. */
+  flush(): Promise<void> {
+    return this.turns.run(() => this.settle());
+  }
+
+  private async settle(): Promise<void> {
+    const commit = this.inflight;
+    this.inflight = undefined;
+    if (commit === undefined) return;
+    try {
+      await commit;
+    } catch (err) {
+      await this.reload().catch(() => undefined);
+      throw err;
+    }
   }
 
   private async commitChanges(changes: IdentityChanges, next: number | undefined): Promise<void> {
@@ -240,6 +269,8 @@ export class IdentityStage {
     options: { keepBlock?: boolean; at?: number } = {},
   ): Promise<{ profiles: string[] }> {
     return this.turns.run(async () => {
+      // The replay reads the profile's events from the store: the last batch must be in.
+      await this.settle();
       const merge = this.engine.merges.get(mergeId);
       if (!merge || merge.unmergedAt !== null)
         throw new IdentityLookupError('merge_not_found', `no active merge ${mergeId}`);

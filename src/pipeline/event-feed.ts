@@ -26,6 +26,14 @@ export interface FeedConsumerOptions {
    * once. Default 0.
    */
   intervalMs?: number;
+  /**
+   * For a stage that stores each batch in the background while it works on the next one:
+   * `handle` may return before its batch is stored, but only once every earlier batch is,
+   * and throws if one of them failed. `flush` waits for the last batch and throws if it
+   * failed. The feed calls `flush` before it goes idle or stops, and counts a batch as
+   * handled (for `drained`) only once it is stored.
+   */
+  flush?: () => Promise<void>;
   /** Delay before retrying after `handle` threw. Default 1 s. */
   retryMs?: number;
   onError?: (err: unknown) => void;
@@ -74,6 +82,9 @@ export class EventFeed {
     const retryMs = options.retryMs ?? 1_000;
     const intervalMs = options.intervalMs ?? 0;
     let position = -1;
+    // Where every handled event is also stored: `position` itself, unless the stage stores
+    // in the background (`flush`), where it trails by the batch in flight.
+    let stored = -1;
     let stopped = false;
     let pausing = false;
     const waiter = new Pause();
@@ -86,7 +97,7 @@ export class EventFeed {
     const settle = () => {
       for (let i = waiters.length - 1; i >= 0; i--) {
         const w = waiters[i]!;
-        if (position >= w.target || stopped) {
+        if (stored >= w.target || stopped) {
           waiters.splice(i, 1);
           w.resolve();
         }
@@ -97,9 +108,13 @@ export class EventFeed {
     const loop = (async () => {
       while (!stopped) {
         try {
-          if (position < 0) position = await options.from();
+          if (position < 0) position = stored = await options.from();
           const to = this.loader.position();
           if (position >= to) {
+            if (options.flush && stored < position) {
+              await options.flush();
+              stored = position;
+            }
             settle();
             await sleep(60_000);
             continue;
@@ -107,6 +122,8 @@ export class EventFeed {
           const started = Date.now();
           const { events, next, full } = await this.read(position, to, maxBatch);
           await options.handle(events, next);
+          // A background stage has stored everything before this batch once `handle` returns.
+          stored = options.flush ? position : next;
           position = next;
           settle();
           // The interval runs from the start of this load, so a load's own time is not added to it.
@@ -123,6 +140,14 @@ export class EventFeed {
           if (!stopped) await sleep(retryMs);
         }
       }
+      if (options.flush && stored < position) {
+        try {
+          await options.flush();
+          stored = position;
+        } catch (err) {
+          options.onError?.(err);
+        }
+      }
       settle();
     })();
 
@@ -131,7 +156,7 @@ export class EventFeed {
         new Promise<void>((resolve) => {
           if (stopped) return resolve();
           const target = this.loader.position();
-          if (position >= target) return resolve();
+          if (stored >= target) return resolve();
           waiters.push({ target, resolve });
           waiter.wake();
         }),
