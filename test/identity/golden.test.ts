@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
 import { COMPUTED, goldenScenarios } from './golden-scenarios.js';
-import { type IdentityPipeline, identityPipeline, type TestEvent } from './harness.js';
+import { type IdentityPipeline, identityPipeline, T0, type TestEvent } from './harness.js';
 
 const open: IdentityPipeline[] = [];
 afterEach(async () => {
@@ -68,6 +68,62 @@ describe('identity resolution: exactly once', () => {
 });
 
 describe('identity store', () => {
+  it('stores awkward identifier values, trait values and timestamps exactly, whatever the time zone', async () => {
+    const p = await pipeline();
+    // Stored rows go to DuckDB as text lines: tabs, newlines, quotes and backslashes must survive.
+    await p.query("SET GLOBAL TimeZone = 'Asia/Kolkata'");
+    const odd = 'tab\there, line\nbreak, "quoted", back\\slash, ü 🧪';
+    const traits = {
+      email: 'Odd.Person@Example.com',
+      note: odd,
+      nested: { list: [1, 'two', null, { deep: odd }], flag: true },
+      [`key\twith tab`]: 3.25,
+    };
+    await p.send([
+      { type: 'identify', messageId: 'a1', at: 0.001, userId: odd, traits },
+      {
+        type: 'track',
+        messageId: 'a2',
+        at: 1,
+        userId: odd,
+        event: 'x',
+        context: { device: { id: `dev ${odd}` } },
+      },
+      // Before 1970: a negative epoch, with milliseconds.
+      {
+        type: 'identify',
+        messageId: 'a3',
+        at: -T0 / 60_000 - 1.0005,
+        anonymousId: 'old',
+        traits: { plan: 'p' },
+      },
+    ]);
+    const stored = await p.query(
+      `SELECT type, value, epoch_ms(first_seen) AS first FROM profile_identifiers ORDER BY type, value`,
+    );
+    expect(stored).toEqual([
+      { type: 'anonymous_id', value: 'old', first: -60_030 },
+      { type: 'device_id', value: `dev ${odd}`, first: T0 + 60_000 },
+      { type: 'email', value: 'odd.person@example.com', first: T0 + 60 },
+      { type: 'user_id', value: odd, first: T0 + 60 },
+    ]);
+    const traitRows = await p.query(
+      `SELECT trait, CAST(value AS VARCHAR) AS value, epoch_ms("timestamp") AS ts FROM profile_traits WHERE trait <> 'plan' ORDER BY trait`,
+    );
+    expect(traitRows.map((r) => [r.trait, JSON.parse(String(r.value)), r.ts])).toEqual(
+      Object.entries(traits)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => [k, v, T0 + 60]),
+    );
+    // And what a restart loads back is what memory held (in the server's time zone, which
+    // `recentEvents` formats in).
+    await p.query("SET GLOBAL TimeZone = 'UTC'");
+    const before = await p.stage.getProfile(`user_id:${odd}`, { now: 0 });
+    const again = await p.reopen();
+    open.push(again as IdentityPipeline);
+    expect(await again.stage.getProfile(`user_id:${odd}`, { now: 0 })).toEqual(before);
+  });
+
   it('holds exactly what memory holds after a mixed workload of attaches, merges and limits', async () => {
     const p = await pipeline({ identity: { ...COMPUTED, identifiers: { device_id: { limit: 2 } } } });
     const events: TestEvent[] = [];
