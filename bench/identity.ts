@@ -7,7 +7,9 @@
  * and prints identity events/s, their ratio, and pairwise precision, recall and F1 of both
  * against the truth: over the deterministic events, and over all events.
  *
- *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N] [--er-csv FILE]
+ *   npm run bench:identity -- [--people N] [--seed S] [--batch N] [--runs N] [--er-csv FILE] [--stage-only]
+ *
+ * `--stage-only` runs the stage alone (no baselines, no table): for profiling it.
  *
  * `--er-csv` adds a secondary measure on a labelled person-record file (columns unique_id,
  * first_name, surname, dob, city, email, cluster, as splink's fake_1000.csv): each row goes
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '20000' },
     runs: { type: 'string', default: '3' },
     'er-csv': { type: 'string' },
+    'stage-only': { type: 'boolean', default: false },
   },
 });
 
@@ -344,6 +347,15 @@ async function main() {
   const uf: Run[] = [];
   const engine: Run[] = [];
   const stage: Awaited<ReturnType<typeof runStage>>[] = [];
+  if (args['stage-only']) {
+    for (let i = 0; i < runs; i++) {
+      const s = await runStage(gen.rows, rules, maxBatch);
+      console.log(
+        `run ${i + 1}/${runs}: stage ${int(total / (s.ms / 1000))}/s, ${int(total / (s.cpuMs / 1000))} per CPU-second (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, store transactions ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
+      );
+    }
+    return;
+  }
   for (let i = 0; i < runs; i++) {
     uf.push(runUnionFind(gen.rows, edges));
     engine.push(runEngine(gen.rows, rules));
