@@ -191,3 +191,117 @@ describe('EventFeed with several events under one log offset (a transformation f
     }
   });
 });
+
+describe('EventFeed with a stage that stores in the background (flush)', () => {
+  /**
+   * A stage whose `handle` starts storing its batch and returns once the previous batch is
+   * stored, as the identity stage does; the test decides when each store finishes, and may
+   * fail one.
+   */
+  function backgroundStage() {
+    const seen: StoredEvent[] = [];
+    let stored = 0;
+    let inflight: Promise<void> | undefined;
+    const releases: { resolve: () => void; reject: (e: Error) => void }[] = [];
+    const settle = async () => {
+      const p = inflight;
+      inflight = undefined;
+      await p;
+    };
+    return {
+      seen,
+      stored: () => stored,
+      pending: () => releases.length,
+      finish: () => releases.shift()!.resolve(),
+      fail: () => releases.shift()!.reject(new Error('store lost its connection')),
+      from: async () => stored,
+      handle: async (events: StoredEvent[], next: number) => {
+        await settle();
+        const p = new Promise<void>((resolve, reject) => releases.push({ resolve, reject })).then(() => {
+          seen.push(...events);
+          stored = next;
+        });
+        p.catch(() => undefined);
+        inflight = p;
+      },
+      flush: settle,
+    };
+  }
+  const until = async (cond: () => boolean) => {
+    while (!cond()) await new Promise((r) => setTimeout(r, 5));
+  };
+
+  it('counts a batch as drained only once it is stored, and flushes the last one before it idles', async () => {
+    const { log, loader, feed } = await pipeline();
+    const s = backgroundStage();
+    const sub = feed.subscribe({ name: 'bg', from: s.from, handle: s.handle, flush: s.flush, maxBatch: 4 });
+    await log.append(Array.from({ length: 10 }, (_, i) => stored(i)));
+    await loader.drained();
+    let drained = false;
+    const done = sub.drained().then(() => {
+      drained = true;
+    });
+    // A full batch of 4 leaves its last offset to the next read: batches [0, 3), [3, 6),
+    // [6, 9), [9, 10). Each is handed over at once; the next waits for its store.
+    await until(() => s.pending() === 1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.stored()).toBe(0);
+    for (const upTo of [3, 6, 9]) {
+      s.finish();
+      await until(() => s.pending() === 1 && s.stored() === upTo);
+      expect(drained).toBe(false);
+    }
+    // The last batch: the feed has nothing more to read and flushes it.
+    s.finish();
+    await done;
+    expect(s.stored()).toBe(10);
+    await sub.stop();
+    expect(s.seen.map((e) => e.messageId)).toEqual(Array.from({ length: 10 }, (_, i) => `m-${i}`));
+  });
+
+  it('after a failed background store, retries from the stored offset: nothing lost, nothing twice', async () => {
+    const { log, loader, feed } = await pipeline();
+    const s = backgroundStage();
+    const errors: unknown[] = [];
+    const sub = feed.subscribe({
+      name: 'bg',
+      from: s.from,
+      handle: s.handle,
+      flush: s.flush,
+      maxBatch: 4,
+      retryMs: 10,
+      onError: (e) => errors.push(e),
+    });
+    await log.append(Array.from({ length: 8 }, (_, i) => stored(i)));
+    await loader.drained();
+    const done = sub.drained();
+    await until(() => s.pending() === 1);
+    s.finish(); // [0, 3) stored
+    await until(() => s.pending() === 1 && s.stored() === 3);
+    s.fail(); // [3, 6) lost: the next handle throws, the feed re-reads from offset 3
+    await until(() => errors.length === 1 && s.pending() === 1);
+    while (s.stored() < 8) {
+      s.finish();
+      await until(() => s.pending() === 1 || s.stored() === 8);
+    }
+    await done;
+    await sub.stop();
+    expect((errors[0] as Error).message).toBe('store lost its connection');
+    expect(s.seen.map((e) => e.messageId)).toEqual(Array.from({ length: 8 }, (_, i) => `m-${i}`));
+  });
+
+  it('stop flushes the batch still being stored', async () => {
+    const { log, loader, feed } = await pipeline();
+    const s = backgroundStage();
+    const sub = feed.subscribe({ name: 'bg', from: s.from, handle: s.handle, flush: s.flush, maxBatch: 100 });
+    await log.append(Array.from({ length: 3 }, (_, i) => stored(i)));
+    await loader.drained();
+    await until(() => s.pending() === 1);
+    const stopping = sub.stop();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.stored()).toBe(0);
+    s.finish();
+    await stopping;
+    expect(s.stored()).toBe(3);
+  });
+});

@@ -114,6 +114,8 @@ export class EventFeed {
             if (options.flush && stored < position) {
               await options.flush();
               stored = position;
+              settle();
+              continue; // events (or a stop) may have come while it flushed: look again
             }
             settle();
             await sleep(60_000);
