@@ -110,6 +110,40 @@ describe('EventFeed', () => {
   });
 });
 
+describe('EventFeed reading ahead through a backlog', () => {
+  it('hands each event once in order when the stage fails with the next batch already read', async () => {
+    const { log, loader, warehouse } = await pipeline();
+    const s = stage(3);
+    const errors: unknown[] = [];
+    const reads: [number, number][] = [];
+    const counting = new EventFeed(
+      {
+        readEvents: async (from, to, limit) => {
+          reads.push([from, to]);
+          return warehouse.readEvents(from, to, limit);
+        },
+      },
+      loader,
+    );
+    await log.append(Array.from({ length: 12 }, (_, i) => stored(i)));
+    await loader.drained();
+    const sub = counting.subscribe({
+      name: 'ahead',
+      from: s.from,
+      handle: s.handle,
+      maxBatch: 3,
+      retryMs: 5,
+      onError: (e) => errors.push(e),
+    });
+    await sub.drained();
+    await sub.stop();
+    expect(errors).toHaveLength(3);
+    expect(s.seen.map((e) => e.messageId)).toEqual(Array.from({ length: 12 }, (_, i) => `m-${i}`));
+    // Full batches of 3 hold two offsets each; the one after each is read while it is handled.
+    expect(reads.length).toBeGreaterThan(6);
+  });
+});
+
 describe('EventFeed interval', () => {
   it('hands events that arrive during the interval over together, and a waiting drain ends the pause', async () => {
     const { log, loader, feed } = await pipeline();

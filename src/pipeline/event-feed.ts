@@ -105,6 +105,14 @@ export class EventFeed {
     };
     const sleep = (ms: number) => waiter.sleep(ms);
 
+    // While a stage works through a backlog, the next batch is read as it handles this one.
+    let ahead: { from: number; read: ReturnType<EventFeed['read']> } | undefined;
+    const discardAhead = async () => {
+      const a = ahead;
+      ahead = undefined;
+      await a?.read.catch(() => undefined);
+    };
+
     const loop = (async () => {
       while (!stopped) {
         try {
@@ -122,7 +130,14 @@ export class EventFeed {
             continue;
           }
           const started = Date.now();
-          const { events, next, full } = await this.read(position, to, maxBatch);
+          const current = ahead?.from === position ? ahead.read : this.read(position, to, maxBatch);
+          ahead = undefined;
+          const { events, next, full } = await current;
+          if (full) {
+            const read = this.read(next, this.loader.position(), maxBatch);
+            read.catch(() => undefined); // awaited as the next batch, or discarded
+            ahead = { from: next, read };
+          }
           await options.handle(events, next);
           // A background stage has stored everything before this batch once `handle` returns.
           stored = options.flush ? position : next;
@@ -137,11 +152,13 @@ export class EventFeed {
           }
         } catch (err) {
           pausing = false;
+          await discardAhead();
           options.onError?.(err);
           position = -1; // re-read the stored offset: the failed batch may or may not be in
           if (!stopped) await sleep(retryMs);
         }
       }
+      await discardAhead(); // no read may outlive `stop`: the warehouse may be closed next
       if (options.flush && stored < position) {
         try {
           await options.flush();

@@ -299,6 +299,7 @@ if (pgProblem) {
         });
         const stage = await IdentityStage.open(store, rules, { now: () => 0 });
         await handleInBatches(stage, events, () => 97);
+        await stage.flush(); // its last batch's transaction runs after `handle` returned
         expect(await store.offset()).toBe(events.length);
         await expectEmbedded(pool, schema, want);
         // A restart loads the whole graph back: the same profiles as the stage held.
