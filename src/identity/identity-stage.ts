@@ -153,6 +153,9 @@ export class IdentityStage {
         commit.catch(() => undefined); // awaited by the next batch, `flush` or `unmerge`
         this.inflight = commit;
       } catch (err) {
+        // The store's connection must be idle before the reload reads through it.
+        await this.inflight?.catch(() => undefined);
+        this.inflight = undefined;
         await this.reload().catch(() => undefined);
         throw err;
       }

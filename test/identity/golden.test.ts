@@ -1,5 +1,12 @@
+import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
+import { IdentityConfig } from '../../src/config/identity-schema.js';
+import { DuckDBIdentityStore } from '../../src/identity/duckdb/duckdb-identity-store.js';
+import { compileRules } from '../../src/identity/identifiers.js';
+import { IdentityStage } from '../../src/identity/identity-stage.js';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
+import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
+import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 import { COMPUTED, goldenScenarios } from './golden-scenarios.js';
 import { type IdentityPipeline, identityPipeline, T0, type TestEvent } from './harness.js';
 
@@ -64,6 +71,72 @@ describe('identity resolution: exactly once', () => {
     const after = await again.stage.getProfile('user_id:u');
     expect(after.computedTraits).toMatchObject({ orders: 6, revenue: 12 });
     expect(await again.query('SELECT count(*) AS n FROM profile_events')).toEqual([{ n: 6 }]);
+  });
+});
+
+describe('identity stage: a batch resolves while the previous one commits', () => {
+  it('a batch that fails to resolve waits for the commit in flight before it reloads from the store', async () => {
+    const instance = await DuckDBInstance.create(':memory:');
+    const warehouse = await DuckDBWarehouse.open(instance);
+    const real = await DuckDBIdentityStore.open(instance);
+    let committing = 0;
+    const overlaps: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const store: IdentityStore = {
+      offset: () => real.offset(),
+      async load() {
+        if (committing > 0) overlaps.push('load during a commit');
+        return real.load();
+      },
+      async commit(changes, profile, next) {
+        committing++;
+        try {
+          const done = real.commit(changes, profile, next);
+          await gate;
+          await done;
+        } finally {
+          committing--;
+        }
+      },
+      eventsOfProfile: (id) => real.eventsOfProfile(id),
+      recentEvents: (id, n) => real.recentEvents(id, n),
+      decisions: (a, b, n) => real.decisions(a, b, n),
+      close: () => real.close(),
+    };
+    const at = new Date(T0).toISOString();
+    const event = (logOffset: number, json: string): StoredEvent => ({
+      logOffset,
+      sourceId: 'web',
+      messageId: `m${logOffset}`,
+      receivedAt: T0,
+      json,
+    });
+    const stage = await IdentityStage.open(store, compileRules(IdentityConfig.parse({})));
+    try {
+      const ok = JSON.stringify({
+        type: 'identify',
+        userId: 'u1',
+        messageId: 'm0',
+        timestamp: at,
+        receivedAt: at,
+      });
+      await stage.handle([event(0, ok)], 1); // returns with its commit in flight
+      expect(committing).toBe(1);
+      const failing = stage.handle([event(1, '{"type": "track", not json')], 2);
+      setTimeout(release, 50);
+      await expect(failing).rejects.toThrow(SyntaxError);
+      expect(overlaps).toEqual([]);
+      expect(await real.offset()).toBe(1);
+      expect(stage.lookup('user_id:u1')).toBeDefined();
+    } finally {
+      await stage.stop();
+      await real.close();
+      await warehouse.close();
+      instance.closeSync();
+    }
   });
 });
 
