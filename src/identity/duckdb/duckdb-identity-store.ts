@@ -1,3 +1,4 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   type DuckDBAppender,
   type DuckDBConnection,
@@ -19,7 +20,7 @@ import {
 } from '../identity-engine.js';
 import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
 import { type ProfileRows, snapshotProfiles } from '../profile-rows.js';
-import { computedFromJson } from '../traits.js';
+import { computedFromJson, type TraitValue } from '../traits.js';
 
 const SCHEMA_SQL = [
   `CREATE TABLE IF NOT EXISTS profiles (
@@ -346,15 +347,16 @@ export class DuckDBIdentityStore implements IdentityStore {
       }
       if (changes.assignments.length > 0) {
         await c.run(INSERT_ASSIGNMENTS_SQL, [
-          changes.assignments
-            .map((x) => `${x.logOffset}\t${JSON.stringify(x.messageId)}\t${x.profileId}`)
-            .join('\n'),
+          await linesOf(
+            changes.assignments,
+            (x) => `${x.logOffset}\t${JSON.stringify(x.messageId)}\t${x.profileId}`,
+          ),
         ]);
       }
       if (changes.decisions.length > 0) {
         // One parameter of tab-separated lines, split by DuckDB on its own threads: cheaper for
         // the event loop than nine appender calls per decision (the assignments above alike).
-        await c.run(INSERT_DECISIONS_SQL, [changes.decisions.map(decisionLine).join('\n')]);
+        await c.run(INSERT_DECISIONS_SQL, [await linesOf(changes.decisions, decisionLine)]);
       }
       const merges = [...changes.merges, ...changes.unmerged];
       if (merges.length > 0) {
@@ -417,8 +419,8 @@ export class DuckDBIdentityStore implements IdentityStore {
     const pa = await appender('_identity_profiles', 'temp');
     const ca = await appender('profile_computed_traits');
     // Identifiers and traits are most of the rows: sent as text, like the decisions.
-    const identifiers: string[] = [];
-    const traits: string[] = [];
+    const identifiers: [string, HeldIdentifier][] = [];
+    const traits: [string, string, TraitValue][] = [];
     for (const p of rows) {
       if (p.row) {
         pa.appendVarchar(p.id);
@@ -428,16 +430,8 @@ export class DuckDBIdentityStore implements IdentityStore {
         pa.appendBigInt(BigInt(p.createdOffset));
         pa.endRow();
       }
-      for (const i of p.identifiers) {
-        identifiers.push(
-          `${p.id}\t${JSON.stringify(i.type)}\t${JSON.stringify(i.value)}\t${Math.trunc(i.firstSeen)}\t${JSON.stringify(i.sourceId)}\t${i.logOffset}`,
-        );
-      }
-      for (const [name, t] of p.traits) {
-        traits.push(
-          `${p.id}\t${JSON.stringify(name)}\t${JSON.stringify(t.value ?? null)}\t${Math.trunc(t.timestamp)}\t${JSON.stringify(t.sourceId)}\t${t.logOffset}`,
-        );
-      }
+      for (const i of p.identifiers) identifiers.push([p.id, i]);
+      for (const [name, t] of p.traits) traits.push([p.id, name, t]);
       for (const [name, value, state] of p.computed) {
         ca.appendVarchar(p.id);
         ca.appendVarchar(name);
@@ -449,8 +443,22 @@ export class DuckDBIdentityStore implements IdentityStore {
     }
     pa.flushSync();
     ca.flushSync();
-    if (identifiers.length > 0) await this.writer.run(INSERT_IDENTIFIERS_SQL, [identifiers.join('\n')]);
-    if (traits.length > 0) await this.writer.run(INSERT_TRAITS_SQL, [traits.join('\n')]);
+    if (identifiers.length > 0) {
+      const text = await linesOf(
+        identifiers,
+        ([id, i]) =>
+          `${id}\t${JSON.stringify(i.type)}\t${JSON.stringify(i.value)}\t${Math.trunc(i.firstSeen)}\t${JSON.stringify(i.sourceId)}\t${i.logOffset}`,
+      );
+      await this.writer.run(INSERT_IDENTIFIERS_SQL, [text]);
+    }
+    if (traits.length > 0) {
+      const text = await linesOf(
+        traits,
+        ([id, name, t]) =>
+          `${id}\t${JSON.stringify(name)}\t${JSON.stringify(t.value ?? null)}\t${Math.trunc(t.timestamp)}\t${JSON.stringify(t.sourceId)}\t${t.logOffset}`,
+      );
+      await this.writer.run(INSERT_TRAITS_SQL, [text]);
+    }
   }
 
   async eventsOfProfile(profileId: string): Promise<StoredEvent[]> {
@@ -541,6 +549,24 @@ export class DuckDBIdentityStore implements IdentityStore {
   async close(): Promise<void> {
     this.writer.closeSync();
   }
+}
+
+/** Lines written between two turns of the event loop: a batch is tens of thousands. */
+const LINES_PER_TURN = 2_000;
+
+/**
+ * The lines of `items` joined by newlines, letting requests in every `LINES_PER_TURN` lines.
+ * The items are the transaction's own (taken from the engine or snapshotted before the first
+ * await), so the stage may go on resolving meanwhile.
+ */
+async function linesOf<T>(items: readonly T[], line: (item: T) => string): Promise<string> {
+  if (items.length <= LINES_PER_TURN) return items.map(line).join('\n');
+  const parts: string[] = [];
+  for (let i = 0; i < items.length; i += LINES_PER_TURN) {
+    if (i > 0) await yieldToEventLoop();
+    parts.push(items.slice(i, i + LINES_PER_TURN).map(line).join('\n'));
+  }
+  return parts.join('\n');
 }
 
 /**
