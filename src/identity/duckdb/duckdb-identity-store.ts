@@ -564,7 +564,12 @@ async function linesOf<T>(items: readonly T[], line: (item: T) => string): Promi
   const parts: string[] = [];
   for (let i = 0; i < items.length; i += LINES_PER_TURN) {
     if (i > 0) await yieldToEventLoop();
-    parts.push(items.slice(i, i + LINES_PER_TURN).map(line).join('\n'));
+    parts.push(
+      items
+        .slice(i, i + LINES_PER_TURN)
+        .map(line)
+        .join('\n'),
+    );
   }
   return parts.join('\n');
 }
