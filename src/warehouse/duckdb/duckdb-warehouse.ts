@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   type DuckDBAppender,
   type DuckDBConnection,
@@ -294,18 +295,23 @@ async function readEventRows(
     [BigInt(from), BigInt(to), BigInt(limit)],
   );
   const [count, text] = r.getRows()[0] ?? [0n, null];
-  const events = text === null || text === undefined ? [] : parseEventLines(String(text), Number(count));
+  const events =
+    text === null || text === undefined ? [] : await parseEventLines(String(text), Number(count));
   if (events === undefined) return readEventRowsOneByOne(conn, from, to, limit);
   // The range holds every event of its last offset: the limit cuts inside it, as a LIMIT would.
   return events.length > limit ? events.slice(0, limit) : events;
 }
 
+/** Lines split between two turns of the event loop: a stage reads tens of thousands at once. */
+const LINES_PER_TURN = 2_000;
+
 /** The lines of `EVENT_LINE`, or undefined when they are not `count` well-formed lines. */
-function parseEventLines(text: string, count: number): StoredEvent[] | undefined {
+async function parseEventLines(text: string, count: number): Promise<StoredEvent[] | undefined> {
   const lines = text.split('\u001e');
   if (lines.length !== count) return undefined;
   const events: StoredEvent[] = new Array(count);
   for (let i = 0; i < count; i++) {
+    if (i > 0 && i % LINES_PER_TURN === 0) await yieldToEventLoop();
     const line = lines[i]!;
     const a = line.indexOf('\u001f');
     const b = line.indexOf('\u001f', a + 1);
