@@ -12,7 +12,7 @@ import type {
   RawEvent,
   Subscription,
 } from '../event-log.js';
-import { encodeRecord } from './entry-codec.js';
+import { encodeEnvelope } from './entry-codec.js';
 
 export interface DuckDBEventLogOptions {
   /** Folder of the segment files (`seg-<first offset>.duckdb`). Created if missing. */
@@ -72,24 +72,28 @@ const RECORDS_TABLE = `(
   event VARCHAR NOT NULL)`;
 
 /**
- * One group commit: the lines (`<envelope JSON>\t<event JSON>`) arrive as one string and
- * DuckDB splits them into one row per record on its own threads.
+ * One group commit: the envelopes (JSON lines) in `$2` and the events (JSON lines) in `$3`,
+ * the n-th of each belonging to one record. DuckDB splits both strings into rows on its own
+ * threads; the events are stored as split, without a scan of their text.
  */
 function insertSql(catalog: string): string {
   return `INSERT INTO ${quoteIdent(catalog)}.records
-    SELECT $1 + i - 1, now(), f[1], f[2], make_timestamptz(CAST(f[3] AS BIGINT) * 1000), f[4], f[5], f[6],
-           substr(line, strpos(line, chr(9)) + 1)
+    SELECT $1 + i - 1, now(), f[1], f[2], make_timestamptz(CAST(f[3] AS BIGINT) * 1000), f[4], f[5], f[6], event
     FROM (
-      SELECT line, i,
-             json_extract_string(split_part(line, chr(9), 1),
+      SELECT event, i,
+             json_extract_string(envelope,
                ['$.source_id', '$.message_id', '$.received_at', '$.status', '$.code', '$.reason']) AS f
-      FROM (SELECT unnest(lines) AS line, generate_subscripts(lines, 1) AS i
-            FROM (SELECT string_split($2, chr(10)) AS lines)))`;
+      FROM (SELECT unnest(envelopes) AS envelope, unnest(events) AS event,
+                   generate_subscripts(envelopes, 1) AS i
+            FROM (SELECT string_split($2, chr(10)) AS envelopes, string_split($3, chr(10)) AS events)))`;
 }
 
 interface PendingAppend {
   records: readonly RawEvent[];
-  lines: string;
+  /** The records' envelopes, one line each (see `encodeEnvelope`). */
+  envelopes: string;
+  /** The records' event JSON, one line each. */
+  events: string;
   count: number;
   resolve: (r: AppendResult) => void;
   reject: (err: unknown) => void;
@@ -101,8 +105,8 @@ interface PendingAppend {
  *
  * Appends are group-committed: while commits are in flight (DuckDB fsyncs its WAL on
  * commit), every append that arrives waits and goes into the next commit, so a burst of
- * requests costs one disk flush. A commit sends its records as one string of lines and
- * DuckDB splits it into rows on its own threads.
+ * requests costs one disk flush. A commit sends its records as two strings of lines (the
+ * envelopes, the events) and DuckDB splits them into rows on its own threads.
  *
  * Segments keep checkpoints off the commit path. DuckDB checkpoints inside the commit that
  * crosses its WAL threshold, or not at all while other writes are active, and a checkpoint
@@ -243,10 +247,15 @@ export class DuckDBEventLog implements EventLog {
   append(records: readonly RawEvent[]): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new Error('event log is closed'));
     if (records.length === 0) return Promise.resolve({ firstOffset: this.nextOffset });
-    let lines = encodeRecord(records[0]!);
-    for (let i = 1; i < records.length; i++) lines += `\n${encodeRecord(records[i]!)}`;
+    let envelopes = encodeEnvelope(records[0]!);
+    let events = records[0]!.json;
+    for (let i = 1; i < records.length; i++) {
+      const r = records[i]!;
+      envelopes += `\n${encodeEnvelope(r)}`;
+      events += `\n${r.json}`;
+    }
     return new Promise<AppendResult>((resolve, reject) => {
-      this.pending.push({ records, lines, count: records.length, resolve, reject });
+      this.pending.push({ records, envelopes, events, count: records.length, resolve, reject });
       this.startCommits();
     });
   }
@@ -282,12 +291,14 @@ export class DuckDBEventLog implements EventLog {
   }
 
   private async commit(writer: Writer, group: PendingAppend[], first: number): Promise<void> {
-    const payload = group.length === 1 ? group[0]!.lines : group.map((g) => g.lines).join('\n');
+    const envelopes = group.length === 1 ? group[0]!.envelopes : group.map((g) => g.envelopes).join('\n');
+    const events = group.length === 1 ? group[0]!.events : group.map((g) => g.events).join('\n');
     let error: unknown;
     try {
       const insert = writer.insert!;
       insert.bindBigInt(1, BigInt(first));
-      insert.bindVarchar(2, payload);
+      insert.bindVarchar(2, envelopes);
+      insert.bindVarchar(3, events);
       await insert.run();
     } catch (err) {
       error = err ?? new Error('commit failed');
@@ -298,7 +309,7 @@ export class DuckDBEventLog implements EventLog {
     if (error === undefined) {
       const active = this.segments[this.segments.length - 1]!;
       active.end = Math.max(active.end, flight.end);
-      active.bytes += payload.length;
+      active.bytes += envelopes.length + events.length;
       if (active.bytes >= this.segmentBytes) this.rotationDue = true;
       if (this.maxTailRecords > 0) this.keepInTail(first, group);
     }
