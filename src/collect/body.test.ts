@@ -1,7 +1,7 @@
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { TributaryError } from '../errors.js';
-import { decodeBody, exceedsDepth, parseJsonBody } from './body.js';
+import { decodeBody, parseJsonBody, sanitizeTree } from './body.js';
 
 function code(fn: () => unknown): string | undefined {
   try {
@@ -75,11 +75,11 @@ describe('parseJsonBody', () => {
   });
 });
 
-describe('exceedsDepth', () => {
+describe('sanitizeTree', () => {
   it('counts objects and arrays, not scalars', () => {
-    expect(exceedsDepth({ a: { b: 1 } }, 1, 2)).toBe(false);
-    expect(exceedsDepth({ a: { b: {} } }, 1, 2)).toBe(true);
-    expect(exceedsDepth('x', 1, 0)).toBe(false);
+    expect(sanitizeTree({ a: { b: 1 } }, 1, 2)).toBe(false);
+    expect(sanitizeTree({ a: { b: {} } }, 1, 2)).toBe(true);
+    expect(sanitizeTree('x', 1, 0)).toBe(false);
   });
 });
 
@@ -91,5 +91,15 @@ describe('parseJsonBody: escaped dangerous keys', () => {
     >;
     expect(Object.hasOwn(v.a!, '__proto__')).toBe(false);
     expect(v.b).toBe(1);
+  });
+
+  it('removes an escaped constructor.prototype pair inside an array, keeps a plain constructor value', () => {
+    const v = parseJsonBody(
+      Buffer.from('{"list":[{"\\u0063onstructor":{"prototype":{"polluted":true}},"k":1}],"constructor":"x"}'),
+      64,
+    ) as { list: Record<string, unknown>[]; constructor: unknown };
+    expect(Object.hasOwn(v.list[0]!, 'constructor')).toBe(false);
+    expect(v.list[0]!.k).toBe(1);
+    expect(v.constructor).toBe('x');
   });
 });

@@ -1,6 +1,5 @@
 import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
-import sjson from 'secure-json-parse';
 import { TributaryError } from '../errors.js';
 
 const gunzipAsync = promisify(gunzip);
@@ -58,33 +57,42 @@ export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let value: unknown;
   try {
-    // Only a text that spells one of the dangerous keys (or escapes characters, which could
-    // spell one) needs the slower scan; the rest parses with JSON.parse alone.
-    value =
-      text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')
-        ? sjson.parse(text, undefined, { protoAction: 'remove', constructorAction: 'remove' })
-        : JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
   }
-  if (exceedsDepth(value, 1, maxDepth)) throw new TributaryError('TRIB_ERR_COLLECT_TOO_DEEP', [maxDepth]);
+  if (sanitizeTree(value, 1, maxDepth)) throw new TributaryError('TRIB_ERR_COLLECT_TOO_DEEP', [maxDepth]);
   return value;
 }
 
-/** True when `value` (at nesting level `level`) nests deeper than `max`. Stops at the first hit. */
-export function exceedsDepth(value: unknown, level: number, max: number): boolean {
+/**
+ * One walk over a parsed JSON value (at nesting level `level`): removes every `__proto__` key
+ * and every `constructor` key whose value holds a `prototype` key, and returns true when the
+ * value nests deeper than `max` (stopping there). JSON.parse keeps such keys as plain own
+ * properties, whatever escapes spelt them; they are dropped before any code could copy them
+ * onto an object by assignment, which is where they would reach a prototype.
+ */
+export function sanitizeTree(value: unknown, level: number, max: number): boolean {
   if (typeof value !== 'object' || value === null) return false;
   if (level > max) return true;
   if (Array.isArray(value)) {
     for (const item of value) {
-      if (typeof item === 'object' && item !== null && exceedsDepth(item, level + 1, max)) return true;
+      if (typeof item === 'object' && item !== null && sanitizeTree(item, level + 1, max)) return true;
     }
     return false;
   }
   const obj = value as Record<string, unknown>;
   for (const key in obj) {
     const item = obj[key];
-    if (typeof item === 'object' && item !== null && exceedsDepth(item, level + 1, max)) return true;
+    if (key === '__proto__' || (key === 'constructor' && isPrototypeCarrier(item))) {
+      delete obj[key];
+      continue;
+    }
+    if (typeof item === 'object' && item !== null && sanitizeTree(item, level + 1, max)) return true;
   }
   return false;
+}
+
+function isPrototypeCarrier(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, 'prototype');
 }

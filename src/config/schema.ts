@@ -51,6 +51,15 @@ export const StorageConfig = z
       .regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'expected a size such as "512MB" or "2GB"')
       .default('2GB')
       .describe('Most memory the embedded DuckDB may use for its buffers; beyond it, it spills to disk.'),
+    threads: z
+      .number()
+      .int()
+      .min(1)
+      .max(256)
+      .optional()
+      .describe(
+        "Threads of the embedded DuckDB. Default: one less than the machine's cores (at least 1), so the event loop keeps a core.",
+      ),
   })
   .strict();
 

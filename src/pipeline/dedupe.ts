@@ -18,7 +18,11 @@ export class DedupeIndex {
 
   /** True when the key may have been seen within the window before `atMs`. */
   mightContain(sourceId: string, messageId: string, atMs: number): boolean {
-    const h = hashKey(sourceId, messageId);
+    return this.mightContainHash(hashKey(sourceId, messageId), atMs);
+  }
+
+  /** `mightContain` for a key already hashed with `hashKey`. */
+  mightContainHash(h: number, atMs: number): boolean {
     const oldest = Math.floor((atMs - this.windowMs) / this.bucketMs);
     for (const [bucket, set] of this.buckets) {
       if (bucket >= oldest && set.has(h)) return true;

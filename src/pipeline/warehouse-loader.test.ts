@@ -125,4 +125,25 @@ describe('WarehouseLoader', () => {
     expect(wh.rows.get(eventKey('app', 'm-1'))).toBe(1);
     expect(dropped).toEqual([1]);
   });
+
+  it('drops a repeat within one batch and keeps the same id from another source', async () => {
+    const log = await openLog();
+    const wh = new FlakyWarehouse(0);
+    const dropped: number[] = [];
+    const loader = new WarehouseLoader(log, wh, {
+      lingerMs: 0,
+      observer: { deduplicated: (_s, n) => dropped.push(n) },
+    });
+    const batch = [record(1), record(2), record(1), record(1, 'app'), record(2)].map((r, i) => ({
+      ...r,
+      receivedAt: Date.now(),
+      offset: i,
+    }));
+    await loader.handle(batch);
+    expect(wh.rows.get(eventKey('web', 'm-1'))).toBe(1);
+    expect(wh.rows.get(eventKey('web', 'm-2'))).toBe(1);
+    expect(wh.rows.get(eventKey('app', 'm-1'))).toBe(1);
+    expect(wh.rows.size).toBe(3);
+    expect(dropped).toEqual([2]);
+  });
 });

@@ -1,7 +1,7 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
 import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
-import { DedupeIndex } from './dedupe.js';
+import { DedupeIndex, hashKey } from './dedupe.js';
 import { runStages, type StageOutcome } from './stages/runner.js';
 import type { Stage } from './stages/stage.js';
 
@@ -125,7 +125,10 @@ export class WarehouseLoader {
     const fresh: Delivered[] = [];
     const failed: FailedRow[] = [];
     const duplicates: Delivered[] = [];
-    const inBatch = new Set<string>();
+    // Repeats within the batch, by the key's hash; keys of different events that share a
+    // hash are compared in full (`collided`), so a collision never drops an event.
+    const inBatch = new Map<number, Delivered>();
+    let collided: Set<string> | undefined;
     const candidates: Delivered[] = [];
 
     for (const r of records) {
@@ -133,13 +136,24 @@ export class WarehouseLoader {
         failed.push(toFailedRow(r));
         continue;
       }
-      const key = eventKey(r.sourceId, r.messageId);
-      if (inBatch.has(key)) {
+      const h = hashKey(r.sourceId, r.messageId);
+      const seen = inBatch.get(h);
+      if (seen === undefined) {
+        inBatch.set(h, r);
+      } else if (seen.sourceId === r.sourceId && seen.messageId === r.messageId) {
         duplicates.push(r);
         continue;
+      } else {
+        collided ??= new Set();
+        collided.add(eventKey(seen.sourceId, seen.messageId));
+        const key = eventKey(r.sourceId, r.messageId);
+        if (collided.has(key)) {
+          duplicates.push(r);
+          continue;
+        }
+        collided.add(key);
       }
-      inBatch.add(key);
-      if (this.dedupe.mightContain(r.sourceId, r.messageId, r.receivedAt)) candidates.push(r);
+      if (this.dedupe.mightContainHash(h, r.receivedAt)) candidates.push(r);
       else fresh.push(r);
     }
     if (candidates.length > 0) {
@@ -159,10 +173,19 @@ export class WarehouseLoader {
     };
     const events: EventRow[] = [];
     const bySource = new Map<string, Delivered[]>();
+    // The key of the commonest count, made once per run of one source's events, not per event.
+    let passedSource: string | undefined;
+    let passedKey = '';
     for (const r of fresh) {
       if (!this.stages.has(r.sourceId)) {
         events.push(toEventRow(r));
-        count(r.sourceId, 'load', 'passed', r.offset);
+        if (r.offset >= this.countFrom) {
+          if (r.sourceId !== passedSource) {
+            passedSource = r.sourceId;
+            passedKey = `${r.sourceId}\u001fload\u001fpassed`;
+          }
+          outcomes.set(passedKey, (outcomes.get(passedKey) ?? 0) + 1);
+        }
         continue;
       }
       const list = bySource.get(r.sourceId);

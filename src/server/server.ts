@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
@@ -82,6 +83,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'), {
     checkpoint_threshold: '1GB',
     memory_limit: config.storage.memoryLimit,
+    threads: String(config.storage.threads ?? Math.max(1, availableParallelism() - 1)),
   });
   const setup = await instance.connect();
   await setup.run("SET GLOBAL TimeZone = 'UTC'");

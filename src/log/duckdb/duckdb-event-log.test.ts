@@ -137,11 +137,18 @@ describe('DuckDBEventLog raw archive', () => {
     const dir = mkdtempSync(join(tmpdir(), 'trib-log-'));
     const { log, instance } = await openAt(dir);
     try {
+      const before = Date.now();
       await log.append([record(0), record(1, 'app')]);
       await log.append([
         { ...record(2), status: 'rejected', code: 'TRIB_ERR_EVENT_NOT_OBJECT', reason: 'r' },
       ]);
+      const after = Date.now();
       const c = await instance.connect();
+      const times = await c.runAndReadAll('SELECT epoch_ms(committed_at) FROM log.raw_events');
+      for (const [at] of times.getRows()) {
+        expect(Number(at)).toBeGreaterThanOrEqual(before);
+        expect(Number(at)).toBeLessThanOrEqual(after);
+      }
       const r = await c.runAndReadAll(
         `SELECT log_offset, source_id, message_id, status, code, event->>'$.userId' AS user_id
          FROM log.raw_events ORDER BY log_offset`,

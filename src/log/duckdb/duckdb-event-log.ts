@@ -1,7 +1,12 @@
 import { EventEmitter } from 'node:events';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement } from '@duckdb/node-api';
+import {
+  type DuckDBConnection,
+  type DuckDBInstance,
+  type DuckDBPreparedStatement,
+  DuckDBTimestampTZValue,
+} from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { Pause } from '../../pause.js';
 import type {
@@ -12,7 +17,7 @@ import type {
   RawEvent,
   Subscription,
 } from '../event-log.js';
-import { encodeRecord } from './entry-codec.js';
+import { encodeEnvelope } from './entry-codec.js';
 
 export interface DuckDBEventLogOptions {
   /** Folder of the segment files (`seg-<first offset>.duckdb`). Created if missing. */
@@ -32,8 +37,10 @@ export interface DuckDBEventLogOptions {
    */
   segmentBytes?: number;
   /**
-   * Commits in flight at once, each on its own connection. Default 2: while one commit
-   * waits for the disk, the next is being written.
+   * Commits in flight at once, each on its own connection. Default 1: DuckDB commits to one
+   * database file one after the other anyway, so a second commit in flight mostly waits,
+   * and splitting the waiting appends over two commits doubles DuckDB's fixed cost per
+   * commit. With one, everything that arrives during a commit goes into the next.
    */
   concurrentCommits?: number;
   /** How often an idle consumer looks for records appended by another process. Default 500 ms. */
@@ -60,6 +67,12 @@ function segmentCatalog(first: number): string {
   return `log_seg_${first}`;
 }
 
+/**
+ * A segment's table. The events are JSON text with unique ids in it, which DuckDB's
+ * dictionary compression cannot shrink: FSST is forced on them, so a checkpoint does not
+ * analyse them for both (in a test of 100,000 events, 1.81 instead of 2.35 µs of CPU per
+ * event and a file 4% smaller). Segments made before keep their own choice.
+ */
 const RECORDS_TABLE = `(
   log_offset BIGINT NOT NULL,
   committed_at TIMESTAMPTZ NOT NULL,
@@ -69,27 +82,38 @@ const RECORDS_TABLE = `(
   status VARCHAR NOT NULL,
   code VARCHAR,
   reason VARCHAR,
-  event VARCHAR NOT NULL)`;
+  event VARCHAR USING COMPRESSION fsst NOT NULL)`;
 
 /**
- * One group commit: the lines (`<envelope JSON>\t<event JSON>`) arrive as one string and
- * DuckDB splits them into one row per record on its own threads.
+ * One group commit: the first offset in `$1`, the commit time in `$4`, the envelopes (JSON
+ * lines) in `$2` and the events (JSON lines) in `$3`, the n-th of each belonging to one
+ * record. DuckDB splits both strings into rows on its own threads; the events are stored as
+ * split, without a scan of their text.
+ *
+ * The statement is prepared once and must stay valid as prepared: DuckDB binds and
+ * optimizes it again on every run (about a millisecond of CPU, whatever the number of
+ * records) when it calls `now()` or a parameter's type is left to inference. Hence the
+ * explicit casts and the commit time as a parameter.
  */
 function insertSql(catalog: string): string {
   return `INSERT INTO ${quoteIdent(catalog)}.records
-    SELECT $1 + i - 1, now(), f[1], f[2], make_timestamptz(CAST(f[3] AS BIGINT) * 1000), f[4], f[5], f[6],
-           substr(line, strpos(line, chr(9)) + 1)
+    SELECT CAST($1 AS BIGINT) + i - 1, CAST($4 AS TIMESTAMPTZ), f[1], f[2],
+           make_timestamptz(CAST(f[3] AS BIGINT) * 1000), f[4], f[5], f[6], event
     FROM (
-      SELECT line, i,
-             json_extract_string(split_part(line, chr(9), 1),
+      SELECT event, i,
+             json_extract_string(envelope,
                ['$.source_id', '$.message_id', '$.received_at', '$.status', '$.code', '$.reason']) AS f
-      FROM (SELECT unnest(lines) AS line, generate_subscripts(lines, 1) AS i
-            FROM (SELECT string_split($2, chr(10)) AS lines)))`;
+      FROM (SELECT unnest(envelopes) AS envelope, unnest(events) AS event,
+                   generate_subscripts(envelopes, 1) AS i
+            FROM (SELECT string_split($2, chr(10)) AS envelopes, string_split($3, chr(10)) AS events)))`;
 }
 
 interface PendingAppend {
   records: readonly RawEvent[];
-  lines: string;
+  /** The records' envelopes, one line each (see `encodeEnvelope`). */
+  envelopes: string;
+  /** The records' event JSON, one line each. */
+  events: string;
   count: number;
   resolve: (r: AppendResult) => void;
   reject: (err: unknown) => void;
@@ -101,8 +125,8 @@ interface PendingAppend {
  *
  * Appends are group-committed: while commits are in flight (DuckDB fsyncs its WAL on
  * commit), every append that arrives waits and goes into the next commit, so a burst of
- * requests costs one disk flush. A commit sends its records as one string of lines and
- * DuckDB splits it into rows on its own threads.
+ * requests costs one disk flush. A commit sends its records as two strings of lines (the
+ * envelopes, the events) and DuckDB splits them into rows on its own threads.
  *
  * Segments keep checkpoints off the commit path. DuckDB checkpoints inside the commit that
  * crosses its WAL threshold, or not at all while other writes are active, and a checkpoint
@@ -172,7 +196,7 @@ export class DuckDBEventLog implements EventLog {
       next_offset BIGINT NOT NULL,
       updated_at TIMESTAMPTZ NOT NULL)`);
     const writers: Writer[] = [];
-    for (let i = 0; i < (options.concurrentCommits ?? 2); i++) {
+    for (let i = 0; i < (options.concurrentCommits ?? 1); i++) {
       writers.push({ conn: await instance.connect() });
     }
     const log = new DuckDBEventLog(instance, writers, await instance.connect(), maintenance, options);
@@ -243,10 +267,15 @@ export class DuckDBEventLog implements EventLog {
   append(records: readonly RawEvent[]): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new Error('event log is closed'));
     if (records.length === 0) return Promise.resolve({ firstOffset: this.nextOffset });
-    let lines = encodeRecord(records[0]!);
-    for (let i = 1; i < records.length; i++) lines += `\n${encodeRecord(records[i]!)}`;
+    let envelopes = encodeEnvelope(records[0]!);
+    let events = records[0]!.json;
+    for (let i = 1; i < records.length; i++) {
+      const r = records[i]!;
+      envelopes += `\n${encodeEnvelope(r)}`;
+      events += `\n${r.json}`;
+    }
     return new Promise<AppendResult>((resolve, reject) => {
-      this.pending.push({ records, lines, count: records.length, resolve, reject });
+      this.pending.push({ records, envelopes, events, count: records.length, resolve, reject });
       this.startCommits();
     });
   }
@@ -282,12 +311,15 @@ export class DuckDBEventLog implements EventLog {
   }
 
   private async commit(writer: Writer, group: PendingAppend[], first: number): Promise<void> {
-    const payload = group.length === 1 ? group[0]!.lines : group.map((g) => g.lines).join('\n');
+    const envelopes = group.length === 1 ? group[0]!.envelopes : group.map((g) => g.envelopes).join('\n');
+    const events = group.length === 1 ? group[0]!.events : group.map((g) => g.events).join('\n');
     let error: unknown;
     try {
       const insert = writer.insert!;
       insert.bindBigInt(1, BigInt(first));
-      insert.bindVarchar(2, payload);
+      insert.bindVarchar(2, envelopes);
+      insert.bindVarchar(3, events);
+      insert.bindTimestampTZ(4, new DuckDBTimestampTZValue(BigInt(Date.now()) * 1000n));
       await insert.run();
     } catch (err) {
       error = err ?? new Error('commit failed');
@@ -298,7 +330,7 @@ export class DuckDBEventLog implements EventLog {
     if (error === undefined) {
       const active = this.segments[this.segments.length - 1]!;
       active.end = Math.max(active.end, flight.end);
-      active.bytes += payload.length;
+      active.bytes += envelopes.length + events.length;
       if (active.bytes >= this.segmentBytes) this.rotationDue = true;
       if (this.maxTailRecords > 0) this.keepInTail(first, group);
     }

@@ -66,4 +66,71 @@ describe('DuckDBWarehouse writes', () => {
       instance.closeSync();
     }
   });
+
+  it('loads ids and JSON holding newlines, quotes and tabs as they were sent', async () => {
+    const instance = await DuckDBInstance.create(':memory:');
+    const wh = await DuckDBWarehouse.open(instance);
+    try {
+      const event = {
+        type: 'page',
+        name: 'Home\tpage',
+        anonymousId: 'a\nb',
+        messageId: 'm\n"1"',
+        timestamp: '2026-01-01T00:00:00.000Z',
+        receivedAt: '2026-01-01T00:00:01.000Z',
+        properties: { note: 'line 1\nline 2' },
+      };
+      await wh.write({
+        events: [
+          // Pretty-printed: raw newlines between tokens.
+          {
+            messageId: event.messageId,
+            sourceId: 's\n1',
+            receivedAt: 0,
+            logOffset: 7,
+            json: JSON.stringify(event, null, 2),
+          },
+          {
+            messageId: 'plain',
+            sourceId: 'web',
+            receivedAt: 0,
+            logOffset: 8,
+            json: JSON.stringify({ ...event, messageId: 'plain' }),
+          },
+        ],
+        failed: [],
+        consumer: 'warehouse',
+        nextOffset: 9,
+      });
+      const r = await wh.query(
+        'SELECT message_id, source_id, type, event, anonymous_id, log_offset, CAST(payload AS VARCHAR) AS payload FROM events ORDER BY log_offset',
+      );
+      expect(
+        r.rows.map(({ payload, ...rest }) => ({ ...rest, payload: JSON.parse(String(payload)) })),
+      ).toEqual([
+        {
+          message_id: 'm\n"1"',
+          source_id: 's\n1',
+          type: 'page',
+          event: 'Home\tpage',
+          anonymous_id: 'a\nb',
+          log_offset: 7,
+          payload: event,
+        },
+        {
+          message_id: 'plain',
+          source_id: 'web',
+          type: 'page',
+          event: 'Home\tpage',
+          anonymous_id: 'a\nb',
+          log_offset: 8,
+          payload: { ...event, messageId: 'plain' },
+        },
+      ]);
+      expect(await wh.consumerOffset('warehouse')).toBe(9);
+    } finally {
+      await wh.close();
+      instance.closeSync();
+    }
+  });
 });

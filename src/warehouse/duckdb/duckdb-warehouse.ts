@@ -4,11 +4,12 @@ import {
   type DuckDBAppender,
   type DuckDBConnection,
   type DuckDBInstance,
+  type DuckDBPreparedStatement,
   DuckDBTypeId,
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { Turns } from '../../turns.js';
-import type { QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
+import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
@@ -54,20 +55,40 @@ const SCHEMA_SQL = [
     updated_at TIMESTAMPTZ NOT NULL)`,
 ];
 
-/** Columns come from the JSON in one parse per row (a multi-path extract). */
+/**
+ * One load: `$1` holds a line per event with its messageId, source and log offset (a JSON
+ * object each), `$2` the events' JSON, a line each, in the same order. DuckDB splits both on
+ * its own threads and takes the columns from the JSON in one parse per row (a multi-path
+ * extract): the event loop hands over two strings instead of four values per event.
+ */
 const LOAD_EVENTS_SQL = `
   INSERT INTO events
-  SELECT message_id, source_id, f[1],
+  SELECT k[1], k[2], f[1],
          coalesce(f[2], CASE WHEN f[1] IN ('page', 'screen') THEN coalesce(f[3], f[8]) END), f[4], f[5],
-         CAST(f[6] AS TIMESTAMPTZ), CAST(f[7] AS TIMESTAMPTZ), log_offset, payload
+         CAST(f[6] AS TIMESTAMPTZ), CAST(f[7] AS TIMESTAMPTZ), CAST(k[3] AS BIGINT), payload
   FROM (
-    SELECT *, json_extract_string(payload, ['$.type', '$.event', '$.name', '$.userId', '$.anonymousId',
-                                            '$.timestamp', '$.receivedAt', '$.properties.name']) AS f
-    FROM temp._stage_events)`;
+    SELECT json_extract_string(key, ['$.m', '$.s', '$.o']) AS k, payload,
+           json_extract_string(payload, ['$.type', '$.event', '$.name', '$.userId', '$.anonymousId',
+                                         '$.timestamp', '$.receivedAt', '$.properties.name']) AS f
+    FROM (SELECT unnest(string_split($1, chr(10))) AS key, unnest(string_split($2, chr(10))) AS payload))`;
+
+/** A line of `LOAD_EVENTS_SQL`'s `$1`: JSON.stringify escapes any newline in the ids. */
+function keyLine(e: EventRow): string {
+  return `{"m":${JSON.stringify(e.messageId)},"s":${JSON.stringify(e.sourceId)},"o":${Math.trunc(e.logOffset)}}`;
+}
 
 /**
- * The embedded warehouse: tables in the main DuckDB database. Writes use DuckDB's
- * appender inside an explicit transaction, which also records the consumer's offset.
+ * An event's JSON as one line. A raw newline in JSON text can only be whitespace between
+ * tokens (strings escape theirs), so a space in its place leaves the same JSON value.
+ */
+function payloadLine(json: string): string {
+  return json.includes('\n') ? json.replaceAll('\n', ' ') : json;
+}
+
+/**
+ * The embedded warehouse: tables in the main DuckDB database. A write is one explicit
+ * transaction: the events as two strings of lines split by DuckDB, the failed events through
+ * DuckDB's appender, and the consumer's offset.
  */
 export class DuckDBWarehouse implements Warehouse {
   private walBytes = 0;
@@ -80,7 +101,7 @@ export class DuckDBWarehouse implements Warehouse {
     private readonly reader: DuckDBConnection,
     private readonly catalog: string,
     private readonly checkpointBytes: number,
-    private readonly stageAppender: DuckDBAppender,
+    private readonly loadEvents: DuckDBPreparedStatement,
     private readonly failedAppender: DuckDBAppender,
   ) {}
 
@@ -94,9 +115,6 @@ export class DuckDBWarehouse implements Warehouse {
   ): Promise<DuckDBWarehouse> {
     const writer = await instance.connect();
     for (const sql of SCHEMA_SQL) await writer.run(sql);
-    await writer.run(
-      'CREATE TEMP TABLE _stage_events (message_id VARCHAR, source_id VARCHAR, log_offset BIGINT, payload VARCHAR)',
-    );
     const reader = await instance.connect();
     const catalog = String((await reader.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
     return new DuckDBWarehouse(
@@ -105,14 +123,15 @@ export class DuckDBWarehouse implements Warehouse {
       reader,
       catalog,
       options.checkpointBytes ?? 32 * 1024 * 1024,
-      await writer.createAppender('_stage_events', null, 'temp'),
+      await writer.prepare(LOAD_EVENTS_SQL),
       await writer.createAppender('failed_events'),
     );
   }
 
   /**
-   * Two round trips to DuckDB's threads per batch, whatever its size: the event loop of a
-   * busy server is slow to come back to an awaiting loader, so fewer awaits load faster.
+   * Three round trips to DuckDB's threads per batch at most, whatever its size: the event
+   * loop of a busy server is slow to come back to an awaiting loader, so fewer awaits load
+   * faster.
    */
   write(batch: WarehouseBatch): Promise<void> {
     // One writer connection and appender: the loader and the destinations' failure writes take turns.
@@ -125,18 +144,17 @@ export class DuckDBWarehouse implements Warehouse {
     const w = this.writer;
     await w.run('BEGIN TRANSACTION');
     try {
-      const statements: string[] = [];
       if (batch.events.length > 0) {
-        const ap = this.stageAppender;
-        for (const e of batch.events) {
-          ap.appendVarchar(e.messageId);
-          ap.appendVarchar(e.sourceId);
-          ap.appendBigInt(BigInt(e.logOffset));
-          ap.appendVarchar(e.json);
-          ap.endRow();
+        const events = batch.events;
+        let keys = keyLine(events[0]!);
+        let payloads = payloadLine(events[0]!.json);
+        for (let i = 1; i < events.length; i++) {
+          keys += `\n${keyLine(events[i]!)}`;
+          payloads += `\n${payloadLine(events[i]!.json)}`;
         }
-        ap.flushSync();
-        statements.push(LOAD_EVENTS_SQL, 'DELETE FROM temp._stage_events');
+        this.loadEvents.bindVarchar(1, keys);
+        this.loadEvents.bindVarchar(2, payloads);
+        await this.loadEvents.run();
       }
       if (batch.failed.length > 0) {
         const ap = this.failedAppender;
@@ -162,11 +180,10 @@ export class DuckDBWarehouse implements Warehouse {
         }
         ap.flushSync();
       }
-      statements.push(
-        `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(batch.consumer)}, ${Math.trunc(batch.nextOffset)}, now())`,
-        'COMMIT',
+      await w.run(
+        `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(batch.consumer)}, ${Math.trunc(batch.nextOffset)}, now());
+         COMMIT`,
       );
-      await w.run(statements.join(';\n'));
     } catch (err) {
       await w.run('ROLLBACK').catch(() => undefined);
       throw err;
@@ -262,7 +279,7 @@ export class DuckDBWarehouse implements Warehouse {
   }
 
   async close(): Promise<void> {
-    this.stageAppender.closeSync();
+    this.loadEvents.destroySync();
     this.failedAppender.closeSync();
     this.writer.closeSync();
     this.reader.closeSync();
