@@ -24,6 +24,8 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { parseMappings, rowToIdentify } from '../src/cli/import.js';
 import { IDENTITY_DEFAULTS } from '../src/config/identity-schema.js';
+import { StorageConfig } from '../src/config/schema.js';
+import { embeddedDuckDBOptions } from '../src/duckdb-options.js';
 import { DuckDBIdentityStore } from '../src/identity/duckdb/duckdb-identity-store.js';
 import { compileRules, extractIdentifiers } from '../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../src/identity/identity-engine.js';
@@ -257,9 +259,11 @@ async function runStage(
   const total = rows.length;
   const dir = mkdtempSync(join(tmpdir(), 'trib-bench-identity-'));
   try {
-    const instance = await DuckDBInstance.create(join(dir, 'warehouse.duckdb'), {
-      checkpoint_threshold: '1GB',
-    });
+    // As the server opens it (threads: cores - 1, so the event loop keeps a core).
+    const instance = await DuckDBInstance.create(
+      join(dir, 'warehouse.duckdb'),
+      embeddedDuckDBOptions(StorageConfig.parse({})),
+    );
     const warehouse = await DuckDBWarehouse.open(instance);
     for (let i = 0; i < total; i += 10_000) {
       await warehouse.write({

@@ -32,6 +32,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { parseConfig } from '../src/config/load.js';
+import { StorageConfig } from '../src/config/schema.js';
+import { embeddedDuckDBOptions } from '../src/duckdb-options.js';
 import { DuckDBEventLog } from '../src/log/duckdb/duckdb-event-log.js';
 import type { RawEvent } from '../src/log/event-log.js';
 import { WarehouseLoader } from '../src/pipeline/warehouse-loader.js';
@@ -251,9 +253,10 @@ async function collectCpu(mode: 'off' | 'on', events: unknown[], planFile: strin
 /** Phase 3: events/s of the loader over a prefilled log. */
 async function loaderRun(mode: 'off' | 'on', events: unknown[], planFile: string): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), `bench-quality-loader-${mode}-`));
-  const instance = await DuckDBInstance.create(join(dir, 'warehouse.duckdb'), {
-    checkpoint_threshold: '1GB',
-  });
+  const instance = await DuckDBInstance.create(
+    join(dir, 'warehouse.duckdb'),
+    embeddedDuckDBOptions(StorageConfig.parse({})),
+  );
   try {
     const c = await instance.connect();
     await c.run("SET GLOBAL TimeZone = 'UTC'");

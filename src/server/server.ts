@@ -1,10 +1,10 @@
 import { mkdirSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
+import { embeddedDuckDBOptions } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -77,14 +77,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     opts.piiSalt ?? workspaceSalt(dataDir),
     opts.env ?? {},
   );
-  // DuckDB checkpoints when a WAL passes checkpoint_threshold, inside the commit that crossed
-  // it, or skips it while other writes are active. The log and the warehouse checkpoint
-  // themselves between their own writes instead; the threshold is only a backstop.
-  const instance = await DuckDBInstance.create(join(dataDir, 'warehouse.duckdb'), {
-    checkpoint_threshold: '1GB',
-    memory_limit: config.storage.memoryLimit,
-    threads: String(config.storage.threads ?? Math.max(1, availableParallelism() - 1)),
-  });
+  const instance = await DuckDBInstance.create(
+    join(dataDir, 'warehouse.duckdb'),
+    embeddedDuckDBOptions(config.storage),
+  );
   const setup = await instance.connect();
   await setup.run("SET GLOBAL TimeZone = 'UTC'");
   await setup.run(`ATTACH IF NOT EXISTS ${sqlString(join(dataDir, 'log.duckdb'))} AS log`);
