@@ -135,6 +135,11 @@ const INSERT_TRAITS_SQL = `
          json_extract_string(f[5], '$'), CAST(f[6] AS BIGINT)
   FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
 
+const COPY_ASSIGNMENTS_SQL = `
+  INSERT INTO profile_event_assignments
+  SELECT log_offset, message_id, profile_id FROM identity_decisions
+  WHERE log_offset BETWEEN $1 AND $2 AND profile_id IS NOT NULL`;
+
 const UPSERT_PROFILES_SQL = `
   UPDATE profiles SET first_seen = t.first_seen, last_seen = t.last_seen, event_count = t.event_count, updated_at = now()
   FROM temp._identity_profiles t WHERE profiles.profile_id = t.profile_id;
@@ -345,18 +350,25 @@ export class DuckDBIdentityStore implements IdentityStore {
         // DuckDB than deleting and appending the row again.
         await c.run(UPSERT_PROFILES_SQL);
       }
-      if (changes.assignments.length > 0) {
-        await c.run(INSERT_ASSIGNMENTS_SQL, [
-          await linesOf(
-            changes.assignments,
-            (x) => `${x.logOffset}\t${JSON.stringify(x.messageId)}\t${x.profileId}`,
-          ),
-        ]);
-      }
       if (changes.decisions.length > 0) {
         // One parameter of tab-separated lines, split by DuckDB on its own threads: cheaper for
-        // the event loop than nine appender calls per decision (the assignments above alike).
+        // the event loop than nine appender calls per decision (the other bulk rows alike).
         await c.run(INSERT_DECISIONS_SQL, [await linesOf(changes.decisions, decisionLine)]);
+      }
+      if (changes.assignments.length > 0) {
+        const copied = assignedAsDecided(changes);
+        if (copied !== undefined) {
+          // A batch's events are assigned to the profiles their decisions name, and no other
+          // decision lies in its range of offsets: copied from the rows just inserted.
+          await c.run(COPY_ASSIGNMENTS_SQL, [BigInt(copied.from), BigInt(copied.to)]);
+        } else {
+          await c.run(INSERT_ASSIGNMENTS_SQL, [
+            await linesOf(
+              changes.assignments,
+              (x) => `${x.logOffset}\t${JSON.stringify(x.messageId)}\t${x.profileId}`,
+            ),
+          ]);
+        }
       }
       const merges = [...changes.merges, ...changes.unmerged];
       if (merges.length > 0) {
@@ -549,6 +561,34 @@ export class DuckDBIdentityStore implements IdentityStore {
   async close(): Promise<void> {
     this.writer.closeSync();
   }
+}
+
+/**
+ * The range of log offsets of a batch whose assignments are exactly its decisions' profiles
+ * (every decision with a profile, in order), so they can be copied from `identity_decisions`;
+ * undefined otherwise. Not for a replay (an unmerge): its events' offsets are spread among
+ * those of other profiles' decisions, and they end in other profiles than decided.
+ */
+function assignedAsDecided(changes: IdentityChanges): { from: number; to: number } | undefined {
+  if (changes.replacedOffsets.length > 0) return undefined;
+  const { assignments } = changes;
+  let from = Number.POSITIVE_INFINITY;
+  let to = Number.NEGATIVE_INFINITY;
+  let j = 0;
+  for (const d of changes.decisions) {
+    if (d.profileId === null) continue;
+    const a = assignments[j++];
+    if (
+      a === undefined ||
+      a.logOffset !== d.logOffset ||
+      a.messageId !== d.messageId ||
+      a.profileId !== d.profileId
+    )
+      return undefined;
+    if (d.logOffset < from) from = d.logOffset;
+    if (d.logOffset > to) to = d.logOffset;
+  }
+  return j === assignments.length && j > 0 ? { from, to } : undefined;
 }
 
 /** Lines written between two turns of the event loop: a batch is tens of thousands. */
