@@ -24,7 +24,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureBuild } from './lib/build.js';
+import { ensureBuild, serverNodeOptions } from './lib/build.js';
 import { envNumber } from './lib/env.js';
 import { BodyPool, MessageIds } from './lib/events.js';
 import { type LoadResult, runLoad } from './lib/load.js';
@@ -415,6 +415,7 @@ async function main(): Promise<void> {
     'tributary',
     process.execPath,
     [
+      ...serverNodeOptions(ROOT),
       ...SERVER_NODE_ARGS,
       join(ROOT, 'dist/cli/index.js'),
       'start',

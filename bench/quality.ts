@@ -41,6 +41,7 @@ import { buildQuality, closeStages } from '../src/server/quality-setup.js';
 import { isPlainObject } from '../src/spec/event.js';
 import { normalizeEvent } from '../src/spec/normalize.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
+import { serverNodeOptions } from './lib/build.js';
 import { envInt } from './lib/env.js';
 import { BodyPool, EVENT_NAMES, MessageIds } from './lib/events.js';
 import { freePort, sleep, spawnChild, stopChild, waitReady } from './lib/proc.js';
@@ -138,6 +139,7 @@ async function runOnce(mode: 'off' | 'on', pool: BodyPool, planFile: string): Pr
     `tributary (${mode})`,
     process.execPath,
     [
+      ...serverNodeOptions(ROOT),
       '--import',
       import.meta.resolve('tsx'),
       join(ROOT, 'src/cli/index.ts'),

@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
-import { ensureBuild } from './lib/build.js';
+import { ensureBuild, serverNodeOptions } from './lib/build.js';
 import { peopleWorkload } from './lib/people-workload.js';
 import { type Child, freePort, sleep, spawnChild, stopChild, waitReady } from './lib/proc.js';
 import { int, markdownTable } from './lib/report.js';
@@ -127,6 +127,7 @@ async function run(d: Deployment): Promise<Outcome> {
         name,
         process.execPath,
         [
+          ...serverNodeOptions(ROOT),
           join(ROOT, 'dist/cli/index.js'),
           'start',
           '--config',

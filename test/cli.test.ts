@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { serverNodeOptions } from '../bench/lib/build.js';
 import { MINIMAL_CONFIG } from './helpers.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -46,6 +47,16 @@ afterAll(() => {
 });
 
 describe('tributary CLI', () => {
+  it("npm start and bench:identity run Node with the options of the tributary command's #! line", () => {
+    const options = serverNodeOptions(ROOT);
+    expect(options).toContain('--max-semi-space-size=64');
+    const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    expect(scripts.start).toBe(`node ${options.join(' ')} dist/cli/index.js start`);
+    expect(scripts['bench:identity']).toBe(`node ${options.join(' ')} --import tsx bench/identity.ts`);
+  });
+
   it('config check reports a valid file, and every problem of an invalid one with its key path', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'ok.yaml'), MINIMAL_CONFIG);

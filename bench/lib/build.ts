@@ -1,6 +1,6 @@
 /** Builds dist/ when a benchmark runs the compiled CLI and dist/ is missing or stale. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 function newestMtime(path: string): number {
@@ -27,4 +27,15 @@ export function ensureBuild(root: string, log: (line: string) => void): { built:
   const r = spawnSync('npm', ['run', 'build', '--silent'], { cwd: root, stdio: 'inherit', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`npm run build failed (${r.error?.message ?? `exit ${r.status}`})`);
   return { built: true, ms: Date.now() - started };
+}
+
+/**
+ * The Node options the server runs with: those of the CLI's `#!/usr/bin/env -S node …` line,
+ * which `npm start` repeats. Benchmarks that start the server pass them too.
+ */
+export function serverNodeOptions(root: string): string[] {
+  const first = readFileSync(join(root, 'src/cli/index.ts'), 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\/usr\/bin\/env(?: -S)? node((?: --?[\w-]+(?:=\S+)?)*)$/.exec(first);
+  if (!m) throw new Error(`src/cli/index.ts: unexpected first line ${first}`);
+  return m[1]!.split(' ').filter((a) => a !== '');
 }
