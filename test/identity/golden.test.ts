@@ -75,6 +75,43 @@ describe('identity resolution: exactly once', () => {
 });
 
 describe('identity stage: a batch resolves while the previous one commits', () => {
+  it('a transaction that fails midway in DuckDB leaves nothing behind, and the batch resolves again once', async () => {
+    const p = await pipeline({ identity: COMPUTED });
+    const orders = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        type: 'track',
+        messageId: `o${from + i}`,
+        at: from + i,
+        userId: `u${(from + i) % 4}`,
+        anonymousId: `a${from + i}`,
+        event: 'Order Completed',
+        properties: { total: 1 },
+      }));
+    await p.send(orders(0, 8));
+    // The decisions table goes away: the next transaction fails after its profile rows and
+    // identifiers were already written in it.
+    await p.query('ALTER TABLE identity_decisions RENAME TO identity_decisions_away');
+    const sending = p.send(orders(8, 8));
+    while (p.errors.length === 0) await new Promise((r) => setTimeout(r, 10));
+    expect(String(p.errors[0])).toContain('identity_decisions');
+    await p.query('ALTER TABLE identity_decisions_away RENAME TO identity_decisions');
+    await sending;
+    expect(
+      await p.query('SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM identity_decisions'),
+    ).toEqual([{ n: 16, d: 16 }]);
+    expect(await p.query('SELECT count(*) AS n FROM profile_events')).toEqual([{ n: 16 }]);
+    expect(
+      await p.query(
+        "SELECT count(*) AS n, count(DISTINCT type || ':' || value) AS d FROM profile_identifiers",
+      ),
+    ).toEqual([{ n: 20, d: 20 }]);
+    for (let u = 0; u < 4; u++) {
+      const v = await p.stage.getProfile(`user_id:u${u}`);
+      expect(v.eventCount).toBe(4);
+      expect(v.computedTraits).toMatchObject({ orders: 4, revenue: 4 });
+    }
+  });
+
   it('a batch that fails to resolve waits for the commit in flight before it reloads from the store', async () => {
     const instance = await DuckDBInstance.create(':memory:');
     const warehouse = await DuckDBWarehouse.open(instance);

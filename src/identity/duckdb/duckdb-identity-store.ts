@@ -105,17 +105,40 @@ const SCHEMA_SQL = [
     profile_id VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, event_count BIGINT, created_offset BIGINT)`,
   'CREATE TEMP TABLE IF NOT EXISTS _identity_offsets (log_offset BIGINT)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_remap (old_id VARCHAR, new_id VARCHAR)',
+  // A transaction's rows are staged in these first, then moved by one statement (`commit`).
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_texts (kind VARCHAR, body VARCHAR)',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_computed AS SELECT * FROM profile_computed_traits LIMIT 0',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_merges AS SELECT * FROM profile_merges LIMIT 0',
+  'CREATE TEMP TABLE IF NOT EXISTS _identity_blocks AS SELECT * FROM profile_blocks LIMIT 0',
 ];
+
+/** The staging tables, emptied after every transaction (committed or not). */
+const STAGING = [
+  '_identity_ids',
+  '_identity_profiles',
+  '_identity_offsets',
+  '_identity_remap',
+  '_identity_texts',
+  '_identity_computed',
+  '_identity_merges',
+  '_identity_blocks',
+] as const;
+const CLEAR_STAGING = STAGING.map((t) => `DELETE FROM temp.${t}`).join(';\n');
+
+type Staging = Record<(typeof STAGING)[number], DuckDBAppender>;
+
+/** A text staged in `_identity_texts`, as the string its statement splits. */
+const staged = (kind: string) => `(SELECT body FROM temp._identity_texts WHERE kind = '${kind}')`;
 
 const INSERT_DECISIONS_SQL = `
   INSERT INTO identity_decisions
   SELECT CAST(f[1] AS BIGINT), json_extract_string(f[2], '$'), f[3], f[4] = '1', nullif(f[5], ''), f[6], f[7], f[8], f[9]
-  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
+  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split(${staged('decisions')}, chr(10))) AS line))`;
 
 const INSERT_ASSIGNMENTS_SQL = `
   INSERT INTO profile_event_assignments
   SELECT CAST(f[1] AS BIGINT), json_extract_string(f[2], '$'), f[3]
-  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
+  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split(${staged('assignments')}, chr(10))) AS line))`;
 
 /** Epoch milliseconds as a TIMESTAMPTZ, exactly and whatever the session's time zone. */
 const fromEpochMs = (field: string) =>
@@ -126,27 +149,26 @@ const INSERT_IDENTIFIERS_SQL = `
   INSERT INTO profile_identifiers
   SELECT f[1], json_extract_string(f[2], '$'), json_extract_string(f[3], '$'), ${fromEpochMs('f[4]')},
          json_extract_string(f[5], '$'), CAST(f[6] AS BIGINT)
-  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
+  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split(${staged('identifiers')}, chr(10))) AS line))`;
 
 /** Lines of profile id, trait name (JSON string), value (JSON), timestamp (epoch ms), source (JSON string), offset. */
 const INSERT_TRAITS_SQL = `
   INSERT INTO profile_traits
   SELECT f[1], json_extract_string(f[2], '$'), f[3], ${fromEpochMs('f[4]')},
          json_extract_string(f[5], '$'), CAST(f[6] AS BIGINT)
-  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS line))`;
+  FROM (SELECT string_split(line, chr(9)) AS f FROM (SELECT unnest(string_split(${staged('traits')}, chr(10))) AS line))`;
 
-const COPY_ASSIGNMENTS_SQL = `
+const copyAssignmentsSql = (from: number, to: number) => `
   INSERT INTO profile_event_assignments
   SELECT log_offset, message_id, profile_id FROM identity_decisions
-  WHERE log_offset BETWEEN $1 AND $2 AND profile_id IS NOT NULL`;
+  WHERE log_offset BETWEEN ${Math.trunc(from)} AND ${Math.trunc(to)} AND profile_id IS NOT NULL`;
 
 const UPSERT_PROFILES_SQL = `
   UPDATE profiles SET first_seen = t.first_seen, last_seen = t.last_seen, event_count = t.event_count, updated_at = now()
   FROM temp._identity_profiles t WHERE profiles.profile_id = t.profile_id;
   INSERT INTO profiles
   SELECT t.profile_id, t.first_seen, t.last_seen, t.event_count, t.created_offset, now() FROM temp._identity_profiles t
-  WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.profile_id = t.profile_id);
-  DELETE FROM temp._identity_profiles`;
+  WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.profile_id = t.profile_id)`;
 
 const PROFILE_TABLES: [string, number][] = [
   ['profiles', Dirty.row],
@@ -168,6 +190,8 @@ const tz = (ms: number) => new DuckDBTimestampValue(BigInt(Math.trunc(ms)) * 100
  * (delete by a staged id list, then append), so the cost is per batch, not per event.
  */
 export class DuckDBIdentityStore implements IdentityStore {
+  private staging: Staging | undefined;
+
   private constructor(
     private readonly instance: DuckDBInstance,
     private readonly writer: DuckDBConnection,
@@ -288,17 +312,37 @@ export class DuckDBIdentityStore implements IdentityStore {
     // Read before the first await: the stage goes on resolving while this transaction runs.
     const snapshot = snapshotProfiles(changes.dirty, profile, this.computed, this.now());
     const c = this.writer;
-    const appenders: DuckDBAppender[] = [];
-    const appender = async (table: string, catalog?: 'temp') => {
-      const a = await c.createAppender(table, null, catalog ?? null);
-      appenders.push(a);
-      return a;
-    };
-    await c.run('BEGIN TRANSACTION');
+    // The bulk rows as text (tab-separated lines that DuckDB splits: cheaper for the event loop
+    // than an appender call per value), built first, letting requests in between.
+    const texts: [kind: string, body: string][] = [];
+    if (changes.decisions.length > 0)
+      texts.push(['decisions', await linesOf(changes.decisions, decisionLine)]);
+    const copied = changes.assignments.length > 0 ? assignedAsDecided(changes) : undefined;
+    if (changes.assignments.length > 0 && copied === undefined) {
+      texts.push([
+        'assignments',
+        await linesOf(
+          changes.assignments,
+          (x) => `${x.logOffset}\t${JSON.stringify(x.messageId)}\t${x.profileId}`,
+        ),
+      ]);
+    }
+    const identifiers: [string, HeldIdentifier][] = [];
+    const traits: [string, string, TraitValue][] = [];
+    for (const p of snapshot) {
+      for (const i of p.identifiers) identifiers.push([p.id, i]);
+      for (const [name, t] of p.traits) traits.push([p.id, name, t]);
+    }
+    if (identifiers.length > 0) texts.push(['identifiers', await linesOf(identifiers, identifierLine)]);
+    if (traits.length > 0) texts.push(['traits', await linesOf(traits, traitLine)]);
+    const staging = await this.stagingAppenders();
     try {
-      const statements: string[] = [];
+      // Everything is staged in temporary tables, then one statement runs the transaction:
+      // DuckDB works through it while the event loop resolves the next batch, instead of
+      // waiting for the loop between statements.
+      const sql = ['BEGIN TRANSACTION'];
       if (changes.dirty.size + changes.removed.size > 0) {
-        const ids = await appender('_identity_ids', 'temp');
+        const ids = staging._identity_ids;
         for (const [id, bits] of changes.dirty) {
           // The `profiles` row of a live profile is updated in place (below), not deleted.
           ids.appendVarchar(id);
@@ -310,21 +354,18 @@ export class DuckDBIdentityStore implements IdentityStore {
           ids.appendInteger(Dirty.all);
           ids.endRow();
         }
-        ids.flushSync();
         for (const [table, bit] of PROFILE_TABLES) {
-          statements.push(
+          sql.push(
             `DELETE FROM ${table} WHERE profile_id IN (SELECT id FROM temp._identity_ids WHERE bits & ${bit} <> 0)`,
           );
         }
       }
       if (changes.replacedOffsets.length > 0) {
-        const offs = await appender('_identity_offsets', 'temp');
         for (const o of changes.replacedOffsets) {
-          offs.appendBigInt(BigInt(o));
-          offs.endRow();
+          staging._identity_offsets.appendBigInt(BigInt(o));
+          staging._identity_offsets.endRow();
         }
-        offs.flushSync();
-        statements.push(
+        sql.push(
           'DELETE FROM profile_event_assignments WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
           'DELETE FROM identity_decisions WHERE log_offset IN (SELECT log_offset FROM temp._identity_offsets)',
         );
@@ -332,52 +373,43 @@ export class DuckDBIdentityStore implements IdentityStore {
       if (changes.unaliased.length > 0) {
         // An unmerge reassigned every event of these profiles directly: their aliases go.
         const ids = changes.unaliased.map(sqlString).join(', ');
-        statements.push(
+        sql.push(
           `DELETE FROM profile_aliases WHERE current_profile_id IN (${ids}) OR profile_id IN (${ids})`,
         );
       }
       const mergeIds = [...changes.deletedMerges, ...changes.unmerged.map((m) => m.mergeId)];
       if (mergeIds.length > 0) {
-        statements.push(
-          `DELETE FROM profile_merges WHERE merge_id IN (${mergeIds.map(sqlString).join(', ')})`,
-        );
+        sql.push(`DELETE FROM profile_merges WHERE merge_id IN (${mergeIds.map(sqlString).join(', ')})`);
       }
-      if (statements.length > 0) await c.run(statements.join(';\n'));
-
+      for (const [kind, body] of texts) {
+        staging._identity_texts.appendVarchar(kind);
+        staging._identity_texts.appendVarchar(body);
+        staging._identity_texts.endRow();
+      }
       if (snapshot.length > 0) {
-        await this.appendProfiles(snapshot, appender);
+        this.stageProfiles(snapshot, staging);
+        if (identifiers.length > 0) sql.push(INSERT_IDENTIFIERS_SQL);
+        if (traits.length > 0) sql.push(INSERT_TRAITS_SQL);
+        sql.push('INSERT INTO profile_computed_traits SELECT * FROM temp._identity_computed');
         // Every event changes its profile's counters: an update in place is far cheaper for
         // DuckDB than deleting and appending the row again.
-        await c.run(UPSERT_PROFILES_SQL);
+        sql.push(UPSERT_PROFILES_SQL);
       }
-      if (changes.decisions.length > 0) {
-        // One parameter of tab-separated lines, split by DuckDB on its own threads: cheaper for
-        // the event loop than nine appender calls per decision (the other bulk rows alike).
-        await c.run(INSERT_DECISIONS_SQL, [await linesOf(changes.decisions, decisionLine)]);
-      }
-      if (changes.assignments.length > 0) {
-        const copied = assignedAsDecided(changes);
-        if (copied !== undefined) {
-          // A batch's events are assigned to the profiles their decisions name, and no other
-          // decision lies in its range of offsets: copied from the rows just inserted.
-          await c.run(COPY_ASSIGNMENTS_SQL, [BigInt(copied.from), BigInt(copied.to)]);
-        } else {
-          await c.run(INSERT_ASSIGNMENTS_SQL, [
-            await linesOf(
-              changes.assignments,
-              (x) => `${x.logOffset}\t${JSON.stringify(x.messageId)}\t${x.profileId}`,
-            ),
-          ]);
-        }
+      if (changes.decisions.length > 0) sql.push(INSERT_DECISIONS_SQL);
+      if (copied !== undefined) {
+        // A batch's events are assigned to the profiles their decisions name, and no other
+        // decision lies in its range of offsets: copied from the rows just inserted.
+        sql.push(copyAssignmentsSql(copied.from, copied.to));
+      } else if (changes.assignments.length > 0) {
+        sql.push(INSERT_ASSIGNMENTS_SQL);
       }
       const merges = [...changes.merges, ...changes.unmerged];
       if (merges.length > 0) {
-        const a = await appender('profile_merges');
-        for (const m of merges) appendMerge(a, m);
-        a.flushSync();
+        for (const m of merges) appendMerge(staging._identity_merges, m);
+        sql.push('INSERT INTO profile_merges SELECT * FROM temp._identity_merges');
       }
       if (changes.blocks.length > 0) {
-        const a = await appender('profile_blocks');
+        const a = staging._identity_blocks;
         for (const b of changes.blocks) {
           a.appendVarchar(b.blockId);
           a.appendVarchar(b.mergeId);
@@ -386,53 +418,65 @@ export class DuckDBIdentityStore implements IdentityStore {
           a.appendTimestamp(tz(b.createdAt));
           a.endRow();
         }
-        a.flushSync();
+        sql.push('INSERT INTO profile_blocks SELECT * FROM temp._identity_blocks');
       }
-      const tail: string[] = [];
       if (changes.remap.size > 0) {
-        const r = await appender('_identity_remap', 'temp');
+        const r = staging._identity_remap;
         for (const [oldId, newId] of changes.remap) {
           r.appendVarchar(oldId);
           r.appendVarchar(newId);
           r.endRow();
         }
-        r.flushSync();
-        tail.push(
+        sql.push(
           `UPDATE profile_aliases SET current_profile_id = r.new_id FROM temp._identity_remap r
            WHERE profile_aliases.current_profile_id = r.old_id`,
           `INSERT INTO profile_aliases SELECT old_id, new_id FROM temp._identity_remap`,
         );
       }
       if (nextOffset !== undefined) {
-        tail.push(
+        sql.push(
           `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(this.consumer)}, ${Math.trunc(nextOffset)}, now())`,
         );
       }
-      tail.push(
-        'DELETE FROM temp._identity_ids',
-        'DELETE FROM temp._identity_offsets',
-        'DELETE FROM temp._identity_remap',
-        'COMMIT',
-      );
-      await c.run(tail.join(';\n'));
+      sql.push('COMMIT', CLEAR_STAGING);
+      for (const a of Object.values(staging)) a.flushSync();
+      await c.run(sql.join(';\n'));
     } catch (err) {
       await c.run('ROLLBACK').catch(() => undefined);
+      // A failed flush may leave an appender unusable: new ones next time.
+      this.closeStaging();
+      await c.run(CLEAR_STAGING).catch(() => undefined);
       throw err;
-    } finally {
-      for (const a of appenders) a.closeSync();
     }
   }
 
-  private async appendProfiles(
-    rows: readonly ProfileRows[],
-    appender: (table: string, catalog?: 'temp') => Promise<DuckDBAppender>,
-  ): Promise<void> {
+  /** The appenders of the staging tables, opened once and kept. */
+  private async stagingAppenders(): Promise<Staging> {
+    if (this.staging === undefined) {
+      const entries = await Promise.all(
+        STAGING.map(async (t) => [t, await this.writer.createAppender(t, null, 'temp')] as const),
+      );
+      this.staging = Object.fromEntries(entries) as Staging;
+    }
+    return this.staging;
+  }
+
+  private closeStaging(): void {
+    for (const a of Object.values(this.staging ?? {})) {
+      try {
+        a.closeSync();
+      } catch {
+        // already unusable
+      }
+    }
+    this.staging = undefined;
+  }
+
+  /** The `profiles` rows and computed traits of the changed profiles, into their staging tables. */
+  private stageProfiles(rows: readonly ProfileRows[], staging: Staging): void {
     const updated = tz(this.now());
-    const pa = await appender('_identity_profiles', 'temp');
-    const ca = await appender('profile_computed_traits');
-    // Identifiers and traits are most of the rows: sent as text, like the decisions.
-    const identifiers: [string, HeldIdentifier][] = [];
-    const traits: [string, string, TraitValue][] = [];
+    const pa = staging._identity_profiles;
+    const ca = staging._identity_computed;
     for (const p of rows) {
       if (p.row) {
         pa.appendVarchar(p.id);
@@ -442,8 +486,6 @@ export class DuckDBIdentityStore implements IdentityStore {
         pa.appendBigInt(BigInt(p.createdOffset));
         pa.endRow();
       }
-      for (const i of p.identifiers) identifiers.push([p.id, i]);
-      for (const [name, t] of p.traits) traits.push([p.id, name, t]);
       for (const [name, value, state] of p.computed) {
         ca.appendVarchar(p.id);
         ca.appendVarchar(name);
@@ -452,24 +494,6 @@ export class DuckDBIdentityStore implements IdentityStore {
         ca.appendTimestamp(updated);
         ca.endRow();
       }
-    }
-    pa.flushSync();
-    ca.flushSync();
-    if (identifiers.length > 0) {
-      const text = await linesOf(
-        identifiers,
-        ([id, i]) =>
-          `${id}\t${JSON.stringify(i.type)}\t${JSON.stringify(i.value)}\t${Math.trunc(i.firstSeen)}\t${JSON.stringify(i.sourceId)}\t${i.logOffset}`,
-      );
-      await this.writer.run(INSERT_IDENTIFIERS_SQL, [text]);
-    }
-    if (traits.length > 0) {
-      const text = await linesOf(
-        traits,
-        ([id, name, t]) =>
-          `${id}\t${JSON.stringify(name)}\t${JSON.stringify(t.value ?? null)}\t${Math.trunc(t.timestamp)}\t${JSON.stringify(t.sourceId)}\t${t.logOffset}`,
-      );
-      await this.writer.run(INSERT_TRAITS_SQL, [text]);
     }
   }
 
@@ -559,6 +583,7 @@ export class DuckDBIdentityStore implements IdentityStore {
   }
 
   async close(): Promise<void> {
+    this.closeStaging();
     this.writer.closeSync();
   }
 }
@@ -612,6 +637,16 @@ async function linesOf<T>(items: readonly T[], line: (item: T) => string): Promi
     );
   }
   return parts.join('\n');
+}
+
+/** An identifier row: profile id, type, value (JSON strings), first seen (epoch ms), source (JSON string), offset. */
+function identifierLine([id, i]: [string, HeldIdentifier]): string {
+  return `${id}\t${JSON.stringify(i.type)}\t${JSON.stringify(i.value)}\t${Math.trunc(i.firstSeen)}\t${JSON.stringify(i.sourceId)}\t${i.logOffset}`;
+}
+
+/** A trait row: profile id, name (JSON string), value (JSON), timestamp (epoch ms), source (JSON string), offset. */
+function traitLine([id, name, t]: [string, string, TraitValue]): string {
+  return `${id}\t${JSON.stringify(name)}\t${JSON.stringify(t.value ?? null)}\t${Math.trunc(t.timestamp)}\t${JSON.stringify(t.sourceId)}\t${t.logOffset}`;
 }
 
 /**
