@@ -124,8 +124,10 @@ const STAGING = [
   '_identity_blocks',
 ] as const;
 const CLEAR_STAGING = STAGING.map((t) => `DELETE FROM temp.${t}`).join(';\n');
+/** The staging tables filled through appenders (the texts go in as parameters). */
+const APPENDED = STAGING.filter((t) => t !== '_identity_texts');
 
-type Staging = Record<(typeof STAGING)[number], DuckDBAppender>;
+type Staging = Record<Exclude<(typeof STAGING)[number], '_identity_texts'>, DuckDBAppender>;
 
 /** A text staged in `_identity_texts`, as the string its statement splits. */
 const staged = (kind: string) => `(SELECT body FROM temp._identity_texts WHERE kind = '${kind}')`;
@@ -337,6 +339,14 @@ export class DuckDBIdentityStore implements IdentityStore {
     if (traits.length > 0) texts.push(['traits', await linesOf(traits, traitLine)]);
     const staging = await this.stagingAppenders();
     try {
+      // The texts go in as parameters, copied on DuckDB's thread (an appender would copy
+      // megabytes on the event loop).
+      if (texts.length > 0) {
+        await c.run(
+          `INSERT INTO temp._identity_texts VALUES ${texts.map((_, i) => `($${2 * i + 1}, $${2 * i + 2})`).join(', ')}`,
+          texts.flat(),
+        );
+      }
       // Everything is staged in temporary tables, then one statement runs the transaction:
       // DuckDB works through it while the event loop resolves the next batch, instead of
       // waiting for the loop between statements.
@@ -380,11 +390,6 @@ export class DuckDBIdentityStore implements IdentityStore {
       const mergeIds = [...changes.deletedMerges, ...changes.unmerged.map((m) => m.mergeId)];
       if (mergeIds.length > 0) {
         sql.push(`DELETE FROM profile_merges WHERE merge_id IN (${mergeIds.map(sqlString).join(', ')})`);
-      }
-      for (const [kind, body] of texts) {
-        staging._identity_texts.appendVarchar(kind);
-        staging._identity_texts.appendVarchar(body);
-        staging._identity_texts.endRow();
       }
       if (snapshot.length > 0) {
         this.stageProfiles(snapshot, staging);
@@ -454,7 +459,7 @@ export class DuckDBIdentityStore implements IdentityStore {
   private async stagingAppenders(): Promise<Staging> {
     if (this.staging === undefined) {
       const entries = await Promise.all(
-        STAGING.map(async (t) => [t, await this.writer.createAppender(t, null, 'temp')] as const),
+        APPENDED.map(async (t) => [t, await this.writer.createAppender(t, null, 'temp')] as const),
       );
       this.staging = Object.fromEntries(entries) as Staging;
     }
@@ -654,9 +659,10 @@ function traitLine([id, name, t]: [string, string, TraitValue]): string {
  * JSON text never holds a raw tab or newline, and the other fields are ours.
  */
 function decisionLine(d: Decision): string {
+  const rule = d.rule.includes('\t') || d.rule.includes('\n') ? d.rule.replace(/[\t\n]/g, ' ') : d.rule;
   return `${d.logOffset}\t${JSON.stringify(d.messageId)}\t${d.action}\t${d.limited ? 1 : 0}\t${d.profileId ?? ''}\t${JSON.stringify(d.identifiers)}\t${
     d.leftOut.length === 0 ? '[]' : JSON.stringify(d.leftOut)
-  }\t${d.involved.length === 0 ? '[]' : JSON.stringify(d.involved)}\t${d.rule.replace(/[\t\n]/g, ' ')}`;
+  }\t${d.involved.length === 0 ? '[]' : JSON.stringify(d.involved)}\t${rule}`;
 }
 
 function appendMerge(a: DuckDBAppender, m: MergeRecord): void {
