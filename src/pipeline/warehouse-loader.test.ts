@@ -50,6 +50,17 @@ class FlakyWarehouse implements Warehouse {
   async close() {}
 }
 
+/** A loader into a warehouse that never fails, keeping what dedupe drops. */
+function countingLoader(log: ConstructorParameters<typeof WarehouseLoader>[0]) {
+  const wh = new FlakyWarehouse(0);
+  const dropped: number[] = [];
+  const loader = new WarehouseLoader(log, wh, {
+    lingerMs: 0,
+    observer: { deduplicated: (_s, n) => dropped.push(n) },
+  });
+  return { wh, dropped, loader };
+}
+
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
@@ -107,12 +118,7 @@ describe('WarehouseLoader', () => {
 
   it('drops a retry of an already loaded event and keeps a new event with the same id in another source', async () => {
     const log = await openLog();
-    const wh = new FlakyWarehouse(0);
-    const dropped: number[] = [];
-    const loader = new WarehouseLoader(log, wh, {
-      lingerMs: 0,
-      observer: { deduplicated: (_s, n) => dropped.push(n) },
-    });
+    const { wh, dropped, loader } = countingLoader(log);
     await loader.start();
     // Retries arrive now: the dedupe window counts from receipt.
     const now = (r: ReturnType<typeof record>) => ({ ...r, receivedAt: Date.now() });
@@ -128,12 +134,7 @@ describe('WarehouseLoader', () => {
 
   it('drops a repeat within one batch and keeps the same id from another source', async () => {
     const log = await openLog();
-    const wh = new FlakyWarehouse(0);
-    const dropped: number[] = [];
-    const loader = new WarehouseLoader(log, wh, {
-      lingerMs: 0,
-      observer: { deduplicated: (_s, n) => dropped.push(n) },
-    });
+    const { wh, dropped, loader } = countingLoader(log);
     const batch = [record(1), record(2), record(1), record(1, 'app'), record(2)].map((r, i) => ({
       ...r,
       receivedAt: Date.now(),
