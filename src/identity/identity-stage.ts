@@ -77,6 +77,12 @@ export class IdentityStage {
   private committedOffset = 0;
   /** The store transaction of the last batch, running while the next batch is resolved. */
   private inflight: Promise<void> | undefined;
+  /**
+   * A failed background commit that an unmerge, not the feed, came across: the feed still
+   * counts that batch as handled, so the next `handle` or `flush` throws it, sending the feed
+   * back to the stored offset.
+   */
+  private lost: unknown;
 
   private constructor(
     private readonly store: IdentityStore,
@@ -139,6 +145,7 @@ export class IdentityStage {
    */
   handle(events: readonly StoredEvent[], nextOffset: number | undefined): Promise<void> {
     return this.turns.run(async () => {
+      this.throwLost();
       try {
         for (let i = 0; i < events.length; i++) {
           // Let requests in between: a batch is tens of thousands of events.
@@ -164,7 +171,17 @@ export class IdentityStage {
 
   /** Waits for the last batch's store transaction; throws (after a reload) if it failed. */
   flush(): Promise<void> {
-    return this.turns.run(() => this.settle());
+    return this.turns.run(async () => {
+      this.throwLost();
+      await this.settle();
+    });
+  }
+
+  private throwLost(): void {
+    if (this.lost === undefined) return;
+    const err = this.lost;
+    this.lost = undefined;
+    throw err;
   }
 
   private async settle(): Promise<void> {
@@ -273,7 +290,12 @@ export class IdentityStage {
   ): Promise<{ profiles: string[] }> {
     return this.turns.run(async () => {
       // The replay reads the profile's events from the store: the last batch must be in.
-      await this.settle();
+      try {
+        await this.settle();
+      } catch (err) {
+        this.lost = err;
+        throw err;
+      }
       const merge = this.engine.merges.get(mergeId);
       if (!merge || merge.unmergedAt !== null)
         throw new IdentityLookupError('merge_not_found', `no active merge ${mergeId}`);

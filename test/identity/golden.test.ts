@@ -177,6 +177,66 @@ describe('identity stage: a batch resolves while the previous one commits', () =
   });
 });
 
+describe('identity stage: a background commit that fails while an unmerge waits for it', () => {
+  it('the unmerge reports it, and the next batch is refused so the feed goes back to the stored offset', async () => {
+    const instance = await DuckDBInstance.create(':memory:');
+    const warehouse = await DuckDBWarehouse.open(instance);
+    const real = await DuckDBIdentityStore.open(instance);
+    let failNext = false;
+    const store: IdentityStore = {
+      offset: () => real.offset(),
+      load: () => real.load(),
+      async commit(changes, profile, next) {
+        if (failNext) {
+          failNext = false;
+          await new Promise((r) => setTimeout(r, 20));
+          throw new Error('disk full (injected)'); // nothing written, as a rolled-back transaction
+        }
+        await real.commit(changes, profile, next);
+      },
+      eventsOfProfile: (id) => real.eventsOfProfile(id),
+      recentEvents: (id, n) => real.recentEvents(id, n),
+      decisions: (a, b, n) => real.decisions(a, b, n),
+      close: () => real.close(),
+    };
+    const at = new Date(T0).toISOString();
+    const identify = (logOffset: number, userId: string): StoredEvent => ({
+      logOffset,
+      sourceId: 'web',
+      messageId: `m${logOffset}`,
+      receivedAt: T0,
+      json: JSON.stringify({
+        type: 'identify',
+        userId,
+        messageId: `m${logOffset}`,
+        timestamp: at,
+        receivedAt: at,
+      }),
+    });
+    const stage = await IdentityStage.open(store, compileRules(IdentityConfig.parse({})));
+    try {
+      await stage.handle([identify(0, 'u0')], 1);
+      await stage.flush();
+      failNext = true;
+      await stage.handle([identify(1, 'u1')], 2); // its commit fails in the background
+      await expect(stage.unmerge('no-such-merge')).rejects.toThrow('disk full (injected)');
+      // The feed believes [1, 2) handled; the stage refuses what comes next instead of losing it.
+      await expect(stage.handle([identify(2, 'u2')], 3)).rejects.toThrow('disk full (injected)');
+      expect(await real.offset()).toBe(1);
+      // The feed re-reads from the stored offset: every event resolved once.
+      await stage.handle([identify(1, 'u1'), identify(2, 'u2')], 3);
+      await stage.flush();
+      expect(await real.offset()).toBe(3);
+      for (const u of ['u0', 'u1', 'u2']) expect(stage.lookup(`user_id:${u}`)?.eventCount).toBe(1);
+    } finally {
+      await stage.stop();
+      await real.close();
+      await warehouse.close();
+      instance.closeSync();
+    }
+  });
+});
+
 describe('identity store', () => {
   it('stores awkward identifier values, trait values and timestamps exactly, whatever the time zone', async () => {
     const p = await pipeline();
