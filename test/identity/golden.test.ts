@@ -22,25 +22,67 @@ async function pipeline(options: Parameters<typeof identityPipeline>[0] = {}) {
 
 goldenScenarios('real DuckDB store', (options) => identityPipeline(options));
 
+/** Every method of the identity store port passed on to `store`, but those given. */
+function delegating(store: IdentityStore, own: Partial<IdentityStore>): IdentityStore {
+  return {
+    offset: () => store.offset(),
+    load: () => store.load(),
+    commit: (changes, profile, next) => store.commit(changes, profile, next),
+    eventsOfProfile: (id) => store.eventsOfProfile(id),
+    recentEvents: (id, n) => store.recentEvents(id, n),
+    decisions: (a, b, n) => store.decisions(a, b, n),
+    close: () => store.close(),
+    ...own,
+  };
+}
+
+/**
+ * An identity stage with default rules on an in-memory DuckDB store, with some of the
+ * store's methods replaced (`own` gets the real store); the stage is driven by hand.
+ */
+async function stageOnDuckDB(own: (real: DuckDBIdentityStore) => Partial<IdentityStore>) {
+  const instance = await DuckDBInstance.create(':memory:');
+  const warehouse = await DuckDBWarehouse.open(instance);
+  const real = await DuckDBIdentityStore.open(instance);
+  const stage = await IdentityStage.open(delegating(real, own(real)), compileRules(IdentityConfig.parse({})));
+  return {
+    real,
+    stage,
+    async close() {
+      await stage.stop();
+      await real.close();
+      await warehouse.close();
+      instance.closeSync();
+    },
+  };
+}
+
+/** A stored event at `logOffset` with the given payload text (an identify of `userId` by default). */
+function storedEvent(logOffset: number, userId: string, json?: string): StoredEvent {
+  const at = new Date(T0).toISOString();
+  const messageId = `m${logOffset}`;
+  return {
+    logOffset,
+    sourceId: 'web',
+    messageId,
+    receivedAt: T0,
+    json: json ?? JSON.stringify({ type: 'identify', userId, messageId, timestamp: at, receivedAt: at }),
+  };
+}
+
 describe('identity resolution: exactly once', () => {
   it('a commit that fails before or after the transaction is retried without counting twice', async () => {
     let failBefore = 1;
     let failAfter = 1;
-    const wrap = (store: IdentityStore): IdentityStore => ({
-      ...store,
-      offset: () => store.offset(),
-      load: () => store.load(),
-      eventsOfProfile: (id) => store.eventsOfProfile(id),
-      recentEvents: (id, n) => store.recentEvents(id, n),
-      decisions: (a, b, n) => store.decisions(a, b, n),
-      close: () => store.close(),
-      async commit(changes, profile, next) {
-        if (changes.assignments.length > 0 && failBefore-- > 0) throw new Error('disk full (before)');
-        await store.commit(changes, profile, next);
-        // Committed, but the stage never hears it: the feed retries from the stored offset.
-        if (changes.assignments.length > 0 && failAfter-- > 0) throw new Error('connection lost (after)');
-      },
-    });
+    const wrap = (store: IdentityStore): IdentityStore =>
+      delegating(store, {
+        async commit(changes, profile, next) {
+          if (changes.assignments.length > 0 && failBefore-- > 0) throw new Error('disk full (before)');
+          await store.commit(changes, profile, next);
+          // Committed, but the stage never hears it: the feed retries from the stored offset.
+          if (changes.assignments.length > 0 && failAfter-- > 0) throw new Error('connection lost (after)');
+        },
+      });
     const p = await pipeline({ identity: COMPUTED, wrap });
     const orders = (from: number, n: number) =>
       Array.from({ length: n }, (_, i) => ({
@@ -113,17 +155,13 @@ describe('identity stage: a batch resolves while the previous one commits', () =
   });
 
   it('a batch that fails to resolve waits for the commit in flight before it reloads from the store', async () => {
-    const instance = await DuckDBInstance.create(':memory:');
-    const warehouse = await DuckDBWarehouse.open(instance);
-    const real = await DuckDBIdentityStore.open(instance);
     let committing = 0;
     const overlaps: string[] = [];
     let release!: () => void;
     const gate = new Promise<void>((r) => {
       release = r;
     });
-    const store: IdentityStore = {
-      offset: () => real.offset(),
+    const { real, stage, close } = await stageOnDuckDB((real) => ({
       async load() {
         if (committing > 0) overlaps.push('load during a commit');
         return real.load();
@@ -138,54 +176,26 @@ describe('identity stage: a batch resolves while the previous one commits', () =
           committing--;
         }
       },
-      eventsOfProfile: (id) => real.eventsOfProfile(id),
-      recentEvents: (id, n) => real.recentEvents(id, n),
-      decisions: (a, b, n) => real.decisions(a, b, n),
-      close: () => real.close(),
-    };
-    const at = new Date(T0).toISOString();
-    const event = (logOffset: number, json: string): StoredEvent => ({
-      logOffset,
-      sourceId: 'web',
-      messageId: `m${logOffset}`,
-      receivedAt: T0,
-      json,
-    });
-    const stage = await IdentityStage.open(store, compileRules(IdentityConfig.parse({})));
+    }));
     try {
-      const ok = JSON.stringify({
-        type: 'identify',
-        userId: 'u1',
-        messageId: 'm0',
-        timestamp: at,
-        receivedAt: at,
-      });
-      await stage.handle([event(0, ok)], 1); // returns with its commit in flight
+      await stage.handle([storedEvent(0, 'u1')], 1); // returns with its commit in flight
       expect(committing).toBe(1);
-      const failing = stage.handle([event(1, '{"type": "track", not json')], 2);
+      const failing = stage.handle([storedEvent(1, '', '{"type": "track", not json')], 2);
       setTimeout(release, 50);
       await expect(failing).rejects.toThrow(SyntaxError);
       expect(overlaps).toEqual([]);
       expect(await real.offset()).toBe(1);
       expect(stage.lookup('user_id:u1')).toBeDefined();
     } finally {
-      await stage.stop();
-      await real.close();
-      await warehouse.close();
-      instance.closeSync();
+      await close();
     }
   });
 });
 
 describe('identity stage: a background commit that fails while an unmerge waits for it', () => {
   it('the unmerge reports it, and the next batch is refused so the feed goes back to the stored offset', async () => {
-    const instance = await DuckDBInstance.create(':memory:');
-    const warehouse = await DuckDBWarehouse.open(instance);
-    const real = await DuckDBIdentityStore.open(instance);
     let failNext = false;
-    const store: IdentityStore = {
-      offset: () => real.offset(),
-      load: () => real.load(),
+    const { real, stage, close } = await stageOnDuckDB((real) => ({
       async commit(changes, profile, next) {
         if (failNext) {
           failNext = false;
@@ -194,45 +204,23 @@ describe('identity stage: a background commit that fails while an unmerge waits 
         }
         await real.commit(changes, profile, next);
       },
-      eventsOfProfile: (id) => real.eventsOfProfile(id),
-      recentEvents: (id, n) => real.recentEvents(id, n),
-      decisions: (a, b, n) => real.decisions(a, b, n),
-      close: () => real.close(),
-    };
-    const at = new Date(T0).toISOString();
-    const identify = (logOffset: number, userId: string): StoredEvent => ({
-      logOffset,
-      sourceId: 'web',
-      messageId: `m${logOffset}`,
-      receivedAt: T0,
-      json: JSON.stringify({
-        type: 'identify',
-        userId,
-        messageId: `m${logOffset}`,
-        timestamp: at,
-        receivedAt: at,
-      }),
-    });
-    const stage = await IdentityStage.open(store, compileRules(IdentityConfig.parse({})));
+    }));
     try {
-      await stage.handle([identify(0, 'u0')], 1);
+      await stage.handle([storedEvent(0, 'u0')], 1);
       await stage.flush();
       failNext = true;
-      await stage.handle([identify(1, 'u1')], 2); // its commit fails in the background
+      await stage.handle([storedEvent(1, 'u1')], 2); // its commit fails in the background
       await expect(stage.unmerge('no-such-merge')).rejects.toThrow('disk full (injected)');
       // The feed believes [1, 2) handled; the stage refuses what comes next instead of losing it.
-      await expect(stage.handle([identify(2, 'u2')], 3)).rejects.toThrow('disk full (injected)');
+      await expect(stage.handle([storedEvent(2, 'u2')], 3)).rejects.toThrow('disk full (injected)');
       expect(await real.offset()).toBe(1);
       // The feed re-reads from the stored offset: every event resolved once.
-      await stage.handle([identify(1, 'u1'), identify(2, 'u2')], 3);
+      await stage.handle([storedEvent(1, 'u1'), storedEvent(2, 'u2')], 3);
       await stage.flush();
       expect(await real.offset()).toBe(3);
       for (const u of ['u0', 'u1', 'u2']) expect(stage.lookup(`user_id:${u}`)?.eventCount).toBe(1);
     } finally {
-      await stage.stop();
-      await real.close();
-      await warehouse.close();
-      instance.closeSync();
+      await close();
     }
   });
 });
