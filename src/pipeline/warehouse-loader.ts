@@ -173,19 +173,10 @@ export class WarehouseLoader {
     };
     const events: EventRow[] = [];
     const bySource = new Map<string, Delivered[]>();
-    // The key of the commonest count, made once per run of one source's events, not per event.
-    let passedSource: string | undefined;
-    let passedKey = '';
     for (const r of fresh) {
       if (!this.stages.has(r.sourceId)) {
         events.push(toEventRow(r));
-        if (r.offset >= this.countFrom) {
-          if (r.sourceId !== passedSource) {
-            passedSource = r.sourceId;
-            passedKey = `${r.sourceId}\u001fload\u001fpassed`;
-          }
-          outcomes.set(passedKey, (outcomes.get(passedKey) ?? 0) + 1);
-        }
+        count(r.sourceId, 'load', 'passed', r.offset);
         continue;
       }
       const list = bySource.get(r.sourceId);
