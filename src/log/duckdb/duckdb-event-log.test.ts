@@ -198,7 +198,10 @@ describe('DuckDBEventLog raw archive', () => {
       );
       const [{ rows, records }] = r.getRowObjects() as [{ rows: number; records: number }];
       expect(records).toBe(200);
-      expect(rows).toBeLessThan(200);
+      // The first append commits alone and the other 199, arriving during it, share the next
+      // commit (2 commit times here; commits within one millisecond count once, which only
+      // lowers this). A commit per append would take tens of milliseconds and leave far more.
+      expect(rows).toBeLessThanOrEqual(5);
       c.closeSync();
     } finally {
       await log.close();
