@@ -255,7 +255,7 @@ async function runStage(
   rows: readonly EventRow[],
   rules: ReturnType<typeof compileRules>,
   maxBatch: number,
-): Promise<Run & { readMs: number; commitMs: number; profiles: number }> {
+): Promise<Run & { readMs: number; commitMs: number; profiles: number; pageFaults: number }> {
   const total = rows.length;
   const dir = mkdtempSync(join(tmpdir(), 'trib-bench-identity-'));
   try {
@@ -302,11 +302,13 @@ async function runStage(
       onError: (e) => console.error(e),
     });
     const cpu = process.cpuUsage();
+    const faults = process.resourceUsage().minorPageFault;
     const start = performance.now();
     stage.follow(feed);
     await stage.drained();
     const ms = performance.now() - start;
     const used = process.cpuUsage(cpu);
+    const pageFaults = process.resourceUsage().minorPageFault - faults;
     await stage.stop();
     const mapped = (await warehouse.query('SELECT message_id, profile_id FROM events_with_profile')).rows;
     const clusters = new Map<string, string>();
@@ -316,7 +318,7 @@ async function runStage(
     await store.close();
     await warehouse.close();
     instance.closeSync();
-    return { ms, cpuMs: (used.user + used.system) / 1000, clusters, readMs, commitMs, profiles };
+    return { ms, cpuMs: (used.user + used.system) / 1000, clusters, readMs, commitMs, profiles, pageFaults };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -355,7 +357,7 @@ async function main() {
     for (let i = 0; i < runs; i++) {
       const s = await runStage(gen.rows, rules, maxBatch);
       console.log(
-        `run ${i + 1}/${runs}: stage ${int(total / (s.ms / 1000))}/s, ${int(total / (s.cpuMs / 1000))} per CPU-second (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, store transactions ${s.commitMs.toFixed(0)} ms), load average ${load()}`,
+        `run ${i + 1}/${runs}: stage ${int(total / (s.ms / 1000))}/s, ${int(total / (s.cpuMs / 1000))} per CPU-second (${s.ms.toFixed(0)} ms: reading ${s.readMs.toFixed(0)} ms, store transactions ${s.commitMs.toFixed(0)} ms), ${int(s.pageFaults)} page faults, load average ${load()}`,
       );
     }
     return;
