@@ -153,10 +153,16 @@ export class IdentityStage {
           this.engine.resolve(toIdentityEvent(events[i]!, this.rules));
         }
         const changes = this.engine.takeChanges();
+        // The rows are built now, while the previous batch's transaction may still run, so
+        // this batch's transaction can start as soon as that one ends and run while the
+        // next batch resolves (built later, they would hold the transaction back behind it).
+        const write = await this.store.prepareCommit(
+          changes,
+          (id) => this.engine.profiles.get(id),
+          nextOffset,
+        );
         await this.settle();
-        // The store reads the changed profiles before its first await, so resolving the next
-        // batch while this transaction runs does not leak into it.
-        const commit = this.commitChanges(changes, nextOffset);
+        const commit = this.written(write, changes, nextOffset);
         commit.catch(() => undefined); // awaited by the next batch, `flush` or `unmerge`
         this.inflight = commit;
       } catch (err) {
@@ -196,8 +202,13 @@ export class IdentityStage {
     }
   }
 
-  private async commitChanges(changes: IdentityChanges, next: number | undefined): Promise<void> {
-    await this.store.commit(changes, (id) => this.engine.profiles.get(id), next);
+  /** Runs a prepared write, then records its offset and reports the changes. */
+  private async written(
+    write: () => Promise<void>,
+    changes: IdentityChanges,
+    next: number | undefined,
+  ): Promise<void> {
+    await write();
     if (next !== undefined) this.committedOffset = next;
     this.options.onCommitted?.(changes);
   }
@@ -214,7 +225,9 @@ export class IdentityStage {
 
   private async commit(nextOffset: number | undefined): Promise<void> {
     try {
-      await this.commitChanges(this.engine.takeChanges(), nextOffset);
+      const changes = this.engine.takeChanges();
+      const write = await this.store.prepareCommit(changes, (id) => this.engine.profiles.get(id), nextOffset);
+      await this.written(write, changes, nextOffset);
     } catch (err) {
       await this.reload().catch(() => undefined);
       throw err;

@@ -28,15 +28,18 @@ export interface IdentityStore {
   offset(): Promise<number>;
   load(): Promise<IdentitySnapshot>;
   /**
-   * Writes what a batch changed and, when given, the stage's next offset, in one transaction.
-   * `profile(id)` gives the current state of each dirty profile; the store reads it before its
-   * first await, so the caller may go on changing profiles while the transaction runs.
+   * Builds the rows of what a batch changed and returns their write: one transaction with
+   * them and, when given, the stage's next offset. `profile(id)` gives the current state of
+   * each dirty profile; the store reads it before its first await, so the caller may go on
+   * changing profiles once this returns, also while the write runs. Building may let the event
+   * loop in. It may run while an earlier write runs; the caller starts a write only once the
+   * earlier one has ended.
    */
-  commit(
+  prepareCommit(
     changes: IdentityChanges,
     profile: (id: string) => Profile | undefined,
     nextOffset: number | undefined,
-  ): Promise<void>;
+  ): Promise<() => Promise<void>>;
   /** The stored events now mapped to the profile, in log order (for an unmerge replay). */
   eventsOfProfile(profileId: string): Promise<StoredEvent[]>;
   recentEvents(profileId: string, limit: number): Promise<ProfileEvent[]>;

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { IdentityConfig } from '../../src/config/identity-schema.js';
 import { DuckDBIdentityStore } from '../../src/identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../../src/identity/identifiers.js';
+import type { IdentityChanges } from '../../src/identity/identity-engine.js';
 import { IdentityStage } from '../../src/identity/identity-stage.js';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
 import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
@@ -27,12 +28,25 @@ function delegating(store: IdentityStore, own: Partial<IdentityStore>): Identity
   return {
     offset: () => store.offset(),
     load: () => store.load(),
-    commit: (changes, profile, next) => store.commit(changes, profile, next),
+    prepareCommit: (changes, profile, next) => store.prepareCommit(changes, profile, next),
     eventsOfProfile: (id) => store.eventsOfProfile(id),
     recentEvents: (id, n) => store.recentEvents(id, n),
     decisions: (a, b, n) => store.decisions(a, b, n),
     close: () => store.close(),
     ...own,
+  };
+}
+
+/** `store`'s `prepareCommit`, with each write going through `write` (`run` is the store's own). */
+function writingThrough(
+  store: IdentityStore,
+  write: (run: () => Promise<void>, changes: IdentityChanges) => Promise<void>,
+): Pick<IdentityStore, 'prepareCommit'> {
+  return {
+    async prepareCommit(changes, profile, next) {
+      const run = await store.prepareCommit(changes, profile, next);
+      return () => write(run, changes);
+    },
   };
 }
 
@@ -75,14 +89,15 @@ describe('identity resolution: exactly once', () => {
     let failBefore = 1;
     let failAfter = 1;
     const wrap = (store: IdentityStore): IdentityStore =>
-      delegating(store, {
-        async commit(changes, profile, next) {
+      delegating(
+        store,
+        writingThrough(store, async (run, changes) => {
           if (changes.assignments.length > 0 && failBefore-- > 0) throw new Error('disk full (before)');
-          await store.commit(changes, profile, next);
+          await run();
           // Committed, but the stage never hears it: the feed retries from the stored offset.
           if (changes.assignments.length > 0 && failAfter-- > 0) throw new Error('connection lost (after)');
-        },
-      });
+        }),
+      );
     const p = await pipeline({ identity: COMPUTED, wrap });
     const orders = (from: number, n: number) =>
       Array.from({ length: n }, (_, i) => ({
@@ -166,16 +181,16 @@ describe('identity stage: a batch resolves while the previous one commits', () =
         if (committing > 0) overlaps.push('load during a commit');
         return real.load();
       },
-      async commit(changes, profile, next) {
+      ...writingThrough(real, async (run) => {
         committing++;
         try {
-          const done = real.commit(changes, profile, next);
+          const done = run();
           await gate;
           await done;
         } finally {
           committing--;
         }
-      },
+      }),
     }));
     try {
       await stage.handle([storedEvent(0, 'u1')], 1); // returns with its commit in flight
@@ -192,19 +207,66 @@ describe('identity stage: a batch resolves while the previous one commits', () =
   });
 });
 
+describe('identity stage: rows built while the previous batch is written', () => {
+  it("prepares a batch's rows while the previous write runs, and starts its write only after that one ended", async () => {
+    const log: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let writes = 0;
+    const { real, stage, close } = await stageOnDuckDB((real) => ({
+      async prepareCommit(changes, profile, next) {
+        log.push(`prepare ${next}`);
+        const run = await real.prepareCommit(changes, profile, next);
+        return async () => {
+          const n = ++writes;
+          log.push(`write ${next} start`);
+          if (n === 1) await gate;
+          await run();
+          log.push(`write ${next} end`);
+        };
+      },
+    }));
+    try {
+      await stage.handle([storedEvent(0, 'u0')], 1); // returns with its write held at the gate
+      const second = stage.handle([storedEvent(1, 'u1'), storedEvent(2, 'u0')], 3);
+      while (!log.includes('prepare 3')) await new Promise((r) => setTimeout(r, 5));
+      expect(log).toEqual(['prepare 1', 'write 1 start', 'prepare 3']);
+      release();
+      await second;
+      await stage.flush();
+      expect(log).toEqual([
+        'prepare 1',
+        'write 1 start',
+        'prepare 3',
+        'write 1 end',
+        'write 3 start',
+        'write 3 end',
+      ]);
+      expect(await real.offset()).toBe(3);
+      expect(stage.lookup('user_id:u0')?.eventCount).toBe(2);
+      const stored = await real.load();
+      expect(stored.profiles.map((p) => p.eventCount).sort()).toEqual([1, 2]);
+    } finally {
+      await close();
+    }
+  });
+});
+
 describe('identity stage: a background commit that fails while an unmerge waits for it', () => {
   it('the unmerge reports it, and the next batch is refused so the feed goes back to the stored offset', async () => {
     let failNext = false;
-    const { real, stage, close } = await stageOnDuckDB((real) => ({
-      async commit(changes, profile, next) {
+    const { real, stage, close } = await stageOnDuckDB((real) =>
+      writingThrough(real, async (run) => {
         if (failNext) {
           failNext = false;
           await new Promise((r) => setTimeout(r, 20));
           throw new Error('disk full (injected)'); // nothing written, as a rolled-back transaction
         }
-        await real.commit(changes, profile, next);
-      },
-    }));
+        await run();
+      }),
+    );
     try {
       await stage.handle([storedEvent(0, 'u0')], 1);
       await stage.flush();

@@ -186,6 +186,20 @@ const PROFILE_TABLES: [string, number][] = [
  */
 const tz = (ms: number) => new DuckDBTimestampValue(BigInt(Math.trunc(ms)) * 1000n);
 
+/** A batch's rows, built by `prepareCommit` for its write. */
+interface PreparedBatch {
+  changes: IdentityChanges;
+  snapshot: ProfileRows[];
+  /** The bulk rows as staged texts: kind, then lines. */
+  texts: [kind: string, body: string][];
+  /** Whether there are identifier rows, trait rows (among `texts`). */
+  identifiers: boolean;
+  traits: boolean;
+  /** The offsets whose assignments are copied from the decisions (see `assignedAsDecided`). */
+  copied: { from: number; to: number } | undefined;
+  nextOffset: number | undefined;
+}
+
 /**
  * The identity store in the embedded DuckDB's main database, next to `events`. Each batch
  * is one transaction: the rows of every changed profile are rewritten through appenders
@@ -306,14 +320,13 @@ export class DuckDBIdentityStore implements IdentityStore {
     return { profiles: [...byId.values()], merges, blocks };
   }
 
-  async commit(
+  async prepareCommit(
     changes: IdentityChanges,
     profile: (id: string) => Profile | undefined,
     nextOffset: number | undefined,
-  ): Promise<void> {
-    // Read before the first await: the stage goes on resolving while this transaction runs.
+  ): Promise<() => Promise<void>> {
+    // Read before the first await (the port's contract).
     const snapshot = snapshotProfiles(changes.dirty, profile, this.computed, this.now());
-    const c = this.writer;
     // The bulk rows as text (tab-separated lines that DuckDB splits: cheaper for the event loop
     // than an appender call per value), built first, letting requests in between.
     const texts: [kind: string, body: string][] = [];
@@ -337,6 +350,23 @@ export class DuckDBIdentityStore implements IdentityStore {
     }
     if (identifiers.length > 0) texts.push(['identifiers', await linesOf(identifiers, identifierLine)]);
     if (traits.length > 0) texts.push(['traits', await linesOf(traits, traitLine)]);
+    // Nothing above touched the staging tables: an earlier write may still be using them.
+    return () =>
+      this.write({
+        changes,
+        snapshot,
+        texts,
+        identifiers: identifiers.length > 0,
+        traits: traits.length > 0,
+        copied,
+        nextOffset,
+      });
+  }
+
+  /** One transaction that writes a prepared batch (see `prepareCommit`). */
+  private async write(batch: PreparedBatch): Promise<void> {
+    const { changes, snapshot, texts, copied, nextOffset } = batch;
+    const c = this.writer;
     const staging = await this.stagingAppenders();
     try {
       // The texts go in as parameters, copied on DuckDB's thread (an appender would copy
@@ -393,8 +423,8 @@ export class DuckDBIdentityStore implements IdentityStore {
       }
       if (snapshot.length > 0) {
         this.stageProfiles(snapshot, staging);
-        if (identifiers.length > 0) sql.push(INSERT_IDENTIFIERS_SQL);
-        if (traits.length > 0) sql.push(INSERT_TRAITS_SQL);
+        if (batch.identifiers) sql.push(INSERT_IDENTIFIERS_SQL);
+        if (batch.traits) sql.push(INSERT_TRAITS_SQL);
         sql.push('INSERT INTO profile_computed_traits SELECT * FROM temp._identity_computed');
         // Every event changes its profile's counters: an update in place is far cheaper for
         // DuckDB than deleting and appending the row again.

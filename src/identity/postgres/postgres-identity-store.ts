@@ -189,7 +189,7 @@ export interface PostgresIdentityStoreOptions {
   pool: pg.Pool;
   /** Schema of the identity tables. Default `tributary`. */
   schema?: string;
-  /** Consumer name of the `IdentityStore` port's offset (`offset()`, `commit()`). Default `identity`. */
+  /** Consumer name of the `IdentityStore` port's offset (`offset()`, `prepareCommit()`). Default `identity`. */
   consumer?: string;
   /** Computed trait definitions, to store each one's current value. */
   computed?: readonly ComputedTrait[];
@@ -916,13 +916,17 @@ export class PostgresIdentityStore implements IdentityStore {
     }
   }
 
-  async commit(
+  async prepareCommit(
     changes: IdentityChanges,
     profile: (id: string) => Profile | undefined,
     nextOffset: number | undefined,
-  ): Promise<void> {
-    // Read before the first await: the embedded stage goes on resolving meanwhile.
+  ): Promise<() => Promise<void>> {
+    // Read now: the embedded stage goes on resolving while the write runs.
     const prepared = this.prepare(changes, profile);
+    return () => this.commitPrepared(prepared, nextOffset);
+  }
+
+  private async commitPrepared(prepared: PreparedChanges, nextOffset: number | undefined): Promise<void> {
     await this.transaction(async (c) => {
       await this.lockGraph(c);
       await this.writePrepared(c, prepared);
