@@ -133,6 +133,28 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       expect(Number(loaded[0]!.n)).toBe(0);
     });
 
+    it('stores awkward text exactly: tabs, newlines, quotes, backslashes, brackets and emoji, in inserted and merged rows', async () => {
+      const w = await warehouse();
+      const odd = 'tab\there, line\nbreak, "quoted", back\\slash, [1, null], ü 🧪';
+      await w.load(
+        [
+          track(0, 'Order Completed', { note: odd, json_like: '{"a": [1]}', empty: '', nothing: null }),
+          storedEvent(1, { type: 'identify', userId: 'u1', traits: { note: odd, plan: 'free' } }),
+          storedEvent(2, { type: 'identify', userId: 'u1', traits: { plan: `pro ${odd}` } }),
+        ],
+        3,
+      );
+      expect(await text('SELECT note, json_like, empty FROM "web"."order_completed"')).toEqual([
+        [odd, '{"a": [1]}', ''],
+      ]);
+      // users: merged, a trait missing from the later identify keeping the stored value
+      expect(await text('SELECT id, note, plan FROM "web"."users"')).toEqual([['u1', odd, `pro ${odd}`]]);
+      expect(await text('SELECT id, note FROM "web"."identifies" ORDER BY id')).toEqual([
+        ['m-1', odd],
+        ['m-2', null],
+      ]);
+    });
+
     it('types columns from the first value, widens bigint to double, and discards what cannot be cast', async () => {
       const w = await warehouse();
       await w.load(
