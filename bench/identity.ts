@@ -431,7 +431,7 @@ async function main() {
     ),
   );
   console.log(
-    `stage / union-find: ${(rate(stage) / rate(uf)).toFixed(3)}; engine / union-find: ${(rate(engine) / rate(uf)).toFixed(3)}`,
+    `stage / union-find: ${(rate(stage) / rate(uf)).toFixed(3)}; engine / union-find: ${(rate(engine) / rate(uf)).toFixed(3)}; stage / engine: ${(rate(stage) / rate(engine)).toFixed(3)}`,
   );
   console.log(`load average after: ${load()}`);
 }
