@@ -231,7 +231,7 @@ describe('identity stage: rows built while the previous batch is written', () =>
     try {
       await stage.handle([storedEvent(0, 'u0')], 1); // returns with its write held at the gate
       const second = stage.handle([storedEvent(1, 'u1'), storedEvent(2, 'u0')], 3);
-      while (!log.includes('prepare 3')) await new Promise((r) => setTimeout(r, 5));
+      for (let i = 0; i < 400 && !log.includes('prepare 3'); i++) await new Promise((r) => setTimeout(r, 5));
       expect(log).toEqual(['prepare 1', 'write 1 start', 'prepare 3']);
       release();
       await second;
@@ -249,6 +249,7 @@ describe('identity stage: rows built while the previous batch is written', () =>
       const stored = await real.load();
       expect(stored.profiles.map((p) => p.eventCount).sort()).toEqual([1, 2]);
     } finally {
+      release();
       await close();
     }
   });
