@@ -202,8 +202,9 @@ interface PreparedBatch {
 
 /**
  * The identity store in the embedded DuckDB's main database, next to `events`. Each batch
- * is one transaction: the rows of every changed profile are rewritten through appenders
- * (delete by a staged id list, then append), so the cost is per batch, not per event.
+ * is one transaction: the rows of every changed profile are deleted by a staged id list and
+ * inserted again from staged text (`prepareCommit` builds it, the write stages and runs it),
+ * so the cost is per batch, not per event.
  */
 export class DuckDBIdentityStore implements IdentityStore {
   private staging: Staging | undefined;
