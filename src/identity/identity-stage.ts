@@ -156,11 +156,7 @@ export class IdentityStage {
         // The rows are built now, while the previous batch's transaction may still run, so
         // this batch's transaction can start as soon as that one ends and run while the
         // next batch resolves (built later, they would hold the transaction back behind it).
-        const write = await this.store.prepareCommit(
-          changes,
-          (id) => this.engine.profiles.get(id),
-          nextOffset,
-        );
+        const write = await this.prepare(changes, nextOffset);
         await this.settle();
         const commit = this.written(write, changes, nextOffset);
         commit.catch(() => undefined); // awaited by the next batch, `flush` or `unmerge`
@@ -202,6 +198,11 @@ export class IdentityStage {
     }
   }
 
+  /** The store's write of `changes` (the rows are read from the engine now). */
+  private prepare(changes: IdentityChanges, next: number | undefined): Promise<() => Promise<void>> {
+    return this.store.prepareCommit(changes, (id) => this.engine.profiles.get(id), next);
+  }
+
   /** Runs a prepared write, then records its offset and reports the changes. */
   private async written(
     write: () => Promise<void>,
@@ -226,8 +227,7 @@ export class IdentityStage {
   private async commit(nextOffset: number | undefined): Promise<void> {
     try {
       const changes = this.engine.takeChanges();
-      const write = await this.store.prepareCommit(changes, (id) => this.engine.profiles.get(id), nextOffset);
-      await this.written(write, changes, nextOffset);
+      await this.written(await this.prepare(changes, nextOffset), changes, nextOffset);
     } catch (err) {
       await this.reload().catch(() => undefined);
       throw err;

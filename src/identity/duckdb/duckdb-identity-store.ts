@@ -105,7 +105,7 @@ const SCHEMA_SQL = [
     profile_id VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, event_count BIGINT, created_offset BIGINT)`,
   'CREATE TEMP TABLE IF NOT EXISTS _identity_offsets (log_offset BIGINT)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_remap (old_id VARCHAR, new_id VARCHAR)',
-  // A transaction's rows are staged in these first, then moved by one statement (`commit`).
+  // A transaction's rows are staged in these first, then moved by one statement (`write`).
   'CREATE TEMP TABLE IF NOT EXISTS _identity_texts (kind VARCHAR, body VARCHAR)',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_computed AS SELECT * FROM profile_computed_traits LIMIT 0',
   'CREATE TEMP TABLE IF NOT EXISTS _identity_merges AS SELECT * FROM profile_merges LIMIT 0',
@@ -190,11 +190,8 @@ const tz = (ms: number) => new DuckDBTimestampValue(BigInt(Math.trunc(ms)) * 100
 interface PreparedBatch {
   changes: IdentityChanges;
   snapshot: ProfileRows[];
-  /** The bulk rows as staged texts: kind, then lines. */
+  /** The bulk rows as staged texts: kind, then lines (a kind with no rows has no text). */
   texts: [kind: string, body: string][];
-  /** Whether there are identifier rows, trait rows (among `texts`). */
-  identifiers: boolean;
-  traits: boolean;
   /** The offsets whose assignments are copied from the decisions (see `assignedAsDecided`). */
   copied: { from: number; to: number } | undefined;
   nextOffset: number | undefined;
@@ -352,21 +349,13 @@ export class DuckDBIdentityStore implements IdentityStore {
     if (identifiers.length > 0) texts.push(['identifiers', await linesOf(identifiers, identifierLine)]);
     if (traits.length > 0) texts.push(['traits', await linesOf(traits, traitLine)]);
     // Nothing above touched the staging tables: an earlier write may still be using them.
-    return () =>
-      this.write({
-        changes,
-        snapshot,
-        texts,
-        identifiers: identifiers.length > 0,
-        traits: traits.length > 0,
-        copied,
-        nextOffset,
-      });
+    return () => this.write({ changes, snapshot, texts, copied, nextOffset });
   }
 
   /** One transaction that writes a prepared batch (see `prepareCommit`). */
   private async write(batch: PreparedBatch): Promise<void> {
     const { changes, snapshot, texts, copied, nextOffset } = batch;
+    const hasRows = (kind: string) => texts.some(([k]) => k === kind);
     const c = this.writer;
     const staging = await this.stagingAppenders();
     try {
@@ -424,19 +413,19 @@ export class DuckDBIdentityStore implements IdentityStore {
       }
       if (snapshot.length > 0) {
         this.stageProfiles(snapshot, staging);
-        if (batch.identifiers) sql.push(INSERT_IDENTIFIERS_SQL);
-        if (batch.traits) sql.push(INSERT_TRAITS_SQL);
+        if (hasRows('identifiers')) sql.push(INSERT_IDENTIFIERS_SQL);
+        if (hasRows('traits')) sql.push(INSERT_TRAITS_SQL);
         sql.push('INSERT INTO profile_computed_traits SELECT * FROM temp._identity_computed');
         // Every event changes its profile's counters: an update in place is far cheaper for
         // DuckDB than deleting and appending the row again.
         sql.push(UPSERT_PROFILES_SQL);
       }
-      if (changes.decisions.length > 0) sql.push(INSERT_DECISIONS_SQL);
+      if (hasRows('decisions')) sql.push(INSERT_DECISIONS_SQL);
       if (copied !== undefined) {
         // A batch's events are assigned to the profiles their decisions name, and no other
         // decision lies in its range of offsets: copied from the rows just inserted.
         sql.push(copyAssignmentsSql(copied.from, copied.to));
-      } else if (changes.assignments.length > 0) {
+      } else if (hasRows('assignments')) {
         sql.push(INSERT_ASSIGNMENTS_SQL);
       }
       const merges = [...changes.merges, ...changes.unmerged];
