@@ -1,5 +1,5 @@
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
+import { Slice } from '../slice.js';
 import { Turns } from '../turns.js';
 import type { StoredEvent } from '../warehouse/warehouse.js';
 import { type IdentityRules, identifierKey, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
@@ -14,9 +14,6 @@ import {
 } from './identity-engine.js';
 import type { IdentityStore, ProfileEvent } from './identity-store.js';
 import { computedValue } from './traits.js';
-
-/** Events resolved between two turns of the event loop. */
-const YIELD_EVERY = 1_000;
 
 /** A profile as the Profile API returns it. */
 export interface ProfileView {
@@ -147,10 +144,11 @@ export class IdentityStage {
     return this.turns.run(async () => {
       this.throwLost();
       try {
-        for (let i = 0; i < events.length; i++) {
-          // Let requests in between: a batch is tens of thousands of events.
-          if (i > 0 && i % YIELD_EVERY === 0) await yieldToEventLoop();
-          this.engine.resolve(toIdentityEvent(events[i]!, this.rules));
+        // Let requests in between: a batch is tens of thousands of events.
+        const slice = new Slice();
+        for (const event of events) {
+          if (slice.due()) await slice.pass();
+          this.engine.resolve(toIdentityEvent(event, this.rules));
         }
         const changes = this.engine.takeChanges();
         // The rows are built now, while the previous batch's transaction may still run, so

@@ -1,4 +1,3 @@
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   type DuckDBAppender,
   type DuckDBConnection,
@@ -7,6 +6,7 @@ import {
 } from '@duckdb/node-api';
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { sqlString } from '../../duckdb-sql.js';
+import { Slice } from '../../slice.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
 import { identifierKey } from '../identifiers.js';
 import {
@@ -412,7 +412,7 @@ export class DuckDBIdentityStore implements IdentityStore {
         sql.push(`DELETE FROM profile_merges WHERE merge_id IN (${mergeIds.map(sqlString).join(', ')})`);
       }
       if (snapshot.length > 0) {
-        this.stageProfiles(snapshot, staging);
+        await this.stageProfiles(snapshot, staging);
         if (hasRows('identifiers')) sql.push(INSERT_IDENTIFIERS_SQL);
         if (hasRows('traits')) sql.push(INSERT_TRAITS_SQL);
         sql.push('INSERT INTO profile_computed_traits SELECT * FROM temp._identity_computed');
@@ -498,11 +498,13 @@ export class DuckDBIdentityStore implements IdentityStore {
   }
 
   /** The `profiles` rows and computed traits of the changed profiles, into their staging tables. */
-  private stageProfiles(rows: readonly ProfileRows[], staging: Staging): void {
+  private async stageProfiles(rows: readonly ProfileRows[], staging: Staging): Promise<void> {
     const updated = tz(this.now());
     const pa = staging._identity_profiles;
     const ca = staging._identity_computed;
+    const slice = new Slice();
     for (const p of rows) {
+      if (slice.due()) await slice.pass();
       if (p.row) {
         pa.appendVarchar(p.id);
         pa.appendTimestamp(tz(p.firstSeen));
@@ -641,22 +643,24 @@ function assignedAsDecided(changes: IdentityChanges): { from: number; to: number
   return j === assignments.length && j > 0 ? { from, to } : undefined;
 }
 
-/** Lines written between two turns of the event loop: a batch is tens of thousands. */
-const LINES_PER_TURN = 2_000;
+/** Lines built between two checks of the event loop's slice. */
+const LINES_PER_CHECK = 256;
 
 /**
- * The lines of `items` joined by newlines, letting requests in every `LINES_PER_TURN` lines.
- * The items are the transaction's own (taken from the engine or snapshotted before the first
- * await), so the stage may go on resolving meanwhile.
+ * The lines of `items` joined by newlines, letting requests in once a slice of the event loop
+ * is used up (a batch is tens of thousands of lines). The items are the transaction's own
+ * (taken from the engine or snapshotted before the first await), so the stage may go on
+ * resolving meanwhile.
  */
 async function linesOf<T>(items: readonly T[], line: (item: T) => string): Promise<string> {
-  if (items.length <= LINES_PER_TURN) return items.map(line).join('\n');
+  if (items.length <= LINES_PER_CHECK) return items.map(line).join('\n');
+  const slice = new Slice();
   const parts: string[] = [];
-  for (let i = 0; i < items.length; i += LINES_PER_TURN) {
-    if (i > 0) await yieldToEventLoop();
+  for (let i = 0; i < items.length; i += LINES_PER_CHECK) {
+    if (slice.due()) await slice.pass();
     parts.push(
       items
-        .slice(i, i + LINES_PER_TURN)
+        .slice(i, i + LINES_PER_CHECK)
         .map(line)
         .join('\n'),
     );

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   type DuckDBAppender,
   type DuckDBConnection,
@@ -8,6 +7,7 @@ import {
   DuckDBTypeId,
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
+import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
 import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
@@ -319,16 +319,15 @@ async function readEventRows(
   return events.length > limit ? events.slice(0, limit) : events;
 }
 
-/** Lines split between two turns of the event loop: a stage reads tens of thousands at once. */
-const LINES_PER_TURN = 2_000;
-
 /** The lines of `EVENT_LINE`, or undefined when they are not `count` well-formed lines. */
 async function parseEventLines(text: string, count: number): Promise<StoredEvent[] | undefined> {
   const lines = text.split('\u001e');
   if (lines.length !== count) return undefined;
   const events: StoredEvent[] = new Array(count);
+  // A stage reads tens of thousands of lines at once: requests get their turns in between.
+  const slice = new Slice();
   for (let i = 0; i < count; i++) {
-    if (i > 0 && i % LINES_PER_TURN === 0) await yieldToEventLoop();
+    if ((i & 63) === 0 && slice.due()) await slice.pass();
     const line = lines[i]!;
     const a = line.indexOf('\u001f');
     const b = line.indexOf('\u001f', a + 1);
