@@ -48,7 +48,7 @@ export interface SqlEngine {
    */
   apply(
     destination: string,
-    plans: Iterable<LoadPlan>,
+    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
     nextOffset: number,
     options?: ApplyOptions,
     // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>

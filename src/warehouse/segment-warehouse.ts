@@ -1,3 +1,4 @@
+import { Slice } from '../slice.js';
 import type { SqlEngine, WarehouseDestination } from './destination.js';
 import { WarehouseModel } from './layout/warehouse-model.js';
 import type { StoredEvent } from './warehouse.js';
@@ -63,12 +64,18 @@ export class SegmentWarehouse implements WarehouseDestination {
     if (!this.model) await this.storedOffset();
     const model = this.model!;
     const part = Math.max(1, this.options.engine.planPart ?? events.length);
-    // At least one plan, empty when only the offset moves.
-    function* plans() {
+    // At least one plan, empty when only the offset moves. Planning lets requests in once it
+    // has held the event loop for a slice of it: a part is thousands of events.
+    async function* plans() {
+      const slice = new Slice();
       let i = 0;
       do {
-        yield model.plan(events.slice(i, i + part));
-        i += part;
+        const planner = model.planner();
+        for (const end = Math.min(events.length, i + part); i < end; i++) {
+          if (slice.due()) await slice.pass();
+          planner.add(events[i]!);
+        }
+        yield planner.finish();
       } while (i < events.length);
     }
     try {

@@ -1,5 +1,6 @@
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { quoteIdent } from '../../duckdb-sql.js';
+import { Slice } from '../../slice.js';
 import type { SqlEngine } from '../destination.js';
 import type { ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
@@ -98,12 +99,16 @@ export class DuckDBEngine implements SqlEngine {
     };
   }
 
-  async apply(destination: string, plans: Iterable<LoadPlan>, nextOffset: number): Promise<void> {
+  async apply(
+    destination: string,
+    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
+    nextOffset: number,
+  ): Promise<void> {
     const c = await this.connection();
     await c.run('BEGIN TRANSACTION');
     try {
       const names: NameRecord[] = [];
-      for (const plan of plans) {
+      for await (const plan of plans) {
         for (const ch of plan.changes)
           if (ch.kind !== 'create-schema') this.orders.delete(`${ch.schema}.${ch.table}`);
         const ddl = plan.changes.map((ch) => this.ddl(ch));
@@ -192,7 +197,13 @@ export class DuckDBEngine implements SqlEngine {
     const loadedAt = new Date().toISOString();
     const ap = await c.createAppender(t.table, t.schema, this.catalogName);
     try {
+      // The appender's flush inserts on the event loop: rows go in a slice of it at a time.
+      const slice = new Slice();
       for (const row of t.rows) {
+        if (slice.due()) {
+          ap.flushSync();
+          await slice.pass();
+        }
         if (idAt >= 0 && stored.has(row[idAt]!)) continue;
         for (const i of from) {
           const v = i === LOADED_AT ? loadedAt : i < 0 ? null : row[i]!;
@@ -229,7 +240,12 @@ export class DuckDBEngine implements SqlEngine {
     );
     const ap = await c.createAppender(stage, null, 'temp');
     try {
+      const slice = new Slice();
       for (const row of t.rows) {
+        if (slice.due()) {
+          ap.flushSync();
+          await slice.pass();
+        }
         for (const v of row) {
           if (v === null) ap.appendNull();
           else ap.appendVarchar(v);

@@ -50,4 +50,21 @@ describe('WarehouseModel', () => {
     expect(plan.tables[0]!.schema).toMatch(/^main_[0-9a-f]{8}$/);
     expect(plan.tables[1]!.table).toBe('events');
   });
+
+  it('plans the same, event by event, as in one call: changes, names, columns and rows', () => {
+    const events = [
+      event('m-1', { type: 'track', userId: 'u', event: 'E', properties: { a: 1 } }),
+      event('m-1', { type: 'track', userId: 'u', event: 'E', properties: { a: 2 } }),
+      event('m-2', { type: 'track', userId: 'u', event: 'E', properties: { a: 'text', b: true } }),
+      event('m-3', { type: 'identify', userId: 'u', traits: { plan: 'free' } }),
+      event('m-4', { type: 'identify', userId: 'u', traits: { plan: 'pro', seats: 3 } }),
+      { ...event('m-5', { type: 'page', anonymousId: 'a', name: 'Home' }), sourceId: 'app' },
+    ];
+    const whole = new WarehouseModel({ maxColumns: 1600 }).plan(events);
+    const planner = new WarehouseModel({ maxColumns: 1600 }).planner();
+    for (const e of events) planner.add(e);
+    const stepwise = planner.finish();
+    expect(stepwise).toEqual(whole);
+    expect(whole.tables.map((t) => `${t.schema}.${t.table}`)).toContain('app.pages');
+  });
 });

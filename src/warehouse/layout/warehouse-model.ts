@@ -179,74 +179,64 @@ export class WarehouseModel {
 
   /** Plans the load of `events`; the model then assumes the plan is committed. */
   plan(events: readonly ModelEvent[]): LoadPlan {
+    const planner = this.planner();
+    for (const e of events) planner.add(e);
+    return planner.finish();
+  }
+
+  /**
+   * A plan built one event at a time, for a caller that lets the event loop in between the
+   * events; the same as `plan` of the events added. Nothing else may plan until it finishes.
+   */
+  planner(): { add(e: ModelEvent): void; finish(): LoadPlan } {
     const plan: LoadPlan = { changes: [], tables: [], discards: new Map(), names: [] };
     const loads = new Map<string, TableBuilder>();
-    for (const e of events) {
-      const schema = this.schema(e.sourceId, plan);
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(e.json) as Record<string, unknown>;
-      } catch {
-        continue; // the loader only stores valid JSON
+    return {
+      add: (e) => this.addEvent(plan, loads, e),
+      finish: () => finishPlan(plan, loads),
+    };
+  }
+
+  private addEvent(plan: LoadPlan, loads: Map<string, TableBuilder>, e: ModelEvent): void {
+    const schema = this.schema(e.sourceId, plan);
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(e.json) as Record<string, unknown>;
+    } catch {
+      return; // the loader only stores valid JSON
+    }
+    const ctx: RowContext = {
+      plan,
+      schema,
+      rowId: e.messageId,
+      receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
+    };
+    for (const row of layoutEvent(parsed, e.messageId, schema.eventTable)) {
+      const table = this.table(schema, row, plan);
+      const key = `${schema.name}.${table.name}`;
+      let b = loads.get(key);
+      if (!b) {
+        b = {
+          load: { schema: schema.name, table: table.name, mode: row.mode, columns: [], rows: [] },
+          table,
+          byId: new Map(),
+          position: new Map(),
+          names: [],
+        };
+        loads.set(key, b);
       }
-      const ctx: RowContext = {
-        plan,
-        schema,
-        rowId: e.messageId,
-        receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
-      };
-      for (const row of layoutEvent(parsed, e.messageId, schema.eventTable)) {
-        const table = this.table(schema, row, plan);
-        const key = `${schema.name}.${table.name}`;
-        let b = loads.get(key);
-        if (!b) {
-          b = {
-            load: { schema: schema.name, table: table.name, mode: row.mode, columns: [], rows: [] },
-            table,
-            byId: new Map(),
-            position: new Map(),
-            names: [],
-          };
-          loads.set(key, b);
-        }
-        const at = b.byId.get(row.id);
-        // An insert repeating an id within the batch is the same event: the first one stays.
-        if (at !== undefined && row.mode !== 'upsert') continue;
-        const cells = this.cells(ctx, b, row);
-        if (at === undefined) {
-          b.byId.set(row.id, b.load.rows.length);
-          b.load.rows.push(cells);
-        } else {
-          const merged = b.load.rows[at]!;
-          for (let i = 0; i < cells.length; i++) if (cells[i] != null) merged[i] = cells[i]!;
-        }
+      const at = b.byId.get(row.id);
+      // An insert repeating an id within the batch is the same event: the first one stays.
+      if (at !== undefined && row.mode !== 'upsert') continue;
+      const cells = this.cells(ctx, b, row);
+      if (at === undefined) {
+        b.byId.set(row.id, b.load.rows.length);
+        b.load.rows.push(cells);
+      } else {
+        const merged = b.load.rows[at]!;
+        for (let i = 0; i < cells.length; i++) if (cells[i] != null) merged[i] = cells[i]!;
       }
     }
-    for (const b of loads.values()) {
-      const n = b.names.length;
-      b.load.columns = b.names.map((name) => ({ name, type: b.table.types.get(name) ?? 'json' }));
-      for (const row of b.load.rows) {
-        for (let i = 0; i < n; i++) if (row[i] === undefined) row[i] = null;
-      }
-      plan.tables.push(b.load);
-    }
-    for (const [schema, list] of plan.discards) {
-      plan.tables.push({
-        schema,
-        table: DISCARDS_TABLE,
-        mode: 'append',
-        columns: DISCARDS_COLUMNS.filter((c) => c.name !== 'loaded_at'),
-        rows: list.map((d) => [
-          d.table,
-          d.column,
-          d.rowId,
-          d.value,
-          d.reason,
-          d.receivedAt === null ? null : (canonicalTimestamp(d.receivedAt) ?? null),
-        ]),
-      });
-    }
-    return plan;
   }
 
   private schema(sourceId: string, plan: LoadPlan): SchemaState {
@@ -416,6 +406,35 @@ export class WarehouseModel {
 }
 
 /** The rows of one table in one plan, columns in order of first appearance. */
+/** The plan's tables once every event is added: rows padded to the columns, then the discards. */
+function finishPlan(plan: LoadPlan, loads: Map<string, TableBuilder>): LoadPlan {
+  for (const b of loads.values()) {
+    const n = b.names.length;
+    b.load.columns = b.names.map((name) => ({ name, type: b.table.types.get(name) ?? 'json' }));
+    for (const row of b.load.rows) {
+      for (let i = 0; i < n; i++) if (row[i] === undefined) row[i] = null;
+    }
+    plan.tables.push(b.load);
+  }
+  for (const [schema, list] of plan.discards) {
+    plan.tables.push({
+      schema,
+      table: DISCARDS_TABLE,
+      mode: 'append',
+      columns: DISCARDS_COLUMNS.filter((c) => c.name !== 'loaded_at'),
+      rows: list.map((d) => [
+        d.table,
+        d.column,
+        d.rowId,
+        d.value,
+        d.reason,
+        d.receivedAt === null ? null : (canonicalTimestamp(d.receivedAt) ?? null),
+      ]),
+    });
+  }
+  return plan;
+}
+
 interface TableBuilder {
   load: TableLoad;
   table: TableState;

@@ -120,7 +120,7 @@ export class PostgresEngine implements SqlEngine {
    */
   async apply(
     destination: string,
-    plans: Iterable<LoadPlan>,
+    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
     nextOffset: number,
     options: ApplyOptions = {},
   ): Promise<{ namesSeen: number }> {
@@ -144,7 +144,7 @@ export class PostgresEngine implements SqlEngine {
       const batch = seen + 1;
       const names: NameRecord[] = [];
       let stage = 0;
-      for (const plan of plans) {
+      for await (const plan of plans) {
         for (const ch of plan.changes) await c.query(this.ddl(ch));
         for (const t of plan.tables) inFlight.push((await this.loadTable(c, t, `_wh_stage_${stage++}`)).done);
         names.push(...plan.names);
