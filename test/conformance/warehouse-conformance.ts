@@ -249,6 +249,25 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       expect(byId(1)).toEqual({ p0: 100, p39: 139, extra: 'x' });
     });
 
+    it('stores control characters exactly: record separators, NAK alone and inside text, next to plain loads', async () => {
+      const w = await warehouse();
+      const rs = 'a\u001eb';
+      const nak = '\u0015';
+      await w.load([track(0, 'E', { v: rs }), track(1, 'E', { v: nak }), track(2, 'E', { v: `x${nak}y` })], 3);
+      await w.load([track(3, 'E', { v: 'plain' }), track(4, 'E', { v: `x${nak}y` }), track(5, 'E', { v: null })], 6);
+      await w.load([track(6, 'E', { v: nak })], 7);
+      expect(await text('SELECT id, v FROM "web"."e" ORDER BY id')).toEqual([
+        ['m-0', rs],
+        ['m-1', nak],
+        ['m-2', `x${nak}y`],
+        ['m-3', 'plain'],
+        ['m-4', `x${nak}y`],
+        ['m-5', null],
+        ['m-6', nak],
+      ]);
+      expect(await count('"web"."tracks"')).toBe(7);
+    });
+
     it('never stores an event twice: redelivered batches and ids are merged on id', async () => {
       const w = await warehouse();
       const batch = [track(0, 'E', { n: 1 }), track(1, 'E', { n: 2 })];
