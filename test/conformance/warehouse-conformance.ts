@@ -253,8 +253,14 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       const w = await warehouse();
       const rs = 'a\u001eb';
       const nak = '\u0015';
-      await w.load([track(0, 'E', { v: rs }), track(1, 'E', { v: nak }), track(2, 'E', { v: `x${nak}y` })], 3);
-      await w.load([track(3, 'E', { v: 'plain' }), track(4, 'E', { v: `x${nak}y` }), track(5, 'E', { v: null })], 6);
+      await w.load(
+        [track(0, 'E', { v: rs }), track(1, 'E', { v: nak }), track(2, 'E', { v: `x${nak}y` })],
+        3,
+      );
+      await w.load(
+        [track(3, 'E', { v: 'plain' }), track(4, 'E', { v: `x${nak}y` }), track(5, 'E', { v: null })],
+        6,
+      );
       await w.load([track(6, 'E', { v: nak })], 7);
       expect(await text('SELECT id, v FROM "web"."e" ORDER BY id')).toEqual([
         ['m-0', rs],
