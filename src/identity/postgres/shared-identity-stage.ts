@@ -1,15 +1,12 @@
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type pg from 'pg';
 import { TributaryError } from '../../errors.js';
 import type { EventFeed, FeedSubscription } from '../../pipeline/event-feed.js';
+import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
 import type { StoredEvent } from '../../warehouse/warehouse.js';
 import type { IdentityRules } from '../identifiers.js';
 import { type IdentityChanges, IdentityEngine, toIdentityEvent } from '../identity-engine.js';
 import { PostgresIdentityStore } from './postgres-identity-store.js';
-
-/** Events resolved between two turns of the event loop. */
-const YIELD_EVERY = 1_000;
 
 export interface SharedIdentityStageOptions {
   /** The process's pool, shared by every stage of the process (never ended here). */
@@ -146,9 +143,11 @@ export class SharedIdentityStage {
           const engine = new IdentityEngine(rules, { newId: this.options.newId, now: this.options.now });
           for (const p of snap.profiles) engine.loadProfile(p);
           for (const b of snap.blocks) engine.loadBlock(b);
-          for (let i = 0; i < parsed.length; i++) {
-            if (i > 0 && i % YIELD_EVERY === 0) await yieldToEventLoop();
-            engine.resolve(parsed[i]!);
+          // Let requests in between: a batch is thousands of events.
+          const slice = new Slice();
+          for (const event of parsed) {
+            if (slice.due()) await slice.pass();
+            engine.resolve(event);
           }
           changes = engine.takeChanges();
           await this.store.write(c, changes, (id) => engine.profiles.get(id));
