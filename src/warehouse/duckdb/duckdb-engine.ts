@@ -1,8 +1,8 @@
-import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
+import type { DuckDBAppender, DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { quoteIdent } from '../../duckdb-sql.js';
 import { Slice } from '../../slice.js';
 import type { SqlEngine } from '../destination.js';
-import type { ColumnType } from '../layout/types.js';
+import type { CellValue, ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
 
 /** Marks the `loaded_at` column in an appender's column map. */
@@ -195,27 +195,16 @@ export class DuckDBEngine implements SqlEngine {
     const position = new Map(t.columns.map((col, i) => [col.name, i]));
     const from = order.map((name) => (name === 'loaded_at' ? LOADED_AT : (position.get(name) ?? -1)));
     const loadedAt = new Date().toISOString();
-    const ap = await c.createAppender(t.table, t.schema, this.catalogName);
-    try {
-      // The appender's flush inserts on the event loop: rows go in a slice of it at a time.
-      const slice = new Slice();
-      for (const row of t.rows) {
-        if (slice.due()) {
-          ap.flushSync();
-          await slice.pass();
-        }
-        if (idAt >= 0 && stored.has(row[idAt]!)) continue;
-        for (const i of from) {
-          const v = i === LOADED_AT ? loadedAt : i < 0 ? null : row[i]!;
-          if (v === null) ap.appendNull();
-          else ap.appendVarchar(v);
-        }
-        ap.endRow();
-      }
-      ap.flushSync();
-    } finally {
-      ap.closeSync();
-    }
+    const fresh = stored.size > 0 ? t.rows.filter((row) => !stored.has(row[idAt]!)) : t.rows;
+    await appendRows(
+      await c.createAppender(t.table, t.schema, this.catalogName),
+      fresh,
+      from.length,
+      (row, k) => {
+        const i = from[k]!;
+        return i === LOADED_AT ? loadedAt : i < 0 ? null : row[i]!;
+      },
+    );
   }
 
   /** Columns of a table in their order (cached; the cache is dropped on DDL and failures). */
@@ -238,24 +227,12 @@ export class DuckDBEngine implements SqlEngine {
     await c.run(
       `CREATE OR REPLACE TEMP TABLE ${stage} (${t.columns.map((col) => `${quoteIdent(col.name)} VARCHAR`).join(', ')})`,
     );
-    const ap = await c.createAppender(stage, null, 'temp');
-    try {
-      const slice = new Slice();
-      for (const row of t.rows) {
-        if (slice.due()) {
-          ap.flushSync();
-          await slice.pass();
-        }
-        for (const v of row) {
-          if (v === null) ap.appendNull();
-          else ap.appendVarchar(v);
-        }
-        ap.endRow();
-      }
-      ap.flushSync();
-    } finally {
-      ap.closeSync();
-    }
+    await appendRows(
+      await c.createAppender(stage, null, 'temp'),
+      t.rows,
+      t.columns.length,
+      (row, i) => row[i]!,
+    );
     const target = this.table(t.schema, t.table);
     const names = t.columns.map((col) => quoteIdent(col.name));
     const casts = t.columns.map((col) => `CAST(s.${quoteIdent(col.name)} AS ${TYPES[col.type]})`);
@@ -272,5 +249,36 @@ export class DuckDBEngine implements SqlEngine {
   async close(): Promise<void> {
     this.conn?.closeSync();
     this.conn = undefined;
+  }
+}
+
+/**
+ * Appends `width` cells of each row (`cell(row, i)`: text, null as NULL) and closes the
+ * appender. Its flush inserts on the event loop, so rows go in a slice of the loop at a
+ * time: flushed, then requests let in.
+ */
+async function appendRows<R>(
+  ap: DuckDBAppender,
+  rows: readonly R[],
+  width: number,
+  cell: (row: R, i: number) => CellValue,
+): Promise<void> {
+  try {
+    const slice = new Slice();
+    for (const row of rows) {
+      if (slice.due()) {
+        ap.flushSync();
+        await slice.pass();
+      }
+      for (let i = 0; i < width; i++) {
+        const v = cell(row, i);
+        if (v === null) ap.appendNull();
+        else ap.appendVarchar(v);
+      }
+      ap.endRow();
+    }
+    ap.flushSync();
+  } finally {
+    ap.closeSync();
   }
 }
