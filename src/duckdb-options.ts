@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { STORAGE_VERSION } from './duckdb-storage.js';
 
 /**
  * Options of the embedded DuckDB instance: the server's, and the benchmarks' that measure its
@@ -16,5 +17,7 @@ export function embeddedDuckDBOptions(storage: {
     memory_limit: storage.memoryLimit,
     // The event loop keeps a core (docs/configuration.md, `storage.threads`).
     threads: String(storage.threads ?? Math.max(1, availableParallelism() - 1)),
+    // New database files in a format with zstd for strings (src/duckdb-storage.ts).
+    storage_compatibility_version: STORAGE_VERSION,
   };
 }

@@ -7,6 +7,7 @@ import {
   DuckDBTypeId,
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
+import { largeTextCompression } from '../../duckdb-storage.js';
 import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
 import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
@@ -19,7 +20,8 @@ const INTEGER_TYPES = new Set<DuckDBTypeId>([
   DuckDBTypeId.UHUGEINT,
 ]);
 
-const SCHEMA_SQL = [
+/** The warehouse's tables; `payloadCompression` is the clause of `events.payload`. */
+const schemaSql = (payloadCompression: string) => [
   `CREATE TABLE IF NOT EXISTS events (
     message_id VARCHAR NOT NULL,
     source_id VARCHAR NOT NULL,
@@ -30,7 +32,7 @@ const SCHEMA_SQL = [
     "timestamp" TIMESTAMPTZ NOT NULL,
     received_at TIMESTAMPTZ NOT NULL,
     log_offset BIGINT NOT NULL,
-    payload JSON NOT NULL)`,
+    payload JSON ${payloadCompression} NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS failed_events (
     log_offset BIGINT NOT NULL,
     source_id VARCHAR NOT NULL,
@@ -114,9 +116,11 @@ export class DuckDBWarehouse implements Warehouse {
     options: { checkpointBytes?: number } = {},
   ): Promise<DuckDBWarehouse> {
     const writer = await instance.connect();
-    for (const sql of SCHEMA_SQL) await writer.run(sql);
+    const catalog = String((await writer.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+    // Every event's JSON is stored here: zstd where the file has it (src/duckdb-storage.ts),
+    // else DuckDB's own choice, as in warehouses made before.
+    for (const sql of schemaSql(await largeTextCompression(writer, catalog, ''))) await writer.run(sql);
     const reader = await instance.connect();
-    const catalog = String((await reader.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
     return new DuckDBWarehouse(
       instance,
       writer,
