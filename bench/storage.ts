@@ -25,6 +25,7 @@ import { StorageConfig } from '../src/config/schema.js';
 import { embeddedDuckDBOptions } from '../src/duckdb-options.js';
 import { DuckDBEventLog } from '../src/log/duckdb/duckdb-event-log.js';
 import type { RawEvent } from '../src/log/event-log.js';
+import { toEventRow } from '../src/pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
 import { envInt } from './lib/env.js';
 import { BodyPool, MessageIds } from './lib/events.js';
@@ -117,13 +118,7 @@ async function round(format: Format, events: RawEvent[]): Promise<Round> {
     for (let from = 0; from < events.length; from += LOAD_BATCH) {
       const part = events.slice(from, from + LOAD_BATCH);
       await warehouse.write({
-        events: part.map((r, i) => ({
-          messageId: r.messageId,
-          sourceId: r.sourceId,
-          receivedAt: r.receivedAt,
-          logOffset: from + i,
-          json: r.json,
-        })),
+        events: part.map((r, i) => toEventRow({ ...r, offset: from + i })),
         failed: [],
         consumer: 'warehouse',
         nextOffset: from + part.length,

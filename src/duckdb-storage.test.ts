@@ -7,6 +7,7 @@ import { embeddedDuckDBOptions } from './duckdb-options.js';
 import { largeTextCompression, storageVersion, zstdStorable } from './duckdb-storage.js';
 import { DuckDBEventLog } from './log/duckdb/duckdb-event-log.js';
 import type { RawEvent } from './log/event-log.js';
+import { toEventRow } from './pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from './warehouse/duckdb/duckdb-warehouse.js';
 
 /** Events with text DuckDB must give back exactly: escapes, control characters, non-ASCII. */
@@ -61,13 +62,7 @@ async function loadAll(
 ): Promise<void> {
   const { firstOffset } = await log.append(records);
   await warehouse.write({
-    events: records.map((r, i) => ({
-      messageId: r.messageId,
-      sourceId: r.sourceId,
-      receivedAt: r.receivedAt,
-      logOffset: firstOffset + i,
-      json: r.json,
-    })),
+    events: records.map((r, i) => toEventRow({ ...r, offset: firstOffset + i })),
     failed: [],
     consumer: 'warehouse',
     nextOffset: firstOffset + records.length,
