@@ -62,11 +62,6 @@ export const ErrorCodes = {
     message:
       'Consumer "%s" stored offset %s, not %s as this writer expected: another process took its partition over and moved on; this batch was not written',
   },
-  TRIB_ERR_STATE_LOG_COPY_MISMATCH: {
-    status: 500,
-    message:
-      "Copying events from the log's tables gave %s rows, not the %s the loader counted; the batch was rolled back and is loaded through the event loop instead",
-  },
   TRIB_ERR_DESTINATION_SETUP: {
     status: 500,
     message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',

@@ -1,14 +1,5 @@
-import { TributaryError } from '../errors.js';
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
-import type {
-  EventRow,
-  FailedRow,
-  LogCopy,
-  LogTableRange,
-  Warehouse,
-  WarehouseBatch,
-  WriteReport,
-} from '../warehouse/warehouse.js';
+import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex, hashKey } from './dedupe.js';
 import { runStages, type StageOutcome } from './stages/runner.js';
@@ -51,20 +42,7 @@ export interface WarehouseLoaderOptions {
   stages?: ReadonlyMap<string, readonly Stage[]>;
   /** Records below this offset are not reported to `observer.outcome` (they predate the counters). */
   countFrom?: number;
-  /**
-   * The log's tables of an offset range, when the log and the warehouse share one DuckDB
-   * instance (the embedded default): accepted events no stage handles are then copied into
-   * `events` from the log's table in SQL (`WarehouseBatch.fromLog`) rather than sent again
-   * as text. Used only with a warehouse that `copiesFromLog`.
-   */
-  logTables?: (from: number, to: number) => LogTableRange[];
 }
-
-/**
- * Most offsets a copy from the log leaves out (duplicates, rejected records, records a stage
- * handled); past it, the batch is sent as text as without `logTables`.
- */
-const MAX_COPY_EXCLUDED = 1000;
 
 /**
  * The first pipeline consumer: reads the log, drops client retries (same source and
@@ -86,7 +64,6 @@ export class WarehouseLoader {
   private readonly loadedListeners = new Set<(position: number) => void>();
   private readonly stages: ReadonlyMap<string, readonly Stage[]>;
   private readonly countFrom: number;
-  private readonly logTables: ((from: number, to: number) => LogTableRange[]) | undefined;
   private subscription: Subscription | undefined;
 
   constructor(
@@ -102,7 +79,6 @@ export class WarehouseLoader {
     this.lingerMs = options.lingerMs ?? 100;
     this.stages = options.stages ?? new Map();
     this.countFrom = options.countFrom ?? 0;
-    this.logTables = warehouse.copiesFromLog ? options.logTables : undefined;
   }
 
   /** Rebuilds the dedupe index from the warehouse, then starts consuming. */
@@ -196,12 +172,10 @@ export class WarehouseLoader {
       outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
     };
     const events: EventRow[] = [];
-    // Accepted events no stage handles: copied from the log's tables when it can (`logTables`).
-    let copied: EventRow[] = [];
     const bySource = new Map<string, Delivered[]>();
     for (const r of fresh) {
       if (!this.stages.has(r.sourceId)) {
-        (this.logTables ? copied : events).push(toEventRow(r));
+        events.push(toEventRow(r));
         count(r.sourceId, 'load', 'passed', r.offset);
         continue;
       }
@@ -221,35 +195,16 @@ export class WarehouseLoader {
     for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
-    const batchToWrite: WarehouseBatch = {
-      events,
-      failed,
-      consumer: this.consumer,
-      nextOffset,
-      fromOffset: this.highWater,
-    };
-    if (copied.length > 0) {
-      const fromLog = this.logTables && logCopy(this.logTables, records, copied);
-      if (fromLog) batchToWrite.fromLog = fromLog;
-      else {
-        for (const e of copied) events.push(e);
-        copied = [];
-      }
-    }
     // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
     let report: WriteReport | void;
     try {
-      try {
-        report = await this.warehouse.write(batchToWrite);
-      } catch (err) {
-        if (!(err instanceof TributaryError && err.code === 'TRIB_ERR_STATE_LOG_COPY_MISMATCH')) throw err;
-        // Rolled back: the same rows as text, as without a copy (and reported, as a fault).
-        this.observer.error?.(err);
-        batchToWrite.fromLog = undefined;
-        for (const e of copied) events.push(e);
-        copied = [];
-        report = await this.warehouse.write(batchToWrite);
-      }
+      report = await this.warehouse.write({
+        events,
+        failed,
+        consumer: this.consumer,
+        nextOffset,
+        fromOffset: this.highWater,
+      });
     } catch (err) {
       // Another process may have taken the partition and moved on (or this batch may be in
       // after all): the next batch starts from the stored offset, not from ours.
@@ -257,11 +212,11 @@ export class WarehouseLoader {
       throw err;
     }
     this.highWater = nextOffset;
-    let loaded = copied.length > 0 ? [...events, ...copied] : events;
+    let loaded = events;
     if (report && report.duplicates.length > 0) {
       // Stored already through another partition: the database's dedupe index caught them.
       const left = new Set(report.duplicates);
-      loaded = [...events.filter((_, i) => !left.has(i)), ...copied];
+      loaded = events.filter((_, i) => !left.has(i));
       const stillLoaded = new Set(loaded.map((e) => e.logOffset));
       const moved = new Set<number>();
       for (const i of report.duplicates) {
@@ -287,32 +242,6 @@ export class WarehouseLoader {
     }
     this.dedupe.expire(this.now());
   }
-}
-
-/**
- * The copy of `copied` (accepted records of `records`, a batch in offset order) from the log's
- * tables, or undefined when it would leave out too many of the range's records.
- */
-function logCopy(
-  logTables: (from: number, to: number) => LogTableRange[],
-  records: readonly Delivered[],
-  copied: readonly EventRow[],
-): LogCopy | undefined {
-  const kept = new Set<number>();
-  let bytes = 0;
-  for (const e of copied) {
-    kept.add(e.logOffset);
-    bytes += e.json.length;
-  }
-  const exclude: number[] = [];
-  for (const r of records) {
-    if (kept.has(r.offset)) continue;
-    exclude.push(r.offset);
-    if (exclude.length > MAX_COPY_EXCLUDED) return undefined;
-  }
-  const from = records[0]!.offset;
-  const to = records[records.length - 1]!.offset + 1;
-  return { ranges: logTables(from, to), exclude, count: copied.length, bytes };
 }
 
 function countBySource(items: readonly { sourceId: string }[]): Map<string, number> {

@@ -99,8 +99,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   loader = new WarehouseLoader(log, warehouse, {
     stages: qualitySetup.stages,
     countFrom,
-    // Log and warehouse share the instance: events are copied from the log's tables in SQL.
-    logTables: (from, to) => log.tablesOf(from, to),
     dedupeWindowMs: config.pipeline.dedupe.window,
     observer: loaderObserver(metrics, quality, (err) =>
       logger.error({ err }, 'warehouse loader failed; retrying'),

@@ -52,31 +52,6 @@ export interface WarehouseBatch {
    * single writer may ignore it.
    */
   fromOffset?: number;
-  /**
-   * Events the warehouse copies from the log's own tables instead of from `events` (the
-   * embedded log and warehouse share one DuckDB instance): the batch's JSON never crosses
-   * into the engine as text again. Only for adapters with `copiesFromLog`.
-   */
-  fromLog?: LogCopy;
-}
-
-/** A part of the log's table holding offsets `[from, to)`, as the embedded log names it. */
-export interface LogTableRange {
-  /** The table, quoted for SQL. */
-  table: string;
-  from: number;
-  to: number;
-}
-
-/** Accepted records to copy from the log's tables into `events`. */
-export interface LogCopy {
-  ranges: LogTableRange[];
-  /** Offsets in the ranges not to copy: duplicates, rejected records, records a stage handled. */
-  exclude: number[];
-  /** Records to copy (the write fails when the tables give another count). */
-  count: number;
-  /** Their JSON's length in all, for the warehouse's checkpoint accounting. */
-  bytes: number;
 }
 
 /** What a write left out, for the loader's counts. */
@@ -111,8 +86,6 @@ export interface Warehouse {
    */
   // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
   write(batch: WarehouseBatch): Promise<WriteReport | void>;
-  /** True when `write` takes `batch.fromLog` (the embedded DuckDB warehouse). */
-  readonly copiesFromLog?: boolean;
   /** The log offset the consumer has written up to (0 when it never wrote). */
   consumerOffset(consumer: string): Promise<number>;
   /** Of the given keys, those already stored with `received_at` at or after `sinceMs`. */

@@ -10,7 +10,6 @@ import {
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { largeTextCompression } from '../../duckdb-storage.js';
 import { Pause } from '../../pause.js';
-import type { LogTableRange } from '../../warehouse/warehouse.js';
 import type {
   AppendResult,
   ConsumeOptions,
@@ -418,20 +417,6 @@ export class DuckDBEventLog implements EventLog {
 
   endOffset(): number {
     return this.durableEnd;
-  }
-
-  /**
-   * The tables holding the durable offsets `[from, to)`, a part per segment, for a warehouse
-   * in the same DuckDB instance to copy records from (`LogCopy`).
-   */
-  tablesOf(from: number, to: number): LogTableRange[] {
-    const parts: LogTableRange[] = [];
-    for (const seg of this.segments) {
-      const a = Math.max(from, seg.first);
-      const b = Math.min(to, seg.end);
-      if (a < b) parts.push({ table: `${quoteIdent(seg.catalog)}.records`, from: a, to: b });
-    }
-    return parts;
   }
 
   /** The segments, oldest first: offsets `[first, end)` each. */

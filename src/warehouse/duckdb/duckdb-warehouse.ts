@@ -8,7 +8,6 @@ import {
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { largeTextCompression } from '../../duckdb-storage.js';
-import { TributaryError } from '../../errors.js';
 import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
 import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
@@ -75,29 +74,6 @@ const LOAD_EVENTS_SQL = `
                                          '$.timestamp', '$.receivedAt', '$.properties.name']) AS f
     FROM (SELECT unnest(string_split($1, chr(10))) AS key, unnest(string_split($2, chr(10))) AS payload))`;
 
-/**
- * The same columns as `LOAD_EVENTS_SQL`, copied from the embedded log's table (`table`) for
- * the accepted records with `$1 <= log_offset < $2` but those of `exclude`: the events' JSON
- * goes from one table to the other inside DuckDB, and the event loop builds no text for them.
- */
-function copyFromLogSql(table: string, exclude: readonly number[]): string {
-  const not =
-    exclude.length > 0
-      ? ` AND log_offset NOT IN (${exclude.map((o) => String(Math.trunc(o))).join(', ')})`
-      : '';
-  return `
-  INSERT INTO events
-  SELECT message_id, source_id, f[1],
-         coalesce(f[2], CASE WHEN f[1] IN ('page', 'screen') THEN coalesce(f[3], f[8]) END), f[4], f[5],
-         CAST(f[6] AS TIMESTAMPTZ), CAST(f[7] AS TIMESTAMPTZ), log_offset, event
-  FROM (
-    SELECT message_id, source_id, log_offset, event,
-           json_extract_string(event, ['$.type', '$.event', '$.name', '$.userId', '$.anonymousId',
-                                       '$.timestamp', '$.receivedAt', '$.properties.name']) AS f
-    FROM ${table}
-    WHERE log_offset >= $1 AND log_offset < $2 AND status = 'accepted'${not})`;
-}
-
 /** A line of `LOAD_EVENTS_SQL`'s `$1`: JSON.stringify escapes any newline in the ids. */
 function keyLine(e: EventRow): string {
   return `{"m":${JSON.stringify(e.messageId)},"s":${JSON.stringify(e.sourceId)},"o":${Math.trunc(e.logOffset)}}`;
@@ -117,7 +93,6 @@ function payloadLine(json: string): string {
  * DuckDB's appender, and the consumer's offset.
  */
 export class DuckDBWarehouse implements Warehouse {
-  readonly copiesFromLog = true;
   private walBytes = 0;
   /** Reports a checkpoint that failed (it is retried after the next write). */
   onCheckpointError: (err: unknown) => void = () => {};
@@ -185,18 +160,6 @@ export class DuckDBWarehouse implements Warehouse {
         this.loadEvents.bindVarchar(2, payloads);
         await this.loadEvents.run();
       }
-      const copy = batch.fromLog;
-      if (copy !== undefined && copy.count > 0) {
-        let copied = 0;
-        for (const r of copy.ranges) {
-          const inRange = copy.exclude.filter((o) => o >= r.from && o < r.to);
-          const res = await w.run(copyFromLogSql(r.table, inRange), [BigInt(r.from), BigInt(r.to)]);
-          copied += Number(res.rowsChanged);
-        }
-        if (copied !== copy.count) {
-          throw new TributaryError('TRIB_ERR_STATE_LOG_COPY_MISMATCH', [copied, copy.count]);
-        }
-      }
       if (batch.failed.length > 0) {
         const ap = this.failedAppender;
         const now = new Date().toISOString();
@@ -230,7 +193,6 @@ export class DuckDBWarehouse implements Warehouse {
       throw err;
     }
     for (const e of batch.events) this.walBytes += e.json.length;
-    this.walBytes += batch.fromLog?.bytes ?? 0;
     for (const f of batch.failed) this.walBytes += f.json.length;
     if (this.walBytes >= this.checkpointBytes) {
       try {
