@@ -405,7 +405,6 @@ export class WarehouseModel {
   }
 }
 
-/** The rows of one table in one plan, columns in order of first appearance. */
 /** The plan's tables once every event is added: rows padded to the columns, then the discards. */
 function finishPlan(plan: LoadPlan, loads: Map<string, TableBuilder>): LoadPlan {
   for (const b of loads.values()) {
@@ -435,6 +434,7 @@ function finishPlan(plan: LoadPlan, loads: Map<string, TableBuilder>): LoadPlan 
   return plan;
 }
 
+/** The rows of one table in one plan, columns in order of first appearance. */
 interface TableBuilder {
   load: TableLoad;
   table: TableState;
