@@ -175,16 +175,7 @@ export class DuckDBEngine implements SqlEngine {
     const stored = new Set<string>();
     if (t.mode === 'insert' && idAt >= 0) {
       await c.run(`CREATE OR REPLACE TEMP TABLE ${stage} (id VARCHAR)`);
-      const ids = await c.createAppender(stage, null, 'temp');
-      try {
-        for (const row of t.rows) {
-          ids.appendVarchar(row[idAt]!);
-          ids.endRow();
-        }
-        ids.flushSync();
-      } finally {
-        ids.closeSync();
-      }
+      await appendRows(await c.createAppender(stage, null, 'temp'), t.rows, 1, (row) => row[idAt]!);
       const found = await c.runAndReadAll(
         `SELECT s.id FROM temp.${stage} s SEMI JOIN ${this.table(t.schema, t.table)} t ON t.id = s.id`,
       );
