@@ -9,6 +9,7 @@ import { type DestinationRetryItem, TransformingDestination } from '../pipeline/
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import type { WarehouseDestination } from '../warehouse/destination.js';
+import type { CheckpointGate } from '../warehouse/duckdb/checkpoint-gate.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
 import { ParquetLake } from '../warehouse/lake/parquet-lake.js';
 import { PostgresEngine } from '../warehouse/postgres/postgres-engine.js';
@@ -67,6 +68,11 @@ export async function startDestinations(opts: {
    * a Parquet lake have one writer. Default none.
    */
   offsetKeySuffix?: string;
+  /**
+   * The gate of the embedded warehouse file's checkpoints: DuckDB destinations loading into
+   * that file (no `path`) run their transactions through it. Absent in scale-out.
+   */
+  checkpoints?: CheckpointGate;
 }): Promise<RunningDestination[]> {
   const running: RunningDestination[] = [];
   const suffix = opts.offsetKeySuffix ?? '';
@@ -95,7 +101,7 @@ export async function startDestinations(opts: {
       throw err;
     }
     try {
-      destination = await build(config, opts.instance, opts.dataDir, config.id + suffix);
+      destination = await build(config, opts.instance, opts.dataDir, config.id + suffix, opts.checkpoints);
     } catch (err) {
       for (const s of stages) await s.close?.();
       for (const d of running) await d.stop();
@@ -237,6 +243,7 @@ async function build(
   instance: DuckDBInstance | undefined,
   dataDir: string,
   offsetKey: string,
+  checkpoints: CheckpointGate | undefined,
 ): Promise<WarehouseDestination> {
   const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
   if (instance === undefined && config.type !== 'postgres') {
@@ -245,6 +252,8 @@ async function build(
   switch (config.type) {
     case 'duckdb': {
       let catalog: string;
+      // Only the warehouse file is checkpointed by another writer (the `events` loader).
+      const gate = config.path === undefined ? checkpoints : undefined;
       const c = await instance!.connect();
       try {
         if (config.path === undefined) {
@@ -260,7 +269,7 @@ async function build(
         name: config.id,
         schema: config.schema,
         maxColumns: config.maxColumns,
-        engine: new DuckDBEngine(instance!, { catalog, maxColumns: config.maxColumns }),
+        engine: new DuckDBEngine(instance!, { catalog, maxColumns: config.maxColumns, checkpoints: gate }),
       });
     }
     case 'postgres':

@@ -117,6 +117,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       registry: metrics.registry,
       endOffset: () => log.endOffset(),
       warehouse,
+      checkpoints: warehouse.checkpoints,
       baseDir: opts.configDir ?? process.cwd(),
       env: opts.env ?? {},
     });

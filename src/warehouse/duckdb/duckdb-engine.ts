@@ -4,6 +4,7 @@ import { Slice } from '../../slice.js';
 import type { SqlEngine } from '../destination.js';
 import type { CellValue, ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+import type { CheckpointGate } from './checkpoint-gate.js';
 
 /** Marks the `loaded_at` column in an appender's column map. */
 const LOADED_AT = -2;
@@ -28,6 +29,12 @@ export interface DuckDBEngineOptions {
    * the tables alike in both engines.
    */
   maxColumns?: number;
+  /**
+   * The gate of the file's checkpoints, where something else checkpoints it (the embedded
+   * warehouse file): each load's transaction goes through it, so no appender flush waits for
+   * a checkpoint on the event loop.
+   */
+  checkpoints?: CheckpointGate;
 }
 
 /**
@@ -45,6 +52,7 @@ export class DuckDBEngine implements SqlEngine {
   private readonly catalog: string;
   private readonly catalogName: string;
   private readonly orders = new Map<string, string[]>();
+  private readonly checkpoints: CheckpointGate | undefined;
 
   constructor(
     private readonly instance: DuckDBInstance,
@@ -53,6 +61,7 @@ export class DuckDBEngine implements SqlEngine {
     this.catalog = quoteIdent(options.catalog);
     this.catalogName = options.catalog;
     this.maxColumns = options.maxColumns ?? 1600;
+    this.checkpoints = options.checkpoints;
   }
 
   private async connection(): Promise<DuckDBConnection> {
@@ -105,6 +114,17 @@ export class DuckDBEngine implements SqlEngine {
     nextOffset: number,
   ): Promise<void> {
     const c = await this.connection();
+    if (this.checkpoints)
+      return this.checkpoints.transaction(() => this.applyOn(c, destination, plans, nextOffset));
+    return this.applyOn(c, destination, plans, nextOffset);
+  }
+
+  private async applyOn(
+    c: DuckDBConnection,
+    destination: string,
+    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
+    nextOffset: number,
+  ): Promise<void> {
     await c.run('BEGIN TRANSACTION');
     try {
       const names: NameRecord[] = [];

@@ -12,6 +12,7 @@ import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
 import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
+import { CheckpointGate } from './checkpoint-gate.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
   DuckDBTypeId.BIGINT,
@@ -94,6 +95,11 @@ function payloadLine(json: string): string {
  */
 export class DuckDBWarehouse implements Warehouse {
   private walBytes = 0;
+  /**
+   * The file's checkpoints: a destination loading into this file (the DuckDB destination's
+   * default) runs its transactions through this gate (src/warehouse/duckdb/checkpoint-gate.ts).
+   */
+  readonly checkpoints = new CheckpointGate();
   /** Reports a checkpoint that failed (it is retried after the next write). */
   onCheckpointError: (err: unknown) => void = () => {};
 
@@ -196,7 +202,7 @@ export class DuckDBWarehouse implements Warehouse {
     for (const f of batch.failed) this.walBytes += f.json.length;
     if (this.walBytes >= this.checkpointBytes) {
       try {
-        await w.run(`CHECKPOINT ${quoteIdent(this.catalog)}`);
+        await this.checkpoints.checkpoint(() => w.run(`CHECKPOINT ${quoteIdent(this.catalog)}`));
         this.walBytes = 0;
       } catch (err) {
         this.onCheckpointError(err);
