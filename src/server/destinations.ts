@@ -70,7 +70,8 @@ export async function startDestinations(opts: {
   offsetKeySuffix?: string;
   /**
    * The gate of the embedded warehouse file's checkpoints: DuckDB destinations loading into
-   * that file (no `path`) run their transactions through it. Absent in scale-out.
+   * that file (no `path`) flush their appenders only while no checkpoint runs. Absent in
+   * scale-out.
    */
   checkpoints?: CheckpointGate;
 }): Promise<RunningDestination[]> {

@@ -23,93 +23,49 @@ async function settle(): Promise<void> {
 }
 
 describe('CheckpointGate', () => {
-  it('runs transactions together, and a checkpoint only once the open ones have ended', async () => {
+  it('is busy while a checkpoint runs, and idle() waits for it', async () => {
     const gate = new CheckpointGate();
-    const log: string[] = [];
-    const a = deferred();
-    const b = deferred();
-    const ta = gate.transaction(async () => {
-      log.push('a starts');
-      await a.promise;
-      log.push('a ends');
-    });
-    const tb = gate.transaction(async () => {
-      log.push('b starts');
-      await b.promise;
-      log.push('b ends');
-    });
+    expect(gate.busy).toBe(false);
+    await gate.idle(); // nothing running: at once
+    const job = deferred();
     const cp = gate.checkpoint(async () => {
-      log.push('checkpoint');
+      await job.promise;
       return 42;
     });
+    expect(gate.busy).toBe(true);
+    let idle = false;
+    const waiting = gate.idle().then(() => {
+      idle = true;
+    });
     await settle();
-    expect(log).toEqual(['a starts', 'b starts']);
-    expect(gate.openTransactions).toBe(2);
-    a.resolve();
-    await settle();
-    expect(log).toEqual(['a starts', 'b starts', 'a ends']);
-    b.resolve();
+    expect(idle).toBe(false);
+    job.resolve();
     expect(await cp).toBe(42);
-    await Promise.all([ta, tb]);
-    expect(log).toEqual(['a starts', 'b starts', 'a ends', 'b ends', 'checkpoint']);
+    await waiting;
+    expect(gate.busy).toBe(false);
+    expect(gate.checkpoints).toBe(1);
   });
 
-  it('holds transactions that start while a checkpoint waits or runs until it is done', async () => {
+  it('runs one checkpoint at a time, and a failed one frees the gate and gives its error to its caller', async () => {
     const gate = new CheckpointGate();
-    const log: string[] = [];
-    const open = deferred();
-    const running = deferred();
-    const t1 = gate.transaction(async () => {
-      await open.promise;
-      log.push('t1 ends');
-    });
-    const cp = gate.checkpoint(async () => {
-      log.push('checkpoint starts');
-      await running.promise;
-      log.push('checkpoint ends');
-    });
-    // Asked for while the checkpoint waits for t1: it does not get ahead of the checkpoint.
-    const t2 = gate.transaction(async () => {
-      log.push('t2');
-    });
-    await settle();
-    expect(log).toEqual([]);
-    open.resolve();
-    await settle();
-    expect(log).toEqual(['t1 ends', 'checkpoint starts']);
-    // Asked for while the checkpoint runs.
-    const t3 = gate.transaction(async () => {
-      log.push('t3');
-    });
-    await settle();
-    expect(log).toEqual(['t1 ends', 'checkpoint starts']);
-    running.resolve();
-    await Promise.all([t1, cp, t2, t3]);
-    expect(log).toEqual(['t1 ends', 'checkpoint starts', 'checkpoint ends', 't2', 't3']);
-  });
-
-  it('lets the next one through after a transaction or a checkpoint fails, and gives each its own error', async () => {
-    const gate = new CheckpointGate();
-    await expect(gate.transaction(() => Promise.reject(new Error('load failed')))).rejects.toThrow(
-      'load failed',
-    );
-    expect(gate.openTransactions).toBe(0);
-    await expect(gate.checkpoint(() => Promise.reject(new Error('checkpoint failed')))).rejects.toThrow(
-      'checkpoint failed',
-    );
     const order: string[] = [];
-    await Promise.all([
-      gate.checkpoint(async () => {
-        order.push('c1');
-      }),
-      gate.checkpoint(async () => {
-        order.push('c2');
-      }),
-      gate.transaction(async () => {
-        order.push('t');
-      }),
-    ]);
-    expect(order).toEqual(['c1', 'c2', 't']);
+    const first = deferred();
+    const c1 = gate.checkpoint(async () => {
+      order.push('c1 starts');
+      await first.promise;
+      order.push('c1 ends');
+      throw new Error('checkpoint failed');
+    });
+    const c2 = gate.checkpoint(async () => {
+      order.push('c2');
+    });
+    await settle();
+    expect(order).toEqual(['c1 starts']);
+    first.resolve();
+    await expect(c1).rejects.toThrow('checkpoint failed');
+    await c2;
+    expect(order).toEqual(['c1 starts', 'c1 ends', 'c2']);
+    expect(gate.busy).toBe(false);
   });
 });
 
@@ -174,7 +130,39 @@ describe('the warehouse checkpoint and a destination load into the same file', (
     };
   }
 
-  it('waits with the checkpoint until the load has committed, and both keep their rows', async () => {
+  it("holds a destination load's appender flush while the file's checkpoint runs, not the event loop", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-gate-'));
+    const instance = await DuckDBInstance.create(join(dir, 'wh.duckdb'));
+    const gate = new CheckpointGate();
+    const engine = new DuckDBEngine(instance, { catalog: 'wh', checkpoints: gate });
+    try {
+      await engine.setup();
+      // A checkpoint that runs until the test ends it.
+      const running = deferred();
+      const checkpoint = gate.checkpoint(() => running.promise);
+      let loaded = false;
+      const load = engine.apply('dest', [plan(0, 500)], 10).then(() => {
+        loaded = true;
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      await settle();
+      expect(loaded).toBe(false);
+      running.resolve();
+      await Promise.all([checkpoint, load]);
+      const c = await instance.connect();
+      const rows = await c.runAndReadAll('SELECT count(*) FROM wh.web.rows');
+      c.closeSync();
+      expect(Number(rows.getRows()[0]![0])).toBe(500);
+      // With no checkpoint running, a load goes straight through.
+      await engine.apply('dest', [plan(500, 10)], 20);
+    } finally {
+      await engine.close();
+      instance.closeSync();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('checkpoints the warehouse through its gate, and a load and the loader both keep their rows', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tributary-gate-'));
     const instance = await DuckDBInstance.create(join(dir, 'wh.duckdb'));
     // Every write crosses the threshold, so each ends in a checkpoint.
@@ -184,7 +172,7 @@ describe('the warehouse checkpoint and a destination load into the same file', (
       await engine.setup();
       const halfway = deferred();
       const resume = deferred();
-      // A load whose transaction stays open, rows appended, until the test lets it go on.
+      // A load whose transaction stays open, rows appended, while the loader writes and checkpoints.
       async function* plans(): AsyncGenerator<LoadPlan> {
         yield plan(0, 500);
         halfway.resolve();
@@ -193,24 +181,13 @@ describe('the warehouse checkpoint and a destination load into the same file', (
       }
       const load = engine.apply('dest', plans(), 10);
       await halfway.promise;
-      expect(warehouse.checkpoints.openTransactions).toBe(1);
-      let written = false;
-      const write = warehouse.write(loaderBatch(0, 50)).then(() => {
-        written = true;
-      });
-      await new Promise((r) => setTimeout(r, 200));
-      await settle();
-      // The loader's rows are committed; its checkpoint waits for the open load.
-      expect(written).toBe(false);
-      expect((await warehouse.query('SELECT count(*) AS n FROM events')).rows).toEqual([{ n: 50 }]);
+      await warehouse.write(loaderBatch(0, 50));
+      expect(warehouse.checkpoints.checkpoints).toBe(1);
       resume.resolve();
-      await Promise.all([load, write]);
-      expect(written).toBe(true);
-      expect((await warehouse.query('SELECT count(*) AS n FROM web.rows')).rows).toEqual([{ n: 1000 }]);
-      // A load asked for after the checkpoint went through does not wait.
+      await load;
       await warehouse.write(loaderBatch(50, 50));
-      await engine.apply('dest', [plan(1000, 10)], 20);
-      expect((await warehouse.query('SELECT count(*) AS n FROM web.rows')).rows).toEqual([{ n: 1010 }]);
+      expect(warehouse.checkpoints.checkpoints).toBe(2);
+      expect((await warehouse.query('SELECT count(*) AS n FROM web.rows')).rows).toEqual([{ n: 1000 }]);
       expect((await warehouse.query('SELECT count(*) AS n FROM events')).rows).toEqual([{ n: 100 }]);
     } finally {
       await engine.close();

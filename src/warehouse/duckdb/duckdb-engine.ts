@@ -31,8 +31,8 @@ export interface DuckDBEngineOptions {
   maxColumns?: number;
   /**
    * The gate of the file's checkpoints, where something else checkpoints it (the embedded
-   * warehouse file): each load's transaction goes through it, so no appender flush waits for
-   * a checkpoint on the event loop.
+   * warehouse file): appender flushes wait for a running checkpoint asynchronously instead of
+   * holding the event loop.
    */
   checkpoints?: CheckpointGate;
 }
@@ -114,17 +114,6 @@ export class DuckDBEngine implements SqlEngine {
     nextOffset: number,
   ): Promise<void> {
     const c = await this.connection();
-    if (this.checkpoints)
-      return this.checkpoints.transaction(() => this.applyOn(c, destination, plans, nextOffset));
-    return this.applyOn(c, destination, plans, nextOffset);
-  }
-
-  private async applyOn(
-    c: DuckDBConnection,
-    destination: string,
-    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
-    nextOffset: number,
-  ): Promise<void> {
     await c.run('BEGIN TRANSACTION');
     try {
       const names: NameRecord[] = [];
@@ -195,7 +184,13 @@ export class DuckDBEngine implements SqlEngine {
     const stored = new Set<string>();
     if (t.mode === 'insert' && idAt >= 0) {
       await c.run(`CREATE OR REPLACE TEMP TABLE ${stage} (id VARCHAR)`);
-      await appendRows(await c.createAppender(stage, null, 'temp'), t.rows, 1, (row) => row[idAt]!);
+      await appendRows(
+        await c.createAppender(stage, null, 'temp'),
+        undefined,
+        t.rows,
+        1,
+        (row) => row[idAt]!,
+      );
       const found = await c.runAndReadAll(
         `SELECT s.id FROM temp.${stage} s SEMI JOIN ${this.table(t.schema, t.table)} t ON t.id = s.id`,
       );
@@ -209,6 +204,7 @@ export class DuckDBEngine implements SqlEngine {
     const fresh = stored.size > 0 ? t.rows.filter((row) => !stored.has(row[idAt]!)) : t.rows;
     await appendRows(
       await c.createAppender(t.table, t.schema, this.catalogName),
+      this.checkpoints,
       fresh,
       from.length,
       (row, k) => {
@@ -240,6 +236,7 @@ export class DuckDBEngine implements SqlEngine {
     );
     await appendRows(
       await c.createAppender(stage, null, 'temp'),
+      undefined,
       t.rows,
       t.columns.length,
       (row, i) => row[i]!,
@@ -266,10 +263,12 @@ export class DuckDBEngine implements SqlEngine {
 /**
  * Appends `width` cells of each row (`cell(row, i)`: text, null as NULL) and closes the
  * appender. Its flush inserts on the event loop, so rows go in a slice of the loop at a
- * time: flushed, then requests let in.
+ * time: flushed, then requests let in. A flush into a file that `checkpoints` guards waits
+ * for its running checkpoint first (a temporary table's does not need to).
  */
 async function appendRows<R>(
   ap: DuckDBAppender,
+  checkpoints: CheckpointGate | undefined,
   rows: readonly R[],
   width: number,
   cell: (row: R, i: number) => CellValue,
@@ -278,6 +277,7 @@ async function appendRows<R>(
     const slice = new Slice();
     for (const row of rows) {
       if (slice.due()) {
+        if (checkpoints?.busy) await checkpoints.idle();
         ap.flushSync();
         await slice.pass();
       }
@@ -288,6 +288,7 @@ async function appendRows<R>(
       }
       ap.endRow();
     }
+    if (checkpoints?.busy) await checkpoints.idle();
     ap.flushSync();
   } finally {
     ap.closeSync();

@@ -97,7 +97,7 @@ export class DuckDBWarehouse implements Warehouse {
   private walBytes = 0;
   /**
    * The file's checkpoints: a destination loading into this file (the DuckDB destination's
-   * default) runs its transactions through this gate (src/warehouse/duckdb/checkpoint-gate.ts).
+   * default) flushes its appenders only while none runs (src/warehouse/duckdb/checkpoint-gate.ts).
    */
   readonly checkpoints = new CheckpointGate();
   /** Reports a checkpoint that failed (it is retried after the next write). */
