@@ -2,13 +2,13 @@
  * Tells the writers of a DuckDB file when a checkpoint of it is running, so that none flushes
  * an appender meanwhile. An appender's flush is synchronous in @duckdb/node-api, and inside an
  * open transaction it waits for a checkpoint of the same file to finish: the event loop, and
- * every request, waited with it (flushes of 140-250 ms behind checkpoints of 170-400 ms in a
- * server under load, docs/architecture.md). A writer awaits `idle()` before each flush
+ * every request, waited with it (flushes of up to 1,078 ms behind checkpoints in a server
+ * under load, docs/architecture.md). A writer awaits `idle()` before each flush
  * instead. Checkpoints start from the event loop too, so none can start during a flush.
  *
- * The checkpoint does not wait for open transactions: DuckDB checkpoints what is committed,
- * and a transaction's statements (as opposed to its appender flushes) wait on DuckDB's
- * threads, not on the event loop.
+ * The checkpoint does not wait for open transactions: DuckDB ran one while another
+ * connection's write transaction was open, and a transaction's statements (as opposed to its
+ * appender flushes) wait on DuckDB's threads, not on the event loop.
  */
 export class CheckpointGate {
   private running: Promise<void> | undefined;
