@@ -130,7 +130,7 @@ describe('the warehouse checkpoint and a destination load into the same file', (
     };
   }
 
-  it("holds a destination load's appender flush while the file's checkpoint runs, not the event loop", async () => {
+  it("makes a destination load's appender flush wait for the file's running checkpoint", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tributary-gate-'));
     const instance = await DuckDBInstance.create(join(dir, 'wh.duckdb'));
     const gate = new CheckpointGate();
