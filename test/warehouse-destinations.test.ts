@@ -68,6 +68,30 @@ describe('warehouse destinations in the server', () => {
     expect(metrics).toContain('tributary_destination_lag_events{destination="warehouse"} 0');
   });
 
+  it("holds the embedded destination's appender flushes, not the server, while the warehouse file checkpoints", async () => {
+    const server = await startTestServer();
+    servers.push(server);
+    // A checkpoint of the warehouse file that lasts until the test ends it.
+    let release!: () => void;
+    const checkpoint = server.warehouse.checkpoints.checkpoint(
+      () =>
+        new Promise<void>((resolve) => {
+          release = resolve;
+        }),
+    );
+    await send(server, events);
+    await server.settle();
+    await sleep(1500); // past the destination's 1 s interval: its load has started and waits
+    expect(server.destinations[0]!.position()).toBeLessThan(server.loader.position());
+    const health = await server.app.inject({ method: 'GET', url: '/healthz' });
+    expect(health.statusCode).toBe(200);
+    release();
+    await checkpoint;
+    await settleAll(server);
+    expect(server.destinations[0]!.position()).toBe(server.loader.position());
+    expect(await server.query('SELECT id FROM web.tracks')).toEqual([{ id: 'e-1' }]);
+  });
+
   it('loads nothing into the embedded warehouse with "destinations: []"', async () => {
     const server = await startTestServer({ yaml: `${MINIMAL_CONFIG}destinations: []\n` });
     servers.push(server);
