@@ -1,10 +1,10 @@
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
-import { embeddedDuckDBOptions } from '../duckdb-options.js';
+import { embeddedDuckDBOptions, lockDownDuckDB } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -143,6 +143,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
     identity.follow(feed);
   }
+  // The server's own ATTACHes are done: from here the instance reads and writes only its files,
+  // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
+  await lockDownDuckDB(instance, duckDBFiles(dataDir, config));
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -228,4 +231,20 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+/**
+ * What the embedded DuckDB instance may open once locked down: its database files and their
+ * WALs, the folder new log segments go to, and each destination's DuckDB file or lake folder.
+ * Not the data folder itself, which holds the PII salt (`pii-salt`).
+ */
+function duckDBFiles(dataDir: string, config: TributaryConfig): { paths: string[]; directories: string[] } {
+  const at = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
+  const files = [join(dataDir, 'warehouse.duckdb'), join(dataDir, 'log.duckdb')];
+  const directories = [join(dataDir, 'log-segments')];
+  for (const d of config.destinations) {
+    if (d.type === 'duckdb' && d.path !== undefined) files.push(at(d.path));
+    if (d.type === 'parquet') directories.push(at(d.path));
+  }
+  return { paths: files.flatMap((f) => [f, `${f}.wal`]), directories };
 }
