@@ -49,6 +49,21 @@ export const ErrorCodes = {
   TRIB_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'The server is shutting down; retry shortly' },
   TRIB_ERR_QUERY_FAILED: { status: 400, message: 'The query failed: %s' },
   TRIB_ERR_QUERY_MISSING_SQL: { status: 400, message: 'Send {"sql": "..."} with the query to run' },
+  TRIB_ERR_QUERY_NOT_ALLOWED: {
+    status: 400,
+    message:
+      'The query is not allowed: %s. The query endpoint runs one read-only SELECT over the warehouse\'s tables and views, with the table functions range, generate_series, unnest, json_each and json_tree; it reads no files, URLs or settings (docs/architecture.md, "The query endpoint")',
+  },
+  TRIB_ERR_QUERY_TIMEOUT: {
+    status: 400,
+    message:
+      'The query ran longer than %s ms and was stopped: filter it, aggregate it or raise query.timeout',
+  },
+  TRIB_ERR_QUERY_NOT_CONFIGURED: {
+    status: 503,
+    message:
+      'The query endpoint needs a read-only connection in scale-out: set state.queryConnectionString to a role with SELECT only (docs/operations.md, "The query role")',
+  },
   TRIB_ERR_NOT_FOUND: { status: 404, message: 'No route %s' },
   TRIB_ERR_INTERNAL: { status: 500, message: 'Internal error; the server log has the details' },
   TRIB_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is invalid:\n%s' },

@@ -575,7 +575,7 @@ describe('operations endpoints', () => {
       payload: sql,
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
-    expect(ok.json()).toEqual({ columns: ['one'], rows: [{ one: 1 }] });
+    expect(ok.json()).toEqual({ columns: ['one'], rows: [{ one: 1 }], truncated: false });
     const bad = await server.app.inject({
       method: 'POST',
       url: '/admin/v1/query',

@@ -34,7 +34,8 @@ beforeAll(() => {
   workDir = mkdtempSync(join(tmpdir(), 'tributary-crash-'));
   configPath = join(workDir, 'tributary.yaml');
   dataDir = join(workDir, 'data');
-  writeFileSync(configPath, MINIMAL_CONFIG);
+  // Every acknowledged id is read back through the query endpoint: no row limit may cut them.
+  writeFileSync(configPath, `${MINIMAL_CONFIG}query:\n  maxRows: 1000000\n  maxBytes: 1073741824\n`);
 });
 
 afterAll(async () => {
@@ -64,7 +65,9 @@ async function adminQuery(child: Child, sql: string): Promise<Record<string, unk
   });
   const text = await res.text();
   if (res.status !== 200) throw new Error(`query failed (${res.status}): ${text}`);
-  return (JSON.parse(text) as { rows: Record<string, unknown>[] }).rows;
+  const result = JSON.parse(text) as { rows: Record<string, unknown>[]; truncated: boolean };
+  if (result.truncated) throw new Error(`query result truncated: ${sql}`);
+  return result.rows;
 }
 
 /** Count of rows per message_id in `events`. */

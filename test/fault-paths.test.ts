@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { AppendResult, EventLog, RawEvent } from '../src/log/event-log.js';
 import { Metrics } from '../src/observe/metrics.js';
 import { buildHttpApp } from '../src/server/http-app.js';
-import type { Warehouse } from '../src/warehouse/warehouse.js';
+import type { UserQueries } from '../src/warehouse/user-query.js';
 import { basicAuth, startTestServer, WRITE_KEY } from './helpers.js';
 
 /** A log whose storage fails, as a full disk or a broken file would. */
@@ -34,7 +34,7 @@ describe('fault paths', () => {
       sources: [source],
       sourcesByWriteKey: new Map([[WRITE_KEY, source]]),
       log,
-      warehouse: {} as Warehouse,
+      queries: {} as UserQueries,
       metrics,
       adminToken: 't',
       logger: pino({ level: 'silent' }),

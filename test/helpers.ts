@@ -49,7 +49,9 @@ export async function startTestServer(
         payload: JSON.stringify({ sql }),
       });
       if (res.statusCode !== 200) throw new Error(`query failed: ${res.body}`);
-      return (res.json() as { rows: Record<string, unknown>[] }).rows;
+      const result = res.json() as { rows: Record<string, unknown>[]; truncated: boolean };
+      if (result.truncated) throw new Error(`query result truncated (query.maxRows/maxBytes): ${sql}`);
+      return result.rows;
     },
     settle: () => server.loader.drained(),
     async stop() {

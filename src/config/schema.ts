@@ -63,6 +63,32 @@ export const StorageConfig = z
   })
   .strict();
 
+export const QueryConfig = z
+  .object({
+    maxRows: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(10_000)
+      .describe('Rows /admin/v1/query returns at most; a longer result says "truncated": true.'),
+    maxBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * 1024 * 1024)
+      .default(16 * 1024 * 1024)
+      .describe(
+        'Bytes of rows (as JSON) /admin/v1/query returns at most; a longer result says "truncated": true.',
+      ),
+    timeout: Duration.prefault('30s').describe(
+      'How long a query from /admin/v1/query may run before it is stopped (TRIB_ERR_QUERY_TIMEOUT).',
+    ),
+  })
+  .strict()
+  .describe('Limits of the admin SQL endpoint (docs/architecture.md, "The query endpoint").');
+export type QueryConfig = z.infer<typeof QueryConfig>;
+
 export const PipelineConfig = z
   .object({
     dedupe: z
@@ -173,6 +199,7 @@ const TributaryConfigObject = z
     destinations: DestinationList.optional().describe(
       'Where the Segment tables and lake files are loaded; default: the embedded DuckDB warehouse, or in scale-out the Segment tables in the state database.',
     ),
+    query: QueryConfig.default({ maxRows: 10_000, maxBytes: 16 * 1024 * 1024, timeout: 30_000 }),
     identity: IdentityConfig.default(IDENTITY_DEFAULTS).describe(
       'Identity resolution (docs/configuration.md).',
     ),

@@ -13,7 +13,11 @@ import type { SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
-import type { Warehouse } from '../warehouse/warehouse.js';
+import {
+  DEFAULT_USER_QUERY_LIMITS,
+  type UserQueries,
+  type UserQueryLimits,
+} from '../warehouse/user-query.js';
 import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
 
 /** Headers the Segment, RudderStack and Jitsu browser SDKs send. */
@@ -34,7 +38,10 @@ export const SDK_HEADERS = [
 
 export interface HttpAppDeps extends CollectDeps {
   sources: readonly SourceConfig[];
-  warehouse: Warehouse;
+  /** Runs the SQL of `/admin/v1/query`, which cannot reach the host (docs/architecture.md). */
+  queries: UserQueries;
+  /** Row, size and time limits of `/admin/v1/query`. Default: `DEFAULT_USER_QUERY_LIMITS`. */
+  queryLimits?: UserQueryLimits;
   metrics: Metrics;
   adminToken: string;
   logger: Logger;
@@ -131,8 +138,9 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       if (typeof sql !== 'string' || sql.trim() === '')
         throw new TributaryError('TRIB_ERR_QUERY_MISSING_SQL');
       try {
-        return await deps.warehouse.query(sql);
+        return await deps.queries.userQuery(sql, deps.queryLimits ?? DEFAULT_USER_QUERY_LIMITS);
       } catch (err) {
+        if (err instanceof TributaryError) throw err;
         throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });
       }
     });

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { LogConfig, StateConfig } from '../config/schema.js';
+import { TributaryError } from '../errors.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { PostgresIdentityStore, PostgresProfiles, SharedIdentityStage } from '../identity/postgres/index.js';
@@ -11,6 +12,7 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
+import type { UserQueries } from '../warehouse/user-query.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
@@ -212,11 +214,22 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       drained: async () => undefined,
     });
     const profiles = identityStore ? new PostgresProfiles(identityStore, rules) : undefined;
+    // The admin SQL needs a read-only role of its own, which this release cannot connect as yet.
+    const queries: UserQueries = {
+      userQuery: async () => {
+        throw new TributaryError('TRIB_ERR_QUERY_NOT_CONFIGURED');
+      },
+    };
     app = await buildHttpApp({
       sources: config.sources,
       sourcesByWriteKey,
       log,
-      warehouse: store,
+      queries,
+      queryLimits: {
+        maxRows: config.query.maxRows,
+        maxBytes: config.query.maxBytes,
+        timeoutMs: config.query.timeout,
+      },
       metrics,
       adminToken: opts.adminToken,
       logger,

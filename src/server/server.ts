@@ -172,7 +172,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     sources: config.sources,
     sourcesByWriteKey,
     log,
-    warehouse,
+    queries: warehouse,
+    queryLimits: {
+      maxRows: config.query.maxRows,
+      maxBytes: config.query.maxBytes,
+      timeoutMs: config.query.timeout,
+    },
     metrics,
     adminToken: opts.adminToken,
     logger,

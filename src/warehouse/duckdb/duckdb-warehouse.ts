@@ -10,9 +10,11 @@ import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { largeTextCompression } from '../../duckdb-storage.js';
 import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
+import type { UserQueries, UserQueryLimits, UserQueryResult } from '../user-query.js';
 import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 import { CheckpointGate } from './checkpoint-gate.js';
+import { runUserQuery } from './duckdb-user-query.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
   DuckDBTypeId.BIGINT,
@@ -93,7 +95,7 @@ function payloadLine(json: string): string {
  * transaction: the events as two strings of lines split by DuckDB, the failed events through
  * DuckDB's appender, and the consumer's offset.
  */
-export class DuckDBWarehouse implements Warehouse {
+export class DuckDBWarehouse implements Warehouse, UserQueries {
   private walBytes = 0;
   /**
    * The file's checkpoints: a destination loading into this file (the DuckDB destination's
@@ -267,6 +269,21 @@ export class DuckDBWarehouse implements Warehouse {
     }
   }
 
+  /**
+   * Runs a user's SQL from the admin API on a connection of its own: one SELECT over the
+   * catalog's tables, vetted before it is bound, within `limits` (see `./duckdb-user-query.ts`).
+   * The instance itself reads no files beyond its own (`lockDownDuckDB`, src/duckdb-options.ts).
+   */
+  async userQuery(sql: string, limits: UserQueryLimits): Promise<UserQueryResult> {
+    const conn = await this.instance.connect();
+    try {
+      return await runUserQuery(conn, sql, limits);
+    } finally {
+      conn.closeSync();
+    }
+  }
+
+  /** Runs trusted SQL (the server's own, never a user's): any statement, the whole result read. */
   async query(sql: string): Promise<QueryResult> {
     const conn = await this.instance.connect();
     try {

@@ -1,0 +1,192 @@
+import {
+  type DuckDBConnection,
+  DuckDBTypeId,
+  JsonDuckDBValueConverter,
+  StatementType,
+} from '@duckdb/node-api';
+import { TributaryError } from '../../errors.js';
+import {
+  ALLOWED_TABLE_FUNCTIONS,
+  RowBudget,
+  type UserQueryLimits,
+  type UserQueryResult,
+} from '../user-query.js';
+
+const INTEGER_TYPES = new Set<DuckDBTypeId>([
+  DuckDBTypeId.BIGINT,
+  DuckDBTypeId.UBIGINT,
+  DuckDBTypeId.HUGEINT,
+  DuckDBTypeId.UHUGEINT,
+]);
+
+/** A table or view of the instance's catalogs, lower-cased (DuckDB's identifiers are case-insensitive). */
+export interface CatalogEntry {
+  database: string;
+  schema: string;
+  name: string;
+}
+
+/**
+ * FROM items a user query may hold; BASE_TABLE and TABLE_FUNCTION are checked further. Any
+ * other kind (SHOW_REF of DESCRIBE and SUMMARIZE, PIVOT, one DuckDB adds later) is refused.
+ */
+const TABLE_REFS = new Set(['BASE_TABLE', 'TABLE_FUNCTION', 'JOIN', 'SUBQUERY', 'EXPRESSION_LIST', 'EMPTY']);
+
+/**
+ * Why DuckDB's parse tree of a SELECT (`json_serialize_sql`) may not run, or undefined when
+ * it may: every table it names is a table or view of `catalog` or a CTE in scope (never a
+ * file name DuckDB would scan in its place), and every table function is in
+ * `ALLOWED_TABLE_FUNCTIONS`. Anything it does not know is refused.
+ */
+export function refusal(tree: unknown, catalog: readonly CatalogEntry[]): string | undefined {
+  const root = tree as { error?: boolean; error_message?: string; statements?: unknown[] };
+  if (root.error)
+    return `only a single SELECT statement is allowed (${root.error_message ?? 'not a SELECT'})`;
+  if (!Array.isArray(root.statements) || root.statements.length !== 1)
+    return 'only a single SELECT statement is allowed';
+  const names = new Map<string, CatalogEntry[]>();
+  for (const e of catalog) names.set(e.name, [...(names.get(e.name) ?? []), e]);
+  try {
+    walk(root.statements[0], new Set(), names);
+    return undefined;
+  } catch (err) {
+    if (err instanceof Refused) return err.message;
+    throw err;
+  }
+}
+
+class Refused extends Error {}
+
+function walk(node: unknown, ctes: ReadonlySet<string>, names: Map<string, CatalogEntry[]>): void {
+  if (Array.isArray(node)) {
+    for (const n of node) walk(n, ctes, names);
+    return;
+  }
+  if (typeof node !== 'object' || node === null) return;
+  const o = node as Record<string, unknown>;
+  let scope = ctes;
+  const cteMap = (o.cte_map as { map?: { key: string; value: unknown }[] } | undefined)?.map;
+  if (Array.isArray(cteMap) && cteMap.length > 0) {
+    // A CTE sees the outer ones, those before it and itself (WITH RECURSIVE); the body sees all.
+    const inner = new Set(ctes);
+    for (const { key, value } of cteMap) {
+      inner.add(String(key).toLowerCase());
+      walk(value, new Set(inner), names);
+    }
+    scope = inner;
+  }
+  // Expressions carry a `class`; FROM items do not, and name their kind in `type`.
+  if (!('class' in o) && typeof o.type === 'string' && 'sample' in o && 'alias' in o) {
+    if (!TABLE_REFS.has(o.type)) {
+      const what = o.type === 'SHOW_REF' ? 'DESCRIBE, SHOW and SUMMARIZE are' : `${o.type} is`;
+      throw new Refused(`${what} not allowed (information_schema.tables and .columns describe the tables)`);
+    }
+    if (o.type === 'BASE_TABLE') checkTable(o, scope, names);
+    if (o.type === 'TABLE_FUNCTION') checkFunction(o);
+  }
+  for (const [k, v] of Object.entries(o)) if (k !== 'cte_map') walk(v, scope, names);
+}
+
+function checkTable(
+  ref: Record<string, unknown>,
+  ctes: ReadonlySet<string>,
+  names: Map<string, CatalogEntry[]>,
+) {
+  const table = String(ref.table_name ?? '').toLowerCase();
+  const schema = String(ref.schema_name ?? '').toLowerCase();
+  const database = String(ref.catalog_name ?? '').toLowerCase();
+  if (schema === '' && database === '' && ctes.has(table)) return;
+  const found = (names.get(table) ?? []).some((e) => {
+    if (database !== '') return e.database === database && e.schema === (schema || 'main');
+    // `a.t` is schema a of any catalog, or catalog a's main schema, as DuckDB's binder reads it.
+    if (schema !== '') return e.schema === schema || (e.database === schema && e.schema === 'main');
+    return true;
+  });
+  if (!found) {
+    const name = [database, schema, table].filter((p) => p !== '').join('.');
+    throw new Refused(`"${name}" is not a table or view of the warehouse (files and URLs cannot be read)`);
+  }
+}
+
+function checkFunction(ref: Record<string, unknown>) {
+  const fn = ref.function as { function_name?: unknown } | undefined;
+  const name = String(fn?.function_name ?? '').toLowerCase();
+  if (!ALLOWED_TABLE_FUNCTIONS.has(name))
+    throw new Refused(
+      `table function ${name}() is not allowed (allowed: ${[...ALLOWED_TABLE_FUNCTIONS].join(', ')})`,
+    );
+}
+
+/**
+ * Runs untrusted SQL on `conn`, a connection of its own that the caller closes afterwards:
+ * parsed first (nothing is bound or read before the tree is vetted), then prepared (its type
+ * must be SELECT), then streamed row by row within the limits, so a huge result is never
+ * built. `conn.interrupt()` stops it at `limits.timeoutMs`.
+ */
+export async function runUserQuery(
+  conn: DuckDBConnection,
+  sql: string,
+  limits: UserQueryLimits,
+): Promise<UserQueryResult> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.interrupt();
+  }, limits.timeoutMs);
+  try {
+    const parsed = await conn.runAndReadAll('SELECT json_serialize_sql(CAST($1 AS VARCHAR))', [sql]);
+    const tree = JSON.parse(String(parsed.getRows()[0]?.[0] ?? '{"error":true}')) as {
+      error_type?: string;
+      error_message?: string;
+    };
+    // Not SQL at all: DuckDB's own message says where.
+    if (tree.error_type === 'parser')
+      throw new TributaryError('TRIB_ERR_QUERY_FAILED', [`Parser Error: ${tree.error_message ?? ''}`]);
+    const catalog = await conn.runAndReadAll(
+      `SELECT lower(database_name), lower(schema_name), lower(table_name) FROM duckdb_tables()
+       UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()`,
+    );
+    const why = refusal(
+      tree,
+      catalog.getRows().map(([database, schema, name]) => ({
+        database: String(database),
+        schema: String(schema),
+        name: String(name),
+      })),
+    );
+    if (why !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [why]);
+    const prepared = await conn.prepare(sql);
+    try {
+      if (prepared.statementType !== StatementType.SELECT)
+        throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', ['only a single SELECT statement is allowed']);
+      const result = await prepared.stream();
+      const columns = result.columnNames();
+      const integer = result.columnTypes().map((t) => INTEGER_TYPES.has(t.typeId));
+      const budget = new RowBudget(limits);
+      read: for (;;) {
+        const chunk = await result.fetchChunk();
+        if (!chunk || chunk.rowCount === 0) break;
+        for (let i = 0; i < chunk.rowCount; i++) {
+          const values = chunk.convertRowValues(i, JsonDuckDBValueConverter);
+          const row: Record<string, unknown> = {};
+          for (let c = 0; c < columns.length; c++) {
+            const v = values[c];
+            // JSON conversion renders 64-bit integers as strings; give back numbers where exact.
+            row[columns[c]!] =
+              integer[c] && typeof v === 'string' && Number.isSafeInteger(Number(v)) ? Number(v) : v;
+          }
+          if (!budget.add(row)) break read;
+        }
+      }
+      return { columns, rows: budget.rows, truncated: budget.truncated };
+    } finally {
+      prepared.destroySync();
+    }
+  } catch (err) {
+    if (err instanceof TributaryError) throw err;
+    if (timedOut) throw new TributaryError('TRIB_ERR_QUERY_TIMEOUT', [limits.timeoutMs], { cause: err });
+    throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });
+  } finally {
+    clearTimeout(timer);
+  }
+}

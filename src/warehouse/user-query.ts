@@ -1,0 +1,74 @@
+import type { QueryResult } from './warehouse.js';
+
+/**
+ * SQL a user sends to `/admin/v1/query`: untrusted text, run by the adapters so that it can
+ * only read the warehouse's tables (DuckDB: `./duckdb/duckdb-user-query.ts`; PostgreSQL: a
+ * read-only role, `./postgres/postgres-event-store.ts`). Internal callers with SQL of their
+ * own use `Warehouse.query`, which trusts its text.
+ */
+export interface UserQueries {
+  /**
+   * Runs one read-only SELECT within `limits`. Throws `TributaryError` with
+   * `TRIB_ERR_QUERY_NOT_ALLOWED` (not a single SELECT over the catalog's tables),
+   * `TRIB_ERR_QUERY_TIMEOUT` or `TRIB_ERR_QUERY_FAILED` (the engine refused it).
+   */
+  userQuery(sql: string, limits: UserQueryLimits): Promise<UserQueryResult>;
+}
+
+export interface UserQueryLimits {
+  /** Rows returned at most; the result says when there were more. */
+  maxRows: number;
+  /** Bytes of the rows as JSON at most; the result stops before the row that passes it. */
+  maxBytes: number;
+  /** Milliseconds the statement may run before it is interrupted. */
+  timeoutMs: number;
+}
+
+/** Defaults of `query:` in the configuration (docs/configuration.md). */
+export const DEFAULT_USER_QUERY_LIMITS: UserQueryLimits = {
+  maxRows: 10_000,
+  maxBytes: 16 * 1024 * 1024,
+  timeoutMs: 30_000,
+};
+
+export interface UserQueryResult extends QueryResult {
+  /** True when the query had more rows than were returned (cut at `maxRows` or `maxBytes`). */
+  truncated: boolean;
+}
+
+/** Table functions a user query may call: they compute rows and read nothing outside the query. */
+export const ALLOWED_TABLE_FUNCTIONS: ReadonlySet<string> = new Set([
+  'range',
+  'generate_series',
+  'unnest',
+  'json_each',
+  'json_tree',
+]);
+
+/**
+ * Collects rows until a limit: `add` takes a row and its JSON size, and says whether it was kept.
+ * Shared by the adapters so both cut results the same way.
+ */
+export class RowBudget {
+  readonly rows: Record<string, unknown>[] = [];
+  truncated = false;
+  private bytes = 0;
+
+  constructor(private readonly limits: UserQueryLimits) {}
+
+  /** Keeps the row if the limits allow it; false (and `truncated`) once they do not. */
+  add(row: Record<string, unknown>): boolean {
+    if (this.rows.length >= this.limits.maxRows) {
+      this.truncated = true;
+      return false;
+    }
+    const size = JSON.stringify(row).length + 1;
+    if (this.bytes + size > this.limits.maxBytes) {
+      this.truncated = true;
+      return false;
+    }
+    this.bytes += size;
+    this.rows.push(row);
+    return true;
+  }
+}
