@@ -28,6 +28,9 @@ const WRITE_KEY = 'wk_scale_web';
 const skip = (await pgUnreachable()) ?? natsServerMissing();
 const database = `trib_scale_${randomBytes(6).toString('hex')}`;
 const connectionString = `postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
+/** The read-only role /admin/v1/query runs as (docs/operations.md, "The query role"). */
+const queryRole = `${database}_reader`;
+const queryConnectionString = `postgres://${queryRole}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
 
 let workDir: string;
 let nats: PrivateNats;
@@ -52,6 +55,7 @@ beforeAll(async () => {
   admin = new pg.Client(PG_ADMIN);
   await admin.connect();
   await admin.query(`CREATE DATABASE ${database}`);
+  await admin.query(`CREATE ROLE ${queryRole} LOGIN`);
 });
 
 afterAll(async () => {
@@ -60,6 +64,7 @@ afterAll(async () => {
   await db?.end();
   if (admin) {
     await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+    await admin.query(`DROP ROLE IF EXISTS ${queryRole}`);
     await admin.end();
   }
   if (workDir) rmSync(workDir, { recursive: true, force: true });
@@ -147,7 +152,7 @@ server: {port: ${port}}
 sources:
   - {id: web, type: http, writeKey: ${WRITE_KEY}}
 log: {type: nats, servers: ["${nats.url}"], stream: scale_test, partitions: 8}
-state: {type: postgres, connectionString: "${connectionString}", maxConnections: 6}
+state: {type: postgres, connectionString: "${connectionString}", queryConnectionString: "${queryConnectionString}", maxConnections: 6}
 destinations:
   - {id: warehouse, type: postgres, connectionString: "${connectionString}", interval: 200ms}
 `,
@@ -270,6 +275,8 @@ destinations:
 
       // Any ingest process answers queries on the state database and serves profiles from it.
       const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      await db!.query(`GRANT USAGE ON SCHEMA tributary TO ${queryRole};
+        GRANT SELECT ON ALL TABLES IN SCHEMA tributary TO ${queryRole}`);
       const q = await fetch(`${ingest.url}/admin/v1/query`, {
         method: 'POST',
         headers: adminHeaders,

@@ -118,6 +118,23 @@ describe('parseConfig', () => {
       { id: 'warehouse', type: 'postgres', connectionString: 'postgres://u:secret@db/cdp' },
     ]);
 
+    // The query role's password, like the state's, comes from the environment.
+    expect(
+      problems(
+        `${base}log: {type: nats}\nstate: {type: postgres, connectionString: "postgres://db/x", queryConnectionString: "postgres://r:pw@db/x"}\n`,
+      ),
+    ).toContain('state.queryConnectionString: the password must be given as an environment reference');
+    expect(
+      parseConfig(
+        `${base}log: {type: nats}\nstate: {type: postgres, connectionString: "postgres://db/x", queryConnectionString: "postgres://r:\${RPW}@db/x"}\n`,
+        { RPW: 'pw' },
+      ).config.state,
+    ).toMatchObject({ queryConnectionString: 'postgres://r:pw@db/x' });
+    expect(parseConfig(base, {}).config.query).toEqual({
+      maxRows: 10_000,
+      maxBytes: 16 * 1024 * 1024,
+      timeout: 30_000,
+    });
     expect(problems(`${base}log: {type: nats}\n`)).toContain('state: scale-out needs both');
     expect(problems(`${base}state: {type: postgres, connectionString: "postgres://db/x"}\n`)).toContain(
       'log: scale-out needs both',

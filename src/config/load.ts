@@ -77,7 +77,7 @@ function substitute(
       );
       return value;
     }
-    if (key === 'connectionString' && hasLiteralPassword(value)) {
+    if (typeof key === 'string' && /connectionString$/i.test(key) && hasLiteralPassword(value)) {
       problems.push(
         `  ${formatPath(path)}: the password must be given as an environment reference such as "\${PG_PASSWORD}"`,
       );

@@ -163,6 +163,13 @@ export const StateConfig = z
           .default('tributary')
           .describe('Schema of the state tables.'),
         maxConnections: z.number().int().min(2).max(200).default(10).describe('Connections per process.'),
+        queryConnectionString: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'postgres://reader:${PASSWORD}@host:5432/db of a role with SELECT only, for /admin/v1/query (docs/operations.md, "The query role"); without it the endpoint is off in scale-out.',
+          ),
       })
       .strict(),
   ])

@@ -12,6 +12,7 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
+import { PostgresUserQueries } from '../warehouse/postgres/postgres-user-query.js';
 import type { UserQueries } from '../warehouse/user-query.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
@@ -202,6 +203,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
+  let userQueries: PostgresUserQueries | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
     const { sourcesByWriteKey, observer, failed } = collectionParts({
@@ -214,8 +216,22 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       drained: async () => undefined,
     });
     const profiles = identityStore ? new PostgresProfiles(identityStore, rules) : undefined;
-    // The admin SQL needs a read-only role of its own, which this release cannot connect as yet.
-    const queries: UserQueries = {
+    // The admin SQL runs as a read-only role of its own, or not at all.
+    if (state.queryConnectionString !== undefined) {
+      try {
+        userQueries = await PostgresUserQueries.open({
+          url: state.queryConnectionString,
+          schema: state.schema,
+        });
+      } catch (err) {
+        await leases?.stop();
+        await closeStages(quality.stages);
+        await log.close();
+        await store.close();
+        throw err;
+      }
+    }
+    const queries: UserQueries = userQueries ?? {
       userQuery: async () => {
         throw new TributaryError('TRIB_ERR_QUERY_NOT_CONFIGURED');
       },
@@ -279,6 +295,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         await leases?.stop();
         await closeStages(quality.stages);
         await log.close();
+        await userQueries?.close();
         await store.close();
       })();
       return closing;
