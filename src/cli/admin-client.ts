@@ -85,8 +85,19 @@ export function adminRequest<T>(
   return serverRequest<T>(server.url, method, path, body, token ? `Bearer ${token}` : undefined);
 }
 
-/** Rows of a SQL query on the server's warehouse. */
-export async function adminQuery(opts: AdminOptions, sql: string): Promise<Record<string, unknown>[]> {
-  return (await adminRequest<{ rows: Record<string, unknown>[] }>(opts, 'POST', '/admin/v1/query', { sql }))
-    .rows;
+/**
+ * Rows of a SQL query on the server's warehouse; `truncated` when the server's limits
+ * (`query.maxRows`, `query.maxBytes`) cut the result.
+ */
+export async function adminQuery(
+  opts: AdminOptions,
+  sql: string,
+): Promise<{ rows: Record<string, unknown>[]; truncated: boolean }> {
+  const r = await adminRequest<{ rows: Record<string, unknown>[]; truncated?: boolean }>(
+    opts,
+    'POST',
+    '/admin/v1/query',
+    { sql },
+  );
+  return { rows: r.rows, truncated: r.truncated === true };
 }

@@ -6,7 +6,7 @@ import { configPath, resolveWorkspace } from './workspace.js';
 
 /**
  * The newest accepted events of the raw archive (`log.raw_events`), through the admin API,
- * oldest first; of one source, or of all.
+ * oldest first; of one source, or of all. At most the server's `query.maxRows` of them.
  */
 export async function archivedEvents(
   opts: AdminOptions,
@@ -14,7 +14,7 @@ export async function archivedEvents(
   last: number,
 ): Promise<unknown[]> {
   const where = source === undefined ? '' : ` AND source_id = ${sqlString(source)}`;
-  const rows = await adminQuery(
+  const { rows } = await adminQuery(
     opts,
     `SELECT CAST(event AS VARCHAR) AS e FROM log.raw_events WHERE status = 'accepted'${where}
      ORDER BY log_offset DESC LIMIT ${Math.max(1, Math.trunc(last))}`,
