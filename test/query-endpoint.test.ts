@@ -200,6 +200,24 @@ describe('the query endpoint answers within its limits', () => {
     expect((await post(server, 'SELECT 1 AS one')).body.rows).toEqual([{ one: 1 }]);
   });
 
+  it('keeps one huge value out of the event loop: a row past maxBytes is never converted', {
+    timeout: 120_000,
+  }, async () => {
+    // 600 million characters: more than a JavaScript string may hold.
+    const r = await post(server, "SELECT repeat('x', 600000000) AS s");
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ columns: ['s'], rows: [], truncated: true });
+    expect((await post(server, 'SELECT 1 AS one')).body.rows).toEqual([{ one: 1 }]);
+  });
+
+  it('takes a final semicolon, comments and repeated column names', async () => {
+    expect((await post(server, 'SELECT 1 AS one; -- done')).body.rows).toEqual([{ one: 1 }]);
+    expect((await post(server, 'SELECT 1 AS a, 2 AS a -- twice')).body).toMatchObject({
+      columns: ['a', 'a_1'],
+      rows: [{ a: 1, a_1: 2 }],
+    });
+  });
+
   it('answers a query the engine refuses with its message, and goes on', async () => {
     const r = await post(server, 'SELECT no_such_column FROM events');
     expect(r.status).toBe(400);

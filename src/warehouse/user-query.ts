@@ -56,18 +56,23 @@ export class RowBudget {
 
   constructor(private readonly limits: UserQueryLimits) {}
 
-  /** Keeps the row if the limits allow it; false (and `truncated`) once they do not. */
-  add(row: Record<string, unknown>): boolean {
-    if (this.rows.length >= this.limits.maxRows) {
-      this.truncated = true;
-      return false;
-    }
-    const size = JSON.stringify(row).length + 1;
-    if (this.bytes + size > this.limits.maxBytes) {
-      this.truncated = true;
-      return false;
-    }
-    this.bytes += size;
+  /**
+   * Whether one more row of `size` bytes is within the limits, before it is converted;
+   * false (and `truncated`) when it is not.
+   */
+  fits(size: number): boolean {
+    if (this.rows.length < this.limits.maxRows && this.bytes + size <= this.limits.maxBytes) return true;
+    this.truncated = true;
+    return false;
+  }
+
+  /**
+   * Keeps the row if the limits allow it; false (and `truncated`) once they do not. `size`:
+   * its bytes as JSON when already known, else measured here.
+   */
+  add(row: Record<string, unknown>, size = JSON.stringify(row).length): boolean {
+    if (!this.fits(size + 1)) return false;
+    this.bytes += size + 1;
     this.rows.push(row);
     return true;
   }

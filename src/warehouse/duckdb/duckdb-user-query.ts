@@ -118,10 +118,28 @@ function checkFunction(ref: Record<string, unknown>) {
 }
 
 /**
+ * The column the wrapper adds first: each row's size as DuckDB renders it as text, about its
+ * size as JSON (the exact size is counted once the row is converted).
+ */
+const ROW_BYTES = '__tributary_row_bytes';
+
+/**
+ * The vetted SELECT as a subquery, with each row's size in front: rows are checked against
+ * the size limit before they are converted, so one huge value (`repeat('x', 4e8)`) stays in
+ * DuckDB, bounded by its memory limit, and never reaches the event loop's heap. (The size is
+ * the row cast to text: `to_json` reserves room for escaping every character, and ran out of
+ * memory on that value.)
+ */
+function withRowBytes(select: string): string {
+  return `SELECT strlen(CAST(q AS VARCHAR)) AS ${ROW_BYTES}, q.* FROM (\n${select}\n) AS q`;
+}
+
+/**
  * Runs untrusted SQL on `conn`, a connection of its own that the caller closes afterwards:
- * parsed first (nothing is bound or read before the tree is vetted), then prepared (its type
- * must be SELECT), then streamed row by row within the limits, so a huge result is never
- * built. `conn.interrupt()` stops it at `limits.timeoutMs`.
+ * parsed first (nothing is bound or read before the tree is vetted), then run wrapped
+ * (`withRowBytes`; the wrapped text is vetted again), prepared (its type must be SELECT), and
+ * streamed row by row within the limits, so a huge result is never built. `conn.interrupt()`
+ * stops it at `limits.timeoutMs`.
  */
 export async function runUserQuery(
   conn: DuckDBConnection,
@@ -134,43 +152,54 @@ export async function runUserQuery(
     conn.interrupt();
   }, limits.timeoutMs);
   try {
-    const parsed = await conn.runAndReadAll('SELECT json_serialize_sql(CAST($1 AS VARCHAR))', [sql]);
-    const tree = JSON.parse(String(parsed.getRows()[0]?.[0] ?? '{"error":true}')) as {
-      error_type?: string;
-      error_message?: string;
-    };
-    // Not SQL at all: DuckDB's own message says where.
-    if (tree.error_type === 'parser')
-      throw new TributaryError('TRIB_ERR_QUERY_FAILED', [`Parser Error: ${tree.error_message ?? ''}`]);
-    const catalog = await conn.runAndReadAll(
-      `SELECT lower(database_name), lower(schema_name), lower(table_name) FROM duckdb_tables()
-       UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()`,
-    );
-    const why = refusal(
-      tree,
-      catalog.getRows().map(([database, schema, name]) => ({
+    const catalog = (
+      await conn.runAndReadAll(
+        `SELECT lower(database_name), lower(schema_name), lower(table_name) FROM duckdb_tables()
+         UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()`,
+      )
+    )
+      .getRows()
+      .map(([database, schema, name]) => ({
         database: String(database),
         schema: String(schema),
         name: String(name),
-      })),
-    );
+      }));
+    const { tree, json } = await parse(conn, sql);
+    // Not SQL at all: DuckDB's own message says where.
+    if (tree.error_type === 'parser')
+      throw new TributaryError('TRIB_ERR_QUERY_FAILED', [`Parser Error: ${tree.error_message ?? ''}`]);
+    const why = refusal(tree, catalog);
     if (why !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [why]);
-    const prepared = await conn.prepare(sql);
+    let text = withRowBytes(sql.replace(/[\s;]+$/, ''));
+    if ((await parse(conn, text)).tree.error) {
+      // A comment after a final semicolon: DuckDB's own rendering of the vetted tree instead.
+      const r = await conn.runAndReadAll('SELECT json_deserialize_sql(CAST($1 AS JSON))', [json]);
+      text = withRowBytes(String(r.getRows()[0]![0]));
+    }
+    const again = refusal((await parse(conn, text)).tree, catalog);
+    if (again !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [again]);
+    const prepared = await conn.prepare(text);
     try {
       if (prepared.statementType !== StatementType.SELECT)
         throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', ['only a single SELECT statement is allowed']);
       const result = await prepared.stream();
-      const columns = result.columnNames();
-      const integer = result.columnTypes().map((t) => INTEGER_TYPES.has(t.typeId));
+      const columns = result.columnNames().slice(1);
+      const integer = result
+        .columnTypes()
+        .slice(1)
+        .map((t) => INTEGER_TYPES.has(t.typeId));
       const budget = new RowBudget(limits);
       read: for (;;) {
         const chunk = await result.fetchChunk();
         if (!chunk || chunk.rowCount === 0) break;
+        const bytes = chunk.getColumnVector(0);
         for (let i = 0; i < chunk.rowCount; i++) {
+          const size = Number(bytes.getItem(i) ?? 0);
+          if (!budget.fits(size + 1)) break read;
           const values = chunk.convertRowValues(i, JsonDuckDBValueConverter);
           const row: Record<string, unknown> = {};
           for (let c = 0; c < columns.length; c++) {
-            const v = values[c];
+            const v = values[c + 1];
             // JSON conversion renders 64-bit integers as strings; give back numbers where exact.
             row[columns[c]!] =
               integer[c] && typeof v === 'string' && Number.isSafeInteger(Number(v)) ? Number(v) : v;
@@ -189,4 +218,14 @@ export async function runUserQuery(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** DuckDB's parse tree of `sql` (`json_serialize_sql`), which parses and binds nothing. */
+async function parse(
+  conn: DuckDBConnection,
+  sql: string,
+): Promise<{ tree: { error?: boolean; error_type?: string; error_message?: string }; json: string }> {
+  const r = await conn.runAndReadAll('SELECT json_serialize_sql(CAST($1 AS VARCHAR))', [sql]);
+  const json = String(r.getRows()[0]?.[0] ?? '{"error":true}');
+  return { tree: JSON.parse(json) as { error?: boolean; error_type?: string; error_message?: string }, json };
 }
