@@ -231,6 +231,27 @@ describe('the query endpoint answers within its limits', () => {
   });
 });
 
+describe('a lake folder that holds the data folder', () => {
+  it('is refused at start: the engine could reach the PII salt', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'tributary-query-lake-'));
+    try {
+      for (const path of ['.', '..']) {
+        await expect(
+          startTestServer({
+            dataDir,
+            yaml: `${MINIMAL_CONFIG}destinations:\n  - {id: lake, type: parquet, path: "${path}"}\n`,
+          }),
+        ).rejects.toMatchObject({
+          code: 'TRIB_ERR_CONFIG_INVALID',
+          message: expect.stringMatching(/PII salt/),
+        });
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('configured limits', () => {
   let limited: TestServer;
   beforeAll(async () => {

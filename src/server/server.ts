@@ -1,11 +1,12 @@
 import { mkdirSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { embeddedDuckDBOptions, lockDownDuckDB } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
+import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
@@ -70,6 +71,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
+  // Before any file is opened: a lake folder holding the data folder is refused here.
+  const duckDBAllowed = duckDBFiles(dataDir, config);
   // First, so a plan or function that does not load stops the start before any file is opened.
   const qualitySetup = await buildQuality(
     config.sources,
@@ -145,7 +148,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
   // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
-  await lockDownDuckDB(instance, duckDBFiles(dataDir, config));
+  await lockDownDuckDB(instance, duckDBAllowed);
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -249,7 +252,13 @@ function duckDBFiles(dataDir: string, config: TributaryConfig): { paths: string[
   const directories = [join(dataDir, 'log-segments')];
   for (const d of config.destinations) {
     if (d.type === 'duckdb' && d.path !== undefined) files.push(at(d.path));
-    if (d.type === 'parquet') directories.push(at(d.path));
+    if (d.type !== 'parquet') continue;
+    const inside = relative(at(d.path), dataDir);
+    if (inside === '' || !(inside.startsWith('..') || isAbsolute(inside)))
+      throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
+        `  destinations.${d.id}.path: the lake folder ${at(d.path)} holds the data folder, where the PII salt is; give the lake a folder of its own (the default is under the data folder: path: lake)`,
+      ]);
+    directories.push(at(d.path));
   }
   return { paths: files.flatMap((f) => [f, `${f}.wal`]), directories };
 }
