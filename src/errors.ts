@@ -59,6 +59,10 @@ export const ErrorCodes = {
     message:
       'The query ran longer than %s ms and was stopped: filter it, aggregate it or raise query.timeout',
   },
+  TRIB_ERR_QUERY_BUSY: {
+    status: 429,
+    message: '%s queries are running already (query.maxConcurrent); retry when one has finished',
+  },
   TRIB_ERR_QUERY_NOT_CONFIGURED: {
     status: 503,
     message:

@@ -3,7 +3,11 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metrics } from '../src/observe/metrics.js';
+import { buildHttpApp } from '../src/server/http-app.js';
+import { DEFAULT_USER_QUERY_LIMITS, type UserQueries } from '../src/warehouse/user-query.js';
 import {
   ADMIN_TOKEN,
   basicAuth,
@@ -287,5 +291,65 @@ describe('configured limits', () => {
     const r = await post(limited, "SELECT repeat('x', 1000) AS s FROM range(3)");
     expect(r.body.rows).toHaveLength(2);
     expect(r.body.truncated).toBe(true);
+  });
+});
+
+describe('concurrent queries', () => {
+  it('runs at most query.maxConcurrent at once; one more is answered 429 TRIB_ERR_QUERY_BUSY', async () => {
+    // The real warehouse behind a gate, so the first query is held running for as long as the test needs.
+    let started!: () => void;
+    const running = new Promise<void>((r) => {
+      started = r;
+    });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let held = false;
+    const queries: UserQueries = {
+      async userQuery(sql, limits) {
+        if (!held) {
+          held = true;
+          started();
+          await gate;
+        }
+        return server.warehouse.userQuery(sql, limits);
+      },
+    };
+    const metrics = new Metrics({ endOffset: () => 0, loaded: () => 0 });
+    const app = await buildHttpApp({
+      sources: [],
+      sourcesByWriteKey: new Map(),
+      log: server.log,
+      queries,
+      queryLimits: { ...DEFAULT_USER_QUERY_LIMITS, maxConcurrent: 1 },
+      metrics,
+      adminToken: ADMIN_TOKEN,
+      logger: pino({ level: 'silent' }),
+      observer: { received: () => {}, accepted: () => {}, rejected: () => {} },
+      health: () => ({}),
+    });
+    try {
+      const ask = () =>
+        app.inject({
+          method: 'POST',
+          url: '/admin/v1/query',
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+          payload: JSON.stringify({ sql: 'SELECT 1 AS one' }),
+        });
+      const first = ask();
+      await running;
+      expect(await metrics.registry.metrics()).toMatch(/^tributary_admin_queries_running 1$/m);
+      const second = await ask();
+      expect(second.statusCode).toBe(429);
+      expect(second.json().code).toBe('TRIB_ERR_QUERY_BUSY');
+      release();
+      expect((await first).json().rows).toEqual([{ one: 1 }]);
+      expect((await ask()).json().rows).toEqual([{ one: 1 }]);
+      expect(await metrics.registry.metrics()).toMatch(/^tributary_admin_queries_running 0$/m);
+    } finally {
+      release();
+      await app.close();
+    }
   });
 });

@@ -134,6 +134,7 @@ describe('parseConfig', () => {
       maxRows: 10_000,
       maxBytes: 16 * 1024 * 1024,
       timeout: 30_000,
+      maxConcurrent: 2,
     });
     expect(problems(`${base}log: {type: nats}\n`)).toContain('state: scale-out needs both');
     expect(problems(`${base}state: {type: postgres, connectionString: "postgres://db/x"}\n`)).toContain(

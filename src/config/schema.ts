@@ -84,6 +84,15 @@ export const QueryConfig = z
     timeout: Duration.prefault('30s').describe(
       'How long a query from /admin/v1/query may run before it is stopped (TRIB_ERR_QUERY_TIMEOUT).',
     ),
+    maxConcurrent: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .default(2)
+      .describe(
+        'Queries /admin/v1/query runs at once per process; one more is answered 429 (TRIB_ERR_QUERY_BUSY).',
+      ),
   })
   .strict()
   .describe('Limits of the admin SQL endpoint (docs/architecture.md, "The query endpoint").');
@@ -206,7 +215,12 @@ const TributaryConfigObject = z
     destinations: DestinationList.optional().describe(
       'Where the Segment tables and lake files are loaded; default: the embedded DuckDB warehouse, or in scale-out the Segment tables in the state database.',
     ),
-    query: QueryConfig.default({ maxRows: 10_000, maxBytes: 16 * 1024 * 1024, timeout: 30_000 }),
+    query: QueryConfig.default({
+      maxRows: 10_000,
+      maxBytes: 16 * 1024 * 1024,
+      timeout: 30_000,
+      maxConcurrent: 2,
+    }),
     identity: IdentityConfig.default(IDENTITY_DEFAULTS).describe(
       'Identity resolution (docs/configuration.md).',
     ),

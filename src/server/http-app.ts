@@ -7,6 +7,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
+import { Gauge } from 'prom-client';
 import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import type { SourceConfig } from '../config/schema.js';
@@ -127,6 +128,15 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     done();
   });
 
+  let queriesRunning = 0;
+  new Gauge({
+    name: 'tributary_admin_queries_running',
+    help: 'Queries of /admin/v1/query running now (at most query.maxConcurrent).',
+    registers: [deps.metrics.registry],
+    collect() {
+      this.set(queriesRunning);
+    },
+  });
   await app.register((admin, _opts, done) => {
     admin.addHook('onRequest', async (req) => {
       if (!checkBearer(req.headers.authorization, deps.adminToken))
@@ -137,11 +147,17 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       const sql = body?.sql;
       if (typeof sql !== 'string' || sql.trim() === '')
         throw new TributaryError('TRIB_ERR_QUERY_MISSING_SQL');
+      const limits = deps.queryLimits ?? DEFAULT_USER_QUERY_LIMITS;
+      if (queriesRunning >= limits.maxConcurrent)
+        throw new TributaryError('TRIB_ERR_QUERY_BUSY', [queriesRunning]);
+      queriesRunning++;
       try {
-        return await deps.queries.userQuery(sql, deps.queryLimits ?? DEFAULT_USER_QUERY_LIMITS);
+        return await deps.queries.userQuery(sql, limits);
       } catch (err) {
         if (err instanceof TributaryError) throw err;
         throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });
+      } finally {
+        queriesRunning--;
       }
     });
     admin.get('/admin/v1/sources', () => ({

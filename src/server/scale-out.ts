@@ -245,6 +245,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         maxRows: config.query.maxRows,
         maxBytes: config.query.maxBytes,
         timeoutMs: config.query.timeout,
+        maxConcurrent: config.query.maxConcurrent,
       },
       metrics,
       adminToken: opts.adminToken,

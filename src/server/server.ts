@@ -180,6 +180,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       maxRows: config.query.maxRows,
       maxBytes: config.query.maxBytes,
       timeoutMs: config.query.timeout,
+      maxConcurrent: config.query.maxConcurrent,
     },
     metrics,
     adminToken: opts.adminToken,

@@ -22,6 +22,8 @@ export interface UserQueryLimits {
   maxBytes: number;
   /** Milliseconds the statement may run before it is interrupted. */
   timeoutMs: number;
+  /** Queries that may run at once (each holds memory of the engine the pipeline shares). */
+  maxConcurrent: number;
 }
 
 /** Defaults of `query:` in the configuration (docs/configuration.md). */
@@ -29,6 +31,7 @@ export const DEFAULT_USER_QUERY_LIMITS: UserQueryLimits = {
   maxRows: 10_000,
   maxBytes: 16 * 1024 * 1024,
   timeoutMs: 30_000,
+  maxConcurrent: 2,
 };
 
 export interface UserQueryResult extends QueryResult {
