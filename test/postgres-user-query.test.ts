@@ -85,6 +85,22 @@ if (pgProblem) {
       expect(small.truncated).toBe(true);
     });
 
+    it('leaves a row past maxBytes in PostgreSQL: a value too long for a JavaScript string does not take the process down', {
+      timeout: 120_000,
+    }, async () => {
+      expect(await run("SELECT repeat('x', 600000000) AS s")).toEqual({
+        columns: ['s'],
+        rows: [],
+        truncated: true,
+      });
+      const r = await run("SELECT g, repeat('x', 1000) AS s FROM generate_series(1, 100) g ORDER BY g", {
+        maxBytes: 2048,
+      });
+      expect(r.rows.map((x) => x.g)).toEqual([1, 2]);
+      expect(r.truncated).toBe(true);
+      expect((await run('SELECT 1 AS a, 2 AS a, NULL AS n;')).rows).toEqual([{ a: 2, n: null }]);
+    });
+
     it('changes nothing and reads no file: writes, COPY, server files and a second statement are refused', async () => {
       const target = join(tmpdir(), `trib-query-${suffix}.csv`);
       for (const sql of [

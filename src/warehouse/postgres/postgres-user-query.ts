@@ -70,27 +70,40 @@ export class PostgresUserQueries implements UserQueries {
         `BEGIN READ ONLY; SET LOCAL search_path TO ${pgIdent(this.schema)}, public; SET LOCAL TimeZone TO 'UTC'`,
       );
       await c.query(`SET LOCAL statement_timeout = ${timeLeft()}`);
+      const body = sql.replace(/[\s;]+$/, '');
       // One statement only (the extended protocol refuses several), and DECLARE takes a query only.
-      // (`queryMode` is pg's, missing from its types.)
-      const declare = { text: `DECLARE user_query NO SCROLL CURSOR FOR ${sql}`, queryMode: 'extended' };
-      await c.query(declare as pg.QueryConfig);
+      await c.query(extended(`DECLARE user_query NO SCROLL CURSOR FOR ${body}`));
+      const columns = (await c.query('FETCH FORWARD 0 FROM user_query')).fields.map((f) => f.name);
+      await c.query('CLOSE user_query');
+      await c.query(
+        extended(`DECLARE user_rows NO SCROLL CURSOR FOR ${withRowBytes(body, columns.length, limits)}`),
+      );
       const budget = new RowBudget(limits);
-      let columns: string[] | undefined;
+      let bytes = 0;
       read: for (;;) {
         await c.query(`SET LOCAL statement_timeout = ${timeLeft()}`);
-        const page = await c.query(`FETCH FORWARD ${PAGE} FROM user_query`);
-        columns ??= page.fields.map((f) => f.name);
-        const int8 = page.fields.filter((f) => f.dataTypeID === INT8).map((f) => f.name);
-        for (const row of page.rows as Record<string, unknown>[]) {
-          for (const name of int8) {
-            const v = row[name];
-            if (typeof v === 'string' && Number.isSafeInteger(Number(v))) row[name] = Number(v);
+        const page = await c.query(`FETCH FORWARD ${PAGE} FROM user_rows`);
+        const int8 = new Set(page.fields.filter((f) => f.dataTypeID === INT8).map((f) => f.name));
+        for (const r of page.rows as Record<string, unknown>[]) {
+          // Past the size limit the values were left behind in PostgreSQL (NULL here): stop.
+          bytes += Number(r[ROW_BYTES]) + 1;
+          if (bytes > limits.maxBytes) {
+            budget.truncated = true;
+            break read;
           }
+          const row: Record<string, unknown> = {};
+          columns.forEach((name, i) => {
+            const v = r[`c${i + 1}`];
+            row[name] =
+              int8.has(`c${i + 1}`) && typeof v === 'string' && Number.isSafeInteger(Number(v))
+                ? Number(v)
+                : v;
+          });
           if (!budget.add(row)) break read;
         }
         if (page.rows.length < PAGE) break;
       }
-      return { columns: columns ?? [], rows: budget.rows, truncated: budget.truncated };
+      return { columns, rows: budget.rows, truncated: budget.truncated };
     } catch (err) {
       if (err instanceof TributaryError) throw err;
       const code = (err as { code?: string }).code;
@@ -110,6 +123,33 @@ export class PostgresUserQueries implements UserQueries {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+/** The column the wrapper adds first: the size of each row's values as text, computed by PostgreSQL. */
+const ROW_BYTES = '__tributary_row_bytes';
+
+/** A statement pg sends over the extended protocol (`queryMode` is pg's, missing from its types). */
+function extended(text: string): pg.QueryConfig {
+  return { text, queryMode: 'extended' } as pg.QueryConfig;
+}
+
+/**
+ * The query as a subquery whose `columns` columns are renamed c1…cN, with each row's size in
+ * front and its values only while the running total of sizes is within `maxBytes`: a row
+ * past the limit (one huge value, `repeat('x', 600000000)`, which pg cannot turn into a
+ * string and throws outside any promise, taking the process down) never leaves PostgreSQL.
+ */
+function withRowBytes(body: string, columns: number, limits: UserQueryLimits): string {
+  const cols = Array.from({ length: columns }, (_, i) => `c${i + 1}`);
+  const max = Math.trunc(limits.maxBytes);
+  // Per value, as text: octet_length of a text value reads its stored length, not the value.
+  const size = cols.length === 0 ? '0' : cols.map((c) => `coalesce(octet_length(${c}::text), 0)`).join(' + ');
+  return `SELECT ${[ROW_BYTES, ...cols.map((c) => `CASE WHEN t <= ${max} THEN ${c} END AS ${c}`)].join(', ')}
+    FROM (SELECT ${[ROW_BYTES, `sum(${ROW_BYTES}) OVER (ROWS UNBOUNDED PRECEDING) AS t`, ...cols].join(', ')}
+      FROM (SELECT ${size} AS ${ROW_BYTES}, q.* FROM (\n${body}\n) AS q${
+        cols.length > 0 ? `(${cols.join(', ')})` : ''
+      }) x) y
+    LIMIT ${Math.trunc(limits.maxRows) + 1}`;
 }
 
 /**
