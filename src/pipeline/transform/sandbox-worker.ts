@@ -52,7 +52,7 @@ const PRELUDE = ${'`'}
   G.env = Object.freeze(parse(envJson));
   const oom = (e) => e instanceof InternalError && e.message === 'out of memory';
   const describe = (e) => {
-    try { return e instanceof Error ? Str(e) + '\\n' + Str(e.stack || '') : Str(e); }
+    try { return (e instanceof Error ? Str(e) + '\\n' + Str(e.stack || '') : Str(e)).slice(0, 4000); }
     catch (x) { return oom(x) ? 'out of memory' : 'the function threw a value that cannot be printed'; }
   };
   const failure = (e) => ({ code: oom(e) ? MEMORY : 'TRIB_ERR_TRANSFORM_THREW', error: describe(e) });

@@ -316,6 +316,24 @@ describe('Sandbox boundary', () => {
     ]);
   });
 
+  it('deep recursion and an output whose getter throws fail their event only', async () => {
+    const s = await sandbox(
+      `module.exports = (e) => {
+         if (e.k === 'recurse') { const f = (n) => f(n + 1) + 1; return f(0); }
+         if (e.k === 'getter') { const o = {}; Object.defineProperty(o, 'x', { enumerable: true, get() { throw new Error('no'); } }); return o; }
+         return e;
+       }`,
+      { timeoutMs: 5000 },
+    );
+    const r = await s.run([{ k: 'recurse' }, { k: 'getter' }, { k: 'fine' }]);
+    expect(r.slice(0, 2).map((x) => (x.ok ? 'ok' : x.code))).toEqual([
+      'TRIB_ERR_TRANSFORM_THREW',
+      'TRIB_ERR_TRANSFORM_BAD_OUTPUT',
+    ]);
+    expect((r[0] as { message: string }).message.split('\n').length).toBeLessThanOrEqual(21);
+    expect(r[2]).toEqual({ ok: true, events: [{ k: 'fine' }], logs: [] });
+  });
+
   it('a worker that stops answering is replaced: only its event fails, the others and the next batch pass', async () => {
     // BigInt's decimal conversion runs in one native call that no time limit inside the engine stops.
     const s = await sandbox(

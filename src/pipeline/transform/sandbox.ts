@@ -275,11 +275,12 @@ export class Sandbox {
   }
 }
 
-/** An error's message and the stack frames in the user's file, not the sandbox's own. */
+/** An error's message and the first 20 stack frames in the user's file, not the sandbox's own. */
 function userFrames(stack: string, filename: string): string {
   return stack
     .split('\n')
     .filter((line, i) => i === 0 || line.includes(filename))
+    .slice(0, 21)
     .join('\n');
 }
 
