@@ -13,6 +13,8 @@ const ENGINE = {
 
 /** The engine's memory cannot start below its initial 16 MB and needs room above it. */
 const MIN_MEMORY_MB = 24;
+/** The most the engine's module declares it can address. */
+const MAX_MEMORY_MB = 2048;
 
 /** Time a new worker may take to start, besides the function's own top level. */
 const LOAD_GRACE_MS = 30_000;
@@ -25,7 +27,7 @@ export interface SandboxOptions {
   timeoutMs: number;
   /**
    * All the memory of the function's engine, MB: objects, strings, ArrayBuffers and its
-   * stack (at least 24).
+   * stack (held between 24 and 2048).
    */
   memoryMb: number;
   /** Environment variables granted to the function, readable as `env.NAME`. */
@@ -108,7 +110,7 @@ export class Sandbox {
   private readonly graceMs: number;
 
   constructor(private readonly opts: SandboxOptions) {
-    this.memoryMb = Math.max(MIN_MEMORY_MB, opts.memoryMb);
+    this.memoryMb = Math.min(MAX_MEMORY_MB, Math.max(MIN_MEMORY_MB, opts.memoryMb));
     this.graceMs = opts.hangGraceMs ?? 5000;
   }
 
