@@ -382,7 +382,11 @@ async function runBatch(inputs) {
     Atomics.add(state, 1, 1);
     let r;
     try {
-      engine ??= await build();
+      if (!engine) {
+        // Building runs the module's top level under its own time limit: a window of its own.
+        engine = await build();
+        Atomics.add(state, 1, 1);
+      }
       r = network ? await runAsync(engine, inputs[i]) : runOne(engine, inputs[i]);
     } catch (err) {
       // A fault of the engine itself (a trap, the thread's own stack): start over with a new one.
