@@ -55,6 +55,26 @@ export const ErrorCodes = {
   TRIB_ERR_CONFIG_NOT_FOUND: { status: 500, message: 'No configuration file at %s' },
   TRIB_ERR_PLAN_INVALID: { status: 400, message: 'The tracking plan is invalid: %s' },
   TRIB_ERR_TRANSFORM_INVALID: { status: 500, message: 'The transformation cannot be loaded: %s' },
+  // What a transformation did with one event (failed_events.code; the event fails, the rest go on).
+  TRIB_ERR_TRANSFORM_THREW: { status: 422, message: 'The transformation threw: %s' },
+  TRIB_ERR_TRANSFORM_TIMEOUT: { status: 422, message: 'The transformation ran longer than its timeout: %s' },
+  TRIB_ERR_TRANSFORM_MEMORY: {
+    status: 422,
+    message: 'The transformation used more than its memoryLimit (objects, strings and ArrayBuffers): %s',
+  },
+  TRIB_ERR_TRANSFORM_ASYNC: {
+    status: 422,
+    message: 'The transformation returned a Promise; without grants.network it must be synchronous',
+  },
+  TRIB_ERR_TRANSFORM_BAD_OUTPUT: {
+    status: 422,
+    message: 'The transformation returned something not an event: %s',
+  },
+  TRIB_ERR_TRANSFORM_CRASHED: { status: 500, message: 'The transformation sandbox failed: %s' },
+  TRIB_ERR_TRANSFORM_UNRESPONSIVE: {
+    status: 500,
+    message: 'The transformation sandbox stopped answering during this event and was replaced: %s',
+  },
   TRIB_ERR_FAILED_NOT_FOUND: { status: 404, message: 'No failed event %s' },
   TRIB_ERR_FAILED_BAD_REQUEST: { status: 400, message: 'Bad failed-event request: %s' },
   TRIB_ERR_STATE_OFFSET_MOVED: {
