@@ -57,6 +57,11 @@ export const ErrorCodes = {
   TRIB_ERR_TRANSFORM_INVALID: { status: 500, message: 'The transformation cannot be loaded: %s' },
   TRIB_ERR_FAILED_NOT_FOUND: { status: 404, message: 'No failed event %s' },
   TRIB_ERR_FAILED_BAD_REQUEST: { status: 400, message: 'Bad failed-event request: %s' },
+  TRIB_ERR_LOAD_UNSTORABLE: {
+    status: 422,
+    message:
+      'The warehouse refused the event (%s); it is kept in failed_events (stage load) and the rest was loaded: fix the source or transformation, then retry it',
+  },
   TRIB_ERR_STATE_OFFSET_MOVED: {
     status: 409,
     message:

@@ -1,4 +1,5 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
+import { wellFormedJson } from '../warehouse/storable.js';
 import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex, hashKey } from './dedupe.js';
@@ -195,8 +196,14 @@ export class WarehouseLoader {
     for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
-    // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
-    let report: WriteReport | void;
+    // Lone surrogates, which the engines' JSON parsers refuse, become U+FFFD here; a search
+    // for `\ud` per event, a parse only where it is found.
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!;
+      const json = wellFormedJson(e.json);
+      if (json !== e.json) events[i] = { ...e, json };
+    }
+    let report: WriteReport;
     try {
       report = await this.warehouse.write({
         events,
@@ -213,29 +220,40 @@ export class WarehouseLoader {
     }
     this.highWater = nextOffset;
     let loaded = events;
-    if (report && report.duplicates.length > 0) {
-      // Stored already through another partition: the database's dedupe index caught them.
+    const refused: EventRow[] = [];
+    if (report.duplicates.length > 0 || report.refused.length > 0) {
+      // Stored already through another partition (the database's dedupe index caught them),
+      // or refused by the engine and stored as failed events instead.
       const left = new Set(report.duplicates);
+      for (const r of report.refused) left.add(r.index);
       loaded = events.filter((_, i) => !left.has(i));
       const stillLoaded = new Set(loaded.map((e) => e.logOffset));
       const moved = new Set<number>();
-      for (const i of report.duplicates) {
-        const e = events[i]!;
-        duplicates.push(toDelivered(e));
-        if (stillLoaded.has(e.logOffset) || moved.has(e.logOffset) || e.logOffset < this.countFrom) continue;
+      const move = (e: EventRow, stage: string, outcome: StageOutcome) => {
+        if (stillLoaded.has(e.logOffset) || moved.has(e.logOffset) || e.logOffset < this.countFrom) return;
         moved.add(e.logOffset);
         const passed = `${e.sourceId}\u001fload\u001fpassed`;
         const n = outcomes.get(passed) ?? 0;
         if (n <= 1) outcomes.delete(passed);
         else outcomes.set(passed, n - 1);
-        count(e.sourceId, 'dedupe', 'deduplicated', e.logOffset);
+        count(e.sourceId, stage, outcome, e.logOffset);
+      };
+      for (const i of report.duplicates) {
+        const e = events[i]!;
+        duplicates.push(toDelivered(e));
+        move(e, 'dedupe', 'deduplicated');
+      }
+      for (const r of report.refused) {
+        const e = events[r.index]!;
+        refused.push(e);
+        move(e, 'load', 'failed');
       }
     }
     for (const listener of this.loadedListeners) listener(nextOffset);
     for (const e of loaded) this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
     for (const [source, n] of countBySource(loaded)) this.observer.loaded?.(source, n);
     for (const [source, n] of countBySource(duplicates)) this.observer.deduplicated?.(source, n);
-    for (const [source, n] of countBySource(failed)) this.observer.failedStored?.(source, n);
+    for (const [source, n] of countBySource([...failed, ...refused])) this.observer.failedStored?.(source, n);
     for (const [k, n] of outcomes) {
       const [source, stage, outcome] = k.split('\u001f') as [string, string, StageOutcome];
       this.observer.outcome?.(source, stage, outcome, n);
