@@ -82,13 +82,16 @@ export class WarehouseLoader {
     this.countFrom = options.countFrom ?? 0;
   }
 
-  /** Rebuilds the dedupe index from the warehouse, then starts consuming. */
+  /** Rebuilds the dedupe index from the warehouse, then consumes from the warehouse's offset. */
   async start(): Promise<void> {
     for await (const k of this.warehouse.recentKeys(this.now() - this.dedupe.windowMs)) {
       this.dedupe.add(k.sourceId, k.messageId, k.receivedAt);
     }
     this.highWater = await this.warehouse.consumerOffset(this.consumer);
+    // From the warehouse's own offset, not the log's: a warehouse restored from an older copy,
+    // or lost, is filled again from the log, which keeps every record.
     this.subscription = this.log.consume(this.consumer, (batch) => this.handle(batch), {
+      from: this.highWater,
       maxBatch: this.maxBatch,
       lingerMs: this.lingerMs,
       onError: (err) => this.observer.error?.(err),
