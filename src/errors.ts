@@ -62,6 +62,11 @@ export const ErrorCodes = {
     message:
       'The warehouse refused the event (%s); it is kept in failed_events (stage load) and the rest was loaded: fix the source or transformation, then retry it',
   },
+  TRIB_ERR_LOG_SEGMENT_MISSING: {
+    status: 500,
+    message:
+      'The event log is missing %s in %s: the log created it, and its events would be gone from the raw archive and from replays. Restore the file from a backup and start again; to go on without its events, delete its row from the list in log.duckdb: DELETE FROM segments WHERE first_offset IN (%s)',
+  },
   TRIB_ERR_STATE_OFFSET_MOVED: {
     status: 409,
     message:
