@@ -47,6 +47,11 @@ export const ErrorCodes = {
     message: 'The events could not be stored durably; nothing was accepted, retry later',
   },
   TRIB_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'The server is shutting down; retry shortly' },
+  TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT: {
+    status: 503,
+    message:
+      'The shutdown did not finish within server.shutdownTimeout (%s ms; stuck at: %s): exiting anyway. What was not loaded stays in the log and is loaded at the next start',
+  },
   TRIB_ERR_QUERY_FAILED: { status: 400, message: 'The query failed: %s' },
   TRIB_ERR_QUERY_MISSING_SQL: { status: 400, message: 'Send {"sql": "..."} with the query to run' },
   TRIB_ERR_NOT_FOUND: { status: 404, message: 'No route %s' },

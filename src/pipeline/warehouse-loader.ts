@@ -90,7 +90,7 @@ export class WarehouseLoader {
     this.highWater = await this.warehouse.consumerOffset(this.consumer);
     // From the warehouse's own offset, not the log's: a warehouse restored from an older copy,
     // or lost, is filled again from the log, which keeps every record.
-    this.subscription = this.log.consume(this.consumer, (batch) => this.handle(batch), {
+    this.subscription = this.log.consume(this.consumer, (batch) => this.handleTracked(batch), {
       from: this.highWater,
       maxBatch: this.maxBatch,
       lingerMs: this.lingerMs,
@@ -111,6 +111,35 @@ export class WarehouseLoader {
   /** Log offset up to which the warehouse holds everything. */
   position(): number {
     return this.highWater;
+  }
+
+  /** The error of the last batch, until a batch is loaded again (for the health check). */
+  lastError(): unknown {
+    return this.error;
+  }
+
+  /**
+   * True while a batch is in hand or the last one failed: work waits for the loader even
+   * where the log's end is not known here (a partition of a shared log).
+   */
+  waiting(): boolean {
+    return this.busy || this.error !== undefined;
+  }
+
+  private busy = false;
+  private error: unknown;
+
+  private async handleTracked(batch: Delivered[]): Promise<void> {
+    this.busy = true;
+    try {
+      await this.handle(batch);
+      this.error = undefined;
+    } catch (err) {
+      this.error = err;
+      throw err;
+    } finally {
+      this.busy = false;
+    }
   }
 
   /** Calls `listener` with the new position after each load; returns the unsubscribe function. */
