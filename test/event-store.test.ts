@@ -3,10 +3,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
+import fc from 'fast-check';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EventLog } from '../src/log/event-log.js';
+import { WarehouseLoader } from '../src/pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
 import { PostgresEventStore } from '../src/warehouse/postgres/postgres-event-store.js';
+import { delivered, oddFields } from './conformance/collector-events.js';
 import { eventStoreConformance } from './conformance/event-store-conformance.js';
 import { PG_ADMIN, pgUnreachable } from './pg.js';
 
@@ -68,4 +72,38 @@ if (pgProblem) {
   };
   eventStoreConformance('postgres', harness());
   eventStoreConformance('postgres partition 3', harness(3));
+
+  describe('WarehouseLoader on PostgreSQL', () => {
+    it('stores or fails any JSON the collector accepts, and loads the next event', async () => {
+      const h = await harness(1)();
+      const store = await h.open();
+      try {
+        const loader = new WarehouseLoader({} as EventLog, store, { consumer: 'loader-p1' });
+        const offsets = async (table: string, from: number) =>
+          (
+            await h.query(`SELECT log_offset FROM ${table} WHERE log_offset >= ${from} ORDER BY log_offset`)
+          ).map((r) => Number(r.log_offset));
+        let offset = 0;
+        await fc.assert(
+          fc.asyncProperty(oddFields, async ({ properties, timestamp, userId }) => {
+            const at = offset;
+            offset += 2;
+            await loader.handle([
+              delivered(at, { properties, timestamp, ...(userId === null ? {} : { userId }) }),
+              delivered(at + 1, {}),
+            ]);
+            const events = await offsets('events', at);
+            const failed = await offsets('failed_events', at);
+            expect(events.includes(at) !== failed.includes(at)).toBe(true);
+            expect(events).toContain(at + 1);
+            expect(loader.position()).toBe(at + 2);
+          }),
+          { numRuns: 60 },
+        );
+      } finally {
+        await store.close();
+        await h.cleanup();
+      }
+    });
+  });
 }

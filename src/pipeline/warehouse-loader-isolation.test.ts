@@ -4,12 +4,11 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Delivered, EventLog } from '../log/event-log.js';
+import { delivered, oddFields } from '../../test/conformance/collector-events.js';
+import type { EventLog } from '../log/event-log.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import type { Stage } from './stages/stage.js';
 import { WarehouseLoader } from './warehouse-loader.js';
-
-const T0 = Date.UTC(2026, 10, 20, 10);
 
 /** The loader's log is not read: batches are handed to `handle` as the log would. */
 const noLog = {} as EventLog;
@@ -35,30 +34,6 @@ async function openWarehouse() {
       .getRows()
       .map(([o]) => Number(o));
   return { warehouse, offsets, conn };
-}
-
-/** A record as the collector writes it to the log: its JSON with the server-side fields. */
-function delivered(offset: number, event: Record<string, unknown>, sourceId = 'web'): Delivered {
-  const messageId = `m-${offset}`;
-  const at = new Date(T0 + offset).toISOString();
-  return {
-    offset,
-    sourceId,
-    messageId,
-    receivedAt: T0 + offset,
-    status: 'accepted',
-    json: JSON.stringify({
-      type: 'track',
-      event: 'E',
-      userId: 'u1',
-      messageId,
-      timestamp: at,
-      originalTimestamp: at,
-      receivedAt: at,
-      sentAt: at,
-      ...event,
-    }),
-  };
 }
 
 describe('WarehouseLoader isolation', () => {
@@ -118,57 +93,20 @@ describe('WarehouseLoader isolation', () => {
   it('stores or fails any JSON the collector accepts, and loads the next event', async () => {
     const { warehouse, offsets } = await openWarehouse();
     const loader = new WarehouseLoader(noLog, warehouse);
-    // Strings of any UTF-16 code units: lone surrogates, U+0000, controls.
-    const text = fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)) });
-    const number = fc.oneof(
-      fc.double(),
-      fc.integer(),
-      fc.constantFrom(1e308, -1e308, 5e-324, -0, 2 ** 53 + 2, 1e21, 1.2345678901234568e29),
-    );
-    const timestamp = fc.oneof(
-      fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
-      fc.constantFrom(
-        '2020-02-30T00:00:00.000Z',
-        '+300000-01-01T00:00:00.000Z',
-        '-000001-01-01T00:00:00.000Z',
-        '0000-00-00',
-        '2020-13-01',
-        '',
-        '24:00',
-      ),
-      text,
-      number,
-    );
-    const { json } = fc.letrec((tie) => ({
-      json: fc.oneof(
-        { depthSize: 'small', maxDepth: 60 },
-        text,
-        number,
-        fc.boolean(),
-        fc.constant(null),
-        fc.array(tie('json'), { maxLength: 4 }),
-        fc.dictionary(text, tie('json'), { maxKeys: 4 }),
-      ),
-    }));
     let offset = 0;
     await fc.assert(
-      fc.asyncProperty(
-        fc.dictionary(text, json, { maxKeys: 5 }),
-        timestamp,
-        fc.option(text),
-        async (properties, ts, userId) => {
-          const at = offset;
-          const odd = delivered(at, { properties, timestamp: ts, ...(userId === null ? {} : { userId }) });
-          const next = delivered(at + 1, {});
-          offset += 2;
-          await loader.handle([odd, next]);
-          const events = await offsets(`events WHERE log_offset >= ${at}`);
-          const failed = await offsets(`failed_events WHERE log_offset >= ${at}`);
-          expect(events.includes(at) !== failed.includes(at)).toBe(true);
-          expect(events).toContain(at + 1);
-          expect(loader.position()).toBe(at + 2);
-        },
-      ),
+      fc.asyncProperty(oddFields, async ({ properties, timestamp, userId }) => {
+        const at = offset;
+        const odd = delivered(at, { properties, timestamp, ...(userId === null ? {} : { userId }) });
+        const next = delivered(at + 1, {});
+        offset += 2;
+        await loader.handle([odd, next]);
+        const events = await offsets(`events WHERE log_offset >= ${at}`);
+        const failed = await offsets(`failed_events WHERE log_offset >= ${at}`);
+        expect(events.includes(at) !== failed.includes(at)).toBe(true);
+        expect(events).toContain(at + 1);
+        expect(loader.position()).toBe(at + 2);
+      }),
       { numRuns: 150 },
     );
   });
