@@ -72,6 +72,11 @@ export const ErrorCodes = {
     message:
       'The event log is missing %s in %s: the log created it, and its events would be gone from the raw archive and from replays. Restore the file from a backup and start again; to go on without its events, delete its row from the list in log.duckdb: DELETE FROM segments WHERE first_offset IN (%s)',
   },
+  TRIB_ERR_LOG_BEHIND_WAREHOUSE: {
+    status: 500,
+    message:
+      'The warehouse has loaded the log up to offset %s, but the log ends at %s: the log was lost or restored from an older copy, and new events would get offsets the warehouse counts as loaded. Restore the log (log.duckdb and log-segments/) from a backup; or, to load the warehouse again from this log, move warehouse.duckdb away and start again',
+  },
   TRIB_ERR_STATE_OFFSET_MOVED: {
     status: 409,
     message:

@@ -91,4 +91,13 @@ describe('warehouse restored or lost', () => {
       expect([...counts.values()].every((n) => n === 1)).toBe(true);
     });
   });
+
+  it('refuses to start when the log is behind the warehouse (the log lost), rather than skip new events', async () => {
+    rmSync(join(dataDir, 'log.duckdb'), { force: true });
+    rmSync(join(dataDir, 'log.duckdb.wal'), { force: true });
+    rmSync(join(dataDir, 'log-segments'), { recursive: true, force: true });
+    await expect(startTestServer({ dataDir })).rejects.toMatchObject({
+      code: 'TRIB_ERR_LOG_BEHIND_WAREHOUSE',
+    });
+  });
 });

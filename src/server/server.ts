@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { embeddedDuckDBOptions } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
+import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
@@ -96,6 +97,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     segmentDir: join(dataDir, 'log-segments'),
   });
   const warehouse = await DuckDBWarehouse.open(instance);
+  // The loader resumes from the warehouse's offset: past the log's end, the events appended
+  // next would be skipped as loaded.
+  const loadedUpTo = await warehouse.consumerOffset('warehouse');
+  if (loadedUpTo > log.endOffset()) {
+    const end = log.endOffset();
+    await log.close();
+    await warehouse.close();
+    instance.closeSync();
+    throw new TributaryError('TRIB_ERR_LOG_BEHIND_WAREHOUSE', [loadedUpTo, end]);
+  }
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics({ endOffset: () => log.endOffset(), loaded: () => loader?.position() ?? 0 });
   const quality = new QualityMetrics(metrics.registry);
