@@ -65,7 +65,7 @@ export const ErrorCodes = {
   TRIB_ERR_LOAD_UNSTORABLE: {
     status: 422,
     message:
-      'The warehouse refused the event (%s); it is kept in failed_events (stage load) and the rest was loaded: fix the source or transformation, then retry it',
+      'The warehouse refused the event (%s); it is kept in failed_events (stage load) as the warehouse received it, and the rest was loaded: fix the client or the transformation that produced it (a load failure is not retried: the same payload would be refused again)',
   },
   TRIB_ERR_LOG_SEGMENT_MISSING: {
     status: 500,
