@@ -47,6 +47,11 @@ export const ErrorCodes = {
     message: 'The events could not be stored durably; nothing was accepted, retry later',
   },
   TRIB_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'The server is shutting down; retry shortly' },
+  TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT: {
+    status: 503,
+    message:
+      'The shutdown did not finish within server.shutdownTimeout (%s ms; stuck at: %s): exiting anyway. What was not loaded stays in the log and is loaded at the next start',
+  },
   TRIB_ERR_QUERY_FAILED: { status: 400, message: 'The query failed: %s' },
   TRIB_ERR_QUERY_MISSING_SQL: { status: 400, message: 'Send {"sql": "..."} with the query to run' },
   TRIB_ERR_NOT_FOUND: { status: 404, message: 'No route %s' },
@@ -77,6 +82,21 @@ export const ErrorCodes = {
   },
   TRIB_ERR_FAILED_NOT_FOUND: { status: 404, message: 'No failed event %s' },
   TRIB_ERR_FAILED_BAD_REQUEST: { status: 400, message: 'Bad failed-event request: %s' },
+  TRIB_ERR_LOAD_UNSTORABLE: {
+    status: 422,
+    message:
+      'The warehouse refused the event (%s); it is kept in failed_events (stage load) as the warehouse received it, and the rest was loaded: fix the client or the transformation that produced it (a load failure is not retried: the same payload would be refused again)',
+  },
+  TRIB_ERR_LOG_SEGMENT_MISSING: {
+    status: 500,
+    message:
+      'The event log is missing %s in %s: the log created it, and its events would be gone from the raw archive and from replays. Restore the file from a backup and start again; to go on without its events, delete its row from the list in log.duckdb: DELETE FROM segments WHERE first_offset IN (%s)',
+  },
+  TRIB_ERR_LOG_BEHIND_WAREHOUSE: {
+    status: 500,
+    message:
+      'The warehouse has loaded the log up to offset %s, but the log ends at %s: the log was lost or restored from an older copy, and new events would get offsets the warehouse counts as loaded. Restore the log (log.duckdb and log-segments/) from a backup; or, to load the warehouse again from this log, move warehouse.duckdb away and start again',
+  },
   TRIB_ERR_STATE_OFFSET_MOVED: {
     status: 409,
     message:

@@ -39,6 +39,18 @@ export const ServerConfig = z
       .url()
       .optional()
       .describe("URL clients use to reach the server, when it differs from the request's Host."),
+    shutdownTimeout: Duration.prefault('30s').describe(
+      'Longest a shutdown (SIGTERM, SIGINT) waits for requests, loads and destinations in flight; then the process exits anyway. What was not loaded stays in the log and is loaded at the next start.',
+    ),
+    health: z
+      .object({
+        stallAfter: Duration.prefault('5m').describe(
+          'A loader, identity resolution or destination that has not advanced for this long while work waits makes /healthz report "degraded" and sets tributary_stalled.',
+        ),
+      })
+      .strict()
+      .prefault({})
+      .describe('What /healthz reports.'),
   })
   .strict();
 export type ServerConfig = z.infer<typeof ServerConfig>;
@@ -164,7 +176,7 @@ const TributaryConfigObject = z
     version: z
       .union([z.literal(1), z.string().regex(/^1(\.\d+)?$/, 'this release reads configuration version 1')])
       .describe('Configuration format version; this release reads 1.'),
-    server: ServerConfig.default({ host: '127.0.0.1', port: 8080 }),
+    server: ServerConfig.prefault({}),
     storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),

@@ -25,6 +25,8 @@ export interface RunningDestination {
   offsetKey: string;
   /** The log offset loaded up to (−1 until the stored one was read). */
   position(): number;
+  /** The error of its last load, until a load succeeds again (for the health check). */
+  lastError(): unknown;
   drained(): Promise<void>;
   /**
    * Runs failed events of this destination's functions through its current functions and
@@ -119,6 +121,7 @@ export async function startDestinations(opts: {
     }
     let position = -1;
     let failing = false;
+    let lastError: unknown;
     const sub: FeedSubscription = opts.feed.subscribe({
       name: `destination:${config.id}`,
       from: async () => {
@@ -131,12 +134,14 @@ export async function startDestinations(opts: {
         loaded.inc({ destination: config.id }, events.length);
         if (failing) opts.logger.info({ destination: config.id }, 'destination loads again');
         failing = false;
+        lastError = undefined;
       },
       maxBatch: config.maxBatch,
       intervalMs: config.interval,
       retryMs: 2_000,
       onError: (err) => {
         failing = true;
+        lastError = err;
         failures.inc({ destination: config.id });
         opts.logger.error({ err, destination: config.id }, 'destination load failed; retrying');
       },
@@ -146,6 +151,7 @@ export async function startDestinations(opts: {
       offsetKey: config.id + suffix,
       type: config.type,
       position: () => position,
+      lastError: () => lastError,
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
       retry: transforming && ((items) => transforming.retry(items)),

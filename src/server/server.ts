@@ -6,11 +6,13 @@ import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { embeddedDuckDBOptions } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
+import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { IdentityStage } from '../identity/identity-stage.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import { StallWatch } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
@@ -22,6 +24,7 @@ import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
+import { shutdownWithin } from './shutdown.js';
 
 export interface ServerOptions {
   config: TributaryConfig;
@@ -56,7 +59,10 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
-  /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
+  /**
+   * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
+   * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
+   */
   close(): Promise<void>;
 }
 
@@ -91,6 +97,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     segmentDir: join(dataDir, 'log-segments'),
   });
   const warehouse = await DuckDBWarehouse.open(instance);
+  // The loader resumes from the warehouse's offset: past the log's end, the events appended
+  // next would be skipped as loaded.
+  const loadedUpTo = await warehouse.consumerOffset('warehouse');
+  if (loadedUpTo > log.endOffset()) {
+    const end = log.endOffset();
+    await log.close();
+    await warehouse.close();
+    instance.closeSync();
+    throw new TributaryError('TRIB_ERR_LOG_BEHIND_WAREHOUSE', [loadedUpTo, end]);
+  }
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics({ endOffset: () => log.endOffset(), loaded: () => loader?.position() ?? 0 });
   const quality = new QualityMetrics(metrics.registry);
@@ -131,6 +147,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   let identityStore: DuckDBIdentityStore | undefined;
   let identity: IdentityStage | undefined;
+  let identityError: unknown;
   if (config.identity.enabled) {
     identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
     const identityMetrics = new IdentityMetrics(metrics.registry, () => ({
@@ -138,11 +155,50 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       lag: Math.max(0, (loader?.position() ?? 0) - (identity?.position() ?? 0)),
     }));
     identity = await IdentityStage.open(identityStore, compileRules(config.identity), {
-      onError: (err) => logger.error({ err }, 'identity resolution failed; retrying'),
-      onCommitted: (changes) => identityMetrics.committed(changes),
+      onError: (err) => {
+        identityError = err;
+        logger.error({ err }, 'identity resolution failed; retrying');
+      },
+      onCommitted: (changes) => {
+        identityError = undefined;
+        identityMetrics.committed(changes);
+      },
     });
     identity.follow(feed);
   }
+  // Health: each part of the pipeline against the work waiting for it.
+  const stalls = new StallWatch({
+    stallAfterMs: config.server.health.stallAfter,
+    registry: metrics.registry,
+  });
+  stalls.watch({
+    name: 'loader',
+    position: () => loader.position(),
+    target: () => Math.max(log.endOffset(), loader.waiting() ? loader.position() + 1 : 0),
+    lastError: () => loader.lastError(),
+  });
+  for (const d of destinations) {
+    stalls.watch({
+      name: `destination:${d.id}`,
+      position: () => d.position(),
+      target: () => loader.position(),
+      lastError: () => d.lastError(),
+    });
+  }
+  if (identity) {
+    const stage = identity;
+    stalls.watch({
+      name: 'identity',
+      position: () => stage.position(),
+      target: () => loader.position(),
+      lastError: () => identityError,
+    });
+  }
+  // Sampled between scrapes too, so a stall is dated from when it began.
+  const sampler = setInterval(
+    () => stalls.check(),
+    Math.max(1000, Math.min(15_000, config.server.health.stallAfter / 4)),
+  ).unref();
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -181,6 +237,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       stats: () => collectStats({ metrics, quality, pending, sources: config.sources.map((s) => s.id) }),
     },
     health: () => ({
+      ...stalls.check(),
       log: { endOffset: log.endOffset() },
       loader: { position: loader.position() },
       destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
@@ -206,25 +263,35 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     quality,
     failed,
     close() {
-      closing ??= (async () => {
+      clearInterval(sampler);
+      // Bounded: a load that cannot go on must not keep the process from exiting. Draining
+      // takes at most half the time; whatever is left is loaded from the log at the next start.
+      closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
+        at('HTTP requests in flight');
         await app.close();
-        await loader.drained();
+        at('the loader draining the log');
+        await upTo(loader.drained(), left() / 2);
         // Destinations catch up after a restart anyway (their offset is stored with their rows),
         // so an unreachable one does not hold the shutdown for long.
-        await Promise.race([
-          Promise.all(destinations.map((d) => d.drained())),
-          new Promise((r) => setTimeout(r, 10_000).unref()),
-        ]);
-        for (const d of destinations) await d.stop();
+        at('destinations draining');
+        await upTo(Promise.all(destinations.map((d) => d.drained())), Math.min(10_000, left() / 2));
+        for (const d of destinations) {
+          at(`destination ${d.id} stopping`);
+          await d.stop();
+        }
+        at('the loader stopping');
         await loader.stop();
+        at('transformations closing');
         await closeStages(qualitySetup.stages);
-        await identity?.drained();
+        at('identity resolution stopping');
+        await upTo(identity?.drained() ?? Promise.resolve(), left() / 2);
         await identity?.stop();
         await identityStore?.close();
+        at('closing the log and the warehouse');
         await log.close();
         await warehouse.close();
         instance.closeSync();
-      })();
+      });
       return closing;
     },
   };
