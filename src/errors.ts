@@ -104,6 +104,8 @@ export const EventRejectionCodes = {
   TRIB_ERR_EVENT_MISSING_PREVIOUS_ID: 'an alias event needs a "previousId"',
   TRIB_ERR_EVENT_MESSAGE_ID_TOO_LONG: 'messageId is longer than 100 characters',
   TRIB_ERR_EVENT_INVALID_FIELD: 'a field has the wrong type',
+  TRIB_ERR_EVENT_INVALID_TIMESTAMP:
+    'timestamp, originalTimestamp and sentAt must be ISO-8601 date-times of real days between years 0001 and 9999',
   TRIB_ERR_EVENT_TOO_LARGE: 'the event is larger than 32 KB',
   TRIB_ERR_EVENT_PII_BLOCKED:
     "the source's privacy policy blocks events carrying this kind of data; the event was not stored",

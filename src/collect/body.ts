@@ -50,7 +50,8 @@ export async function decodeBody(
 /**
  * Parses JSON whatever the Content-Type said. `__proto__` keys are removed and
  * `constructor.prototype` pairs are dropped, so no key can reach a prototype; nesting
- * deeper than `maxDepth` is refused.
+ * deeper than `maxDepth` is refused; a lone UTF-16 surrogate in a string or a key becomes
+ * U+FFFD (see {@link toWellFormedTree}).
  */
 export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
   let text = decoded.toString('utf8');
@@ -62,6 +63,49 @@ export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
     throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
   }
   if (sanitizeTree(value, 1, maxDepth)) throw new TributaryError('TRIB_ERR_COLLECT_TOO_DEEP', [maxDepth]);
+  // A surrogate reaches a parsed string only through a `\uD8xx`-`\uDFxx` escape: bytes of one
+  // are not UTF-8 and were replaced by the decoder already. Most bodies have no such escape,
+  // so the walk is skipped after one scan of the text.
+  if (SURROGATE_ESCAPE.test(text)) toWellFormedTree(value);
+  return value;
+}
+
+/** A JSON escape of a UTF-16 surrogate (high or low), possibly part of a valid pair. */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+/** A surrogate that is not half of a pair. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
+
+/** The text with each lone surrogate replaced by U+FFFD, as `String.prototype.toWellFormed` does. */
+export function wellFormed(text: string): string {
+  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATES, '\uFFFD') : text;
+}
+
+/**
+ * Replaces, in place, every lone surrogate in the strings and keys of a parsed JSON value by
+ * U+FFFD (what a UTF-8 decoder does with invalid bytes), so every string is one DuckDB and
+ * PostgreSQL can store: their JSON parsers refuse a lone surrogate, and one such event would
+ * otherwise stop a load. A key that becomes equal to a key already there is dropped (the
+ * existing key keeps its value). Call after {@link sanitizeTree}, which bounds the depth.
+ */
+export function toWellFormedTree(value: unknown): unknown {
+  if (typeof value === 'string') return wellFormed(value);
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = toWellFormedTree(value[i]);
+    return value;
+  }
+  const obj = value as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    const item = toWellFormedTree(obj[key]);
+    const fixed = wellFormed(key);
+    if (fixed === key) {
+      obj[key] = item;
+    } else {
+      delete obj[key];
+      if (!Object.hasOwn(obj, fixed)) obj[fixed] = item;
+    }
+  }
   return value;
 }
 
