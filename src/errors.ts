@@ -39,6 +39,11 @@ export const ErrorCodes = {
     status: 415,
     message: 'Content-Encoding %s is not supported: send identity or gzip',
   },
+  TRIB_ERR_HTTP_TOO_MANY_CONNECTIONS: {
+    status: 429,
+    message:
+      'Too many open connections from this address (server.maxConnectionsPerClient); the connection was closed unanswered',
+  },
   TRIB_ERR_COLLECT_NOT_AN_OBJECT: { status: 400, message: 'The body must be a JSON object' },
   TRIB_ERR_COLLECT_BATCH_NOT_ARRAY: { status: 400, message: 'The "batch" field must be an array of events' },
   TRIB_ERR_COLLECT_UNKNOWN_TYPE: { status: 400, message: 'Unknown event type "%s"' },
