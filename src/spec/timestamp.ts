@@ -10,6 +10,23 @@ export const MAX_TIME_MS = 253_402_300_799_999;
 const ISO =
   /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/i;
 
+/** The form `Date.prototype.toISOString` gives, which SDKs send: checked without a match array. */
+const CANONICAL = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** The two-digit number at `i`. */
+function two(text: string, i: number): number {
+  return (text.charCodeAt(i) - 48) * 10 + text.charCodeAt(i + 1) - 48;
+}
+
+function canonical(text: string): number | undefined {
+  const year = two(text, 0) * 100 + two(text, 2);
+  const month = two(text, 5);
+  const day = two(text, 8);
+  if (year < 1 || month < 1 || month > 12 || day < 1 || day > daysIn(year, month)) return undefined;
+  if (two(text, 11) > 23 || two(text, 14) > 59 || two(text, 17) > 59) return undefined;
+  return Date.parse(text);
+}
+
 function daysIn(year: number, month: number): number {
   if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
   return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
@@ -25,6 +42,7 @@ function daysIn(year: number, month: number): number {
  * @example parseTimestamp('2026-11-21T13:00:00.000Z') // 1795266000000
  */
 export function parseTimestamp(text: string): number | undefined {
+  if (text.length === 24 && CANONICAL.test(text)) return canonical(text);
   if (text.length > 40) return undefined;
   const m = ISO.exec(text);
   if (m === null) return undefined;
