@@ -65,7 +65,7 @@ export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
   if (sanitizeTree(value, 1, maxDepth)) throw new TributaryError('TRIB_ERR_COLLECT_TOO_DEEP', [maxDepth]);
   // A surrogate reaches a parsed string only through a `\uD8xx`-`\uDFxx` escape: bytes of one
   // are not UTF-8 and were replaced by the decoder already. Most bodies have no `\u` at all:
-  // `includes` rules that out at memchr speed (4 µs for 232 KB, the regex alone 150 µs).
+  // a substring search, far cheaper than the regex, rules that out first.
   if (text.includes('\\u') && SURROGATE_ESCAPE.test(text)) toWellFormedTree(value);
   return value;
 }
