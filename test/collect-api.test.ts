@@ -479,11 +479,11 @@ describe('values every engine can store (issue 16, findings 1 and 7)', () => {
     expect(await rowsFor([ids[1]!])).toHaveLength(1);
   });
 
-  it('stores lone surrogates as U+FFFD, in values and keys, and keeps loading', async () => {
+  it('stores lone surrogates and U+0000 as U+FFFD, in values and keys, and keeps loading', async () => {
     const [a, b] = [uid(), uid()];
     const res = await post(
       '/v1/batch',
-      `{"batch":[{"type":"track","event":"S\\ud800","userId":"u","messageId":"${a}","properties":{"s":"\\ud800","k\\udc00":"x","pair":"\\ud83d\\ude00"}},{"type":"track","event":"After","userId":"u","messageId":"${b}"}]}`,
+      `{"batch":[{"type":"track","event":"S\\ud800","userId":"u","messageId":"${a}","properties":{"s":"\\ud800","k\\udc00":"x","pair":"\\ud83d\\ude00","nul":"a\\u0000b"}},{"type":"track","event":"After","userId":"u","messageId":"${b}"}]}`,
     );
     expect(res.statusCode).toBe(200);
     expect(res.json()).toMatchObject({ accepted: 2, rejected: [] });
@@ -491,7 +491,7 @@ describe('values every engine can store (issue 16, findings 1 and 7)', () => {
     expect(rows).toHaveLength(2);
     const e = JSON.parse(String(rows.find((r) => r.message_id === a)!.payload));
     expect(e.event).toBe('S\ufffd');
-    expect(e.properties).toEqual({ s: '\ufffd', 'k\ufffd': 'x', pair: '😀' });
+    expect(e.properties).toEqual({ s: '\ufffd', 'k\ufffd': 'x', pair: '😀', nul: 'a\ufffdb' });
   });
 });
 

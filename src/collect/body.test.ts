@@ -105,7 +105,7 @@ describe('parseJsonBody: escaped dangerous keys', () => {
   });
 });
 
-describe('lone surrogates', () => {
+describe('lone surrogates and U+0000', () => {
   const parse = (text: string) => parseJsonBody(Buffer.from(text), 64) as Record<string, unknown>;
 
   it('replaces a lone surrogate in any string by U+FFFD', () => {
@@ -123,6 +123,13 @@ describe('lone surrogates', () => {
     expect(parse('{"\\ufffd":1,"\\ud800":2}')).toEqual({ '\ufffd': 1 });
   });
 
+  it('replaces U+0000, which PostgreSQL cannot store in jsonb or text', () => {
+    expect(parse('{"a":"x\\u0000y","k\\u0000":["\\u0000"]}')).toEqual({
+      a: 'x\ufffdy',
+      'k\ufffd': ['\ufffd'],
+    });
+  });
+
   it('keeps surrogate pairs, escaped or not', () => {
     expect(parse('{"e":"\\ud83d\\ude00","f":"😀","g":"\\\\ud800"}')).toEqual({
       e: '😀',
@@ -132,7 +139,8 @@ describe('lone surrogates', () => {
   });
 
   it('gives only well-formed strings and keys, whatever the body', () => {
-    const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what is looked for
+    const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|\u0000/;
     fc.assert(
       fc.property(
         fc.jsonValue({ depthSize: 'small', stringUnit: 'binary' }),
