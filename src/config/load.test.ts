@@ -29,7 +29,7 @@ describe('parseConfig', () => {
       requestTimeout: 30_000,
       headersTimeout: 10_000,
       keepAliveTimeout: 72_000,
-      connectionTimeout: 60_000,
+      connectionTimeout: 300_000,
       maxConnectionsPerClient: 128,
       trustProxy: false,
     });

@@ -49,8 +49,8 @@ export const ServerConfig = z
     keepAliveTimeout: Duration.prefault('72s').describe(
       'How long an idle keep-alive connection is kept open between requests (longer than a load balancer keeps its own).',
     ),
-    connectionTimeout: Duration.prefault('60s').describe(
-      'A connection without any traffic for this long is closed. 0: never.',
+    connectionTimeout: Duration.prefault('5m').describe(
+      'A connection without any traffic for this long is closed, even while its response is being computed (a long admin query). 0: never.',
     ),
     maxConnectionsPerClient: z
       .number()

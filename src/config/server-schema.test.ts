@@ -7,7 +7,7 @@ describe('server: limits', () => {
       requestTimeout: 30_000,
       headersTimeout: 10_000,
       keepAliveTimeout: 72_000,
-      connectionTimeout: 60_000,
+      connectionTimeout: 300_000,
       maxConnectionsPerClient: 128,
       trustProxy: false,
     });
