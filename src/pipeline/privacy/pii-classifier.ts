@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { parsePhoneNumberFromString } from 'libphonenumber-js';
 import type { PiiAction, PiiMatcher, PrivacyConfig } from '../../config/quality-schema.js';
 import type { JsonObject } from '../../spec/event.js';
+import { wordKey } from '../stages/mapping-stage.js';
 
 export type PiiCategory = 'red' | 'yellow';
 
@@ -180,7 +181,7 @@ export class PiiClassifier {
   private readonly keyRegexClasses: readonly ClassDef[];
   private readonly valueClasses: readonly ClassDef[];
   private readonly actions: ReadonlyMap<string, PiiAction>;
-  /** Normalised alias key → the class of the canonical key the mapping renames it to. */
+  /** Alias (as `wordKey` gives it) → the class of the canonical key the mapping renames it to. */
   private readonly aliasKeys = new Map<string, ClassDef>();
   /** Key → class by key (null: none), so a key's name is normalised and matched once. */
   private keyClasses = new Map<string, ClassDef | null>();
@@ -204,8 +205,9 @@ export class PiiClassifier {
     for (const [canonical, names] of Object.entries(aliases)) {
       const cls = this.keyClass(canonical);
       if (cls === null) continue;
-      // The mapping compares keys by their words; keys with the same words normalise alike.
-      for (const name of names) this.aliasKeys.set(normaliseKey(name), cls);
+      // Compared as the mapping compares them (by words), so this holds for exactly the keys
+      // the mapping renames, in whatever spelling.
+      for (const name of names) this.aliasKeys.set(wordKey(name), cls);
     }
     this.valueClasses = this.classes.filter((c) => c.value);
     const chosen = new Map<string, PiiAction>();
@@ -245,7 +247,8 @@ export class PiiClassifier {
     if (key !== undefined) {
       let byKey = this.keyClasses.get(key);
       if (byKey === undefined) {
-        byKey = this.aliasKeys.get(normaliseKey(key)) ?? this.keyClass(key);
+        byKey =
+          (this.aliasKeys.size > 0 ? this.aliasKeys.get(wordKey(key)) : undefined) ?? this.keyClass(key);
         if (this.keyClasses.size >= KEY_CACHE_MAX) this.keyClasses = new Map();
         this.keyClasses.set(key, byKey);
       }
