@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { basicAuth, startTestServer, type TestServer } from './helpers.js';
+import { ADMIN_TOKEN, basicAuth, startTestServer, type TestServer } from './helpers.js';
 
 /**
  * Issue 16, finding 6: the privacy policy runs at collection, the mapping later in the loader.
@@ -40,8 +40,6 @@ ${ACTIONS.map(source).join('')}  - id: forged
     plans:
       - name: none
         onUnplannedEvent: block
-identity:
-  enabled: false
 `;
 
 let server: TestServer;
@@ -151,6 +149,32 @@ describe('privacy policy and mapping aliases', () => {
     const traits = JSON.parse(String(row!.p)).traits;
     expect(Object.keys(traits)).toEqual(['email']);
     expect(traits.email).toMatch(/^sha256:[0-9a-f]{64}$/);
+    // The Segment table and the profile (traits and identifiers) hold the hash too.
+    await Promise.all(server.destinations.map((d) => d.drained()));
+    await server.identity!.drained();
+    const tables = (
+      await server.warehouse.query(
+        `SELECT table_schema AS s FROM information_schema.tables WHERE table_name = 'identifies' AND table_schema LIKE '%hash%'`,
+      )
+    ).rows;
+    expect(tables).toHaveLength(1);
+    const [ident] = (
+      await server.warehouse.query(
+        `SELECT CAST(to_json(t) AS VARCHAR) AS j FROM "${tables[0]!.s}".identifies t WHERE id = '${messageId}'`,
+      )
+    ).rows;
+    expect(String(ident!.j)).toContain(traits.email);
+    expect(String(ident!.j).toLowerCase()).not.toContain('ada@example.com');
+    const profile = await server.app.inject({
+      method: 'GET',
+      url: '/v1/profiles/user_id:ada',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(profile.statusCode).toBe(200);
+    expect(profile.body.toLowerCase()).not.toContain('ada@example.com');
+    expect(profile.json().identifiers).toContainEqual(
+      expect.objectContaining({ type: 'email', value: traits.email }),
+    );
   });
 });
 
