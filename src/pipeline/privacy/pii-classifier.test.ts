@@ -200,6 +200,14 @@ describe('PiiClassifier', () => {
     expect(c.apply(blocked).blocked).toBe(true);
   });
 
+  it('takes the stricter class when an alias is a class of its own', () => {
+    // `password` mapped onto `email`: in the log it is a password, in the tables an email.
+    const c = classifier({ hash: ['email'] }, [], { email: ['password'], phone: ['contact_email'] });
+    const a = { type: 'identify', traits: { password: 'hunter2', contactEmail: 'ann@example.com' } };
+    c.apply(a);
+    expect(a.traits).toEqual({ contactEmail: sha('ann@example.com') });
+  });
+
   it('matches values after trimming, and masks the trimmed value', () => {
     const event = { type: 'track', properties: { note: '  Ada@Example.com\t', other: ' +44 20 7946 0958 ' } };
     classifier({ hash: ['email'], mask: ['phone'] }).apply(event);

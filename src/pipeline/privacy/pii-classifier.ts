@@ -162,6 +162,8 @@ export const PRIVACY_EXEMPT_FIELDS: ReadonlySet<string> = new Set([
 ]);
 
 const DEFAULT_ACTION: Record<PiiCategory, PiiAction> = { red: 'drop', yellow: 'allow' };
+/** How much each action protects a value, least first. */
+const ACTION_RANK: Record<PiiAction, number> = { allow: 0, mask: 1, hash: 2, drop: 3, block: 4 };
 
 const normaliseKey = (key: string) => key.toLowerCase().replace(/[^a-z0-9]/g, '');
 /** Most distinct keys whose class is remembered (keys repeat from event to event). */
@@ -236,6 +238,15 @@ export class PiiClassifier {
     return { findings, blocked: findings.some((f) => f.action === 'block') };
   }
 
+  /**
+   * Of two classes a key has (its own name's, and the canonical name's it is mapped to), the
+   * one whose action protects more: the value is in the log under the one and in the tables
+   * under the other.
+   */
+  private stricter(a: ClassDef, b: ClassDef): ClassDef {
+    return ACTION_RANK[this.actions.get(a.name)!] >= ACTION_RANK[this.actions.get(b.name)!] ? a : b;
+  }
+
   /** The class a key's own name gives, built-in names first (null: none). */
   private keyClass(key: string): ClassDef | null {
     return (
@@ -247,13 +258,25 @@ export class PiiClassifier {
     if (key !== undefined) {
       let byKey = this.keyClasses.get(key);
       if (byKey === undefined) {
-        byKey =
-          (this.aliasKeys.size > 0 ? this.aliasKeys.get(wordKey(key)) : undefined) ?? this.keyClass(key);
+        const own = this.keyClass(key);
+        const alias = this.aliasKeys.size > 0 ? this.aliasKeys.get(wordKey(key)) : undefined;
+        byKey = alias === undefined || alias === own ? own : own === null ? alias : this.stricter(alias, own);
         if (this.keyClasses.size >= KEY_CACHE_MAX) this.keyClasses = new Map();
         this.keyClasses.set(key, byKey);
       }
-      if (byKey) return byKey;
+      if (byKey) {
+        if (this.actions.get(byKey.name) !== 'allow') return byKey;
+        // An allowed key class does not vouch for the value: `contact_email` mapped onto an
+        // allowed class may still hold an email the policy hashes.
+        const byValue = this.valueClass(value);
+        return byValue === undefined ? byKey : this.stricter(byKey, byValue);
+      }
     }
+    return this.valueClass(value);
+  }
+
+  /** The first class whose value pattern the value (trimmed) matches. */
+  private valueClass(value: unknown): ClassDef | undefined {
     let s: string | undefined;
     if (typeof value === 'string') s = trimmed(value);
     else if (typeof value === 'number' && Number.isSafeInteger(value) && value > 1e12) s = String(value);
