@@ -39,6 +39,11 @@ export const ErrorCodes = {
     status: 415,
     message: 'Content-Encoding %s is not supported: send identity or gzip',
   },
+  TRIB_ERR_HTTP_TOO_MANY_CONNECTIONS: {
+    status: 429,
+    message:
+      'Too many open connections from this address (server.maxConnectionsPerClient); the connection was closed unanswered',
+  },
   TRIB_ERR_COLLECT_NOT_AN_OBJECT: { status: 400, message: 'The body must be a JSON object' },
   TRIB_ERR_COLLECT_BATCH_NOT_ARRAY: { status: 400, message: 'The "batch" field must be an array of events' },
   TRIB_ERR_COLLECT_UNKNOWN_TYPE: { status: 400, message: 'Unknown event type "%s"' },
@@ -144,6 +149,8 @@ export const EventRejectionCodes = {
   TRIB_ERR_EVENT_MISSING_PREVIOUS_ID: 'an alias event needs a "previousId"',
   TRIB_ERR_EVENT_MESSAGE_ID_TOO_LONG: 'messageId is longer than 100 characters',
   TRIB_ERR_EVENT_INVALID_FIELD: 'a field has the wrong type',
+  TRIB_ERR_EVENT_INVALID_TIMESTAMP:
+    'timestamp, originalTimestamp and sentAt must be ISO-8601 date-times of real days between years 0001 and 9999',
   TRIB_ERR_EVENT_TOO_LARGE: 'the event is larger than 32 KB',
   TRIB_ERR_EVENT_PII_BLOCKED:
     "the source's privacy policy blocks events carrying this kind of data; the event was not stored",

@@ -3,6 +3,7 @@ import { type DestinationConfig, DestinationList, DestinationsConfig } from './d
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { SourceQualityConfig } from './quality-schema.js';
+import { isProxyEntry } from './trust-proxy.js';
 
 export { Duration, parseDuration } from './duration.js';
 
@@ -51,8 +52,55 @@ export const ServerConfig = z
       .strict()
       .prefault({})
       .describe('What /healthz reports.'),
+    requestTimeout: Duration.prefault('30s').describe(
+      'Longest a request may take to arrive, headers and body; then 408 and the connection is closed. 0: no limit.',
+    ),
+    headersTimeout: Duration.prefault('10s').describe(
+      "Longest a request's headers may take to arrive (at most requestTimeout); then 408. 0: no limit.",
+    ),
+    keepAliveTimeout: Duration.prefault('72s').describe(
+      'How long an idle keep-alive connection is kept open between requests (longer than a load balancer keeps its own).',
+    ),
+    connectionTimeout: Duration.prefault('5m').describe(
+      'A connection without any traffic for this long is closed, even while its response is being computed (a long admin query). 0: never.',
+    ),
+    maxConnectionsPerClient: z
+      .number()
+      .int()
+      .min(0)
+      .default(128)
+      .describe(
+        'Most open connections from one client address; more are closed at once. Trusted proxies are not capped. 0: no cap.',
+      ),
+    trustProxy: z
+      .union([
+        z.literal(false),
+        z
+          .array(
+            z
+              .string()
+              .refine(
+                isProxyEntry,
+                'expected an IP address, a CIDR (10.0.0.0/8) or loopback, linklocal, uniquelocal',
+              ),
+          )
+          .min(1),
+      ])
+      .default(false)
+      .describe(
+        'Proxies whose X-Forwarded-For/-Proto/-Host are believed: addresses, CIDRs or loopback, linklocal, uniquelocal. false: none (the socket address is the client).',
+      ),
   })
-  .strict();
+  .strict()
+  .superRefine((s, ctx) => {
+    if (s.requestTimeout > 0 && (s.headersTimeout === 0 || s.headersTimeout > s.requestTimeout)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['headersTimeout'],
+        message: 'must be at most requestTimeout (and not 0 while requestTimeout is set)',
+      });
+    }
+  });
 export type ServerConfig = z.infer<typeof ServerConfig>;
 
 export const StorageConfig = z

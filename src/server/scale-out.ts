@@ -268,6 +268,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       adminToken: opts.adminToken,
       logger,
       publicUrl: config.server.publicUrl,
+      limits: config.server,
       observer,
       privacy: role === 'worker' ? undefined : quality.privacy,
       quality: {

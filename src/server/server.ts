@@ -230,6 +230,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     adminToken: opts.adminToken,
     logger,
     publicUrl: config.server.publicUrl,
+    limits: config.server,
     observer,
     privacy: qualitySetup.privacy,
     quality: {
