@@ -66,6 +66,10 @@ export const ErrorCodes = {
     status: 500,
     message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',
   },
+  TRIB_ERR_DEST_RECORD_REFUSED: {
+    status: 422,
+    message: 'Destination "%s" refused the event, which was left out of the load (the rest was loaded): %s',
+  },
   TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED: {
     status: 500,
     message:

@@ -5,10 +5,14 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { TributaryError } from '../errors.js';
-import { type DestinationRetryItem, TransformingDestination } from '../pipeline/destination-transforms.js';
+import {
+  type DestinationRetryItem,
+  destinationFailure,
+  TransformingDestination,
+} from '../pipeline/destination-transforms.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
-import type { WarehouseDestination } from '../warehouse/destination.js';
+import type { RecordFailure, WarehouseDestination } from '../warehouse/destination.js';
 import type { CheckpointGate } from '../warehouse/duckdb/checkpoint-gate.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
 import { ParquetLake } from '../warehouse/lake/parquet-lake.js';
@@ -25,6 +29,11 @@ export interface RunningDestination {
   offsetKey: string;
   /** The log offset loaded up to (−1 until the stored one was read). */
   position(): number;
+  /**
+   * Why the last load failed, while the destination retries it (undefined once a load
+   * succeeds): for health reporting.
+   */
+  lastError(): { message: string; at: Date } | undefined;
   drained(): Promise<void>;
   /**
    * Runs failed events of this destination's functions through its current functions and
@@ -77,7 +86,7 @@ export async function startDestinations(opts: {
 }): Promise<RunningDestination[]> {
   const running: RunningDestination[] = [];
   const suffix = opts.offsetKeySuffix ?? '';
-  const { loaded, failures, transformed, lag } = destinationMetrics(opts.registry);
+  const { loaded, failures, refused, transformed, lag } = destinationMetrics(opts.registry);
   // The lag gauge reads the destinations of this call until they stop.
   const live = new Set<RunningDestination>();
   const tracked = { running: live, endOffset: opts.endOffset };
@@ -119,6 +128,21 @@ export async function startDestinations(opts: {
     }
     let position = -1;
     let failing = false;
+    let lastError: { message: string; at: Date } | undefined;
+    // Refused events are stored before the load commits, once each: a load redone after a
+    // crash skips those below this consumer's offset (as transformation failures are).
+    const consumer = `load:${config.id}`;
+    const storeRefused = async (failed: readonly RecordFailure[], next: number) => {
+      const done = await failureStore.consumerOffset(consumer);
+      const fresh = failed.filter((f) => f.event.logOffset >= done);
+      if (fresh.length === 0) return;
+      await failureStore.write({
+        events: [],
+        failed: fresh.map((f) => destinationFailure(config.id, f)),
+        consumer,
+        nextOffset: Math.max(done, next),
+      });
+    };
     const sub: FeedSubscription = opts.feed.subscribe({
       name: `destination:${config.id}`,
       from: async () => {
@@ -126,17 +150,27 @@ export async function startDestinations(opts: {
         return position;
       },
       handle: async (events, next) => {
-        await destination.load(events, next);
+        const result = await destination.load(events, next, { onFailed: storeRefused });
+        if (result.status === 'retryable') throw result.error; // the feed retries the load
         position = next;
-        loaded.inc({ destination: config.id }, events.length);
+        loaded.inc({ destination: config.id }, events.length - result.failed.length);
+        if (result.failed.length > 0) {
+          refused.inc({ destination: config.id }, result.failed.length);
+          opts.logger.warn(
+            { destination: config.id, events: result.failed.length, reason: result.failed[0]!.reason },
+            'destination refused events; they are in failed_events, the rest is loaded',
+          );
+        }
         if (failing) opts.logger.info({ destination: config.id }, 'destination loads again');
         failing = false;
+        lastError = undefined;
       },
       maxBatch: config.maxBatch,
       intervalMs: config.interval,
       retryMs: 2_000,
       onError: (err) => {
         failing = true;
+        lastError = { message: (err as Error)?.message ?? String(err), at: new Date() };
         failures.inc({ destination: config.id });
         opts.logger.error({ err, destination: config.id }, 'destination load failed; retrying');
       },
@@ -146,6 +180,7 @@ export async function startDestinations(opts: {
       offsetKey: config.id + suffix,
       type: config.type,
       position: () => position,
+      lastError: () => lastError,
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
       retry: transforming && ((items) => transforming.retry(items)),
@@ -166,6 +201,7 @@ export async function startDestinations(opts: {
 interface DestinationMetrics {
   loaded: Counter<'destination'>;
   failures: Counter<'destination'>;
+  refused: Counter<'destination'>;
   transformed: Counter<'destination' | 'outcome'>;
   /** The running destinations of every `startDestinations` call, for the lag gauge. */
   lag: Set<{ running: ReadonlySet<RunningDestination>; endOffset: () => number }>;
@@ -192,6 +228,12 @@ function destinationMetrics(registry: Registry): DestinationMetrics {
     failures: new Counter({
       name: 'tributary_destination_load_failures_total',
       help: 'Loads that failed and will be retried.',
+      labelNames: ['destination'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'tributary_destination_events_refused_total',
+      help: 'Events a destination could not store, left out of its load and kept in failed_events.',
       labelNames: ['destination'],
       registers,
     }),

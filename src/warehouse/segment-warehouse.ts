@@ -1,5 +1,6 @@
 import { Slice } from '../slice.js';
-import type { SqlEngine, WarehouseDestination } from './destination.js';
+import type { LoadOptions, LoadResult, SqlEngine, WarehouseDestination } from './destination.js';
+import { loadIsolated } from './isolate.js';
 import { WarehouseModel } from './layout/warehouse-model.js';
 import type { StoredEvent } from './warehouse.js';
 
@@ -60,7 +61,18 @@ export class SegmentWarehouse implements WarehouseDestination {
     return offset;
   }
 
-  async load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
+  /**
+   * Loads in one transaction; an event the engine refuses is found by splitting the load
+   * (`loadIsolated`) and left out, reported in the result.
+   */
+  load(events: readonly StoredEvent[], nextOffset: number, options?: LoadOptions): Promise<LoadResult> {
+    return loadIsolated(this.name, events, nextOffset, options, {
+      attempt: (part, commit) => this.apply(part, nextOffset, commit),
+      refusesData: (err) => this.options.engine.refusesData(err),
+    });
+  }
+
+  private async apply(events: readonly StoredEvent[], nextOffset: number, commit: boolean): Promise<void> {
     if (!this.model) await this.storedOffset();
     const model = this.model!;
     const part = Math.max(1, this.options.engine.planPart ?? events.length);
@@ -84,8 +96,11 @@ export class SegmentWarehouse implements WarehouseDestination {
         namesSeen: this.namesSeen,
         // Names other instances gave out since the model was read: planned on, never given twice.
         catchUp: (names) => model.restore(names),
+        commit,
       });
-      if (done) this.namesSeen = done.namesSeen;
+      if (!commit)
+        this.model = undefined; // rolled back: the plan's names too
+      else if (done) this.namesSeen = done.namesSeen;
     } catch (err) {
       this.model = undefined; // the plan's names were rolled back with it
       throw err;

@@ -1,7 +1,7 @@
 import type { DuckDBAppender, DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { quoteIdent } from '../../duckdb-sql.js';
 import { Slice } from '../../slice.js';
-import type { SqlEngine } from '../destination.js';
+import type { ApplyOptions, SqlEngine } from '../destination.js';
 import type { CellValue, ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
 import type { CheckpointGate } from './checkpoint-gate.js';
@@ -73,6 +73,10 @@ export class DuckDBEngine implements SqlEngine {
     return `${this.catalog}.${quoteIdent(schema)}.${quoteIdent(table)}`;
   }
 
+  refusesData(err: unknown): boolean {
+    return duckdbRefusesData(err);
+  }
+
   async setup(): Promise<void> {
     const c = await this.connection();
     await c.run(`CREATE SCHEMA IF NOT EXISTS ${this.catalog}._tributary`);
@@ -112,6 +116,7 @@ export class DuckDBEngine implements SqlEngine {
     destination: string,
     plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
     nextOffset: number,
+    options: ApplyOptions = {},
   ): Promise<void> {
     const c = await this.connection();
     await c.run('BEGIN TRANSACTION');
@@ -151,6 +156,11 @@ export class DuckDBEngine implements SqlEngine {
         `INSERT OR REPLACE INTO ${this.catalog}._tributary.warehouse_offsets VALUES ($1, $2, now())`,
         [destination, BigInt(nextOffset)],
       );
+      if (options.commit === false) {
+        this.orders.clear();
+        await c.run('ROLLBACK');
+        return;
+      }
       await c.run('COMMIT');
     } catch (err) {
       this.orders.clear();
@@ -258,6 +268,21 @@ export class DuckDBEngine implements SqlEngine {
     this.conn?.closeSync();
     this.conn = undefined;
   }
+}
+
+/**
+ * Whether a DuckDB error is about the data (a value it cannot convert or parse, a constraint)
+ * rather than the engine (I/O, memory, a conflict, a table changed under it: retried). The
+ * appender's conversion errors carry no type prefix ("Could not convert string …").
+ */
+export function duckdbRefusesData(err: unknown): boolean {
+  const message = (err as Error | undefined)?.message;
+  return (
+    typeof message === 'string' &&
+    /^((Conversion|Invalid Input|Constraint|Out of Range|Mismatch Type) Error|Could not convert|Malformed JSON)/.test(
+      message,
+    )
+  );
 }
 
 /**

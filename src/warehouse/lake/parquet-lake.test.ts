@@ -97,4 +97,25 @@ describe('ParquetLake', () => {
     expect((await read()).map((r) => r[0])).toEqual(['m-0', 'm-1']);
     expect(readdirSync(join(root, '_staging'))).toEqual([]);
   });
+
+  it('leaves out an event DuckDB cannot write, reports it before the commit, and writes the rest', async () => {
+    const { root, open, read } = await lake();
+    const l = open();
+    // A lone surrogate: JavaScript writes it as JSON, DuckDB's JSON parser refuses it.
+    const bad = storedEvent(1, { type: 'track', event: 'X', userId: 'u1', properties: { s: '\ud800' } });
+    const reported: string[] = [];
+    const result = await l.load([track(0), bad, track(2)], 3, {
+      onFailed: async (failed) => {
+        reported.push(...failed.map((f) => f.event.messageId));
+        expect(l.manifests()).toEqual([]); // nothing committed yet
+      },
+    });
+    expect(result.status === 'ok' && result.failed.map((f) => [f.event.messageId, f.code])).toEqual([
+      ['m-1', 'TRIB_ERR_DEST_RECORD_REFUSED'],
+    ]);
+    expect(reported).toEqual(['m-1']);
+    expect((await read()).map((r) => r[0])).toEqual(['m-0', 'm-2']);
+    expect(l.manifests().map((m) => [m.nextOffset, m.rows])).toEqual([[3, 2]]);
+    expect(readdirSync(join(root, '_staging'))).toEqual([]); // no probe left behind
+  });
 });

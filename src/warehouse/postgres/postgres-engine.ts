@@ -68,6 +68,17 @@ export class PostgresEngine implements SqlEngine {
     return this.connecting;
   }
 
+  /**
+   * Data exceptions (SQLSTATE class 22: a value the column cannot take, invalid JSON text),
+   * integrity violations (23) and program limits (54: a row or index entry too large) are
+   * the data's; anything else (no SQLSTATE: the socket; 57014: a statement timeout; 08:
+   * the connection; 40: serialization) is not.
+   */
+  refusesData(err: unknown): boolean {
+    const code = (err as { code?: unknown } | undefined)?.code;
+    return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
+  }
+
   async setup(): Promise<void> {
     const c = await this.connection();
     await c.query('BEGIN');
@@ -164,12 +175,19 @@ export class PostgresEngine implements SqlEngine {
          ON CONFLICT (destination) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
         [options.offsetKey ?? destination, nextOffset],
       );
+      if (options.commit === false) {
+        await c.query('ROLLBACK');
+        return { namesSeen: options.namesSeen ?? -1 };
+      }
       await c.query('COMMIT');
       return { namesSeen: names.length > 0 ? batch : seen };
     } catch (err) {
-      await Promise.allSettled(inFlight);
+      // A copy in flight may be what failed, and the statement behind it only saw the
+      // aborted transaction (25P02): the copy's error is the one that says why.
+      const settled = await Promise.allSettled(inFlight);
       await c.query('ROLLBACK').catch(() => undefined);
-      throw err;
+      const cause = settled.find((r) => r.status === 'rejected' && this.refusesData(r.reason));
+      throw cause?.status === 'rejected' ? cause.reason : err;
     }
   }
 
