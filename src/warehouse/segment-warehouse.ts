@@ -53,6 +53,7 @@ export class SegmentWarehouse implements WarehouseDestination {
     const template = this.options.schema ?? '{source}';
     const model = new WarehouseModel({
       maxColumns: this.options.maxColumns ?? this.options.engine.maxColumns,
+      maxRowBytes: this.options.engine.maxRowBytes,
       schemaFor: (source) => template.replaceAll('{source}', source),
     });
     model.restore(names);

@@ -329,6 +329,26 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       expect(await w.storedOffset()).toBe(8);
     });
 
+    it('stores an event with 1,100 numeric properties, with what a row cannot hold in the overflow column', async () => {
+      const w = await warehouse();
+      const wide = (offset: number, k: number) =>
+        track(offset, 'Wide', Object.fromEntries(Array.from({ length: 1100 }, (_, i) => [`p${i}`, i + k])));
+      const result = await w.load([wide(0, 0.5), wide(1, 0.25)], 2);
+      expect(result).toEqual({ status: 'ok', failed: [] });
+      const rows = await h.query('SELECT * FROM "web"."wide" ORDER BY id');
+      expect(rows.map((r) => r.id)).toEqual(['m-0', 'm-1']);
+      for (const [row, k] of [
+        [rows[0]!, 0.5],
+        [rows[1]!, 0.25],
+      ] as const) {
+        const raw = row._overflow;
+        const overflow = (typeof raw === 'string' ? JSON.parse(raw) : (raw ?? {})) as Record<string, unknown>;
+        const values = Array.from({ length: 1100 }, (_, i) => Number(row[`p${i}`] ?? overflow[`p${i}`]));
+        expect(values).toEqual(Array.from({ length: 1100 }, (_, i) => i + k));
+      }
+      expect(await w.storedOffset()).toBe(2);
+    });
+
     it('loads a large batch (planned in parts by some engines) with columns added and widened late', async () => {
       const w = await warehouse();
       const batch = Array.from({ length: 6000 }, (_, i) =>

@@ -39,6 +39,12 @@ export function pgIdent(name: string): string {
 export class PostgresEngine implements SqlEngine {
   readonly maxColumns: number;
   readonly planPart = 2500;
+  /**
+   * A row must fit in an 8 KB page (8,160 bytes of it for the tuple, less its 24-byte header
+   * and a null bitmap of up to 200 bytes); past this, values go to `_overflow`. Below the
+   * 7,936 left, for alignment the estimate does not count.
+   */
+  readonly maxRowBytes = 7_600;
   private client: pg.Client | undefined;
   private connecting: Promise<pg.Client> | undefined;
 
