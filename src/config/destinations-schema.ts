@@ -80,6 +80,13 @@ export const PostgresDestinationConfig = z
     ssl: z.boolean().default(false).describe('Connect with TLS.'),
     schema: schemaTemplate,
     maxColumns,
+    statementTimeout: Interval.prefault('60s').describe(
+      'PostgreSQL cancels a statement of the destination that runs longer (statement_timeout); the load is retried.',
+    ),
+    connectTimeout: Interval.prefault('10s').describe('Most time to open a connection.'),
+    socketTimeout: Interval.optional().describe(
+      'A load that gets no byte from the server for this long (a frozen connection) closes its connection and is retried; default statementTimeout + 15s.',
+    ),
   })
   .strict()
   .superRefine((c, ctx) => {

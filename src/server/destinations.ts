@@ -321,7 +321,15 @@ async function build(
         offsetKey,
         schema: config.schema,
         maxColumns: config.maxColumns,
-        engine: new PostgresEngine({ connection: pgConnection(config), maxColumns: config.maxColumns }),
+        engine: new PostgresEngine({
+          connection: pgConnection(config),
+          maxColumns: config.maxColumns,
+          timeouts: {
+            statementMs: config.statementTimeout,
+            connectMs: config.connectTimeout,
+            socketMs: config.socketTimeout,
+          },
+        }),
       });
     case 'parquet':
       return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path) });

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
@@ -24,6 +25,34 @@ export interface PostgresEngineOptions {
   connection: pg.ClientConfig;
   /** Column limit per table; PostgreSQL refuses more than 1,600. */
   maxColumns?: number;
+  /** How long the destination waits for PostgreSQL; see {@link PostgresTimeouts}. */
+  timeouts?: PostgresTimeouts;
+}
+
+/**
+ * Bounds on every wait for PostgreSQL, so a server that stops answering (a frozen
+ * connection, a lost network) fails the load, which is retried on a new connection,
+ * instead of stalling the destination for good.
+ */
+export interface PostgresTimeouts {
+  /** `statement_timeout` of the session: PostgreSQL cancels a longer statement. Default 60 s. */
+  statementMs?: number;
+  /** Most time to open a connection (`connectionTimeoutMillis`). Default 10 s. */
+  connectMs?: number;
+  /**
+   * Most time a load, read or setup may go without a byte from the server (`query_timeout`,
+   * and a socket timeout that also covers COPY); then the connection is closed. Longer
+   * than `statementMs`, or the server's own cancellation could not arrive first.
+   * Default `statementMs` + 15 s.
+   */
+  socketMs?: number;
+}
+
+export const POSTGRES_TIMEOUT_DEFAULTS = { statementMs: 60_000, connectMs: 10_000 } as const;
+
+/** What a pg.Client keeps of its socket (not in its types). */
+interface ClientInternals {
+  connection?: { stream?: Socket };
 }
 
 /** An identifier in double quotes, inner quotes doubled. */
@@ -47,15 +76,58 @@ export class PostgresEngine implements SqlEngine {
   readonly maxRowBytes = 7_600;
   private client: pg.Client | undefined;
   private connecting: Promise<pg.Client> | undefined;
+  private readonly socketMs: number;
+  private readonly clientConfig: pg.ClientConfig;
 
   constructor(private readonly options: PostgresEngineOptions) {
     this.maxColumns = Math.min(options.maxColumns ?? 1600, 1600);
+    const statementMs = options.timeouts?.statementMs ?? POSTGRES_TIMEOUT_DEFAULTS.statementMs;
+    this.socketMs = options.timeouts?.socketMs ?? statementMs + 15_000;
+    this.clientConfig = {
+      ...options.connection,
+      statement_timeout: statementMs,
+      query_timeout: this.socketMs,
+      connectionTimeoutMillis: options.timeouts?.connectMs ?? POSTGRES_TIMEOUT_DEFAULTS.connectMs,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    };
+  }
+
+  /**
+   * Runs `fn` on the connection with a socket timeout armed: when the server sends nothing
+   * for `socketMs` (the statement timeout would have answered by then), the socket is
+   * destroyed and every query on it fails. After any failure that is not the data's, the
+   * connection is dropped, so the retry starts on a fresh one (a timed-out query may still
+   * hold the old one).
+   */
+  private async guarded<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = await this.connection();
+    const socket = (c as unknown as ClientInternals).connection?.stream;
+    const silent = () =>
+      socket?.destroy(new Error(`PostgreSQL sent nothing for ${this.socketMs} ms; connection closed`));
+    socket?.setTimeout(this.socketMs, silent);
+    try {
+      return await fn(c);
+    } catch (err) {
+      if (!this.refusesData(err)) this.drop(c);
+      throw err;
+    } finally {
+      socket?.setTimeout(0, silent);
+      socket?.off('timeout', silent);
+    }
+  }
+
+  /** Forgets a connection and closes its socket without waiting on the server. */
+  private drop(c: pg.Client): void {
+    if (this.client === c) this.client = undefined;
+    (c as unknown as ClientInternals).connection?.stream?.destroy();
+    c.end().catch(() => undefined);
   }
 
   private connection(): Promise<pg.Client> {
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
-      const client = new pg.Client(this.options.connection);
+      const client = new pg.Client(this.clientConfig);
       // A broken connection is replaced on the next call; the load in flight fails and is retried.
       client.on('error', () => {
         if (this.client === client) this.client = undefined;
@@ -85,8 +157,11 @@ export class PostgresEngine implements SqlEngine {
     return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
   }
 
-  async setup(): Promise<void> {
-    const c = await this.connection();
+  setup(): Promise<void> {
+    return this.guarded((c) => this.setupOn(c));
+  }
+
+  private async setupOn(c: pg.Client): Promise<void> {
     await c.query('BEGIN');
     try {
       // Several instances start at once; concurrent CREATE … IF NOT EXISTS can still collide.
@@ -105,17 +180,18 @@ export class PostgresEngine implements SqlEngine {
     }
   }
 
-  async readState(
+  readState(
     destination: string,
     offsetKey = destination,
   ): Promise<{ offset: number; names: NameRecord[]; namesSeen: number }> {
-    const c = await this.connection();
-    const o = await c.query<{ next_offset: string }>(
-      'SELECT next_offset FROM _tributary.warehouse_offsets WHERE destination = $1',
-      [offsetKey],
-    );
-    const { names, namesSeen } = await readNames(c, destination, -1);
-    return { offset: Number(o.rows[0]?.next_offset ?? 0), names, namesSeen };
+    return this.guarded(async (c) => {
+      const o = await c.query<{ next_offset: string }>(
+        'SELECT next_offset FROM _tributary.warehouse_offsets WHERE destination = $1',
+        [offsetKey],
+      );
+      const { names, namesSeen } = await readNames(c, destination, -1);
+      return { offset: Number(o.rows[0]?.next_offset ?? 0), names, namesSeen };
+    });
   }
 
   /**
@@ -135,13 +211,22 @@ export class PostgresEngine implements SqlEngine {
    * (`batch_offset` counts up per destination), so an instance reading them after the lock
    * sees every column that exists, with the name and type it was given.
    */
-  async apply(
+  apply(
     destination: string,
     plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
     nextOffset: number,
     options: ApplyOptions = {},
   ): Promise<{ namesSeen: number }> {
-    const c = await this.connection();
+    return this.guarded((c) => this.applyOn(c, destination, plans, nextOffset, options));
+  }
+
+  private async applyOn(
+    c: pg.Client,
+    destination: string,
+    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
+    nextOffset: number,
+    options: ApplyOptions,
+  ): Promise<{ namesSeen: number }> {
     await c.query('BEGIN');
     const inFlight: Promise<void>[] = [];
     try {
@@ -260,10 +345,13 @@ export class PostgresEngine implements SqlEngine {
     return { done: Promise.resolve() };
   }
 
+  /** Ends the connection; one the server does not answer is closed after `socketMs`. */
   async close(): Promise<void> {
     const c = this.client;
     this.client = undefined;
-    await c?.end();
+    const socket = (c as unknown as ClientInternals | undefined)?.connection?.stream;
+    socket?.setTimeout(this.socketMs, () => socket.destroy());
+    await c?.end().catch(() => undefined);
   }
 }
 
