@@ -70,6 +70,11 @@ export const ErrorCodes = {
     status: 422,
     message: 'Destination "%s" refused the event, which was left out of the load (the rest was loaded): %s',
   },
+  TRIB_ERR_DEST_FOREIGN_OFFSETS: {
+    status: 500,
+    message:
+      'Destination "%s" holds offsets of another event log (%s) in workspace "%s", not of this one (%s): the log was replaced (a new data folder or stream) or another workspace of the same name loads into this database. Loading would skip events, so it does not start. To load this log from its start into the same tables (stored rows are kept; rows are merged on id), set startOver: true on the destination and restart; to keep two workspaces apart, give each its own workspace: name',
+  },
   TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED: {
     status: 500,
     message:

@@ -26,6 +26,12 @@ const common = {
     'Least time from the start of one load to the next while the destination keeps up (a full batch waiting loads at once).',
   ),
   maxBatch: z.number().int().min(1).max(1_000_000).default(10_000).describe('Most events per load.'),
+  startOver: z
+    .boolean()
+    .default(false)
+    .describe(
+      'When the destination holds offsets of another event log (a new data folder or stream): load this log from its start, deleting those offsets. Off: the start is refused (docs/operations.md).',
+    ),
   transformations: z
     .array(TransformationConfig)
     .optional()

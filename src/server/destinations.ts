@@ -12,7 +12,7 @@ import {
 } from '../pipeline/destination-transforms.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
-import type { RecordFailure, WarehouseDestination } from '../warehouse/destination.js';
+import type { OffsetScope, RecordFailure, WarehouseDestination } from '../warehouse/destination.js';
 import type { CheckpointGate } from '../warehouse/duckdb/checkpoint-gate.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
 import { ParquetLake } from '../warehouse/lake/parquet-lake.js';
@@ -50,6 +50,11 @@ export interface RunningDestination {
  */
 export async function startDestinations(opts: {
   destinations: readonly DestinationConfig[];
+  /**
+   * The workspace and the event log's identity the destinations' offsets are stored for
+   * (SQL destinations). Absent: keyed by destination alone, as before offsets had a scope.
+   */
+  scope?: { workspace: string; logId: string };
   /** The process's DuckDB instance (DuckDB and Parquet destinations); absent in scale-out. */
   instance?: DuckDBInstance;
   dataDir: string;
@@ -111,7 +116,15 @@ export async function startDestinations(opts: {
       throw err;
     }
     try {
-      destination = await build(config, opts.instance, opts.dataDir, config.id + suffix, opts.checkpoints);
+      const scope = opts.scope && { ...opts.scope, startOver: config.startOver };
+      destination = await build(
+        config,
+        opts.instance,
+        opts.dataDir,
+        config.id + suffix,
+        opts.checkpoints,
+        scope,
+      );
     } catch (err) {
       for (const s of stages) await s.close?.();
       for (const d of running) await d.stop();
@@ -125,6 +138,18 @@ export async function startDestinations(opts: {
         outcome: (d, outcome, n) => transformed.inc({ destination: d, outcome }, n),
       });
       destination = transforming;
+    }
+    // Offsets of another log refuse the start here, with what to do; a database that does not
+    // answer yet does not (the feed retries it).
+    try {
+      await destination.storedOffset();
+    } catch (err) {
+      if (err instanceof TributaryError && err.code === 'TRIB_ERR_DEST_FOREIGN_OFFSETS') {
+        await destination.close().catch(() => undefined);
+        for (const d of running) await d.stop();
+        throw err;
+      }
+      opts.logger.warn({ err, destination: config.id }, 'destination not reachable at start; retrying');
     }
     let position = -1;
     let failing = false;
@@ -287,6 +312,7 @@ async function build(
   dataDir: string,
   offsetKey: string,
   checkpoints: CheckpointGate | undefined,
+  scope: OffsetScope | undefined,
 ): Promise<WarehouseDestination> {
   const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
   if (instance === undefined && config.type !== 'postgres') {
@@ -310,6 +336,7 @@ async function build(
       }
       return new SegmentWarehouse({
         name: config.id,
+        scope,
         schema: config.schema,
         maxColumns: config.maxColumns,
         engine: new DuckDBEngine(instance!, { catalog, maxColumns: config.maxColumns, checkpoints: gate }),
@@ -319,6 +346,7 @@ async function build(
       return new SegmentWarehouse({
         name: config.id,
         offsetKey,
+        scope,
         schema: config.schema,
         maxColumns: config.maxColumns,
         engine: new PostgresEngine({

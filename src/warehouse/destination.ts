@@ -94,10 +94,9 @@ export interface SqlEngine {
    * destination gave out, in the order given. Engines that take concurrent writers also
    * return `namesSeen`, the mark to pass to `apply`.
    */
-  readState(
-    destination: string,
-    offsetKey?: string,
-  ): Promise<{ offset: number; names: NameRecord[]; namesSeen?: number }>;
+  readState(destination: string, offsetKey?: string, scope?: OffsetScope): Promise<EngineState>;
+  /** Deletes the offsets other logs stored under `offsetKey` in the scope's workspace. */
+  forgetForeignOffsets(offsetKey: string, scope: OffsetScope): Promise<void>;
   /**
    * Events per plan: a load is planned in parts of this size, which the engine pulls one at a
    * time, so it can plan the next part while the database still works on the last one.
@@ -118,10 +117,26 @@ export interface SqlEngine {
   close(): Promise<void>;
 }
 
+/** What an engine holds for a destination: see `SqlEngine.readState`. */
+export interface EngineState {
+  /**
+   * The stored offset of the key in the scope. An offset stored by a version before scopes
+   * (no workspace, no log) is taken over by the first scope that reads it while none of its
+   * workspace's is stored.
+   */
+  offset: number;
+  names: NameRecord[];
+  namesSeen?: number;
+  /** Logs other than the scope's whose offsets are stored under the key in the workspace. */
+  foreignLogs: string[];
+}
+
 /** How one instance of a destination among several (one per log partition) loads. */
 export interface ApplyOptions {
   /** Key of the stored offset. Default the destination's name. */
   offsetKey?: string;
+  /** Workspace and log the offset is stored for. Default none (empty strings). */
+  scope?: OffsetScope;
   /**
    * False: run the plans and roll back, to learn whether the engine takes them (used to
    * find the events it refuses). Default true.

@@ -1,5 +1,6 @@
+import { TributaryError } from '../errors.js';
 import { Slice } from '../slice.js';
-import type { LoadOptions, LoadResult, SqlEngine, WarehouseDestination } from './destination.js';
+import type { LoadOptions, LoadResult, OffsetScope, SqlEngine, WarehouseDestination } from './destination.js';
 import { loadIsolated } from './isolate.js';
 import { WarehouseModel } from './layout/warehouse-model.js';
 import type { StoredEvent } from './warehouse.js';
@@ -13,6 +14,12 @@ export interface SegmentWarehouseOptions {
    */
   offsetKey?: string;
   engine: SqlEngine;
+  /**
+   * Workspace and log the offset is stored for; offsets of another log under the same key
+   * and workspace refuse the start (`TRIB_ERR_DEST_FOREIGN_OFFSETS`) unless `startOver`.
+   * Default none: the offset is keyed by `offsetKey` alone.
+   */
+  scope?: OffsetScope;
   /**
    * Schema name of a source before folding; `{source}` stands for the source id.
    * Default `{source}`: one schema per source, as Segment names schemas after sources.
@@ -46,10 +53,22 @@ export class SegmentWarehouse implements WarehouseDestination {
   async storedOffset(): Promise<number> {
     this.ready ??= this.options.engine.setup();
     await this.ready;
-    const { offset, names, namesSeen } = await this.options.engine.readState(
-      this.name,
-      this.options.offsetKey ?? this.name,
-    );
+    const key = this.options.offsetKey ?? this.name;
+    const scope = this.options.scope;
+    let state = await this.options.engine.readState(this.name, key, scope);
+    if (state.foreignLogs.length > 0 && scope) {
+      if (!scope.startOver) {
+        throw new TributaryError('TRIB_ERR_DEST_FOREIGN_OFFSETS', [
+          this.name,
+          state.foreignLogs.join(', '),
+          scope.workspace,
+          scope.logId,
+        ]);
+      }
+      await this.options.engine.forgetForeignOffsets(key, scope);
+      state = await this.options.engine.readState(this.name, key, scope);
+    }
+    const { offset, names, namesSeen } = state;
     const template = this.options.schema ?? '{source}';
     const model = new WarehouseModel({
       maxColumns: this.options.maxColumns ?? this.options.engine.maxColumns,
@@ -94,6 +113,7 @@ export class SegmentWarehouse implements WarehouseDestination {
     try {
       const done = await this.options.engine.apply(this.name, plans(), nextOffset, {
         offsetKey: this.options.offsetKey ?? this.name,
+        scope: this.options.scope,
         namesSeen: this.namesSeen,
         // Names other instances gave out since the model was read: planned on, never given twice.
         catchUp: (names) => model.restore(names),

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { SqlEngine } from '../../src/warehouse/destination.js';
+import type { OffsetScope, SqlEngine } from '../../src/warehouse/destination.js';
 import { SegmentWarehouse } from '../../src/warehouse/segment-warehouse.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 
@@ -53,10 +53,18 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       await h?.cleanup();
     });
 
-    async function warehouse(options: { maxColumns?: number; reopen?: boolean } = {}) {
+    async function warehouse(
+      options: { maxColumns?: number; reopen?: boolean; scope?: OffsetScope; offsetKey?: string } = {},
+    ) {
       if (!options.reopen) h = (await harness())!;
       const engine = options.reopen ? await h.reopen() : await h.engine();
-      const w = new SegmentWarehouse({ name: 'wh', engine, maxColumns: options.maxColumns });
+      const w = new SegmentWarehouse({
+        name: 'wh',
+        engine,
+        maxColumns: options.maxColumns,
+        scope: options.scope,
+        offsetKey: options.offsetKey,
+      });
       open.push(w);
       return w;
     }
@@ -347,6 +355,50 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
         expect(values).toEqual(Array.from({ length: 1100 }, (_, i) => i + k));
       }
       expect(await w.storedOffset()).toBe(2);
+    });
+
+    it('keeps offsets per workspace and log, and refuses offsets of another log unless told to start over', async () => {
+      const a = await warehouse({ scope: { workspace: 'a', logId: 'log-1' } });
+      expect(await a.storedOffset()).toBe(0);
+      await a.load([track(0, 'E', { n: 1 }), track(1, 'E', { n: 2 })], 2);
+      // Another workspace loading into the same tables starts from its own log's start.
+      const b = await warehouse({ reopen: true, scope: { workspace: 'b', logId: 'log-2' } });
+      expect(await b.storedOffset()).toBe(0);
+      await b.load([track(0, 'E', { n: 3 }, { messageId: 'b-0' })], 1);
+      expect(await text('SELECT id FROM "web"."e" ORDER BY id')).toEqual([['b-0'], ['m-0'], ['m-1']]);
+      expect(await a.storedOffset()).toBe(2);
+      expect(await b.storedOffset()).toBe(1);
+      // A new log of workspace a finds log-1's offsets: it would skip events, so it refuses.
+      const fresh = await warehouse({ reopen: true, scope: { workspace: 'a', logId: 'log-3' } });
+      const refused = await fresh.storedOffset().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(refused).toMatchObject({ code: 'TRIB_ERR_DEST_FOREIGN_OFFSETS' });
+      expect((refused as Error).message).toContain('startOver: true');
+      const over = await warehouse({
+        reopen: true,
+        scope: { workspace: 'a', logId: 'log-3', startOver: true },
+      });
+      expect(await over.storedOffset()).toBe(0);
+      await over.load([track(0, 'E', { n: 4 }, { messageId: 'c-0' })], 1);
+      expect(await over.storedOffset()).toBe(1);
+      expect(await b.storedOffset()).toBe(1); // other workspaces untouched
+      expect(await count('"web"."e"')).toBe(4);
+    });
+
+    it('moves offsets of a version before scopes: the first workspace and log to read one take it over', async () => {
+      h = (await harness())!;
+      await h.query('CREATE SCHEMA _tributary');
+      await h.query(`CREATE TABLE _tributary.warehouse_offsets (
+        destination VARCHAR PRIMARY KEY, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)`);
+      await h.query(`INSERT INTO _tributary.warehouse_offsets VALUES ('wh', 5, now())`);
+      const mine = await warehouse({ reopen: true, scope: { workspace: 'a', logId: 'log-1' } });
+      expect(await mine.storedOffset()).toBe(5);
+      await mine.load([track(5, 'E', { n: 1 })], 6);
+      const other = await warehouse({ reopen: true, scope: { workspace: 'b', logId: 'log-2' } });
+      expect(await other.storedOffset()).toBe(0);
+      expect(await mine.storedOffset()).toBe(6);
     });
 
     it('loads a large batch (planned in parts by some engines) with columns added and widened late', async () => {

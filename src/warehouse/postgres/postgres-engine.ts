@@ -3,9 +3,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { ApplyOptions, SqlEngine } from '../destination.js';
+import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../destination.js';
 import type { ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+import { scopedOffset } from '../offset-scope.js';
 import { advisoryXactLock } from './advisory-locks.js';
 
 const TYPES: Record<ColumnType, string> = {
@@ -79,7 +80,7 @@ export class PostgresEngine implements SqlEngine {
   private readonly socketMs: number;
   private readonly clientConfig: pg.ClientConfig;
 
-  constructor(private readonly options: PostgresEngineOptions) {
+  constructor(options: PostgresEngineOptions) {
     this.maxColumns = Math.min(options.maxColumns ?? 1600, 1600);
     const statementMs = options.timeouts?.statementMs ?? POSTGRES_TIMEOUT_DEFAULTS.statementMs;
     this.socketMs = options.timeouts?.socketMs ?? statementMs + 15_000;
@@ -168,7 +169,22 @@ export class PostgresEngine implements SqlEngine {
       await advisoryXactLock(c, 'warehouse-setup');
       await c.query('CREATE SCHEMA IF NOT EXISTS _tributary');
       await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_offsets (
-        destination text PRIMARY KEY, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL)`);
+        destination text NOT NULL, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL,
+        workspace text NOT NULL DEFAULT '', log_id text NOT NULL DEFAULT '',
+        PRIMARY KEY (destination, workspace, log_id))`);
+      // Versions before offsets had a scope keyed them by destination alone: their rows keep
+      // empty scopes, taken over by the first workspace and log that read them.
+      await c.query(`ALTER TABLE _tributary.warehouse_offsets
+        ADD COLUMN IF NOT EXISTS workspace text NOT NULL DEFAULT '',
+        ADD COLUMN IF NOT EXISTS log_id text NOT NULL DEFAULT ''`);
+      const pk = await c.query<{ conname: string; n: number }>(
+        `SELECT conname, array_length(conkey, 1) AS n FROM pg_constraint
+         WHERE conrelid = '_tributary.warehouse_offsets'::regclass AND contype = 'p'`,
+      );
+      if (pk.rows[0] && pk.rows[0].n !== 3) {
+        await c.query(`ALTER TABLE _tributary.warehouse_offsets DROP CONSTRAINT ${pgIdent(pk.rows[0].conname)},
+          ADD PRIMARY KEY (destination, workspace, log_id)`);
+      }
       await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_names (
         destination text NOT NULL, batch_offset bigint NOT NULL, idx integer NOT NULL, kind text NOT NULL,
         key text NOT NULL, schema_name text NOT NULL, table_name text, name text NOT NULL, type text,
@@ -180,17 +196,36 @@ export class PostgresEngine implements SqlEngine {
     }
   }
 
-  readState(
-    destination: string,
-    offsetKey = destination,
-  ): Promise<{ offset: number; names: NameRecord[]; namesSeen: number }> {
+  readState(destination: string, offsetKey = destination, scope?: OffsetScope): Promise<EngineState> {
     return this.guarded(async (c) => {
-      const o = await c.query<{ next_offset: string }>(
-        'SELECT next_offset FROM _tributary.warehouse_offsets WHERE destination = $1',
-        [offsetKey],
+      const ws = scope?.workspace ?? '';
+      const log = scope?.logId ?? '';
+      const o = await c.query<{ workspace: string; log_id: string; next_offset: string }>(
+        `SELECT workspace, log_id, next_offset FROM _tributary.warehouse_offsets
+         WHERE destination = $1 AND workspace IN ($2, '')`,
+        [offsetKey, ws],
       );
+      const state = scopedOffset(o.rows, ws, log);
+      if (state.claim) {
+        // Taken over once: another workspace reading the row later finds it gone.
+        const claimed = await c.query(
+          `UPDATE _tributary.warehouse_offsets SET workspace = $2, log_id = $3
+           WHERE destination = $1 AND workspace = '' AND log_id = ''`,
+          [offsetKey, ws, log],
+        );
+        if (claimed.rowCount === 0) state.offset = 0;
+      }
       const { names, namesSeen } = await readNames(c, destination, -1);
-      return { offset: Number(o.rows[0]?.next_offset ?? 0), names, namesSeen };
+      return { offset: state.offset, names, namesSeen, foreignLogs: state.foreignLogs };
+    });
+  }
+
+  forgetForeignOffsets(offsetKey: string, scope: OffsetScope): Promise<void> {
+    return this.guarded(async (c) => {
+      await c.query(
+        'DELETE FROM _tributary.warehouse_offsets WHERE destination = $1 AND workspace = $2 AND log_id <> $3',
+        [offsetKey, scope.workspace, scope.logId],
+      );
     });
   }
 
@@ -262,9 +297,16 @@ export class PostgresEngine implements SqlEngine {
         await c.query(`INSERT INTO _tributary.warehouse_names VALUES ${tuples.join(', ')}`, values);
       }
       await c.query(
-        `INSERT INTO _tributary.warehouse_offsets VALUES ($1, $2, now())
-         ON CONFLICT (destination) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-        [options.offsetKey ?? destination, nextOffset],
+        `INSERT INTO _tributary.warehouse_offsets (destination, workspace, log_id, next_offset, updated_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (destination, workspace, log_id)
+         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+        [
+          options.offsetKey ?? destination,
+          options.scope?.workspace ?? '',
+          options.scope?.logId ?? '',
+          nextOffset,
+        ],
       );
       if (options.commit === false) {
         await c.query('ROLLBACK');
