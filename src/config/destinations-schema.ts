@@ -26,12 +26,6 @@ const common = {
     'Least time from the start of one load to the next while the destination keeps up (a full batch waiting loads at once).',
   ),
   maxBatch: z.number().int().min(1).max(1_000_000).default(10_000).describe('Most events per load.'),
-  startOver: z
-    .boolean()
-    .default(false)
-    .describe(
-      'When the destination holds offsets of another event log (a new data folder or stream): load this log from its start, deleting those offsets. Off: the start is refused (docs/operations.md).',
-    ),
   transformations: z
     .array(TransformationConfig)
     .optional()
@@ -45,6 +39,13 @@ const schemaTemplate = z
   .min(1)
   .default('{source}')
   .describe('Schema of a source\'s tables; "{source}" stands for the source id. Folded to a valid name.');
+
+const startOver = z
+  .boolean()
+  .default(false)
+  .describe(
+    'When the destination holds offsets of another event log (a new data folder or stream): load this log from its start, deleting those offsets. Off: the start is refused (docs/operations.md).',
+  );
 
 const maxColumns = z
   .number()
@@ -65,6 +66,7 @@ export const DuckDBDestinationConfig = z
       .describe("DuckDB file (relative to the data folder); default the embedded warehouse's own file."),
     schema: schemaTemplate,
     maxColumns,
+    startOver,
   })
   .strict();
 export type DuckDBDestinationConfig = z.infer<typeof DuckDBDestinationConfig>;
@@ -86,6 +88,7 @@ export const PostgresDestinationConfig = z
     ssl: z.boolean().default(false).describe('Connect with TLS.'),
     schema: schemaTemplate,
     maxColumns,
+    startOver,
     statementTimeout: Interval.prefault('60s').describe(
       'PostgreSQL cancels a statement of the destination that runs longer (statement_timeout); the load is retried.',
     ),

@@ -116,7 +116,10 @@ export async function startDestinations(opts: {
       throw err;
     }
     try {
-      const scope = opts.scope && { ...opts.scope, startOver: config.startOver };
+      const scope = opts.scope && {
+        ...opts.scope,
+        startOver: config.type !== 'parquet' && config.startOver,
+      };
       destination = await build(
         config,
         opts.instance,
@@ -144,7 +147,10 @@ export async function startDestinations(opts: {
     try {
       await destination.storedOffset();
     } catch (err) {
-      if (err instanceof TributaryError && err.code === 'TRIB_ERR_DEST_FOREIGN_OFFSETS') {
+      if (
+        err instanceof TributaryError &&
+        (err.code === 'TRIB_ERR_DEST_FOREIGN_OFFSETS' || err.code === 'TRIB_ERR_DEST_FOREIGN_LAKE')
+      ) {
         await destination.close().catch(() => undefined);
         for (const d of running) await d.stop();
         throw err;
@@ -360,7 +366,7 @@ async function build(
         }),
       });
     case 'parquet':
-      return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path) });
+      return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path), scope });
   }
 }
 

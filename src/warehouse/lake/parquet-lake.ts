@@ -13,7 +13,8 @@ import {
 import { dirname, join, relative } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { sqlString } from '../../duckdb-sql.js';
-import type { LoadOptions, LoadResult, WarehouseDestination } from '../destination.js';
+import { TributaryError } from '../../errors.js';
+import type { LoadOptions, LoadResult, OffsetScope, WarehouseDestination } from '../destination.js';
 import { duckdbRefusesData } from '../duckdb/duckdb-engine.js';
 import { loadIsolated } from '../isolate.js';
 import { TABLE_OF_TYPE } from '../layout/segment-layout.js';
@@ -31,6 +32,9 @@ export interface LakeManifestEntry {
   /** Paths relative to the lake's root. */
   files: string[];
   committedAt: string;
+  /** Workspace and event log of the offsets (absent in lakes of older versions). */
+  workspace?: string;
+  logId?: string;
 }
 
 /** Columns of every file; JSON columns are Parquet strings with the JSON annotation. */
@@ -52,6 +56,13 @@ export interface ParquetLakeOptions {
   instance: DuckDBInstance;
   /** Folder of the lake. */
   root: string;
+  /**
+   * Workspace and event log whose offsets the manifests count: a lake whose manifests name
+   * another refuses to start (`TRIB_ERR_DEST_FOREIGN_LAKE`): its files are named by offset,
+   * so this log's would skip events or replace them. Manifests without one (older versions)
+   * are taken as this log's.
+   */
+  scope?: OffsetScope;
 }
 
 /**
@@ -89,7 +100,22 @@ export class ParquetLake implements WarehouseDestination {
   async storedOffset(): Promise<number> {
     mkdirSync(this.manifestDir, { recursive: true });
     mkdirSync(this.stagingDir, { recursive: true });
-    const committed = new Map(this.manifests().map((m) => [String(m.nextOffset), m]));
+    const all = this.manifests();
+    const scope = this.options.scope;
+    const foreign = scope
+      ? all.filter(
+          (m) => m.logId !== undefined && (m.logId !== scope.logId || m.workspace !== scope.workspace),
+        )
+      : [];
+    if (scope && foreign.length > 0) {
+      const m = foreign[foreign.length - 1]!;
+      throw new TributaryError('TRIB_ERR_DEST_FOREIGN_LAKE', [
+        this.name,
+        `log ${m.logId} of workspace "${m.workspace}"`,
+        `log ${scope.logId} of workspace "${scope.workspace}"`,
+      ]);
+    }
+    const committed = new Map(all.map((m) => [String(m.nextOffset), m]));
     for (const dir of readdirSync(this.stagingDir)) {
       const entry = committed.get(dir);
       if (entry) this.moveIntoPlace(join(this.stagingDir, dir), entry);
@@ -141,6 +167,8 @@ export class ParquetLake implements WarehouseDestination {
       rows: events.length,
       files,
       committedAt: new Date().toISOString(),
+      workspace: this.options.scope?.workspace,
+      logId: this.options.scope?.logId,
     };
     const manifest = join(this.manifestDir, `${String(nextOffset).padStart(20, '0')}.json`);
     writeFileSync(`${manifest}.tmp`, JSON.stringify(entry));
