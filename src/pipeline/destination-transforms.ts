@@ -50,6 +50,27 @@ export function destinationFailure(destination: string, f: RecordFailure, retryO
 }
 
 /**
+ * The input event an output of the functions came from: the one at its log offset, and among
+ * several there the one with its messageId, or whose messageId it extends (a fan-out's
+ * `<id>-1`); the output itself when none is found.
+ */
+function inputsOf(events: readonly StoredEvent[]): (out: StoredEvent) => StoredEvent {
+  const byOffset = new Map<number, StoredEvent[]>();
+  for (const e of events) byOffset.set(e.logOffset, [...(byOffset.get(e.logOffset) ?? []), e]);
+  return (out) => {
+    const candidates = byOffset.get(out.logOffset) ?? [];
+    if (candidates.length === 1) return candidates[0]!;
+    return (
+      candidates.find((c) => c.messageId === out.messageId) ??
+      candidates
+        .filter((c) => out.messageId.startsWith(`${c.messageId}-`))
+        .sort((a, b) => b.messageId.length - a.messageId.length)[0] ??
+      out
+    );
+  };
+}
+
+/**
  * A warehouse destination behind its own transformations: each load's events run through
  * the functions, in order, before the inner destination sees them. An output replaces its
  * input (several keep the input's log offset, with distinct messageIds), none drops the
@@ -101,7 +122,20 @@ export class TransformingDestination implements WarehouseDestination {
           });
         }
       }
-      return this.inner.load(rows, nextOffset, options);
+      // A refused output is stored as the event the functions received: a retry runs them again.
+      const inputOf = inputsOf(events);
+      const asInputs = (failed: readonly RecordFailure[]) => {
+        const seen = new Set<StoredEvent>();
+        return failed
+          .map((f) => ({ ...f, event: inputOf(f.event) }))
+          .filter((f) => !seen.has(f.event) && seen.add(f.event));
+      };
+      const onFailed = options?.onFailed;
+      const result = await this.inner.load(rows, nextOffset, {
+        ...options,
+        onFailed: onFailed && ((failed, next) => onFailed(asInputs(failed), next)),
+      });
+      return result.status === 'ok' ? { status: 'ok', failed: asInputs(result.failed) } : result;
     });
   }
 
