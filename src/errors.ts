@@ -111,6 +111,20 @@ export const ErrorCodes = {
     status: 500,
     message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',
   },
+  TRIB_ERR_DEST_RECORD_REFUSED: {
+    status: 422,
+    message: 'Destination "%s" refused the event, which was left out of the load (the rest was loaded): %s',
+  },
+  TRIB_ERR_DEST_FOREIGN_OFFSETS: {
+    status: 500,
+    message:
+      'Destination "%s" holds offsets of another event log (%s) in workspace "%s", not of this one (%s): the log was replaced (a new data folder or stream) or another workspace of the same name loads into this database. Loading would skip events, so it does not start. To load this log from its start into the same tables (stored rows are kept; rows are merged on id), set startOver: true on the destination and restart; to keep two workspaces apart, give each its own workspace: name',
+  },
+  TRIB_ERR_DEST_FOREIGN_LAKE: {
+    status: 500,
+    message:
+      'Parquet destination "%s" holds files of another event log or workspace (%s), not of this one (%s): loading would skip events and could overwrite its files, so it does not start. Give the destination a new path (or move the folder away) to load this log from its start',
+  },
   TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED: {
     status: 500,
     message:

@@ -224,6 +224,13 @@ const TributaryConfigObject = z
     version: z
       .union([z.literal(1), z.string().regex(/^1(\.\d+)?$/, 'this release reads configuration version 1')])
       .describe('Configuration format version; this release reads 1.'),
+    workspace: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_" (at most 63)')
+      .default('default')
+      .describe(
+        "Name of the workspace. Destination offsets are stored under it (and the event log's identity), so two workspaces can load into one database.",
+      ),
     server: ServerConfig.prefault({}),
     storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),

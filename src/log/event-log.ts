@@ -71,6 +71,12 @@ export interface ConsumeOptions {
 
 export interface EventLog {
   /**
+   * The log's identity, created with it and kept for its life (DuckDB: a UUID in the log
+   * file; NATS: the stream's name and creation time). Offsets kept elsewhere (destinations)
+   * are stored with it, so offsets of another log are never taken for this one's.
+   */
+  readonly id: string;
+  /**
    * Appends records; resolves only once they are durable (DuckDB: committed to its WAL;
    * NATS: acknowledged by the stream), rejects if any record may not be. Offsets only grow.
    */

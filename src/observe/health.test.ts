@@ -39,6 +39,17 @@ describe('StallWatch', () => {
     }
   });
 
+  it("gives the message of an error reported as a record (a destination's lastError)", () => {
+    const { watch, part, pass } = setup();
+    part.target = 20;
+    part.error = { message: 'connection terminated unexpectedly', at: new Date() };
+    watch.check();
+    pass(61_000);
+    expect(watch.check().stalled).toEqual([
+      expect.objectContaining({ component: 'loader', reason: 'connection terminated unexpectedly' }),
+    ]);
+  });
+
   it('is degraded when a part stays at one position while work waits, naming it and its error', async () => {
     const { watch, part, pass, stalled } = setup();
     part.target = 20;

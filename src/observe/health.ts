@@ -110,8 +110,8 @@ export class StallWatch {
         reason:
           err === undefined
             ? `no progress for ${Math.round((now - s.since) / 1000)} s with work waiting (no error reported: a load may hang)`
-            : err instanceof Error
-              ? err.message
+            : typeof err === 'object' && err !== null && 'message' in err
+              ? String(err.message)
               : String(err),
       });
     }

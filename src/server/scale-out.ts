@@ -167,6 +167,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       }
       destinations = await startDestinations({
         destinations: config.destinations,
+        scope: { workspace: config.workspace, logId: log.id },
         dataDir: opts.dataDir,
         feed,
         logger,

@@ -126,6 +126,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   try {
     destinations = await startDestinations({
       destinations: config.destinations,
+      scope: { workspace: config.workspace, logId: log.id },
       instance,
       dataDir,
       feed,

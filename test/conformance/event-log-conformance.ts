@@ -71,6 +71,22 @@ export function eventLogConformance(name: string, makeHarness: () => EventLogHar
       await harness?.cleanup();
     });
 
+    it('has an identity, kept across a restart, that another log does not share', async () => {
+      const l = await fresh();
+      const id = l.id;
+      expect(id).toMatch(/\S{8,}/);
+      log = await harness.reopen(l);
+      expect(log.id).toBe(id);
+      const other = makeHarness();
+      const o = await other.open();
+      try {
+        expect(o.id).not.toBe(id);
+      } finally {
+        await o.close();
+        await other.cleanup();
+      }
+    });
+
     it('assigns offsets that only grow, increasing within an append', async () => {
       const l = await fresh();
       expect(l.endOffset()).toBe(0);

@@ -210,6 +210,8 @@ export class DuckDBEventLog implements EventLog {
   private tailCount = 0;
   private closed = false;
   private readonly subscriptions = new Set<Subscription>();
+  /** A UUID created with the log (see `logIdentity`). */
+  id = '';
   /** Reports a failed background checkpoint or view update (the log goes on). */
   onMaintenanceError: (err: unknown) => void = () => {};
 
@@ -248,6 +250,7 @@ export class DuckDBEventLog implements EventLog {
       writers.push({ conn: await instance.connect() });
     }
     const log = new DuckDBEventLog(instance, writers, await instance.connect(), maintenance, options);
+    log.id = await logIdentity(maintenance, catalog);
     const files = readdirSync(options.segmentDir)
       .map((f) => SEGMENT_FILE.exec(f))
       .filter((m): m is RegExpExecArray => m !== null)
@@ -652,4 +655,16 @@ export class DuckDBEventLog implements EventLog {
     this.reader.closeSync();
     this.maintenance.closeSync();
   }
+}
+
+/**
+ * The log's identity: a UUID in `<catalog>.log_identity`, created on the first open (by
+ * this version: a log of an older one gets its identity then, and keeps it).
+ */
+async function logIdentity(c: DuckDBConnection, catalog: string): Promise<string> {
+  const table = `${quoteIdent(catalog)}.log_identity`;
+  await c.run(`CREATE TABLE IF NOT EXISTS ${table} (id VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL)`);
+  await c.run(`INSERT INTO ${table} SELECT CAST(uuid() AS VARCHAR), now() WHERE NOT EXISTS (FROM ${table})`);
+  const r = await c.runAndReadAll(`SELECT id FROM ${table} ORDER BY created_at LIMIT 1`);
+  return String(r.getRows()[0]![0]);
 }

@@ -172,6 +172,8 @@ interface View {
  */
 export class NatsEventLog implements EventLog {
   readonly partitions: number;
+  /** `nats:<stream>:<creation time>`: a stream deleted and created again is another log. */
+  id = '';
   private readonly stream: string;
   private readonly publishTimeoutMs: number;
   private readonly retryMs: number;
@@ -262,6 +264,7 @@ export class NatsEventLog implements EventLog {
         });
       }
     }
+    this.id = `nats:${this.stream}:${info.created}`;
     const m = DESCRIPTION.exec(info.config.description ?? '');
     if (!m) {
       throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
@@ -309,6 +312,7 @@ export class NatsEventLog implements EventLog {
     }
     const subs = new Set<Subscription>();
     return {
+      id: this.id,
       append: (records) => this.append(records),
       consume: (group, handle, options) => {
         const sub = this.consumeView({ partition: p }, group, handle, options);
