@@ -39,6 +39,11 @@ export const ErrorCodes = {
     status: 415,
     message: 'Content-Encoding %s is not supported: send identity or gzip',
   },
+  TRIB_ERR_HTTP_TOO_MANY_CONNECTIONS: {
+    status: 429,
+    message:
+      'Too many open connections from this address (server.maxConnectionsPerClient); the connection was closed unanswered',
+  },
   TRIB_ERR_COLLECT_NOT_AN_OBJECT: { status: 400, message: 'The body must be a JSON object' },
   TRIB_ERR_COLLECT_BATCH_NOT_ARRAY: { status: 400, message: 'The "batch" field must be an array of events' },
   TRIB_ERR_COLLECT_UNKNOWN_TYPE: { status: 400, message: 'Unknown event type "%s"' },
@@ -47,6 +52,11 @@ export const ErrorCodes = {
     message: 'The events could not be stored durably; nothing was accepted, retry later',
   },
   TRIB_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'The server is shutting down; retry shortly' },
+  TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT: {
+    status: 503,
+    message:
+      'The shutdown did not finish within server.shutdownTimeout (%s ms; stuck at: %s): exiting anyway. What was not loaded stays in the log and is loaded at the next start',
+  },
   TRIB_ERR_QUERY_FAILED: { status: 400, message: 'The query failed: %s' },
   TRIB_ERR_QUERY_MISSING_SQL: { status: 400, message: 'Send {"sql": "..."} with the query to run' },
   TRIB_ERR_QUERY_NOT_ALLOWED: {
@@ -74,8 +84,43 @@ export const ErrorCodes = {
   TRIB_ERR_CONFIG_NOT_FOUND: { status: 500, message: 'No configuration file at %s' },
   TRIB_ERR_PLAN_INVALID: { status: 400, message: 'The tracking plan is invalid: %s' },
   TRIB_ERR_TRANSFORM_INVALID: { status: 500, message: 'The transformation cannot be loaded: %s' },
+  // What a transformation did with one event (failed_events.code; the event fails, the rest go on).
+  TRIB_ERR_TRANSFORM_THREW: { status: 422, message: 'The transformation threw: %s' },
+  TRIB_ERR_TRANSFORM_TIMEOUT: { status: 422, message: 'The transformation ran longer than its timeout: %s' },
+  TRIB_ERR_TRANSFORM_MEMORY: {
+    status: 422,
+    message: 'The transformation used more than its memoryLimit (objects, strings and ArrayBuffers): %s',
+  },
+  TRIB_ERR_TRANSFORM_ASYNC: {
+    status: 422,
+    message: 'The transformation returned a Promise; without grants.network it must be synchronous',
+  },
+  TRIB_ERR_TRANSFORM_BAD_OUTPUT: {
+    status: 422,
+    message: 'The transformation returned something not an event: %s',
+  },
+  TRIB_ERR_TRANSFORM_CRASHED: { status: 500, message: 'The transformation sandbox failed: %s' },
+  TRIB_ERR_TRANSFORM_UNRESPONSIVE: {
+    status: 500,
+    message: 'The transformation sandbox stopped answering during this event and was replaced: %s',
+  },
   TRIB_ERR_FAILED_NOT_FOUND: { status: 404, message: 'No failed event %s' },
   TRIB_ERR_FAILED_BAD_REQUEST: { status: 400, message: 'Bad failed-event request: %s' },
+  TRIB_ERR_LOAD_UNSTORABLE: {
+    status: 422,
+    message:
+      'The warehouse refused the event (%s); it is kept in failed_events (stage load) as the warehouse received it, and the rest was loaded: fix the client or the transformation that produced it (a load failure is not retried: the same payload would be refused again)',
+  },
+  TRIB_ERR_LOG_SEGMENT_MISSING: {
+    status: 500,
+    message:
+      'The event log is missing %s in %s: the log created it, and its events would be gone from the raw archive and from replays. Restore the file from a backup and start again; to go on without its events, delete its row from the list in log.duckdb: DELETE FROM segments WHERE first_offset IN (%s)',
+  },
+  TRIB_ERR_LOG_BEHIND_WAREHOUSE: {
+    status: 500,
+    message:
+      'The warehouse has loaded the log up to offset %s, but the log ends at %s: the log was lost or restored from an older copy, and new events would get offsets the warehouse counts as loaded. Restore the log (log.duckdb and log-segments/) from a backup; or, to load the warehouse again from this log, move warehouse.duckdb away and start again',
+  },
   TRIB_ERR_STATE_OFFSET_MOVED: {
     status: 409,
     message:
@@ -84,6 +129,20 @@ export const ErrorCodes = {
   TRIB_ERR_DESTINATION_SETUP: {
     status: 500,
     message: 'Destination "%s" could not be set up: %s; check its settings under destinations:',
+  },
+  TRIB_ERR_DEST_RECORD_REFUSED: {
+    status: 422,
+    message: 'Destination "%s" refused the event, which was left out of the load (the rest was loaded): %s',
+  },
+  TRIB_ERR_DEST_FOREIGN_OFFSETS: {
+    status: 500,
+    message:
+      'Destination "%s" holds offsets of another event log (%s) in workspace "%s", not of this one (%s): the log was replaced (a new data folder or stream) or another workspace of the same name loads into this database. Loading would skip events, so it does not start. To load this log from its start into the same tables (stored rows are kept; rows are merged on id), set startOver: true on the destination and restart; to keep two workspaces apart, give each its own workspace: name',
+  },
+  TRIB_ERR_DEST_FOREIGN_LAKE: {
+    status: 500,
+    message:
+      'Parquet destination "%s" holds files of another event log or workspace (%s), not of this one (%s): loading would skip events and could overwrite its files, so it does not start. Give the destination a new path (or move the folder away) to load this log from its start',
   },
   TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED: {
     status: 500,
@@ -123,6 +182,8 @@ export const EventRejectionCodes = {
   TRIB_ERR_EVENT_MISSING_PREVIOUS_ID: 'an alias event needs a "previousId"',
   TRIB_ERR_EVENT_MESSAGE_ID_TOO_LONG: 'messageId is longer than 100 characters',
   TRIB_ERR_EVENT_INVALID_FIELD: 'a field has the wrong type',
+  TRIB_ERR_EVENT_INVALID_TIMESTAMP:
+    'timestamp, originalTimestamp and sentAt must be ISO-8601 date-times of real days between years 0001 and 9999',
   TRIB_ERR_EVENT_TOO_LARGE: 'the event is larger than 32 KB',
   TRIB_ERR_EVENT_PII_BLOCKED:
     "the source's privacy policy blocks events carrying this kind of data; the event was not stored",

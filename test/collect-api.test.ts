@@ -396,6 +396,105 @@ describe('server-side fields', () => {
   });
 });
 
+describe('values every engine can store (issue 16, findings 1 and 7)', () => {
+  it('rejects impossible and out-of-range timestamps per event and accepts the rest with 200', async () => {
+    const good = uid();
+    const bad = [uid(), uid(), uid(), uid(), uid()];
+    const res = await post('/v1/batch', {
+      batch: [
+        {
+          type: 'track',
+          event: 'Bad',
+          userId: 'u',
+          messageId: bad[0],
+          timestamp: '2020-02-30T00:00:00.000Z',
+        },
+        {
+          type: 'track',
+          event: 'Bad',
+          userId: 'u',
+          messageId: bad[1],
+          originalTimestamp: '+275760-09-13T00:00:00.000Z',
+          sentAt: '-271821-04-20T00:00:00.000Z',
+        },
+        {
+          type: 'track',
+          event: 'Bad',
+          userId: 'u',
+          messageId: bad[2],
+          sentAt: '-271821-04-20T00:00:00.000Z',
+        },
+        {
+          type: 'track',
+          event: 'Bad',
+          userId: 'u',
+          messageId: bad[3],
+          originalTimestamp: '0001-01-01T00:00:00.000Z',
+          sentAt: '9999-12-31T00:00:00.000Z',
+        },
+        {
+          type: 'track',
+          event: 'Bad',
+          userId: 'u',
+          messageId: bad[4],
+          originalTimestamp: '2021-02-29T00:00:00Z',
+        },
+        { type: 'track', event: 'Good', userId: 'u', messageId: good, timestamp: '2020-02-29T00:00:00.000Z' },
+      ],
+    });
+    expect(res.statusCode).toBe(200);
+    const body = res.json();
+    expect(body.accepted).toBe(1);
+    expect(body.rejected.map((r: { index: number; code: string }) => [r.index, r.code])).toEqual(
+      [0, 1, 2, 3, 4].map((i) => [i, 'TRIB_ERR_EVENT_INVALID_TIMESTAMP']),
+    );
+    const [row] = await rowsFor([good]);
+    expect(JSON.parse(String(row!.payload)).timestamp).toBe('2020-02-29T00:00:00.000Z');
+    const failed = await server.query(
+      `SELECT code FROM failed_events WHERE message_id IN (${bad.map((b) => `'${b}'`).join(',')})`,
+    );
+    expect(failed.map((f) => f.code)).toEqual(bad.map(() => 'TRIB_ERR_EVENT_INVALID_TIMESTAMP'));
+  });
+
+  it('an out-of-range batch sentAt rejects the events it applies to, never the request', async () => {
+    const ids = [uid(), uid()];
+    const res = await post('/v1/batch', {
+      sentAt: '+275760-09-13T00:00:00.000Z',
+      batch: [
+        {
+          type: 'track',
+          event: 'A',
+          userId: 'u',
+          messageId: ids[0],
+          originalTimestamp: '2026-01-01T00:00:00Z',
+        },
+        { type: 'track', event: 'B', userId: 'u', messageId: ids[1], sentAt: '2026-01-01T00:00:01Z' },
+      ],
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({
+      accepted: 1,
+      rejected: [{ index: 0, code: 'TRIB_ERR_EVENT_INVALID_TIMESTAMP' }],
+    });
+    expect(await rowsFor([ids[1]!])).toHaveLength(1);
+  });
+
+  it('stores lone surrogates and U+0000 as U+FFFD, in values and keys, and keeps loading', async () => {
+    const [a, b] = [uid(), uid()];
+    const res = await post(
+      '/v1/batch',
+      `{"batch":[{"type":"track","event":"S\\ud800","userId":"u","messageId":"${a}","properties":{"s":"\\ud800","k\\udc00":"x","pair":"\\ud83d\\ude00","nul":"a\\u0000b"}},{"type":"track","event":"After","userId":"u","messageId":"${b}"}]}`,
+    );
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ accepted: 2, rejected: [] });
+    const rows = await rowsFor([a, b]);
+    expect(rows).toHaveLength(2);
+    const e = JSON.parse(String(rows.find((r) => r.message_id === a)!.payload));
+    expect(e.event).toBe('S\ufffd');
+    expect(e.properties).toEqual({ s: '\ufffd', 'k\ufffd': 'x', pair: '😀', nul: 'a\ufffdb' });
+  });
+});
+
 describe('dedupe', () => {
   it('stores a client retry of the same batch once', async () => {
     const ids = [uid(), uid(), uid()];

@@ -8,6 +8,7 @@ import { basicAuth, startTestServer, WRITE_KEY } from './helpers.js';
 
 /** A log whose storage fails, as a full disk or a broken file would. */
 class FailingLog implements EventLog {
+  readonly id = 'failing';
   calls = 0;
   async append(_records: readonly RawEvent[]): Promise<AppendResult> {
     this.calls++;

@@ -331,7 +331,10 @@ if (pgProblem) {
             logger: pino({ level: 'silent' }),
             registry: new Registry(),
             endOffset: () => 0,
-            warehouse: { write: async () => {}, consumerOffset: async () => 0 },
+            warehouse: {
+              write: async () => ({ duplicates: [], refused: [] }),
+              consumerOffset: async () => 0,
+            },
             baseDir: dir,
             env: {},
             offsetKeySuffix: ':p1',

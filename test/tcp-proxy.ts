@@ -2,12 +2,16 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 
 /**
  * A TCP proxy a test can cut: every connection through it is dropped at once and new ones are
- * refused, as when a database server goes away or the network to it fails; `restore()` lets
- * connections through again.
+ * refused, as when a database server goes away or the network to it fails; or freeze: every
+ * connection stays open and nothing more goes through, as when a peer or a firewall drops
+ * packets silently. `restore()` lets new connections through again.
  */
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private refusing = false;
+  private frozen = false;
+  /** Each connection's two sockets, to stop forwarding between them. */
+  private readonly pairs = new Set<[Socket, Socket]>();
   private server: Server | undefined;
   port = 0;
 
@@ -22,6 +26,14 @@ export class TcpProxy {
         client.destroy();
         return;
       }
+      if (this.frozen) {
+        // Accepted, and then nothing: a connection attempt that never completes.
+        this.sockets.add(client);
+        client.on('close', () => this.sockets.delete(client));
+        client.on('error', () => undefined);
+        client.pause();
+        return;
+      }
       const upstream = createConnection({ host: this.targetHost, port: this.targetPort });
       for (const s of [client, upstream]) {
         this.sockets.add(s);
@@ -32,6 +44,9 @@ export class TcpProxy {
       upstream.on('close', () => client.destroy());
       client.pipe(upstream);
       upstream.pipe(client);
+      const pair: [Socket, Socket] = [client, upstream];
+      this.pairs.add(pair);
+      client.on('close', () => this.pairs.delete(pair));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     this.port = (server.address() as { port: number }).port;
@@ -44,8 +59,23 @@ export class TcpProxy {
     for (const s of this.sockets) s.destroy();
   }
 
+  /**
+   * Stops forwarding on every connection, open ones kept open, and leaves new ones
+   * unanswered, until `restore()` (connections frozen stay frozen).
+   */
+  freeze(): void {
+    this.frozen = true;
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  }
+
   restore(): void {
     this.refusing = false;
+    this.frozen = false;
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,5 @@
 import { gzipSync } from 'node:zlib';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TributaryError } from '../errors.js';
 import { decodeBody, parseJsonBody, sanitizeTree } from './body.js';
@@ -103,3 +104,65 @@ describe('parseJsonBody: escaped dangerous keys', () => {
     expect(v.constructor).toBe('x');
   });
 });
+
+describe('lone surrogates and U+0000', () => {
+  const parse = (text: string) => parseJsonBody(Buffer.from(text), 64) as Record<string, unknown>;
+
+  it('replaces a lone surrogate in any string by U+FFFD', () => {
+    const body = parse(
+      '{"properties":{"s":"\\ud800","t":"a\\udfffb","list":["\\udbff",{"deep":"x\\ud83d"}]},"event":"\\udc00"}',
+    );
+    expect(body).toEqual({
+      properties: { s: '\ufffd', t: 'a\ufffdb', list: ['\ufffd', { deep: 'x\ufffd' }] },
+      event: '\ufffd',
+    });
+  });
+
+  it('replaces one in a key, keeping an existing key of the same name', () => {
+    expect(parse('{"a\\ud800":1,"b":{"\\udc00":2}}')).toEqual({ 'a\ufffd': 1, b: { '\ufffd': 2 } });
+    expect(parse('{"\\ufffd":1,"\\ud800":2}')).toEqual({ '\ufffd': 1 });
+  });
+
+  it('replaces U+0000, which PostgreSQL cannot store in jsonb or text', () => {
+    expect(parse('{"a":"x\\u0000y","k\\u0000":["\\u0000"]}')).toEqual({
+      a: 'x\ufffdy',
+      'k\ufffd': ['\ufffd'],
+    });
+  });
+
+  it('keeps surrogate pairs, escaped or not', () => {
+    expect(parse('{"e":"\\ud83d\\ude00","f":"😀","g":"\\\\ud800"}')).toEqual({
+      e: '😀',
+      f: '😀',
+      g: '\\ud800',
+    });
+  });
+
+  it('gives only well-formed strings and keys, whatever the body', () => {
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what is looked for
+    const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|\u0000/;
+    fc.assert(
+      fc.property(
+        fc.jsonValue({ depthSize: 'small', stringUnit: 'binary' }),
+        fc.string({ unit: 'binary' }),
+        (value, s) => {
+          // JSON.stringify writes a lone surrogate as a \uXXXX escape, as a hostile client would.
+          const body = parseJsonBody(Buffer.from(JSON.stringify({ v: value, [s]: s })), 64);
+          expect(collectStrings(body).filter((x) => lone.test(x))).toEqual([]);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
+
+function collectStrings(v: unknown, out: string[] = []): string[] {
+  if (typeof v === 'string') out.push(v);
+  else if (Array.isArray(v)) for (const x of v) collectStrings(x, out);
+  else if (typeof v === 'object' && v !== null)
+    for (const [k, x] of Object.entries(v)) {
+      out.push(k);
+      collectStrings(x, out);
+    }
+  return out;
+}

@@ -194,6 +194,10 @@ async function collect(
   };
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
+    // `_tributary` is the server's (warnings, mapping records, a retry's `retryOf`): a client's
+    // would be believed downstream, so it is removed, from rejected events too. Retries of
+    // failed events are appended to the log by the server (pipeline/failed-store.ts), not here.
+    if (isPlainObject(item) && item._tributary !== undefined) delete item._tributary;
     const result = normalizeEvent(item, {
       receivedAt,
       receivedAtIso,

@@ -25,6 +25,7 @@ describe('destinations configuration', () => {
         enabled: true,
         interval: 1000,
         maxBatch: 10_000,
+        startOver: false,
         schema: '{source}',
         maxColumns: 1600,
       },

@@ -40,6 +40,13 @@ const schemaTemplate = z
   .default('{source}')
   .describe('Schema of a source\'s tables; "{source}" stands for the source id. Folded to a valid name.');
 
+const startOver = z
+  .boolean()
+  .default(false)
+  .describe(
+    'When the destination holds offsets of another event log (a new data folder or stream): load this log from its start, deleting those offsets. Off: the start is refused (docs/operations.md).',
+  );
+
 const maxColumns = z
   .number()
   .int()
@@ -59,6 +66,7 @@ export const DuckDBDestinationConfig = z
       .describe("DuckDB file (relative to the data folder); default the embedded warehouse's own file."),
     schema: schemaTemplate,
     maxColumns,
+    startOver,
   })
   .strict();
 export type DuckDBDestinationConfig = z.infer<typeof DuckDBDestinationConfig>;
@@ -80,6 +88,14 @@ export const PostgresDestinationConfig = z
     ssl: z.boolean().default(false).describe('Connect with TLS.'),
     schema: schemaTemplate,
     maxColumns,
+    startOver,
+    statementTimeout: Interval.prefault('60s').describe(
+      'PostgreSQL cancels a statement of the destination that runs longer (statement_timeout); the load is retried.',
+    ),
+    connectTimeout: Interval.prefault('10s').describe('Most time to open a connection.'),
+    socketTimeout: Interval.optional().describe(
+      'A load that gets no byte from the server for this long (a frozen connection) closes its connection and is retried; default statementTimeout + 15s.',
+    ),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -23,7 +23,18 @@ describe('parseConfig', () => {
       {},
     );
     expect(config.sources).toEqual([{ id: 'web', type: 'http', writeKey: 'wk_web_123', enabled: true }]);
-    expect(config.server).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(config.server).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      shutdownTimeout: 30_000,
+      health: { stallAfter: 300_000 },
+      requestTimeout: 30_000,
+      headersTimeout: 10_000,
+      keepAliveTimeout: 72_000,
+      connectionTimeout: 300_000,
+      maxConnectionsPerClient: 128,
+      trustProxy: false,
+    });
     expect(config.pipeline.dedupe.window).toBe(7 * 86_400_000);
     expect(config.storage).toEqual({ dataDir: '.tributary', memoryLimit: '2GB' });
   });

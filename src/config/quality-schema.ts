@@ -157,7 +157,15 @@ export const TransformationConfig = z
     id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/),
     file: z.string().min(1).describe('JavaScript or TypeScript file whose default export is the function.'),
     timeout: ShortDuration.prefault('1s').describe('Longest one event may take.'),
-    memoryLimit: z.number().int().min(8).max(4096).default(64).describe('Heap limit of the sandbox, MB.'),
+    memoryLimit: z
+      .number()
+      .int()
+      .min(8)
+      .max(4096)
+      .default(64)
+      .describe(
+        "All memory of the function's engine, MB: objects, strings, ArrayBuffers; held between 24 and 2048.",
+      ),
     grants: z
       .object({
         env: z

@@ -3,6 +3,7 @@ import { type DestinationConfig, DestinationList, DestinationsConfig } from './d
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { SourceQualityConfig } from './quality-schema.js';
+import { isProxyEntry } from './trust-proxy.js';
 
 export { Duration, parseDuration } from './duration.js';
 
@@ -39,8 +40,67 @@ export const ServerConfig = z
       .url()
       .optional()
       .describe("URL clients use to reach the server, when it differs from the request's Host."),
+    shutdownTimeout: Duration.prefault('30s').describe(
+      'Longest a shutdown (SIGTERM, SIGINT) waits for requests, loads and destinations in flight; then the process exits anyway. What was not loaded stays in the log and is loaded at the next start.',
+    ),
+    health: z
+      .object({
+        stallAfter: Duration.prefault('5m').describe(
+          'A loader, identity resolution or destination that has not advanced for this long while work waits makes /healthz report "degraded" and sets tributary_stalled.',
+        ),
+      })
+      .strict()
+      .prefault({})
+      .describe('What /healthz reports.'),
+    requestTimeout: Duration.prefault('30s').describe(
+      'Longest a request may take to arrive, headers and body; then 408 and the connection is closed. 0: no limit.',
+    ),
+    headersTimeout: Duration.prefault('10s').describe(
+      "Longest a request's headers may take to arrive (at most requestTimeout); then 408. 0: no limit.",
+    ),
+    keepAliveTimeout: Duration.prefault('72s').describe(
+      'How long an idle keep-alive connection is kept open between requests (longer than a load balancer keeps its own).',
+    ),
+    connectionTimeout: Duration.prefault('5m').describe(
+      'A connection without any traffic for this long is closed, even while its response is being computed (a long admin query). 0: never.',
+    ),
+    maxConnectionsPerClient: z
+      .number()
+      .int()
+      .min(0)
+      .default(128)
+      .describe(
+        'Most open connections from one client address; more are closed at once. Trusted proxies are not capped. 0: no cap.',
+      ),
+    trustProxy: z
+      .union([
+        z.literal(false),
+        z
+          .array(
+            z
+              .string()
+              .refine(
+                isProxyEntry,
+                'expected an IP address, a CIDR (10.0.0.0/8) or loopback, linklocal, uniquelocal',
+              ),
+          )
+          .min(1),
+      ])
+      .default(false)
+      .describe(
+        'Proxies whose X-Forwarded-For/-Proto/-Host are believed: addresses, CIDRs or loopback, linklocal, uniquelocal. false: none (the socket address is the client).',
+      ),
   })
-  .strict();
+  .strict()
+  .superRefine((s, ctx) => {
+    if (s.requestTimeout > 0 && (s.headersTimeout === 0 || s.headersTimeout > s.requestTimeout)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['headersTimeout'],
+        message: 'must be at most requestTimeout (and not 0 while requestTimeout is set)',
+      });
+    }
+  });
 export type ServerConfig = z.infer<typeof ServerConfig>;
 
 export const StorageConfig = z
@@ -206,7 +266,14 @@ const TributaryConfigObject = z
     version: z
       .union([z.literal(1), z.string().regex(/^1(\.\d+)?$/, 'this release reads configuration version 1')])
       .describe('Configuration format version; this release reads 1.'),
-    server: ServerConfig.default({ host: '127.0.0.1', port: 8080 }),
+    workspace: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_" (at most 63)')
+      .default('default')
+      .describe(
+        "Name of the workspace. Destination offsets are stored under it (and the event log's identity), so two workspaces can load into one database.",
+      ),
+    server: ServerConfig.prefault({}),
     storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),

@@ -20,6 +20,13 @@ describe('identifiers', () => {
     expect(normalizeIdentifier('user_id', 42, rules)).toEqual({ value: '42' });
   });
 
+  it('keeps emails and phones the privacy policy hashed, so they still join profiles', () => {
+    const hashed = `sha256:${'ab12'.repeat(16)}`;
+    expect(normalizeIdentifier('email', ` ${hashed} `, rules)).toEqual({ value: hashed });
+    expect(normalizeIdentifier('phone', hashed, rules)).toEqual({ value: hashed });
+    expect(normalizeIdentifier('email', 'sha256:xyz', rules)).toMatchObject({ reason: 'invalid' });
+  });
+
   it('takes identifiers from every place an event carries them, and the source paths', () => {
     const r = compileRules(
       IdentityConfig.parse({

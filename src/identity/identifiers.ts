@@ -87,9 +87,14 @@ export function getPath(obj: unknown, path: readonly string[]): unknown {
   return v;
 }
 
+/** A value the privacy policy hashed (`privacy.policy.hash`): already in normalised form. */
+const HASHED = /^sha256:[0-9a-f]{64}$/;
+
 /**
  * The normalised form of a value of the given type, or a reason it is not an identifier.
- * Every value is trimmed; email is lowercased; phone becomes E.164 (`+14155550100`).
+ * Every value is trimmed; email is lowercased; phone becomes E.164 (`+14155550100`). An email
+ * or phone the privacy policy hashed (`sha256:<hex>`, of the same normalised form) is kept
+ * as it is, so hashed identifiers still join profiles.
  */
 export function normalizeIdentifier(
   type: string,
@@ -101,11 +106,12 @@ export function normalizeIdentifier(
   if (type === 'email') {
     value = value.toLowerCase();
     if (rules.isBlocked(type, value)) return { reason: 'blocked_value', value };
-    if (!/^[^\s@]+@[^\s@]+$/.test(value)) return { reason: 'invalid', value };
+    if (!/^[^\s@]+@[^\s@]+$/.test(value) && !HASHED.test(value)) return { reason: 'invalid', value };
     return { value };
   }
   if (type === 'phone') {
     if (rules.isBlocked(type, value)) return { reason: 'blocked_value', value };
+    if (HASHED.test(value)) return { value };
     const parsed = parsePhoneNumberFromString(value, rules.phoneDefaultCountry);
     if (!parsed?.isPossible()) return { reason: 'invalid', value };
     return { value: parsed.number };

@@ -59,16 +59,31 @@ export interface ConsumeOptions {
   lingerMs?: number;
   /** Called when `handle` throws; the batch is retried after a pause. */
   onError?: (err: unknown) => void;
+  /**
+   * Start at this offset instead of the group's committed one: for a consumer that stores its
+   * own offset with its results (the warehouse loader), so a store restored from an older
+   * backup, or lost, is filled again from the log. Below the committed offset the log hands
+   * out again what it handed out before; above it, an adapter may still hand out records
+   * below `from` (the consumer skips them).
+   */
+  from?: number;
 }
 
 export interface EventLog {
+  /**
+   * The log's identity, created with it and kept for its life (DuckDB: a UUID in the log
+   * file; NATS: the stream's name and creation time). Offsets kept elsewhere (destinations)
+   * are stored with it, so offsets of another log are never taken for this one's.
+   */
+  readonly id: string;
   /**
    * Appends records; resolves only once they are durable (DuckDB: committed to its WAL;
    * NATS: acknowledged by the stream), rejects if any record may not be. Offsets only grow.
    */
   append(records: readonly RawEvent[]): Promise<AppendResult>;
   /**
-   * Hands records to `handle` in offset order from the group's committed offset on,
+   * Hands records to `handle` in offset order from the group's committed offset (or
+   * `options.from`) on,
    * committing after each batch is handled (at-least-once: a crash between the two
    * redelivers the batch). A batch whose `handle` throws comes again, before anything later.
    */

@@ -1,6 +1,11 @@
 import type { Delivered } from '../log/event-log.js';
 import { Turns } from '../turns.js';
-import type { WarehouseDestination } from '../warehouse/destination.js';
+import type {
+  LoadOptions,
+  LoadResult,
+  RecordFailure,
+  WarehouseDestination,
+} from '../warehouse/destination.js';
 import type { FailedRow, StoredEvent, Warehouse } from '../warehouse/warehouse.js';
 import { runStages } from './stages/runner.js';
 import type { Stage } from './stages/stage.js';
@@ -27,6 +32,42 @@ export interface DestinationTransformObserver {
 /** The failure stage of a destination's functions: `destination:<id>`. */
 export function destinationStage(destination: string): string {
   return `destination:${destination}`;
+}
+
+/** A record a destination refused, as a `failed_events` row of stage `destination:<id>`. */
+export function destinationFailure(destination: string, f: RecordFailure, retryOf?: string): FailedRow {
+  return {
+    logOffset: f.event.logOffset,
+    sourceId: f.event.sourceId,
+    messageId: f.event.messageId,
+    stage: destinationStage(destination),
+    code: f.code,
+    reason: f.reason,
+    receivedAt: new Date(f.event.receivedAt).toISOString(),
+    json: f.event.json,
+    retryOf,
+  };
+}
+
+/**
+ * The input event an output of the functions came from: the one at its log offset, and among
+ * several there the one with its messageId, or whose messageId it extends (a fan-out's
+ * `<id>-1`); the output itself when none is found.
+ */
+function inputsOf(events: readonly StoredEvent[]): (out: StoredEvent) => StoredEvent {
+  const byOffset = new Map<number, StoredEvent[]>();
+  for (const e of events) byOffset.set(e.logOffset, [...(byOffset.get(e.logOffset) ?? []), e]);
+  return (out) => {
+    const candidates = byOffset.get(out.logOffset) ?? [];
+    if (candidates.length === 1) return candidates[0]!;
+    return (
+      candidates.find((c) => c.messageId === out.messageId) ??
+      candidates
+        .filter((c) => out.messageId.startsWith(`${c.messageId}-`))
+        .sort((a, b) => b.messageId.length - a.messageId.length)[0] ??
+      out
+    );
+  };
 }
 
 /**
@@ -64,9 +105,10 @@ export class TransformingDestination implements WarehouseDestination {
     return this.inner.storedOffset();
   }
 
-  load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
+  load(events: readonly StoredEvent[], nextOffset: number, options?: LoadOptions): Promise<LoadResult> {
     return this.turns.run(async () => {
-      if (this.stages.length === 0 || events.length === 0) return this.inner.load(events, nextOffset);
+      if (this.stages.length === 0 || events.length === 0)
+        return this.inner.load(events, nextOffset, options);
       const { rows, failed } = await this.transform(events, () => undefined);
       if (failed.length > 0) {
         const done = await this.warehouse.consumerOffset(this.consumer);
@@ -80,7 +122,20 @@ export class TransformingDestination implements WarehouseDestination {
           });
         }
       }
-      await this.inner.load(rows, nextOffset);
+      // A refused output is stored as the event the functions received: a retry runs them again.
+      const inputOf = inputsOf(events);
+      const asInputs = (failed: readonly RecordFailure[]) => {
+        const seen = new Set<StoredEvent>();
+        return failed
+          .map((f) => ({ ...f, event: inputOf(f.event) }))
+          .filter((f) => !seen.has(f.event) && seen.add(f.event));
+      };
+      const onFailed = options?.onFailed;
+      const result = await this.inner.load(rows, nextOffset, {
+        ...options,
+        onFailed: onFailed && ((failed, next) => onFailed(asInputs(failed), next)),
+      });
+      return result.status === 'ok' ? { status: 'ok', failed: asInputs(result.failed) } : result;
     });
   }
 
@@ -88,7 +143,7 @@ export class TransformingDestination implements WarehouseDestination {
    * Runs failed events through the destination's current functions and loads the outputs
    * into this destination only, at its stored offset, so its position does not move (the
    * SQL destinations merge on `id`: a repeated retry adds no row). Failures are stored again,
-   * each naming the row it retries in `retry_of`.
+   * each naming the row it retries in `retry_of`, as are events the destination refuses.
    */
   retry(items: readonly DestinationRetryItem[]): Promise<void> {
     return this.turns.run(async () => {
@@ -105,7 +160,19 @@ export class TransformingDestination implements WarehouseDestination {
           nextOffset: await this.warehouse.consumerOffset(this.consumer),
         });
       }
-      await this.inner.load(rows, offset);
+      const loaded = await this.inner.load(rows, offset);
+      if (loaded.status === 'retryable') throw loaded.error;
+      if (loaded.failed.length > 0) {
+        const retried = new Map(items.map((i) => [i.messageId, i.id]));
+        await this.warehouse.write({
+          events: [],
+          failed: loaded.failed.map((f) =>
+            destinationFailure(this.inner.name, f, retried.get(f.event.messageId)),
+          ),
+          consumer: this.consumer,
+          nextOffset: await this.warehouse.consumerOffset(this.consumer),
+        });
+      }
     });
   }
 

@@ -5,7 +5,13 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { record } from '../../test/conformance/event-log-conformance.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import type { QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse/warehouse.js';
+import type {
+  QueryResult,
+  StoredEvent,
+  Warehouse,
+  WarehouseBatch,
+  WriteReport,
+} from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { WarehouseLoader } from './warehouse-loader.js';
 
@@ -16,7 +22,7 @@ class FlakyWarehouse implements Warehouse {
   offsets = new Map<string, number>();
   writes = 0;
   constructor(private failures: number) {}
-  async write(batch: WarehouseBatch): Promise<void> {
+  async write(batch: WarehouseBatch): Promise<WriteReport> {
     this.writes++;
     if (this.failures > 0) {
       this.failures--;
@@ -28,6 +34,7 @@ class FlakyWarehouse implements Warehouse {
     }
     this.failed.push(...batch.failed.map((f) => f.logOffset));
     this.offsets.set(batch.consumer, batch.nextOffset);
+    return { duplicates: [], refused: [] };
   }
   async consumerOffset(consumer: string) {
     return this.offsets.get(consumer) ?? 0;

@@ -1,4 +1,5 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
+import { wellFormedJson } from '../warehouse/storable.js';
 import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex, hashKey } from './dedupe.js';
@@ -81,13 +82,16 @@ export class WarehouseLoader {
     this.countFrom = options.countFrom ?? 0;
   }
 
-  /** Rebuilds the dedupe index from the warehouse, then starts consuming. */
+  /** Rebuilds the dedupe index from the warehouse, then consumes from the warehouse's offset. */
   async start(): Promise<void> {
     for await (const k of this.warehouse.recentKeys(this.now() - this.dedupe.windowMs)) {
       this.dedupe.add(k.sourceId, k.messageId, k.receivedAt);
     }
     this.highWater = await this.warehouse.consumerOffset(this.consumer);
-    this.subscription = this.log.consume(this.consumer, (batch) => this.handle(batch), {
+    // From the warehouse's own offset, not the log's: a warehouse restored from an older copy,
+    // or lost, is filled again from the log, which keeps every record.
+    this.subscription = this.log.consume(this.consumer, (batch) => this.handleTracked(batch), {
+      from: this.highWater,
       maxBatch: this.maxBatch,
       lingerMs: this.lingerMs,
       onError: (err) => this.observer.error?.(err),
@@ -107,6 +111,35 @@ export class WarehouseLoader {
   /** Log offset up to which the warehouse holds everything. */
   position(): number {
     return this.highWater;
+  }
+
+  /** The error of the last batch, until a batch is loaded again (for the health check). */
+  lastError(): unknown {
+    return this.error;
+  }
+
+  /**
+   * True while a batch is in hand or the last one failed: work waits for the loader even
+   * where the log's end is not known here (a partition of a shared log).
+   */
+  waiting(): boolean {
+    return this.busy || this.error !== undefined;
+  }
+
+  private busy = false;
+  private error: unknown;
+
+  private async handleTracked(batch: Delivered[]): Promise<void> {
+    this.busy = true;
+    try {
+      await this.handle(batch);
+      this.error = undefined;
+    } catch (err) {
+      this.error = err;
+      throw err;
+    } finally {
+      this.busy = false;
+    }
   }
 
   /** Calls `listener` with the new position after each load; returns the unsubscribe function. */
@@ -195,8 +228,14 @@ export class WarehouseLoader {
     for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
-    // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
-    let report: WriteReport | void;
+    // Lone surrogates, which the engines' JSON parsers refuse, become U+FFFD here; a search
+    // for `\ud` per event, a parse only where it is found.
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!;
+      const json = wellFormedJson(e.json);
+      if (json !== e.json) events[i] = { ...e, json };
+    }
+    let report: WriteReport;
     try {
       report = await this.warehouse.write({
         events,
@@ -213,29 +252,40 @@ export class WarehouseLoader {
     }
     this.highWater = nextOffset;
     let loaded = events;
-    if (report && report.duplicates.length > 0) {
-      // Stored already through another partition: the database's dedupe index caught them.
+    const refused: EventRow[] = [];
+    if (report.duplicates.length > 0 || report.refused.length > 0) {
+      // Stored already through another partition (the database's dedupe index caught them),
+      // or refused by the engine and stored as failed events instead.
       const left = new Set(report.duplicates);
+      for (const r of report.refused) left.add(r.index);
       loaded = events.filter((_, i) => !left.has(i));
       const stillLoaded = new Set(loaded.map((e) => e.logOffset));
       const moved = new Set<number>();
-      for (const i of report.duplicates) {
-        const e = events[i]!;
-        duplicates.push(toDelivered(e));
-        if (stillLoaded.has(e.logOffset) || moved.has(e.logOffset) || e.logOffset < this.countFrom) continue;
+      const move = (e: EventRow, stage: string, outcome: StageOutcome) => {
+        if (stillLoaded.has(e.logOffset) || moved.has(e.logOffset) || e.logOffset < this.countFrom) return;
         moved.add(e.logOffset);
         const passed = `${e.sourceId}\u001fload\u001fpassed`;
         const n = outcomes.get(passed) ?? 0;
         if (n <= 1) outcomes.delete(passed);
         else outcomes.set(passed, n - 1);
-        count(e.sourceId, 'dedupe', 'deduplicated', e.logOffset);
+        count(e.sourceId, stage, outcome, e.logOffset);
+      };
+      for (const i of report.duplicates) {
+        const e = events[i]!;
+        duplicates.push(toDelivered(e));
+        move(e, 'dedupe', 'deduplicated');
+      }
+      for (const r of report.refused) {
+        const e = events[r.index]!;
+        refused.push(e);
+        move(e, 'load', 'failed');
       }
     }
     for (const listener of this.loadedListeners) listener(nextOffset);
     for (const e of loaded) this.dedupe.add(e.sourceId, e.messageId, e.receivedAt);
     for (const [source, n] of countBySource(loaded)) this.observer.loaded?.(source, n);
     for (const [source, n] of countBySource(duplicates)) this.observer.deduplicated?.(source, n);
-    for (const [source, n] of countBySource(failed)) this.observer.failedStored?.(source, n);
+    for (const [source, n] of countBySource([...failed, ...refused])) this.observer.failedStored?.(source, n);
     for (const [k, n] of outcomes) {
       const [source, stage, outcome] = k.split('\u001f') as [string, string, StageOutcome];
       this.observer.outcome?.(source, stage, outcome, n);

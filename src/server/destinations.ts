@@ -5,10 +5,14 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
 import { sqlString } from '../duckdb-sql.js';
 import { TributaryError } from '../errors.js';
-import { type DestinationRetryItem, TransformingDestination } from '../pipeline/destination-transforms.js';
+import {
+  type DestinationRetryItem,
+  destinationFailure,
+  TransformingDestination,
+} from '../pipeline/destination-transforms.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
-import type { WarehouseDestination } from '../warehouse/destination.js';
+import type { OffsetScope, RecordFailure, WarehouseDestination } from '../warehouse/destination.js';
 import type { CheckpointGate } from '../warehouse/duckdb/checkpoint-gate.js';
 import { DuckDBEngine } from '../warehouse/duckdb/duckdb-engine.js';
 import { ParquetLake } from '../warehouse/lake/parquet-lake.js';
@@ -25,6 +29,11 @@ export interface RunningDestination {
   offsetKey: string;
   /** The log offset loaded up to (−1 until the stored one was read). */
   position(): number;
+  /**
+   * Why the last load failed, while the destination retries it (undefined once a load
+   * succeeds): for health reporting.
+   */
+  lastError(): { message: string; at: Date } | undefined;
   drained(): Promise<void>;
   /**
    * Runs failed events of this destination's functions through its current functions and
@@ -41,6 +50,11 @@ export interface RunningDestination {
  */
 export async function startDestinations(opts: {
   destinations: readonly DestinationConfig[];
+  /**
+   * The workspace and the event log's identity the destinations' offsets are stored for
+   * (SQL destinations). Absent: keyed by destination alone, as before offsets had a scope.
+   */
+  scope?: { workspace: string; logId: string };
   /** The process's DuckDB instance (DuckDB and Parquet destinations); absent in scale-out. */
   instance?: DuckDBInstance;
   dataDir: string;
@@ -77,7 +91,7 @@ export async function startDestinations(opts: {
 }): Promise<RunningDestination[]> {
   const running: RunningDestination[] = [];
   const suffix = opts.offsetKeySuffix ?? '';
-  const { loaded, failures, transformed, lag } = destinationMetrics(opts.registry);
+  const { loaded, failures, refused, transformed, lag } = destinationMetrics(opts.registry);
   // The lag gauge reads the destinations of this call until they stop.
   const live = new Set<RunningDestination>();
   const tracked = { running: live, endOffset: opts.endOffset };
@@ -102,7 +116,18 @@ export async function startDestinations(opts: {
       throw err;
     }
     try {
-      destination = await build(config, opts.instance, opts.dataDir, config.id + suffix, opts.checkpoints);
+      const scope = opts.scope && {
+        ...opts.scope,
+        startOver: config.type !== 'parquet' && config.startOver,
+      };
+      destination = await build(
+        config,
+        opts.instance,
+        opts.dataDir,
+        config.id + suffix,
+        opts.checkpoints,
+        scope,
+      );
     } catch (err) {
       for (const s of stages) await s.close?.();
       for (const d of running) await d.stop();
@@ -117,8 +142,38 @@ export async function startDestinations(opts: {
       });
       destination = transforming;
     }
+    // Offsets of another log refuse the start here, with what to do; a database that does not
+    // answer yet does not (the feed retries it).
+    try {
+      await destination.storedOffset();
+    } catch (err) {
+      if (
+        err instanceof TributaryError &&
+        (err.code === 'TRIB_ERR_DEST_FOREIGN_OFFSETS' || err.code === 'TRIB_ERR_DEST_FOREIGN_LAKE')
+      ) {
+        await destination.close().catch(() => undefined);
+        for (const d of running) await d.stop();
+        throw err;
+      }
+      opts.logger.warn({ err, destination: config.id }, 'destination not reachable at start; retrying');
+    }
     let position = -1;
     let failing = false;
+    let lastError: { message: string; at: Date } | undefined;
+    // Refused events are stored before the load commits, once each: a load redone after a
+    // crash skips those below this consumer's offset (as transformation failures are).
+    const consumer = `load:${config.id}`;
+    const storeRefused = async (failed: readonly RecordFailure[], next: number) => {
+      const done = await failureStore.consumerOffset(consumer);
+      const fresh = failed.filter((f) => f.event.logOffset >= done);
+      if (fresh.length === 0) return;
+      await failureStore.write({
+        events: [],
+        failed: fresh.map((f) => destinationFailure(config.id, f)),
+        consumer,
+        nextOffset: Math.max(done, next),
+      });
+    };
     const sub: FeedSubscription = opts.feed.subscribe({
       name: `destination:${config.id}`,
       from: async () => {
@@ -126,17 +181,27 @@ export async function startDestinations(opts: {
         return position;
       },
       handle: async (events, next) => {
-        await destination.load(events, next);
+        const result = await destination.load(events, next, { onFailed: storeRefused });
+        if (result.status === 'retryable') throw result.error; // the feed retries the load
         position = next;
-        loaded.inc({ destination: config.id }, events.length);
+        loaded.inc({ destination: config.id }, events.length - result.failed.length);
+        if (result.failed.length > 0) {
+          refused.inc({ destination: config.id }, result.failed.length);
+          opts.logger.warn(
+            { destination: config.id, events: result.failed.length, reason: result.failed[0]!.reason },
+            'destination refused events; they are in failed_events, the rest is loaded',
+          );
+        }
         if (failing) opts.logger.info({ destination: config.id }, 'destination loads again');
         failing = false;
+        lastError = undefined;
       },
       maxBatch: config.maxBatch,
       intervalMs: config.interval,
       retryMs: 2_000,
       onError: (err) => {
         failing = true;
+        lastError = { message: (err as Error)?.message ?? String(err), at: new Date() };
         failures.inc({ destination: config.id });
         opts.logger.error({ err, destination: config.id }, 'destination load failed; retrying');
       },
@@ -146,6 +211,7 @@ export async function startDestinations(opts: {
       offsetKey: config.id + suffix,
       type: config.type,
       position: () => position,
+      lastError: () => lastError,
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
       retry: transforming && ((items) => transforming.retry(items)),
@@ -166,6 +232,7 @@ export async function startDestinations(opts: {
 interface DestinationMetrics {
   loaded: Counter<'destination'>;
   failures: Counter<'destination'>;
+  refused: Counter<'destination'>;
   transformed: Counter<'destination' | 'outcome'>;
   /** The running destinations of every `startDestinations` call, for the lag gauge. */
   lag: Set<{ running: ReadonlySet<RunningDestination>; endOffset: () => number }>;
@@ -192,6 +259,12 @@ function destinationMetrics(registry: Registry): DestinationMetrics {
     failures: new Counter({
       name: 'tributary_destination_load_failures_total',
       help: 'Loads that failed and will be retried.',
+      labelNames: ['destination'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'tributary_destination_events_refused_total',
+      help: 'Events a destination could not store, left out of its load and kept in failed_events.',
       labelNames: ['destination'],
       registers,
     }),
@@ -245,6 +318,7 @@ async function build(
   dataDir: string,
   offsetKey: string,
   checkpoints: CheckpointGate | undefined,
+  scope: OffsetScope | undefined,
 ): Promise<WarehouseDestination> {
   const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
   if (instance === undefined && config.type !== 'postgres') {
@@ -268,6 +342,7 @@ async function build(
       }
       return new SegmentWarehouse({
         name: config.id,
+        scope,
         schema: config.schema,
         maxColumns: config.maxColumns,
         engine: new DuckDBEngine(instance!, { catalog, maxColumns: config.maxColumns, checkpoints: gate }),
@@ -277,12 +352,21 @@ async function build(
       return new SegmentWarehouse({
         name: config.id,
         offsetKey,
+        scope,
         schema: config.schema,
         maxColumns: config.maxColumns,
-        engine: new PostgresEngine({ connection: pgConnection(config), maxColumns: config.maxColumns }),
+        engine: new PostgresEngine({
+          connection: pgConnection(config),
+          maxColumns: config.maxColumns,
+          timeouts: {
+            statementMs: config.statementTimeout,
+            connectMs: config.connectTimeout,
+            socketMs: config.socketTimeout,
+          },
+        }),
       });
     case 'parquet':
-      return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path) });
+      return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path), scope });
   }
 }
 

@@ -19,6 +19,13 @@ import {
   type UserQueries,
   type UserQueryLimits,
 } from '../warehouse/user-query.js';
+import {
+  capConnectionsPerClient,
+  expandProxies,
+  type HttpLimits,
+  nodeServerOptions,
+  proxyMatcher,
+} from './http-limits.js';
 import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
 
 /** Headers the Segment, RudderStack and Jitsu browser SDKs send. */
@@ -53,18 +60,45 @@ export interface HttpAppDeps extends CollectDeps {
   identity?: ProfileApi;
   /** Bearer token that may read profiles besides the admin token. */
   profileReadToken?: string;
+  /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
+  limits?: Partial<HttpLimits>;
 }
+
+/** The limits `server:` defaults to (see docs/configuration.md). */
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  requestTimeout: 30_000,
+  headersTimeout: 10_000,
+  keepAliveTimeout: 72_000,
+  connectionTimeout: 300_000,
+  maxConnectionsPerClient: 128,
+  trustProxy: false,
+};
 
 /** Builds the HTTP application: collection API, admin API, health and metrics. */
 export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> {
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
+  const proxies = limits.trustProxy === false ? [] : expandProxies(limits.trustProxy);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    trustProxy: true,
+    // X-Forwarded-For is believed only from the proxies named: from anyone else it would let a
+    // client choose the `context.ip` stored with its events.
+    trustProxy: proxies.length > 0 ? proxies : false,
     bodyLimit: 1024 * 1024,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    // A body that never finishes must not hold its connection and buffers for ever.
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    connectionTimeout: limits.connectionTimeout,
+    http: nodeServerOptions(limits),
   });
+  capConnectionsPerClient(
+    app.server,
+    limits.maxConnectionsPerClient,
+    proxies.length > 0 ? proxyMatcher(proxies) : undefined,
+    () => deps.metrics.requestsRefused.inc({ code: 'TRIB_ERR_HTTP_TOO_MANY_CONNECTIONS' }),
+  );
 
   // Graceful shutdown: requests in flight are answered; every response from then on closes
   // its connection, and idle keep-alive connections are closed as they become idle, so

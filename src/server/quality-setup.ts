@@ -15,7 +15,7 @@ import { compileFunction } from '../pipeline/transform/compile.js';
 import { Sandbox } from '../pipeline/transform/sandbox.js';
 
 export interface QualitySetup {
-  /** Privacy policy per source id, applied at collection. */
+  /** Privacy policy per source id, applied at collection (knowing the source's mapping aliases). */
   privacy: Map<string, PiiClassifier>;
   /** Loader stages per source id: mapping → plan → transformations. */
   stages: Map<string, Stage[]>;
@@ -142,7 +142,9 @@ async function build(
   const privacy = new Map<string, PiiClassifier>();
   const stages = new Map<string, Stage[]>();
   for (const s of sources) {
-    if (s.privacy) privacy.set(s.id, new PiiClassifier(s.privacy, salt));
+    // The policy runs at collection, before the mapping renames keys: it is given the
+    // mapping's aliases so it acts on the names the values will be stored under.
+    if (s.privacy) privacy.set(s.id, new PiiClassifier(s.privacy, salt, s.mapping?.fields));
     const list: Stage[] = [];
     if (s.mapping) list.push(new MappingStage(s.mapping));
     const plan = planStage(s, baseDir);

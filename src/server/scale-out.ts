@@ -6,6 +6,7 @@ import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { PostgresIdentityStore, PostgresProfiles, SharedIdentityStage } from '../identity/postgres/index.js';
 import { NatsEventLog } from '../log/nats/nats-event-log.js';
+import { StallWatch } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
@@ -20,6 +21,7 @@ import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import type { ServerOptions } from './server.js';
+import { shutdownWithin } from './shutdown.js';
 
 /** What a process of the scale-out deployment does. */
 export type Role = 'ingest' | 'worker' | 'all';
@@ -32,7 +34,10 @@ export interface RunningScaleOut {
   role: Role;
   /** URL of the HTTP API, when this process serves one (ingest, all, or a worker given a port). */
   url: string | undefined;
-  /** Stops the HTTP API, gives the partitions back (their pipelines finish their batch), closes the connections. */
+  /**
+   * Stops the HTTP API, gives the partitions back (their pipelines finish their batch), closes
+   * the connections; rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout`.
+   */
   close(): Promise<void>;
 }
 
@@ -100,6 +105,10 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   const pipelines = new Map<number, PartitionPipeline>();
   const metrics = new Metrics({ endOffset: () => log.endOffset() });
   const qualityMetrics = new QualityMetrics(metrics.registry);
+  const stalls = new StallWatch({
+    stallAfterMs: config.server.health.stallAfter,
+    registry: metrics.registry,
+  });
   const rules = compileRules(config.identity);
   // The profile count for the gauge, read now and then (a count over the shared table).
   let profileCount = 0;
@@ -125,7 +134,8 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
 
   async function startPartition(p: number): Promise<PartitionPipeline> {
     const partitionStore = store.partition(p);
-    const loader = new WarehouseLoader(log.partition(p), partitionStore, {
+    const partitionLog = log.partition(p);
+    const loader = new WarehouseLoader(partitionLog, partitionStore, {
       consumer: `loader-p${p}`,
       // Shared by the partitions of this process; closed when the process stops.
       stages: quality.stages,
@@ -137,6 +147,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     await loader.start();
     const feed = new EventFeed(partitionStore, loader);
     let identity: SharedIdentityStage | undefined;
+    let identityError: unknown;
     let destinations: RunningDestination[] = [];
     try {
       if (config.identity.enabled) {
@@ -146,13 +157,20 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
           rules,
           store: identityStore,
           consumer: `identity-p${p}`,
-          onError: (err) => logger.error({ err, partition: p }, 'identity resolution failed; retrying'),
-          onCommitted: (changes) => identityMetrics?.committed(changes),
+          onError: (err) => {
+            identityError = err;
+            logger.error({ err, partition: p }, 'identity resolution failed; retrying');
+          },
+          onCommitted: (changes) => {
+            identityError = undefined;
+            identityMetrics?.committed(changes);
+          },
         });
         identity.follow(feed);
       }
       destinations = await startDestinations({
         destinations: config.destinations,
+        scope: { workspace: config.workspace, logId: log.id },
         dataDir: opts.dataDir,
         feed,
         logger,
@@ -169,11 +187,41 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       await loader.stop();
       throw err;
     }
+    // The partition log's end is what this process last learned of it: the loader's own
+    // state (a batch in hand or failing) says when work waits too.
+    const unwatch = [
+      stalls.watch({
+        name: `loader:p${p}`,
+        position: () => loader.position(),
+        target: () => Math.max(partitionLog.endOffset(), loader.waiting() ? loader.position() + 1 : 0),
+        lastError: () => loader.lastError(),
+      }),
+      ...destinations.map((d) =>
+        stalls.watch({
+          name: `destination:${d.id}:p${p}`,
+          position: () => d.position(),
+          target: () => loader.position(),
+          lastError: () => d.lastError(),
+        }),
+      ),
+    ];
+    if (identity) {
+      const stage = identity;
+      unwatch.push(
+        stalls.watch({
+          name: `identity:p${p}`,
+          position: () => stage.position(),
+          target: () => loader.position(),
+          lastError: () => identityError,
+        }),
+      );
+    }
     return {
       partition: p,
       loader,
       identity,
       async stop() {
+        for (const u of unwatch) u();
         for (const d of destinations) await d.stop();
         await identity?.stop();
         await loader.stop();
@@ -251,6 +299,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       adminToken: opts.adminToken,
       logger,
       publicUrl: config.server.publicUrl,
+      limits: config.server,
       observer,
       privacy: role === 'worker' ? undefined : quality.privacy,
       quality: {
@@ -265,6 +314,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
           }),
       },
       health: () => ({
+        ...stalls.check(),
         role,
         pid: process.pid,
         log: { endOffset: log.endOffset() },
@@ -285,20 +335,32 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     ({ url } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
   }
 
+  // Sampled between scrapes too, so a stall is dated from when it began.
+  const sampler = setInterval(
+    () => stalls.check(),
+    Math.max(1000, Math.min(15_000, config.server.health.stallAfter / 4)),
+  ).unref();
   let closing: Promise<void> | undefined;
   return {
     role,
     url,
     close() {
-      closing ??= (async () => {
-        clearInterval(profileTimer);
+      clearInterval(profileTimer);
+      clearInterval(sampler);
+      // Bounded: a partition whose load cannot go on must not keep the process from exiting;
+      // its lease ends with the process, and another worker takes the partition over.
+      closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at }) => {
+        at('HTTP requests in flight');
         await app?.close();
+        at('partitions stopping');
         await leases?.stop();
+        at('transformations closing');
         await closeStages(quality.stages);
+        at('closing the log and the state database');
         await log.close();
         await userQueries?.close();
         await store.close();
-      })();
+      });
       return closing;
     },
   };

@@ -12,6 +12,7 @@ import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { IdentityStage } from '../identity/identity-stage.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import { StallWatch } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
@@ -23,6 +24,7 @@ import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
+import { shutdownWithin } from './shutdown.js';
 
 export interface ServerOptions {
   config: TributaryConfig;
@@ -57,7 +59,10 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
-  /** Stops taking requests, drains in-flight ones and the loader, then closes the databases. */
+  /**
+   * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
+   * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
+   */
   close(): Promise<void>;
 }
 
@@ -94,6 +99,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     segmentDir: join(dataDir, 'log-segments'),
   });
   const warehouse = await DuckDBWarehouse.open(instance);
+  // The loader resumes from the warehouse's offset: past the log's end, the events appended
+  // next would be skipped as loaded.
+  const loadedUpTo = await warehouse.consumerOffset('warehouse');
+  if (loadedUpTo > log.endOffset()) {
+    const end = log.endOffset();
+    await log.close();
+    await warehouse.close();
+    instance.closeSync();
+    throw new TributaryError('TRIB_ERR_LOG_BEHIND_WAREHOUSE', [loadedUpTo, end]);
+  }
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics({ endOffset: () => log.endOffset(), loaded: () => loader?.position() ?? 0 });
   const quality = new QualityMetrics(metrics.registry);
@@ -113,6 +128,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   try {
     destinations = await startDestinations({
       destinations: config.destinations,
+      scope: { workspace: config.workspace, logId: log.id },
       instance,
       dataDir,
       feed,
@@ -134,6 +150,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   let identityStore: DuckDBIdentityStore | undefined;
   let identity: IdentityStage | undefined;
+  let identityError: unknown;
   if (config.identity.enabled) {
     identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
     const identityMetrics = new IdentityMetrics(metrics.registry, () => ({
@@ -141,14 +158,53 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       lag: Math.max(0, (loader?.position() ?? 0) - (identity?.position() ?? 0)),
     }));
     identity = await IdentityStage.open(identityStore, compileRules(config.identity), {
-      onError: (err) => logger.error({ err }, 'identity resolution failed; retrying'),
-      onCommitted: (changes) => identityMetrics.committed(changes),
+      onError: (err) => {
+        identityError = err;
+        logger.error({ err }, 'identity resolution failed; retrying');
+      },
+      onCommitted: (changes) => {
+        identityError = undefined;
+        identityMetrics.committed(changes);
+      },
     });
     identity.follow(feed);
   }
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
   // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
   await lockDownDuckDB(instance, duckDBAllowed);
+  // Health: each part of the pipeline against the work waiting for it.
+  const stalls = new StallWatch({
+    stallAfterMs: config.server.health.stallAfter,
+    registry: metrics.registry,
+  });
+  stalls.watch({
+    name: 'loader',
+    position: () => loader.position(),
+    target: () => Math.max(log.endOffset(), loader.waiting() ? loader.position() + 1 : 0),
+    lastError: () => loader.lastError(),
+  });
+  for (const d of destinations) {
+    stalls.watch({
+      name: `destination:${d.id}`,
+      position: () => d.position(),
+      target: () => loader.position(),
+      lastError: () => d.lastError(),
+    });
+  }
+  if (identity) {
+    const stage = identity;
+    stalls.watch({
+      name: 'identity',
+      position: () => stage.position(),
+      target: () => loader.position(),
+      lastError: () => identityError,
+    });
+  }
+  // Sampled between scrapes too, so a stall is dated from when it began.
+  const sampler = setInterval(
+    () => stalls.check(),
+    Math.max(1000, Math.min(15_000, config.server.health.stallAfter / 4)),
+  ).unref();
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -186,6 +242,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     adminToken: opts.adminToken,
     logger,
     publicUrl: config.server.publicUrl,
+    limits: config.server,
     observer,
     privacy: qualitySetup.privacy,
     quality: {
@@ -193,6 +250,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       stats: () => collectStats({ metrics, quality, pending, sources: config.sources.map((s) => s.id) }),
     },
     health: () => ({
+      ...stalls.check(),
       log: { endOffset: log.endOffset() },
       loader: { position: loader.position() },
       destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
@@ -218,25 +276,35 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     quality,
     failed,
     close() {
-      closing ??= (async () => {
+      clearInterval(sampler);
+      // Bounded: a load that cannot go on must not keep the process from exiting. Draining
+      // takes at most half the time; whatever is left is loaded from the log at the next start.
+      closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
+        at('HTTP requests in flight');
         await app.close();
-        await loader.drained();
+        at('the loader draining the log');
+        await upTo(loader.drained(), left() / 2);
         // Destinations catch up after a restart anyway (their offset is stored with their rows),
         // so an unreachable one does not hold the shutdown for long.
-        await Promise.race([
-          Promise.all(destinations.map((d) => d.drained())),
-          new Promise((r) => setTimeout(r, 10_000).unref()),
-        ]);
-        for (const d of destinations) await d.stop();
+        at('destinations draining');
+        await upTo(Promise.all(destinations.map((d) => d.drained())), Math.min(10_000, left() / 2));
+        for (const d of destinations) {
+          at(`destination ${d.id} stopping`);
+          await d.stop();
+        }
+        at('the loader stopping');
         await loader.stop();
+        at('transformations closing');
         await closeStages(qualitySetup.stages);
-        await identity?.drained();
+        at('identity resolution stopping');
+        await upTo(identity?.drained() ?? Promise.resolve(), left() / 2);
         await identity?.stop();
         await identityStore?.close();
+        at('closing the log and the warehouse');
         await log.close();
         await warehouse.close();
         instance.closeSync();
-      })();
+      });
       return closing;
     },
   };

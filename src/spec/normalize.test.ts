@@ -97,6 +97,40 @@ describe('normalizeEvent: timestamp rules', () => {
     });
   });
 
+  it('rejects impossible and out-of-range instants in any timestamp field', () => {
+    const base = { type: 'track', event: 'X', userId: 'u' };
+    for (const bad of [
+      { timestamp: '2020-02-30T00:00:00.000Z' },
+      { timestamp: '-271821-04-20T00:00:00.000Z' },
+      { originalTimestamp: '+275760-09-13T00:00:00.000Z' },
+      { originalTimestamp: '2021-02-29T10:00:00Z' },
+      { sentAt: '-271821-04-20T00:00:00.000Z' },
+      { sentAt: '2020-01-01T24:00:00Z' },
+    ]) {
+      const r = normalizeEvent({ ...base, ...bad }, env());
+      expect(r, JSON.stringify(bad)).toMatchObject({ ok: false, code: 'TRIB_ERR_EVENT_INVALID_TIMESTAMP' });
+    }
+    const r = normalizeEvent(
+      { ...base, originalTimestamp: '2026-11-21T11:00:00.000Z' },
+      env({ sentAt: '2020-02-30T00:00:00.000Z' }),
+    );
+    expect(r).toMatchObject({ ok: false, code: 'TRIB_ERR_EVENT_INVALID_TIMESTAMP' });
+  });
+
+  it('rejects a clock-skew correction that leaves the calendar, without throwing', () => {
+    const r = normalizeEvent(
+      {
+        type: 'track',
+        event: 'X',
+        userId: 'u',
+        originalTimestamp: '0001-01-01T00:00:00.000Z',
+        sentAt: '9999-12-31T00:00:00.000Z',
+      },
+      env(),
+    );
+    expect(r).toMatchObject({ ok: false, code: 'TRIB_ERR_EVENT_INVALID_TIMESTAMP' });
+  });
+
   it('keeps a timestamp just under 23 h ahead', () => {
     const e = ok({ type: 'track', event: 'X', userId: 'u', timestamp: '2026-11-22T10:59:59.000Z' });
     expect(e.timestamp).toBe('2026-11-22T10:59:59.000Z');
@@ -137,7 +171,7 @@ describe('normalizeEvent: rejections', () => {
     [
       'bad timestamp',
       { type: 'track', event: 'X', userId: 'u', timestamp: 'yesterday' },
-      'TRIB_ERR_EVENT_INVALID_FIELD',
+      'TRIB_ERR_EVENT_INVALID_TIMESTAMP',
     ],
     [
       'numeric timestamp',

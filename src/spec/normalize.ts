@@ -8,6 +8,7 @@ import {
   type JsonObject,
   type SegmentEvent,
 } from './event.js';
+import { inTimeRange, parseTimestamp } from './timestamp.js';
 
 /** Longest messageId accepted, as Segment documents it. */
 export const MAX_MESSAGE_ID_LENGTH = 100;
@@ -51,15 +52,20 @@ function idValue(value: unknown): string | undefined | null {
   return null;
 }
 
-function parseTime(value: unknown): number | undefined | null {
+/**
+ * A timestamp field: `undefined` when absent, the instant when it is a real ISO-8601
+ * date-time within years 0001-9999, else the rejection.
+ */
+function parseTime(field: string, value: unknown): number | undefined | NormalizeResult {
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string') return null;
-  const ms = Date.parse(value);
-  return Number.isNaN(ms) ? null : ms;
+  if (typeof value !== 'string') return reject('TRIB_ERR_EVENT_INVALID_FIELD', `${field} must be a string`);
+  const ms = parseTimestamp(value);
+  if (ms !== undefined) return ms;
+  return reject('TRIB_ERR_EVENT_INVALID_TIMESTAMP', `${field} ${JSON.stringify(value.slice(0, 40))}`);
 }
 
 const OBJECT_FIELDS = ['properties', 'traits', 'context', 'integrations'] as const;
-/** The form `Date.prototype.toISOString` gives; such a timestamp is stored as sent. */
+/** The form `Date.prototype.toISOString` gives; such a timestamp (once checked) is stored as sent. */
 const CANONICAL_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 /**
@@ -68,7 +74,10 @@ const CANONICAL_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
  * `integrations`, and `timestamp`:
  * the client's explicit `timestamp`, else `receivedAt − (sentAt − originalTimestamp)`,
  * else `receivedAt`; a timestamp more than 23 h ahead of receipt becomes `receivedAt`
- * and leaves a warning under `_tributary.warnings`.
+ * and leaves a warning under `_tributary.warnings`. A timestamp field that is not a real
+ * ISO-8601 date-time of years 0001-9999 (`2020-02-30`, `+275760-…`), or a clock-skew
+ * correction that leaves those years, rejects the event (`TRIB_ERR_EVENT_INVALID_TIMESTAMP`):
+ * every timestamp stored is one DuckDB and PostgreSQL can read.
  *
  * No I/O. An accepted event is the input object, completed in place (it belongs to the
  * request that parsed it); a rejected one is left untouched.
@@ -119,14 +128,12 @@ export function normalizeEvent(raw: unknown, env: RequestEnvelope): NormalizeRes
     }
   }
 
-  const explicit = parseTime(raw.timestamp);
-  const original = parseTime(raw.originalTimestamp);
-  const sentAt = parseTime(raw.sentAt ?? env.sentAt);
-  if (explicit === null)
-    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'timestamp must be an ISO-8601 string');
-  if (original === null)
-    return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'originalTimestamp must be an ISO-8601 string');
-  if (sentAt === null) return reject('TRIB_ERR_EVENT_INVALID_FIELD', 'sentAt must be an ISO-8601 string');
+  const explicit = parseTime('timestamp', raw.timestamp);
+  if (typeof explicit === 'object') return explicit;
+  const original = parseTime('originalTimestamp', raw.originalTimestamp);
+  if (typeof original === 'object') return original;
+  const sentAt = parseTime('sentAt', raw.sentAt ?? env.sentAt);
+  if (typeof sentAt === 'object') return sentAt;
 
   const receivedAt = env.receivedAt;
   let timestamp: number;
@@ -134,8 +141,16 @@ export function normalizeEvent(raw: unknown, env: RequestEnvelope): NormalizeRes
   if (explicit !== undefined) {
     timestamp = explicit;
     if (CANONICAL_ISO.test(raw.timestamp as string)) timestampIso = raw.timestamp as string;
-  } else if (original !== undefined && sentAt !== undefined) timestamp = receivedAt - (sentAt - original);
-  else if (original !== undefined) timestamp = original;
+  } else if (original !== undefined && sentAt !== undefined) {
+    timestamp = receivedAt - (sentAt - original);
+    // Both readable, yet far apart (0001 and 9999): the corrected instant is no date at all.
+    if (!inTimeRange(timestamp)) {
+      return reject(
+        'TRIB_ERR_EVENT_INVALID_TIMESTAMP',
+        'originalTimestamp corrected by sentAt falls outside years 0001-9999',
+      );
+    }
+  } else if (original !== undefined) timestamp = original;
   else timestamp = receivedAt;
 
   let warnings: EventWarning[] | undefined;

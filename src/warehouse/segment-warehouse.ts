@@ -1,5 +1,7 @@
+import { TributaryError } from '../errors.js';
 import { Slice } from '../slice.js';
-import type { SqlEngine, WarehouseDestination } from './destination.js';
+import type { LoadOptions, LoadResult, OffsetScope, SqlEngine, WarehouseDestination } from './destination.js';
+import { loadIsolated } from './isolate.js';
 import { WarehouseModel } from './layout/warehouse-model.js';
 import type { StoredEvent } from './warehouse.js';
 
@@ -12,6 +14,12 @@ export interface SegmentWarehouseOptions {
    */
   offsetKey?: string;
   engine: SqlEngine;
+  /**
+   * Workspace and log the offset is stored for; offsets of another log under the same key
+   * and workspace refuse the start (`TRIB_ERR_DEST_FOREIGN_OFFSETS`) unless `startOver`.
+   * Default none: the offset is keyed by `offsetKey` alone.
+   */
+  scope?: OffsetScope;
   /**
    * Schema name of a source before folding; `{source}` stands for the source id.
    * Default `{source}`: one schema per source, as Segment names schemas after sources.
@@ -45,13 +53,26 @@ export class SegmentWarehouse implements WarehouseDestination {
   async storedOffset(): Promise<number> {
     this.ready ??= this.options.engine.setup();
     await this.ready;
-    const { offset, names, namesSeen } = await this.options.engine.readState(
-      this.name,
-      this.options.offsetKey ?? this.name,
-    );
+    const key = this.options.offsetKey ?? this.name;
+    const scope = this.options.scope;
+    let state = await this.options.engine.readState(this.name, key, scope);
+    if (state.foreignLogs.length > 0 && scope) {
+      if (!scope.startOver) {
+        throw new TributaryError('TRIB_ERR_DEST_FOREIGN_OFFSETS', [
+          this.name,
+          state.foreignLogs.join(', '),
+          scope.workspace,
+          scope.logId,
+        ]);
+      }
+      await this.options.engine.forgetForeignOffsets(key, scope);
+      state = await this.options.engine.readState(this.name, key, scope);
+    }
+    const { offset, names, namesSeen } = state;
     const template = this.options.schema ?? '{source}';
     const model = new WarehouseModel({
       maxColumns: this.options.maxColumns ?? this.options.engine.maxColumns,
+      maxRowBytes: this.options.engine.maxRowBytes,
       schemaFor: (source) => template.replaceAll('{source}', source),
     });
     model.restore(names);
@@ -60,7 +81,18 @@ export class SegmentWarehouse implements WarehouseDestination {
     return offset;
   }
 
-  async load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
+  /**
+   * Loads in one transaction; an event the engine refuses is found by splitting the load
+   * (`loadIsolated`) and left out, reported in the result.
+   */
+  load(events: readonly StoredEvent[], nextOffset: number, options?: LoadOptions): Promise<LoadResult> {
+    return loadIsolated(this.name, events, nextOffset, options, {
+      attempt: (part, commit) => this.apply(part, nextOffset, commit),
+      refusesData: (err) => this.options.engine.refusesData(err),
+    });
+  }
+
+  private async apply(events: readonly StoredEvent[], nextOffset: number, commit: boolean): Promise<void> {
     if (!this.model) await this.storedOffset();
     const model = this.model!;
     const part = Math.max(1, this.options.engine.planPart ?? events.length);
@@ -81,11 +113,15 @@ export class SegmentWarehouse implements WarehouseDestination {
     try {
       const done = await this.options.engine.apply(this.name, plans(), nextOffset, {
         offsetKey: this.options.offsetKey ?? this.name,
+        scope: this.options.scope,
         namesSeen: this.namesSeen,
         // Names other instances gave out since the model was read: planned on, never given twice.
         catchUp: (names) => model.restore(names),
+        commit,
       });
-      if (done) this.namesSeen = done.namesSeen;
+      if (!commit)
+        this.model = undefined; // rolled back: the plan's names too
+      else if (done) this.namesSeen = done.namesSeen;
     } catch (err) {
       this.model = undefined; // the plan's names were rolled back with it
       throw err;

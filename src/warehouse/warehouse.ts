@@ -54,13 +54,32 @@ export interface WarehouseBatch {
   fromOffset?: number;
 }
 
-/** What a write left out, for the loader's counts. */
+/** A row of `batch.events` the engine refused (data it cannot store), and why. */
+export interface RefusedRow {
+  /** Position in `batch.events`. */
+  index: number;
+  /** The engine's message. */
+  reason: string;
+}
+
+/**
+ * The fate of each row of a write, listing the exceptions: a row of `batch.events` that is in
+ * neither list was stored in `events`. Data errors are results, not throws: one row the engine
+ * cannot take never blocks the rest of its batch.
+ */
 export interface WriteReport {
   /**
    * Positions in `batch.events` of rows not written because their (source, messageId) was
    * stored already, by another partition or an earlier batch.
    */
   duplicates: number[];
+  /**
+   * Rows the engine refused (a lone surrogate its JSON parser rejects, an impossible
+   * timestamp, …): stored in `failed_events` instead, in the same transaction, with stage
+   * `load`, code `TRIB_ERR_LOAD_UNSTORABLE`, the engine's message and the payload made
+   * storable (see `./storable.ts`).
+   */
+  refused: RefusedRow[];
 }
 
 /** One row of `events` as consumers after the loader read it (see `pipeline/event-feed.ts`). */
@@ -83,9 +102,14 @@ export interface Warehouse {
   /**
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
    * (offset below the stored one) is recognised and skipped: loads are exactly-once.
+   *
+   * A batch the engine refuses for its data is split until the refused rows are found
+   * (`findRefused` in `./storable.ts`); they go to `failed_events` and the report lists them,
+   * while the rest and the offset are written. Failed rows are stored with their texts made
+   * storable. Only errors that are not about the data (disk, connection, a moved offset) throw:
+   * the caller retries the batch.
    */
-  // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
-  write(batch: WarehouseBatch): Promise<WriteReport | void>;
+  write(batch: WarehouseBatch): Promise<WriteReport>;
   /** The log offset the consumer has written up to (0 when it never wrote). */
   consumerOffset(consumer: string): Promise<number>;
   /** Of the given keys, those already stored with `received_at` at or after `sinceMs`. */

@@ -30,16 +30,21 @@ async function collect(
   group: string,
   expected: number,
   fail?: { times: number },
+  from?: number,
 ): Promise<Delivered[]> {
   const got: Delivered[] = [];
   let failures = 0;
-  const sub = log.consume(group, async (batch) => {
-    if (fail && failures < fail.times) {
-      failures++;
-      throw new Error('handler failure');
-    }
-    got.push(...batch);
-  });
+  const sub = log.consume(
+    group,
+    async (batch) => {
+      if (fail && failures < fail.times) {
+        failures++;
+        throw new Error('handler failure');
+      }
+      got.push(...batch);
+    },
+    from === undefined ? {} : { from },
+  );
   const deadline = Date.now() + 10_000;
   while (got.length < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   await sub.stop();
@@ -64,6 +69,22 @@ export function eventLogConformance(name: string, makeHarness: () => EventLogHar
       await log?.close().catch(() => undefined);
       log = undefined;
       await harness?.cleanup();
+    });
+
+    it('has an identity, kept across a restart, that another log does not share', async () => {
+      const l = await fresh();
+      const id = l.id;
+      expect(id).toMatch(/\S{8,}/);
+      log = await harness.reopen(l);
+      expect(log.id).toBe(id);
+      const other = makeHarness();
+      const o = await other.open();
+      try {
+        expect(o.id).not.toBe(id);
+      } finally {
+        await o.close();
+        await other.cleanup();
+      }
     });
 
     it('assigns offsets that only grow, increasing within an append', async () => {
@@ -140,6 +161,22 @@ export function eventLogConformance(name: string, makeHarness: () => EventLogHar
       l = await harness.reopen(l);
       log = l;
       expect(await l.committedOffset('a')).toBe(next[4]!.offset + 1);
+    });
+
+    it('starts a group at `from` below its committed offset, as a store restored from a backup asks', async () => {
+      let l = await fresh();
+      await l.append(Array.from({ length: 10 }, (_, i) => record(i)));
+      const first = await collect(l, 'a', 10);
+      const ids = (from: number) => Array.from({ length: 10 - from }, (_, i) => `m-${from + i}`);
+      const again = await collect(l, 'a', 7, undefined, first[3]!.offset);
+      expect(again.map((d) => d.messageId)).toEqual(ids(3));
+      l = await harness.reopen(l);
+      log = l;
+      expect((await collect(l, 'a', 10, undefined, 0)).map((d) => d.messageId)).toEqual(ids(0));
+      // A group never seen before starts at `from` too.
+      expect((await collect(l, 'new', 5, undefined, first[5]!.offset)).map((d) => d.messageId)).toEqual(
+        ids(5),
+      );
     });
 
     it('redelivers a batch whose handler failed (at-least-once)', async () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { SqlEngine } from '../../src/warehouse/destination.js';
+import type { OffsetScope, SqlEngine } from '../../src/warehouse/destination.js';
 import { SegmentWarehouse } from '../../src/warehouse/segment-warehouse.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
 
@@ -53,10 +53,18 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       await h?.cleanup();
     });
 
-    async function warehouse(options: { maxColumns?: number; reopen?: boolean } = {}) {
+    async function warehouse(
+      options: { maxColumns?: number; reopen?: boolean; scope?: OffsetScope; offsetKey?: string } = {},
+    ) {
       if (!options.reopen) h = (await harness())!;
       const engine = options.reopen ? await h.reopen() : await h.engine();
-      const w = new SegmentWarehouse({ name: 'wh', engine, maxColumns: options.maxColumns });
+      const w = new SegmentWarehouse({
+        name: 'wh',
+        engine,
+        maxColumns: options.maxColumns,
+        scope: options.scope,
+        offsetKey: options.offsetKey,
+      });
       open.push(w);
       return w;
     }
@@ -289,20 +297,131 @@ export function warehouseConformance(name: string, harness: () => Promise<Wareho
       expect(await count('"web"."tracks"')).toBe(3);
     });
 
-    it('rolls back the whole load, offset included, when the engine refuses part of it, and loads it on retry', async () => {
+    it('leaves out only the event the engine refuses, and loads the rest with the offset', async () => {
       const w = await warehouse();
-      await w.load([track(0, 'E', { n: 1 })], 1);
-      // Another writer made a table the plan will need with a type the values cannot take.
-      await h.query('CREATE TABLE "web"."blocked" (id VARCHAR, n BOOLEAN)');
-      await expect(w.load([track(1, 'E', { n: 2 }), track(2, 'Blocked', { n: 5 })], 3)).rejects.toThrow();
-      expect(await w.storedOffset()).toBe(1);
-      expect(await count('"web"."tracks"')).toBe(1);
-      expect(await count('"web"."e"')).toBe(1);
-      await h.query('DROP TABLE "web"."blocked"');
-      await w.load([track(1, 'E', { n: 2 }), track(2, 'Blocked', { n: 5 })], 3);
-      expect(await count('"web"."tracks"')).toBe(3);
-      expect(await text('SELECT id, CAST(n AS VARCHAR) FROM "web"."blocked"')).toEqual([['m-2', '5']]);
+      await w.load([track(0, 'Blocked', { n: 1 })], 1);
+      // Another writer changed a column's type: the values planned for it cannot go in.
+      await h.query('ALTER TABLE "web"."blocked" ALTER COLUMN n TYPE BOOLEAN USING (n <> 0)');
+      const result = await w.load([track(1, 'E', { n: 2 }), track(2, 'Blocked', { n: 5 })], 3);
+      expect(result.status).toBe('ok');
+      expect(result.status === 'ok' && result.failed.map((f) => [f.event.messageId, f.code])).toEqual([
+        ['m-2', 'TRIB_ERR_DEST_RECORD_REFUSED'],
+      ]);
       expect(await w.storedOffset()).toBe(3);
+      expect(await text('SELECT id FROM "web"."tracks" ORDER BY id')).toEqual([['m-0'], ['m-1']]);
+      expect(await count('"web"."blocked"')).toBe(1);
+    });
+
+    it('stores the failures before the load commits, and loads every other event of the batch', async () => {
+      const w = await warehouse();
+      await w.load([track(0, 'Blocked', { n: 1 })], 1);
+      await h.query('ALTER TABLE "web"."blocked" ALTER COLUMN n TYPE BOOLEAN USING (n <> 0)');
+      const batch = [1, 2, 3].map((i) => track(i, 'E', { n: i }));
+      batch.push(track(4, 'Blocked', { n: 5 }), ...[5, 6, 7].map((i) => track(i, 'E', { n: i })));
+      const seen: { ids: string[]; next: number; stored: number }[] = [];
+      const result = await w.load(batch, 8, {
+        onFailed: async (failed, next) => {
+          const probe = await warehouse({ reopen: true });
+          seen.push({ ids: failed.map((f) => f.event.messageId), next, stored: await probe.storedOffset() });
+        },
+      });
+      expect(result.status === 'ok' && result.failed.map((f) => f.event.messageId)).toEqual(['m-4']);
+      expect(result.status === 'ok' && result.failed[0]!.reason).toMatch(/refused the event/);
+      expect(seen).toEqual([{ ids: ['m-4'], next: 8, stored: 1 }]);
+      expect(await w.storedOffset()).toBe(8);
+      expect(await count('"web"."tracks"')).toBe(7);
+      expect(await count('"web"."e"')).toBe(6);
+      // and the destination goes on
+      await w.load([track(8, 'E', { n: 8 })], 9);
+      expect(await count('"web"."e"')).toBe(7);
+      expect(await w.storedOffset()).toBe(9);
+    });
+
+    it('stores lone surrogates in JSON values as U+FFFD, as text columns do', async () => {
+      const w = await warehouse();
+      // JavaScript strings may hold them; no engine's JSON takes them.
+      const result = await w.load(
+        [
+          storedEvent(0, {
+            type: 'identify',
+            userId: 'u9',
+            traits: { tags: ['\ud800', 'ok'], name: 'a\udfff' },
+          }),
+          track(1, 'E', { list: ['x\udbff'] }),
+        ],
+        2,
+      );
+      expect(result).toEqual({ status: 'ok', failed: [] });
+      const parsed = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v);
+      const [user] = await h.query('SELECT tags, name FROM "web"."users"');
+      expect(parsed(user!.tags)).toEqual(['\ufffd', 'ok']);
+      expect(user!.name).toBe('a\ufffd');
+      const [e] = await h.query('SELECT list FROM "web"."e"');
+      expect(parsed(e!.list)).toEqual(['x\ufffd']);
+    });
+
+    it('stores an event with 1,100 numeric properties, with what a row cannot hold in the overflow column', async () => {
+      const w = await warehouse();
+      const wide = (offset: number, k: number) =>
+        track(offset, 'Wide', Object.fromEntries(Array.from({ length: 1100 }, (_, i) => [`p${i}`, i + k])));
+      const result = await w.load([wide(0, 0.5), wide(1, 0.25)], 2);
+      expect(result).toEqual({ status: 'ok', failed: [] });
+      const rows = await h.query('SELECT * FROM "web"."wide" ORDER BY id');
+      expect(rows.map((r) => r.id)).toEqual(['m-0', 'm-1']);
+      for (const [row, k] of [
+        [rows[0]!, 0.5],
+        [rows[1]!, 0.25],
+      ] as const) {
+        const raw = row._overflow;
+        const overflow = (typeof raw === 'string' ? JSON.parse(raw) : (raw ?? {})) as Record<string, unknown>;
+        const values = Array.from({ length: 1100 }, (_, i) => Number(row[`p${i}`] ?? overflow[`p${i}`]));
+        expect(values).toEqual(Array.from({ length: 1100 }, (_, i) => i + k));
+      }
+      expect(await w.storedOffset()).toBe(2);
+    });
+
+    it('keeps offsets per workspace and log, and refuses offsets of another log unless told to start over', async () => {
+      const a = await warehouse({ scope: { workspace: 'a', logId: 'log-1' } });
+      expect(await a.storedOffset()).toBe(0);
+      await a.load([track(0, 'E', { n: 1 }), track(1, 'E', { n: 2 })], 2);
+      // Another workspace loading into the same tables starts from its own log's start.
+      const b = await warehouse({ reopen: true, scope: { workspace: 'b', logId: 'log-2' } });
+      expect(await b.storedOffset()).toBe(0);
+      await b.load([track(0, 'E', { n: 3 }, { messageId: 'b-0' })], 1);
+      expect(await text('SELECT id FROM "web"."e" ORDER BY id')).toEqual([['b-0'], ['m-0'], ['m-1']]);
+      expect(await a.storedOffset()).toBe(2);
+      expect(await b.storedOffset()).toBe(1);
+      // A new log of workspace a finds log-1's offsets: it would skip events, so it refuses.
+      const fresh = await warehouse({ reopen: true, scope: { workspace: 'a', logId: 'log-3' } });
+      const refused = await fresh.storedOffset().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(refused).toMatchObject({ code: 'TRIB_ERR_DEST_FOREIGN_OFFSETS' });
+      expect((refused as Error).message).toContain('startOver: true');
+      const over = await warehouse({
+        reopen: true,
+        scope: { workspace: 'a', logId: 'log-3', startOver: true },
+      });
+      expect(await over.storedOffset()).toBe(0);
+      await over.load([track(0, 'E', { n: 4 }, { messageId: 'c-0' })], 1);
+      expect(await over.storedOffset()).toBe(1);
+      expect(await b.storedOffset()).toBe(1); // other workspaces untouched
+      expect(await count('"web"."e"')).toBe(4);
+    });
+
+    it('moves offsets of a version before scopes: the first workspace and log to read one take it over', async () => {
+      h = (await harness())!;
+      await h.query('CREATE SCHEMA _tributary');
+      await h.query(`CREATE TABLE _tributary.warehouse_offsets (
+        destination VARCHAR PRIMARY KEY, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)`);
+      await h.query(`INSERT INTO _tributary.warehouse_offsets VALUES ('wh', 5, now())`);
+      const mine = await warehouse({ reopen: true, scope: { workspace: 'a', logId: 'log-1' } });
+      expect(await mine.storedOffset()).toBe(5);
+      await mine.load([track(5, 'E', { n: 1 })], 6);
+      const other = await warehouse({ reopen: true, scope: { workspace: 'b', logId: 'log-2' } });
+      expect(await other.storedOffset()).toBe(0);
+      expect(await mine.storedOffset()).toBe(6);
     });
 
     it('loads a large batch (planned in parts by some engines) with columns added and widened late', async () => {

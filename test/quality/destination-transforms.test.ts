@@ -235,7 +235,7 @@ describe('transformations per destination', () => {
         try {
           await new Promise((r) => setTimeout(r, 20)); // a load that takes a while, so an overlap would show
           if (crashes-- > 0) throw new Error('simulated crash before the commit');
-          await real.load(events, next);
+          return await real.load(events, next);
         } finally {
           active--;
         }

@@ -9,6 +9,7 @@ import {
 } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { largeTextCompression } from '../../duckdb-storage.js';
+import { TributaryError } from '../../errors.js';
 import { Pause } from '../../pause.js';
 import type {
   AppendResult,
@@ -63,6 +64,48 @@ interface Segment {
 }
 
 const SEGMENT_FILE = /^seg-(\d{20})\.duckdb$/;
+
+function segmentFile(first: number): string {
+  return `seg-${String(first).padStart(20, '0')}.duckdb`;
+}
+
+/**
+ * Refuses to open a log that lost a segment file: `<catalog>.segments` lists every segment
+ * the log created, and a file listed but absent (or no file at all where consumers have read
+ * records) would otherwise start as an empty archive, its events silently gone. Files found
+ * but not listed (a log from before the list) are listed.
+ */
+async function checkSegments(
+  conn: DuckDBConnection,
+  catalog: string,
+  segmentDir: string,
+  files: readonly number[],
+): Promise<void> {
+  const c = quoteIdent(catalog);
+  await conn.run(`CREATE TABLE IF NOT EXISTS ${c}.segments (
+    first_offset BIGINT PRIMARY KEY,
+    created_at TIMESTAMPTZ NOT NULL)`);
+  const listed = (await conn.runAndReadAll(`SELECT first_offset FROM ${c}.segments ORDER BY first_offset`))
+    .getRows()
+    .map(([first]) => Number(first));
+  const found = new Set(files);
+  const missing = listed.filter((first) => !found.has(first));
+  if (missing.length === 0 && files.length === 0) {
+    // A log from before the list, every file gone: its consumers read records from somewhere.
+    const read = await conn.runAndReadAll(`SELECT COALESCE(max(next_offset), 0) FROM ${c}.consumer_offsets`);
+    if (Number(read.getRows()[0]?.[0] ?? 0) > 0) missing.push(0);
+  }
+  if (missing.length > 0) {
+    throw new TributaryError('TRIB_ERR_LOG_SEGMENT_MISSING', [
+      missing.map(segmentFile).join(', '),
+      segmentDir,
+      missing.join(', '),
+    ]);
+  }
+  for (const first of files) {
+    await conn.run(`INSERT OR IGNORE INTO ${c}.segments VALUES ($1, now())`, [BigInt(first)]);
+  }
+}
 
 function segmentCatalog(first: number): string {
   return `log_seg_${first}`;
@@ -167,6 +210,8 @@ export class DuckDBEventLog implements EventLog {
   private tailCount = 0;
   private closed = false;
   private readonly subscriptions = new Set<Subscription>();
+  /** A UUID created with the log (see `logIdentity`). */
+  id = '';
   /** Reports a failed background checkpoint or view update (the log goes on). */
   onMaintenanceError: (err: unknown) => void = () => {};
 
@@ -205,11 +250,13 @@ export class DuckDBEventLog implements EventLog {
       writers.push({ conn: await instance.connect() });
     }
     const log = new DuckDBEventLog(instance, writers, await instance.connect(), maintenance, options);
+    log.id = await logIdentity(maintenance, catalog);
     const files = readdirSync(options.segmentDir)
       .map((f) => SEGMENT_FILE.exec(f))
       .filter((m): m is RegExpExecArray => m !== null)
       .map((m) => Number(m[1]))
       .sort((a, b) => a - b);
+    await checkSegments(maintenance, catalog, options.segmentDir, files);
     for (const [i, first] of files.entries()) {
       const catalogName = await log.attachSegment(first);
       // Only the active (last) segment's size matters: full ones never take commits again.
@@ -239,7 +286,7 @@ export class DuckDBEventLog implements EventLog {
 
   private async attachSegment(first: number): Promise<string> {
     const catalogName = segmentCatalog(first);
-    const path = join(this.segmentDir, `seg-${String(first).padStart(20, '0')}.duckdb`);
+    const path = join(this.segmentDir, segmentFile(first));
     await this.maintenance.run(`ATTACH IF NOT EXISTS ${sqlString(path)} AS ${quoteIdent(catalogName)}`);
     const compression = await largeTextCompression(this.maintenance, catalogName, 'USING COMPRESSION fsst');
     await this.maintenance.run(
@@ -249,7 +296,12 @@ export class DuckDBEventLog implements EventLog {
   }
 
   private async createSegment(first: number): Promise<Segment> {
-    return { first, end: first, catalog: await this.attachSegment(first), bytes: 0 };
+    const segment = { first, end: first, catalog: await this.attachSegment(first), bytes: 0 };
+    await this.maintenance.run(
+      `INSERT OR IGNORE INTO ${quoteIdent(this.catalog)}.segments VALUES ($1, now())`,
+      [BigInt(first)],
+    );
+    return segment;
   }
 
   private async useActiveSegment(): Promise<void> {
@@ -523,7 +575,7 @@ export class DuckDBEventLog implements EventLog {
     const loop = (async () => {
       const conn = await this.instance.connect();
       try {
-        position = await this.committedOffset(group, conn);
+        position = options.from ?? (await this.committedOffset(group, conn));
         settleDrains();
         while (!stopping) {
           let batch: Delivered[];
@@ -603,4 +655,16 @@ export class DuckDBEventLog implements EventLog {
     this.reader.closeSync();
     this.maintenance.closeSync();
   }
+}
+
+/**
+ * The log's identity: a UUID in `<catalog>.log_identity`, created on the first open (by
+ * this version: a log of an older one gets its identity then, and keeps it).
+ */
+async function logIdentity(c: DuckDBConnection, catalog: string): Promise<string> {
+  const table = `${quoteIdent(catalog)}.log_identity`;
+  await c.run(`CREATE TABLE IF NOT EXISTS ${table} (id VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL)`);
+  await c.run(`INSERT INTO ${table} SELECT CAST(uuid() AS VARCHAR), now() WHERE NOT EXISTS (FROM ${table})`);
+  const r = await c.runAndReadAll(`SELECT id FROM ${table} ORDER BY created_at LIMIT 1`);
+  return String(r.getRows()[0]![0]);
 }

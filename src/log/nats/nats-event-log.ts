@@ -172,6 +172,8 @@ interface View {
  */
 export class NatsEventLog implements EventLog {
   readonly partitions: number;
+  /** `nats:<stream>:<creation time>`: a stream deleted and created again is another log. */
+  id = '';
   private readonly stream: string;
   private readonly publishTimeoutMs: number;
   private readonly retryMs: number;
@@ -262,6 +264,7 @@ export class NatsEventLog implements EventLog {
         });
       }
     }
+    this.id = `nats:${this.stream}:${info.created}`;
     const m = DESCRIPTION.exec(info.config.description ?? '');
     if (!m) {
       throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
@@ -309,6 +312,7 @@ export class NatsEventLog implements EventLog {
     }
     const subs = new Set<Subscription>();
     return {
+      id: this.id,
       append: (records) => this.append(records),
       consume: (group, handle, options) => {
         const sub = this.consumeView({ partition: p }, group, handle, options);
@@ -405,6 +409,7 @@ export class NatsEventLog implements EventLog {
     maxBatch: number,
     takeOver: boolean,
     resumeAfter: number | undefined,
+    rewindTo?: number,
   ): Promise<number> {
     let info: ConsumerInfo | undefined;
     try {
@@ -413,16 +418,23 @@ export class NatsEventLog implements EventLog {
       if (!notFound(err)) throw err;
     }
     let startAfter = resumeAfter;
+    // `from` below the ack floor (a consumer whose own store went back): start over from there.
+    const rewind = info !== undefined && rewindTo !== undefined && rewindTo < ackFloor(info);
     // Delivered past the ack floor with nothing pending happens too: a server that shut down
     // while records were on their way to a pull.
-    if (info && takeOver && (info.num_ack_pending > 0 || info.delivered.stream_seq > ackFloor(info))) {
-      startAfter = ackFloor(info);
+    if (
+      info &&
+      (rewind || (takeOver && (info.num_ack_pending > 0 || info.delivered.stream_seq > ackFloor(info))))
+    ) {
+      startAfter = rewind ? rewindTo : ackFloor(info);
       await this.jsm.consumers.delete(this.stream, name).catch((err: unknown) => {
         if (!notFound(err)) throw err;
       });
       info = undefined;
     }
     if (!info) {
+      // Offsets are stream sequences − 1: starting after sequence `from` hands out offset `from` first.
+      if (startAfter === undefined && rewindTo !== undefined && rewindTo > 0) startAfter = rewindTo;
       const config: Partial<ConsumerConfig> = {
         durable_name: name,
         ack_policy: AckPolicy.All,
@@ -485,7 +497,15 @@ export class NatsEventLog implements EventLog {
         while (!stopping) {
           if (!attached) {
             try {
-              position = await this.attach(view, name, maxBatch, takeOver, position);
+              // `from` counts on the first attach only: later ones resume where this loop is.
+              position = await this.attach(
+                view,
+                name,
+                maxBatch,
+                takeOver,
+                position,
+                position === undefined ? options.from : undefined,
+              );
               attached = true;
               takeOver = false;
               settleDrains();

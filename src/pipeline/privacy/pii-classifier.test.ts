@@ -5,8 +5,8 @@ import type { JsonObject } from '../../spec/event.js';
 import { isCardNumber, isSsn, mask, PiiClassifier } from './pii-classifier.js';
 
 const SALT = 'test-salt';
-const classifier = (policy: unknown, matchers: unknown[] = []) =>
-  new PiiClassifier(PrivacyConfig.parse({ policy, matchers }), SALT);
+const classifier = (policy: unknown, matchers: unknown[] = [], aliases: Record<string, string[]> = {}) =>
+  new PiiClassifier(PrivacyConfig.parse({ policy, matchers }), SALT, aliases);
 const sha = (text: string) =>
   `sha256:${createHash('sha256').update(SALT).update('\u0000').update(text).digest('hex')}`;
 
@@ -180,5 +180,66 @@ describe('PiiClassifier', () => {
   it('refuses a class under two actions and a matcher regex that does not compile', () => {
     expect(PrivacyConfig.safeParse({ policy: { drop: ['email'], hash: ['email'] } }).success).toBe(false);
     expect(PrivacyConfig.safeParse({ matchers: [{ name: 'x', key: '(' }] }).success).toBe(false);
+  });
+
+  it('classifies a key the mapping renames as its canonical name (issue 16, finding 6)', () => {
+    const c = classifier(
+      { hash: ['email'], block: ['employee_id'] },
+      [{ name: 'employee_id', category: 'red', key: '^emp(loyee)?_?id$' }],
+      { email: ['email_address', 'primary_email', 'contact_email'], employee_id: ['staff_number'] },
+    );
+    const event = {
+      type: 'identify',
+      traits: { contactEmail: ' Ada@Example.com ', 'Primary-Email': 'x' },
+      context: { traits: { EMAIL_ADDRESS: 'ada@example.com' } },
+    };
+    expect(c.apply(event).blocked).toBe(false);
+    expect(event.traits).toEqual({ contactEmail: sha('ada@example.com'), 'Primary-Email': sha('x') });
+    expect(event.context.traits.EMAIL_ADDRESS).toBe(sha('ada@example.com'));
+    const blocked = { type: 'track', properties: { staffNumber: 'E-1' } };
+    expect(c.apply(blocked).blocked).toBe(true);
+  });
+
+  it('takes the stricter class when an alias is a class of its own', () => {
+    // `password` mapped onto `email`: in the log it is a password, in the tables an email.
+    const c = classifier({ hash: ['email'] }, [], { email: ['password'], phone: ['contact_email'] });
+    const a = { type: 'identify', traits: { password: 'hunter2', contactEmail: 'ann@example.com' } };
+    c.apply(a);
+    expect(a.traits).toEqual({ contactEmail: sha('ann@example.com') });
+  });
+
+  it('matches values after trimming, and masks the trimmed value', () => {
+    const event = { type: 'track', properties: { note: '  Ada@Example.com\t', other: ' +44 20 7946 0958 ' } };
+    classifier({ hash: ['email'], mask: ['phone'] }).apply(event);
+    expect(event.properties).toEqual({ note: sha('ada@example.com'), other: '************0958' });
+  });
+
+  it('hashes a phone number as E.164, so its spellings give one hash', () => {
+    const a = { type: 'identify', traits: { phone: '+1 415 555 2671' } };
+    const b = { type: 'identify', traits: { phone: '+14155552671 ' } };
+    const c = classifier({ hash: ['phone'] });
+    c.apply(a);
+    c.apply(b);
+    expect(a.traits.phone).toBe(sha('+14155552671'));
+    expect(b.traits.phone).toBe(a.traits.phone);
+  });
+
+  it('classifies channel, version and integrations; only the listed envelope fields are exempt', () => {
+    const event: JsonObject = {
+      type: 'track',
+      event: 'E',
+      userId: 'u',
+      channel: 'ann@example.com',
+      version: '4111111111111111',
+      integrations: { Webhook: { email: 'ann@example.com' } },
+    };
+    classifier({ hash: ['email'] }).apply(event);
+    expect(event).toEqual({
+      type: 'track',
+      event: 'E',
+      userId: 'u',
+      channel: sha('ann@example.com'),
+      integrations: { Webhook: { email: sha('ann@example.com') } },
+    });
   });
 });

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
+import { parsePhoneNumberFromString } from 'libphonenumber-js';
 import type { PiiAction, PiiMatcher, PrivacyConfig } from '../../config/quality-schema.js';
 import type { JsonObject } from '../../spec/event.js';
+import { wordKey } from '../stages/mapping-stage.js';
 
 export type PiiCategory = 'red' | 'yellow';
 
@@ -136,8 +138,13 @@ const BUILT_IN: readonly ClassDef[] = [
   },
 ];
 
-/** Top-level fields of the envelope: identifiers and timestamps the pipeline needs as they are. */
-const ENVELOPE = new Set([
+/**
+ * Top-level fields never classified: the ids and timestamps the pipeline needs as they are,
+ * and `_tributary`, which only the server writes (collection removes a client's). Everything
+ * else is, `integrations`, `channel` and `version` included. The list is in
+ * docs/configuration.md; keep the two together.
+ */
+export const PRIVACY_EXEMPT_FIELDS: ReadonlySet<string> = new Set([
   'type',
   'messageId',
   'event',
@@ -151,13 +158,12 @@ const ENVELOPE = new Set([
   'originalTimestamp',
   'sentAt',
   'receivedAt',
-  'integrations',
-  'channel',
-  'version',
   '_tributary',
 ]);
 
 const DEFAULT_ACTION: Record<PiiCategory, PiiAction> = { red: 'drop', yellow: 'allow' };
+/** How much each action protects a value, least first. */
+const ACTION_RANK: Record<PiiAction, number> = { allow: 0, mask: 1, hash: 2, drop: 3, block: 4 };
 
 const normaliseKey = (key: string) => key.toLowerCase().replace(/[^a-z0-9]/g, '');
 /** Most distinct keys whose class is remembered (keys repeat from event to event). */
@@ -177,18 +183,34 @@ export class PiiClassifier {
   private readonly keyRegexClasses: readonly ClassDef[];
   private readonly valueClasses: readonly ClassDef[];
   private readonly actions: ReadonlyMap<string, PiiAction>;
+  /** Alias (as `wordKey` gives it) → the class of the canonical key the mapping renames it to. */
+  private readonly aliasKeys = new Map<string, ClassDef>();
   /** Key → class by key (null: none), so a key's name is normalised and matched once. */
   private keyClasses = new Map<string, ClassDef | null>();
 
-  /** @param salt workspace secret mixed into every hash, so hashes cannot be reversed by a dictionary. */
+  /**
+   * @param salt workspace secret mixed into every hash, so hashes cannot be reversed by a dictionary.
+   * @param aliases the source's `mapping.fields` (canonical key → keys that mean it): a key the
+   * mapping will store under a canonical name is classified as that name, so the policy holds
+   * for the name the value ends up under, and before anything is written. Default: none.
+   * @example new PiiClassifier(privacy, salt, { email: ['contact_email'] }) // contact_email is an email
+   */
   constructor(
     config: PrivacyConfig,
     private readonly salt: string,
+    aliases: Readonly<Record<string, readonly string[]>> = {},
   ) {
     const custom = config.matchers.map(toClassDef);
     this.classes = [...BUILT_IN, ...custom];
     for (const c of BUILT_IN) for (const k of c.keys ?? []) this.byKey.set(k, c);
     this.keyRegexClasses = custom.filter((c) => c.keyRegex);
+    for (const [canonical, names] of Object.entries(aliases)) {
+      const cls = this.keyClass(canonical);
+      if (cls === null) continue;
+      // Compared as the mapping compares them (by words), so this holds for exactly the keys
+      // the mapping renames, in whatever spelling.
+      for (const name of names) this.aliasKeys.set(wordKey(name), cls);
+    }
     this.valueClasses = this.classes.filter((c) => c.value);
     const chosen = new Map<string, PiiAction>();
     for (const [action, names] of Object.entries(config.policy)) {
@@ -210,27 +232,53 @@ export class PiiClassifier {
     const findings: PiiFinding[] = [];
     const path: (string | number)[] = [];
     for (const key in event) {
-      if (ENVELOPE.has(key)) continue;
+      if (PRIVACY_EXEMPT_FIELDS.has(key)) continue;
       this.visit(event, key, path, findings);
     }
     return { findings, blocked: findings.some((f) => f.action === 'block') };
+  }
+
+  /**
+   * Of two classes a key has (its own name's, and the canonical name's it is mapped to), the
+   * one whose action protects more: the value is in the log under the one and in the tables
+   * under the other.
+   */
+  private stricter(a: ClassDef, b: ClassDef): ClassDef {
+    return ACTION_RANK[this.actions.get(a.name)!] >= ACTION_RANK[this.actions.get(b.name)!] ? a : b;
+  }
+
+  /** The class a key's own name gives, built-in names first (null: none). */
+  private keyClass(key: string): ClassDef | null {
+    return (
+      this.byKey.get(normaliseKey(key)) ?? this.keyRegexClasses.find((c) => c.keyRegex!.test(key)) ?? null
+    );
   }
 
   private classify(key: string | undefined, value: unknown): ClassDef | undefined {
     if (key !== undefined) {
       let byKey = this.keyClasses.get(key);
       if (byKey === undefined) {
-        byKey =
-          this.byKey.get(normaliseKey(key)) ??
-          this.keyRegexClasses.find((c) => c.keyRegex!.test(key)) ??
-          null;
+        const own = this.keyClass(key);
+        const alias = this.aliasKeys.size > 0 ? this.aliasKeys.get(wordKey(key)) : undefined;
+        byKey = alias === undefined || alias === own ? own : own === null ? alias : this.stricter(alias, own);
         if (this.keyClasses.size >= KEY_CACHE_MAX) this.keyClasses = new Map();
         this.keyClasses.set(key, byKey);
       }
-      if (byKey) return byKey;
+      if (byKey) {
+        if (this.actions.get(byKey.name) !== 'allow') return byKey;
+        // An allowed key class does not vouch for the value: `contact_email` mapped onto an
+        // allowed class may still hold an email the policy hashes.
+        const byValue = this.valueClass(value);
+        return byValue === undefined ? byKey : this.stricter(byKey, byValue);
+      }
     }
+    return this.valueClass(value);
+  }
+
+  /** The first class whose value pattern the value (trimmed) matches. */
+  private valueClass(value: unknown): ClassDef | undefined {
     let s: string | undefined;
-    if (typeof value === 'string') s = value;
+    if (typeof value === 'string') s = trimmed(value);
     else if (typeof value === 'number' && Number.isSafeInteger(value) && value > 1e12) s = String(value);
     if (s === undefined || s.length < 3) return undefined;
     for (const c of this.valueClasses) if (c.value!(s)) return c;
@@ -286,15 +334,32 @@ export class PiiClassifier {
   }
 
   private hash(value: unknown, cls: string): string {
+    // The forms identity resolution normalises to (identity/identifiers.ts), so a hashed email
+    // or phone is the same identifier whatever spaces, case or spelling the client sent.
     let text = typeof value === 'string' ? value.trim() : JSON.stringify(value);
     if (cls === 'email') text = text.toLowerCase();
+    else if (cls === 'phone') {
+      const phone = parsePhoneNumberFromString(text);
+      if (phone?.isPossible()) text = phone.number;
+    }
     return `sha256:${createHash('sha256').update(this.salt).update('\u0000').update(text).digest('hex')}`;
   }
 }
 
-/** Masks a value: emails keep their first letter and domain, long values their last 4 characters. */
+/**
+ * A string without surrounding white space; the string itself (no copy) when it has none,
+ * which a look at its first and last characters tells for most values.
+ */
+function trimmed(s: string): string {
+  if (s.length === 0) return s;
+  const first = s.charCodeAt(0);
+  const last = s.charCodeAt(s.length - 1);
+  return first > 32 && first < 127 && last > 32 && last < 127 ? s : s.trim();
+}
+
+/** Masks a value (trimmed): emails keep their first letter and domain, long values their last 4 characters. */
 export function mask(value: unknown, cls: string): string {
-  const text = typeof value === 'string' ? value : typeof value === 'number' ? String(value) : '';
+  const text = typeof value === 'string' ? trimmed(value) : typeof value === 'number' ? String(value) : '';
   if (cls === 'email') {
     const at = text.lastIndexOf('@');
     if (at > 0) return `${text[0]}***${text.slice(at)}`;

@@ -31,7 +31,8 @@ export function applyStyle(name: string, style: MappingConfig['events']['style']
   return w.map((x) => x[0]!.toUpperCase() + x.slice(1)).join(' ');
 }
 
-const wordKey = (name: string) => words(name).join('_');
+/** The key names are compared by: their words, joined by `_` (`logIn`, `Log In` → `log_in`). */
+export const wordKey = (name: string) => words(name).join('_');
 
 /** Most distinct names a mapping remembers the result for (event names and keys repeat). */
 const CACHE_MAX = 10_000;

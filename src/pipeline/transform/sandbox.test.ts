@@ -1,5 +1,8 @@
+import { existsSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileFunction } from './compile.js';
 import { Sandbox, type SandboxOptions } from './sandbox.js';
@@ -82,7 +85,7 @@ describe('Sandbox', () => {
     expect(message).not.toContain('worker');
   });
 
-  it('gives no file system, environment, network, timers or code generation; env only as granted', async () => {
+  it('gives no file system, environment, network or timers, even to code it generates; env only as granted', async () => {
     const s = await sandbox(
       `module.exports = () => {
          const probe = (f) => { try { return String(f()); } catch (e) { return 'error: ' + e.constructor.name; } };
@@ -104,8 +107,9 @@ describe('Sandbox', () => {
           process: 'undefined',
           fetch: 'undefined',
           setTimeout: 'undefined',
-          escape: 'error: EvalError',
-          eval: 'error: EvalError',
+          // Code generation runs inside the engine too, where there is no host to reach.
+          escape: 'undefined',
+          eval: '2',
           env: '{"GRANTED":"yes"}',
         },
       ],
@@ -150,7 +154,7 @@ describe('Sandbox with a network grant', () => {
          if (e.n === 5) for (;;) await null;
          return e;
        }`,
-      { network: ['127.0.0.1'], timeoutMs: 300 },
+      { network: ['127.0.0.1'], timeoutMs: 1000 },
     );
     const r = await s.run([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }, { n: 6 }]);
     expect(r[0]).toEqual({
@@ -177,12 +181,12 @@ describe('Sandbox with a network grant', () => {
            escapes: [fetch, pending, res, res.json, rejected].map((o) => probe(() => o.constructor.constructor('return typeof process')())),
          };
        }`,
-      { network: ['127.0.0.1'] },
+      { network: ['127.0.0.1'], timeoutMs: 2000 },
     );
-    // Everything the bridge hands the function belongs to the function's own realm.
+    // Everything the bridge hands the function belongs to the engine: no constructor leads to the host.
     expect((await realm.run([{}]))[0]).toEqual({
       ok: true,
-      events: [{ promise: true, response: true, error: true, escapes: Array(5).fill('error: EvalError') }],
+      events: [{ promise: true, response: true, error: true, escapes: Array(5).fill('undefined') }],
       logs: [],
     });
 
@@ -190,5 +194,159 @@ describe('Sandbox with a network grant', () => {
     const hung = await s.run([{ n: 5 }]);
     expect(hung[0]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_TIMEOUT' });
     expect(await s.run([{ n: 7 }])).toEqual([{ ok: true, events: [{ n: 7 }], logs: ['log: lookup 7'] }]);
+  });
+});
+
+/** A file name the escape attempts below try to create with the host's `fs`. */
+const pwned: string[] = [];
+function pwnedPath(): string {
+  const path = join(tmpdir(), `trib-sandbox-pwned-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  pwned.push(path);
+  return path;
+}
+afterEach(() => {
+  for (const path of pwned.splice(0)) rmSync(path, { force: true });
+});
+
+/**
+ * Code that looks for host functions on the stack (V8's CallSite API) and, through the
+ * constructor of any it finds, for `process`, then writes `path` with the host's `fs`.
+ */
+function climbOut(path: string): string {
+  return `
+    const frames = () => {
+      const E = Error;
+      const before = E.prepareStackTrace;
+      E.prepareStackTrace = (_, cs) => cs;
+      const stack = new E().stack;
+      E.prepareStackTrace = before;
+      return Array.isArray(stack) ? stack : [];
+    };
+    const pwn = (p) => { if (p && typeof p.getBuiltinModule === 'function') p.getBuiltinModule('fs').writeFileSync(${JSON.stringify(path)}, 'pwned'); };
+    const climb = () => {
+      for (const f of frames()) {
+        const fn = typeof f.getFunction === 'function' ? f.getFunction() : undefined;
+        if (typeof fn !== 'function') continue;
+        try {
+          const r = fn.constructor('return typeof process === "object" ? process : undefined')();
+          if (r && typeof r.getBuiltinModule === 'function') pwn(r);
+          else if (r && typeof r.then === 'function') r.then(pwn, () => {});
+        } catch {}
+      }
+    };`;
+}
+
+describe('Sandbox boundary', () => {
+  it('a getter on a thrown value reached by the host finds no host function to climb out through', async () => {
+    const path = pwnedPath();
+    const s = await sandbox(
+      `module.exports = (e) => {
+         ${climbOut(path)}
+         const inner = {};
+         Object.defineProperty(inner, 'code', { get() { climb(); return 'x'; } });
+         Object.defineProperty(inner, 'message', { get() { climb(); return 'x'; } });
+         const outer = {};
+         Object.defineProperty(outer, 'stack', { get() { climb(); throw inner; } });
+         Object.defineProperty(outer, 'message', { get() { climb(); throw inner; } });
+         Object.defineProperty(outer, 'toString', { value() { climb(); throw inner; } });
+         if (e.n === 1) throw outer;
+         return { ...e, process: typeof process, require: typeof require };
+       }`,
+    );
+    const r = await s.run([{ n: 1 }, { n: 2 }]);
+    expect(existsSync(path)).toBe(false);
+    expect(r[0]).toMatchObject({ ok: false });
+    expect(r[1]).toEqual({
+      ok: true,
+      events: [{ n: 2, process: 'undefined', require: 'undefined' }],
+      logs: [],
+    });
+  });
+
+  it('a then getter on Object.prototype finds no host function when the fetch bridge answers', async () => {
+    const server = createServer((_req, res) => res.writeHead(200).end('{"a":1}'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const path = pwnedPath();
+    try {
+      const s = await sandbox(
+        `export default async (e) => {
+           ${climbOut(path)}
+           let seen = 0;
+           Object.defineProperty(Object.prototype, 'then', {
+             configurable: true,
+             get() { seen++; if (seen < 50) climb(); return undefined; },
+           });
+           const res = await fetch('http://127.0.0.1:${port}/');
+           const body = await res.text();
+           delete Object.prototype.then;
+           return { ...e, body };
+         }`,
+        { network: ['127.0.0.1'], timeoutMs: 2000 },
+      );
+      const r = await s.run([{ n: 1 }, { n: 2 }]);
+      expect(existsSync(path)).toBe(false);
+      expect(r.map((x) => x.ok)).toEqual([true, true]);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('ArrayBuffers and strings count against the memory limit: the event fails, the process keeps its memory', async () => {
+    const s = await sandbox(
+      `module.exports = (e) => {
+         const keep = [];
+         if (e.kind === 'buffers') for (let i = 0; i < 256; i++) keep.push(new Uint8Array(1024 * 1024).fill(1));
+         if (e.kind === 'strings') for (let i = 0; i < 256; i++) keep.push(String(i).padEnd(1024 * 1024, 'x'));
+         return { ...e, kept: keep.length };
+       }`,
+      { memoryMb: 32, timeoutMs: 30_000 },
+    );
+    const rss = process.memoryUsage().rss;
+    const r = await s.run([{ kind: 'buffers' }, { kind: 'none' }, { kind: 'strings' }]);
+    expect(r.map((x) => (x.ok ? 'ok' : x.code))).toEqual([
+      'TRIB_ERR_TRANSFORM_MEMORY',
+      'ok',
+      'TRIB_ERR_TRANSFORM_MEMORY',
+    ]);
+    // 256 MB kept by either event would show here; the limit is 32 MB.
+    expect(process.memoryUsage().rss - rss).toBeLessThan(200 * 1024 * 1024);
+    expect(await s.run([{ kind: 'none' }])).toEqual([
+      { ok: true, events: [{ kind: 'none', kept: 0 }], logs: [] },
+    ]);
+  });
+
+  it('deep recursion and an output whose getter throws fail their event only', async () => {
+    const s = await sandbox(
+      `module.exports = (e) => {
+         if (e.k === 'recurse') { const f = (n) => f(n + 1) + 1; return f(0); }
+         if (e.k === 'getter') { const o = {}; Object.defineProperty(o, 'x', { enumerable: true, get() { throw new Error('no'); } }); return o; }
+         return e;
+       }`,
+      { timeoutMs: 5000 },
+    );
+    const r = await s.run([{ k: 'recurse' }, { k: 'getter' }, { k: 'fine' }]);
+    expect(r.slice(0, 2).map((x) => (x.ok ? 'ok' : x.code))).toEqual([
+      'TRIB_ERR_TRANSFORM_THREW',
+      'TRIB_ERR_TRANSFORM_BAD_OUTPUT',
+    ]);
+    expect((r[0] as { message: string }).message.split('\n').length).toBeLessThanOrEqual(21);
+    expect(r[2]).toEqual({ ok: true, events: [{ k: 'fine' }], logs: [] });
+  });
+
+  it('a worker that stops answering is replaced: only its event fails, the others and the next batch pass', async () => {
+    // BigInt's decimal conversion runs in one native call that no time limit inside the engine stops.
+    const s = await sandbox(
+      `module.exports = (e) => {
+         if (e.hang) return { ...e, digits: (3n ** 600000n).toString().length };
+         return e;
+       }`,
+      { timeoutMs: 100, hangGraceMs: 300 },
+    );
+    const r = await s.run([{ n: 1 }, { n: 2, hang: true }, { n: 3 }]);
+    expect(r[0]).toEqual({ ok: true, events: [{ n: 1 }], logs: [] });
+    expect(r[1]).toMatchObject({ ok: false, code: 'TRIB_ERR_TRANSFORM_UNRESPONSIVE' });
+    expect(r[2]).toEqual({ ok: true, events: [{ n: 3 }], logs: [] });
+    expect(await s.run([{ n: 4 }])).toEqual([{ ok: true, events: [{ n: 4 }], logs: [] }]);
   });
 });

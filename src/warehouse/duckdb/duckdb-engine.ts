@@ -1,9 +1,10 @@
 import type { DuckDBAppender, DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { quoteIdent } from '../../duckdb-sql.js';
 import { Slice } from '../../slice.js';
-import type { SqlEngine } from '../destination.js';
+import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../destination.js';
 import type { CellValue, ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+import { scopedOffset } from '../offset-scope.js';
 import type { CheckpointGate } from './checkpoint-gate.js';
 
 /** Marks the `loaded_at` column in an appender's column map. */
@@ -73,30 +74,81 @@ export class DuckDBEngine implements SqlEngine {
     return `${this.catalog}.${quoteIdent(schema)}.${quoteIdent(table)}`;
   }
 
+  refusesData(err: unknown): boolean {
+    return duckdbRefusesData(err);
+  }
+
   async setup(): Promise<void> {
     const c = await this.connection();
     await c.run(`CREATE SCHEMA IF NOT EXISTS ${this.catalog}._tributary`);
-    await c.run(`CREATE TABLE IF NOT EXISTS ${this.catalog}._tributary.warehouse_offsets (
-      destination VARCHAR PRIMARY KEY, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL)`);
+    const offsets = `${this.catalog}._tributary.warehouse_offsets`;
+    const columns = `destination VARCHAR NOT NULL, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
+      workspace VARCHAR NOT NULL DEFAULT '', log_id VARCHAR NOT NULL DEFAULT '',
+      PRIMARY KEY (destination, workspace, log_id)`;
+    await c.run(`CREATE TABLE IF NOT EXISTS ${offsets} (${columns})`);
+    const scoped = await c.runAndReadAll(
+      `SELECT count(*) FROM duckdb_columns() WHERE database_name = $1 AND schema_name = '_tributary'
+       AND table_name = 'warehouse_offsets' AND column_name = 'log_id'`,
+      [this.catalogName],
+    );
+    if (Number(scoped.getRows()[0]![0]) === 0) {
+      // Keyed by destination alone before offsets had a scope (DuckDB cannot change a primary
+      // key in place): the rows move to the new table with empty scopes, taken over by the
+      // first workspace and log that read them.
+      await c.run('BEGIN TRANSACTION');
+      try {
+        await c.run(`CREATE TABLE ${this.catalog}._tributary.warehouse_offsets_scoped (${columns})`);
+        await c.run(`INSERT INTO ${this.catalog}._tributary.warehouse_offsets_scoped
+          SELECT destination, next_offset, updated_at, '', '' FROM ${offsets}`);
+        await c.run(`DROP TABLE ${offsets}`);
+        await c.run(
+          `ALTER TABLE ${this.catalog}._tributary.warehouse_offsets_scoped RENAME TO warehouse_offsets`,
+        );
+        await c.run('COMMIT');
+      } catch (err) {
+        await c.run('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    }
     await c.run(`CREATE TABLE IF NOT EXISTS ${this.catalog}._tributary.warehouse_names (
       destination VARCHAR NOT NULL, batch_offset BIGINT NOT NULL, idx INTEGER NOT NULL, kind VARCHAR NOT NULL,
       key VARCHAR NOT NULL, schema_name VARCHAR NOT NULL, table_name VARCHAR, name VARCHAR NOT NULL,
       type VARCHAR, recorded_at TIMESTAMPTZ NOT NULL)`);
   }
 
-  async readState(destination: string): Promise<{ offset: number; names: NameRecord[] }> {
+  async readState(destination: string, offsetKey = destination, scope?: OffsetScope): Promise<EngineState> {
     const c = await this.connection();
+    const ws = scope?.workspace ?? '';
+    const log = scope?.logId ?? '';
     const o = await c.runAndReadAll(
-      `SELECT next_offset FROM ${this.catalog}._tributary.warehouse_offsets WHERE destination = $1`,
-      [destination],
+      `SELECT workspace, log_id, next_offset FROM ${this.catalog}._tributary.warehouse_offsets
+       WHERE destination = $1 AND workspace IN ($2, '')`,
+      [offsetKey, ws],
     );
+    const state = scopedOffset(
+      o.getRows().map(([workspace, log_id, next_offset]) => ({
+        workspace: String(workspace),
+        log_id: String(log_id),
+        next_offset: Number(next_offset),
+      })),
+      ws,
+      log,
+    );
+    if (state.claim) {
+      await c.run(
+        `UPDATE ${this.catalog}._tributary.warehouse_offsets SET workspace = $2, log_id = $3
+         WHERE destination = $1 AND workspace = '' AND log_id = ''`,
+        [offsetKey, ws, log],
+      );
+    }
     const n = await c.runAndReadAll(
       `SELECT kind, key, schema_name, table_name, name, type FROM ${this.catalog}._tributary.warehouse_names
        WHERE destination = $1 ORDER BY batch_offset, idx`,
       [destination],
     );
     return {
-      offset: Number(o.getRows()[0]?.[0] ?? 0),
+      offset: state.offset,
+      foreignLogs: state.foreignLogs,
       names: n.getRows().map(([kind, key, schema, table, name, type]) => ({
         kind: kind as NameRecord['kind'],
         key: String(key),
@@ -112,6 +164,7 @@ export class DuckDBEngine implements SqlEngine {
     destination: string,
     plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
     nextOffset: number,
+    options: ApplyOptions = {},
   ): Promise<void> {
     const c = await this.connection();
     await c.run('BEGIN TRANSACTION');
@@ -148,15 +201,35 @@ export class DuckDBEngine implements SqlEngine {
         );
       }
       await c.run(
-        `INSERT OR REPLACE INTO ${this.catalog}._tributary.warehouse_offsets VALUES ($1, $2, now())`,
-        [destination, BigInt(nextOffset)],
+        `INSERT OR REPLACE INTO ${this.catalog}._tributary.warehouse_offsets
+           (destination, next_offset, updated_at, workspace, log_id) VALUES ($1, $2, now(), $3, $4)`,
+        [
+          options.offsetKey ?? destination,
+          BigInt(nextOffset),
+          options.scope?.workspace ?? '',
+          options.scope?.logId ?? '',
+        ],
       );
+      if (options.commit === false) {
+        this.orders.clear();
+        await c.run('ROLLBACK');
+        return;
+      }
       await c.run('COMMIT');
     } catch (err) {
       this.orders.clear();
       await c.run('ROLLBACK').catch(() => undefined);
       throw err;
     }
+  }
+
+  async forgetForeignOffsets(offsetKey: string, scope: OffsetScope): Promise<void> {
+    const c = await this.connection();
+    await c.run(
+      `DELETE FROM ${this.catalog}._tributary.warehouse_offsets
+       WHERE destination = $1 AND workspace = $2 AND log_id <> $3`,
+      [offsetKey, scope.workspace, scope.logId],
+    );
   }
 
   private ddl(ch: SchemaChange): string {
@@ -258,6 +331,21 @@ export class DuckDBEngine implements SqlEngine {
     this.conn?.closeSync();
     this.conn = undefined;
   }
+}
+
+/**
+ * Whether a DuckDB error is about the data (a value it cannot convert or parse, a constraint)
+ * rather than the engine (I/O, memory, a conflict, a table changed under it: retried). The
+ * appender's conversion errors carry no type prefix ("Could not convert string …").
+ */
+export function duckdbRefusesData(err: unknown): boolean {
+  const message = (err as Error | undefined)?.message;
+  return (
+    typeof message === 'string' &&
+    /^((Conversion|Invalid Input|Constraint|Out of Range|Mismatch Type) Error|Could not convert|Malformed JSON)/.test(
+      message,
+    )
+  );
 }
 
 /**

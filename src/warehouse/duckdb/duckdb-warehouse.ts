@@ -10,8 +10,17 @@ import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { largeTextCompression } from '../../duckdb-storage.js';
 import { Slice } from '../../slice.js';
 import { Turns } from '../../turns.js';
+import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type { UserQueries, UserQueryLimits, UserQueryResult } from '../user-query.js';
-import type { EventRow, QueryResult, StoredEvent, Warehouse, WarehouseBatch } from '../warehouse.js';
+import type {
+  EventRow,
+  FailedRow,
+  QueryResult,
+  StoredEvent,
+  Warehouse,
+  WarehouseBatch,
+  WriteReport,
+} from '../warehouse.js';
 import { eventKey } from '../warehouse.js';
 import { CheckpointGate } from './checkpoint-gate.js';
 import { runUserQuery } from './duckdb-user-query.js';
@@ -91,6 +100,18 @@ function payloadLine(json: string): string {
 }
 
 /**
+ * DuckDB's errors about the data of a statement (malformed JSON, a value out of range or of
+ * the wrong type, a NOT NULL column left empty), as opposed to I/O, memory or connection
+ * errors, which say nothing about the rows. Told apart by the type DuckDB names first.
+ */
+export function isDuckDBDataError(err: unknown): boolean {
+  return (
+    err instanceof Error &&
+    /^(Invalid Input|Conversion|Constraint|Out of Range|Mismatch Type) Error\b/.test(err.message)
+  );
+}
+
+/**
  * The embedded warehouse: tables in the main DuckDB database. A write is one explicit
  * transaction: the events as two strings of lines split by DuckDB, the failed events through
  * DuckDB's appender, and the consumer's offset.
@@ -145,33 +166,71 @@ export class DuckDBWarehouse implements Warehouse, UserQueries {
    * loop of a busy server is slow to come back to an awaiting loader, so fewer awaits load
    * faster.
    */
-  write(batch: WarehouseBatch): Promise<void> {
+  write(batch: WarehouseBatch): Promise<WriteReport> {
     // One writer connection and appender: the loader and the destinations' failure writes take turns.
-    return this.writes.run(() => this.writeNow(batch));
+    return this.writes.run(() => this.writeIsolated(batch));
   }
 
   private readonly writes = new Turns();
 
-  private async writeNow(batch: WarehouseBatch): Promise<void> {
+  /**
+   * The batch in one transaction; when DuckDB refuses the events for their data, the refused
+   * ones are found by trial loads that are rolled back (DuckDB has no savepoints: a failed
+   * statement aborts its transaction), then the rest is written with them as failed events.
+   * A batch DuckDB takes costs nothing more.
+   */
+  private async writeIsolated(batch: WarehouseBatch): Promise<WriteReport> {
+    const failed = batch.failed.map(storableFailedRow);
+    try {
+      await this.writeNow(batch.events, failed, batch);
+      return { duplicates: [], refused: [] };
+    } catch (err) {
+      if (batch.events.length === 0 || !isDuckDBDataError(err)) throw err;
+    }
+    const refused = await findRefused(batch.events, (slice) => this.tryLoad(slice), isDuckDBDataError, true);
+    const bad = new Set(refused.map((r) => r.index));
+    const events = batch.events.filter((_, i) => !bad.has(i));
+    for (const r of refused) failed.push(refusedFailedRow(batch.events[r.index]!, r.reason));
+    await this.writeNow(events, failed, batch);
+    return { duplicates: [], refused };
+  }
+
+  /** Loads the events in a transaction that is rolled back: throws what DuckDB says of them. */
+  private async tryLoad(events: readonly EventRow[]): Promise<void> {
+    await this.writer.run('BEGIN TRANSACTION');
+    try {
+      await this.loadRows(events);
+    } finally {
+      await this.writer.run('ROLLBACK');
+    }
+  }
+
+  private async loadRows(events: readonly EventRow[]): Promise<void> {
+    if (events.length === 0) return;
+    let keys = keyLine(events[0]!);
+    let payloads = payloadLine(events[0]!.json);
+    for (let i = 1; i < events.length; i++) {
+      keys += `\n${keyLine(events[i]!)}`;
+      payloads += `\n${payloadLine(events[i]!.json)}`;
+    }
+    this.loadEvents.bindVarchar(1, keys);
+    this.loadEvents.bindVarchar(2, payloads);
+    await this.loadEvents.run();
+  }
+
+  private async writeNow(
+    events: readonly EventRow[],
+    failed: readonly FailedRow[],
+    batch: WarehouseBatch,
+  ): Promise<void> {
     const w = this.writer;
     await w.run('BEGIN TRANSACTION');
     try {
-      if (batch.events.length > 0) {
-        const events = batch.events;
-        let keys = keyLine(events[0]!);
-        let payloads = payloadLine(events[0]!.json);
-        for (let i = 1; i < events.length; i++) {
-          keys += `\n${keyLine(events[i]!)}`;
-          payloads += `\n${payloadLine(events[i]!.json)}`;
-        }
-        this.loadEvents.bindVarchar(1, keys);
-        this.loadEvents.bindVarchar(2, payloads);
-        await this.loadEvents.run();
-      }
-      if (batch.failed.length > 0) {
+      await this.loadRows(events);
+      if (failed.length > 0) {
         const ap = this.failedAppender;
         const now = new Date().toISOString();
-        for (const f of batch.failed) {
+        for (const f of failed) {
           ap.appendBigInt(BigInt(f.logOffset));
           ap.appendVarchar(f.sourceId);
           ap.appendVarchar(f.messageId);
@@ -200,8 +259,8 @@ export class DuckDBWarehouse implements Warehouse, UserQueries {
       await w.run('ROLLBACK').catch(() => undefined);
       throw err;
     }
-    for (const e of batch.events) this.walBytes += e.json.length;
-    for (const f of batch.failed) this.walBytes += f.json.length;
+    for (const e of events) this.walBytes += e.json.length;
+    for (const f of failed) this.walBytes += f.json.length;
     if (this.walBytes >= this.checkpointBytes) {
       try {
         await this.checkpoints.checkpoint(() => w.run(`CHECKPOINT ${quoteIdent(this.catalog)}`));

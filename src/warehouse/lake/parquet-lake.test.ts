@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { storedEvent } from '../../../test/conformance/warehouse-conformance.js';
+import type { OffsetScope } from '../destination.js';
 import { ParquetLake } from './parquet-lake.js';
 
 const cleanups: (() => void)[] = [];
@@ -16,8 +17,8 @@ async function lake() {
   const instance = await DuckDBInstance.create(':memory:');
   const conn = await instance.connect();
   const lakes: ParquetLake[] = [];
-  const open = () => {
-    const l = new ParquetLake({ name: 'lake', instance, root });
+  const open = (scope?: OffsetScope) => {
+    const l = new ParquetLake({ name: 'lake', instance, root, scope });
     lakes.push(l);
     return l;
   };
@@ -96,5 +97,43 @@ describe('ParquetLake', () => {
     expect(await again.storedOffset()).toBe(2);
     expect((await read()).map((r) => r[0])).toEqual(['m-0', 'm-1']);
     expect(readdirSync(join(root, '_staging'))).toEqual([]);
+  });
+
+  it('leaves out an event DuckDB cannot write, reports it before the commit, and writes the rest', async () => {
+    const { root, open, read } = await lake();
+    const l = open();
+    // A lone surrogate: JavaScript writes it as JSON, DuckDB's JSON parser refuses it.
+    const bad = storedEvent(1, { type: 'track', event: 'X', userId: 'u1', properties: { s: '\ud800' } });
+    const reported: string[] = [];
+    const result = await l.load([track(0), bad, track(2)], 3, {
+      onFailed: async (failed) => {
+        reported.push(...failed.map((f) => f.event.messageId));
+        expect(l.manifests()).toEqual([]); // nothing committed yet
+      },
+    });
+    expect(result.status === 'ok' && result.failed.map((f) => [f.event.messageId, f.code])).toEqual([
+      ['m-1', 'TRIB_ERR_DEST_RECORD_REFUSED'],
+    ]);
+    expect(reported).toEqual(['m-1']);
+    expect((await read()).map((r) => r[0])).toEqual(['m-0', 'm-2']);
+    expect(l.manifests().map((m) => [m.nextOffset, m.rows])).toEqual([[3, 2]]);
+    expect(readdirSync(join(root, '_staging'))).toEqual([]); // no probe left behind
+  });
+
+  it("refuses to start on the files of another log, and takes an older version's as its own", async () => {
+    const { open } = await lake();
+    const older = open(); // manifests without a scope, as before
+    await older.load([track(0)], 1);
+    const mine = open({ workspace: 'a', logId: 'log-1' });
+    expect(await mine.storedOffset()).toBe(1);
+    await mine.load([track(1)], 2);
+    expect(mine.manifests().map((m) => m.logId)).toEqual([undefined, 'log-1']);
+    for (const scope of [
+      { workspace: 'a', logId: 'log-2' },
+      { workspace: 'b', logId: 'log-1' },
+    ]) {
+      await expect(open(scope).storedOffset()).rejects.toMatchObject({ code: 'TRIB_ERR_DEST_FOREIGN_LAKE' });
+    }
+    expect(await open({ workspace: 'a', logId: 'log-1' }).storedOffset()).toBe(2);
   });
 });

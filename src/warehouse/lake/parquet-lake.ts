@@ -13,7 +13,10 @@ import {
 import { dirname, join, relative } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { sqlString } from '../../duckdb-sql.js';
-import type { WarehouseDestination } from '../destination.js';
+import { TributaryError } from '../../errors.js';
+import type { LoadOptions, LoadResult, OffsetScope, WarehouseDestination } from '../destination.js';
+import { duckdbRefusesData } from '../duckdb/duckdb-engine.js';
+import { loadIsolated } from '../isolate.js';
 import { TABLE_OF_TYPE } from '../layout/segment-layout.js';
 import { sanitizeName } from '../naming.js';
 import type { StoredEvent } from '../warehouse.js';
@@ -29,6 +32,9 @@ export interface LakeManifestEntry {
   /** Paths relative to the lake's root. */
   files: string[];
   committedAt: string;
+  /** Workspace and event log of the offsets (absent in lakes of older versions). */
+  workspace?: string;
+  logId?: string;
 }
 
 /** Columns of every file; JSON columns are Parquet strings with the JSON annotation. */
@@ -50,6 +56,13 @@ export interface ParquetLakeOptions {
   instance: DuckDBInstance;
   /** Folder of the lake. */
   root: string;
+  /**
+   * Workspace and event log whose offsets the manifests count: a lake whose manifests name
+   * another refuses to start (`TRIB_ERR_DEST_FOREIGN_LAKE`): its files are named by offset,
+   * so this log's would skip events or replace them. Manifests without one (older versions)
+   * are taken as this log's.
+   */
+  scope?: OffsetScope;
 }
 
 /**
@@ -87,7 +100,22 @@ export class ParquetLake implements WarehouseDestination {
   async storedOffset(): Promise<number> {
     mkdirSync(this.manifestDir, { recursive: true });
     mkdirSync(this.stagingDir, { recursive: true });
-    const committed = new Map(this.manifests().map((m) => [String(m.nextOffset), m]));
+    const all = this.manifests();
+    const scope = this.options.scope;
+    const foreign = scope
+      ? all.filter(
+          (m) => m.logId !== undefined && (m.logId !== scope.logId || m.workspace !== scope.workspace),
+        )
+      : [];
+    if (scope && foreign.length > 0) {
+      const m = foreign[foreign.length - 1]!;
+      throw new TributaryError('TRIB_ERR_DEST_FOREIGN_LAKE', [
+        this.name,
+        `log ${m.logId} of workspace "${m.workspace}"`,
+        `log ${scope.logId} of workspace "${scope.workspace}"`,
+      ]);
+    }
+    const committed = new Map(all.map((m) => [String(m.nextOffset), m]));
     for (const dir of readdirSync(this.stagingDir)) {
       const entry = committed.get(dir);
       if (entry) this.moveIntoPlace(join(this.stagingDir, dir), entry);
@@ -107,9 +135,56 @@ export class ParquetLake implements WarehouseDestination {
       .sort((a, b) => a.nextOffset - b.nextOffset);
   }
 
-  async load(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
+  /**
+   * Writes the load's files and commits them; an event DuckDB cannot write (JSON it cannot
+   * parse) is found by writing halves of the load to a probe folder (`_staging/probe-…`,
+   * deleted after, and at start-up like any staging folder without a manifest) and left out.
+   */
+  async load(events: readonly StoredEvent[], nextOffset: number, options?: LoadOptions): Promise<LoadResult> {
     if (!this.recovered) await this.storedOffset();
+    return loadIsolated(this.name, events, nextOffset, options, {
+      attempt: async (part, commit) => {
+        if (commit) return this.commit(part, nextOffset);
+        const probe = join(this.stagingDir, `probe-${nextOffset}`);
+        try {
+          await this.writeFiles(part, probe, nextOffset);
+        } finally {
+          rmSync(probe, { recursive: true, force: true });
+        }
+      },
+      refusesData: duckdbRefusesData,
+    });
+  }
+
+  private async commit(events: readonly StoredEvent[], nextOffset: number): Promise<void> {
     const stage = join(this.stagingDir, String(nextOffset));
+    const files = await this.writeFiles(events, stage, nextOffset);
+    const entry: LakeManifestEntry = {
+      version: 1,
+      destination: this.name,
+      fromOffset: this.offset,
+      nextOffset,
+      rows: events.length,
+      files,
+      committedAt: new Date().toISOString(),
+      workspace: this.options.scope?.workspace,
+      logId: this.options.scope?.logId,
+    };
+    const manifest = join(this.manifestDir, `${String(nextOffset).padStart(20, '0')}.json`);
+    writeFileSync(`${manifest}.tmp`, JSON.stringify(entry));
+    syncFile(`${manifest}.tmp`);
+    renameSync(`${manifest}.tmp`, manifest); // the commit point
+    syncFile(this.manifestDir);
+    this.offset = nextOffset;
+    if (existsSync(stage)) this.moveIntoPlace(stage, entry);
+  }
+
+  /** Writes the events' files into `stage` (emptied first), synced; their paths relative to it. */
+  private async writeFiles(
+    events: readonly StoredEvent[],
+    stage: string,
+    nextOffset: number,
+  ): Promise<string[]> {
     rmSync(stage, { recursive: true, force: true });
     let files: string[] = [];
     if (events.length > 0) {
@@ -121,7 +196,11 @@ export class ParquetLake implements WarehouseDestination {
       const ap = await c.createAppender('_lake_stage', null, 'temp');
       try {
         for (const e of events) {
-          const parsed = JSON.parse(e.json) as { type?: string; event?: unknown };
+          // Text that is not JSON fails in DuckDB's COPY below, which isolates the event.
+          let parsed: { type?: string; event?: unknown } = {};
+          try {
+            parsed = JSON.parse(e.json) as typeof parsed;
+          } catch {}
           const table =
             parsed.type === 'track'
               ? sanitizeName(String(parsed.event ?? ''))
@@ -139,30 +218,18 @@ export class ParquetLake implements WarehouseDestination {
         ap.closeSync();
       }
       mkdirSync(stage, { recursive: true });
-      await c.run(
-        `COPY (SELECT ${SELECT_COLUMNS} FROM temp._lake_stage ORDER BY log_offset) TO ${sqlString(stage)}
-         (FORMAT parquet, PARTITION_BY (source, event, date), FILENAME_PATTERN ${sqlString(`part-${nextOffset}-{i}`)})`,
-      );
-      await c.run('DROP TABLE temp._lake_stage');
+      try {
+        await c.run(
+          `COPY (SELECT ${SELECT_COLUMNS} FROM temp._lake_stage ORDER BY log_offset) TO ${sqlString(stage)}
+           (FORMAT parquet, PARTITION_BY (source, event, date), FILENAME_PATTERN ${sqlString(`part-${nextOffset}-{i}`)})`,
+        );
+      } finally {
+        await c.run('DROP TABLE IF EXISTS temp._lake_stage');
+      }
       files = listFiles(stage).map((f) => relative(stage, f));
       for (const f of files) syncFile(join(stage, f));
     }
-    const entry: LakeManifestEntry = {
-      version: 1,
-      destination: this.name,
-      fromOffset: this.offset,
-      nextOffset,
-      rows: events.length,
-      files,
-      committedAt: new Date().toISOString(),
-    };
-    const manifest = join(this.manifestDir, `${String(nextOffset).padStart(20, '0')}.json`);
-    writeFileSync(`${manifest}.tmp`, JSON.stringify(entry));
-    syncFile(`${manifest}.tmp`);
-    renameSync(`${manifest}.tmp`, manifest); // the commit point
-    syncFile(this.manifestDir);
-    this.offset = nextOffset;
-    if (existsSync(stage)) this.moveIntoPlace(stage, entry);
+    return files;
   }
 
   private moveIntoPlace(stage: string, entry: LakeManifestEntry): void {

@@ -1,6 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalTimestamp, castValue, inferType, widen } from './types.js';
+import { canonicalTimestamp, castCell, castValue, inferType, widen } from './types.js';
+
+/** `String.prototype.toWellFormed` (ES2024, in Node 20; not in this project's lib). */
+const wellFormed = (s: string): string => (s as unknown as { toWellFormed(): string }).toWellFormed();
 
 describe('column types', () => {
   it('infers the type of a first value', () => {
@@ -50,6 +53,25 @@ describe('column types', () => {
         if (!cast.ok) expect(cast.reason).toMatch(/cannot be/);
       }),
       { numRuns: 1000 },
+    );
+  });
+
+  it('writes JSON values with lone surrogates replaced by U+FFFD, so both engines take them', () => {
+    const value = ['\ud800', 'a\\ud800', '\ud83d\ude00', '\udfff\ud800', { '\udc00k': 'x\\\ud801' }];
+    expect(JSON.parse(castCell('json', value)!)).toEqual([
+      '\ufffd',
+      'a\\ud800',
+      '\ud83d\ude00',
+      '\ufffd\ufffd',
+      { '\ufffdk': 'x\\\ufffd' },
+    ]);
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: 'binary' })), (strings) => {
+        const cell = castCell('json', strings);
+        if (strings.some((t) => t.includes('\u0000'))) return cell === undefined;
+        expect(JSON.parse(cell!)).toEqual(strings.map(wellFormed));
+        expect(cell).toBe(wellFormed(cell!));
+      }),
     );
   });
 });

@@ -135,6 +135,25 @@ export interface WarehouseModelOptions {
   maxColumns: number;
   /** Schema name of a source, before folding. Default: the source id. */
   schemaFor?: (sourceId: string) => string;
+  /**
+   * Most bytes the values of one row may take (PostgreSQL: a row must fit in its 8 KB page,
+   * so 1,100 numbers do not, though 1,600 columns may exist). Values past it go to
+   * `_overflow`, like properties past `maxColumns`, even when their column exists. Each value
+   * is counted as PostgreSQL stores it at most: 8 bytes for a number, time or boolean (its
+   * alignment included), a text or JSON value up to 24 (longer ones are moved out of the
+   * row as an 18-byte pointer). Default: no limit.
+   */
+  maxRowBytes?: number;
+}
+
+/** Bytes a core column's value is counted for against `maxRowBytes` (the most a value takes). */
+const CORE_CELL_BYTES = 24;
+
+/** Bytes a value of `type` takes in a row at most, by the estimate of `maxRowBytes`. */
+function cellBytes(type: ColumnType, value: unknown): number {
+  if (type !== 'varchar' && type !== 'json') return 8;
+  if (typeof value !== 'string') return 24;
+  return Math.min(24, Math.max(8, value.length * 3 + 4));
 }
 
 export class WarehouseModel {
@@ -210,6 +229,7 @@ export class WarehouseModel {
       schema,
       rowId: e.messageId,
       receivedAt: typeof parsed.receivedAt === 'string' ? parsed.receivedAt : null,
+      rowBytes: 0,
     };
     for (const row of layoutEvent(parsed, e.messageId, schema.eventTable)) {
       const table = this.table(schema, row, plan);
@@ -282,9 +302,13 @@ export class WarehouseModel {
   private cells(ctx: RowContext, b: TableBuilder, row: LayoutRow): CellValue[] {
     const table = b.table;
     const cells: CellValue[] = [];
+    let core = 0;
     for (const c of Object.keys(row.core)) {
       this.put(ctx, b, cells, c, table.types.get(c) ?? CORE_COLUMNS[c] ?? 'varchar', row.core[c]);
+      core++;
     }
+    // The overflow column's pointer is kept free, with the core columns' values.
+    ctx.rowBytes = (core + 1) * CORE_CELL_BYTES;
     let overflow: Record<string, unknown> | undefined;
     for (const [path, v] of row.context) overflow = this.dynamic(ctx, b, cells, 'ctx:', path, v, overflow);
     for (const [path, v] of row.properties)
@@ -350,7 +374,7 @@ export class WarehouseModel {
         return overflow;
       }
       const reserve = table.types.has(OVERFLOW_COLUMN) ? 0 : 1;
-      if (table.columns.size + 1 + reserve > this.options.maxColumns) {
+      if (table.columns.size + 1 + reserve > this.options.maxColumns || !this.fits(ctx, type, value)) {
         const out = overflow ?? {};
         out[path] = value;
         return out;
@@ -373,6 +397,11 @@ export class WarehouseModel {
       return overflow;
     }
     const current = table.types.get(known)!;
+    if (!this.fits(ctx, current, value)) {
+      const out = overflow ?? {};
+      out[path] = value;
+      return out;
+    }
     const incoming = inferType(value);
     if (incoming !== undefined) {
       const wider = widen(current, incoming);
@@ -383,6 +412,16 @@ export class WarehouseModel {
     }
     this.put(ctx, b, cells, known, table.types.get(known)!, value);
     return overflow;
+  }
+
+  /** Whether the row has room for the value under `maxRowBytes`; if so, counts it. */
+  private fits(ctx: RowContext, type: ColumnType, value: unknown): boolean {
+    const limit = this.options.maxRowBytes;
+    if (limit === undefined) return true;
+    const cost = cellBytes(type, value);
+    if (ctx.rowBytes + cost > limit) return false;
+    ctx.rowBytes += cost;
+    return true;
   }
 
   private newColumn(
@@ -460,6 +499,8 @@ interface RowContext {
   schema: SchemaState;
   rowId: string;
   receivedAt: string | null;
+  /** Bytes the values of the row being built take so far (see `maxRowBytes`). */
+  rowBytes: number;
 }
 
 function discard(ctx: RowContext, table: string, column: string, value: unknown, reason: string): void {

@@ -1,10 +1,12 @@
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { ApplyOptions, SqlEngine } from '../destination.js';
+import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../destination.js';
 import type { ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
+import { scopedOffset } from '../offset-scope.js';
 import { advisoryXactLock } from './advisory-locks.js';
 
 const TYPES: Record<ColumnType, string> = {
@@ -24,6 +26,34 @@ export interface PostgresEngineOptions {
   connection: pg.ClientConfig;
   /** Column limit per table; PostgreSQL refuses more than 1,600. */
   maxColumns?: number;
+  /** How long the destination waits for PostgreSQL; see {@link PostgresTimeouts}. */
+  timeouts?: PostgresTimeouts;
+}
+
+/**
+ * Bounds on every wait for PostgreSQL, so a server that stops answering (a frozen
+ * connection, a lost network) fails the load, which is retried on a new connection,
+ * instead of stalling the destination for good.
+ */
+export interface PostgresTimeouts {
+  /** `statement_timeout` of the session: PostgreSQL cancels a longer statement. Default 60 s. */
+  statementMs?: number;
+  /** Most time to open a connection (`connectionTimeoutMillis`). Default 10 s. */
+  connectMs?: number;
+  /**
+   * Most time a load, read or setup may go without a byte from the server (`query_timeout`,
+   * and a socket timeout that also covers COPY); then the connection is closed. Longer
+   * than `statementMs`, or the server's own cancellation could not arrive first.
+   * Default `statementMs` + 15 s.
+   */
+  socketMs?: number;
+}
+
+export const POSTGRES_TIMEOUT_DEFAULTS = { statementMs: 60_000, connectMs: 10_000 } as const;
+
+/** What a pg.Client keeps of its socket (not in its types). */
+interface ClientInternals {
+  connection?: { stream?: Socket };
 }
 
 /** An identifier in double quotes, inner quotes doubled. */
@@ -39,17 +69,66 @@ export function pgIdent(name: string): string {
 export class PostgresEngine implements SqlEngine {
   readonly maxColumns: number;
   readonly planPart = 2500;
+  /**
+   * A row must fit in an 8 KB page (8,160 bytes of it for the tuple, less its 24-byte header
+   * and a null bitmap of up to 200 bytes); past this, values go to `_overflow`. Below the
+   * 7,936 left, for alignment the estimate does not count.
+   */
+  readonly maxRowBytes = 7_600;
   private client: pg.Client | undefined;
   private connecting: Promise<pg.Client> | undefined;
+  private readonly socketMs: number;
+  private readonly clientConfig: pg.ClientConfig;
 
-  constructor(private readonly options: PostgresEngineOptions) {
+  constructor(options: PostgresEngineOptions) {
     this.maxColumns = Math.min(options.maxColumns ?? 1600, 1600);
+    const statementMs = options.timeouts?.statementMs ?? POSTGRES_TIMEOUT_DEFAULTS.statementMs;
+    this.socketMs = options.timeouts?.socketMs ?? statementMs + 15_000;
+    this.clientConfig = {
+      ...options.connection,
+      statement_timeout: statementMs,
+      query_timeout: this.socketMs,
+      connectionTimeoutMillis: options.timeouts?.connectMs ?? POSTGRES_TIMEOUT_DEFAULTS.connectMs,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    };
+  }
+
+  /**
+   * Runs `fn` on the connection with a socket timeout armed: when the server sends nothing
+   * for `socketMs` (the statement timeout would have answered by then), the socket is
+   * destroyed and every query on it fails. After any failure that is not the data's, the
+   * connection is dropped, so the retry starts on a fresh one (a timed-out query may still
+   * hold the old one).
+   */
+  private async guarded<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = await this.connection();
+    const socket = (c as unknown as ClientInternals).connection?.stream;
+    const silent = () =>
+      socket?.destroy(new Error(`PostgreSQL sent nothing for ${this.socketMs} ms; connection closed`));
+    socket?.setTimeout(this.socketMs, silent);
+    try {
+      return await fn(c);
+    } catch (err) {
+      if (!this.refusesData(err)) this.drop(c);
+      throw err;
+    } finally {
+      socket?.setTimeout(0, silent);
+      socket?.off('timeout', silent);
+    }
+  }
+
+  /** Forgets a connection and closes its socket without waiting on the server. */
+  private drop(c: pg.Client): void {
+    if (this.client === c) this.client = undefined;
+    (c as unknown as ClientInternals).connection?.stream?.destroy();
+    c.end().catch(() => undefined);
   }
 
   private connection(): Promise<pg.Client> {
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
-      const client = new pg.Client(this.options.connection);
+      const client = new pg.Client(this.clientConfig);
       // A broken connection is replaced on the next call; the load in flight fails and is retried.
       client.on('error', () => {
         if (this.client === client) this.client = undefined;
@@ -68,15 +147,44 @@ export class PostgresEngine implements SqlEngine {
     return this.connecting;
   }
 
-  async setup(): Promise<void> {
-    const c = await this.connection();
+  /**
+   * Data exceptions (SQLSTATE class 22: a value the column cannot take, invalid JSON text),
+   * integrity violations (23) and program limits (54: a row or index entry too large) are
+   * the data's; anything else (no SQLSTATE: the socket; 57014: a statement timeout; 08:
+   * the connection; 40: serialization) is not.
+   */
+  refusesData(err: unknown): boolean {
+    const code = (err as { code?: unknown } | undefined)?.code;
+    return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
+  }
+
+  setup(): Promise<void> {
+    return this.guarded((c) => this.setupOn(c));
+  }
+
+  private async setupOn(c: pg.Client): Promise<void> {
     await c.query('BEGIN');
     try {
       // Several instances start at once; concurrent CREATE … IF NOT EXISTS can still collide.
       await advisoryXactLock(c, 'warehouse-setup');
       await c.query('CREATE SCHEMA IF NOT EXISTS _tributary');
       await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_offsets (
-        destination text PRIMARY KEY, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL)`);
+        destination text NOT NULL, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL,
+        workspace text NOT NULL DEFAULT '', log_id text NOT NULL DEFAULT '',
+        PRIMARY KEY (destination, workspace, log_id))`);
+      // Versions before offsets had a scope keyed them by destination alone: their rows keep
+      // empty scopes, taken over by the first workspace and log that read them.
+      await c.query(`ALTER TABLE _tributary.warehouse_offsets
+        ADD COLUMN IF NOT EXISTS workspace text NOT NULL DEFAULT '',
+        ADD COLUMN IF NOT EXISTS log_id text NOT NULL DEFAULT ''`);
+      const pk = await c.query<{ conname: string; n: number }>(
+        `SELECT conname, array_length(conkey, 1) AS n FROM pg_constraint
+         WHERE conrelid = '_tributary.warehouse_offsets'::regclass AND contype = 'p'`,
+      );
+      if (pk.rows[0] && pk.rows[0].n !== 3) {
+        await c.query(`ALTER TABLE _tributary.warehouse_offsets DROP CONSTRAINT ${pgIdent(pk.rows[0].conname)},
+          ADD PRIMARY KEY (destination, workspace, log_id)`);
+      }
       await c.query(`CREATE TABLE IF NOT EXISTS _tributary.warehouse_names (
         destination text NOT NULL, batch_offset bigint NOT NULL, idx integer NOT NULL, kind text NOT NULL,
         key text NOT NULL, schema_name text NOT NULL, table_name text, name text NOT NULL, type text,
@@ -88,17 +196,37 @@ export class PostgresEngine implements SqlEngine {
     }
   }
 
-  async readState(
-    destination: string,
-    offsetKey = destination,
-  ): Promise<{ offset: number; names: NameRecord[]; namesSeen: number }> {
-    const c = await this.connection();
-    const o = await c.query<{ next_offset: string }>(
-      'SELECT next_offset FROM _tributary.warehouse_offsets WHERE destination = $1',
-      [offsetKey],
-    );
-    const { names, namesSeen } = await readNames(c, destination, -1);
-    return { offset: Number(o.rows[0]?.next_offset ?? 0), names, namesSeen };
+  readState(destination: string, offsetKey = destination, scope?: OffsetScope): Promise<EngineState> {
+    return this.guarded(async (c) => {
+      const ws = scope?.workspace ?? '';
+      const log = scope?.logId ?? '';
+      const o = await c.query<{ workspace: string; log_id: string; next_offset: string }>(
+        `SELECT workspace, log_id, next_offset FROM _tributary.warehouse_offsets
+         WHERE destination = $1 AND workspace IN ($2, '')`,
+        [offsetKey, ws],
+      );
+      const state = scopedOffset(o.rows, ws, log);
+      if (state.claim) {
+        // Taken over once: another workspace reading the row later finds it gone.
+        const claimed = await c.query(
+          `UPDATE _tributary.warehouse_offsets SET workspace = $2, log_id = $3
+           WHERE destination = $1 AND workspace = '' AND log_id = ''`,
+          [offsetKey, ws, log],
+        );
+        if (claimed.rowCount === 0) state.offset = 0;
+      }
+      const { names, namesSeen } = await readNames(c, destination, -1);
+      return { offset: state.offset, names, namesSeen, foreignLogs: state.foreignLogs };
+    });
+  }
+
+  forgetForeignOffsets(offsetKey: string, scope: OffsetScope): Promise<void> {
+    return this.guarded(async (c) => {
+      await c.query(
+        'DELETE FROM _tributary.warehouse_offsets WHERE destination = $1 AND workspace = $2 AND log_id <> $3',
+        [offsetKey, scope.workspace, scope.logId],
+      );
+    });
   }
 
   /**
@@ -118,13 +246,22 @@ export class PostgresEngine implements SqlEngine {
    * (`batch_offset` counts up per destination), so an instance reading them after the lock
    * sees every column that exists, with the name and type it was given.
    */
-  async apply(
+  apply(
     destination: string,
     plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
     nextOffset: number,
     options: ApplyOptions = {},
   ): Promise<{ namesSeen: number }> {
-    const c = await this.connection();
+    return this.guarded((c) => this.applyOn(c, destination, plans, nextOffset, options));
+  }
+
+  private async applyOn(
+    c: pg.Client,
+    destination: string,
+    plans: Iterable<LoadPlan> | AsyncIterable<LoadPlan>,
+    nextOffset: number,
+    options: ApplyOptions,
+  ): Promise<{ namesSeen: number }> {
     await c.query('BEGIN');
     const inFlight: Promise<void>[] = [];
     try {
@@ -160,16 +297,30 @@ export class PostgresEngine implements SqlEngine {
         await c.query(`INSERT INTO _tributary.warehouse_names VALUES ${tuples.join(', ')}`, values);
       }
       await c.query(
-        `INSERT INTO _tributary.warehouse_offsets VALUES ($1, $2, now())
-         ON CONFLICT (destination) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-        [options.offsetKey ?? destination, nextOffset],
+        `INSERT INTO _tributary.warehouse_offsets (destination, workspace, log_id, next_offset, updated_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (destination, workspace, log_id)
+         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+        [
+          options.offsetKey ?? destination,
+          options.scope?.workspace ?? '',
+          options.scope?.logId ?? '',
+          nextOffset,
+        ],
       );
+      if (options.commit === false) {
+        await c.query('ROLLBACK');
+        return { namesSeen: options.namesSeen ?? -1 };
+      }
       await c.query('COMMIT');
       return { namesSeen: names.length > 0 ? batch : seen };
     } catch (err) {
-      await Promise.allSettled(inFlight);
+      // A copy in flight may be what failed, and the statement behind it only saw the
+      // aborted transaction (25P02): the copy's error is the one that says why.
+      const settled = await Promise.allSettled(inFlight);
       await c.query('ROLLBACK').catch(() => undefined);
-      throw err;
+      const cause = settled.find((r) => r.status === 'rejected' && this.refusesData(r.reason));
+      throw cause?.status === 'rejected' ? cause.reason : err;
     }
   }
 
@@ -236,10 +387,13 @@ export class PostgresEngine implements SqlEngine {
     return { done: Promise.resolve() };
   }
 
+  /** Ends the connection; one the server does not answer is closed after `socketMs`. */
   async close(): Promise<void> {
     const c = this.client;
     this.client = undefined;
-    await c?.end();
+    const socket = (c as unknown as ClientInternals | undefined)?.connection?.stream;
+    socket?.setTimeout(this.socketMs, () => socket.destroy());
+    await c?.end().catch(() => undefined);
   }
 }
 

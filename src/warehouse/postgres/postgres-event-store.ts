@@ -4,8 +4,10 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TributaryError } from '../../errors.js';
+import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
   EventRow,
+  FailedRow,
   QueryResult,
   StoredEvent,
   Warehouse,
@@ -201,13 +203,31 @@ export class PostgresEventStore implements Warehouse {
         throw new TributaryError('TRIB_ERR_STATE_OFFSET_MOVED', [batch.consumer, stored, batch.fromOffset]);
       }
       const duplicates: number[] = [];
-      if (batch.events.length > 0) duplicates.push(...(await this.writeEvents(c, p, batch.events)));
-      if (batch.failed.length > 0) await this.writeFailed(c, p, batch);
+      // Each slice under a savepoint: a slice PostgreSQL refuses for its data is undone alone
+      // and split until the refused rows are found; the slices it takes stay written.
+      let staged = false;
+      const attempt = async (slice: readonly EventRow[], offset: number) => {
+        await c.query('SAVEPOINT load_events');
+        try {
+          // Rows staged by an earlier slice of this transaction are in already.
+          if (staged) await c.query('DELETE FROM pg_temp._stage_events');
+          for (const i of await this.writeEvents(c, p, slice)) duplicates.push(i + offset);
+          staged = true;
+          await c.query('RELEASE SAVEPOINT load_events');
+        } catch (err) {
+          await c.query('ROLLBACK TO SAVEPOINT load_events');
+          throw err;
+        }
+      };
+      const refused = await findRefused(batch.events, attempt, isPgDataError);
+      const failed = batch.failed.map(storableFailedRow);
+      for (const r of refused) failed.push(refusedFailedRow(batch.events[r.index]!, r.reason));
+      if (failed.length > 0) await this.writeFailed(c, p, failed);
       await c.query(
         `UPDATE ${this.s}.consumer_offsets SET next_offset = $2, updated_at = now() WHERE consumer = $1`,
         [batch.consumer, Math.trunc(batch.nextOffset)],
       );
-      return { duplicates };
+      return { duplicates: duplicates.sort((a, b) => a - b), refused };
     });
   }
 
@@ -241,8 +261,7 @@ export class PostgresEventStore implements Warehouse {
     return duplicates.sort((a, b) => a - b);
   }
 
-  private async writeFailed(c: pg.PoolClient, p: number, batch: WarehouseBatch): Promise<void> {
-    const f = batch.failed;
+  private async writeFailed(c: pg.PoolClient, p: number, f: readonly FailedRow[]): Promise<void> {
     await c.query(
       `INSERT INTO ${this.s}.failed_events (log_offset, source_id, message_id, stage, code, reason, received_at,
          payload, id, failed_at, logs, retry_state, retry_of, log_partition)
@@ -387,6 +406,16 @@ export class PostgresEventStore implements Warehouse {
       c.release(broken);
     }
   }
+}
+
+/**
+ * PostgreSQL's errors about the data of a statement (SQLSTATE class 22, data exception: bad
+ * JSON, an impossible timestamp, …; 23, integrity; 54, a row or value over a limit), as opposed
+ * to connection, lock or resource errors, which say nothing about the rows.
+ */
+export function isPgDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
 }
 
 /**

@@ -1,0 +1,163 @@
+import type { ErrorCode } from '../errors.js';
+import type { EventRow, FailedRow, RefusedRow } from './warehouse.js';
+
+/**
+ * Values JavaScript holds but storage engines refuse, made storable, and the search for the
+ * rows an engine refused. Shared by the adapters of the `Warehouse` port and the loader.
+ */
+
+/** The stable code of an event the engine refused to store (stage `load`). */
+export const UNSTORABLE: ErrorCode = 'TRIB_ERR_LOAD_UNSTORABLE';
+
+/** Longest engine message kept as a failed event's reason. */
+const REASON_MAX = 500;
+
+/**
+ * The JSON text with every lone surrogate (`\ud800` escaped, which `JSON.stringify` writes for
+ * one) replaced by U+FFFD. DuckDB's and PostgreSQL's JSON parsers refuse such an escape, and
+ * one such event would stop its batch. Only text holding `\ud`/`\uD` is parsed, so the loader's
+ * fast path (events handed over as text) pays a substring search, not a parse.
+ */
+export function wellFormedJson(json: string): string {
+  if (!json.includes('\\ud') && !json.includes('\\uD')) return json;
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return json;
+  }
+  const fixed = JSON.stringify(wellFormedValue(value));
+  return fixed === undefined ? json : fixed;
+}
+
+/**
+ * JSON text any engine takes as a failed event's payload: the value with lone surrogates and
+ * U+0000 (PostgreSQL's `jsonb` refuses it) replaced by U+FFFD; text that is not JSON at all
+ * becomes a JSON string holding it.
+ */
+export function storablePayload(json: string): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return JSON.stringify(storableText(json));
+  }
+  return JSON.stringify(wellFormedValue(value, true)) ?? 'null';
+}
+
+/** A failed row every engine takes: its payload and texts made storable. */
+export function storableFailedRow(f: FailedRow): FailedRow {
+  return {
+    ...f,
+    sourceId: storableText(f.sourceId),
+    messageId: storableText(f.messageId),
+    stage: storableText(f.stage),
+    code: storableText(f.code),
+    reason: storableText(f.reason),
+    json: storablePayload(f.json),
+  };
+}
+
+/** The failed row of an event the engine refused, with the engine's reason. */
+export function refusedFailedRow(e: EventRow, reason: string): FailedRow {
+  const at = new Date(e.receivedAt);
+  return storableFailedRow({
+    logOffset: e.logOffset,
+    sourceId: e.sourceId,
+    messageId: e.messageId,
+    stage: 'load',
+    code: UNSTORABLE,
+    reason: `the warehouse refused the event: ${reason.length > REASON_MAX ? `${reason.slice(0, REASON_MAX)}…` : reason}`,
+    receivedAt: Number.isNaN(at.getTime()) ? new Date(0).toISOString() : at.toISOString(),
+    json: e.json,
+  });
+}
+
+/** A lone surrogate (UTF-16 code units, not code points: no `u` flag). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** The text with each lone surrogate replaced by U+FFFD (`String.prototype.toWellFormed`, ES2024). */
+function toWellFormed(text: string): string {
+  return text.replace(LONE_SURROGATE, '\ufffd');
+}
+
+function storableText(text: string): string {
+  const t = toWellFormed(text);
+  return t.includes('\u0000') ? t.replaceAll('\u0000', '\ufffd') : t;
+}
+
+function wellFormedValue(value: unknown, noNul = false): unknown {
+  if (typeof value === 'string') return noNul ? storableText(value) : toWellFormed(value);
+  if (Array.isArray(value)) return value.map((v) => wellFormedValue(v, noNul));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      const key = noNul ? storableText(k) : toWellFormed(k);
+      // Keys made equal by the repair: the first one stays.
+      if (!Object.hasOwn(out, key)) {
+        Object.defineProperty(out, key, {
+          value: wellFormedValue(v, noNul),
+          enumerable: true,
+          writable: true,
+        });
+      }
+    }
+    return out;
+  }
+  return value;
+}
+
+/**
+ * Finds the rows an engine refuses by splitting the batch: `attempt` tries a slice (and, for
+ * adapters without savepoints, undoes it), throwing when the engine refuses it. A slice that
+ * fails with a data error (`isDataError`) is halved until the single rows are found; any other
+ * error (disk, connection) is thrown, so the caller retries the batch. `known` says the whole
+ * batch was refused already, which saves one attempt. A batch with k bad rows in n costs about
+ * 2k·log2(n) attempts, paid only when a batch is refused.
+ *
+ * @returns the refused rows' positions with the engine's message, in order.
+ */
+export async function findRefused<T>(
+  rows: readonly T[],
+  attempt: (slice: readonly T[], offset: number) => Promise<void>,
+  isDataError: (err: unknown) => boolean,
+  known = false,
+): Promise<RefusedRow[]> {
+  const refused: RefusedRow[] = [];
+  const visit = async (from: number, to: number, failed: boolean): Promise<void> => {
+    if (from >= to) return;
+    let error: unknown;
+    if (!failed) {
+      try {
+        await attempt(rows.slice(from, to), from);
+        return;
+      } catch (err) {
+        if (!isDataError(err)) throw err;
+        error = err;
+      }
+    }
+    if (to - from === 1) {
+      if (error === undefined) {
+        // Refused as part of a larger slice; tried alone to get its own message.
+        try {
+          await attempt(rows.slice(from, to), from);
+          return;
+        } catch (err) {
+          if (!isDataError(err)) throw err;
+          error = err;
+        }
+      }
+      refused.push({ index: from, reason: errorMessage(error) });
+      return;
+    }
+    const mid = from + Math.ceil((to - from) / 2);
+    await visit(from, mid, false);
+    await visit(mid, to, false);
+  };
+  await visit(0, rows.length, known);
+  return refused;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
