@@ -124,30 +124,24 @@ export async function findRefused<T>(
   known = false,
 ): Promise<RefusedRow[]> {
   const refused: RefusedRow[] = [];
+  /** The engine's refusal of rows [from, to), or undefined when it took them. */
+  const refusal = async (from: number, to: number): Promise<{ error: unknown } | undefined> => {
+    try {
+      await attempt(rows.slice(from, to), from);
+      return undefined;
+    } catch (err) {
+      if (!isDataError(err)) throw err;
+      return { error: err };
+    }
+  };
   const visit = async (from: number, to: number, failed: boolean): Promise<void> => {
     if (from >= to) return;
-    let error: unknown;
-    if (!failed) {
-      try {
-        await attempt(rows.slice(from, to), from);
-        return;
-      } catch (err) {
-        if (!isDataError(err)) throw err;
-        error = err;
-      }
-    }
+    // A slice known to be refused is split without trying it again; a single row is tried
+    // alone even then, for its own message.
+    const outcome = failed && to - from > 1 ? { error: undefined } : await refusal(from, to);
+    if (outcome === undefined) return;
     if (to - from === 1) {
-      if (error === undefined) {
-        // Refused as part of a larger slice; tried alone to get its own message.
-        try {
-          await attempt(rows.slice(from, to), from);
-          return;
-        } catch (err) {
-          if (!isDataError(err)) throw err;
-          error = err;
-        }
-      }
-      refused.push({ index: from, reason: errorMessage(error) });
+      refused.push({ index: from, reason: errorMessage(outcome.error) });
       return;
     }
     const mid = from + Math.ceil((to - from) / 2);
