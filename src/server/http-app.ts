@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { Gauge } from 'prom-client';
 import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
-import type { SourceConfig } from '../config/schema.js';
+import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
@@ -64,15 +64,8 @@ export interface HttpAppDeps extends CollectDeps {
   limits?: Partial<HttpLimits>;
 }
 
-/** The limits `server:` defaults to (see docs/configuration.md). */
-export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  requestTimeout: 30_000,
-  headersTimeout: 10_000,
-  keepAliveTimeout: 72_000,
-  connectionTimeout: 300_000,
-  maxConnectionsPerClient: 128,
-  trustProxy: false,
-};
+/** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
+export const DEFAULT_HTTP_LIMITS: HttpLimits = ServerConfig.parse({});
 
 /** Builds the HTTP application: collection API, admin API, health and metrics. */
 export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> {
