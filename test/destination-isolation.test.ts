@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { PG_ADMIN, pgUnreachable, scratchDatabase } from './pg.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 /**
@@ -45,18 +44,12 @@ describe.skipIf(pgProblem !== undefined)(
   `destination isolation in the server${pgProblem ? ` (PostgreSQL unreachable: ${pgProblem})` : ''}`,
   () => {
     async function database() {
-      const name = `trib_iso_${randomBytes(6).toString('hex')}`;
-      const admin = new pg.Client(PG_ADMIN);
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${name}`);
-      const client = new pg.Client({ ...PG_ADMIN, database: name });
+      const db = await scratchDatabase('trib_iso');
+      cleanups.push(db.drop);
+      const client = new pg.Client(db.config);
       await client.connect();
-      cleanups.push(async () => {
-        await client.end();
-        await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-        await admin.end();
-      });
-      return { name, client };
+      cleanups.push(() => client.end());
+      return { name: db.name, url: db.url, client };
     }
 
     it('stores an event PostgreSQL refuses in failed_events and loads the rest', {
@@ -67,7 +60,7 @@ describe.skipIf(pgProblem !== undefined)(
         yaml: `${MINIMAL_CONFIG}destinations:
   - id: pg
     type: postgres
-    connectionString: postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${db.name}
+    connectionString: ${db.url}
     interval: 50ms
 `,
       });

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +5,7 @@ import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TributaryError } from '../src/errors.js';
 import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, scratchDatabase } from './pg.js';
 
 /**
  * Destination offsets belong to a workspace and an event log: a second workspace loading
@@ -47,18 +46,12 @@ describe.skipIf(pgProblem !== undefined)(
     it('loads two workspaces into one database, and refuses a new log on an old database unless told to start over', {
       timeout: 60_000,
     }, async () => {
-      const database = `trib_offsets_${randomBytes(6).toString('hex')}`;
-      const admin = new pg.Client(PG_ADMIN);
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
-      cleanups.push(async () => {
-        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-        await admin.end();
-      });
+      const db = await scratchDatabase('trib_offsets');
+      cleanups.push(db.drop);
       const yaml = (head: string, extra = '') => `${MINIMAL_CONFIG}${head}destinations:
   - id: pg
     type: postgres
-    connectionString: postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}
+    connectionString: ${db.url}
     interval: 50ms
 ${extra}`;
       const dirs = [0, 1].map(() => mkdtempSync(join(tmpdir(), 'trib-offsets-')));
@@ -71,7 +64,7 @@ ${extra}`;
         return s;
       };
       const stored = async () => {
-        const c = new pg.Client({ ...PG_ADMIN, database });
+        const c = new pg.Client(db.config);
         await c.connect();
         try {
           return (await c.query('SELECT id FROM web.e ORDER BY id')).rows.map((r) => r.id);

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
 import { PostgresEventStore } from '../src/warehouse/postgres/postgres-event-store.js';
 import { delivered, oddFields } from './conformance/collector-events.js';
 import { eventStoreConformance } from './conformance/event-store-conformance.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 eventStoreConformance('duckdb', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'trib-store-'));
@@ -37,26 +36,23 @@ if (pgProblem) {
     it('needs PostgreSQL', () => {});
   });
 } else {
-  const database = `trib_store_${randomBytes(6).toString('hex')}`;
-  const url = `postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
-  const admin = new pg.Client(PG_ADMIN);
-  const client = new pg.Client({ ...PG_ADMIN, database });
+  let db: ScratchDatabase;
+  let client: pg.Client;
   beforeAll(async () => {
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${database}`);
+    db = await scratchDatabase('trib_store');
+    client = new pg.Client(db.config);
     await client.connect();
   });
   afterAll(async () => {
     await client.end();
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.end();
+    await db.drop();
   });
   let n = 0;
   const harness = (partition?: number) => async () => {
     const schema = `s${++n}`;
     return {
       async open() {
-        const store = await PostgresEventStore.open({ url, schema, maxConnections: 2 });
+        const store = await PostgresEventStore.open({ url: db.url, schema, maxConnections: 2 });
         if (partition === undefined) return store;
         const view = store.partition(partition);
         return { ...view, close: () => store.close() };

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +14,7 @@ import { PostgresEventStore } from '../src/warehouse/postgres/postgres-event-sto
 import { SegmentWarehouse } from '../src/warehouse/segment-warehouse.js';
 import type { EventRow, StoredEvent } from '../src/warehouse/warehouse.js';
 import { storedEvent } from './conformance/warehouse-conformance.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 const pgProblem = await pgUnreachable();
 
@@ -77,20 +76,17 @@ if (pgProblem) {
   });
 } else {
   describe('PostgreSQL destination with many writers', () => {
-    const database = `trib_dest_${randomBytes(6).toString('hex')}`;
-    const url = `postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
-    const admin = new pg.Client(PG_ADMIN);
-    const client = new pg.Client({ connectionString: url });
+    let db: ScratchDatabase;
+    let client: pg.Client;
 
     beforeAll(async () => {
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
+      db = await scratchDatabase('trib_dest');
+      client = new pg.Client({ connectionString: db.url });
       await client.connect();
     });
     afterAll(async () => {
       await client.end();
-      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-      await admin.end();
+      await db.drop();
     });
 
     const count = async (sql: string) => Number((await client.query<{ n: string }>(sql)).rows[0]!.n);
@@ -111,7 +107,7 @@ if (pgProblem) {
           new SegmentWarehouse({
             name: 'pg',
             offsetKey: `pg:p${i}`,
-            engine: new PostgresEngine({ connection: { connectionString: url } }),
+            engine: new PostgresEngine({ connection: { connectionString: db.url } }),
           }),
       );
       const failures: string[] = [];
@@ -198,7 +194,7 @@ if (pgProblem) {
       const again = new SegmentWarehouse({
         name: 'pg',
         offsetKey: 'pg:p1',
-        engine: new PostgresEngine({ connection: { connectionString: url } }),
+        engine: new PostgresEngine({ connection: { connectionString: db.url } }),
       });
       try {
         const at = await again.storedOffset();
@@ -221,7 +217,7 @@ if (pgProblem) {
     });
 
     it('runs once per partition through startDestinations: offsets per partition, shared tables and metrics', async () => {
-      const store = await PostgresEventStore.open({ url, schema: 'state' });
+      const store = await PostgresEventStore.open({ url: db.url, schema: 'state' });
       const dir = mkdtempSync(join(tmpdir(), 'trib-pgdest-'));
       const instance = await DuckDBInstance.create(join(dir, 'main.duckdb'));
       const registry = new Registry();
@@ -251,7 +247,7 @@ if (pgProblem) {
         const config = DestinationConfig.parse({
           id: 'pg2',
           type: 'postgres',
-          connectionString: url,
+          connectionString: db.url,
           schema: 'dest_{source}',
           interval: 0,
           transformations: [{ id: 'boom', file: 'boom.ts' }],

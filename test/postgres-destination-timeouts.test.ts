@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
 import { SegmentWarehouse } from '../src/warehouse/segment-warehouse.js';
 import { storedEvent } from './conformance/warehouse-conformance.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { PG_ADMIN, pgUnreachable, scratchDatabase } from './pg.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 /**
@@ -28,19 +27,13 @@ describe.skipIf(pgProblem !== undefined)(
     it('times out on a frozen connection, reports it as retryable, and resumes when the server answers', {
       timeout: 60_000,
     }, async () => {
-      const database = `trib_to_${randomBytes(6).toString('hex')}`;
-      const admin = new pg.Client(PG_ADMIN);
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
-      cleanups.push(async () => {
-        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-        await admin.end();
-      });
+      const db = await scratchDatabase('trib_to');
+      cleanups.push(db.drop);
       const proxy = new TcpProxy(String(PG_ADMIN.host), Number(PG_ADMIN.port));
       await proxy.start();
       cleanups.push(() => proxy.stop());
       const engine = new PostgresEngine({
-        connection: { ...PG_ADMIN, host: '127.0.0.1', port: proxy.port, database },
+        connection: { ...db.config, host: '127.0.0.1', port: proxy.port },
         timeouts: { statementMs: 500, connectMs: 500, socketMs: 1_000 },
       });
       const w = new SegmentWarehouse({ name: 'pg', engine });
@@ -60,7 +53,7 @@ describe.skipIf(pgProblem !== undefined)(
       expect(await w.storedOffset()).toBe(1);
       expect(await w.load([track(1), track(2)], 3)).toEqual({ status: 'ok', failed: [] });
       expect(await w.storedOffset()).toBe(3);
-      const c = new pg.Client({ ...PG_ADMIN, database });
+      const c = new pg.Client(db.config);
       await c.connect();
       const ids = await c.query('SELECT id FROM web.tracks ORDER BY id');
       await c.end();

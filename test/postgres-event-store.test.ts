@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { FailedStore } from '../src/pipeline/failed-store.js';
 import { WarehouseLoader } from '../src/pipeline/warehouse-loader.js';
 import { PostgresEventStore } from '../src/warehouse/postgres/postgres-event-store.js';
 import type { EventRow, FailedRow } from '../src/warehouse/warehouse.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 const pgProblem = await pgUnreachable();
 const T0 = Date.UTC(2026, 10, 1);
@@ -83,28 +82,24 @@ if (pgProblem) {
   });
 } else {
   describe('PostgresEventStore', () => {
-    const database = `trib_state_${randomBytes(6).toString('hex')}`;
-    const url = `postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
-    const admin = new pg.Client(PG_ADMIN);
+    let db: ScratchDatabase;
     const opened: PostgresEventStore[] = [];
     const dirs: string[] = [];
     let n = 0;
     /** A store in a schema of its own, so each test starts empty. */
     const open = async (schema = `s${++n}`) => {
-      const store = await PostgresEventStore.open({ url, schema, maxConnections: 4 });
+      const store = await PostgresEventStore.open({ url: db.url, schema, maxConnections: 4 });
       opened.push(store);
       return store;
     };
 
     beforeAll(async () => {
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
+      db = await scratchDatabase('trib_state');
     });
     afterAll(async () => {
       for (const s of opened) await s.close().catch(() => undefined);
       for (const d of dirs) rmSync(d, { recursive: true, force: true });
-      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-      await admin.end();
+      await db.drop();
     });
 
     async function duckLog() {
@@ -190,7 +185,7 @@ if (pgProblem) {
         fromOffset: 0,
       };
       // A third session holds the offset row, so both writers are queued on it before either goes on.
-      const blocker = new pg.Client({ connectionString: url });
+      const blocker = new pg.Client({ connectionString: db.url });
       await blocker.connect();
       try {
         await blocker.query('BEGIN');
@@ -206,9 +201,9 @@ if (pgProblem) {
           offsetMovedOf(b.partition(2).write(batch)),
         ];
         for (;;) {
-          const w = await admin.query<{ n: string }>(
+          const w = await db.admin.query<{ n: string }>(
             `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`,
-            [database],
+            [db.name],
           );
           if (Number(w.rows[0]!.n) >= 2) break;
           await new Promise((r) => setTimeout(r, 10));

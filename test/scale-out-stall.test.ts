@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { startScaleOut } from '../src/server/scale-out.js';
 import { basicAuth } from './helpers.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 /**
  * Scale-out: a partition whose loader cannot write (the state's offsets table locked by another
@@ -43,17 +43,14 @@ if (skip) {
 } else {
   describe('scale-out: a partition that cannot load', () => {
     const id = randomBytes(6).toString('hex');
-    const database = `trib_stall_${id}`;
     const stream = `trib_stall_${id}`;
     const dataDir = mkdtempSync(join(tmpdir(), 'tributary-stall-'));
-    const admin = new pg.Client(PG_ADMIN);
+    let db: ScratchDatabase;
     beforeAll(async () => {
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
+      db = await scratchDatabase('trib_stall');
     });
     afterAll(async () => {
-      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-      await admin.end();
+      await db.drop();
       const nc = await connect({ servers: [NATS_URL] });
       await (await jetstreamManager(nc)).streams.delete(stream).catch(() => undefined);
       await nc.close();
@@ -61,7 +58,7 @@ if (skip) {
     });
 
     it('reports the loader degraded and close() ends within the bound', { timeout: 120_000 }, async () => {
-      const url = `postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
+      const url = db.url;
       const { config } = parseConfig(
         `version: 1
 sources:
@@ -109,7 +106,7 @@ destinations: []
           await sleep(100);
         }
       };
-      const locker = new pg.Client({ ...PG_ADMIN, database });
+      const locker = new pg.Client(db.config);
       try {
         await send(0);
         const loaded = await healthUntil((h) => (h.partitions?.['0']?.loader ?? 0) >= 3);

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Child, CliChildren, health, sleep } from './cli-child.js';
 import { basicAuth, MINIMAL_CONFIG, WRITE_KEY } from './helpers.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 /**
  * A destination whose load cannot go on (its offsets table locked by another session, as a
@@ -55,15 +54,13 @@ if (pgProblem) {
   });
 } else {
   describe('a destination that cannot load', () => {
-    const database = `trib_stuck_${randomBytes(6).toString('hex')}`;
     const workDir = mkdtempSync(join(tmpdir(), 'tributary-stuck-'));
     const configPath = join(workDir, 'tributary.yaml');
-    const admin = new pg.Client(PG_ADMIN);
+    let db: ScratchDatabase;
     const cli = new CliChildren({ configPath, dataDir: join(workDir, 'data'), adminToken: ADMIN_TOKEN });
 
     beforeAll(async () => {
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
+      db = await scratchDatabase('trib_stuck');
       writeFileSync(
         configPath,
         `${MINIMAL_CONFIG}server:
@@ -75,15 +72,14 @@ identity:
 destinations:
   - id: pgd
     type: postgres
-    connectionString: postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}
+    connectionString: ${db.url}
     interval: 100ms
 `,
       );
     });
     afterAll(async () => {
       await cli.killAll();
-      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-      await admin.end();
+      await db.drop();
       rmSync(workDir, { recursive: true, force: true });
     });
 
@@ -99,7 +95,7 @@ destinations:
       expect(h.status).toBe('ok');
       expect(h.stalled).toEqual([]);
 
-      const locker = new pg.Client({ ...PG_ADMIN, database });
+      const locker = new pg.Client(db.config);
       await locker.connect();
       try {
         await locker.query('BEGIN');

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Child, CliChildren, type Health, health, kill9, sleep } from './cli-child.js';
 import { basicAuth, MINIMAL_CONFIG, WRITE_KEY } from './helpers.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 /**
  * Exactly-once loads into the Segment tables, through the real CLI: `tributary start` runs
@@ -20,11 +20,10 @@ import { PG_ADMIN, pgUnreachable } from './pg.js';
 
 const ADMIN_TOKEN = 'warehouse-crash-admin-token';
 const pgProblem = await pgUnreachable();
-const database = `trib_crash_${randomBytes(6).toString('hex')}`;
 
 let workDir: string;
 let configPath: string;
-let admin: pg.Client | undefined;
+let db: ScratchDatabase | undefined;
 const cli = new CliChildren({
   get configPath() {
     return configPath;
@@ -50,12 +49,10 @@ beforeAll(async () => {
     maxBatch: 2000
 `;
   if (!pgProblem) {
-    admin = new pg.Client(PG_ADMIN);
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${database}`);
+    db = await scratchDatabase('trib_crash');
     destinations += `  - id: pg
     type: postgres
-    connectionString: postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}
+    connectionString: ${db.url}
     interval: 200ms
     maxBatch: 2000
 `;
@@ -69,10 +66,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cli.killAll();
-  if (admin) {
-    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-    await admin.end();
-  }
+  await db?.drop();
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
@@ -168,8 +162,8 @@ async function idsIn(child: Child, table: string): Promise<Map<string, number>[]
     reader.closeSync();
     out.push(new Map(r.getRows().map(([id, c]) => [String(id), Number(c)])));
   }
-  if (!pgProblem) {
-    const c = new pg.Client({ ...PG_ADMIN, database });
+  if (db) {
+    const c = new pg.Client(db.config);
     await c.connect();
     const r = await c.query<{ id: string; c: string }>(
       `SELECT id, count(*) AS c FROM web.${table} GROUP BY id`,

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TributaryError } from '../src/errors.js';
 import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, scratchDatabase } from './pg.js';
 
 /**
  * The destinations as the server runs them: configured in the file, following the feed,
@@ -151,18 +151,12 @@ describe('warehouse destinations in the server', () => {
   it.skipIf(!hasPg)(
     'loads PostgreSQL, another DuckDB file and a Parquet lake from one configuration (needs PostgreSQL at 127.0.0.1:5432)',
     async () => {
-      const database = `trib_dest_${randomBytes(6).toString('hex')}`;
-      const admin = new pg.Client(PG_ADMIN);
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${database}`);
-      cleanups.push(async () => {
-        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-        await admin.end();
-      });
+      const db = await scratchDatabase('trib_dest');
+      cleanups.push(db.drop);
       const yaml = `${MINIMAL_CONFIG}destinations:
   - id: pg
     type: postgres
-    connectionString: postgres://${PG_ADMIN.user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}
+    connectionString: ${db.url}
     schema: segment_{source}
   - id: other
     type: duckdb
@@ -177,7 +171,7 @@ describe('warehouse destinations in the server', () => {
       await send(server, events);
       await settleAll(server);
 
-      const client = new pg.Client({ ...PG_ADMIN, database });
+      const client = new pg.Client(db.config);
       await client.connect();
       try {
         const rows = await client.query('SELECT id, user_id, total FROM segment_web.order_completed');

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { describe, it } from 'vitest';
 import { DuckDBEngine } from '../src/warehouse/duckdb/duckdb-engine.js';
 import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
 import { type WarehouseHarness, warehouseConformance } from './conformance/warehouse-conformance.js';
-import { PG_ADMIN, pgUnreachable } from './pg.js';
+import { pgUnreachable, scratchDatabase } from './pg.js';
 
 warehouseConformance('duckdb', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'trib-wh-'));
@@ -43,11 +42,8 @@ if (pgProblem) {
   });
 } else {
   warehouseConformance('postgres', async () => {
-    const database = `trib_wh_${randomBytes(6).toString('hex')}`;
-    const admin = new pg.Client(PG_ADMIN);
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${database}`);
-    const config: pg.ClientConfig = { ...PG_ADMIN, database };
+    const db = await scratchDatabase('trib_wh');
+    const { config } = db;
     const client = new pg.Client(config);
     await client.connect();
     const engines: PostgresEngine[] = [];
@@ -65,8 +61,7 @@ if (pgProblem) {
       async cleanup() {
         for (const e of engines) await e.close().catch(() => undefined);
         await client.end();
-        await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-        await admin.end();
+        await db.drop();
       },
     } satisfies WarehouseHarness;
   });

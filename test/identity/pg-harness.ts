@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { IdentityConfig } from '../../src/config/identity-schema.js';
 import { compileRules, type IdentityRules } from '../../src/identity/identifiers.js';
@@ -6,26 +5,14 @@ import { PostgresIdentityStore } from '../../src/identity/postgres/postgres-iden
 import { PostgresProfiles } from '../../src/identity/postgres/postgres-profiles.js';
 import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
 import type { StoredEvent } from '../../src/warehouse/warehouse.js';
-import { PG_ADMIN } from '../pg.js';
+import { scratchDatabase as scratchPgDatabase } from '../pg.js';
 import type { ScenarioPipeline } from './golden-scenarios.js';
 import { T0, type TestEvent } from './harness.js';
 
-/** A database of its own in the machine's PostgreSQL; `drop` removes it. */
+/** A database of its own in the machine's PostgreSQL, for pools of at most 4 connections; `drop` removes it. */
 export async function scratchDatabase(): Promise<{ config: pg.PoolConfig; drop: () => Promise<void> }> {
-  const name = `trib_pgid_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client(PG_ADMIN);
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  return {
-    config: { ...PG_ADMIN, database: name, max: 4 },
-    async drop() {
-      const a = new pg.Client(PG_ADMIN);
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
-    },
-  };
+  const db = await scratchPgDatabase('trib_pgid');
+  return { config: { ...db.config, max: 4 }, drop: db.drop };
 }
 
 /** The warehouse's `events` table, as the DuckDB warehouse lays it out (its PostgreSQL twin is another component's). */
