@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import { MINIMAL_CONFIG, sendBatch, startTestServer, type TestServer } from './helpers.js';
 import { PG_ADMIN, pgUnreachable, scratchDatabase } from './pg.js';
 import { TcpProxy } from './tcp-proxy.js';
 
@@ -16,13 +16,7 @@ afterEach(async () => {
 });
 
 async function send(server: TestServer, batch: Record<string, unknown>[]) {
-  const res = await server.app.inject({
-    method: 'POST',
-    url: '/v1/batch',
-    headers: { authorization: basicAuth(WRITE_KEY), 'content-type': 'application/json' },
-    payload: JSON.stringify({ batch }),
-  });
-  expect(res.statusCode).toBe(200);
+  await sendBatch(server, batch);
   await server.loader.drained();
 }
 

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { type RunningServer, startServer } from '../src/server/server.js';
 
@@ -63,6 +63,20 @@ export async function startTestServer(
 
 export function basicAuth(key: string): string {
   return `Basic ${Buffer.from(`${key}:`).toString('base64')}`;
+}
+
+/** Sends `batch` to `/v1/batch` with the test source's write key and expects a 200. */
+export async function sendBatch(
+  server: TestServer,
+  batch: readonly Record<string, unknown>[],
+): Promise<void> {
+  const res = await server.app.inject({
+    method: 'POST',
+    url: '/v1/batch',
+    headers: { authorization: basicAuth(WRITE_KEY), 'content-type': 'application/json' },
+    payload: JSON.stringify({ batch }),
+  });
+  expect(res.statusCode, res.body).toBe(200);
 }
 
 /** A Jitsu-style `id:secret` write key, for a second source. */

@@ -12,25 +12,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Delivered, EventLog, RawEvent } from '../src/log/event-log.js';
 import { NatsEventLog, partitionFor } from '../src/log/nats/nats-event-log.js';
 import { eventLogConformance, record } from './conformance/event-log-conformance.js';
+import { NATS_URL, natsUnreachable } from './nats-server.js';
 
-const NATS_URL = 'nats://127.0.0.1:4222';
 const NATS_SERVER = '/usr/sbin/nats-server';
 const ADAPTER = fileURLToPath(new URL('../src/log/nats/nats-event-log.ts', import.meta.url));
-
-/** Why NATS cannot be used, or undefined when it answers with JetStream on. */
-async function natsUnreachable(): Promise<string | undefined> {
-  try {
-    const nc = await connect({ servers: [NATS_URL], timeout: 2000 });
-    try {
-      await (await jetstreamManager(nc)).getAccountInfo();
-    } finally {
-      await nc.close();
-    }
-    return undefined;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
 
 function streamName(): string {
   return `trib_test_${randomBytes(6).toString('hex')}`;

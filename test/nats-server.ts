@@ -1,8 +1,28 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 
 export { freePort } from '../bench/lib/proc.js';
+
+/** The machine's NATS (JetStream on), which tests that need no server of their own use. */
+export const NATS_URL = 'nats://127.0.0.1:4222';
+
+/** Why the machine's NATS cannot be used, or undefined when it answers with JetStream on. */
+export async function natsUnreachable(): Promise<string | undefined> {
+  try {
+    const nc = await connect({ servers: [NATS_URL], timeout: 2000 });
+    try {
+      await (await jetstreamManager(nc)).getAccountInfo();
+    } finally {
+      await nc.close();
+    }
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
 
 /** The machine's nats-server binary (Debian's package). */
 export const NATS_SERVER = '/usr/sbin/nats-server';

@@ -10,28 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import { startScaleOut } from '../src/server/scale-out.js';
 import { basicAuth } from './helpers.js';
+import { NATS_URL, natsUnreachable } from './nats-server.js';
 import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 /**
  * Scale-out: a partition whose loader cannot write (the state's offsets table locked by another
  * session) makes /healthz degraded, naming the partition's loader, and close() still ends.
  */
-
-const NATS_URL = 'nats://127.0.0.1:4222';
-
-async function natsUnreachable(): Promise<string | undefined> {
-  try {
-    const nc = await connect({ servers: [NATS_URL], timeout: 2000 });
-    try {
-      await (await jetstreamManager(nc)).getAccountInfo();
-    } finally {
-      await nc.close();
-    }
-    return undefined;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
 
 const skip = (await pgUnreachable()) ?? (await natsUnreachable());
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -6,7 +6,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TributaryError } from '../src/errors.js';
-import { basicAuth, MINIMAL_CONFIG, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import { MINIMAL_CONFIG, sendBatch, startTestServer, type TestServer } from './helpers.js';
 import { pgUnreachable, scratchDatabase } from './pg.js';
 
 /**
@@ -21,16 +21,6 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await s.stop();
   for (const c of cleanups.splice(0)) await c();
 });
-
-async function send(server: TestServer, batch: Record<string, unknown>[]) {
-  const res = await server.app.inject({
-    method: 'POST',
-    url: '/v1/batch',
-    headers: { authorization: basicAuth(WRITE_KEY), 'content-type': 'application/json' },
-    payload: JSON.stringify({ batch }),
-  });
-  expect(res.statusCode).toBe(200);
-}
 
 /** Waits until the loader and every destination have everything appended so far. */
 async function settleAll(server: TestServer) {
@@ -50,7 +40,7 @@ describe('warehouse destinations in the server', () => {
     const server = await startTestServer();
     servers.push(server);
     expect(server.destinations.map((d) => [d.id, d.type])).toEqual([['warehouse', 'duckdb']]);
-    await send(server, events);
+    await sendBatch(server, events);
     await settleAll(server);
     expect(await server.query('SELECT id, user_id, total FROM web.order_completed')).toEqual([
       { id: 'e-1', user_id: 'u1', total: 30 },
@@ -80,7 +70,7 @@ describe('warehouse destinations in the server', () => {
           release = resolve;
         }),
     );
-    await send(server, events);
+    await sendBatch(server, events);
     await server.settle();
     await sleep(1500); // past the destination's 1 s interval: its load has started and waits
     expect(server.destinations[0]!.position()).toBeLessThan(server.loader.position());
@@ -96,7 +86,7 @@ describe('warehouse destinations in the server', () => {
   it('loads nothing into the embedded warehouse with "destinations: []"', async () => {
     const server = await startTestServer({ yaml: `${MINIMAL_CONFIG}destinations: []\n` });
     servers.push(server);
-    await send(server, events);
+    await sendBatch(server, events);
     await settleAll(server);
     expect(server.destinations).toEqual([]);
     const schemas = await server.query(
@@ -117,7 +107,7 @@ describe('warehouse destinations in the server', () => {
 `;
     const server = await startTestServer({ yaml });
     servers.push(server);
-    await send(server, events);
+    await sendBatch(server, events);
     await server.settle();
     await server.destinations[0]!.drained();
     expect(await server.query('SELECT id FROM web.tracks')).toEqual([{ id: 'e-1' }]);
@@ -168,7 +158,7 @@ describe('warehouse destinations in the server', () => {
 `;
       const server = await startTestServer({ yaml });
       servers.push(server);
-      await send(server, events);
+      await sendBatch(server, events);
       await settleAll(server);
 
       const client = new pg.Client(db.config);

@@ -2,7 +2,7 @@ import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { basicAuth, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import { sendBatch, startTestServer, type TestServer } from './helpers.js';
 
 /**
  * The log is the source of truth: a warehouse restored from an older copy, or lost, is
@@ -19,13 +19,7 @@ async function send(s: TestServer, from: number, n: number): Promise<void> {
     userId: `u${from + i}`,
     messageId: `m-${from + i}`,
   }));
-  const res = await s.app.inject({
-    method: 'POST',
-    url: '/v1/batch',
-    headers: { authorization: basicAuth(WRITE_KEY), 'content-type': 'application/json' },
-    payload: JSON.stringify({ batch }),
-  });
-  expect(res.statusCode).toBe(200);
+  await sendBatch(s, batch);
 }
 
 /** messageId → how many rows of `events` hold it. */
