@@ -310,6 +310,37 @@ if (pgProblem) {
       }
     });
 
+    it('sets up beside a load that holds the offsets table: no lock on tables already current', async () => {
+      const first = new PostgresEngine({ connection: { connectionString: db.url } });
+      await first.setup();
+      await first.close();
+      // Another process's load, mid-transaction, holding a row of the offsets table.
+      const load = new pg.Client({ connectionString: db.url });
+      await load.connect();
+      try {
+        await load.query('BEGIN');
+        await load.query(
+          `INSERT INTO _tributary.warehouse_offsets (destination, next_offset, updated_at, workspace, log_id)
+           VALUES ('busy', 1, now(), 'w', 'l')
+           ON CONFLICT (destination, workspace, log_id) DO UPDATE SET next_offset = EXCLUDED.next_offset`,
+        );
+        // A worker starting now: with a statement timeout, a setup that waited for the load's
+        // lock (an ALTER TABLE takes an exclusive one even when it changes nothing) would fail.
+        const starting = new PostgresEngine({
+          connection: { connectionString: db.url },
+          timeouts: { statementMs: 2_000, connectMs: 5_000 },
+        });
+        try {
+          await starting.setup();
+        } finally {
+          await starting.close();
+        }
+      } finally {
+        await load.query('ROLLBACK');
+        await load.end();
+      }
+    });
+
     it('refuses to run a one-writer destination once per partition', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'trib-pgdest-'));
       const instance = await DuckDBInstance.create(join(dir, 'main.duckdb'));

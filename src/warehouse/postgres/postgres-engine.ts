@@ -158,8 +158,21 @@ export class PostgresEngine implements SqlEngine {
     return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
   }
 
-  setup(): Promise<void> {
-    return this.guarded((c) => this.setupOn(c));
+  /**
+   * Creates or upgrades the bookkeeping tables. A deadlock or serialization failure against
+   * another process starting or loading at the same time is tried again (up to 5 times), so it
+   * does not fail the start.
+   */
+  async setup(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.guarded((c) => this.setupOn(c));
+      } catch (err) {
+        const code = (err as { code?: unknown } | undefined)?.code;
+        if (attempt >= 5 || (code !== '40P01' && code !== '40001')) throw err;
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
   }
 
   private async setupOn(c: pg.Client): Promise<void> {
@@ -173,10 +186,19 @@ export class PostgresEngine implements SqlEngine {
         workspace text NOT NULL DEFAULT '', log_id text NOT NULL DEFAULT '',
         PRIMARY KEY (destination, workspace, log_id))`);
       // Versions before offsets had a scope keyed them by destination alone: their rows keep
-      // empty scopes, taken over by the first workspace and log that read them.
-      await c.query(`ALTER TABLE _tributary.warehouse_offsets
-        ADD COLUMN IF NOT EXISTS workspace text NOT NULL DEFAULT '',
-        ADD COLUMN IF NOT EXISTS log_id text NOT NULL DEFAULT ''`);
+      // empty scopes, taken over by the first workspace and log that read them. Altered only
+      // when the columns are missing: an ALTER takes an exclusive lock on the table even when
+      // it changes nothing, and other processes' loads hold it (a worker starting beside
+      // loading ones deadlocked on it).
+      const scoped = await c.query(
+        `SELECT 1 FROM information_schema.columns
+         WHERE table_schema = '_tributary' AND table_name = 'warehouse_offsets' AND column_name IN ('workspace', 'log_id')`,
+      );
+      if (scoped.rowCount !== 2) {
+        await c.query(`ALTER TABLE _tributary.warehouse_offsets
+          ADD COLUMN IF NOT EXISTS workspace text NOT NULL DEFAULT '',
+          ADD COLUMN IF NOT EXISTS log_id text NOT NULL DEFAULT ''`);
+      }
       const pk = await c.query<{ conname: string; n: number }>(
         `SELECT conname, array_length(conkey, 1) AS n FROM pg_constraint
          WHERE conrelid = '_tributary.warehouse_offsets'::regclass AND contype = 'p'`,
