@@ -1,5 +1,6 @@
 import { TributaryError } from '../errors.js';
 import type { LoadOptions, LoadResult, RecordFailure } from './destination.js';
+import { findRefused as findRefusedRows } from './storable.js';
 import type { StoredEvent } from './warehouse.js';
 
 /** How a destination tries a load, for {@link loadIsolated}. */
@@ -36,19 +37,17 @@ export async function loadIsolated(
   options: LoadOptions | undefined,
   io: IsolatedLoad,
 ): Promise<LoadResult> {
-  let first: unknown;
   try {
     await io.attempt(events, true);
     return { status: 'ok', failed: [] };
   } catch (err) {
     if (!io.refusesData(err)) return retryable(err);
-    first = err;
   }
   const failed: RecordFailure[] = [];
   let good = events;
   try {
     for (let round = 0; ; round++) {
-      const refused = await findRefused(destination, good, round === 0 ? first : undefined, io);
+      const refused = await findRefused(destination, good, round === 0, io);
       if (refused.length === 0) break;
       failed.push(...refused);
       const out = new Set(refused.map((f) => f.event));
@@ -67,41 +66,27 @@ export async function loadIsolated(
 }
 
 /**
- * The events of `events` the engine refuses, each alone: halves are probed, and only a
- * refused half is split further. `refusal`: the error `events` itself was just refused with.
+ * The events of `events` the engine refuses, each alone, found by the same halving as the
+ * loader's ({@link findRefusedRows}, probes rolled back); `known`: `events` itself was just refused.
  */
 async function findRefused(
   destination: string,
   events: readonly StoredEvent[],
-  refusal: unknown,
+  known: boolean,
   io: IsolatedLoad,
 ): Promise<RecordFailure[]> {
-  if (events.length === 0) return [];
-  let error = refusal;
-  if (error === undefined) {
-    try {
-      await io.attempt(events, false);
-      return [];
-    } catch (err) {
-      if (!io.refusesData(err)) throw err;
-      error = err;
-    }
-  }
-  if (events.length === 1) {
-    const reason = String((error as Error)?.message ?? error).slice(0, MAX_REASON);
-    return [
-      {
-        event: events[0]!,
-        code: 'TRIB_ERR_DEST_RECORD_REFUSED',
-        reason: new TributaryError('TRIB_ERR_DEST_RECORD_REFUSED', [destination, reason]).message,
-      },
-    ];
-  }
-  const mid = events.length >> 1;
-  return [
-    ...(await findRefused(destination, events.slice(0, mid), undefined, io)),
-    ...(await findRefused(destination, events.slice(mid), undefined, io)),
-  ];
+  const refused = await findRefusedRows(
+    events,
+    (slice) => io.attempt(slice, false),
+    (err) => io.refusesData(err),
+    known,
+  );
+  return refused.map(({ index, reason }) => ({
+    event: events[index]!,
+    code: 'TRIB_ERR_DEST_RECORD_REFUSED',
+    reason: new TributaryError('TRIB_ERR_DEST_RECORD_REFUSED', [destination, reason.slice(0, MAX_REASON)])
+      .message,
+  }));
 }
 
 function retryable(err: unknown): LoadResult {
