@@ -1,6 +1,7 @@
 import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
 import { TributaryError } from '../errors.js';
+import { mayHoldUnstorable, toStorableTree } from '../spec/well-formed.js';
 
 const gunzipAsync = promisify(gunzip);
 const inflateAsync = promisify(inflate);
@@ -51,7 +52,7 @@ export async function decodeBody(
  * Parses JSON whatever the Content-Type said. `__proto__` keys are removed and
  * `constructor.prototype` pairs are dropped, so no key can reach a prototype; nesting
  * deeper than `maxDepth` is refused; a lone UTF-16 surrogate or a U+0000 in a string or a
- * key becomes U+FFFD (see {@link toWellFormedTree}).
+ * key becomes U+FFFD (see {@link toStorableTree}).
  */
 export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
   let text = decoded.toString('utf8');
@@ -63,54 +64,7 @@ export function parseJsonBody(decoded: Buffer, maxDepth: number): unknown {
     throw new TributaryError('TRIB_ERR_COLLECT_INVALID_JSON', [(err as Error).message], { cause: err });
   }
   if (sanitizeTree(value, 1, maxDepth)) throw new TributaryError('TRIB_ERR_COLLECT_TOO_DEEP', [maxDepth]);
-  // A surrogate or a NUL reaches a parsed string only through a `\uD8xx`-`\uDFxx` or `\u0000`
-  // escape: bytes of a surrogate are not UTF-8 (the decoder replaced them already) and JSON
-  // refuses a raw control character in a string. Most bodies have no `\u` at all: a substring
-  // search, far cheaper than the regex, rules that out first.
-  if (text.includes('\\u') && UNSTORABLE_ESCAPE.test(text)) toWellFormedTree(value);
-  return value;
-}
-
-/** A JSON escape of a UTF-16 surrogate (high or low, maybe half of a valid pair) or of U+0000. */
-const UNSTORABLE_ESCAPE = /\\u(?:[dD][89a-fA-F]|0000)/;
-/** A surrogate that is not half of a pair, or U+0000. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what is looked for
-const UNSTORABLE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|\u0000/;
-const UNSTORABLE_ALL = new RegExp(UNSTORABLE.source, 'g');
-
-/**
- * The text with each lone surrogate (as `String.prototype.toWellFormed` does) and each U+0000
- * replaced by U+FFFD.
- */
-export function wellFormed(text: string): string {
-  return UNSTORABLE.test(text) ? text.replace(UNSTORABLE_ALL, '\uFFFD') : text;
-}
-
-/**
- * Replaces, in place, every lone surrogate and every U+0000 in the strings and keys of a parsed
- * JSON value by U+FFFD (what a UTF-8 decoder does with invalid bytes), so every string is one
- * DuckDB and PostgreSQL can store: their JSON parsers refuse a lone surrogate, PostgreSQL's
- * `jsonb` and text refuse U+0000, and one such event would otherwise stop a load. A key that becomes equal to a key already there is dropped (the
- * existing key keeps its value). Call after {@link sanitizeTree}, which bounds the depth.
- */
-export function toWellFormedTree(value: unknown): unknown {
-  if (typeof value === 'string') return wellFormed(value);
-  if (typeof value !== 'object' || value === null) return value;
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = toWellFormedTree(value[i]);
-    return value;
-  }
-  const obj = value as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    const item = toWellFormedTree(obj[key]);
-    const fixed = wellFormed(key);
-    if (fixed === key) {
-      obj[key] = item;
-    } else {
-      delete obj[key];
-      if (!Object.hasOwn(obj, fixed)) obj[fixed] = item;
-    }
-  }
+  if (mayHoldUnstorable(text)) toStorableTree(value);
   return value;
 }
 

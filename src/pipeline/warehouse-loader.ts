@@ -1,5 +1,5 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
-import { wellFormedJson } from '../warehouse/storable.js';
+import { wellFormedJson } from '../spec/well-formed.js';
 import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
 import { eventKey } from '../warehouse/warehouse.js';
 import { DedupeIndex, hashKey } from './dedupe.js';
@@ -228,8 +228,9 @@ export class WarehouseLoader {
     for (const r of duplicates) count(r.sourceId, 'dedupe', 'deduplicated', r.offset);
 
     const nextOffset = records[records.length - 1]!.offset + 1;
-    // Lone surrogates, which the engines' JSON parsers refuse, become U+FFFD here; a search
-    // for `\ud` per event, a parse only where it is found.
+    // Lone surrogates and U+0000, which the engines refuse, become U+FFFD here (records logged
+    // before collection repaired them, transformations' outputs): a search for `\u` per
+    // event, a parse only where an escape of one is found.
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!;
       const json = wellFormedJson(e.json);

@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors.js';
+import { storableText, toStorableTree } from '../spec/well-formed.js';
 import type { EventRow, FailedRow, RefusedRow } from './warehouse.js';
 
 /**
@@ -13,24 +14,6 @@ export const UNSTORABLE: ErrorCode = 'TRIB_ERR_LOAD_UNSTORABLE';
 const REASON_MAX = 500;
 
 /**
- * The JSON text with every lone surrogate (`\ud800` escaped, which `JSON.stringify` writes for
- * one) replaced by U+FFFD. DuckDB's and PostgreSQL's JSON parsers refuse such an escape, and
- * one such event would stop its batch. Only text holding `\ud`/`\uD` is parsed, so the loader's
- * fast path (events handed over as text) pays a substring search, not a parse.
- */
-export function wellFormedJson(json: string): string {
-  if (!json.includes('\\ud') && !json.includes('\\uD')) return json;
-  let value: unknown;
-  try {
-    value = JSON.parse(json);
-  } catch {
-    return json;
-  }
-  const fixed = JSON.stringify(wellFormedValue(value));
-  return fixed === undefined ? json : fixed;
-}
-
-/**
  * JSON text any engine takes as a failed event's payload: the value with lone surrogates and
  * U+0000 (PostgreSQL's `jsonb` refuses it) replaced by U+FFFD; text that is not JSON at all
  * becomes a JSON string holding it.
@@ -42,7 +25,7 @@ export function storablePayload(json: string): string {
   } catch {
     return JSON.stringify(storableText(json));
   }
-  return JSON.stringify(wellFormedValue(value, true)) ?? 'null';
+  return JSON.stringify(toStorableTree(value)) ?? 'null';
 }
 
 /** A failed row every engine takes: its payload and texts made storable. */
@@ -71,40 +54,6 @@ export function refusedFailedRow(e: EventRow, reason: string): FailedRow {
     receivedAt: Number.isNaN(at.getTime()) ? new Date(0).toISOString() : at.toISOString(),
     json: e.json,
   });
-}
-
-/** A lone surrogate (UTF-16 code units, not code points: no `u` flag). */
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-
-/** The text with each lone surrogate replaced by U+FFFD (`String.prototype.toWellFormed`, ES2024). */
-function toWellFormed(text: string): string {
-  return text.replace(LONE_SURROGATE, '\ufffd');
-}
-
-function storableText(text: string): string {
-  const t = toWellFormed(text);
-  return t.includes('\u0000') ? t.replaceAll('\u0000', '\ufffd') : t;
-}
-
-function wellFormedValue(value: unknown, noNul = false): unknown {
-  if (typeof value === 'string') return noNul ? storableText(value) : toWellFormed(value);
-  if (Array.isArray(value)) return value.map((v) => wellFormedValue(v, noNul));
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
-      const key = noNul ? storableText(k) : toWellFormed(k);
-      // Keys made equal by the repair: the first one stays.
-      if (!Object.hasOwn(out, key)) {
-        Object.defineProperty(out, key, {
-          value: wellFormedValue(v, noNul),
-          enumerable: true,
-          writable: true,
-        });
-      }
-    }
-    return out;
-  }
-  return value;
 }
 
 /**

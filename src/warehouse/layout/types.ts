@@ -1,3 +1,4 @@
+import { wellFormedJson } from '../../spec/well-formed.js';
 /**
  * Column types of the Segment tables, the same five scalar types and JSON in every engine.
  * A column's type comes from the first non-null value it receives; later values are cast
@@ -83,7 +84,7 @@ export function castCell(type: ColumnType, value: unknown): CellValue | undefine
     case 'json': {
       const text = JSON.stringify(value);
       if (text.includes('\\u0000')) return undefined;
-      return text.includes('\\ud') ? wellFormedJson(text) : text;
+      return wellFormedJson(text);
     }
     case 'bigint':
       if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
@@ -100,19 +101,6 @@ export function castCell(type: ColumnType, value: unknown): CellValue | undefine
     case 'timestamp':
       return typeof value === 'string' ? cachedTimestamp(value) : undefined;
   }
-}
-
-/** A `\\uD800`-`\\uDFFF` escape not itself escaped (after an even run of backslashes). */
-const SURROGATE_ESCAPE = /(?<!\\)((?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g;
-
-/**
- * JSON text with its lone surrogates replaced by U+FFFD. `JSON.stringify` writes a lone
- * surrogate (which JavaScript strings may hold) as an escape, and writes paired ones as
- * characters, so every such escape in its output is a lone one: PostgreSQL's jsonb and
- * DuckDB's JSON refuse them, and text columns already get U+FFFD from UTF-8 encoding.
- */
-export function wellFormedJson(text: string): string {
-  return text.replace(SURROGATE_ESCAPE, '$1\\ufffd');
 }
 
 /** Casts a JSON value to a column type, as the text the engines load, or says why it cannot. */
