@@ -320,7 +320,7 @@ async function build(
   checkpoints: CheckpointGate | undefined,
   scope: OffsetScope | undefined,
 ): Promise<WarehouseDestination> {
-  const resolve = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
+  const resolve = (p: string) => destinationPath(dataDir, p);
   if (instance === undefined && config.type !== 'postgres') {
     throw new Error(`a ${config.type} destination needs the embedded deployment's DuckDB`);
   }
@@ -381,4 +381,9 @@ function pgConnection(c: PostgresDestinationConfig) {
     password: c.password,
     ssl: c.ssl || undefined,
   };
+}
+
+/** Where a DuckDB destination's file or a lake's folder is: `path` as given, or under the data folder. */
+export function destinationPath(dataDir: string, path: string): string {
+  return isAbsolute(path) ? path : join(dataDir, path);
 }

@@ -21,7 +21,7 @@ import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
-import { type RunningDestination, startDestinations } from './destinations.js';
+import { destinationPath, type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import { shutdownWithin } from './shutdown.js';
@@ -316,7 +316,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
  * Not the data folder itself, which holds the PII salt (`pii-salt`).
  */
 function duckDBFiles(dataDir: string, config: TributaryConfig): { paths: string[]; directories: string[] } {
-  const at = (p: string) => (isAbsolute(p) ? p : join(dataDir, p));
+  const at = (p: string) => destinationPath(dataDir, p);
   const files = [join(dataDir, 'warehouse.duckdb'), join(dataDir, 'log.duckdb')];
   const directories = [join(dataDir, 'log-segments')];
   for (const d of config.destinations) {
