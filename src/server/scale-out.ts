@@ -19,6 +19,7 @@ import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
+import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import type { ServerOptions } from './server.js';
 import { shutdownWithin } from './shutdown.js';
@@ -189,39 +190,20 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     }
     // The partition log's end is what this process last learned of it: the loader's own
     // state (a batch in hand or failing) says when work waits too.
-    const unwatch = [
-      stalls.watch({
-        name: `loader:p${p}`,
-        position: () => loader.position(),
-        target: () => Math.max(partitionLog.endOffset(), loader.waiting() ? loader.position() + 1 : 0),
-        lastError: () => loader.lastError(),
-      }),
-      ...destinations.map((d) =>
-        stalls.watch({
-          name: `destination:${d.id}:p${p}`,
-          position: () => d.position(),
-          target: () => loader.position(),
-          lastError: () => d.lastError(),
-        }),
-      ),
-    ];
-    if (identity) {
-      const stage = identity;
-      unwatch.push(
-        stalls.watch({
-          name: `identity:p${p}`,
-          position: () => stage.position(),
-          target: () => loader.position(),
-          lastError: () => identityError,
-        }),
-      );
-    }
+    const unwatch = watchPipeline(stalls, {
+      suffix: `:p${p}`,
+      loader,
+      logEnd: () => partitionLog.endOffset(),
+      destinations,
+      identity,
+      identityError: () => identityError,
+    });
     return {
       partition: p,
       loader,
       identity,
       async stop() {
-        for (const u of unwatch) u();
+        unwatch();
         for (const d of destinations) await d.stop();
         await identity?.stop();
         await loader.stop();
@@ -289,12 +271,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       sourcesByWriteKey,
       log,
       queries,
-      queryLimits: {
-        maxRows: config.query.maxRows,
-        maxBytes: config.query.maxBytes,
-        timeoutMs: config.query.timeout,
-        maxConcurrent: config.query.maxConcurrent,
-      },
+      queryLimits: queryLimits(config),
       metrics,
       adminToken: opts.adminToken,
       logger,
@@ -335,18 +312,14 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     ({ url } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
   }
 
-  // Sampled between scrapes too, so a stall is dated from when it began.
-  const sampler = setInterval(
-    () => stalls.check(),
-    Math.max(1000, Math.min(15_000, config.server.health.stallAfter / 4)),
-  ).unref();
+  const stopSampling = sampleStalls(stalls, config.server.health.stallAfter);
   let closing: Promise<void> | undefined;
   return {
     role,
     url,
     close() {
       clearInterval(profileTimer);
-      clearInterval(sampler);
+      stopSampling();
       // Bounded: a partition whose load cannot go on must not keep the process from exiting;
       // its lease ends with the process, and another worker takes the partition over.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at }) => {

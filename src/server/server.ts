@@ -23,6 +23,7 @@ import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { destinationPath, type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
+import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import { shutdownWithin } from './shutdown.js';
 
@@ -177,34 +178,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     stallAfterMs: config.server.health.stallAfter,
     registry: metrics.registry,
   });
-  stalls.watch({
-    name: 'loader',
-    position: () => loader.position(),
-    target: () => Math.max(log.endOffset(), loader.waiting() ? loader.position() + 1 : 0),
-    lastError: () => loader.lastError(),
+  watchPipeline(stalls, {
+    loader,
+    logEnd: () => log.endOffset(),
+    destinations,
+    identity,
+    identityError: () => identityError,
   });
-  for (const d of destinations) {
-    stalls.watch({
-      name: `destination:${d.id}`,
-      position: () => d.position(),
-      target: () => loader.position(),
-      lastError: () => d.lastError(),
-    });
-  }
-  if (identity) {
-    const stage = identity;
-    stalls.watch({
-      name: 'identity',
-      position: () => stage.position(),
-      target: () => loader.position(),
-      lastError: () => identityError,
-    });
-  }
-  // Sampled between scrapes too, so a stall is dated from when it began.
-  const sampler = setInterval(
-    () => stalls.check(),
-    Math.max(1000, Math.min(15_000, config.server.health.stallAfter / 4)),
-  ).unref();
+  const stopSampling = sampleStalls(stalls, config.server.health.stallAfter);
   log.onMaintenanceError = (err) => logger.warn({ err }, 'event log maintenance failed; the log goes on');
   warehouse.onCheckpointError = (err) =>
     logger.debug({ err }, 'checkpoint skipped; retried after the next write');
@@ -232,12 +213,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     sourcesByWriteKey,
     log,
     queries: warehouse,
-    queryLimits: {
-      maxRows: config.query.maxRows,
-      maxBytes: config.query.maxBytes,
-      timeoutMs: config.query.timeout,
-      maxConcurrent: config.query.maxConcurrent,
-    },
+    queryLimits: queryLimits(config),
     metrics,
     adminToken: opts.adminToken,
     logger,
@@ -276,7 +252,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     quality,
     failed,
     close() {
-      clearInterval(sampler);
+      stopSampling();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
       // takes at most half the time; whatever is left is loaded from the log at the next start.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
