@@ -12,6 +12,12 @@ describe('identifiers', () => {
     expect(normalizeIdentifier('phone', '+49 30 901820', rules)).toEqual({ value: '+4930901820' });
     expect(normalizeIdentifier('phone', 'call me', rules)).toMatchObject({ reason: 'invalid' });
     expect(normalizeIdentifier('email', 'not-an-email', rules)).toMatchObject({ reason: 'invalid' });
+    // Past PostgreSQL's index entry limit: left out, so it cannot stop resolution for everyone.
+    for (const type of ['user_id', 'anonymous_id', 'email', 'device_id'])
+      expect(normalizeIdentifier(type, `${'x'.repeat(600)}@example.com`, rules)).toMatchObject({
+        reason: 'too_long',
+      });
+    expect(normalizeIdentifier('user_id', 'u'.repeat(512), rules)).toEqual({ value: 'u'.repeat(512) });
     for (const v of ['null', 'NULL', 'undefined', 'anonymous', '-1', '', '0000', '0-0', 'N/A'])
       expect(normalizeIdentifier('anonymous_id', v, rules)).toMatchObject({ reason: 'blocked_value' });
     expect(normalizeIdentifier('email', 'Test@example.com', rules)).toMatchObject({

@@ -96,6 +96,12 @@ const HASHED = /^sha256:[0-9a-f]{64}$/;
  * or phone the privacy policy hashed (`sha256:<hex>`, of the same normalised form) is kept
  * as it is, so hashed identifiers still join profiles.
  */
+/**
+ * Longest identifier value kept, in UTF-16 code units: at most 2,048 bytes of UTF-8 with its
+ * type, within PostgreSQL's index entry limit. A longer one is left out (`too_long`).
+ */
+export const MAX_IDENTIFIER_LENGTH = 512;
+
 export function normalizeIdentifier(
   type: string,
   raw: unknown,
@@ -103,6 +109,9 @@ export function normalizeIdentifier(
 ): { value: string } | { reason: string; value: string } {
   if (typeof raw !== 'string' && typeof raw !== 'number') return { reason: 'invalid', value: String(raw) };
   let value = String(raw).trim();
+  // Identifiers are keys of the identity store's indexes; PostgreSQL refuses an index entry
+  // past a third of a page (2,704 bytes), which would stop resolution of every later event.
+  if (value.length > MAX_IDENTIFIER_LENGTH) return { reason: 'too_long', value: `${value.slice(0, 64)}…` };
   if (type === 'email') {
     value = value.toLowerCase();
     if (rules.isBlocked(type, value)) return { reason: 'blocked_value', value };

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import Fastify from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -113,6 +114,28 @@ if (pgProblem) {
         expect(await p.stage.search('note', odd)).toHaveLength(1);
         expect(Object.keys(await p.eventProfiles())).toEqual(['x\t1']);
         expect((await p.stage.explain(`user_id:${odd}`)).path.map((d) => d.messageId)).toEqual(['x\t1']);
+      } finally {
+        await p.destroy();
+      }
+    });
+
+    it('an identifier too long for an index entry is left out, and the batch and the next resolve', async () => {
+      const p = await fresh();
+      try {
+        // Incompressible, 5,760 characters: past PostgreSQL's 2,704-byte index entry limit.
+        const huge = Array.from({ length: 180 }, (_, i) =>
+          createHash('md5').update(String(i)).digest('hex'),
+        ).join('');
+        await p.send([
+          { type: 'identify', messageId: 'h1', at: 0, userId: huge, anonymousId: 'a-huge' },
+          { type: 'track', messageId: 'h2', at: 1, userId: 'u-after', event: 'E' },
+        ]);
+        await p.send([{ type: 'track', messageId: 'h3', at: 2, userId: 'u-after', event: 'E' }]);
+        const ev = await p.eventProfiles();
+        expect(ev.h1).not.toBeNull();
+        expect(ev.h3).toBe(ev.h2);
+        const v = await p.stage.getProfile('anonymous_id:a-huge');
+        expect(v.identifiers.map((i: { type: string }) => i.type)).toEqual(['anonymous_id']);
       } finally {
         await p.destroy();
       }
