@@ -12,6 +12,13 @@ import {
   type TraitValue,
 } from './traits.js';
 
+/**
+ * Longest trait name kept, in UTF-16 code units: a name is part of the identity store's keys,
+ * and PostgreSQL refuses an index entry past 2,704 bytes, which would stop resolution of every
+ * later event. A longer one is not kept as a trait (the event keeps it).
+ */
+export const MAX_TRAIT_NAME_LENGTH = 255;
+
 /** An identifier a profile holds. */
 export interface HeldIdentifier {
   type: string;
@@ -532,7 +539,8 @@ export class IdentityEngine {
           : undefined;
     if (traits) {
       for (const [name, value] of Object.entries(traits)) {
-        if (value === undefined) continue;
+        // A trait's name is a key of the identity store's indexes (see MAX_TRAIT_NAME_LENGTH).
+        if (value === undefined || name.length > MAX_TRAIT_NAME_LENGTH) continue;
         bits |= Dirty.traits;
         const next: TraitValue = {
           value,

@@ -127,7 +127,14 @@ if (pgProblem) {
           createHash('md5').update(String(i)).digest('hex'),
         ).join('');
         await p.send([
-          { type: 'identify', messageId: 'h1', at: 0, userId: huge, anonymousId: 'a-huge' },
+          {
+            type: 'identify',
+            messageId: 'h1',
+            at: 0,
+            userId: huge,
+            anonymousId: 'a-huge',
+            traits: { [huge]: 1, plan: 'pro' },
+          },
           { type: 'track', messageId: 'h2', at: 1, userId: 'u-after', event: 'E' },
         ]);
         await p.send([{ type: 'track', messageId: 'h3', at: 2, userId: 'u-after', event: 'E' }]);
@@ -136,6 +143,7 @@ if (pgProblem) {
         expect(ev.h3).toBe(ev.h2);
         const v = await p.stage.getProfile('anonymous_id:a-huge');
         expect(v.identifiers.map((i: { type: string }) => i.type)).toEqual(['anonymous_id']);
+        expect(v.traits).toEqual({ plan: 'pro' });
       } finally {
         await p.destroy();
       }
