@@ -11,7 +11,7 @@ import { IdentityConfig } from '../src/config/identity-schema.js';
 import { compileRules } from '../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../src/identity/identity-engine.js';
 import { SharedIdentityStage } from '../src/identity/postgres/shared-identity-stage.js';
-import type { StoredEvent } from '../src/warehouse/warehouse.js';
+import type { StoredEvent } from '../src/store/store.js';
 import { scratchDatabase, toStored } from '../test/identity/pg-harness.js';
 import { partitionOf, workload } from '../test/identity/workload.js';
 

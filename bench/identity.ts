@@ -25,15 +25,15 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { parseMappings, rowToIdentify } from '../src/cli/import.js';
 import { IDENTITY_DEFAULTS } from '../src/config/identity-schema.js';
 import { StorageConfig } from '../src/config/schema.js';
-import { embeddedDuckDBOptions } from '../src/duckdb-options.js';
 import { DuckDBIdentityStore } from '../src/identity/duckdb/duckdb-identity-store.js';
 import { compileRules, extractIdentifiers } from '../src/identity/identifiers.js';
 import { IdentityEngine, toIdentityEvent } from '../src/identity/identity-engine.js';
 import { IdentityStage } from '../src/identity/identity-stage.js';
 import type { IdentityStore } from '../src/identity/identity-store.js';
 import { EventFeed } from '../src/pipeline/event-feed.js';
-import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
-import type { EventRow, StoredEvent } from '../src/warehouse/warehouse.js';
+import { embeddedDuckDBOptions } from '../src/platform/duckdb/duckdb-options.js';
+import { DuckDBStore } from '../src/store/duckdb/duckdb-store.js';
+import type { EventRow, StoredEvent } from '../src/store/store.js';
 import { prng } from './lib/events.js';
 import { int, markdownTable } from './lib/report.js';
 
@@ -266,7 +266,7 @@ async function runStage(
       join(dir, 'warehouse.duckdb'),
       embeddedDuckDBOptions(StorageConfig.parse({})),
     );
-    const warehouse = await DuckDBWarehouse.open(instance);
+    const warehouse = await DuckDBStore.open(instance);
     for (let i = 0; i < total; i += 10_000) {
       await warehouse.write({
         events: rows.slice(i, i + 10_000),

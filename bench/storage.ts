@@ -2,7 +2,7 @@
  * What the storage format of the embedded DuckDB files costs: the log's events and the
  * warehouse's payloads written, checkpointed and read back, in files of the format DuckDB
  * writes by default (v1.0.0: the log forces FSST, the warehouse leaves the choice to DuckDB)
- * and in the server's (v1.2.0, zstd forced on both; src/duckdb-storage.ts). Rounds alternate
+ * and in the server's (v1.2.0, zstd forced on both; src/platform/duckdb/duckdb-storage.ts). Rounds alternate
  * the two formats in one run, on the same generated events.
  *
  *   npm run bench:storage
@@ -22,11 +22,11 @@ import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { StorageConfig } from '../src/config/schema.js';
-import { embeddedDuckDBOptions } from '../src/duckdb-options.js';
 import { DuckDBEventLog } from '../src/log/duckdb/duckdb-event-log.js';
 import type { RawEvent } from '../src/log/event-log.js';
 import { toEventRow } from '../src/pipeline/warehouse-loader.js';
-import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
+import { embeddedDuckDBOptions } from '../src/platform/duckdb/duckdb-options.js';
+import { DuckDBStore } from '../src/store/duckdb/duckdb-store.js';
 import { envInt } from './lib/env.js';
 import { BodyPool, MessageIds } from './lib/events.js';
 import { int, markdownTable } from './lib/report.js';
@@ -92,7 +92,7 @@ async function open(dir: string, format: Format) {
   const conn = await instance.connect();
   await conn.run(`ATTACH IF NOT EXISTS '${join(dir, 'log.duckdb')}' AS log`);
   const log = await DuckDBEventLog.open(instance, { segmentDir: join(dir, 'segments'), tailRecords: 0 });
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   return { instance, conn, log, warehouse };
 }
 

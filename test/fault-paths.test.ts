@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { AppendResult, EventLog, RawEvent } from '../src/log/event-log.js';
 import { Metrics } from '../src/observe/metrics.js';
 import { buildHttpApp } from '../src/server/http-app.js';
-import type { UserQueries } from '../src/warehouse/user-query.js';
+import type { UserQueries } from '../src/store/user-query.js';
 import { basicAuth, startTestServer, WRITE_KEY } from './helpers.js';
 
 /** A log whose storage fails, as a full disk or a broken file would. */

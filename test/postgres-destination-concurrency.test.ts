@@ -7,12 +7,12 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DestinationConfig } from '../src/config/destinations-schema.js';
+import { type RunningDestination, startDestinations } from '../src/destinations/runner.js';
+import { PostgresEngine } from '../src/destinations/warehouse/postgres/postgres-engine.js';
+import { SegmentWarehouse } from '../src/destinations/warehouse/segment-warehouse.js';
 import { EventFeed } from '../src/pipeline/event-feed.js';
-import { type RunningDestination, startDestinations } from '../src/server/destinations.js';
-import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
-import { PostgresEventStore } from '../src/warehouse/postgres/postgres-event-store.js';
-import { SegmentWarehouse } from '../src/warehouse/segment-warehouse.js';
-import type { EventRow, StoredEvent } from '../src/warehouse/warehouse.js';
+import { PostgresStore } from '../src/store/postgres/postgres-store.js';
+import type { EventRow, StoredEvent } from '../src/store/store.js';
 import { storedEvent } from './conformance/warehouse-conformance.js';
 import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
@@ -217,7 +217,7 @@ if (pgProblem) {
     });
 
     it('runs once per partition through startDestinations: offsets per partition, shared tables and metrics', async () => {
-      const store = await PostgresEventStore.open({ url: db.url, schema: 'state' });
+      const store = await PostgresStore.open({ url: db.url, schema: 'state' });
       const dir = mkdtempSync(join(tmpdir(), 'trib-pgdest-'));
       const instance = await DuckDBInstance.create(join(dir, 'main.duckdb'));
       const registry = new Registry();

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
-import { SegmentWarehouse } from '../src/warehouse/segment-warehouse.js';
+import { PostgresEngine } from '../src/destinations/warehouse/postgres/postgres-engine.js';
+import { SegmentWarehouse } from '../src/destinations/warehouse/segment-warehouse.js';
 import { storedEvent } from './conformance/warehouse-conformance.js';
 import { PG_ADMIN, pgUnreachable, scratchDatabase } from './pg.js';
 import { TcpProxy } from './tcp-proxy.js';

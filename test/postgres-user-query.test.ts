@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TributaryError } from '../src/errors.js';
-import { PostgresEventStore } from '../src/warehouse/postgres/postgres-event-store.js';
-import { PostgresUserQueries } from '../src/warehouse/postgres/postgres-user-query.js';
-import { DEFAULT_USER_QUERY_LIMITS, type UserQueryLimits } from '../src/warehouse/user-query.js';
+import { PostgresStore } from '../src/store/postgres/postgres-store.js';
+import { PostgresUserQueries } from '../src/store/postgres/postgres-user-query.js';
+import { DEFAULT_USER_QUERY_LIMITS, type UserQueryLimits } from '../src/store/user-query.js';
 import { PG_ADMIN, pgUnreachable } from './pg.js';
 
 /** Issue 16, finding 3 in scale-out: the admin SQL runs as a read-only role, within limits. */
@@ -26,7 +26,7 @@ if (pgProblem) {
     const role = `trib_reader_${suffix}`;
     const at = (user: string) => `postgres://${user}@${PG_ADMIN.host}:${PG_ADMIN.port}/${database}`;
     const admin = new pg.Client(PG_ADMIN);
-    let store: PostgresEventStore;
+    let store: PostgresStore;
     let queries: PostgresUserQueries;
 
     const run = (sql: string, limits: Partial<UserQueryLimits> = {}) =>
@@ -40,7 +40,7 @@ if (pgProblem) {
     beforeAll(async () => {
       await admin.connect();
       await admin.query(`CREATE DATABASE ${database}`);
-      store = await PostgresEventStore.open({ url: at(PG_ADMIN.user!), schema: 'tributary' });
+      store = await PostgresStore.open({ url: at(PG_ADMIN.user!), schema: 'tributary' });
       await store.write({
         events: Array.from({ length: EVENTS }, (_, i) => ({
           messageId: `m-${i}`,

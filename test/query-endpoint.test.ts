@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metrics } from '../src/observe/metrics.js';
 import { buildHttpApp } from '../src/server/http-app.js';
-import { DEFAULT_USER_QUERY_LIMITS, type UserQueries } from '../src/warehouse/user-query.js';
+import { DEFAULT_USER_QUERY_LIMITS, type UserQueries } from '../src/store/user-query.js';
 import {
   ADMIN_TOKEN,
   basicAuth,

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import pg from 'pg';
 import { describe, it } from 'vitest';
-import { DuckDBEngine } from '../src/warehouse/duckdb/duckdb-engine.js';
-import { PostgresEngine } from '../src/warehouse/postgres/postgres-engine.js';
+import { DuckDBEngine } from '../src/destinations/warehouse/duckdb/duckdb-engine.js';
+import { PostgresEngine } from '../src/destinations/warehouse/postgres/postgres-engine.js';
 import { type WarehouseHarness, warehouseConformance } from './conformance/warehouse-conformance.js';
 import { pgUnreachable, scratchDatabase } from './pg.js';
 

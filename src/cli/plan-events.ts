@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { sqlString } from '../duckdb-sql.js';
 import { MappingStage } from '../pipeline/stages/mapping-stage.js';
+import { sqlString } from '../platform/duckdb/duckdb-sql.js';
 import { type AdminOptions, adminQuery } from './admin-client.js';
 import { configPath, resolveWorkspace } from './workspace.js';
 

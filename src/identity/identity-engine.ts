@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { isPlainObject, type JsonObject } from '../spec/event.js';
-import type { StoredEvent } from '../warehouse/warehouse.js';
+import type { StoredEvent } from '../store/store.js';
 import { extractIdentifiers, type Identifier, type IdentityRules, type LeftOut } from './identifiers.js';
 import {
   addToComputed,

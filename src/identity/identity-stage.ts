@@ -1,7 +1,7 @@
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
-import { Slice } from '../slice.js';
-import { Turns } from '../turns.js';
-import type { StoredEvent } from '../warehouse/warehouse.js';
+import { Slice } from '../platform/async/slice.js';
+import { Turns } from '../platform/async/turns.js';
+import type { StoredEvent } from '../store/store.js';
 import { type IdentityRules, identifierKey, normalizeIdentifier, parseIdentifierKey } from './identifiers.js';
 import {
   type Decision,

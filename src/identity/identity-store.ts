@@ -1,4 +1,4 @@
-import type { StoredEvent } from '../warehouse/warehouse.js';
+import type { StoredEvent } from '../store/store.js';
 import type { Block, Decision, IdentityChanges, MergeRecord, Profile } from './identity-engine.js';
 
 /** Everything the in-memory core needs at start-up. */

@@ -6,8 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { record } from '../../test/conformance/event-log-conformance.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import type { RawEvent } from '../log/event-log.js';
-import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
-import type { StoredEvent } from '../warehouse/warehouse.js';
+import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
+import type { StoredEvent } from '../store/store.js';
 import { EventFeed } from './event-feed.js';
 import { WarehouseLoader } from './warehouse-loader.js';
 
@@ -24,7 +24,7 @@ async function pipeline() {
   await c.run(`ATTACH '${join(dir, 'log.duckdb')}' AS log`);
   c.closeSync();
   const log = await DuckDBEventLog.open(instance, { catalog: 'log', segmentDir: join(dir, 'segments') });
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   const loader = new WarehouseLoader(log, warehouse, { lingerMs: 0 });
   await loader.start();
   cleanups.push(async () => {

@@ -1,5 +1,5 @@
-import { Pause } from '../pause.js';
-import type { StoredEvent, Warehouse } from '../warehouse/warehouse.js';
+import { Pause } from '../platform/async/pause.js';
+import type { Store, StoredEvent } from '../store/store.js';
 
 /** Where the loader is: the warehouse holds every event of the log below `position()`. */
 export interface LoaderPosition {
@@ -52,7 +52,7 @@ export interface FeedSubscription {
  */
 export class EventFeed {
   constructor(
-    private readonly warehouse: Pick<Warehouse, 'readEvents'>,
+    private readonly warehouse: Pick<Store, 'readEvents'>,
     private readonly loader: LoaderPosition,
   ) {}
 

@@ -1,9 +1,9 @@
-import { sqlString } from '../duckdb-sql.js';
+import type { DestinationRetryItem } from '../destinations/destination-transforms.js';
 import { TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
+import { sqlString } from '../platform/duckdb/duckdb-sql.js';
 import { isPlainObject } from '../spec/event.js';
-import type { Warehouse } from '../warehouse/warehouse.js';
-import type { DestinationRetryItem } from './destination-transforms.js';
+import type { Store } from '../store/store.js';
 
 /** Which failed events a list or a retry is about. */
 export interface FailedFilter {
@@ -64,7 +64,7 @@ export interface RetryObserver {
  */
 export class FailedStore {
   constructor(
-    private readonly warehouse: Warehouse,
+    private readonly warehouse: Store,
     private readonly log: EventLog,
     private readonly observer: RetryObserver,
     private readonly drained: () => Promise<void>,

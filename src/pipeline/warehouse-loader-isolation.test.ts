@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { delivered, oddFields } from '../../test/conformance/collector-events.js';
 import type { EventLog } from '../log/event-log.js';
-import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import type { Stage } from './stages/stage.js';
 import { WarehouseLoader } from './warehouse-loader.js';
 
@@ -21,7 +21,7 @@ afterEach(async () => {
 async function openWarehouse() {
   const dir = mkdtempSync(join(tmpdir(), 'trib-loader-iso-'));
   const instance = await DuckDBInstance.create(join(dir, 'warehouse.duckdb'));
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   const conn = await instance.connect();
   cleanups.push(async () => {
     conn.closeSync();

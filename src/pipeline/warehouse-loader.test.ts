@@ -5,24 +5,18 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { record } from '../../test/conformance/event-log-conformance.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import type {
-  QueryResult,
-  StoredEvent,
-  Warehouse,
-  WarehouseBatch,
-  WriteReport,
-} from '../warehouse/warehouse.js';
-import { eventKey } from '../warehouse/warehouse.js';
+import type { QueryResult, Store, StoreBatch, StoredEvent, WriteReport } from '../store/store.js';
+import { eventKey } from '../store/store.js';
 import { WarehouseLoader } from './warehouse-loader.js';
 
 /** An in-memory warehouse that fails its first `failures` writes, as a full disk would. */
-class FlakyWarehouse implements Warehouse {
+class FlakyStore implements Store {
   rows = new Map<string, number>();
   failed: number[] = [];
   offsets = new Map<string, number>();
   writes = 0;
   constructor(private failures: number) {}
-  async write(batch: WarehouseBatch): Promise<WriteReport> {
+  async write(batch: StoreBatch): Promise<WriteReport> {
     this.writes++;
     if (this.failures > 0) {
       this.failures--;
@@ -59,7 +53,7 @@ class FlakyWarehouse implements Warehouse {
 
 /** A loader into a warehouse that never fails, keeping what dedupe drops. */
 function countingLoader(log: ConstructorParameters<typeof WarehouseLoader>[0]) {
-  const wh = new FlakyWarehouse(0);
+  const wh = new FlakyStore(0);
   const dropped: number[] = [];
   const loader = new WarehouseLoader(log, wh, {
     lingerMs: 0,
@@ -91,7 +85,7 @@ async function openLog() {
 describe('WarehouseLoader', () => {
   it('retries a failing warehouse and loads every record exactly once', async () => {
     const log = await openLog();
-    const wh = new FlakyWarehouse(3);
+    const wh = new FlakyStore(3);
     const errors: unknown[] = [];
     const loader = new WarehouseLoader(log, wh, { observer: { error: (e) => errors.push(e) }, lingerMs: 0 });
     await loader.start();
@@ -108,7 +102,7 @@ describe('WarehouseLoader', () => {
 
   it('skips records the warehouse already holds when the log redelivers them', async () => {
     const log = await openLog();
-    const wh = new FlakyWarehouse(0);
+    const wh = new FlakyStore(0);
     await log.append(Array.from({ length: 10 }, (_, i) => record(i)));
     const first = new WarehouseLoader(log, wh, { lingerMs: 0 });
     await first.start();

@@ -1,7 +1,7 @@
 import type { Delivered, EventLog, Subscription } from '../log/event-log.js';
 import { wellFormedJson } from '../spec/well-formed.js';
-import type { EventRow, FailedRow, Warehouse, WriteReport } from '../warehouse/warehouse.js';
-import { eventKey } from '../warehouse/warehouse.js';
+import type { EventRow, FailedRow, Store, WriteReport } from '../store/store.js';
+import { eventKey } from '../store/store.js';
 import { DedupeIndex, hashKey } from './dedupe.js';
 import { runStages, type StageOutcome } from './stages/runner.js';
 import type { Stage } from './stages/stage.js';
@@ -69,7 +69,7 @@ export class WarehouseLoader {
 
   constructor(
     private readonly log: EventLog,
-    private readonly warehouse: Warehouse,
+    private readonly warehouse: Store,
     options: WarehouseLoaderOptions = {},
   ) {
     this.consumer = options.consumer ?? 'warehouse';

@@ -5,7 +5,7 @@ import type { Metrics } from '../observe/metrics.js';
 import type { QualityMetrics } from '../observe/quality-metrics.js';
 import { type DestinationRetrier, FailedStore } from '../pipeline/failed-store.js';
 import type { LoaderObserver } from '../pipeline/warehouse-loader.js';
-import type { Warehouse } from '../warehouse/warehouse.js';
+import type { Store } from '../store/store.js';
 
 /**
  * What the collection routes and the failed-event store need from a composition root: the
@@ -16,7 +16,7 @@ export function collectionParts(opts: {
   sources: readonly SourceConfig[];
   metrics: Metrics;
   quality: QualityMetrics;
-  warehouse: Warehouse;
+  warehouse: Store;
   log: EventLog;
   /** Resolves once the pipeline has loaded what was appended before the call. */
   drained: () => Promise<void>;

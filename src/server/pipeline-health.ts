@@ -1,8 +1,8 @@
 import type { TributaryConfig } from '../config/schema.js';
+import type { RunningDestination } from '../destinations/runner.js';
 import type { StallWatch } from '../observe/health.js';
 import type { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import type { UserQueryLimits } from '../warehouse/user-query.js';
-import type { RunningDestination } from './destinations.js';
+import type { UserQueryLimits } from '../store/user-query.js';
 
 /** One pipeline (the embedded one, or a worker's partition), as the health check follows it. */
 export interface WatchedPipeline {

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { LogConfig, StateConfig } from '../config/schema.js';
+import { type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
@@ -12,11 +13,10 @@ import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
-import { PostgresUserQueries } from '../warehouse/postgres/postgres-user-query.js';
-import type { UserQueries } from '../warehouse/user-query.js';
+import { PostgresStore } from '../store/postgres/postgres-store.js';
+import { PostgresUserQueries } from '../store/postgres/postgres-user-query.js';
+import type { UserQueries } from '../store/user-query.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
-import { type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
@@ -77,9 +77,9 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     duplicateWindowMs: logConfig.duplicateWindow,
     name: `tributary-${role}@${hostname()}:${process.pid}`,
   });
-  let store: PostgresEventStore;
+  let store: PostgresStore;
   try {
-    store = await PostgresEventStore.open({
+    store = await PostgresStore.open({
       url: state.connectionString,
       schema: state.schema,
       maxConnections: state.maxConnections,

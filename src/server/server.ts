@@ -4,8 +4,7 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
-import { embeddedDuckDBOptions, lockDownDuckDB } from '../duckdb-options.js';
-import { sqlString } from '../duckdb-sql.js';
+import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -19,9 +18,10 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
+import { embeddedDuckDBOptions, lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
+import { sqlString } from '../platform/duckdb/duckdb-sql.js';
+import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
-import { destinationPath, type RunningDestination, startDestinations } from './destinations.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
@@ -49,7 +49,7 @@ export interface RunningServer {
   port: number;
   app: FastifyInstance;
   log: DuckDBEventLog;
-  warehouse: DuckDBWarehouse;
+  warehouse: DuckDBStore;
   loader: WarehouseLoader;
   /** Where later stages (identity, destinations) follow the events the loader stored. */
   feed: EventFeed;
@@ -99,7 +99,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     catalog: 'log',
     segmentDir: join(dataDir, 'log-segments'),
   });
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
   // next would be skipped as loaded.
   const loadedUpTo = await warehouse.consumerOffset('warehouse');

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { OffsetScope, SqlEngine } from '../../src/warehouse/destination.js';
-import { SegmentWarehouse } from '../../src/warehouse/segment-warehouse.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import type { OffsetScope, SqlEngine } from '../../src/destinations/destination.js';
+import { SegmentWarehouse } from '../../src/destinations/warehouse/segment-warehouse.js';
+import type { StoredEvent } from '../../src/store/store.js';
 
 /**
  * The suite every SQL warehouse engine must pass: the same test bodies against DuckDB and

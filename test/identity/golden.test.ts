@@ -6,8 +6,8 @@ import { compileRules } from '../../src/identity/identifiers.js';
 import type { IdentityChanges } from '../../src/identity/identity-engine.js';
 import { IdentityStage } from '../../src/identity/identity-stage.js';
 import type { IdentityStore } from '../../src/identity/identity-store.js';
-import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import { DuckDBStore } from '../../src/store/duckdb/duckdb-store.js';
+import type { StoredEvent } from '../../src/store/store.js';
 import { COMPUTED, goldenScenarios } from './golden-scenarios.js';
 import { type IdentityPipeline, identityPipeline, T0, type TestEvent } from './harness.js';
 
@@ -56,7 +56,7 @@ function writingThrough(
  */
 async function stageOnDuckDB(own: (real: DuckDBIdentityStore) => Partial<IdentityStore>) {
   const instance = await DuckDBInstance.create(':memory:');
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   const real = await DuckDBIdentityStore.open(instance);
   const stage = await IdentityStage.open(delegating(real, own(real)), compileRules(IdentityConfig.parse({})));
   return {

@@ -10,7 +10,7 @@ import type { IdentityStore } from '../../src/identity/identity-store.js';
 import { DuckDBEventLog } from '../../src/log/duckdb/duckdb-event-log.js';
 import { EventFeed } from '../../src/pipeline/event-feed.js';
 import { WarehouseLoader } from '../../src/pipeline/warehouse-loader.js';
-import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
+import { DuckDBStore } from '../../src/store/duckdb/duckdb-store.js';
 import type { ScenarioPipeline } from './golden-scenarios.js';
 
 export const T0 = Date.parse('2026-11-01T10:00:00.000Z');
@@ -46,7 +46,7 @@ export async function identityPipeline(
   await c.run(`ATTACH IF NOT EXISTS '${join(dir, 'log.duckdb')}' AS log`);
   c.closeSync();
   const log = await DuckDBEventLog.open(instance, { catalog: 'log', segmentDir: join(dir, 'segments') });
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   const loader = new WarehouseLoader(log, warehouse, { lingerMs: 0 });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);

@@ -4,7 +4,7 @@ import { compileRules, type IdentityRules } from '../../src/identity/identifiers
 import { PostgresIdentityStore } from '../../src/identity/postgres/postgres-identity-store.js';
 import { PostgresProfiles } from '../../src/identity/postgres/postgres-profiles.js';
 import { SharedIdentityStage } from '../../src/identity/postgres/shared-identity-stage.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import type { StoredEvent } from '../../src/store/store.js';
 import { scratchDatabase as scratchPgDatabase } from '../pg.js';
 import type { ScenarioPipeline } from './golden-scenarios.js';
 import { T0, type TestEvent } from './harness.js';

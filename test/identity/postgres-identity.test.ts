@@ -14,7 +14,7 @@ import {
 } from '../../src/identity/postgres/shared-identity-stage.js';
 import { profileRoutes } from '../../src/identity/profile-routes.js';
 import { EventFeed } from '../../src/pipeline/event-feed.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import type { StoredEvent } from '../../src/store/store.js';
 import { pgUnreachable } from '../pg.js';
 import { COMPUTED, goldenScenarios } from './golden-scenarios.js';
 import { createEventsTable, pgIdentityPipeline, scratchDatabase, toStored } from './pg-harness.js';

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { prng } from '../../bench/lib/events.js';
 import type { IdentityRules } from '../../src/identity/identifiers.js';
 import { type Decision, IdentityEngine, toIdentityEvent } from '../../src/identity/identity-engine.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import type { StoredEvent } from '../../src/store/store.js';
 import type { TestEvent } from './harness.js';
 
 // One PRNG for benchmarks and tests (mulberry32), so a failing workload can be replayed.

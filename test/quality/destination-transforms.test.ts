@@ -4,14 +4,14 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
+import type { WarehouseDestination } from '../../src/destinations/destination.js';
+import { TransformingDestination } from '../../src/destinations/destination-transforms.js';
+import { DuckDBEngine } from '../../src/destinations/warehouse/duckdb/duckdb-engine.js';
+import { SegmentWarehouse } from '../../src/destinations/warehouse/segment-warehouse.js';
 import type { TributaryError } from '../../src/errors.js';
-import { TransformingDestination } from '../../src/pipeline/destination-transforms.js';
 import { buildDestinationTransforms, checkQuality } from '../../src/server/quality-setup.js';
-import type { WarehouseDestination } from '../../src/warehouse/destination.js';
-import { DuckDBEngine } from '../../src/warehouse/duckdb/duckdb-engine.js';
-import { DuckDBWarehouse } from '../../src/warehouse/duckdb/duckdb-warehouse.js';
-import { SegmentWarehouse } from '../../src/warehouse/segment-warehouse.js';
-import type { StoredEvent } from '../../src/warehouse/warehouse.js';
+import { DuckDBStore } from '../../src/store/duckdb/duckdb-store.js';
+import type { StoredEvent } from '../../src/store/store.js';
 import {
   ADMIN_TOKEN,
   basicAuth,
@@ -213,7 +213,7 @@ describe('transformations per destination', () => {
     dirs.push(dir);
     writeFileSync(join(dir, 'shape.ts'), BROKEN);
     const instance = await DuckDBInstance.create(':memory:');
-    const warehouse = await DuckDBWarehouse.open(instance);
+    const warehouse = await DuckDBStore.open(instance);
     const c = await instance.connect();
     const catalog = String((await c.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
     c.closeSync();

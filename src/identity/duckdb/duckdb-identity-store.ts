@@ -5,9 +5,9 @@ import {
   DuckDBTimestampValue,
 } from '@duckdb/node-api';
 import type { ComputedTrait } from '../../config/identity-schema.js';
-import { sqlString } from '../../duckdb-sql.js';
-import { Slice } from '../../slice.js';
-import type { StoredEvent } from '../../warehouse/warehouse.js';
+import { Slice } from '../../platform/async/slice.js';
+import { sqlString } from '../../platform/duckdb/duckdb-sql.js';
+import type { StoredEvent } from '../../store/store.js';
 import { identifierKey } from '../identifiers.js';
 import {
   type Block,

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { TributaryError } from '../../errors.js';
-import type { StoredEvent } from '../../warehouse/warehouse.js';
+import type { StoredEvent } from '../../store/store.js';
 import { identifierKey } from '../identifiers.js';
 import {
   type Block,

@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import { TributaryError } from '../../errors.js';
 import type { EventFeed, FeedSubscription } from '../../pipeline/event-feed.js';
-import { Slice } from '../../slice.js';
-import { Turns } from '../../turns.js';
-import type { StoredEvent } from '../../warehouse/warehouse.js';
+import { Slice } from '../../platform/async/slice.js';
+import { Turns } from '../../platform/async/turns.js';
+import type { StoredEvent } from '../../store/store.js';
 import type { IdentityRules } from '../identifiers.js';
 import { type IdentityChanges, IdentityEngine, toIdentityEvent } from '../identity-engine.js';
 import { PostgresIdentityStore } from './postgres-identity-store.js';

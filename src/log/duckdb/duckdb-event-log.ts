@@ -7,10 +7,10 @@ import {
   type DuckDBPreparedStatement,
   DuckDBTimestampTZValue,
 } from '@duckdb/node-api';
-import { quoteIdent, sqlString } from '../../duckdb-sql.js';
-import { largeTextCompression } from '../../duckdb-storage.js';
 import { TributaryError } from '../../errors.js';
-import { Pause } from '../../pause.js';
+import { Pause } from '../../platform/async/pause.js';
+import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
+import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import type {
   AppendResult,
   ConsumeOptions,

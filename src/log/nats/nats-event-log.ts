@@ -21,7 +21,7 @@ import {
   type Subscription as NatsSub,
 } from '@nats-io/transport-node';
 import { TributaryError } from '../../errors.js';
-import { Pause } from '../../pause.js';
+import { Pause } from '../../platform/async/pause.js';
 import type {
   AppendResult,
   ConsumeOptions,

@@ -1,6 +1,6 @@
 import type { Delivered } from '../../log/event-log.js';
 import { isPlainObject, type SegmentEvent } from '../../spec/event.js';
-import type { EventRow, FailedRow } from '../../warehouse/warehouse.js';
+import type { EventRow, FailedRow } from '../../store/store.js';
 import type { Fate, PipelineEvent, Stage } from './stage.js';
 
 /** The fate of one accepted record, as the reconciled counts report it. */

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { ErrorCode } from '../../errors.js';
-import { Turns } from '../../turns.js';
+import { Turns } from '../../platform/async/turns.js';
 import { SANDBOX_WORKER_CODE } from './sandbox-worker.js';
 
 const require = createRequire(import.meta.url);

@@ -1,0 +1,450 @@
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { pgIdent } from '../../destinations/warehouse/postgres/postgres-engine.js';
+import { TributaryError } from '../../errors.js';
+import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
+import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
+import type {
+  EventRow,
+  FailedRow,
+  QueryResult,
+  Store,
+  StoreBatch,
+  StoredEvent,
+  WriteReport,
+} from '../store.js';
+import { eventKey } from '../store.js';
+
+export interface PostgresStoreOptions {
+  /** Connection string, e.g. `postgres://tributary@db:5432/tributary`. */
+  url: string;
+  /** Schema of the tables. Default `tributary`. */
+  schema?: string;
+  /** Most connections of the pool (shared with the identity store). Default 10. */
+  maxConnections?: number;
+}
+
+/** pg's type id of `bigint`, whose values it hands over as strings. */
+const INT8 = 20;
+
+/** Keys per page when streaming the dedupe index. */
+const KEYS_PAGE = 20_000;
+
+function schemaSql(s: string): string[] {
+  const t = (name: string) => `${s}.${name}`;
+  return [
+    `CREATE SCHEMA IF NOT EXISTS ${s}`,
+    // Same columns as DuckDB's `events`, plus the log partition the row came from.
+    `CREATE TABLE IF NOT EXISTS ${t('events')} (
+      message_id text NOT NULL,
+      source_id text NOT NULL,
+      type text NOT NULL,
+      event text,
+      user_id text,
+      anonymous_id text,
+      "timestamp" timestamptz NOT NULL,
+      received_at timestamptz NOT NULL,
+      log_offset bigint NOT NULL,
+      payload jsonb NOT NULL,
+      log_partition integer NOT NULL DEFAULT 0)`,
+    `CREATE INDEX IF NOT EXISTS events_partition_offset ON ${t('events')} (log_partition, log_offset)`,
+    `CREATE TABLE IF NOT EXISTS ${t('failed_events')} (
+      log_offset bigint NOT NULL,
+      source_id text NOT NULL,
+      message_id text,
+      stage text NOT NULL,
+      code text NOT NULL,
+      reason text NOT NULL,
+      received_at timestamptz NOT NULL,
+      payload jsonb NOT NULL,
+      id text PRIMARY KEY,
+      failed_at timestamptz NOT NULL,
+      logs jsonb,
+      retry_state text NOT NULL DEFAULT 'new',
+      retried_at timestamptz,
+      retry_of text,
+      log_partition integer NOT NULL DEFAULT 0)`,
+    `CREATE INDEX IF NOT EXISTS failed_events_retry_of ON ${t('failed_events')} (retry_of)`,
+    `CREATE TABLE IF NOT EXISTS ${t('consumer_offsets')} (
+      consumer text PRIMARY KEY,
+      next_offset bigint NOT NULL,
+      updated_at timestamptz NOT NULL DEFAULT now())`,
+    // "C" collation: the keys are compared, never sorted for people, and byte order is faster.
+    `CREATE TABLE IF NOT EXISTS ${t('event_keys')} (
+      source_id text COLLATE "C" NOT NULL,
+      message_id text COLLATE "C" NOT NULL,
+      received_at timestamptz NOT NULL,
+      PRIMARY KEY (source_id, message_id))`,
+    `CREATE INDEX IF NOT EXISTS event_keys_received_at ON ${t('event_keys')} (received_at)`,
+    // DuckDB's function of that name, so the failed-event store's SQL runs here unchanged.
+    `CREATE OR REPLACE FUNCTION ${t('epoch_ms')}(timestamptz) RETURNS bigint
+      LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT floor(extract(epoch FROM $1) * 1000)::bigint'`,
+  ];
+}
+
+/**
+ * Loads the staged rows: each key goes into `event_keys` once, and only the rows whose key
+ * was new go into `events` (with the columns derived from the JSON, as DuckDB's loader does).
+ * Returns the positions of the rows left out.
+ */
+function loadSql(s: string): string {
+  return `
+  WITH k AS (
+    INSERT INTO ${s}.event_keys (source_id, message_id, received_at)
+    SELECT source_id, message_id, to_timestamp(received_ms / 1000.0) FROM pg_temp._stage_events
+    ON CONFLICT DO NOTHING RETURNING source_id, message_id),
+  i AS (
+    INSERT INTO ${s}.events
+    SELECT message_id, source_id, payload->>'type',
+           coalesce(payload->>'event', CASE WHEN payload->>'type' IN ('page', 'screen')
+                                            THEN coalesce(payload->>'name', payload->'properties'->>'name') END),
+           payload->>'userId', payload->>'anonymousId',
+           coalesce((payload->>'timestamp')::timestamptz, to_timestamp(received_ms / 1000.0)),
+           coalesce((payload->>'receivedAt')::timestamptz, to_timestamp(received_ms / 1000.0)),
+           log_offset, payload, $1
+    FROM pg_temp._stage_events s JOIN k USING (source_id, message_id)
+    ORDER BY s.n)
+  SELECT s.n FROM pg_temp._stage_events s LEFT JOIN k USING (source_id, message_id) WHERE k.source_id IS NULL`;
+}
+
+/**
+ * State of the scale-out deployment in PostgreSQL: the `events` the loaders write and the
+ * feeds read (one log partition per {@link PostgresStore.partition} view),
+ * `failed_events`, the consumers' offsets and the dedupe index `event_keys`.
+ *
+ * Exactly-once with competing writers: a write locks its consumer's offset row first
+ * (`SELECT … FOR UPDATE`) and writes only when the stored offset is the one the writer read
+ * its batch from (`fromOffset`); a process that lost its partition to another and kept
+ * going gets `TRIB_ERR_STATE_OFFSET_MOVED` instead of writing the batch a second time.
+ * An event whose (source, messageId) is in `event_keys` already (written through another
+ * partition) is left out in the same transaction.
+ *
+ * @example
+ * const store = await PostgresStore.open({ url: 'postgres://db/tributary' });
+ * const p3 = store.partition(3); // the loader and the feed of log partition 3 use this
+ */
+export class PostgresStore implements Store {
+  private readonly s: string;
+  private readonly load: string;
+
+  private constructor(
+    /** The process's pool; the identity store shares it. */
+    readonly pool: pg.Pool,
+    readonly schema: string,
+  ) {
+    this.s = pgIdent(schema);
+    this.load = loadSql(this.s);
+  }
+
+  /** Connects and creates the tables when missing (safe when several processes start at once). */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
+    const pool = new pg.Pool({ connectionString: opts.url, max: opts.maxConnections ?? 10 });
+    // An idle connection that breaks is dropped by the pool; without a listener it would crash the process.
+    pool.on('error', () => undefined);
+    const store = new PostgresStore(pool, opts.schema ?? 'tributary');
+    try {
+      await store.transaction(async (c) => {
+        // Concurrent CREATE … IF NOT EXISTS can still fail on the catalog's unique indexes.
+        await advisoryXactLock(c, `state-schema:${store.schema}`);
+        for (const sql of schemaSql(store.s)) await c.query(sql);
+      });
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+    return store;
+  }
+
+  /**
+   * The store as one log partition sees it: `write` stores rows under partition `p` and
+   * `readEvents` reads only those; offsets, the dedupe index and `query` are shared. The
+   * store itself is the view of partition 0 (an unpartitioned log). Closing a view does
+   * nothing: the store owns the pool. A view lists no recent keys: its `write` drops a key
+   * already in `event_keys` (from any partition, at any time) by itself, so a partition's
+   * loader need not load every partition's keys into memory when it starts.
+   */
+  partition(p: number): Store {
+    if (!Number.isInteger(p) || p < 0) throw new RangeError(`partition must be a non-negative integer: ${p}`);
+    return {
+      write: (batch) => this.writePartition(p, batch),
+      consumerOffset: (c) => this.consumerOffset(c),
+      existingKeys: (keys, since) => this.existingKeys(keys, since),
+      recentKeys: async function* () {},
+      readEvents: (from, to, limit) => this.readPartition(p, from, to, limit),
+      query: (sql) => this.query(sql),
+      close: async () => {},
+    };
+  }
+
+  write(batch: StoreBatch): Promise<WriteReport> {
+    return this.writePartition(0, batch);
+  }
+
+  readEvents(from: number, to: number, limit: number): Promise<StoredEvent[]> {
+    return this.readPartition(0, from, to, limit);
+  }
+
+  private async writePartition(p: number, batch: StoreBatch): Promise<WriteReport> {
+    return this.transaction(async (c) => {
+      await c.query(
+        `INSERT INTO ${this.s}.consumer_offsets (consumer, next_offset) VALUES ($1, 0) ON CONFLICT DO NOTHING`,
+        [batch.consumer],
+      );
+      // Held to the commit: a second writer of this consumer waits here, then sees our offset.
+      const locked = await c.query<{ next_offset: string }>(
+        `SELECT next_offset FROM ${this.s}.consumer_offsets WHERE consumer = $1 FOR UPDATE`,
+        [batch.consumer],
+      );
+      const stored = Number(locked.rows[0]!.next_offset);
+      if (batch.fromOffset !== undefined && stored !== batch.fromOffset) {
+        throw new TributaryError('TRIB_ERR_STATE_OFFSET_MOVED', [batch.consumer, stored, batch.fromOffset]);
+      }
+      const duplicates: number[] = [];
+      // Each slice under a savepoint: a slice PostgreSQL refuses for its data is undone alone
+      // and split until the refused rows are found; the slices it takes stay written.
+      let staged = false;
+      const attempt = async (slice: readonly EventRow[], offset: number) => {
+        await c.query('SAVEPOINT load_events');
+        try {
+          // Rows staged by an earlier slice of this transaction are in already.
+          if (staged) await c.query('DELETE FROM pg_temp._stage_events');
+          for (const i of await this.writeEvents(c, p, slice)) duplicates.push(i + offset);
+          staged = true;
+          await c.query('RELEASE SAVEPOINT load_events');
+        } catch (err) {
+          await c.query('ROLLBACK TO SAVEPOINT load_events');
+          throw err;
+        }
+      };
+      const refused = await findRefused(batch.events, attempt, isPgDataError);
+      const failed = batch.failed.map(storableFailedRow);
+      for (const r of refused) failed.push(refusedFailedRow(batch.events[r.index]!, r.reason));
+      if (failed.length > 0) await this.writeFailed(c, p, failed);
+      await c.query(
+        `UPDATE ${this.s}.consumer_offsets SET next_offset = $2, updated_at = now() WHERE consumer = $1`,
+        [batch.consumer, Math.trunc(batch.nextOffset)],
+      );
+      return { duplicates: duplicates.sort((a, b) => a - b), refused };
+    });
+  }
+
+  /**
+   * COPY into a temporary staging table, then one statement into `event_keys` and `events`:
+   * for 5,000-row batches it measured 175 ms against 210 ms for one insert of the rows as
+   * arrays (`unnest`), median of 10 batches on the development machine.
+   */
+  private async writeEvents(c: pg.PoolClient, p: number, events: readonly EventRow[]): Promise<number[]> {
+    await c.query(`CREATE TEMP TABLE IF NOT EXISTS _stage_events (
+      n integer, message_id text COLLATE "C", source_id text COLLATE "C", log_offset bigint,
+      received_ms bigint, payload jsonb) ON COMMIT DELETE ROWS`);
+    // Rows repeating a key of the batch are left out here; the database sees each key once.
+    const seen = new Set<string>();
+    const duplicates: number[] = [];
+    const rows: number[] = [];
+    events.forEach((e, i) => {
+      const k = eventKey(e.sourceId, e.messageId);
+      if (seen.has(k)) duplicates.push(i);
+      else {
+        seen.add(k);
+        rows.push(i);
+      }
+    });
+    await pipeline(
+      Readable.from(csvChunks(rows, events)),
+      c.query(copyFrom('COPY pg_temp._stage_events FROM STDIN (FORMAT csv)')),
+    );
+    const left = await c.query<{ n: number }>(this.load, [p]);
+    for (const r of left.rows) duplicates.push(r.n);
+    return duplicates.sort((a, b) => a - b);
+  }
+
+  private async writeFailed(c: pg.PoolClient, p: number, f: readonly FailedRow[]): Promise<void> {
+    await c.query(
+      `INSERT INTO ${this.s}.failed_events (log_offset, source_id, message_id, stage, code, reason, received_at,
+         payload, id, failed_at, logs, retry_state, retry_of, log_partition)
+       SELECT o, s, m, st, co, r, ra::timestamptz, pl::jsonb, id, now(), lg::jsonb, 'new', ro, $11
+       FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                   $8::text[], $9::text[], $10::text[], $12::text[]) AS u(o, s, m, st, co, r, ra, pl, id, lg, ro)`,
+      [
+        f.map((r) => r.logOffset),
+        f.map((r) => withoutNul(r.sourceId)),
+        f.map((r) => withoutNul(r.messageId)),
+        f.map((r) => withoutNul(r.stage)),
+        f.map((r) => withoutNul(r.code)),
+        f.map((r) => withoutNul(r.reason)),
+        f.map((r) => r.receivedAt),
+        f.map((r) => jsonWithoutNul(r.json)),
+        f.map(() => randomUUID()),
+        f.map((r) => (r.logs === undefined ? null : jsonWithoutNul(JSON.stringify(r.logs)))),
+        p,
+        f.map((r) => r.retryOf ?? null),
+      ],
+    );
+  }
+
+  async consumerOffset(consumer: string): Promise<number> {
+    const r = await this.pool.query<{ next_offset: string }>(
+      `SELECT next_offset FROM ${this.s}.consumer_offsets WHERE consumer = $1`,
+      [consumer],
+    );
+    return Number(r.rows[0]?.next_offset ?? 0);
+  }
+
+  async existingKeys(
+    keys: readonly { sourceId: string; messageId: string }[],
+    sinceMs: number,
+  ): Promise<Set<string>> {
+    const found = new Set<string>();
+    if (keys.length === 0) return found;
+    const r = await this.pool.query<{ source_id: string; message_id: string }>(
+      `SELECT k.source_id, k.message_id FROM ${this.s}.event_keys k
+       JOIN unnest($1::text[], $2::text[]) AS q(source_id, message_id)
+         ON k.source_id = q.source_id AND k.message_id = q.message_id
+       WHERE k.received_at >= to_timestamp($3 / 1000.0)`,
+      [keys.map((k) => k.sourceId), keys.map((k) => k.messageId), sinceMs],
+    );
+    for (const row of r.rows) found.add(eventKey(row.source_id, row.message_id));
+    return found;
+  }
+
+  async *recentKeys(
+    sinceMs: number,
+  ): AsyncIterable<{ sourceId: string; messageId: string; receivedAt: number }> {
+    // Pages in key order, so no connection is held while the caller consumes.
+    let after: [string, string] | undefined;
+    for (;;) {
+      const r = await this.pool.query<{ source_id: string; message_id: string; ms: string }>(
+        `SELECT source_id, message_id, ${this.s}.epoch_ms(received_at) AS ms FROM ${this.s}.event_keys
+         WHERE received_at >= to_timestamp($1 / 1000.0) ${after ? 'AND (source_id, message_id) > ($3, $4)' : ''}
+         ORDER BY source_id, message_id LIMIT $2`,
+        after ? [sinceMs, KEYS_PAGE, after[0], after[1]] : [sinceMs, KEYS_PAGE],
+      );
+      for (const row of r.rows) {
+        yield { sourceId: row.source_id, messageId: row.message_id, receivedAt: Number(row.ms) };
+      }
+      if (r.rows.length < KEYS_PAGE) return;
+      const last = r.rows[r.rows.length - 1]!;
+      after = [last.source_id, last.message_id];
+    }
+  }
+
+  private async readPartition(p: number, from: number, to: number, limit: number): Promise<StoredEvent[]> {
+    const r = await this.pool.query<{
+      log_offset: string;
+      source_id: string;
+      message_id: string;
+      ms: string;
+      payload: string;
+    }>(
+      `SELECT log_offset, source_id, message_id, ${this.s}.epoch_ms(received_at) AS ms, payload::text AS payload
+       FROM ${this.s}.events WHERE log_partition = $1 AND log_offset >= $2 AND log_offset < $3
+       ORDER BY log_offset LIMIT $4`,
+      [p, from, to, Math.min(limit, Number.MAX_SAFE_INTEGER)],
+    );
+    return r.rows.map((row) => ({
+      logOffset: Number(row.log_offset),
+      sourceId: row.source_id,
+      messageId: row.message_id,
+      receivedAt: Number(row.ms),
+      json: row.payload,
+    }));
+  }
+
+  /**
+   * Runs `sql` with the store's schema first on the search path and UTC as the time zone,
+   * both for this statement only (the pool is shared), so SQL written for DuckDB's tables
+   * (`failed_events`, `epoch_ms`) runs unchanged. Integers that fit are numbers.
+   */
+  async query(sql: string): Promise<QueryResult> {
+    return this.transaction(async (c) => {
+      await c.query(`SET LOCAL search_path TO ${this.s}, public`);
+      await c.query("SET LOCAL TimeZone TO 'UTC'");
+      const r = await c.query(sql);
+      const columns = r.fields.map((f) => f.name);
+      const rows = r.rows as Record<string, unknown>[];
+      for (const f of r.fields) {
+        if (f.dataTypeID !== INT8) continue;
+        for (const row of rows) {
+          const v = row[f.name];
+          if (typeof v === 'string' && Number.isSafeInteger(Number(v))) row[f.name] = Number(v);
+        }
+      }
+      return { columns, rows };
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async transaction<T>(work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    let broken: Error | undefined;
+    // A connection lost meanwhile (PostgreSQL restarted, the network cut) is reported here,
+    // not as an unhandled 'error' event that would end the process; the query in flight
+    // fails, and the client is discarded.
+    const onError = (err: Error) => {
+      broken = err;
+    };
+    c.on('error', onError);
+    try {
+      await c.query('BEGIN');
+      const result = await work(c);
+      await c.query('COMMIT');
+      return result;
+    } catch (err) {
+      await c.query('ROLLBACK').catch((e: Error) => {
+        broken = e;
+      });
+      throw err;
+    } finally {
+      // A connection whose rollback failed is in an unknown state: the pool discards it.
+      c.off('error', onError);
+      c.release(broken);
+    }
+  }
+}
+
+/**
+ * PostgreSQL's errors about the data of a statement (SQLSTATE class 22, data exception: bad
+ * JSON, an impossible timestamp, …; 23, integrity; 54, a row or value over a limit), as opposed
+ * to connection, lock or resource errors, which say nothing about the rows.
+ */
+export function isPgDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
+}
+
+/**
+ * PostgreSQL text cannot hold U+0000, so `jsonb` refuses the escape `\u0000`: it becomes
+ * U+FFFD, or one such event would fail its whole batch forever. An escaped backslash
+ * before `u0000` (`\\u0000`) is text, not the escape, and stays.
+ */
+function jsonWithoutNul(json: string): string {
+  return json.includes('\\u0000') ? json.replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd') : json;
+}
+
+function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\ufffd') : text;
+}
+
+/** The staging rows as CSV in chunks of about 1 MB; `n` is the row's position in the batch. */
+function* csvChunks(rows: readonly number[], events: readonly EventRow[]): Generator<string> {
+  let chunk = '';
+  for (const i of rows) {
+    const e = events[i]!;
+    chunk += `${i},${csvText(e.messageId)},${csvText(e.sourceId)},${Math.trunc(e.logOffset)},${Math.trunc(e.receivedAt)},${csvText(jsonWithoutNul(e.json))}\n`;
+    if (chunk.length >= 1 << 20) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk !== '') yield chunk;
+}
+
+function csvText(v: string): string {
+  return `"${withoutNul(v).replace(/"/g, '""')}"`;
+}

@@ -1,0 +1,134 @@
+/**
+ * The internal event store the loader writes (`events`, `failed_events`) and the event feed
+ * reads. Adapters: DuckDB (`./duckdb/`, embedded) and PostgreSQL (`./postgres/postgres-store.ts`,
+ * scale-out, one view per log partition). The Segment tables in DuckDB, PostgreSQL and Parquet
+ * are destinations following it: see `./destination.ts`.
+ */
+
+/**
+ * One accepted event for the `events` table. The adapter derives the other columns (`type`,
+ * `event`, `user_id`, `anonymous_id`, `timestamp`, `received_at`) from the JSON in the
+ * engine, which parses JSON faster than the event loop and off it.
+ */
+export interface EventRow {
+  messageId: string;
+  sourceId: string;
+  /** Epoch milliseconds of receipt (also in the JSON as `receivedAt`). */
+  receivedAt: number;
+  logOffset: number;
+  /** The whole event as JSON text. */
+  json: string;
+}
+
+/** One event that was rejected or failed a stage, for the `failed_events` table. */
+export interface FailedRow {
+  logOffset: number;
+  sourceId: string;
+  messageId: string;
+  stage: string;
+  code: string;
+  reason: string;
+  receivedAt: string;
+  json: string;
+  /** Log lines of the user function that failed, if one did. */
+  logs?: string[];
+  /** Id of the failed event this one is a retry of. */
+  retryOf?: string;
+}
+
+/** State of a failed event: `new`, or `retried` once re-sent through the pipeline. */
+export type RetryState = 'new' | 'retried';
+
+export interface StoreBatch {
+  events: EventRow[];
+  failed: FailedRow[];
+  /** The consumer writing, and the log offset it has handled once this batch is in. */
+  consumer: string;
+  nextOffset: number;
+  /**
+   * The consumer's offset the writer believed stored when it read the batch. When given and
+   * the stored one differs (another process took the partition over and moved on), the
+   * batch is not written and `write` throws `TRIB_ERR_STATE_OFFSET_MOVED`. Adapters with a
+   * single writer may ignore it.
+   */
+  fromOffset?: number;
+}
+
+/** A row of `batch.events` the engine refused (data it cannot store), and why. */
+export interface RefusedRow {
+  /** Position in `batch.events`. */
+  index: number;
+  /** The engine's message. */
+  reason: string;
+}
+
+/**
+ * The fate of each row of a write, listing the exceptions: a row of `batch.events` that is in
+ * neither list was stored in `events`. Data errors are results, not throws: one row the engine
+ * cannot take never blocks the rest of its batch.
+ */
+export interface WriteReport {
+  /**
+   * Positions in `batch.events` of rows not written because their (source, messageId) was
+   * stored already, by another partition or an earlier batch.
+   */
+  duplicates: number[];
+  /**
+   * Rows the engine refused (a lone surrogate its JSON parser rejects, an impossible
+   * timestamp, …): stored in `failed_events` instead, in the same transaction, with stage
+   * `load`, code `TRIB_ERR_LOAD_UNSTORABLE`, the engine's message and the payload made
+   * storable (see `./storable.ts`).
+   */
+  refused: RefusedRow[];
+}
+
+/** One row of `events` as consumers after the loader read it (see `pipeline/event-feed.ts`). */
+export interface StoredEvent {
+  logOffset: number;
+  sourceId: string;
+  messageId: string;
+  /** Epoch milliseconds of receipt. */
+  receivedAt: number;
+  /** The processed event as JSON text. */
+  json: string;
+}
+
+export interface QueryResult {
+  columns: string[];
+  rows: Record<string, unknown>[];
+}
+
+export interface Store {
+  /**
+   * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
+   * (offset below the stored one) is recognised and skipped: loads are exactly-once.
+   *
+   * A batch the engine refuses for its data is split until the refused rows are found
+   * (`findRefused` in `./storable.ts`); they go to `failed_events` and the report lists them,
+   * while the rest and the offset are written. Failed rows are stored with their texts made
+   * storable. Only errors that are not about the data (disk, connection, a moved offset) throw:
+   * the caller retries the batch.
+   */
+  write(batch: StoreBatch): Promise<WriteReport>;
+  /** The log offset the consumer has written up to (0 when it never wrote). */
+  consumerOffset(consumer: string): Promise<number>;
+  /** Of the given keys, those already stored with `received_at` at or after `sinceMs`. */
+  existingKeys(
+    keys: readonly { sourceId: string; messageId: string }[],
+    sinceMs: number,
+  ): Promise<Set<string>>;
+  /** Every (source, messageId, receivedAt ms) stored since `sinceMs`, to rebuild the dedupe index. */
+  recentKeys(sinceMs: number): AsyncIterable<{ sourceId: string; messageId: string; receivedAt: number }>;
+  /**
+   * Stored events with `from <= log_offset < to`, in log order, at most `limit` of them.
+   * Rows are written in log order, so this is how later stages follow the loader.
+   */
+  readEvents(from: number, to: number, limit: number): Promise<StoredEvent[]>;
+  query(sql: string): Promise<QueryResult>;
+  close(): Promise<void>;
+}
+
+/** The key under which dedupe and the warehouse compare events. */
+export function eventKey(sourceId: string, messageId: string): string {
+  return `${sourceId}\u001f${messageId}`;
+}
