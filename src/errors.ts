@@ -149,6 +149,27 @@ export const ErrorCodes = {
     message:
       'Destination "%s" is a parquet lake, which takes no transformations (a retry could not load into it without moving its offset); remove its transformations:',
   },
+  TRIB_ERR_DEST_CHECK_UNREACHABLE: {
+    status: 502,
+    message: 'Destination "%s": nothing answers at %s (%s); check its host and port',
+  },
+  TRIB_ERR_DEST_CHECK_AUTH: {
+    status: 502,
+    message:
+      'Destination "%s": the server refused user %s (%s); check its user and password (the password as an ${ENV} reference)',
+  },
+  TRIB_ERR_DEST_CHECK_DATABASE: {
+    status: 502,
+    message: 'Destination "%s": database %s does not exist (%s); create it or fix its database',
+  },
+  TRIB_ERR_DEST_CHECK_PATH: {
+    status: 500,
+    message: 'Destination "%s": cannot write at %s (%s); check its path',
+  },
+  TRIB_ERR_DEST_CHECK_FAILED: {
+    status: 502,
+    message: 'Destination "%s" failed its check: %s',
+  },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

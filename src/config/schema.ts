@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { destinationKind } from '../destinations/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
@@ -324,7 +325,7 @@ const TributaryConfigObject = z
     }
     if (cfg.log.type === 'nats') {
       cfg.destinations?.forEach((d, i) => {
-        if (d.type !== 'postgres') {
+        if (!destinationKind(d.type).capabilities.perPartition) {
           ctx.addIssue({
             code: 'custom',
             path: ['destinations', i, 'type'],

@@ -1,25 +1,22 @@
-import { isAbsolute, join } from 'node:path';
 import type { DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { DestinationConfig, PostgresDestinationConfig } from '../config/destinations-schema.js';
+import type { DestinationConfig } from '../config/destinations-schema.js';
 import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import type { CheckpointGate } from '../platform/duckdb/checkpoint-gate.js';
-import { sqlString } from '../platform/duckdb/duckdb-sql.js';
 import { buildDestinationTransforms } from '../server/quality-setup.js';
 import type { Store } from '../store/store.js';
-import type { OffsetScope, RecordFailure, WarehouseDestination } from './destination.js';
+import type { RecordFailure, WarehouseDestination } from './destination.js';
 import {
   type DestinationRetryItem,
   destinationFailure,
   TransformingDestination,
 } from './destination-transforms.js';
-import { ParquetLake } from './lake/parquet-lake.js';
-import { DuckDBEngine } from './warehouse/duckdb/duckdb-engine.js';
-import { PostgresEngine } from './warehouse/postgres/postgres-engine.js';
-import { SegmentWarehouse } from './warehouse/segment-warehouse.js';
+import { destinationKind } from './registry.js';
+
+export { destinationPath } from './destination-path.js';
 
 /** A destination following the feed. */
 export interface RunningDestination {
@@ -99,7 +96,8 @@ export async function startDestinations(opts: {
   const failureStore = suffix === '' ? opts.warehouse : withConsumerSuffix(opts.warehouse, suffix);
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
-    if (suffix !== '' && config.type !== 'postgres') {
+    const kind = destinationKind(config.type);
+    if (suffix !== '' && !kind.capabilities.perPartition) {
       for (const d of running) await d.stop();
       throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [
         config.id,
@@ -118,16 +116,16 @@ export async function startDestinations(opts: {
     try {
       const scope = opts.scope && {
         ...opts.scope,
-        startOver: config.type !== 'parquet' && config.startOver,
+        startOver: 'startOver' in config && config.startOver,
       };
-      destination = await build(
-        config,
-        opts.instance,
-        opts.dataDir,
-        config.id + suffix,
-        opts.checkpoints,
+      const connector = await kind.connector();
+      destination = await connector.create(config, {
+        instance: opts.instance,
+        dataDir: opts.dataDir,
+        offsetKey: config.id + suffix,
+        checkpoints: opts.checkpoints,
         scope,
-      );
+      });
     } catch (err) {
       for (const s of stages) await s.close?.();
       for (const d of running) await d.stop();
@@ -136,7 +134,7 @@ export async function startDestinations(opts: {
       });
     }
     // Every SQL destination gets the wrapper, so a retry still reaches one whose functions were removed.
-    if (config.type !== 'parquet') {
+    if (kind.capabilities.transformations) {
       transforming = new TransformingDestination(destination, stages, failureStore, {
         outcome: (d, outcome, n) => transformed.inc({ destination: d, outcome }, n),
       });
@@ -310,80 +308,4 @@ function withConsumerSuffix(
     write: (batch) => warehouse.write({ ...batch, consumer: batch.consumer + suffix }),
     consumerOffset: (consumer) => warehouse.consumerOffset(consumer + suffix),
   };
-}
-
-async function build(
-  config: DestinationConfig,
-  instance: DuckDBInstance | undefined,
-  dataDir: string,
-  offsetKey: string,
-  checkpoints: CheckpointGate | undefined,
-  scope: OffsetScope | undefined,
-): Promise<WarehouseDestination> {
-  const resolve = (p: string) => destinationPath(dataDir, p);
-  if (instance === undefined && config.type !== 'postgres') {
-    throw new Error(`a ${config.type} destination needs the embedded deployment's DuckDB`);
-  }
-  switch (config.type) {
-    case 'duckdb': {
-      let catalog: string;
-      // Only the warehouse file is checkpointed by another writer (the `events` loader).
-      const gate = config.path === undefined ? checkpoints : undefined;
-      const c = await instance!.connect();
-      try {
-        if (config.path === undefined) {
-          catalog = String((await c.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
-        } else {
-          catalog = `dest_${config.id.replace(/-/g, '_')}`;
-          await c.run(`ATTACH IF NOT EXISTS ${sqlString(resolve(config.path))} AS "${catalog}"`);
-        }
-      } finally {
-        c.closeSync();
-      }
-      return new SegmentWarehouse({
-        name: config.id,
-        scope,
-        schema: config.schema,
-        maxColumns: config.maxColumns,
-        engine: new DuckDBEngine(instance!, { catalog, maxColumns: config.maxColumns, checkpoints: gate }),
-      });
-    }
-    case 'postgres':
-      return new SegmentWarehouse({
-        name: config.id,
-        offsetKey,
-        scope,
-        schema: config.schema,
-        maxColumns: config.maxColumns,
-        engine: new PostgresEngine({
-          connection: pgConnection(config),
-          maxColumns: config.maxColumns,
-          timeouts: {
-            statementMs: config.statementTimeout,
-            connectMs: config.connectTimeout,
-            socketMs: config.socketTimeout,
-          },
-        }),
-      });
-    case 'parquet':
-      return new ParquetLake({ name: config.id, instance: instance!, root: resolve(config.path), scope });
-  }
-}
-
-function pgConnection(c: PostgresDestinationConfig) {
-  if (c.connectionString !== undefined)
-    return { connectionString: c.connectionString, ssl: c.ssl || undefined };
-  return {
-    host: c.host,
-    port: c.port,
-    database: c.database,
-    user: c.user,
-    password: c.password,
-    ssl: c.ssl || undefined,
-  };
-}
-
-/** Where a DuckDB destination's file or a lake's folder is: `path` as given, or under the data folder. */
-export function destinationPath(dataDir: string, path: string): string {
-  return isAbsolute(path) ? path : join(dataDir, path);
 }

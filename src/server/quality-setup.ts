@@ -5,6 +5,7 @@ import type { DestinationConfig } from '../config/destinations-schema.js';
 import { resolvePlans } from '../config/plan-file.js';
 import type { TransformationConfig } from '../config/quality-schema.js';
 import type { SourceConfig } from '../config/schema.js';
+import { destinationKind } from '../destinations/registry.js';
 import { TributaryError } from '../errors.js';
 import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
 import { MappingStage } from '../pipeline/stages/mapping-stage.js';
@@ -52,7 +53,8 @@ export function checkQuality(
   }
   for (const d of destinations) {
     if (!d.transformations?.length) continue;
-    if (d.type === 'parquet') throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
+    if (!destinationKind(d.type).capabilities.transformations)
+      throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
     for (const t of d.transformations) compiledFunction(`destinations[${d.id}]`, t, baseDir);
   }
 }
@@ -60,7 +62,7 @@ export function checkQuality(
 /**
  * Starts the sandboxes of a destination's transformations, in order (empty without any).
  * @throws TributaryError `TRIB_ERR_TRANSFORM_INVALID`, or `TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED`
- * for a parquet destination with transformations.
+ * for a destination whose kind takes none (parquet).
  */
 export async function buildDestinationTransforms(
   d: DestinationConfig,
@@ -68,7 +70,8 @@ export async function buildDestinationTransforms(
   env: Record<string, string | undefined>,
 ): Promise<TransformStage[]> {
   if (!d.transformations?.length) return [];
-  if (d.type === 'parquet') throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
+  if (!destinationKind(d.type).capabilities.transformations)
+    throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
   const list: TransformStage[] = [];
   try {
     for (const t of d.transformations)
