@@ -1,0 +1,132 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DestinationConfig } from '../src/config/destinations-schema.js';
+import type { CheckResult } from '../src/destinations/connector.js';
+import { DESTINATION_KINDS, destinationKind } from '../src/destinations/registry.js';
+import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
+
+/**
+ * `check` of every destination kind: what it opens or connects to, a wrong host, port, user,
+ * database or path reported as a result with its stable code (never a throw).
+ */
+
+async function check(entry: Record<string, unknown>, dataDir: string): Promise<CheckResult> {
+  const config = DestinationConfig.parse(entry);
+  const connector = await destinationKind(config.type).connector();
+  return (connector.check as (c: unknown, ctx: { dataDir: string }) => Promise<CheckResult>)(config, {
+    dataDir,
+  });
+}
+
+/** A local port nothing listens on: one the system gave out and that was closed again. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'trib-dest-check-'));
+  writeFileSync(join(dir, 'a-file'), 'x');
+  mkdirSync(join(dir, 'a-folder'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('the destination registry', () => {
+  it('lists each kind once, its spec parsing entries of its own type', () => {
+    const types = DESTINATION_KINDS.map((k) => k.type);
+    expect(new Set(types).size).toBe(types.length);
+    expect(types).toEqual(['duckdb', 'postgres', 'parquet']);
+    const entries: Record<string, Record<string, unknown>> = {
+      duckdb: { id: 'd', type: 'duckdb' },
+      postgres: { id: 'p', type: 'postgres', connectionString: 'postgres://u@h/db' },
+      parquet: { id: 'l', type: 'parquet', path: 'lake' },
+    };
+    for (const kind of DESTINATION_KINDS) {
+      expect(DestinationConfig.parse(entries[kind.type]).type).toBe(kind.type);
+      expect(kind.config.safeParse(entries[kind.type]).success).toBe(true);
+    }
+    expect(() => destinationKind('kafka')).toThrow('unknown destination type "kafka"');
+  });
+});
+
+describe('duckdb check', () => {
+  it('accepts the embedded file, and a new file in an existing folder', async () => {
+    expect(await check({ id: 'd', type: 'duckdb' }, dir)).toEqual({ ok: true });
+    expect(await check({ id: 'd', type: 'duckdb', path: 'sub/new.duckdb' }, dir)).toEqual({ ok: true });
+  });
+
+  it('reports a path under a file, or a folder where the file should be', async () => {
+    const under = await check({ id: 'd', type: 'duckdb', path: 'a-file/w.duckdb' }, dir);
+    expect(under).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_PATH' });
+    expect(under.ok || under.message).toContain('a-file');
+    const folder = await check({ id: 'd', type: 'duckdb', path: 'a-folder' }, dir);
+    expect(folder).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_PATH' });
+    expect(folder.ok || folder.message).toContain('not a file');
+  });
+});
+
+describe('parquet check', () => {
+  it('accepts an existing or a new folder, and reports a file where the folder should be', async () => {
+    expect(await check({ id: 'l', type: 'parquet', path: 'a-folder' }, dir)).toEqual({ ok: true });
+    expect(await check({ id: 'l', type: 'parquet', path: 'new/lake' }, dir)).toEqual({ ok: true });
+    const file = await check({ id: 'l', type: 'parquet', path: 'a-file' }, dir);
+    expect(file).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_PATH' });
+  });
+});
+
+const pgDown = await pgUnreachable();
+describe.skipIf(pgDown !== undefined)(`postgres check${pgDown ? ` (skipped: ${pgDown})` : ''}`, () => {
+  let db: ScratchDatabase;
+  beforeAll(async () => {
+    db = await scratchDatabase('dest_check');
+  });
+  afterAll(() => db?.drop());
+
+  it('connects to the database of a right configuration', async () => {
+    expect(await check({ id: 'p', type: 'postgres', connectionString: db.url }, dir)).toEqual({ ok: true });
+    expect(
+      await check(
+        { id: 'p', type: 'postgres', host: '127.0.0.1', port: 5432, user: 'postgres', database: db.name },
+        dir,
+      ),
+    ).toEqual({ ok: true });
+  });
+
+  it('reports a port nothing listens on, and a host that does not resolve, as unreachable', async () => {
+    const port = await closedPort();
+    const wrongPort = await check(
+      { id: 'p', type: 'postgres', host: '127.0.0.1', port, user: 'postgres', database: db.name },
+      dir,
+    );
+    expect(wrongPort).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_UNREACHABLE' });
+    expect(wrongPort.ok || wrongPort.message).toContain(`127.0.0.1:${port}`);
+    const wrongHost = await check(
+      {
+        id: 'p',
+        type: 'postgres',
+        connectionString: `postgres://postgres@no-such-host.invalid:5432/${db.name}`,
+      },
+      dir,
+    );
+    expect(wrongHost).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_UNREACHABLE' });
+  });
+
+  it('reports a user the server refuses, and a database that does not exist, with their codes', async () => {
+    const user = await check(
+      { id: 'p', type: 'postgres', host: '127.0.0.1', user: 'no_such_role_x', database: db.name },
+      dir,
+    );
+    expect(user).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_AUTH' });
+    expect(user.ok || user.message).toContain('no_such_role_x');
+    const database = await check({ id: 'p', type: 'postgres', connectionString: `${db.url}_missing` }, dir);
+    expect(database).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_DATABASE' });
+    expect(database.ok || database.message).toContain(`${db.name}_missing`);
+  });
+});
