@@ -1,33 +1,10 @@
 import type { DestinationRetryItem } from '../destinations/destination-transforms.js';
 import { TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
-import { sqlString } from '../platform/duckdb/duckdb-sql.js';
 import { isPlainObject } from '../spec/event.js';
-import type { Store } from '../store/store.js';
+import type { FailedFilter, FailedSummary, Store } from '../store/store.js';
 
-/** Which failed events a list or a retry is about. */
-export interface FailedFilter {
-  ids?: string[];
-  source?: string;
-  stage?: string;
-  code?: string;
-  /** Include events already retried (default: only `new` ones). */
-  includeRetried?: boolean;
-  limit?: number;
-}
-
-export interface FailedSummary {
-  id: string;
-  source_id: string;
-  message_id: string | null;
-  stage: string;
-  code: string;
-  reason: string;
-  received_at: string;
-  failed_at: string;
-  retry_state: string;
-  retry_of: string | null;
-}
+export type { FailedFilter, FailedSummary } from '../store/store.js';
 
 export interface FailedDetail extends FailedSummary {
   log_offset: number;
@@ -72,29 +49,17 @@ export class FailedStore {
     private readonly destination: (id: string) => DestinationRetrier | undefined = () => undefined,
   ) {}
 
-  async list(filter: FailedFilter): Promise<FailedSummary[]> {
-    const limit = Math.min(Math.max(1, Math.trunc(filter.limit ?? 100)), 10_000);
-    const r = await this.warehouse.query(
-      `SELECT id, source_id, message_id, stage, code, reason, CAST(received_at AS VARCHAR) AS received_at,
-              CAST(failed_at AS VARCHAR) AS failed_at, retry_state, retry_of
-       FROM failed_events WHERE ${where(filter)} ORDER BY log_offset DESC LIMIT ${limit}`,
-    );
-    return r.rows as unknown as FailedSummary[];
+  list(filter: FailedFilter): Promise<FailedSummary[]> {
+    return this.warehouse.listFailed(filter);
   }
 
   async show(id: string): Promise<FailedDetail> {
-    const r = await this.warehouse.query(
-      `SELECT id, log_offset, source_id, message_id, stage, code, reason, CAST(received_at AS VARCHAR) AS received_at,
-              CAST(failed_at AS VARCHAR) AS failed_at, retry_state, retry_of, CAST(retried_at AS VARCHAR) AS retried_at,
-              CAST(payload AS VARCHAR) AS payload, CAST(logs AS VARCHAR) AS logs
-       FROM failed_events WHERE id = ${sqlString(id)}`,
-    );
-    const row = r.rows[0];
+    const row = await this.warehouse.failedById(id);
     if (!row) throw new TributaryError('TRIB_ERR_FAILED_NOT_FOUND', [id]);
     return {
-      ...(row as unknown as FailedDetail),
-      payload: JSON.parse(String(row.payload)),
-      logs: row.logs === null ? null : (JSON.parse(String(row.logs)) as string[]),
+      ...row,
+      payload: JSON.parse(row.payload),
+      logs: row.logs === null ? null : (JSON.parse(row.logs) as string[]),
     };
   }
 
@@ -105,30 +70,23 @@ export class FailedStore {
         'choose events to retry: ids, or a source, stage or code',
       ]);
     }
-    const rows = (
-      await this.warehouse.query(
-        `SELECT id, log_offset, source_id, message_id, stage, epoch_ms(received_at) AS received_ms, CAST(payload AS VARCHAR) AS payload
-         FROM failed_events WHERE ${where({ ...filter, includeRetried: false })}
-         ORDER BY log_offset LIMIT ${Math.min(Math.max(1, Math.trunc(filter.limit ?? 10_000)), 100_000)}`,
-      )
-    ).rows;
+    const rows = await this.warehouse.failedToRetry(filter);
     const outcomes: RetryOutcome[] = [];
     const records: RawEvent[] = [];
     const ids: string[] = [];
     const toDestinations = new Map<string, DestinationRetryItem[]>();
     for (const row of rows) {
-      const id = String(row.id);
-      const stage = String(row.stage);
-      if (stage.startsWith('destination:') && typeof row.message_id === 'string') {
+      const { id, stage } = row;
+      if (stage.startsWith('destination:') && row.messageId !== null) {
         // Already in `events`: the loader would drop it as a duplicate, so it goes to its destination alone.
         const d = stage.slice('destination:'.length);
         const item: DestinationRetryItem = {
           id,
-          logOffset: Number(row.log_offset),
-          sourceId: String(row.source_id),
-          messageId: row.message_id,
-          receivedAt: Number(row.received_ms),
-          json: String(row.payload),
+          logOffset: row.logOffset,
+          sourceId: row.sourceId,
+          messageId: row.messageId,
+          receivedAt: row.receivedAt,
+          json: row.json,
         };
         toDestinations.set(d, [...(toDestinations.get(d) ?? []), item]);
         continue;
@@ -137,21 +95,21 @@ export class FailedStore {
         outcomes.push({
           id,
           status: 'skipped',
-          reason: `a ${row.stage} rejection is final: the client must resend`,
+          reason: `a ${stage} rejection is final: the client must resend`,
         });
         continue;
       }
-      const event = JSON.parse(String(row.payload)) as unknown;
-      if (!isPlainObject(event) || typeof row.message_id !== 'string') {
+      const event = JSON.parse(row.json) as unknown;
+      if (!isPlainObject(event) || row.messageId === null) {
         outcomes.push({ id, status: 'skipped', reason: 'the stored payload is not an event' });
         continue;
       }
       const t = isPlainObject(event._tributary) ? event._tributary : {};
       event._tributary = { ...t, retryOf: id };
       records.push({
-        sourceId: String(row.source_id),
-        messageId: row.message_id,
-        receivedAt: Number(row.received_ms),
+        sourceId: row.sourceId,
+        messageId: row.messageId,
+        receivedAt: row.receivedAt,
         status: 'accepted',
         json: JSON.stringify(event),
       });
@@ -163,17 +121,12 @@ export class FailedStore {
       const bySource = new Map<string, number>();
       for (const r of records) bySource.set(r.sourceId, (bySource.get(r.sourceId) ?? 0) + 1);
       for (const [s, n] of bySource) this.observer.retried(s, n);
-      await this.warehouse.query(
-        `UPDATE failed_events SET retry_state = 'retried', retried_at = now() WHERE id IN (${ids.map(sqlString).join(', ')})`,
-      );
+      await this.warehouse.markRetried(ids);
     }
     outcomes.push(...(await this.retryInDestinations(toDestinations)));
     if (wait && ids.length > 0) {
       await this.drained();
-      const again = await this.warehouse.query(
-        `SELECT retry_of, id FROM failed_events WHERE retry_of IN (${ids.map(sqlString).join(', ')})`,
-      );
-      const newIds = new Map(again.rows.map((r) => [String(r.retry_of), String(r.id)]));
+      const newIds = await this.warehouse.retriesOf(ids);
       for (const o of outcomes) {
         if (o.status !== 'sent') continue;
         const n = newIds.get(o.id);
@@ -205,14 +158,9 @@ export class FailedStore {
         continue;
       }
       await retry(items);
-      const ids = items.map((i) => sqlString(i.id)).join(', ');
-      await this.warehouse.query(
-        `UPDATE failed_events SET retry_state = 'retried', retried_at = now() WHERE id IN (${ids})`,
-      );
-      const again = await this.warehouse.query(
-        `SELECT retry_of, id FROM failed_events WHERE retry_of IN (${ids})`,
-      );
-      const newIds = new Map(again.rows.map((r) => [String(r.retry_of), String(r.id)]));
+      const ids = items.map((i) => i.id);
+      await this.warehouse.markRetried(ids);
+      const newIds = await this.warehouse.retriesOf(ids);
       for (const i of items) {
         const n = newIds.get(i.id);
         outcomes.push(n ? { id: i.id, status: 'failed', newId: n } : { id: i.id, status: 'recovered' });
@@ -220,14 +168,4 @@ export class FailedStore {
     }
     return outcomes;
   }
-}
-
-function where(f: FailedFilter): string {
-  const c: string[] = ['true'];
-  if (f.ids?.length) c.push(`id IN (${f.ids.map(sqlString).join(', ')})`);
-  if (f.source) c.push(`source_id = ${sqlString(f.source)}`);
-  if (f.stage) c.push(`stage = ${sqlString(f.stage)}`);
-  if (f.code) c.push(`code = ${sqlString(f.code)}`);
-  if (!f.includeRetried) c.push(`retry_state = 'new'`);
-  return c.join(' AND ');
 }

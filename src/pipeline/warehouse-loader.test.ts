@@ -5,12 +5,12 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { record } from '../../test/conformance/event-log-conformance.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import type { QueryResult, Store, StoreBatch, StoredEvent, WriteReport } from '../store/store.js';
+import type { StoreBatch, WriteReport } from '../store/store.js';
 import { eventKey } from '../store/store.js';
-import { WarehouseLoader } from './warehouse-loader.js';
+import { type LoaderStore, WarehouseLoader } from './warehouse-loader.js';
 
 /** An in-memory warehouse that fails its first `failures` writes, as a full disk would. */
-class FlakyStore implements Store {
+class FlakyStore implements LoaderStore {
   rows = new Map<string, number>();
   failed: number[] = [];
   offsets = new Map<string, number>();
@@ -42,13 +42,6 @@ class FlakyStore implements Store {
       yield { sourceId, messageId, receivedAt: Date.now() };
     }
   }
-  async readEvents(): Promise<StoredEvent[]> {
-    return [];
-  }
-  async query(): Promise<QueryResult> {
-    return { columns: [], rows: [] };
-  }
-  async close() {}
 }
 
 /** A loader into a warehouse that never fails, keeping what dedupe drops. */

@@ -52,6 +52,9 @@ export interface WarehouseLoaderOptions {
  * same transaction as the rows, so a batch redelivered after a crash is skipped rather
  * than loaded twice.
  */
+/** What the loader needs of the store: writes, its offset and the dedupe lookups. */
+export type LoaderStore = Pick<Store, 'write' | 'consumerOffset' | 'existingKeys' | 'recentKeys'>;
+
 export class WarehouseLoader {
   readonly consumer: string;
   private readonly dedupe: DedupeIndex;
@@ -69,7 +72,7 @@ export class WarehouseLoader {
 
   constructor(
     private readonly log: EventLog,
-    private readonly warehouse: Store,
+    private readonly warehouse: LoaderStore,
     options: WarehouseLoaderOptions = {},
   ) {
     this.consumer = options.consumer ?? 'warehouse';

@@ -98,6 +98,52 @@ export interface QueryResult {
   rows: Record<string, unknown>[];
 }
 
+/** Which failed events a list or a retry is about. */
+export interface FailedFilter {
+  ids?: string[];
+  source?: string;
+  stage?: string;
+  code?: string;
+  /** Include events already retried (default: only `new` ones). */
+  includeRetried?: boolean;
+  limit?: number;
+}
+
+/** One row of `failed_events` as the admin API lists it (timestamps as text). */
+export interface FailedSummary {
+  id: string;
+  source_id: string;
+  message_id: string | null;
+  stage: string;
+  code: string;
+  reason: string;
+  received_at: string;
+  failed_at: string;
+  retry_state: string;
+  retry_of: string | null;
+}
+
+/** One row of `failed_events` whole, its payload and logs as the JSON text stored. */
+export interface FailedDetailRow extends FailedSummary {
+  log_offset: number;
+  payload: string;
+  logs: string | null;
+  retried_at: string | null;
+}
+
+/** A failed event chosen for a retry, with what the retry sends again. */
+export interface FailedPayload {
+  id: string;
+  logOffset: number;
+  sourceId: string;
+  messageId: string | null;
+  stage: string;
+  /** Epoch milliseconds of receipt. */
+  receivedAt: number;
+  /** The stored payload as JSON text. */
+  json: string;
+}
+
 export interface Store {
   /**
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
@@ -124,7 +170,19 @@ export interface Store {
    * Rows are written in log order, so this is how later stages follow the loader.
    */
   readEvents(from: number, to: number, limit: number): Promise<StoredEvent[]>;
-  query(sql: string): Promise<QueryResult>;
+  /** Failed events matching `filter`, newest first, at most `filter.limit` (default 100, at most 10,000). */
+  listFailed(filter: FailedFilter): Promise<FailedSummary[]>;
+  /** The failed event of this id, or undefined. */
+  failedById(id: string): Promise<FailedDetailRow | undefined>;
+  /**
+   * The `new` failed events matching `filter` with their payloads, in log order, at most
+   * `filter.limit` (default 10,000, at most 100,000): what a retry sends again.
+   */
+  failedToRetry(filter: FailedFilter): Promise<FailedPayload[]>;
+  /** Marks these failed events `retried` (now). */
+  markRetried(ids: readonly string[]): Promise<void>;
+  /** Of these failed events, those that failed again when retried: their id → the new row's id. */
+  retriesOf(ids: readonly string[]): Promise<Map<string, string>>;
   close(): Promise<void>;
 }
 

@@ -148,5 +148,91 @@ export function storeConformance(name: string, makeHarness: () => Promise<StoreH
       expect(JSON.parse(failed[0]!.p!)).toMatchObject({ s: '\ufffd', n: 'a\ufffdb', '\ufffd': 1 });
       expect((await s.readEvents(0, 100, 100)).map((e) => e.logOffset)).toEqual([1]);
     });
+    it('lists, shows, picks for retry and marks failed events through typed methods', async () => {
+      const s = await open();
+      const failedRow = (offset: number, stage: string, code: string, retryOf?: string): FailedRow => ({
+        logOffset: offset,
+        sourceId: offset % 2 === 0 ? 'web' : 'app',
+        messageId: `f-${offset}`,
+        stage,
+        code,
+        reason: `why ${offset}`,
+        receivedAt: new Date(T0 + offset).toISOString(),
+        json: JSON.stringify({ type: 'track', event: 'E', userId: 'u1', messageId: `f-${offset}` }),
+        logs: offset === 2 ? ['line 1', "it's \\ quoted"] : undefined,
+        retryOf,
+      });
+      await s.write({
+        events: [],
+        failed: [
+          failedRow(1, 'plan', 'TRIB_ERR_PLAN_VIOLATION'),
+          failedRow(2, 'transform', 'TRIB_ERR_TRANSFORM_FAILED'),
+          failedRow(3, 'collect', 'TRIB_ERR_EVENT_MISSING_IDENTITY'),
+        ],
+        consumer: 'loader',
+        nextOffset: 4,
+      });
+      const all = await s.listFailed({});
+      expect(all.map((f) => [f.message_id, f.source_id, f.stage, f.retry_state])).toEqual([
+        ['f-3', 'app', 'collect', 'new'],
+        ['f-2', 'web', 'transform', 'new'],
+        ['f-1', 'app', 'plan', 'new'],
+      ]);
+      expect((await s.listFailed({ source: 'app' })).map((f) => f.message_id)).toEqual(['f-3', 'f-1']);
+      expect((await s.listFailed({ stage: 'plan' })).map((f) => f.message_id)).toEqual(['f-1']);
+      expect(await s.listFailed({ code: "x' OR '1'='1" })).toEqual([]);
+      expect((await s.listFailed({ limit: 1 })).map((f) => f.message_id)).toEqual(['f-3']);
+
+      const id2 = all.find((f) => f.message_id === 'f-2')!.id;
+      const detail = await s.failedById(id2);
+      expect(detail).toMatchObject({
+        id: id2,
+        log_offset: 2,
+        stage: 'transform',
+        reason: 'why 2',
+        retry_state: 'new',
+      });
+      expect(JSON.parse(detail!.payload)).toMatchObject({ messageId: 'f-2' });
+      expect(JSON.parse(detail!.logs!)).toEqual(['line 1', "it's \\ quoted"]);
+      expect(await s.failedById("no-such-id' OR '1'='1")).toBeUndefined();
+
+      const picked = await s.failedToRetry({ source: 'web' });
+      // The payload as the engine keeps it: PostgreSQL's jsonb spaces its text.
+      expect(picked.map(({ json, ...rest }) => ({ ...rest, event: JSON.parse(json) }))).toEqual([
+        {
+          id: id2,
+          logOffset: 2,
+          sourceId: 'web',
+          messageId: 'f-2',
+          stage: 'transform',
+          receivedAt: T0 + 2,
+          event: { type: 'track', event: 'E', userId: 'u1', messageId: 'f-2' },
+        },
+      ]);
+      expect((await s.failedToRetry({ ids: all.map((f) => f.id) })).map((f) => f.logOffset)).toEqual([
+        1, 2, 3,
+      ]);
+
+      await s.markRetried([id2]);
+      await s.markRetried([]);
+      expect((await s.listFailed({})).map((f) => f.message_id)).toEqual(['f-3', 'f-1']);
+      expect((await s.listFailed({ includeRetried: true })).find((f) => f.id === id2)!.retry_state).toBe(
+        'retried',
+      );
+      expect((await s.failedById(id2))!.retried_at).not.toBeNull();
+      expect(await s.failedToRetry({ ids: [id2] })).toEqual([]);
+
+      // The retry failed again: a new row names the first in retry_of.
+      await s.write({
+        events: [],
+        failed: [failedRow(5, 'transform', 'TRIB_ERR_TRANSFORM_FAILED', id2)],
+        consumer: 'loader',
+        nextOffset: 6,
+      });
+      const again = await s.retriesOf([id2, 'other']);
+      const newId = (await s.listFailed({ stage: 'transform' })).find((f) => f.message_id === 'f-5')!.id;
+      expect([...again]).toEqual([[id2, newId]]);
+      expect(await s.retriesOf([])).toEqual(new Map());
+    });
   });
 }

@@ -11,6 +11,7 @@ import { Turns } from '../../platform/async/turns.js';
 import { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
+import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
   EventRow,
@@ -343,6 +344,17 @@ export class DuckDBStore implements Store, UserQueries {
   }
 
   /** Runs trusted SQL (the server's own, never a user's): any statement, the whole result read. */
+  private readonly failed = failedQueries((sql) => this.query(sql));
+  readonly listFailed: FailedQueries['listFailed'] = (f) => this.failed.listFailed(f);
+  readonly failedById: FailedQueries['failedById'] = (id) => this.failed.failedById(id);
+  readonly failedToRetry: FailedQueries['failedToRetry'] = (f) => this.failed.failedToRetry(f);
+  readonly markRetried: FailedQueries['markRetried'] = (ids) => this.failed.markRetried(ids);
+  readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
+
+  /**
+   * Runs trusted SQL of the process's own on the store's DuckDB (not part of the `Store`
+   * port): the embedded server's pending count over `log.raw_events`, and tests.
+   */
   async query(sql: string): Promise<QueryResult> {
     const conn = await this.instance.connect();
     try {

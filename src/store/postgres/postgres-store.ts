@@ -6,6 +6,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { pgIdent } from '../../destinations/warehouse/postgres/postgres-engine.js';
 import { TributaryError } from '../../errors.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
+import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
   EventRow,
@@ -160,12 +161,19 @@ export class PostgresStore implements Store {
 
   /**
    * The store as one log partition sees it: `write` stores rows under partition `p` and
-   * `readEvents` reads only those; offsets, the dedupe index and `query` are shared. The
+   * `readEvents` reads only those; offsets, the dedupe index and `failed_events` are shared. The
    * store itself is the view of partition 0 (an unpartitioned log). Closing a view does
    * nothing: the store owns the pool. A view lists no recent keys: its `write` drops a key
    * already in `event_keys` (from any partition, at any time) by itself, so a partition's
    * loader need not load every partition's keys into memory when it starts.
    */
+  private readonly failed = failedQueries((sql) => this.query(sql));
+  readonly listFailed: FailedQueries['listFailed'] = (f) => this.failed.listFailed(f);
+  readonly failedById: FailedQueries['failedById'] = (id) => this.failed.failedById(id);
+  readonly failedToRetry: FailedQueries['failedToRetry'] = (f) => this.failed.failedToRetry(f);
+  readonly markRetried: FailedQueries['markRetried'] = (ids) => this.failed.markRetried(ids);
+  readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
+
   partition(p: number): Store {
     if (!Number.isInteger(p) || p < 0) throw new RangeError(`partition must be a non-negative integer: ${p}`);
     return {
@@ -174,7 +182,11 @@ export class PostgresStore implements Store {
       existingKeys: (keys, since) => this.existingKeys(keys, since),
       recentKeys: async function* () {},
       readEvents: (from, to, limit) => this.readPartition(p, from, to, limit),
-      query: (sql) => this.query(sql),
+      listFailed: (f) => this.listFailed(f),
+      failedById: (id) => this.failedById(id),
+      failedToRetry: (f) => this.failedToRetry(f),
+      markRetried: (ids) => this.markRetried(ids),
+      retriesOf: (ids) => this.retriesOf(ids),
       close: async () => {},
     };
   }
