@@ -3,8 +3,8 @@ import type { QueryResult } from './store.js';
 /**
  * SQL a user sends to `/admin/v1/query`: untrusted text, run by the adapters so that it can
  * only read the warehouse's tables (DuckDB: `./duckdb/duckdb-user-query.ts`; PostgreSQL: a
- * read-only role, `./postgres/postgres-store.ts`). Internal callers with SQL of their
- * own use `Store.query`, which trusts its text.
+ * read-only role, `./postgres/postgres-user-query.ts`). Internal callers use the typed methods
+ * of the `Store` port, never this.
  */
 export interface UserQueries {
   /**
