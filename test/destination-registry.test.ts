@@ -9,8 +9,9 @@ import { DESTINATION_KINDS, destinationKind } from '../src/destinations/registry
 import { pgUnreachable, type ScratchDatabase, scratchDatabase } from './pg.js';
 
 /**
- * `check` of every destination kind: what it opens or connects to, a wrong host, port, user,
- * database or path reported as a result with its stable code (never a throw).
+ * The registry, and what `check` of each kind says beyond the codes the conformance suite
+ * (`conformance/destination-conformance.ts`) asserts: which paths it accepts, and messages
+ * that name the address, user or database at fault.
  */
 
 async function check(entry: Record<string, unknown>, dataDir: string): Promise<CheckResult> {
@@ -61,23 +62,14 @@ describe('duckdb check', () => {
     expect(await check({ id: 'd', type: 'duckdb' }, dir)).toEqual({ ok: true });
     expect(await check({ id: 'd', type: 'duckdb', path: 'sub/new.duckdb' }, dir)).toEqual({ ok: true });
   });
-
-  it('reports a path under a file, or a folder where the file should be', async () => {
-    const under = await check({ id: 'd', type: 'duckdb', path: 'a-file/w.duckdb' }, dir);
-    expect(under).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_PATH' });
-    expect(under.ok || under.message).toContain('a-file');
-    const folder = await check({ id: 'd', type: 'duckdb', path: 'a-folder' }, dir);
-    expect(folder).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_PATH' });
-    expect(folder.ok || folder.message).toContain('not a file');
-  });
 });
 
 describe('parquet check', () => {
-  it('accepts an existing or a new folder, and reports a file where the folder should be', async () => {
+  it('accepts an existing or a new folder, and names the path it cannot write', async () => {
     expect(await check({ id: 'l', type: 'parquet', path: 'a-folder' }, dir)).toEqual({ ok: true });
     expect(await check({ id: 'l', type: 'parquet', path: 'new/lake' }, dir)).toEqual({ ok: true });
     const file = await check({ id: 'l', type: 'parquet', path: 'a-file' }, dir);
-    expect(file).toMatchObject({ ok: false, code: 'TRIB_ERR_DEST_CHECK_PATH' });
+    expect(file.ok || file.message).toContain(join(dir, 'a-file'));
   });
 });
 
