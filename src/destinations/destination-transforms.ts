@@ -1,9 +1,14 @@
+import type { DestinationConfig } from '../config/destinations-schema.js';
+import { TributaryError } from '../errors.js';
 import type { Delivered } from '../log/event-log.js';
 import { runStages } from '../pipeline/stages/runner.js';
 import type { Stage } from '../pipeline/stages/stage.js';
+import type { TransformStage } from '../pipeline/stages/transform-stage.js';
+import { transformStage } from '../pipeline/transform/function-stage.js';
 import { Turns } from '../platform/async/turns.js';
 import type { FailedRow, Store, StoredEvent } from '../store/store.js';
 import type { LoadOptions, LoadResult, RecordFailure, WarehouseDestination } from './destination.js';
+import { destinationKind } from './registry.js';
 
 /** One failed event handed back to its destination by a retry. */
 export interface DestinationRetryItem {
@@ -204,4 +209,28 @@ export class TransformingDestination implements WarehouseDestination {
     }
     return { rows: run.rows, failed };
   }
+}
+
+/**
+ * Starts the sandboxes of a destination's transformations, in order (empty without any).
+ * @throws TributaryError `TRIB_ERR_TRANSFORM_INVALID`, or `TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED`
+ * for a destination whose kind takes none (parquet).
+ */
+export async function buildDestinationTransforms(
+  d: DestinationConfig,
+  baseDir: string,
+  env: Record<string, string | undefined>,
+): Promise<TransformStage[]> {
+  if (!d.transformations?.length) return [];
+  if (!destinationKind(d.type).capabilities.transformations)
+    throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
+  const list: TransformStage[] = [];
+  try {
+    for (const t of d.transformations)
+      list.push(await transformStage(`destinations[${d.id}]`, t, baseDir, env));
+  } catch (err) {
+    for (const s of list) await s.close();
+    throw err;
+  }
+  return list;
 }

@@ -6,10 +6,10 @@ import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import type { CheckpointGate } from '../platform/duckdb/checkpoint-gate.js';
-import { buildDestinationTransforms } from '../server/quality-setup.js';
 import type { Store } from '../store/store.js';
 import type { RecordFailure, WarehouseDestination } from './destination.js';
 import {
+  buildDestinationTransforms,
   type DestinationRetryItem,
   destinationFailure,
   TransformingDestination,

@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { DestinationConfig } from '../config/destinations-schema.js';
 import { resolvePlans } from '../config/plan-file.js';
-import type { TransformationConfig } from '../config/quality-schema.js';
 import type { SourceConfig } from '../config/schema.js';
 import { destinationKind } from '../destinations/registry.js';
 import { TributaryError } from '../errors.js';
@@ -11,9 +10,8 @@ import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
 import { MappingStage } from '../pipeline/stages/mapping-stage.js';
 import { PlanStage } from '../pipeline/stages/plan-stage.js';
 import type { Stage } from '../pipeline/stages/stage.js';
-import { TransformStage } from '../pipeline/stages/transform-stage.js';
-import { compileFunction } from '../pipeline/transform/compile.js';
-import { Sandbox } from '../pipeline/transform/sandbox.js';
+import type { TransformStage } from '../pipeline/stages/transform-stage.js';
+import { compiledFunction, transformStage } from '../pipeline/transform/function-stage.js';
 
 export interface QualitySetup {
   /** Privacy policy per source id, applied at collection (knowing the source's mapping aliases). */
@@ -60,30 +58,6 @@ export function checkQuality(
 }
 
 /**
- * Starts the sandboxes of a destination's transformations, in order (empty without any).
- * @throws TributaryError `TRIB_ERR_TRANSFORM_INVALID`, or `TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED`
- * for a destination whose kind takes none (parquet).
- */
-export async function buildDestinationTransforms(
-  d: DestinationConfig,
-  baseDir: string,
-  env: Record<string, string | undefined>,
-): Promise<TransformStage[]> {
-  if (!d.transformations?.length) return [];
-  if (!destinationKind(d.type).capabilities.transformations)
-    throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
-  const list: TransformStage[] = [];
-  try {
-    for (const t of d.transformations)
-      list.push(await transformStage(`destinations[${d.id}]`, t, baseDir, env));
-  } catch (err) {
-    for (const s of list) await s.close();
-    throw err;
-  }
-  return list;
-}
-
-/**
  * Builds the quality stages of every source from the configuration. Plan files and
  * function files are resolved against `baseDir` (the configuration file's folder);
  * functions get the variables of `env` their grants name. Starts the sandboxes, so a
@@ -117,24 +91,6 @@ function planStage(s: SourceConfig, baseDir: string): PlanStage | undefined {
   }
 }
 
-/** A transformation's file, compiled to JavaScript. @throws `TRIB_ERR_TRANSFORM_INVALID` */
-function compiledFunction(
-  owner: string,
-  t: TransformationConfig,
-  baseDir: string,
-): { file: string; code: string } {
-  const file = isAbsolute(t.file) ? t.file : resolve(baseDir, t.file);
-  try {
-    return { file, code: compileFunction(readFileSync(file, 'utf8'), file) };
-  } catch (err) {
-    throw new TributaryError(
-      'TRIB_ERR_TRANSFORM_INVALID',
-      [`${owner}.transformations[${t.id}]: ${(err as Error).message}`],
-      { cause: err },
-    );
-  }
-}
-
 async function build(
   sources: readonly SourceConfig[],
   baseDir: string,
@@ -160,40 +116,4 @@ async function build(
     if (list.length > 0) stages.set(s.id, list);
   }
   return { privacy, stages };
-}
-
-/** One transformation's sandbox, started. @throws `TRIB_ERR_TRANSFORM_INVALID` */
-async function transformStage(
-  owner: string,
-  t: TransformationConfig,
-  baseDir: string,
-  env: Record<string, string | undefined>,
-): Promise<TransformStage> {
-  const { file, code } = compiledFunction(owner, t, baseDir);
-  const granted: Record<string, string> = {};
-  for (const name of t.grants.env) {
-    const v = env[name];
-    if (v !== undefined) granted[name] = v;
-  }
-  const sandbox = new Sandbox({
-    code,
-    filename: file,
-    timeoutMs: t.timeout,
-    memoryMb: t.memoryLimit,
-    env: granted,
-    network: t.grants.network,
-  });
-  try {
-    await sandbox.start();
-  } catch (err) {
-    await sandbox.close();
-    throw new TributaryError(
-      'TRIB_ERR_TRANSFORM_INVALID',
-      [`${owner}.transformations[${t.id}]: ${(err as Error).message}`],
-      {
-        cause: err,
-      },
-    );
-  }
-  return new TransformStage(t.id, sandbox);
 }

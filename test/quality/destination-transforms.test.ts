@@ -5,11 +5,14 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { WarehouseDestination } from '../../src/destinations/destination.js';
-import { TransformingDestination } from '../../src/destinations/destination-transforms.js';
+import {
+  buildDestinationTransforms,
+  TransformingDestination,
+} from '../../src/destinations/destination-transforms.js';
 import { DuckDBEngine } from '../../src/destinations/warehouse/duckdb/duckdb-engine.js';
 import { SegmentWarehouse } from '../../src/destinations/warehouse/segment-warehouse.js';
 import type { TributaryError } from '../../src/errors.js';
-import { buildDestinationTransforms, checkQuality } from '../../src/server/quality-setup.js';
+import { checkQuality } from '../../src/server/quality-setup.js';
 import { DuckDBStore } from '../../src/store/duckdb/duckdb-store.js';
 import type { StoredEvent } from '../../src/store/store.js';
 import {
