@@ -133,7 +133,7 @@ export async function startDestinations(opts: {
         cause: err,
       });
     }
-    // Every SQL destination gets the wrapper, so a retry still reaches one whose functions were removed.
+    // Every kind that takes transformations gets the wrapper, so a retry still reaches one whose functions were removed.
     if (kind.capabilities.transformations) {
       transforming = new TransformingDestination(destination, stages, failureStore, {
         outcome: (d, outcome, n) => transformed.inc({ destination: d, outcome }, n),

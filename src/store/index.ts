@@ -1,4 +1,15 @@
 export { DuckDBStore } from './duckdb/duckdb-store.js';
 export { PostgresStore, type PostgresStoreOptions } from './postgres/postgres-store.js';
-export type { EventRow, FailedRow, QueryResult, Store, StoreBatch } from './store.js';
+export type {
+  EventRow,
+  FailedDetailRow,
+  FailedFilter,
+  FailedPayload,
+  FailedRow,
+  FailedSummary,
+  QueryResult,
+  Store,
+  StoreBatch,
+} from './store.js';
 export { eventKey } from './store.js';
+export type { UserQueries, UserQueryLimits, UserQueryResult } from './user-query.js';

@@ -3,9 +3,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { pgIdent } from '../../destinations/warehouse/postgres/postgres-engine.js';
 import { TributaryError } from '../../errors.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
+import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {

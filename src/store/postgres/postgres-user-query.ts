@@ -1,6 +1,6 @@
 import pg from 'pg';
-import { pgIdent } from '../../destinations/warehouse/postgres/postgres-engine.js';
 import { TributaryError } from '../../errors.js';
+import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import { RowBudget, type UserQueries, type UserQueryLimits, type UserQueryResult } from '../user-query.js';
 
 const INT8 = 20;

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { advisoryXactLock } from '../../../platform/postgres/advisory-locks.js';
+import { pgIdent } from '../../../platform/postgres/pg-sql.js';
 import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../../destination.js';
 import type { ColumnType } from '../layout/types.js';
 import type { LoadPlan, NameRecord, SchemaChange, TableLoad } from '../layout/warehouse-model.js';
@@ -54,11 +55,6 @@ export const POSTGRES_TIMEOUT_DEFAULTS = { statementMs: 60_000, connectMs: 10_00
 /** What a pg.Client keeps of its socket (not in its types). */
 interface ClientInternals {
   connection?: { stream?: Socket };
-}
-
-/** An identifier in double quotes, inner quotes doubled. */
-export function pgIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }
 
 /**
