@@ -193,7 +193,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         type: s.type,
         name: s.name ?? s.id,
         enabled: s.enabled,
-        writeKey: s.writeKey,
+        ...(s.type === 'http' ? { writeKey: s.writeKey } : {}),
       })),
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
