@@ -26,6 +26,7 @@ import {
   nodeServerOptions,
   proxyMatcher,
 } from './http-limits.js';
+import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
 
 /** Headers the Segment, RudderStack and Jitsu browser SDKs send. */
@@ -58,6 +59,8 @@ export interface HttpAppDeps extends CollectDeps {
   quality?: QualityRoutesDeps;
   /** Identity resolution, for the Profile API (undefined when off). */
   identity?: ProfileApi;
+  /** Pull sources (check, discover, sync, runs, uploads) on the admin API. */
+  sourceAdmin?: SourceRoutesDeps;
   /** Bearer token that may read profiles besides the admin token. */
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
@@ -197,6 +200,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       })),
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
+    if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
     done();
   });
 

@@ -71,6 +71,10 @@ export interface SyncOptions {
   streams?: readonly string[];
   signal?: AbortSignal;
   onProgress?: (p: LiveProgress) => void;
+  /** Called with the run's id once the run is recorded. */
+  onStart?: (runId: string) => void;
+  /** Called after each commit with the run's committed counts. */
+  onCommit?: (p: RunProgress) => void;
 }
 
 export interface SyncSummary extends RunProgress {
@@ -142,13 +146,23 @@ export class SourceRunner {
           ]);
       }
       live.runId = await this.deps.store.startRun(source.id, opts.trigger);
+      opts.onStart?.(live.runId);
       const retries = source.retries ?? 3;
       let attempts = 0;
       let lastError: unknown;
+      let committed = pick(live);
+      const attemptOpts: SyncOptions = {
+        ...opts,
+        onCommit: (p) => {
+          committed = pick(p);
+        },
+      };
       for (;;) {
         attempts++;
+        // Rows read past the last commit are read again by this attempt.
+        Object.assign(live, committed);
         try {
-          await new SyncAttempt(this.deps, source, connector, streams, live, opts).run();
+          await new SyncAttempt(this.deps, source, connector, streams, live, attemptOpts).run();
           await this.deps.store.finishRun(live.runId, 'succeeded', live);
           return { ...pick(live), runId: live.runId, sourceId: source.id, status: 'succeeded', attempts };
         } catch (err) {
@@ -374,6 +388,7 @@ class SyncAttempt {
     this.states = {};
     this.completed = [];
     this.buffered = 0;
+    this.opts.onCommit?.(this.live);
     this.opts.onProgress?.(this.live);
   }
 }
