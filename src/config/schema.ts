@@ -1,9 +1,9 @@
 import { z } from 'zod';
+import { SOURCE_SPECS } from '../sources/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { isProxyEntry } from './trust-proxy.js';
-import { SOURCE_SPECS } from '../sources/registry.js';
 
 export { Duration, parseDuration } from './duration.js';
 

@@ -14,6 +14,7 @@ import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
+import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import {
   DEFAULT_USER_QUERY_LIMITS,
   type UserQueries,
@@ -26,7 +27,6 @@ import {
   nodeServerOptions,
   proxyMatcher,
 } from './http-limits.js';
-import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import { type QualityRoutesDeps, qualityAdminRoutes } from './quality-routes.js';
 
 /** Headers the Segment, RudderStack and Jitsu browser SDKs send. */

@@ -186,7 +186,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       log,
       connector: loadConnector,
       baseDir: opts.configDir ?? process.cwd(),
-      onRetry: (id, attempt, err) => logger.warn({ err, source: id, attempt }, 'source read failed; retrying from the last committed state'),
+      onRetry: (id, attempt, err) =>
+        logger.warn(
+          { err, source: id, attempt },
+          'source read failed; retrying from the last committed state',
+        ),
     }),
     (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
   );

@@ -15,6 +15,11 @@ export const SourceId = z
 export const commonSourceFields = {
   id: SourceId,
   name: z.string().optional().describe('Display name.'),
-  enabled: z.boolean().default(true).describe('A disabled source takes no events (HTTP: its write key answers 401; pull sources are not synced).'),
+  enabled: z
+    .boolean()
+    .default(true)
+    .describe(
+      'A disabled source takes no events (HTTP: its write key answers 401; pull sources are not synced).',
+    ),
   ...SourceQualityConfig,
 };

@@ -19,7 +19,8 @@ export function jsonText(value: unknown): string {
 function plain(value: unknown): unknown {
   if (value === undefined) return null;
   if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
-  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+  if (typeof value === 'bigint')
+    return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
   if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
   return value;
 }
@@ -31,7 +32,8 @@ export type KeyResult = { ok: true; key: string } | { ok: false; column: string 
  * the whole row (identical rows are one object).
  */
 export function recordKey(data: Record<string, unknown>, primaryKey: readonly string[]): KeyResult {
-  if (primaryKey.length === 0) return { ok: true, key: `#${createHash('sha256').update(jsonText(data)).digest('hex')}` };
+  if (primaryKey.length === 0)
+    return { ok: true, key: `#${createHash('sha256').update(jsonText(data)).digest('hex')}` };
   const values: unknown[] = [];
   for (const c of primaryKey) {
     const v = plain(data[c]);
@@ -56,7 +58,8 @@ function copyColumns(data: Record<string, unknown>, set: ColumnSet | undefined):
   } else if (Array.isArray(set)) {
     for (const c of set) if (data[c] !== undefined && data[c] !== null) out[c] = plain(data[c]);
   } else {
-    for (const [name, c] of Object.entries(set)) if (data[c] !== undefined && data[c] !== null) out[name] = plain(data[c]);
+    for (const [name, c] of Object.entries(set))
+      if (data[c] !== undefined && data[c] !== null) out[name] = plain(data[c]);
   }
   return out;
 }
@@ -115,7 +118,10 @@ export function mappedEvent(
   }
   if (m.type === 'track') raw.properties = copyColumns(data, m.properties);
   else raw.traits = copyColumns(data, m.traits);
-  raw.context = { library: { name: 'tributary-source' }, source: { stream: ctx.stream, ...(ctx.location ? { location: ctx.location } : {}) } };
+  raw.context = {
+    library: { name: 'tributary-source' },
+    source: { stream: ctx.stream, ...(ctx.location ? { location: ctx.location } : {}) },
+  };
   return finish(raw, ctx);
 }
 
@@ -143,7 +149,10 @@ export function identifiersEvent(
 }
 
 function finish(raw: Record<string, unknown>, ctx: RecordContext): EventResult {
-  const r = normalizeEvent(raw, { receivedAt: ctx.receivedAt, newMessageId: () => recordMessageId(ctx, 'generated') });
+  const r = normalizeEvent(raw, {
+    receivedAt: ctx.receivedAt,
+    newMessageId: () => recordMessageId(ctx, 'generated'),
+  });
   if (!r.ok) return { ok: false, reason: `${r.code}: ${r.message}` };
   const e = r.event;
   return {

@@ -13,7 +13,11 @@ type LoadConnector = () => Promise<unknown>;
 
 export const SOURCE_KINDS = [
   { type: 'http', spec: HttpSourceSpec },
-  { type: 'file', spec: FileSourceSpec, load: () => import('./file/file-connector.js').then((m) => m.fileConnector) },
+  {
+    type: 'file',
+    spec: FileSourceSpec,
+    load: () => import('./file/file-connector.js').then((m) => m.fileConnector),
+  },
 ] as const satisfies readonly { type: string; spec: z.ZodObject; load?: LoadConnector }[];
 
 type SpecsOf<T extends readonly unknown[]> = { [I in keyof T]: T[I] extends { spec: infer S } ? S : never };

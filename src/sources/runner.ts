@@ -16,9 +16,22 @@ import { TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
 import type { FailedRow } from '../warehouse/warehouse.js';
 import { sourceFailure } from './failures.js';
-import { contentHash, identifiersEvent, makesEvents, mappedEvent, objectValues, recordKey } from './records.js';
+import {
+  contentHash,
+  identifiersEvent,
+  makesEvents,
+  mappedEvent,
+  objectValues,
+  recordKey,
+} from './records.js';
+import type {
+  Catalog,
+  ConfiguredStream,
+  PullSourceConnector,
+  SourceContext,
+  SourceMessage,
+} from './source.js';
 import type { ObjectRow, ObjectTable, RunProgress, SourceStore, SyncRun } from './source-store.js';
-import type { Catalog, ConfiguredStream, PullSourceConnector, SourceContext, SourceMessage } from './source.js';
 import type { ColumnType, StreamSettings } from './streams-schema.js';
 
 /** A pull source as the runner needs it: the common fields and streams with their settings. */
@@ -132,7 +145,14 @@ export class SourceRunner {
   async sync(source: PullSourceConfig, opts: SyncOptions): Promise<SyncSummary> {
     const busy = this.running.get(source.id);
     if (busy) throw new TributaryError('TRIB_ERR_SOURCE_BUSY', [source.id, busy.runId, source.id]);
-    const live: LiveProgress = { runId: '', rows: 0, objects: 0, events: 0, failed: 0, startedAt: Date.now() };
+    const live: LiveProgress = {
+      runId: '',
+      rows: 0,
+      objects: 0,
+      events: 0,
+      failed: 0,
+      startedAt: Date.now(),
+    };
     this.running.set(source.id, live);
     try {
       const connector = await this.connectorOf(source);
@@ -210,19 +230,30 @@ class SyncAttempt {
   }
 
   async run(): Promise<void> {
-    const ctx: SourceContext = { signal: this.opts.signal ?? new AbortController().signal, baseDir: this.deps.baseDir };
+    const ctx: SourceContext = {
+      signal: this.opts.signal ?? new AbortController().signal,
+      baseDir: this.deps.baseDir,
+    };
     const catalog = await this.connector.discover(this.source, ctx);
     await this.prepareTables(catalog);
     this.stored = (await this.deps.store.states(this.source.id)) as Record<string, StoredStreamState>;
     const configured: ConfiguredStream[] = [];
     const states: Record<string, unknown> = {};
     for (const s of this.streams) {
-      configured.push({ name: s.name, syncMode: s.syncMode, cursorField: s.cursorField, primaryKey: s.primaryKey });
+      configured.push({
+        name: s.name,
+        syncMode: s.syncMode,
+        cursorField: s.cursorField,
+        primaryKey: s.primaryKey,
+      });
       const st = this.stored[s.name];
       if (s.syncMode === 'full_refresh') {
         // A completed cycle starts again from nothing; an interrupted one resumes.
         const fresh = !st || st.complete === true;
-        this.stored[s.name] = { state: fresh ? undefined : st.state, cycleStart: fresh ? this.receivedAt : (st.cycleStart ?? this.receivedAt) };
+        this.stored[s.name] = {
+          state: fresh ? undefined : st.state,
+          cycleStart: fresh ? this.receivedAt : (st.cycleStart ?? this.receivedAt),
+        };
       }
       if (this.stored[s.name]?.state !== undefined) states[s.name] = this.stored[s.name]!.state;
     }
@@ -244,14 +275,18 @@ class SyncAttempt {
         break;
       case 'state': {
         const prev = this.stored[msg.stream] ?? {};
-        this.states[msg.stream] = { state: msg.state, ...(prev.cycleStart !== undefined ? { cycleStart: prev.cycleStart } : {}) };
+        this.states[msg.stream] = {
+          state: msg.state,
+          ...(prev.cycleStart !== undefined ? { cycleStart: prev.cycleStart } : {}),
+        };
         this.stored[msg.stream] = this.states[msg.stream]!;
         await this.flush();
         return;
       }
       case 'complete': {
         const prev = this.stored[msg.stream] ?? {};
-        if (prev.cycleStart !== undefined) this.completed.push({ stream: msg.stream, since: prev.cycleStart });
+        if (prev.cycleStart !== undefined)
+          this.completed.push({ stream: msg.stream, since: prev.cycleStart });
         this.states[msg.stream] = { state: prev.state, complete: true };
         this.stored[msg.stream] = this.states[msg.stream]!;
         await this.flush();
@@ -274,13 +309,22 @@ class SyncAttempt {
     this.buffered++;
     const key = recordKey(data, s.primaryKey);
     if (!key.ok) {
-      this.fail(stream, 'TRIB_ERR_SOURCE_MISSING_KEY', `no value in primary key column ${key.column}`, data, location);
+      this.fail(
+        stream,
+        'TRIB_ERR_SOURCE_MISSING_KEY',
+        `no value in primary key column ${key.column}`,
+        data,
+        location,
+      );
       return;
     }
     if (s.objects) {
       const table = this.tableFor(stream, data);
       let rows = this.objects.get(stream);
-      if (!rows) this.objects.set(stream, (rows = new Map()));
+      if (!rows) {
+        rows = new Map();
+        this.objects.set(stream, rows);
+      }
       // The same key twice in one checkpoint: the later row wins, as it would a commit later.
       rows.delete(key.key);
       rows.set(key.key, { key: key.key, values: objectValues(data, table.columns) });
@@ -314,22 +358,31 @@ class SyncAttempt {
   /** The stream's table, with a column added for a field the catalog did not name. */
   private tableFor(stream: string, data: Record<string, unknown>): ObjectTable {
     let t = this.tables.get(stream)!;
+    let names = this.columnNames.get(stream);
+    if (!names) {
+      names = new Set(t.columns.map((c) => c.name));
+      this.columnNames.set(stream, names);
+    }
     let added: { name: string; type: ColumnType }[] | undefined;
-    for (const k of Object.keys(data)) {
-      if (t.columns.some((c) => c.name === k)) continue;
-      (added ??= []).push({ name: k, type: guessType(data[k]) });
+    for (const k in data) {
+      if (names.has(k)) continue;
+      names.add(k);
+      added ??= [];
+      added.push({ name: k, type: guessType(data[k]) });
     }
     if (added) {
       t = { ...t, columns: [...t.columns, ...added] };
       this.tables.set(stream, t);
       this.pendingTables.add(stream);
       // Rows buffered before keep their shorter value lists: pad them.
-      for (const row of this.objects.get(stream)?.values() ?? []) while (row.values.length < t.columns.length) row.values.push(null);
+      for (const row of this.objects.get(stream)?.values() ?? [])
+        while (row.values.length < t.columns.length) row.values.push(null);
     }
     return t;
   }
 
   private readonly pendingTables = new Set<string>();
+  private readonly columnNames = new Map<string, Set<string>>();
 
   private async prepareTables(catalog: Catalog): Promise<void> {
     for (const s of this.streams) {
@@ -357,12 +410,16 @@ class SyncAttempt {
       return;
     if (this.events.length > 0) {
       // Durable before the state that covers them is committed.
-      for (let i = 0; i < this.events.length; i += 10_000) await this.deps.log.append(this.events.slice(i, i + 10_000));
+      for (let i = 0; i < this.events.length; i += 10_000)
+        await this.deps.log.append(this.events.slice(i, i + 10_000));
     }
     await this.deps.afterAppend?.();
     for (const stream of this.pendingTables) await this.deps.store.ensureTable(this.tables.get(stream)!);
     this.pendingTables.clear();
-    const objects = [...this.objects].map(([stream, rows]) => ({ table: this.tables.get(stream)!, rows: [...rows.values()] }));
+    const objects = [...this.objects].map(([stream, rows]) => ({
+      table: this.tables.get(stream)!,
+      rows: [...rows.values()],
+    }));
     const objectCount = objects.reduce((n, o) => n + o.rows.length, 0);
     const progress = {
       ...pick(this.live),

@@ -73,9 +73,17 @@ export class SourceService {
 
   sync(
     id: string,
-    opts: { trigger: string; streams?: string[]; onProgress?: (p: LiveProgress) => void; onStart?: (runId: string) => void; signal?: AbortSignal },
+    opts: {
+      trigger: string;
+      streams?: string[];
+      onProgress?: (p: LiveProgress) => void;
+      onStart?: (runId: string) => void;
+      signal?: AbortSignal;
+    },
   ): Promise<SyncSummary> {
-    return this.track(this.runner.sync(this.pull(id), { ...opts, signal: opts.signal ?? this.stopping.signal }));
+    return this.track(
+      this.runner.sync(this.pull(id), { ...opts, signal: opts.signal ?? this.stopping.signal }),
+    );
   }
 
   private track<T>(p: Promise<T>): Promise<T> {
@@ -139,11 +147,15 @@ export class SourceService {
   startSchedules(): void {
     for (const s of this.sources) {
       if (!s.enabled || !s.schedule || !Array.isArray(s.streams)) continue;
-      const cron = new Cron(s.schedule, { protect: true, catch: (err) => this.onScheduleError(s.id, err) }, async () => {
-        if (this.runner.live(s.id)) return;
-        const r = await this.sync(s.id, { trigger: 'schedule' });
-        if (r.status === 'failed') this.onScheduleError(s.id, new Error(r.error));
-      });
+      const cron = new Cron(
+        s.schedule,
+        { protect: true, catch: (err) => this.onScheduleError(s.id, err) },
+        async () => {
+          if (this.runner.live(s.id)) return;
+          const r = await this.sync(s.id, { trigger: 'schedule' });
+          if (r.status === 'failed') this.onScheduleError(s.id, new Error(r.error));
+        },
+      );
       this.crons.push(cron);
     }
   }
@@ -155,23 +167,27 @@ export class SourceService {
 
 /** The stream the former `tributary import csv` options describe. */
 function legacyStream(sourceId: string, o: LegacyImportOptions, file: string): FileStream {
-  const mapping: EventMapping = {
-    type: 'identify',
-    anonymousId: o.idColumn,
-    anonymousIdPrefix: `${sourceId}:`,
-    ...(o.userIdColumn ? { userId: o.userIdColumn } : {}),
-    ...(o.timestampColumn ? { timestamp: o.timestampColumn } : {}),
-    traits: o.traits,
-  };
   return {
     name: 'import',
     path: file,
     primaryKey: [o.idColumn],
     syncMode: 'incremental',
     objects: false,
-    events: [mapping],
+    events: [legacyMapping(sourceId, o)],
     quote: '"',
     header: true,
     encoding: 'utf8',
+  };
+}
+
+/** The identify mapping of the former `import csv`: anonymousId `<source>:<key>`, mapped columns as traits. */
+export function legacyMapping(sourceId: string, o: LegacyImportOptions): EventMapping {
+  return {
+    type: 'identify',
+    anonymousId: o.idColumn,
+    anonymousIdPrefix: `${sourceId}:`,
+    ...(o.userIdColumn ? { userId: o.userIdColumn } : {}),
+    ...(o.timestampColumn ? { timestamp: o.timestampColumn } : {}),
+    traits: o.traits,
   };
 }

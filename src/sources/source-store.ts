@@ -77,7 +77,12 @@ export interface SourceStore {
    */
   commit(c: SyncCommit): Promise<RefusedObject[]>;
   startRun(sourceId: string, trigger: string): Promise<string>;
-  finishRun(runId: string, status: 'succeeded' | 'failed', progress: RunProgress, error?: string): Promise<void>;
+  finishRun(
+    runId: string,
+    status: 'succeeded' | 'failed',
+    progress: RunProgress,
+    error?: string,
+  ): Promise<void>;
   /** Newest first. */
   runs(sourceId: string, limit: number): Promise<SyncRun[]>;
   /** Runs left `running` by a process that died: marked failed at start. */

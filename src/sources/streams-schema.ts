@@ -42,7 +42,9 @@ export const EventMapping = z
       .optional()
       .describe('Text put before the anonymousId column\'s value, e.g. "crm:" (default none).'),
     groupId: Column.optional().describe('group: the column holding the groupId.'),
-    timestamp: Column.optional().describe('Column holding the event time (ISO-8601); default the time of the sync.'),
+    timestamp: Column.optional().describe(
+      'Column holding the event time (ISO-8601); default the time of the sync.',
+    ),
     traits: ColumnSet.optional().describe('identify and group: columns copied into traits.'),
     properties: ColumnSet.optional().describe('track: columns copied into properties.'),
   })
@@ -51,9 +53,17 @@ export const EventMapping = z
     if (m.userId === undefined && m.anonymousId === undefined)
       ctx.addIssue({ code: 'custom', message: 'name the userId or anonymousId column (or both)' });
     if (m.type === 'track' && m.event === undefined && m.eventColumn === undefined)
-      ctx.addIssue({ code: 'custom', path: ['event'], message: 'a track mapping needs event or eventColumn' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['event'],
+        message: 'a track mapping needs event or eventColumn',
+      });
     if (m.type === 'group' && m.groupId === undefined)
-      ctx.addIssue({ code: 'custom', path: ['groupId'], message: 'a group mapping needs the groupId column' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['groupId'],
+        message: 'a group mapping needs the groupId column',
+      });
   });
 export type EventMapping = z.infer<typeof EventMapping>;
 
@@ -64,7 +74,10 @@ export type EventMapping = z.infer<typeof EventMapping>;
 export const StreamSettings = z.object({
   name: z
     .string()
-    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'use lowercase letters, digits and "_" (at most 63), not starting with a digit')
+    .regex(
+      /^[a-z_][a-z0-9_]{0,62}$/,
+      'use lowercase letters, digits and "_" (at most 63), not starting with a digit',
+    )
     .describe('Name of the stream; objects are stored in the table <source>.<name>.'),
   primaryKey: z
     .array(Column)
@@ -82,11 +95,15 @@ export const StreamSettings = z.object({
   columns: z
     .record(z.string().min(1), ColumnType)
     .optional()
-    .describe('Types of columns; a value that does not convert is a failed row. Others keep the type the source gives.'),
+    .describe(
+      'Types of columns; a value that does not convert is a failed row. Others keep the type the source gives.',
+    ),
   objects: z
     .boolean()
     .default(true)
-    .describe('Upsert rows into the table <source>.<stream> of the store (with _tributary_synced_at and _tributary_deleted).'),
+    .describe(
+      'Upsert rows into the table <source>.<stream> of the store (with _tributary_synced_at and _tributary_deleted).',
+    ),
   events: z
     .union([EventMapping, z.array(EventMapping).min(1)])
     .optional()
@@ -107,12 +124,16 @@ export const PullSourceSettings = {
     .string()
     .min(1)
     .optional()
-    .describe('Cron expression (croner, e.g. "*/15 * * * *"): the server syncs the source on it. Default: only on demand.'),
+    .describe(
+      'Cron expression (croner, e.g. "*/15 * * * *"): the server syncs the source on it. Default: only on demand.',
+    ),
   retries: z
     .number()
     .int()
     .min(0)
     .max(20)
     .default(3)
-    .describe('Times a read that fails (connection lost, file gone) is retried, with backoff, from the last committed state.'),
+    .describe(
+      'Times a read that fails (connection lost, file gone) is retried, with backoff, from the last committed state.',
+    ),
 };

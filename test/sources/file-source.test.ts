@@ -53,7 +53,9 @@ describe('file source end to end', () => {
     expect(r.status, r.error).toBe('succeeded');
     expect(r).toMatchObject({ rows: 4, objects: 2, failed: 2, events: 4 });
     await server.settle();
-    const rows = await server.query('SELECT id, email, subject, CAST(opened_at AS VARCHAR) AS t FROM helpdesk.tickets ORDER BY id');
+    const rows = await server.query(
+      'SELECT id, email, subject, CAST(opened_at AS VARCHAR) AS t FROM helpdesk.tickets ORDER BY id',
+    );
     expect(rows).toEqual([
       { id: 1, email: 'ada@example.com', subject: 'Login\nbroken', t: '2026-01-02 10:00:00+00' },
       { id: 4, email: 'dee@example.com', subject: 'Slow', t: '2026-01-03 09:00:00+00' },
@@ -62,10 +64,18 @@ describe('file source end to end', () => {
       "SELECT code, reason FROM failed_events WHERE stage = 'source' ORDER BY reason",
     );
     expect(failed).toEqual([
-      { code: 'TRIB_ERR_SOURCE_BAD_VALUE', reason: expect.stringMatching(/tickets\.csv:4: column opened_at: "not-a-date" is not a timestamp/) },
-      { code: 'TRIB_ERR_SOURCE_BAD_ROW', reason: expect.stringMatching(/tickets\.csv:5: expected 4 fields, found 5/) },
+      {
+        code: 'TRIB_ERR_SOURCE_BAD_VALUE',
+        reason: expect.stringMatching(/tickets\.csv:4: column opened_at: "not-a-date" is not a timestamp/),
+      },
+      {
+        code: 'TRIB_ERR_SOURCE_BAD_ROW',
+        reason: expect.stringMatching(/tickets\.csv:5: expected 4 fields, found 5/),
+      },
     ]);
-    const events = await server.query("SELECT type, event, anonymous_id FROM events WHERE source_id = 'helpdesk' ORDER BY type, anonymous_id");
+    const events = await server.query(
+      "SELECT type, event, anonymous_id FROM events WHERE source_id = 'helpdesk' ORDER BY type, anonymous_id",
+    );
     expect(events).toEqual([
       { type: 'identify', event: null, anonymous_id: 'helpdesk:tickets:[1]' },
       { type: 'identify', event: null, anonymous_id: 'helpdesk:tickets:[4]' },
@@ -79,7 +89,9 @@ describe('file source end to end', () => {
 
   it('reads gzipped JSONL and keeps the rows before a truncation', async () => {
     dir = mkdtempSync(join(tmpdir(), 'trib-file-'));
-    const lines = Array.from({ length: 2000 }, (_, i) => JSON.stringify({ id: i, name: `n${i}`, tags: ['a'] })).join('\n');
+    const lines = Array.from({ length: 2000 }, (_, i) =>
+      JSON.stringify({ id: i, name: `n${i}`, tags: ['a'] }),
+    ).join('\n');
     const gz = gzipSync(Buffer.from(lines));
     writeFileSync(join(dir, 'a.jsonl.gz'), gz.subarray(0, Math.floor(gz.length / 2)));
     writeFileSync(join(dir, 'b.jsonl.gz'), gzipSync(Buffer.from('{"id": 5000}\nnot json\n[1]\n')));

@@ -3,8 +3,8 @@ import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { isDuckDBDataError } from '../../warehouse/duckdb/duckdb-warehouse.js';
 import { findRefused, storableFailedRow } from '../../warehouse/storable.js';
-import { sourceFailure } from '../failures.js';
 import type { FailedRow } from '../../warehouse/warehouse.js';
+import { sourceFailure } from '../failures.js';
 import type {
   ObjectRow,
   ObjectTable,
@@ -101,9 +101,10 @@ export class DuckDBSourceStore implements SourceStore {
 
   async states(sourceId: string): Promise<Record<string, unknown>> {
     const r = await this.serial(() =>
-      this.conn.runAndReadAll('SELECT stream, CAST(state AS VARCHAR) FROM _tributary.source_state WHERE source_id = $1', [
-        sourceId,
-      ]),
+      this.conn.runAndReadAll(
+        'SELECT stream, CAST(state AS VARCHAR) FROM _tributary.source_state WHERE source_id = $1',
+        [sourceId],
+      ),
     );
     return Object.fromEntries(r.getRows().map(([s, j]) => [String(s), JSON.parse(String(j)) as unknown]));
   }
@@ -189,7 +190,12 @@ export class DuckDBSourceStore implements SourceStore {
    * The rows as one string of JSON arrays (`[key, v1, v2, …]`), split and cast by DuckDB on
    * its threads: the event loop hands over one string instead of a value per cell.
    */
-  private async upsert(table: ObjectTable, rows: readonly ObjectRow[], syncedAt: string, runId: string): Promise<void> {
+  private async upsert(
+    table: ObjectTable,
+    rows: readonly ObjectRow[],
+    syncedAt: string,
+    runId: string,
+  ): Promise<void> {
     if (rows.length === 0) return;
     const lines: string[] = new Array(rows.length);
     for (let i = 0; i < rows.length; i++) lines[i] = JSON.stringify([rows[i]!.key, ...rows[i]!.values]);
@@ -197,7 +203,13 @@ export class DuckDBSourceStore implements SourceStore {
     const cols = table.columns.map((col, i) =>
       col.type === 'json' ? `json_extract(j, '$[${i + 1}]')` : `CAST(f[${i + 2}] AS ${SQL_TYPE[col.type]})`,
     );
-    const names = [KEY_COLUMN, ...table.columns.map((c) => c.name), SYNCED_AT_COLUMN, DELETED_COLUMN, RUN_COLUMN]
+    const names = [
+      KEY_COLUMN,
+      ...table.columns.map((c) => c.name),
+      SYNCED_AT_COLUMN,
+      DELETED_COLUMN,
+      RUN_COLUMN,
+    ]
       .map(quoteIdent)
       .join(', ');
     await this.conn.run(
@@ -211,7 +223,18 @@ export class DuckDBSourceStore implements SourceStore {
   private async insertFailed(rows: readonly FailedRow[]): Promise<void> {
     const now = new Date().toISOString();
     const lines = rows.map((f) =>
-      JSON.stringify([f.logOffset, f.sourceId, f.messageId, f.stage, f.code, f.reason, f.receivedAt, f.json, randomUUID(), now]),
+      JSON.stringify([
+        f.logOffset,
+        f.sourceId,
+        f.messageId,
+        f.stage,
+        f.code,
+        f.reason,
+        f.receivedAt,
+        f.json,
+        randomUUID(),
+        now,
+      ]),
     );
     await this.conn.run(
       `INSERT INTO failed_events (log_offset, source_id, message_id, stage, code, reason, received_at, payload, id, failed_at, retry_state)
@@ -226,7 +249,15 @@ export class DuckDBSourceStore implements SourceStore {
     await this.conn.run(
       `UPDATE _tributary.source_runs SET rows_read = $2, objects = $3, events = $4, failed = $5, bytes = $6, total_bytes = $7
        WHERE id = $1`,
-      [runId, BigInt(p.rows), BigInt(p.objects), BigInt(p.events), BigInt(p.failed), big(p.bytes), big(p.totalBytes)],
+      [
+        runId,
+        BigInt(p.rows),
+        BigInt(p.objects),
+        BigInt(p.events),
+        BigInt(p.failed),
+        big(p.bytes),
+        big(p.totalBytes),
+      ],
     );
   }
 

@@ -17,17 +17,32 @@ const FALSE = new Set(['false', 'f', 'no', 'n', '0']);
  */
 export function convertValue(column: string, type: ColumnType, value: unknown): Converted {
   if (value === undefined || value === null || value === '') return { ok: true, value: null };
-  const bad = () => ({ ok: false as const, reason: `column ${column}: ${JSON.stringify(String(value).slice(0, 80))} is not ${article(type)}` });
+  const bad = () => ({
+    ok: false as const,
+    reason: `column ${column}: ${JSON.stringify(String(value).slice(0, 80))} is not ${article(type)}`,
+  });
   switch (type) {
     case 'string':
-      return { ok: true, value: typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value) };
+      return {
+        ok: true,
+        value:
+          typeof value === 'string'
+            ? value
+            : typeof value === 'object'
+              ? JSON.stringify(value)
+              : String(value),
+      };
     case 'integer': {
       if (typeof value === 'number') return Number.isSafeInteger(value) ? { ok: true, value } : bad();
       const t = String(value).trim();
       if (!INTEGER.test(t)) return bad();
       const n = Number(t);
       // Beyond 2^53 the digits are kept as text; the store's BIGINT takes them exactly.
-      return Number.isSafeInteger(n) ? { ok: true, value: n } : BigInt(t) <= 9223372036854775807n && BigInt(t) >= -9223372036854775808n ? { ok: true, value: t } : bad();
+      return Number.isSafeInteger(n)
+        ? { ok: true, value: n }
+        : BigInt(t) <= 9223372036854775807n && BigInt(t) >= -9223372036854775808n
+          ? { ok: true, value: t }
+          : bad();
     }
     case 'number': {
       if (typeof value === 'number') return Number.isFinite(value) ? { ok: true, value } : bad();

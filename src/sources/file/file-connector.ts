@@ -23,7 +23,6 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { type CsvError, parse } from 'csv-parse';
 import { glob, isDynamicPattern } from 'tinyglobby';
 import { TributaryError } from '../../errors.js';
-import type { ColumnType } from '../streams-schema.js';
 import type {
   Catalog,
   CheckResult,
@@ -34,6 +33,7 @@ import type {
   SourceMessage,
   StreamDescriptor,
 } from '../source.js';
+import type { ColumnType } from '../streams-schema.js';
 import { convertValue } from './convert.js';
 import { type FileFormat, FileSourceSpec, type FileStream } from './spec.js';
 
@@ -122,7 +122,12 @@ function typed(
 }
 
 /** Reads one CSV file from row `skip` on. */
-async function* readCsv(file: string, s: FileStream, skip: number, bytes: (n: number) => void): AsyncGenerator<Emit> {
+async function* readCsv(
+  file: string,
+  s: FileStream,
+  skip: number,
+  bytes: (n: number) => void,
+): AsyncGenerator<Emit> {
   const input = openText(file, bytes);
   const skipped: CsvError[] = [];
   const parser = parse({
@@ -143,7 +148,13 @@ async function* readCsv(file: string, s: FileStream, skip: number, bytes: (n: nu
   for await (const item of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
     for (const err of skipped.splice(0)) {
       if (n++ < skip) continue;
-      yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_ROW', err.message, '', `${file}:${(err as { lines?: number }).lines ?? '?'}`);
+      yield fail(
+        s.name,
+        'TRIB_ERR_SOURCE_BAD_ROW',
+        err.message,
+        '',
+        `${file}:${(err as { lines?: number }).lines ?? '?'}`,
+      );
     }
     const { record, info } = item;
     if (!header) {
@@ -168,17 +179,29 @@ async function* readCsv(file: string, s: FileStream, skip: number, bytes: (n: nu
     const data: Record<string, unknown> = {};
     for (let i = 0; i < header.length; i++) data[header[i]!] = record[i] === '' ? null : record[i];
     const t = typed(data, s.columns);
-    if (!t.ok) yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_VALUE', t.reason, record.join(delimiterOf(file, s)), location);
+    if (!t.ok)
+      yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_VALUE', t.reason, record.join(delimiterOf(file, s)), location);
     else yield { type: 'record', stream: s.name, data, location };
   }
   for (const err of skipped.splice(0)) {
     if (n++ < skip) continue;
-    yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_ROW', err.message, '', `${file}:${(err as { lines?: number }).lines ?? '?'}`);
+    yield fail(
+      s.name,
+      'TRIB_ERR_SOURCE_BAD_ROW',
+      err.message,
+      '',
+      `${file}:${(err as { lines?: number }).lines ?? '?'}`,
+    );
   }
 }
 
 /** Reads one JSONL file from row `skip` on: one JSON object per line. */
-async function* readJsonl(file: string, s: FileStream, skip: number, bytes: (n: number) => void): AsyncGenerator<Emit> {
+async function* readJsonl(
+  file: string,
+  s: FileStream,
+  skip: number,
+  bytes: (n: number) => void,
+): AsyncGenerator<Emit> {
   const input = openText(file, bytes);
   input.setEncoding(s.encoding);
   const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
@@ -199,11 +222,23 @@ async function* readJsonl(file: string, s: FileStream, skip: number, bytes: (n: 
     try {
       value = JSON.parse(text);
     } catch (err) {
-      yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_ROW', `not JSON: ${(err as Error).message}`, text.slice(0, 10_000), location);
+      yield fail(
+        s.name,
+        'TRIB_ERR_SOURCE_BAD_ROW',
+        `not JSON: ${(err as Error).message}`,
+        text.slice(0, 10_000),
+        location,
+      );
       continue;
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_ROW', 'a line must hold one JSON object', text.slice(0, 10_000), location);
+      yield fail(
+        s.name,
+        'TRIB_ERR_SOURCE_BAD_ROW',
+        'a line must hold one JSON object',
+        text.slice(0, 10_000),
+        location,
+      );
       continue;
     }
     const data = value as Record<string, unknown>;
@@ -215,7 +250,12 @@ async function* readJsonl(file: string, s: FileStream, skip: number, bytes: (n: 
 }
 
 /** Reads one Parquet file from row `skip` on, through an in-memory DuckDB of its own. */
-async function* readParquet(file: string, s: FileStream, skip: number, bytes: (n: number) => void): AsyncGenerator<Emit> {
+async function* readParquet(
+  file: string,
+  s: FileStream,
+  skip: number,
+  bytes: (n: number) => void,
+): AsyncGenerator<Emit> {
   const instance = await DuckDBInstance.create(':memory:', { threads: '1' });
   const conn = await instance.connect();
   try {
@@ -227,7 +267,14 @@ async function* readParquet(file: string, s: FileStream, skip: number, bytes: (n
         row++;
         const location = `${file}#${row}`;
         const t = typed(data, s.columns);
-        if (!t.ok) yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_VALUE', t.reason, JSON.stringify(data).slice(0, 10_000), location);
+        if (!t.ok)
+          yield fail(
+            s.name,
+            'TRIB_ERR_SOURCE_BAD_VALUE',
+            t.reason,
+            JSON.stringify(data).slice(0, 10_000),
+            location,
+          );
         else yield { type: 'record', stream: s.name, data, location };
       }
     }
@@ -237,7 +284,12 @@ async function* readParquet(file: string, s: FileStream, skip: number, bytes: (n
   }
 }
 
-function readFile(file: string, s: FileStream, skip: number, bytes: (n: number) => void): AsyncGenerator<Emit> {
+function readFile(
+  file: string,
+  s: FileStream,
+  skip: number,
+  bytes: (n: number) => void,
+): AsyncGenerator<Emit> {
   switch (formatOf(file, s.format)) {
     case 'csv':
       return readCsv(file, s, skip, bytes);
@@ -251,7 +303,12 @@ function readFile(file: string, s: FileStream, skip: number, bytes: (n: number) 
 /** A gzip stream that ends early, or a file that is damaged mid-way: the file's rows stop there. */
 function isDamage(err: unknown): boolean {
   const code = (err as { code?: string }).code;
-  return code === 'Z_BUF_ERROR' || code === 'Z_DATA_ERROR' || code === 'ERR_STRING_TOO_LONG' || /unexpected end of file|incorrect header check|invalid/i.test((err as Error).message ?? '');
+  return (
+    code === 'Z_BUF_ERROR' ||
+    code === 'Z_DATA_ERROR' ||
+    code === 'ERR_STRING_TOO_LONG' ||
+    /unexpected end of file|incorrect header check|invalid/i.test((err as Error).message ?? '')
+  );
 }
 
 async function* readStream(
@@ -286,7 +343,13 @@ async function* readStream(
         rowsRead++;
         if (++sinceCheckpoint >= CHECKPOINT_ROWS) {
           sinceCheckpoint = 0;
-          yield { type: 'progress', stream: s.name, rows: rowsRead, bytes: bytesBefore + fileBytes, totalBytes };
+          yield {
+            type: 'progress',
+            stream: s.name,
+            rows: rowsRead,
+            bytes: bytesBefore + fileBytes,
+            totalBytes,
+          };
           yield { type: 'state', stream: s.name, state: clone(state) };
         }
       }
@@ -294,7 +357,13 @@ async function* readStream(
       if (!isDamage(err)) throw err;
       const reason = (err as Error).message;
       entry.error = reason;
-      yield fail(s.name, 'TRIB_ERR_SOURCE_FILE_TRUNCATED', `the file ends early or is damaged after row ${entry.rows}: ${reason}`, '', file);
+      yield fail(
+        s.name,
+        'TRIB_ERR_SOURCE_FILE_TRUNCATED',
+        `the file ends early or is damaged after row ${entry.rows}: ${reason}`,
+        '',
+        file,
+      );
     }
     entry.done = true;
     bytesBefore += st.size;
@@ -337,14 +406,20 @@ async function describe(s: FileStream, file: string): Promise<ColumnDescriptor[]
   if (!s.header) return [];
   for await (const m of readCsv(file, { ...s, columns: undefined }, 0, () => {})) {
     if (m.type === 'record')
-      return Object.keys(m.data).map((name) => ({ name, sourceType: 'text', jsonType: 'string', nullable: true }));
+      return Object.keys(m.data).map((name) => ({
+        name,
+        sourceType: 'text',
+        jsonType: 'string',
+        nullable: true,
+      }));
     if (m.type === 'failed') continue;
   }
   return [];
 }
 
 function jsonTypeOfDuckDB(t: string): ColumnDescriptor['jsonType'] {
-  if (/^(BIGINT|INTEGER|SMALLINT|TINYINT|UBIGINT|UINTEGER|USMALLINT|UTINYINT|HUGEINT)$/.test(t)) return 'integer';
+  if (/^(BIGINT|INTEGER|SMALLINT|TINYINT|UBIGINT|UINTEGER|USMALLINT|UTINYINT|HUGEINT)$/.test(t))
+    return 'integer';
   if (/^(DOUBLE|FLOAT|DECIMAL)/.test(t)) return 'number';
   if (t === 'BOOLEAN') return 'boolean';
   if (t.startsWith('TIMESTAMP')) return 'timestamp';
