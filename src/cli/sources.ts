@@ -84,7 +84,16 @@ export async function sourcesSyncCommand(id: string, opts: SourcesOptions): Prom
         'POST',
         `/admin/v1/sources/${encodeURIComponent(id)}/sync${q}`,
       ),
-    (s) => s.sync(id, { trigger: 'cli', streams }),
+    (s) =>
+      s.sync(id, {
+        trigger: 'cli',
+        streams,
+        // A line per commit on stderr: what is durable so far.
+        onCommit: (p) =>
+          process.stderr.write(
+            `progress rows=${p.rows} objects=${p.objects} events=${p.events} failed=${p.failed}\n`,
+          ),
+      }),
   );
   print(
     r,

@@ -115,6 +115,11 @@ export class SourceRunner {
 
   constructor(private readonly deps: RunnerDeps) {}
 
+  /** A runner on the same store and log with some settings replaced (tests inject faults so). */
+  fork(changes: Partial<RunnerDeps>): SourceRunner {
+    return new SourceRunner({ ...this.deps, ...changes });
+  }
+
   /** The running sync of a source, if any. */
   live(sourceId: string): LiveProgress | undefined {
     return this.running.get(sourceId);
@@ -175,6 +180,7 @@ export class SourceRunner {
         ...opts,
         onCommit: (p) => {
           committed = pick(p);
+          opts.onCommit?.(p);
         },
       };
       for (;;) {
@@ -306,7 +312,6 @@ class SyncAttempt {
     const s = this.settings.get(stream);
     if (!s) return;
     this.live.rows++;
-    this.buffered++;
     const key = recordKey(data, s.primaryKey);
     if (!key.ok) {
       this.fail(
@@ -327,6 +332,7 @@ class SyncAttempt {
       }
       // The same key twice in one checkpoint: the later row wins, as it would a commit later.
       rows.delete(key.key);
+      this.buffered++;
       rows.set(key.key, { key: key.key, values: objectValues(data, table.columns) });
     }
     if (makesEvents(s)) {
@@ -344,8 +350,10 @@ class SyncAttempt {
         if (r) results.push(r);
       }
       for (const r of results) {
-        if (r.ok) this.events.push(r.event);
-        else this.fail(stream, 'TRIB_ERR_SOURCE_EVENT_INVALID', r.reason, data, location);
+        if (r.ok) {
+          this.events.push(r.event);
+          this.buffered++;
+        } else this.fail(stream, 'TRIB_ERR_SOURCE_EVENT_INVALID', r.reason, data, location);
       }
     }
   }

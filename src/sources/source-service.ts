@@ -8,6 +8,7 @@ import { TributaryError } from '../errors.js';
 import type { FileStream } from './file/spec.js';
 import type { LiveProgress, PullSourceConfig, SourceRunner, SyncSummary } from './runner.js';
 import type { Catalog, CheckResult } from './source.js';
+import type { RunProgress } from './source-store.js';
 import type { EventMapping } from './streams-schema.js';
 
 /** A source as configured (any kind): pull sources carry `streams`. */
@@ -77,6 +78,7 @@ export class SourceService {
       trigger: string;
       streams?: string[];
       onProgress?: (p: LiveProgress) => void;
+      onCommit?: (p: RunProgress) => void;
       onStart?: (runId: string) => void;
       signal?: AbortSignal;
     },
