@@ -33,12 +33,12 @@ async function generate(file: string, rows: number): Promise<void> {
   for (let i = 1; i <= rows; i++) {
     chunk += `${i},user${i}@example.com,"Person ${i}, Jr",${i % 3 === 0 ? 'pro' : 'free'},${(i % 1000) / 10},${new Date(t0 + i * 1000).toISOString()}\n`;
     if (chunk.length > 1 << 20) {
-      if (!out.write(chunk)) await new Promise((r) => out.once('drain', r));
+      if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
       chunk = '';
     }
   }
   out.end(chunk);
-  await new Promise((r) => out.once('finish', r));
+  await new Promise<void>((r) => out.once('finish', () => r()));
 }
 
 const CONFIG = (file: string) => `version: 1
@@ -112,7 +112,11 @@ async function main(): Promise<void> {
       ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', file, join(dir, 'data')],
       { encoding: 'utf8', maxBuffer: 1 << 20 },
     );
-    const ours = JSON.parse(out.trim().split('\n').at(-1)!) as { seconds: number; objects: number; maxRssMb: number };
+    const ours = JSON.parse(out.trim().split('\n').at(-1)!) as {
+      seconds: number;
+      objects: number;
+      maxRssMb: number;
+    };
     if (ours.objects !== ROWS) throw new Error(`imported ${ours.objects} objects`);
     const table = await duckdbTable(file);
     const duckRows = await duckdbRows(file);
@@ -125,10 +129,25 @@ async function main(): Promise<void> {
       `${markdownTable(
         ['what', 'seconds', 'rows/s', 'vs read_csv into a table'],
         [
-          ['tributary import as objects (runner + file connector + store)', ours.seconds.toFixed(2), rate(ours.seconds), `${(table / ours.seconds).toFixed(2)}x`],
-          ["DuckDB read_csv into a table (baseline)", table.toFixed(2), rate(table), '1.00x'],
-          ['reader only: csv-parse (the connector reads with it)', parseRows.toFixed(2), rate(parseRows), `${(table / parseRows).toFixed(2)}x`],
-          ['reader only: DuckDB read_csv streamed to JS rows', duckRows.toFixed(2), rate(duckRows), `${(table / duckRows).toFixed(2)}x`],
+          [
+            'tributary import as objects (runner + file connector + store)',
+            ours.seconds.toFixed(2),
+            rate(ours.seconds),
+            `${(table / ours.seconds).toFixed(2)}x`,
+          ],
+          ['DuckDB read_csv into a table (baseline)', table.toFixed(2), rate(table), '1.00x'],
+          [
+            'reader only: csv-parse (the connector reads with it)',
+            parseRows.toFixed(2),
+            rate(parseRows),
+            `${(table / parseRows).toFixed(2)}x`,
+          ],
+          [
+            'reader only: DuckDB read_csv streamed to JS rows',
+            duckRows.toFixed(2),
+            rate(duckRows),
+            `${(table / duckRows).toFixed(2)}x`,
+          ],
         ],
         ['l', 'r', 'r', 'r'],
       )}\n\npeak RSS of the import process: ${ours.maxRssMb.toFixed(0)} MB\n`,

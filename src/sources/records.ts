@@ -32,6 +32,12 @@ export type KeyResult = { ok: true; key: string } | { ok: false; column: string 
  * the whole row (identical rows are one object).
  */
 export function recordKey(data: Record<string, unknown>, primaryKey: readonly string[]): KeyResult {
+  if (primaryKey.length === 1) {
+    // The common case, without the generic walk: one text or number column.
+    const v = data[primaryKey[0]!];
+    if (typeof v === 'string' && v !== '') return { ok: true, key: JSON.stringify([v]) };
+    if (typeof v === 'number' && Number.isFinite(v)) return { ok: true, key: `[${v}]` };
+  }
   if (primaryKey.length === 0)
     return { ok: true, key: `#${createHash('sha256').update(jsonText(data)).digest('hex')}` };
   const values: unknown[] = [];

@@ -263,11 +263,18 @@ class SyncAttempt {
       }
       if (this.stored[s.name]?.state !== undefined) states[s.name] = this.stored[s.name]!.state;
     }
-    for await (const msg of this.connector.read(this.source, configured, states, ctx)) {
-      if (ctx.signal.aborted) throw new Error('the sync was stopped');
-      await this.handle(msg);
+    try {
+      for await (const msg of this.connector.read(this.source, configured, states, ctx)) {
+        if (ctx.signal.aborted) throw new Error('the sync was stopped');
+        await this.handle(msg);
+      }
+      await this.flush();
+      await this.settle();
+    } catch (err) {
+      // A commit still in flight finishes (or fails) before the attempt is retried or given up.
+      await this.committing?.catch(() => undefined);
+      throw err;
     }
-    await this.flush();
   }
 
   private async handle(msg: SourceMessage): Promise<void> {
@@ -408,6 +415,16 @@ class SyncAttempt {
     }
   }
 
+  /** The commit in flight: the next checkpoint is read (and its events appended) meanwhile. */
+  private committing: Promise<void> | undefined;
+  /** Counts of everything handed to commits so far (refusals are moved from objects to failed as they are known). */
+  private readonly counts = { objects: 0, events: 0, failed: 0 };
+
+  /**
+   * Appends the buffered events, then hands the rest to the store in a commit that runs while
+   * the next checkpoint is read. Commits stay in order: each waits for the one before, and a
+   * failed one fails the next flush (the attempt then retries from the committed state).
+   */
   private async flush(): Promise<void> {
     if (
       this.buffered === 0 &&
@@ -416,45 +433,56 @@ class SyncAttempt {
       this.completed.length === 0
     )
       return;
-    if (this.events.length > 0) {
-      // Durable before the state that covers them is committed.
-      for (let i = 0; i < this.events.length; i += 10_000)
-        await this.deps.log.append(this.events.slice(i, i + 10_000));
-    }
-    await this.deps.afterAppend?.();
-    for (const stream of this.pendingTables) await this.deps.store.ensureTable(this.tables.get(stream)!);
-    this.pendingTables.clear();
+    const events = this.events;
+    const failed = this.failed;
+    const states = this.states;
+    const completed = this.completed;
     const objects = [...this.objects].map(([stream, rows]) => ({
       table: this.tables.get(stream)!,
       rows: [...rows.values()],
     }));
-    const objectCount = objects.reduce((n, o) => n + o.rows.length, 0);
-    const progress = {
-      ...pick(this.live),
-      objects: this.live.objects + objectCount,
-      events: this.live.events + this.events.length,
-      failed: this.live.failed + this.failed.length,
-    };
-    const refused = await this.deps.store.commit({
-      sourceId: this.source.id,
-      runId: this.live.runId,
-      objects,
-      failed: this.failed,
-      completed: this.completed,
-      states: this.states,
-      progress,
-    });
-    this.live.objects = progress.objects - refused.length;
-    this.live.events = progress.events;
-    this.live.failed = progress.failed + refused.length;
     this.objects = new Map();
     this.events = [];
     this.failed = [];
     this.states = {};
     this.completed = [];
     this.buffered = 0;
-    this.opts.onCommit?.(this.live);
-    this.opts.onProgress?.(this.live);
+    // Durable before the state that covers them is committed.
+    for (let i = 0; i < events.length; i += 10_000) await this.deps.log.append(events.slice(i, i + 10_000));
+    await this.deps.afterAppend?.();
+    await this.committing;
+    for (const stream of this.pendingTables) await this.deps.store.ensureTable(this.tables.get(stream)!);
+    this.pendingTables.clear();
+    this.counts.objects += objects.reduce((n, o) => n + o.rows.length, 0);
+    this.counts.events += events.length;
+    this.counts.failed += failed.length;
+    const progress: RunProgress = { ...pick(this.live), ...this.counts };
+    this.committing = this.deps.store
+      .commit({
+        sourceId: this.source.id,
+        runId: this.live.runId,
+        objects,
+        failed,
+        completed,
+        states,
+        progress,
+      })
+      .then((refused) => {
+        this.counts.objects -= refused.length;
+        this.counts.failed += refused.length;
+        Object.assign(this.live, {
+          objects: progress.objects - refused.length,
+          events: progress.events,
+          failed: progress.failed + refused.length,
+        });
+        this.opts.onCommit?.({ ...progress, objects: this.live.objects, failed: this.live.failed });
+        this.opts.onProgress?.(this.live);
+      });
+  }
+
+  /** Waits for the commit in flight; errors of an abandoned attempt are left to its caller. */
+  async settle(): Promise<void> {
+    await this.committing;
   }
 }
 

@@ -214,8 +214,8 @@ export function sourceConformance(name: string, makeFixture: () => Promise<Sourc
       const configPath = join(dir, 'tributary.yaml');
       const dataDir = join(dir, 'data');
       writeFileSync(configPath, configYaml(f));
-      const total = 100_000;
-      for (let i = 1; i <= total; i += 50_000) await f.addRows(rows(i, i + 50_000));
+      const total = 60_000;
+      for (let i = 1; i <= total; i += 30_000) await f.addRows(rows(i, i + 30_000));
       const sync = () =>
         spawn(
           process.execPath,

@@ -57,8 +57,14 @@ export function convertValue(column: string, type: ColumnType, value: unknown): 
     }
     case 'timestamp': {
       if (typeof value !== 'string') return bad();
-      const ms = parseTimestamp(value.trim());
-      return ms === undefined ? bad() : { ok: true, value: new Date(ms).toISOString() };
+      const t = value.trim();
+      const ms = parseTimestamp(t);
+      if (ms === undefined) return bad();
+      // UTC text the store reads as it is is kept; other forms are given as UTC.
+      return {
+        ok: true,
+        value: t.length >= 20 && t.length <= 24 && t.endsWith('Z') ? t : new Date(ms).toISOString(),
+      };
     }
     case 'date': {
       if (typeof value !== 'string') return bad();
