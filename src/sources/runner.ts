@@ -233,6 +233,8 @@ class SyncAttempt {
     private readonly opts: SyncOptions,
   ) {
     this.settings = new Map(streams.map((s) => [s.name, s]));
+    // An attempt after a failed one goes on from what the earlier ones committed.
+    this.counts = { objects: live.objects, events: live.events, failed: live.failed };
   }
 
   async run(): Promise<void> {
@@ -418,7 +420,7 @@ class SyncAttempt {
   /** The commit in flight: the next checkpoint is read (and its events appended) meanwhile. */
   private committing: Promise<void> | undefined;
   /** Counts of everything handed to commits so far (refusals are moved from objects to failed as they are known). */
-  private readonly counts = { objects: 0, events: 0, failed: 0 };
+  private readonly counts: { objects: number; events: number; failed: number };
 
   /**
    * Appends the buffered events, then hands the rest to the store in a commit that runs while
