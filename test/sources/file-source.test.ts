@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers.js';
 
@@ -112,5 +113,71 @@ describe('file source end to end', () => {
       'TRIB_ERR_SOURCE_BAD_ROW',
       'TRIB_ERR_SOURCE_FILE_TRUNCATED',
     ]);
+  });
+
+  it('syncs on its schedule (croner), one run at a time', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trib-file-'));
+    writeFileSync(join(dir, 'a.csv'), 'id,name\n1,one\n');
+    server = await startTestServer({
+      yaml: `${yaml(`      - name: things
+        path: ${join(dir, '*.csv')}
+        primaryKey: [id]
+`)}    schedule: "* * * * * *"
+`,
+    });
+    const s = server;
+    const scheduled = async () =>
+      (await s.sources.runner.runs('helpdesk')).filter(
+        (r) => r.trigger === 'schedule' && r.status !== 'running',
+      );
+    while ((await scheduled()).length < 2) await new Promise((r) => setTimeout(r, 100));
+    const runs = await scheduled();
+    expect(runs.at(-1)).toMatchObject({ status: 'succeeded', rows: 1, objects: 1 });
+    expect(runs[0]).toMatchObject({ status: 'succeeded', rows: 0 });
+    expect(await server.query('SELECT id, name FROM helpdesk.things')).toEqual([{ id: '1', name: 'one' }]);
+  });
+
+  it('reads Parquet through DuckDB, with its column types, and resumes after the rows it committed', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trib-file-'));
+    const file = join(dir, 'orders.parquet');
+    const instance = await DuckDBInstance.create(':memory:');
+    const c = await instance.connect();
+    await c.run(
+      `COPY (SELECT i AS id, 'user' || i || '@example.com' AS email, i * 1.5 AS amount,
+             TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i) AS at FROM range(1, 45001) t(i))
+       TO '${file}' (FORMAT parquet)`,
+    );
+    c.closeSync();
+    instance.closeSync();
+    server = await startTestServer({
+      yaml: yaml(`      - name: orders
+        path: ${file}
+        primaryKey: [id]
+`),
+    });
+    let commits = 0;
+    const crashing = server.sources.runner.fork({
+      afterAppend: () => {
+        if (++commits === 2) throw new Error('stopped');
+      },
+    });
+    const stopped = await crashing.sync(
+      { ...server.sources.pull('helpdesk'), retries: 0 },
+      { trigger: 'test' },
+    );
+    expect(stopped.status).toBe('failed');
+    const r = await server.sources.sync('helpdesk', { trigger: 'test' });
+    expect(r, r.error).toMatchObject({ status: 'succeeded', rows: 25_000 });
+    expect(
+      await server.query(
+        'SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(amount) AS total, min("at") AS first FROM helpdesk.orders',
+      ),
+    ).toEqual([
+      { n: 45_000, ids: 45_000, total: (45_000 * 45_001 * 1.5) / 2, first: '2026-01-01 00:00:01+00' },
+    ]);
+    const [{ t }] = (await server.query(
+      "SELECT data_type AS t FROM information_schema.columns WHERE table_schema = 'helpdesk' AND column_name = 'at'",
+    )) as [{ t: string }];
+    expect(t).toBe('TIMESTAMP WITH TIME ZONE');
   });
 });
