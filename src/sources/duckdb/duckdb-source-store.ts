@@ -83,7 +83,9 @@ export class DuckDBSourceStore implements SourceStore {
       const name = tableName(table);
       await this.conn.run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(table.sourceId)}`);
       await this.conn.run(
-        `CREATE TABLE IF NOT EXISTS ${name} (${quoteIdent(KEY_COLUMN)} VARCHAR PRIMARY KEY,
+        // No PRIMARY KEY: an index over every key makes each upsert slower as the table grows
+        // and holds the keys in memory; the upsert deletes the batch's keys, then inserts.
+        `CREATE TABLE IF NOT EXISTS ${name} (${quoteIdent(KEY_COLUMN)} VARCHAR NOT NULL,
           ${quoteIdent(SYNCED_AT_COLUMN)} TIMESTAMPTZ NOT NULL, ${quoteIdent(DELETED_COLUMN)} BOOLEAN NOT NULL,
           ${quoteIdent(RUN_COLUMN)} VARCHAR)`,
       );
@@ -198,7 +200,12 @@ export class DuckDBSourceStore implements SourceStore {
   ): Promise<void> {
     if (rows.length === 0) return;
     const lines: string[] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) lines[i] = JSON.stringify([rows[i]!.key, ...rows[i]!.values]);
+    const keys: string[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      lines[i] = JSON.stringify([rows[i]!.key, ...rows[i]!.values]);
+      // Keys hold no raw newline: JSON text escapes it, and hash keys are hex.
+      keys[i] = rows[i]!.key;
+    }
     const paths = ['$[0]', ...table.columns.map((_, i) => `$[${i + 1}]`)].map(sqlString).join(', ');
     const cols = table.columns.map((col, i) =>
       col.type === 'json' ? `json_extract(j, '$[${i + 1}]')` : `CAST(f[${i + 2}] AS ${SQL_TYPE[col.type]})`,
@@ -212,8 +219,14 @@ export class DuckDBSourceStore implements SourceStore {
     ]
       .map(quoteIdent)
       .join(', ');
+    const target = tableName(table);
+    // The rows of a batch have distinct keys (the runner keeps the last of each).
     await this.conn.run(
-      `INSERT OR REPLACE INTO ${tableName(table)} (${names})
+      `DELETE FROM ${target} WHERE ${quoteIdent(KEY_COLUMN)} IN (SELECT unnest(string_split($1, chr(10))))`,
+      [keys.join('\n')],
+    );
+    await this.conn.run(
+      `INSERT INTO ${target} (${names})
        SELECT f[1], ${cols.length > 0 ? `${cols.join(', ')}, ` : ''}CAST($2 AS TIMESTAMPTZ), false, $3
        FROM (SELECT j, json_extract_string(j, [${paths}]) AS f FROM (SELECT unnest(string_split($1, chr(10))) AS j))`,
       [lines.join('\n'), syncedAt, runId],
