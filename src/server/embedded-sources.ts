@@ -5,7 +5,7 @@ import type { TributaryConfig } from '../config/schema.js';
 import { embeddedDuckDBOptions } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import { DuckDBSourceStore } from '../sources/duckdb/duckdb-source-store.js';
+import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
 import { loadConnector } from '../sources/registry.js';
 import { SourceRunner } from '../sources/runner.js';
 import { SourceService } from '../sources/source-service.js';

@@ -19,7 +19,7 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { DuckDBSourceStore } from '../sources/duckdb/duckdb-source-store.js';
+import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
 import { loadConnector } from '../sources/registry.js';
 import { SourceRunner } from '../sources/runner.js';
 import { SourceService } from '../sources/source-service.js';

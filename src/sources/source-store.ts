@@ -1,7 +1,8 @@
 /**
  * What the source runner keeps in the store: per-stream sync state, sync runs, the objects
  * tables (`<source>.<stream>`) and the failures of stage `source`. Typed methods, no SQL
- * across the port. Adapters: DuckDB (`./duckdb/duckdb-source-store.ts`, embedded).
+ * across the port. Adapters: DuckDB (`./store/duckdb-source-store.ts`, embedded) and PostgreSQL
+ * (`./store/postgres-source-store.ts`, scale-out state).
  */
 import type { FailedRow } from '../warehouse/warehouse.js';
 import type { ColumnType } from './streams-schema.js';
