@@ -5,10 +5,10 @@ import type { TributaryConfig } from '../config/schema.js';
 import { embeddedDuckDBOptions } from '../duckdb-options.js';
 import { sqlString } from '../duckdb-sql.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
 import { loadConnector } from '../sources/registry.js';
 import { SourceRunner } from '../sources/runner.js';
 import { SourceService } from '../sources/source-service.js';
+import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 
 /**

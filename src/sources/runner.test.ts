@@ -6,9 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
-import { DuckDBSourceStore } from './store/duckdb-source-store.js';
 import { type PullSourceConfig, SourceRunner } from './runner.js';
 import type { PullSourceConnector, SourceMessage } from './source.js';
+import { DuckDBSourceStore } from './store/duckdb-source-store.js';
 import { StreamSettings } from './streams-schema.js';
 
 /**
