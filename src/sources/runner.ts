@@ -159,7 +159,15 @@ export class SourceRunner {
       startedAt: Date.now(),
     };
     this.running.set(source.id, live);
+    let unlock: (() => Promise<void>) | undefined;
     try {
+      if (this.deps.store.lockSource) {
+        // Processes sharing the store: one of them syncs the source at a time.
+        unlock = await this.deps.store.lockSource(source.id);
+        if (!unlock)
+          throw new TributaryError('TRIB_ERR_SOURCE_BUSY', [source.id, 'in another process', source.id]);
+        await this.deps.store.abandonRuns(source.id);
+      }
       const connector = await this.connectorOf(source);
       const streams = source.streams.filter((s) => !opts.streams || opts.streams.includes(s.name));
       for (const name of opts.streams ?? []) {
@@ -207,6 +215,7 @@ export class SourceRunner {
       return { ...pick(live), runId: live.runId, sourceId: source.id, status: 'failed', error, attempts };
     } finally {
       this.running.delete(source.id);
+      await unlock?.();
     }
   }
 }

@@ -86,7 +86,13 @@ export interface SourceStore {
   ): Promise<void>;
   /** Newest first. */
   runs(sourceId: string, limit: number): Promise<SyncRun[]>;
-  /** Runs left `running` by a process that died: marked failed at start. */
-  abandonRuns(): Promise<number>;
+  /** Runs left `running` by a process that died (of one source, or of all): marked failed. */
+  abandonRuns(sourceId?: string): Promise<number>;
+  /**
+   * Where several processes share the store (scale-out): takes the source's sync lock for this
+   * process, or resolves undefined when another process holds it. The release ends it. Stores
+   * of one process leave it out (the runner's own lock suffices).
+   */
+  lockSource?(sourceId: string): Promise<(() => Promise<void>) | undefined>;
   close(): Promise<void>;
 }

@@ -241,3 +241,30 @@ for (const a of adapters) {
     );
   });
 }
+
+describe('source store: postgres, across processes', async () => {
+  const why = await pgUnreachable();
+  it.skipIf(why !== undefined)("lets one store at a time hold a source's sync lock", async () => {
+    const db = await scratchDatabase('trib_srclock');
+    const p1 = new pg.Pool({ ...db.config, max: 2 });
+    const p2 = new pg.Pool({ ...db.config, max: 2 });
+    try {
+      const s1 = await PostgresSourceStore.open(p1, 'tributary');
+      const s2 = await PostgresSourceStore.open(p2, 'tributary');
+      const release = await s1.lockSource('crm');
+      expect(release).toBeTypeOf('function');
+      expect(await s2.lockSource('crm')).toBeUndefined();
+      const other = await s2.lockSource('web');
+      expect(other).toBeTypeOf('function');
+      await release!();
+      const again = await s2.lockSource('crm');
+      expect(again).toBeTypeOf('function');
+      await again!();
+      await other!();
+    } finally {
+      await p1.end();
+      await p2.end();
+      await db.drop();
+    }
+  });
+});

@@ -321,12 +321,13 @@ export class DuckDBSourceStore implements SourceStore {
     }));
   }
 
-  abandonRuns(): Promise<number> {
+  abandonRuns(sourceId?: string): Promise<number> {
     return this.serial(async () => {
       const r = await this.conn.runAndReadAll(
         `UPDATE _tributary.source_runs SET status = 'failed', finished_at = now(),
            error = 'the process stopped during the run; the next sync resumes from the last committed state'
-         WHERE status = 'running' RETURNING id`,
+         WHERE status = 'running' AND ($1 IS NULL OR source_id = $1) RETURNING id`,
+        [sourceId ?? null],
       );
       return r.getRows().length;
     });

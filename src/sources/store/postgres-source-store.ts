@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { TRIBUTARY_LOCK_CLASS } from '../../warehouse/postgres/advisory-locks.js';
 import { findRefused, storableFailedRow } from '../../warehouse/storable.js';
 import type { FailedRow } from '../../warehouse/warehouse.js';
 import { sourceFailure } from '../failures.js';
@@ -275,16 +276,47 @@ export class PostgresSourceStore implements SourceStore {
   }
 
   /**
-   * Runs left `running` are marked failed. In scale-out several processes share the table: call
-   * it only where no other process syncs (one sync runner per workspace).
+   * Runs left `running` are marked failed. Several processes share the table: the runner calls
+   * it for one source while it holds the source's lock, when no other process can be running it.
    */
-  async abandonRuns(): Promise<number> {
+  async abandonRuns(sourceId?: string): Promise<number> {
     const r = await this.pool.query(
       `UPDATE ${this.schema}.source_runs SET status = 'failed', finished_at = now(),
          error = 'the process stopped during the run; the next sync resumes from the last committed state'
-       WHERE status = 'running'`,
+       WHERE status = 'running' AND ($1::text IS NULL OR source_id = $1)`,
+      [sourceId ?? null],
     );
     return r.rowCount ?? 0;
+  }
+
+  /** A session advisory lock per source, on a connection held for the sync. */
+  async lockSource(sourceId: string): Promise<(() => Promise<void>) | undefined> {
+    const client = await this.pool.connect();
+    try {
+      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
+        TRIBUTARY_LOCK_CLASS,
+        `source:${this.schema}:${sourceId}`,
+      ]);
+      if (!r.rows[0]!.ok) {
+        client.release();
+        return undefined;
+      }
+    } catch (err) {
+      client.release();
+      throw err;
+    }
+    return async () => {
+      try {
+        await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [
+          TRIBUTARY_LOCK_CLASS,
+          `source:${this.schema}:${sourceId}`,
+        ]);
+        client.release();
+      } catch (err) {
+        // A connection that cannot unlock is dropped, which ends its session locks.
+        client.release(err as Error);
+      }
+    };
   }
 
   async close(): Promise<void> {}
