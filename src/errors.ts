@@ -170,6 +170,70 @@ export const ErrorCodes = {
     status: 502,
     message: 'Destination "%s" failed its check: %s',
   },
+  // Sources (src/sources/): check, read and record failures. Record-level codes are failed_events.code (stage source).
+  TRIB_ERR_SOURCE_NOT_FOUND: {
+    status: 404,
+    message: 'No source "%s": add it under sources: in the configuration',
+  },
+  TRIB_ERR_SOURCE_NOT_PULL: {
+    status: 400,
+    message:
+      'Source "%s" is of type %s, which Tributary does not read from (it receives): only file and database sources can be checked, discovered, synced or imported into',
+  },
+  TRIB_ERR_SOURCE_BUSY: {
+    status: 409,
+    message:
+      'Source "%s" is syncing already (run %s); one sync of a source runs at a time: wait for it (GET /admin/v1/sources/%s/runs) and try again',
+  },
+  TRIB_ERR_SOURCE_UNKNOWN_STREAM: { status: 400, message: 'Source "%s" has no stream "%s" (streams: %s)' },
+  TRIB_ERR_SOURCE_PATH_NOT_FOUND: {
+    status: 400,
+    message:
+      "No file matches %s: check the path (relative paths start at the configuration file's folder) and that the process may read it",
+  },
+  TRIB_ERR_SOURCE_FILE_UNREADABLE: { status: 400, message: 'The file %s cannot be read: %s' },
+  TRIB_ERR_SOURCE_FILE_TRUNCATED: {
+    status: 422,
+    message:
+      'The file %s ends early (%s): rows before the damage were imported; the rest is missing. Replace the file with a complete copy and import it again',
+  },
+  TRIB_ERR_SOURCE_CONNECTION: {
+    status: 502,
+    message: 'Cannot connect to the source (%s): check the host, port and that the server is running',
+  },
+  TRIB_ERR_SOURCE_AUTH: {
+    status: 401,
+    message: 'The source refused the credentials (%s): check the user name and password',
+  },
+  TRIB_ERR_SOURCE_READ_FAILED: {
+    status: 502,
+    message:
+      'Reading source "%s" failed after %s attempts: %s. What was committed before stays; the next sync resumes from there',
+  },
+  TRIB_ERR_SOURCE_BAD_ROW: {
+    status: 422,
+    message:
+      'The row cannot be read (%s): fix it in the source and import the file again; the other rows were imported',
+  },
+  TRIB_ERR_SOURCE_BAD_VALUE: {
+    status: 422,
+    message:
+      "A value does not fit its column (%s): fix the value, or the column type under the stream's columns:",
+  },
+  TRIB_ERR_SOURCE_EVENT_INVALID: {
+    status: 422,
+    message:
+      "The row does not make a valid event (%s): check the stream's events: mapping (userId or anonymousId column, event name, timestamp column)",
+  },
+  TRIB_ERR_SOURCE_MISSING_KEY: {
+    status: 422,
+    message:
+      "The row has no value in its primary key column %s: objects need one; fix the row or the stream's primaryKey",
+  },
+  TRIB_ERR_SOURCE_UNSTORABLE: {
+    status: 422,
+    message: 'The store refused the row (%s); the other rows were stored: fix the value or the column type',
+  },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

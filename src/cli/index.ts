@@ -5,7 +5,7 @@ import { configCheckCommand } from './config-check.js';
 import { failedListCommand } from './failed-list.js';
 import { failedRetryCommand } from './failed-retry.js';
 import { failedShowCommand } from './failed-show.js';
-import { importCsvCommand } from './import.js';
+import { importCommand } from './import.js';
 import { planCheckCommand } from './plan-check.js';
 import { planInferCommand } from './plan-infer.js';
 import {
@@ -15,7 +15,12 @@ import {
   profilesUnmergeCommand,
 } from './profiles.js';
 import { queryCommand } from './query.js';
-import { sourcesListCommand } from './sources.js';
+import {
+  sourcesCheckCommand,
+  sourcesDiscoverCommand,
+  sourcesListCommand,
+  sourcesSyncCommand,
+} from './sources.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
 
@@ -58,6 +63,28 @@ sources
   .option('-d, --data-dir <dir>', 'workspace folder')
   .option('--json', 'print as JSON')
   .action(sourcesListCommand);
+const sourceVerb = (c: Command) =>
+  c
+    .argument('<id>', 'source id')
+    .option('--json', 'print JSON')
+    .option(
+      '--url <url>',
+      'server URL (default: the workspace server if one runs, else the files are opened here)',
+    )
+    .option('-c, --config <file>', 'configuration file')
+    .option('-d, --data-dir <dir>', 'workspace folder');
+sourceVerb(
+  sources.command('check').description('try the source: a wrong path, host or password is a clear error'),
+).action(sourcesCheckCommand);
+sourceVerb(
+  sources.command('discover').description('the streams the source can read: columns, types, keys'),
+).action(sourcesDiscoverCommand);
+sourceVerb(
+  sources
+    .command('sync')
+    .description('read the source now, from its committed state')
+    .option('--stream <name...>', 'only these streams'),
+).action(sourcesSyncCommand);
 
 const profiles = program.command('profiles').description('unified profiles on the running server');
 const profileOptions = (c: Command) =>
@@ -99,24 +126,32 @@ profileOptions(
 
 program
   .command('import')
-  .description('send records to the running server as identify events')
-  .command('csv')
-  .description('one identify per CSV row (CRM contacts): resolved into profiles like any event')
-  .argument('<file>', 'CSV file with a header row')
-  .requiredOption('--source <id>', 'configured source the records belong to (its write key is used)')
-  .requiredOption(
-    '--id-column <column>',
-    'column with the record key; the anonymous id becomes <source>:<key>',
+  .description(
+    "read a CSV, JSONL or Parquet file (gzipped or not) into a source's stream: objects and/or events as the stream says",
   )
-  .option('--user-id-column <column>', 'column with the userId, where the records have one')
-  .option('--timestamp-column <column>', 'column with the time the record was last updated')
-  .option('--map <trait=Column...>', 'trait from a column, e.g. --map email=Email --map name="Full Name"')
-  .option('--batch <n>', 'rows per request (default 500)')
+  .argument('<file>', 'the file (the former form `import csv <file>` still works)')
+  .argument('[file2]')
+  .requiredOption('--source <id>', 'configured source (a file source; or an http source with --id-column)')
+  .option('--stream <name>', "the source's stream (default: its only one)")
+  .option(
+    '--id-column <column>',
+    'http source: column with the record key; the anonymous id becomes <source>:<key>',
+  )
+  .option('--user-id-column <column>', 'http source: column with the userId, where the records have one')
+  .option('--timestamp-column <column>', 'http source: column with the time the record was last updated')
+  .option(
+    '--map <trait=Column...>',
+    'http source: trait from a column, e.g. --map email=Email --map name="Full Name"',
+  )
+  .option('--no-progress', 'no progress bar')
   .option('--json', 'print the summary as JSON')
-  .option('--url <url>', 'server URL (default $TRIBUTARY_URL, else the configured port on 127.0.0.1)')
+  .option(
+    '--url <url>',
+    'server URL to upload to (default: the workspace server if one runs, else the files are opened here)',
+  )
   .option('-c, --config <file>', 'configuration file')
   .option('-d, --data-dir <dir>', 'workspace folder')
-  .action(importCsvCommand);
+  .action(importCommand);
 
 const config = program.command('config').description('the configuration file');
 config

@@ -1,29 +1,19 @@
 import { z } from 'zod';
 import { destinationKind } from '../destinations/registry.js';
+import { SOURCE_SPECS } from '../sources/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
-import { SourceQualityConfig } from './quality-schema.js';
 import { isProxyEntry } from './trust-proxy.js';
 
 export { Duration, parseDuration } from './duration.js';
 
-export const SourceConfig = z
-  .object({
-    id: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_" (at most 63)')
-      .describe('Stable identifier of the source; stored with every event.'),
-    type: z.literal('http').describe("http: events sent to the collection API with this source's write key."),
-    writeKey: z
-      .string()
-      .min(1)
-      .describe('Public key that lets clients write to this source (and nothing else).'),
-    name: z.string().optional().describe('Display name.'),
-    enabled: z.boolean().default(true).describe('A disabled source answers 401 to its write key.'),
-    ...SourceQualityConfig,
-  })
-  .strict();
+/**
+ * A source, of any kind in the registry (src/sources/registry.ts): each kind's spec lives in
+ * its folder (src/sources/<kind>/spec.ts) and carries the common fields (id, name, enabled,
+ * plans, mapping, privacy, transformations).
+ */
+export const SourceConfig = z.discriminatedUnion('type', SOURCE_SPECS);
 export type SourceConfig = z.infer<typeof SourceConfig>;
 
 export const ServerConfig = z
@@ -305,6 +295,8 @@ const TributaryConfigObject = z
           message: `duplicate source id "${s.id}"`,
         });
       }
+      ids.set(s.id, i);
+      if (s.type !== 'http') return;
       if (keys.has(s.writeKey)) {
         ctx.addIssue({
           code: 'custom',
@@ -312,7 +304,6 @@ const TributaryConfigObject = z
           message: `write key already used by sources[${keys.get(s.writeKey)}]`,
         });
       }
-      ids.set(s.id, i);
       keys.set(s.writeKey, i);
     });
     if ((cfg.log.type === 'nats') !== (cfg.state.type === 'postgres')) {

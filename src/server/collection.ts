@@ -24,7 +24,7 @@ export function collectionParts(opts: {
 }) {
   const { metrics, quality } = opts;
   const sourcesByWriteKey = new Map<string, SourceConfig>();
-  for (const s of opts.sources) if (s.enabled) sourcesByWriteKey.set(s.writeKey, s);
+  for (const s of opts.sources) if (s.enabled && s.type === 'http') sourcesByWriteKey.set(s.writeKey, s);
   const observer = {
     received: (s: string, n: number) => metrics.received.inc({ source: s }, n),
     accepted: (s: string, n: number) => metrics.accepted.inc({ source: s }, n),

@@ -15,6 +15,7 @@ import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
+import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import {
   capConnectionsPerClient,
   expandProxies,
@@ -54,6 +55,8 @@ export interface HttpAppDeps extends CollectDeps {
   quality?: QualityRoutesDeps;
   /** Identity resolution, for the Profile API (undefined when off). */
   identity?: ProfileApi;
+  /** Pull sources (check, discover, sync, runs, uploads) on the admin API. */
+  sourceAdmin?: SourceRoutesDeps;
   /** Bearer token that may read profiles besides the admin token. */
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
@@ -189,10 +192,11 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         type: s.type,
         name: s.name ?? s.id,
         enabled: s.enabled,
-        writeKey: s.writeKey,
+        ...(s.type === 'http' ? { writeKey: s.writeKey } : {}),
       })),
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
+    if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
     done();
   });
 

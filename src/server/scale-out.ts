@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { LogConfig, StateConfig } from '../config/schema.js';
 import { type RunningDestination, startDestinations } from '../destinations/runner.js';
@@ -16,6 +17,10 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { PostgresUserQueries } from '../store/postgres/postgres-user-query.js';
 import type { UserQueries } from '../store/user-query.js';
+import { loadConnector } from '../sources/registry.js';
+import { SourceRunner } from '../sources/runner.js';
+import { SourceService } from '../sources/source-service.js';
+import { PostgresSourceStore } from '../sources/store/postgres-source-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
@@ -233,6 +238,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
+  let sources: SourceService | undefined;
   let userQueries: PostgresUserQueries | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
@@ -266,6 +272,26 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         throw new TributaryError('TRIB_ERR_QUERY_NOT_CONFIGURED');
       },
     };
+    // Pull sources run in the processes that serve the admin API; a PostgreSQL advisory lock per
+    // source keeps two processes from syncing one source at once.
+    if (role !== 'worker') {
+      const sourceStore = await PostgresSourceStore.open(store.pool, state.schema);
+      sources = new SourceService(
+        config.sources,
+        new SourceRunner({
+          store: sourceStore,
+          log,
+          connector: loadConnector,
+          baseDir: opts.configDir ?? process.cwd(),
+          onRetry: (id, attempt, err) =>
+            logger.warn(
+              { err, source: id, attempt },
+              'source read failed; retrying from the last committed state',
+            ),
+        }),
+        (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
+      );
+    }
     app = await buildHttpApp({
       sources: config.sources,
       sourcesByWriteKey,
@@ -308,8 +334,18 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       }),
       identity: profiles,
       profileReadToken: config.identity.readToken,
+      ...(sources
+        ? {
+            sourceAdmin: {
+              sources,
+              uploadDir: join(opts.dataDir, 'uploads'),
+              onError: (id: string, err: unknown) => logger.error({ err, source: id }, 'sync failed'),
+            },
+          }
+        : {}),
     });
     ({ url } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
+    sources?.startSchedules();
   }
 
   const stopSampling = sampleStalls(stalls, config.server.health.stallAfter);
@@ -323,6 +359,8 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       // Bounded: a partition whose load cannot go on must not keep the process from exiting;
       // its lease ends with the process, and another worker takes the partition over.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at }) => {
+        at('source syncs stopping');
+        await sources?.stop();
         at('HTTP requests in flight');
         await app?.close();
         at('partitions stopping');

@@ -21,6 +21,10 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { embeddedDuckDBOptions, lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import { sqlString } from '../platform/duckdb/duckdb-sql.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
+import { loadConnector } from '../sources/registry.js';
+import { SourceRunner } from '../sources/runner.js';
+import { SourceService } from '../sources/source-service.js';
+import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
@@ -55,6 +59,8 @@ export interface RunningServer {
   feed: EventFeed;
   /** The warehouse destinations following the feed (`destinations:` in the configuration). */
   destinations: RunningDestination[];
+  /** The pull sources: syncs, imports, schedules. */
+  sources: SourceService;
   /** Identity resolution following the feed (undefined when `identity.enabled` is false). */
   identity: IdentityStage | undefined;
   metrics: Metrics;
@@ -170,6 +176,24 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
     identity.follow(feed);
   }
+  // Pull sources write objects and state in the warehouse file and append their events to the log.
+  const sourceStore = await DuckDBSourceStore.open(instance);
+  await sourceStore.abandonRuns();
+  const sources = new SourceService(
+    config.sources,
+    new SourceRunner({
+      store: sourceStore,
+      log,
+      connector: loadConnector,
+      baseDir: opts.configDir ?? process.cwd(),
+      onRetry: (id, attempt, err) =>
+        logger.warn(
+          { err, source: id, attempt },
+          'source read failed; retrying from the last committed state',
+        ),
+    }),
+    (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
+  );
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
   // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
   await lockDownDuckDB(instance, duckDBAllowed);
@@ -234,8 +258,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     }),
     identity,
     profileReadToken: config.identity.readToken,
+    sourceAdmin: {
+      sources,
+      uploadDir: join(dataDir, 'uploads'),
+      onError: (id, err) => logger.error({ err, source: id }, 'sync failed'),
+    },
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
+  sources.startSchedules();
 
   let closing: Promise<void> | undefined;
   return {
@@ -247,6 +277,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     loader,
     feed,
     destinations,
+    sources,
     identity,
     metrics,
     quality,
@@ -256,6 +287,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
       // takes at most half the time; whatever is left is loaded from the log at the next start.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
+        at('source syncs stopping');
+        await upTo(sources.stop(), left() / 4);
         at('HTTP requests in flight');
         await app.close();
         at('the loader draining the log');
@@ -277,6 +310,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await identity?.stop();
         await identityStore?.close();
         at('closing the log and the warehouse');
+        await sourceStore.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();

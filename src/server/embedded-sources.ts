@@ -1,0 +1,54 @@
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import type { TributaryConfig } from '../config/schema.js';
+import { embeddedDuckDBOptions } from '../platform/duckdb/duckdb-options.js';
+import { sqlString } from '../platform/duckdb/duckdb-sql.js';
+import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import { loadConnector } from '../sources/registry.js';
+import { SourceRunner } from '../sources/runner.js';
+import { SourceService } from '../sources/source-service.js';
+import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
+import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
+
+/**
+ * The sources of an embedded workspace without its server (`tributary import` when no server
+ * runs): the same files the server opens (DuckDB allows one process per file), the event log
+ * the rows' events are appended to, and the store their objects and state go to. The server
+ * loads the events at its next start.
+ */
+export async function openEmbeddedSources(
+  config: TributaryConfig,
+  dataDir: string,
+  baseDir: string,
+): Promise<{ sources: SourceService; close(): Promise<void> }> {
+  const dir = resolve(dataDir);
+  mkdirSync(dir, { recursive: true });
+  const instance = await DuckDBInstance.create(
+    join(dir, 'warehouse.duckdb'),
+    embeddedDuckDBOptions(config.storage),
+  );
+  const setup = await instance.connect();
+  await setup.run("SET GLOBAL TimeZone = 'UTC'");
+  await setup.run(`ATTACH IF NOT EXISTS ${sqlString(join(dir, 'log.duckdb'))} AS log`);
+  setup.closeSync();
+  const log = await DuckDBEventLog.open(instance, { catalog: 'log', segmentDir: join(dir, 'log-segments') });
+  // Creates failed_events where the workspace is new.
+  const warehouse = await DuckDBStore.open(instance);
+  const store = await DuckDBSourceStore.open(instance);
+  await store.abandonRuns();
+  const sources = new SourceService(
+    config.sources,
+    new SourceRunner({ store, log, connector: loadConnector, baseDir }),
+  );
+  return {
+    sources,
+    async close() {
+      await sources.stop();
+      await store.close();
+      await warehouse.close();
+      await log.close();
+      instance.closeSync();
+    },
+  };
+}
