@@ -8,7 +8,7 @@ import { openEmbeddedSources } from '../server/embedded-sources.js';
 import { contentHash, mappedEvent } from '../sources/records.js';
 import type { LiveProgress, SyncSummary } from '../sources/runner.js';
 import { type LegacyImportOptions, legacyMapping } from '../sources/source-service.js';
-import type { SyncRun } from '../sources/source-store.js';
+import type { SyncRun } from '../store/source-store.js';
 import { resolveServer, serverRequest } from './admin-client.js';
 import { readServerFile, resolveWorkspace } from './workspace.js';
 

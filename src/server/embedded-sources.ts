@@ -2,13 +2,13 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import type { TributaryConfig } from '../config/schema.js';
+import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { embeddedDuckDBOptions } from '../platform/duckdb/duckdb-options.js';
 import { sqlString } from '../platform/duckdb/duckdb-sql.js';
-import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { loadConnector } from '../sources/registry.js';
 import { SourceRunner } from '../sources/runner.js';
 import { SourceService } from '../sources/source-service.js';
-import { DuckDBSourceStore } from '../sources/store/duckdb-source-store.js';
+import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 
 /**

@@ -14,8 +14,8 @@ import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
-import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
 import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
+import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
 import {
   capConnectionsPerClient,
   expandProxies,

@@ -5,10 +5,10 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { type PullSourceConfig, SourceRunner } from './runner.js';
 import type { PullSourceConnector, SourceMessage } from './source.js';
-import { DuckDBSourceStore } from './store/duckdb-source-store.js';
 import { StreamSettings } from './streams-schema.js';
 
 /**

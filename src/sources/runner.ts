@@ -14,6 +14,7 @@
  */
 import { TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
+import type { ObjectRow, ObjectTable, RunProgress, SourceStore, SyncRun } from '../store/source-store.js';
 import type { FailedRow } from '../store/store.js';
 import { sourceFailure } from './failures.js';
 import {
@@ -31,7 +32,6 @@ import type {
   SourceContext,
   SourceMessage,
 } from './source.js';
-import type { ObjectRow, ObjectTable, RunProgress, SourceStore, SyncRun } from './source-store.js';
 import type { ColumnType, StreamSettings } from './streams-schema.js';
 
 /** A pull source as the runner needs it: the common fields and streams with their settings. */

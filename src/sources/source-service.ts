@@ -5,10 +5,10 @@
 import { isAbsolute, resolve } from 'node:path';
 import { Cron } from 'croner';
 import { TributaryError } from '../errors.js';
+import type { RunProgress } from '../store/source-store.js';
 import type { FileStream } from './file/spec.js';
 import type { LiveProgress, PullSourceConfig, SourceRunner, SyncSummary } from './runner.js';
 import type { Catalog, CheckResult } from './source.js';
-import type { RunProgress } from './source-store.js';
 import type { EventMapping } from './streams-schema.js';
 
 /** A source as configured (any kind): pull sources carry `streams`. */

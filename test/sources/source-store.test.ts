@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ObjectTable, SourceStore } from '../../src/sources/source-store.js';
-import { DuckDBSourceStore } from '../../src/sources/store/duckdb-source-store.js';
-import { PostgresSourceStore } from '../../src/sources/store/postgres-source-store.js';
+import { DuckDBSourceStore } from '../../src/store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../../src/store/duckdb/duckdb-store.js';
+import { PostgresSourceStore } from '../../src/store/postgres/postgres-source-store.js';
+import type { ObjectTable, SourceStore } from '../../src/store/source-store.js';
 import { pgUnreachable, scratchDatabase } from '../pg.js';
 
 /** The `SourceStore` port: one body, looped over its DuckDB and PostgreSQL adapters. */

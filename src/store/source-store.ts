@@ -4,8 +4,9 @@
  * across the port. Adapters: DuckDB (`./store/duckdb-source-store.ts`, embedded) and PostgreSQL
  * (`./store/postgres-source-store.ts`, scale-out state).
  */
-import type { FailedRow } from '../store/store.js';
-import type { ColumnType } from './streams-schema.js';
+
+import type { ColumnType } from '../sources/streams-schema.js';
+import type { FailedRow } from './store.js';
 
 /** The objects table of one stream: the stream's columns, in the order rows carry their values. */
 export interface ObjectTable {

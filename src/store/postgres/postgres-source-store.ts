@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { TRIBUTARY_LOCK_CLASS } from '../../platform/postgres/advisory-locks.js';
-import { findRefused, storableFailedRow } from '../../store/storable.js';
-import type { FailedRow } from '../../store/store.js';
-import { sourceFailure } from '../failures.js';
+import { sourceFailure } from '../../sources/failures.js';
+import type { ColumnType } from '../../sources/streams-schema.js';
+import { DELETED_COLUMN, KEY_COLUMN, SYNCED_AT_COLUMN } from '../duckdb/duckdb-source-store.js';
 import type {
   ObjectRow,
   ObjectTable,
@@ -13,8 +13,8 @@ import type {
   SyncCommit,
   SyncRun,
 } from '../source-store.js';
-import type { ColumnType } from '../streams-schema.js';
-import { DELETED_COLUMN, KEY_COLUMN, SYNCED_AT_COLUMN } from './duckdb-source-store.js';
+import { findRefused, storableFailedRow } from '../storable.js';
+import type { FailedRow } from '../store.js';
 
 const RUN_COLUMN = '_tributary_run_id';
 

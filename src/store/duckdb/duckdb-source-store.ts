@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
-import { isDuckDBDataError } from '../../store/duckdb/duckdb-store.js';
-import { findRefused, storableFailedRow } from '../../store/storable.js';
-import type { FailedRow } from '../../store/store.js';
-import { sourceFailure } from '../failures.js';
+import { sourceFailure } from '../../sources/failures.js';
+import type { ColumnType } from '../../sources/streams-schema.js';
 import type {
   ObjectRow,
   ObjectTable,
@@ -14,7 +12,9 @@ import type {
   SyncCommit,
   SyncRun,
 } from '../source-store.js';
-import type { ColumnType } from '../streams-schema.js';
+import { findRefused, storableFailedRow } from '../storable.js';
+import type { FailedRow } from '../store.js';
+import { isDuckDBDataError } from './duckdb-store.js';
 
 /** The bookkeeping columns of every objects table. */
 export const KEY_COLUMN = '_tributary_key';
