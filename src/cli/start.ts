@@ -119,7 +119,8 @@ function printBanner(
   ws: ReturnType<typeof resolveWorkspace>,
   o: { url: string; token: string; generated: boolean; role: Role; processes: number },
 ): void {
-  const source = config.sources.find((s) => s.enabled) ?? config.sources[0]!;
+  const http = config.sources.filter((s) => s.type === 'http');
+  const source = http.find((s) => s.enabled) ?? http[0];
   const lines = [
     '',
     `Tributary is collecting at ${o.url}`,
@@ -128,7 +129,8 @@ function printBanner(
       ? `  role           ${o.role}${o.processes > 1 ? ` (${o.processes} processes sharing the port)` : ''}, log on NATS JetStream, state on PostgreSQL`
       : `  data           ${ws.dataDir}`,
     ...config.sources.map(
-      (s) => `  source ${s.id.padEnd(8)} write key ${s.writeKey}${s.enabled ? '' : ' (disabled)'}`,
+      (s) =>
+        `  source ${s.id.padEnd(8)} ${s.type === 'http' ? `write key ${s.writeKey}` : `webhook ${o.url}/webhooks/${s.id}`}${s.enabled ? '' : ' (disabled)'}`,
     ),
     o.generated
       ? `  admin token    ${o.token} (generated, kept in ${ws.dataDir}/admin-token; set TRIBUTARY_ADMIN_TOKEN to choose one)`
@@ -137,7 +139,7 @@ function printBanner(
     'Send events with @segment/analytics-node:',
     '',
     "  import { Analytics } from '@segment/analytics-node'",
-    `  const analytics = new Analytics({ writeKey: '${source.writeKey}', host: '${o.url}' })`,
+    `  const analytics = new Analytics({ writeKey: '${source?.writeKey ?? '<write key>'}', host: '${o.url}' })`,
     "  analytics.track({ userId: 'user-1', event: 'Signed Up', properties: { plan: 'free' } })",
     '',
     `Then: npx tributary query "SELECT type, event, user_id, received_at FROM events ORDER BY received_at DESC LIMIT 10"`,

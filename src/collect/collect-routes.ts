@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { SourceConfig } from '../config/schema.js';
+import type { HttpSourceConfig } from '../config/schema.js';
 import type { EventRejectionCode } from '../errors.js';
 import { EventRejectionCodes, TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
@@ -15,6 +15,7 @@ import {
   MAX_DEPTH,
   parseJsonBody,
 } from './body.js';
+import { isStripeEventBody, webhookVendorByHeaders } from '../sources/webhook/detect.js';
 import { extractWriteKey } from './write-key.js';
 
 /** What the collection routes report, for metrics. */
@@ -28,7 +29,7 @@ export interface CollectObserver {
 
 export interface CollectDeps {
   /** Enabled sources by write key. */
-  sourcesByWriteKey: ReadonlyMap<string, SourceConfig>;
+  sourcesByWriteKey: ReadonlyMap<string, HttpSourceConfig>;
   log: EventLog;
   observer: CollectObserver;
   /** Privacy policy per source id; sources without one are not classified. */
@@ -142,6 +143,9 @@ async function collect(
 ) {
   const receivedAt = Date.now();
   const isBatch = route === 'batch';
+  // A vendor's webhook sent here would be answered 200 and stored as nothing useful.
+  const vendor = webhookVendorByHeaders(req.headers);
+  if (vendor !== undefined) throw new TributaryError('TRIB_ERR_COLLECT_WEBHOOK_REQUEST', [vendor]);
 
   // A key in the headers or query is checked before the body is even decoded.
   let writeKey = extractWriteKey(req.headers, req.query, undefined);
@@ -162,6 +166,7 @@ async function collect(
   }
   const body = parseJsonBody(decoded, MAX_DEPTH);
   if (!isPlainObject(body)) throw new TributaryError('TRIB_ERR_COLLECT_NOT_AN_OBJECT');
+  if (isStripeEventBody(body)) throw new TributaryError('TRIB_ERR_COLLECT_WEBHOOK_REQUEST', ['Stripe']);
   writeKey ??= extractWriteKey({}, undefined, body);
   if (writeKey === undefined) throw new TributaryError('TRIB_ERR_AUTH_MISSING_WRITE_KEY');
   const source = deps.sourcesByWriteKey.get(writeKey);

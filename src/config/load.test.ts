@@ -77,7 +77,7 @@ describe('parseConfig', () => {
     const { config } = parseConfig('version: 1\nsources:\n  - {id: a, type: http, writeKey: "${WK}"}\n', {
       WK: 'from-env',
     });
-    expect(config.sources[0]!.writeKey).toBe('from-env');
+    expect((config.sources[0] as { writeKey?: string }).writeKey).toBe('from-env');
     expect(problems('version: 1\nsources:\n  - {id: a, type: http, writeKey: "${NOPE}"}\n')).toContain(
       'sources[0].writeKey: environment variable NOPE is not set',
     );
@@ -177,7 +177,7 @@ describe('workspace files', () => {
     expect(ensureWorkspaceConfig(dir).created).toBe(false);
     expect(readFileSync(first.path, 'utf8')).toBe(text);
     const { config } = loadConfigFile(first.path, {});
-    expect(config.sources[0]!.writeKey).toMatch(/^wk_[0-9a-f]{24}$/);
+    expect((config.sources[0] as { writeKey?: string }).writeKey).toMatch(/^wk_[0-9a-f]{24}$/);
   });
 
   it('reports a missing file with a stable code', () => {

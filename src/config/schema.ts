@@ -4,10 +4,11 @@ import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { SourceQualityConfig } from './quality-schema.js';
 import { isProxyEntry } from './trust-proxy.js';
+import { WebhookSourceConfig } from '../sources/webhook/spec.js';
 
 export { Duration, parseDuration } from './duration.js';
 
-export const SourceConfig = z
+export const HttpSourceConfig = z
   .object({
     id: z
       .string()
@@ -23,6 +24,9 @@ export const SourceConfig = z
     ...SourceQualityConfig,
   })
   .strict();
+export type HttpSourceConfig = z.infer<typeof HttpSourceConfig>;
+
+export const SourceConfig = z.discriminatedUnion('type', [HttpSourceConfig, WebhookSourceConfig]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
 
 export const ServerConfig = z
@@ -304,6 +308,8 @@ const TributaryConfigObject = z
           message: `duplicate source id "${s.id}"`,
         });
       }
+      ids.set(s.id, i);
+      if (s.type !== 'http') return;
       if (keys.has(s.writeKey)) {
         ctx.addIssue({
           code: 'custom',
@@ -311,7 +317,6 @@ const TributaryConfigObject = z
           message: `write key already used by sources[${keys.get(s.writeKey)}]`,
         });
       }
-      ids.set(s.id, i);
       keys.set(s.writeKey, i);
     });
     if ((cfg.log.type === 'nats') !== (cfg.state.type === 'postgres')) {

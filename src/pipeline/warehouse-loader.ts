@@ -316,12 +316,23 @@ function toDelivered(e: EventRow): Delivered {
   return { ...e, offset: e.logOffset, status: 'accepted' };
 }
 
+/**
+ * The stage a rejected log record failed at: the privacy policy, a webhook source (a body
+ * that is not JSON) or its mapping (the other `TRIB_ERR_WEBHOOK_*` codes), else collection.
+ */
+function failedStage(code: string | undefined): string {
+  if (code === 'TRIB_ERR_EVENT_PII_BLOCKED') return 'privacy';
+  if (code === 'TRIB_ERR_WEBHOOK_NOT_JSON') return 'source';
+  if (code?.startsWith('TRIB_ERR_WEBHOOK_')) return 'mapping';
+  return 'collect';
+}
+
 export function toFailedRow(r: Delivered): FailedRow {
   return {
     logOffset: r.offset,
     sourceId: r.sourceId,
     messageId: r.messageId,
-    stage: r.code === 'TRIB_ERR_EVENT_PII_BLOCKED' ? 'privacy' : 'collect',
+    stage: failedStage(r.code),
     code: r.code ?? 'TRIB_ERR_UNKNOWN',
     reason: r.reason ?? '',
     receivedAt: new Date(r.receivedAt).toISOString(),

@@ -17,6 +17,7 @@ import { PostgresUserQueries } from '../warehouse/postgres/postgres-user-query.j
 import type { UserQueries } from '../warehouse/user-query.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { type RunningDestination, startDestinations } from './destinations.js';
+import { closeWebhooks, type OpenWebhook, openWebhooks } from '../sources/webhook/index.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
@@ -233,6 +234,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
+  let webhooks: Map<string, OpenWebhook> | undefined;
   let userQueries: PostgresUserQueries | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
@@ -266,7 +268,9 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         throw new TributaryError('TRIB_ERR_QUERY_NOT_CONFIGURED');
       },
     };
+    webhooks = await openWebhooks(config.sources, { baseDir, env });
     app = await buildHttpApp({
+      webhooks,
       sources: config.sources,
       sourcesByWriteKey,
       log,
@@ -325,6 +329,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at }) => {
         at('HTTP requests in flight');
         await app?.close();
+        if (webhooks) await closeWebhooks(webhooks);
         at('partitions stopping');
         await leases?.stop();
         at('transformations closing');

@@ -19,6 +19,7 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
+import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { DuckDBWarehouse } from '../warehouse/duckdb/duckdb-warehouse.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { destinationPath, type RunningDestination, startDestinations } from './destinations.js';
@@ -208,7 +209,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
   };
 
+  const webhooks = await openWebhooks(config.sources, {
+    baseDir: opts.configDir ?? process.cwd(),
+    env: opts.env ?? {},
+  });
   const app = await buildHttpApp({
+    webhooks,
     sources: config.sources,
     sourcesByWriteKey,
     log,
@@ -258,6 +264,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
         at('HTTP requests in flight');
         await app.close();
+        await closeWebhooks(webhooks);
         at('the loader draining the log');
         await upTo(loader.drained(), left() / 2);
         // Destinations catch up after a restart anyway (their offset is stored with their rows),

@@ -1,0 +1,30 @@
+import type { OpenWebhook } from './webhook-routes.js';
+import type { WebhookSourceConfig } from './spec.js';
+import { webhookConnector } from './webhook-connector.js';
+
+export { isStripeEventBody, webhookVendorByHeaders } from './detect.js';
+export { WebhookSourceConfig } from './spec.js';
+export { webhookConnector } from './webhook-connector.js';
+export { closeWebhooks, type OpenWebhook, webhookRoutes } from './webhook-routes.js';
+
+/**
+ * Opens the enabled webhook sources among `sources` (their verifiers, compiled rules and
+ * function sandboxes), by id. @throws `TRIB_ERR_TRANSFORM_INVALID` when a function does not load.
+ */
+export async function openWebhooks(
+  sources: readonly { type: string; enabled: boolean }[],
+  ctx: { baseDir: string; env: Record<string, string | undefined> },
+): Promise<Map<string, OpenWebhook>> {
+  const out = new Map<string, OpenWebhook>();
+  try {
+    for (const s of sources) {
+      if (s.type !== 'webhook' || !s.enabled) continue;
+      const config = s as WebhookSourceConfig;
+      out.set(config.id, { config, receiver: await webhookConnector.open(config, ctx) });
+    }
+  } catch (err) {
+    await Promise.all([...out.values()].map((w) => w.receiver.close()));
+    throw err;
+  }
+  return out;
+}
