@@ -108,7 +108,10 @@ export const ErrorCodes = {
   },
   // What became of one webhook delivery (failed_events.code; acknowledged 2xx, so the vendor does not retry).
   TRIB_ERR_WEBHOOK_NOT_JSON: { status: 422, message: 'The webhook body is not JSON: %s' },
-  TRIB_ERR_WEBHOOK_UNMATCHED: { status: 422, message: 'No rule of the webhook source matches the payload: %s' },
+  TRIB_ERR_WEBHOOK_UNMATCHED: {
+    status: 422,
+    message: 'No rule of the webhook source matches the payload: %s',
+  },
   TRIB_ERR_WEBHOOK_MAPPING_INVALID: {
     status: 422,
     message: 'The event the webhook mapping made is not valid: %s',

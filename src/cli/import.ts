@@ -66,7 +66,8 @@ export async function importCsvCommand(file: string, opts: ImportCsvOptions): Pr
   const ws = resolveWorkspace({ config: opts.config, dataDir: opts.dataDir }, process.env);
   const source = ws.loaded.config.sources.find((s) => s.id === opts.source);
   if (!source) throw new Error(`no source "${opts.source}" in ${ws.loaded.path}: add it (type http) first`);
-  if (source.type !== 'http') throw new Error(`source "${opts.source}" is a ${source.type} source: import into a source of type http`);
+  if (source.type !== 'http')
+    throw new Error(`source "${opts.source}" is a ${source.type} source: import into a source of type http`);
   const { url } = resolveServer(opts, process.env);
   const mappings = parseMappings(opts.map ?? []);
   const batchSize = Math.min(Math.max(Number(opts.batch ?? 500) || 500, 1), 2_500);

@@ -5,6 +5,7 @@ import type { EventRejectionCode } from '../errors.js';
 import { EventRejectionCodes, TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
 import type { PiiClassifier, PrivacyResult } from '../pipeline/privacy/pii-classifier.js';
+import { isStripeEventBody, webhookVendorByHeaders } from '../sources/webhook/detect.js';
 import { type EventType, isEventType, isPlainObject, type JsonObject, SHORT_TYPES } from '../spec/event.js';
 import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../spec/normalize.js';
 import {
@@ -15,7 +16,6 @@ import {
   MAX_DEPTH,
   parseJsonBody,
 } from './body.js';
-import { isStripeEventBody, webhookVendorByHeaders } from '../sources/webhook/detect.js';
 import { extractWriteKey } from './write-key.js';
 
 /** What the collection routes report, for metrics. */

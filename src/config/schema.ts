@@ -1,10 +1,10 @@
 import { z } from 'zod';
+import { WebhookSourceConfig } from '../sources/webhook/spec.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { SourceQualityConfig } from './quality-schema.js';
 import { isProxyEntry } from './trust-proxy.js';
-import { WebhookSourceConfig } from '../sources/webhook/spec.js';
 
 export { Duration, parseDuration } from './duration.js';
 

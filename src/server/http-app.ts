@@ -127,7 +127,8 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   });
 
   let webhookBodyLimit = 0;
-  for (const w of deps.webhooks?.values() ?? []) webhookBodyLimit = Math.max(webhookBodyLimit, w.config.maxBodyBytes);
+  for (const w of deps.webhooks?.values() ?? [])
+    webhookBodyLimit = Math.max(webhookBodyLimit, w.config.maxBodyBytes);
   app.setErrorHandler((err: FastifyError | TributaryError, req, reply) => {
     const mapped = toTributaryError(err, req.url, webhookBodyLimit);
     if (mapped.statusCode >= 500) req.log.error({ err }, 'request failed');
@@ -264,4 +265,3 @@ function toTributaryError(
       return new TributaryError('TRIB_ERR_INTERNAL', [], { cause: err });
   }
 }
-

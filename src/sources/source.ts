@@ -174,7 +174,10 @@ export interface PushReceiver {
  */
 export interface PushSourceConnector<C> extends ConnectorBase<C> {
   readonly kind: 'push';
-  open(config: C, ctx: Omit<SourceContext, 'signal'> & { env: Record<string, string | undefined> }): Promise<PushReceiver>;
+  open(
+    config: C,
+    ctx: Omit<SourceContext, 'signal'> & { env: Record<string, string | undefined> },
+  ): Promise<PushReceiver>;
 }
 
 export type SourceConnector<C = unknown> = PullSourceConnector<C> | PushSourceConnector<C>;

@@ -1,6 +1,6 @@
-import type { OpenWebhook } from './webhook-routes.js';
 import type { WebhookSourceConfig } from './spec.js';
 import { webhookConnector } from './webhook-connector.js';
+import type { OpenWebhook } from './webhook-routes.js';
 
 export { isStripeEventBody, webhookVendorByHeaders } from './detect.js';
 export { WebhookSourceConfig } from './spec.js';

@@ -67,7 +67,8 @@ export function readPath(input: PathInput, path: ParsedPath): unknown {
       if (!Array.isArray(v) || step >= v.length) return undefined;
       v = v[step];
     } else {
-      if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, step)) return undefined;
+      if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, step))
+        return undefined;
       v = (v as Record<string, unknown>)[step];
     }
   }

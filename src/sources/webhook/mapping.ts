@@ -94,7 +94,8 @@ function collect(fields: [string, Getter][], input: PathInput): Record<string, u
   const out: Record<string, unknown> = {};
   for (const [k, get] of fields) {
     const v = get(input);
-    if (v !== undefined) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+    if (v !== undefined)
+      Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }

@@ -85,10 +85,7 @@ export const WebhookVerify = z
         header: HeaderName.describe('Header holding the signature.'),
         algorithm: z.enum(['sha256', 'sha1', 'sha512']).default('sha256'),
         encoding: z.enum(['hex', 'base64']).default('hex').describe('How the signature is written.'),
-        prefix: z
-          .string()
-          .optional()
-          .describe('Text before the signature in the header, such as "sha256=".'),
+        prefix: z.string().optional().describe('Text before the signature in the header, such as "sha256=".'),
         timestamp: z
           .object({
             header: HeaderName.describe('Header holding the signed time (Unix seconds or milliseconds).'),
@@ -97,7 +94,7 @@ export const WebhookVerify = z
               .string()
               .refine((s) => s.split('{body}').length === 2, 'must hold {body} once')
               .default('{timestamp}.{body}')
-              .describe('What is signed: {timestamp} and {body} (the raw bytes) in the vendor\'s form.'),
+              .describe("What is signed: {timestamp} and {body} (the raw bytes) in the vendor's form."),
           })
           .strict()
           .optional()
@@ -157,7 +154,11 @@ export const MappingRule = z
       .refine(isTemplate, 'a {placeholder} is not a path')
       .optional()
       .describe('Event name (track); {path} placeholders are filled from the payload: "{type}".'),
-    name: z.string().refine(isTemplate, 'a {placeholder} is not a path').optional().describe('Page or screen name; {path} placeholders as in event.'),
+    name: z
+      .string()
+      .refine(isTemplate, 'a {placeholder} is not a path')
+      .optional()
+      .describe('Page or screen name; {path} placeholders as in event.'),
     userId: MappedValue.optional(),
     anonymousId: MappedValue.optional(),
     groupId: MappedValue.optional(),
@@ -223,7 +224,9 @@ export const WebhookSourceConfig = z
       .min(1024)
       .max(WEBHOOK_MAX_BODY_BYTES)
       .default(1024 * 1024)
-      .describe('Largest body taken; larger ones get 413. (A NATS log takes messages up to its max_payload.)'),
+      .describe(
+        'Largest body taken; larger ones get 413. (A NATS log takes messages up to its max_payload.)',
+      ),
     ...SourceQualityConfig,
   })
   .strict()

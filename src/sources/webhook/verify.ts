@@ -98,9 +98,13 @@ export function createVerifier(v: WebhookVerify): Verifier {
         const sig = headers['webhook-signature'];
         if (!id || !ts || !sig) return fail('TRIB_ERR_WEBHOOK_SIGNATURE_MISSING', 'webhook-signature');
         try {
-          wh.verify(body, { 'webhook-id': id, 'webhook-timestamp': ts, 'webhook-signature': sig }, {
-            jsonParse: false,
-          });
+          wh.verify(
+            body,
+            { 'webhook-id': id, 'webhook-timestamp': ts, 'webhook-signature': sig },
+            {
+              jsonParse: false,
+            },
+          );
           return { ok: true, deliveryId: id };
         } catch (err) {
           const stale = err instanceof Error && /timestamp too (old|new)/i.test(err.message);
@@ -152,7 +156,10 @@ export function createVerifier(v: WebhookVerify): Verifier {
         }
         if (!ok) return fail('TRIB_ERR_WEBHOOK_SIGNATURE_INVALID', v.header);
         if (stale) return fail('TRIB_ERR_WEBHOOK_TIMESTAMP_STALE', v.timestamp!.header);
-        return { ok: true, deliveryId: v.deliveryId && 'header' in v.deliveryId ? headers[v.deliveryId.header] : undefined };
+        return {
+          ok: true,
+          deliveryId: v.deliveryId && 'header' in v.deliveryId ? headers[v.deliveryId.header] : undefined,
+        };
       };
     }
     case 'none':

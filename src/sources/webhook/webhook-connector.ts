@@ -36,7 +36,8 @@ function parseBody(body: Buffer): Parsed {
   } catch (err) {
     return { ok: false, reason: `the body is not JSON: ${(err as Error).message}` };
   }
-  if (depthOver(value, MAX_DEPTH)) return { ok: false, reason: `JSON nesting is deeper than ${MAX_DEPTH} levels` };
+  if (depthOver(value, MAX_DEPTH))
+    return { ok: false, reason: `JSON nesting is deeper than ${MAX_DEPTH} levels` };
   return { ok: true, value };
 }
 
@@ -60,12 +61,19 @@ function deliveryIdOf(
   idPath: ((i: { payload: unknown; headers: PushRequest['headers'] }) => unknown) | undefined,
 ): string {
   let id: unknown = verified;
-  if (id === undefined && config.verify.kind === 'stripe' && payload !== null && typeof payload === 'object') {
+  if (
+    id === undefined &&
+    config.verify.kind === 'stripe' &&
+    payload !== null &&
+    typeof payload === 'object'
+  ) {
     id = (payload as Record<string, unknown>).id;
   }
   if (id === undefined && idPath) id = idPath({ payload, headers: req.headers });
   if (typeof id === 'number' && Number.isFinite(id)) id = String(id);
-  return typeof id === 'string' && id !== '' && id.length <= MAX_MESSAGE_ID_LENGTH ? id : bodyDeliveryId(req.body);
+  return typeof id === 'string' && id !== '' && id.length <= MAX_MESSAGE_ID_LENGTH
+    ? id
+    : bodyDeliveryId(req.body);
 }
 
 /** Runs the user's function: `{ payload, headers, deliveryId, sourceId }` in, events out. */
@@ -95,15 +103,19 @@ async function functionMapper(
     await sandbox.start();
   } catch (err) {
     await sandbox?.close();
-    throw new TributaryError('TRIB_ERR_TRANSFORM_INVALID', [`sources[${config.id}].function: ${(err as Error).message}`], {
-      cause: err,
-    });
+    throw new TributaryError(
+      'TRIB_ERR_TRANSFORM_INVALID',
+      [`sources[${config.id}].function: ${(err as Error).message}`],
+      {
+        cause: err,
+      },
+    );
   }
   const box = sandbox;
   return {
     async run(input) {
       const [r] = await box.run([input]);
-      if (!r || !r.ok) {
+      if (!r?.ok) {
         return {
           kind: 'failed',
           stage: 'mapping',
@@ -136,7 +148,12 @@ async function functionMapper(
 function withMessageIds(events: Record<string, unknown>[], deliveryId: string): Record<string, unknown>[] {
   const seen = new Set<string>();
   return events.map((e, k) => {
-    let id = typeof e.messageId === 'string' && e.messageId !== '' ? e.messageId : k === 0 ? deliveryId : `${deliveryId}-${k}`;
+    let id =
+      typeof e.messageId === 'string' && e.messageId !== ''
+        ? e.messageId
+        : k === 0
+          ? deliveryId
+          : `${deliveryId}-${k}`;
     if (seen.has(id)) id = `${deliveryId}-${k}`;
     seen.add(id);
     return { ...e, messageId: id };
@@ -168,7 +185,13 @@ export const webhookConnector: PushSourceConnector<WebhookSourceConfig> = {
         const payload = parsed.ok ? parsed.value : undefined;
         const deliveryId = deliveryIdOf(config, verified.deliveryId, payload, req, idPath);
         if (!parsed.ok)
-          return { kind: 'failed', stage: 'source', code: 'TRIB_ERR_WEBHOOK_NOT_JSON', reason: parsed.reason, deliveryId };
+          return {
+            kind: 'failed',
+            stage: 'source',
+            code: 'TRIB_ERR_WEBHOOK_NOT_JSON',
+            reason: parsed.reason,
+            deliveryId,
+          };
         const headers = visibleHeaders(req.headers);
         let result: PushMapResult;
         if (fn) {
@@ -189,7 +212,8 @@ export const webhookConnector: PushSourceConnector<WebhookSourceConfig> = {
             result = { kind: 'failed', stage: 'mapping', code: outcome.code, reason: outcome.reason };
           } else result = outcome;
         }
-        if (result.kind === 'events') result = { kind: 'events', events: withMessageIds(result.events, deliveryId) };
+        if (result.kind === 'events')
+          result = { kind: 'events', events: withMessageIds(result.events, deliveryId) };
         return { ...result, deliveryId };
       },
       close: async () => {

@@ -88,7 +88,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
       const verified = await source.receiver.verify(request);
       if (!verified.ok) {
         count(sourceId, 'unauthorized');
-        throw new TributaryError(verified.code as 'TRIB_ERR_WEBHOOK_SIGNATURE_INVALID', [verified.header, sourceId]);
+        throw new TributaryError(verified.code as 'TRIB_ERR_WEBHOOK_SIGNATURE_INVALID', [
+          verified.header,
+          sourceId,
+        ]);
       }
       const mapped = await source.receiver.map(request, verified);
       if (mapped.kind === 'ignored') {
@@ -119,18 +122,30 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
           e.context = { ...context, webhook };
           delete e._tributary;
           const messageId = String(e.messageId);
-          const result = normalizeEvent(e, { receivedAt, receivedAtIso, ip: req.ip, newMessageId: randomUUID });
+          const result = normalizeEvent(e, {
+            receivedAt,
+            receivedAtIso,
+            ip: req.ip,
+            newMessageId: randomUUID,
+          });
           if (!result.ok) {
             // Kept with the raw payload whatever keepRaw says: it is what a fix is made from.
             webhook.payload = raw;
-            reject(messageId, 'TRIB_ERR_WEBHOOK_MAPPING_INVALID', `the mapped event was refused: ${result.message}`, JSON.stringify(e));
+            reject(
+              messageId,
+              'TRIB_ERR_WEBHOOK_MAPPING_INVALID',
+              `the mapped event was refused: ${result.message}`,
+              JSON.stringify(e),
+            );
             continue;
           }
           if (pii) {
             const found = pii.apply(result.event);
             if (found.findings.length > 0) deps.observer.privacy?.(sourceId, found);
             if (found.blocked) {
-              const classes = found.findings.filter((f) => f.action === 'block').map((f) => `${f.className} at ${f.path}`);
+              const classes = found.findings
+                .filter((f) => f.action === 'block')
+                .map((f) => `${f.className} at ${f.path}`);
               reject(
                 messageId,
                 'TRIB_ERR_EVENT_PII_BLOCKED',
