@@ -19,7 +19,7 @@ const stripeTrack = (when: string | string[], properties: MappingRule['propertie
     event: '{type}',
     userId: STRIPE_USER_ID,
     anonymousId: [STRIPE_CUSTOMER, ...email],
-    email,
+    ...(email.length > 0 ? { email } : {}),
     externalIds: { stripe_customer_id: STRIPE_CUSTOMER },
     timestamp: 'created',
     properties: { stripe_event_id: 'id', livemode: 'livemode', ...properties },
