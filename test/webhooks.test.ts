@@ -502,6 +502,14 @@ describe('function sources', () => {
       [`${id}-1`, 'Item Scarf', 'u-5'],
     ]);
     expect(parse(rows[0]!.payload).properties).toEqual({ sku: 'H1', via: 'test' });
+    // The raw body once per delivery: the second event names the delivery instead.
+    expect(parse(rows[0]!.payload).context.webhook).toEqual({
+      source: 'fn',
+      kind: 'none',
+      deliveryId: id,
+      payload: body,
+    });
+    expect(parse(rows[1]!.payload).context.webhook).toEqual({ source: 'fn', kind: 'none', deliveryId: id });
   });
 });
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { BATCH_MAX_EVENTS, MAX_DEPTH, parseJsonBody } from '../../collect/body.js';
 import { TributaryError } from '../../errors.js';
 import { compileFunction } from '../../pipeline/transform/compile.js';
 import { Sandbox } from '../../pipeline/transform/sandbox.js';
@@ -11,8 +12,8 @@ import { PRESETS } from './presets.js';
 import { WebhookSourceConfig } from './spec.js';
 import { bodyDeliveryId, createVerifier } from './verify.js';
 
-/** Deepest JSON nesting read from a webhook body (as the collection API). */
-const MAX_DEPTH = 64;
+/** Most events one delivery may make (as a batch of the collection API). */
+const MAX_EVENTS_PER_DELIVERY = BATCH_MAX_EVENTS;
 
 /**
  * Headers a mapping or function may read: the request's, less those that carry credentials
@@ -28,28 +29,16 @@ export function visibleHeaders(headers: PushRequest['headers']): Record<string, 
 
 type Parsed = { ok: true; value: unknown } | { ok: false; reason: string };
 
-/** JSON of a verified body; a body that is not (or nests too deep) is the source's failure. */
+/**
+ * JSON of a verified body, parsed as the collection API parses (`__proto__` keys dropped,
+ * nesting capped, unstorable characters repaired); a body that is not JSON is the source's failure.
+ */
 function parseBody(body: Buffer): Parsed {
-  let value: unknown;
   try {
-    value = JSON.parse(body.toString('utf8'));
+    return { ok: true, value: parseJsonBody(body, MAX_DEPTH) };
   } catch (err) {
-    return { ok: false, reason: `the body is not JSON: ${(err as Error).message}` };
+    return { ok: false, reason: (err as Error).message };
   }
-  if (depthOver(value, MAX_DEPTH))
-    return { ok: false, reason: `JSON nesting is deeper than ${MAX_DEPTH} levels` };
-  return { ok: true, value };
-}
-
-function depthOver(value: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[value, 1]];
-  while (stack.length > 0) {
-    const [v, d] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (d > max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
-  }
-  return false;
 }
 
 /** The delivery's messageId: the vendor's id when usable, else a hash of the body. */
@@ -124,6 +113,13 @@ async function functionMapper(
         };
       }
       if (r.events.length === 0) return { kind: 'ignored' };
+      if (r.events.length > MAX_EVENTS_PER_DELIVERY)
+        return {
+          kind: 'failed',
+          stage: 'mapping',
+          code: 'TRIB_ERR_WEBHOOK_FUNCTION_FAILED',
+          reason: `the function returned ${r.events.length} events; a delivery may make at most ${MAX_EVENTS_PER_DELIVERY}`,
+        };
       const events: Record<string, unknown>[] = [];
       for (const [k, e] of r.events.entries()) {
         if (e === null || typeof e !== 'object' || Array.isArray(e))

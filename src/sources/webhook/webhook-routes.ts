@@ -111,14 +111,15 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
         const pii = deps.privacy?.get(sourceId);
         const receivedAtIso = new Date(receivedAt).toISOString();
         const raw = body.toString('utf8');
-        for (const e of mapped.events) {
+        for (const [k, e] of mapped.events.entries()) {
           const context = isPlainObject(e.context) ? e.context : {};
           const webhook: Record<string, unknown> = {
             source: sourceId,
             kind: source.config.verify.kind,
             deliveryId: mapped.deliveryId,
           };
-          if (source.config.keepRaw) webhook.payload = raw;
+          // Once per delivery: the other events of it share its deliveryId.
+          if (source.config.keepRaw && k === 0) webhook.payload = raw;
           e.context = { ...context, webhook };
           delete e._tributary;
           const messageId = String(e.messageId);
