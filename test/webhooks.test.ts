@@ -6,7 +6,7 @@ import { sign as githubSign } from '@octokit/webhooks-methods';
 import { Webhook } from 'standardwebhooks';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { basicAuth, sqlList, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
+import { ADMIN_TOKEN, basicAuth, sqlList, startTestServer, type TestServer, WRITE_KEY } from './helpers.js';
 
 // Signing secrets, as the vendors make them (never literals in the configuration: ${ENV}).
 const STRIPE_SECRET = `whsec_${randomUUID().replace(/-/g, '')}`;
@@ -274,7 +274,7 @@ describe('Stripe', () => {
     expect(f.filter((r) => r.message_id === id)).toEqual([]);
   });
 
-  it('keeps an event no rule places in failed_events (stage mapping) and acknowledges it', async () => {
+  it('keeps an event no rule places in failed_events (stage source), acknowledges it, and a retry leaves it there', async () => {
     const unmatched = `evt_payout_${randomUUID().slice(0, 8)}`;
     const body = stripeEvent('payout.paid', { id: 'po_1', amount: 100, currency: 'usd' }, unmatched);
     const res = await post('/webhooks/stripe', body, { 'stripe-signature': stripeHeader(body) });
@@ -290,12 +290,22 @@ describe('Stripe', () => {
       (r) => r.message_id === unmatched || r.message_id === anonymous,
     );
     expect(rows.map((r) => [r.message_id, r.stage, r.code])).toEqual([
-      [unmatched, 'mapping', 'TRIB_ERR_WEBHOOK_UNMATCHED'],
-      [anonymous, 'mapping', 'TRIB_ERR_WEBHOOK_MAPPING_INVALID'],
+      [unmatched, 'source', 'TRIB_ERR_WEBHOOK_UNMATCHED'],
+      [anonymous, 'source', 'TRIB_ERR_WEBHOOK_MAPPING_INVALID'],
     ]);
     expect(parse(rows[0]!.payload)).toEqual(JSON.parse(body));
     expect(parse(rows[1]!.payload).context.webhook.payload).toBe(guest);
     expect(await events([unmatched, anonymous])).toEqual([]);
+    // A retry cannot run the source's mapping again: it is refused, and nothing reaches events.
+    const retry = await fetch(`${server.url}/admin/v1/failed/retry`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ source: 'stripe', code: 'TRIB_ERR_WEBHOOK_UNMATCHED', wait: true }),
+    });
+    const results = ((await retry.json()) as { results: { status: string }[] }).results;
+    expect(results.length).toBeGreaterThan(0);
+    expect(results.every((r) => r.status === 'skipped')).toBe(true);
+    expect(await events([unmatched])).toEqual([]);
   });
 });
 

@@ -317,13 +317,13 @@ function toDelivered(e: EventRow): Delivered {
 }
 
 /**
- * The stage a rejected log record failed at: the privacy policy, a webhook source (a body
- * that is not JSON) or its mapping (the other `TRIB_ERR_WEBHOOK_*` codes), else collection.
+ * The stage a rejected log record failed at: the privacy policy, a source's own mapping
+ * (`TRIB_ERR_WEBHOOK_*`: a delivery a webhook source could not place; final, like a collection
+ * rejection, as a retry cannot run the source's mapping again), else collection.
  */
 function failedStage(code: string | undefined): string {
   if (code === 'TRIB_ERR_EVENT_PII_BLOCKED') return 'privacy';
-  if (code === 'TRIB_ERR_WEBHOOK_NOT_JSON') return 'source';
-  if (code?.startsWith('TRIB_ERR_WEBHOOK_')) return 'mapping';
+  if (code?.startsWith('TRIB_ERR_WEBHOOK_')) return 'source';
   return 'collect';
 }
 

@@ -144,14 +144,14 @@ export type PushVerifyResult =
 
 /**
  * What one verified request becomes: events (not yet normalized; the route checks, stores
- * and counts them), nothing (`ignored`: acknowledged, not stored), or a failure, stored in
- * `failed_events` with its code at `stage` (`source`: the body is unreadable; `mapping`: no
- * rule places it), and acknowledged so the vendor does not retry it for ever.
+ * and counts them), nothing (`ignored`: acknowledged, not stored), or a failure (the body is
+ * unreadable, no rule places it), stored in `failed_events` at stage `source` with its code
+ * and acknowledged, so the vendor does not retry it for ever.
  */
 export type PushMapResult =
   | { kind: 'events'; events: Record<string, unknown>[] }
   | { kind: 'ignored' }
-  | { kind: 'failed'; stage: 'source' | 'mapping'; code: string; reason: string };
+  | { kind: 'failed'; code: string; reason: string };
 
 /** One configured push source, opened: the route calls `verify`, then `map`, per request. */
 export interface PushReceiver {

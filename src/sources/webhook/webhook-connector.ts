@@ -107,7 +107,6 @@ async function functionMapper(
       if (!r?.ok) {
         return {
           kind: 'failed',
-          stage: 'mapping',
           code: 'TRIB_ERR_WEBHOOK_FUNCTION_FAILED',
           reason: `the function failed (${r?.code ?? 'no result'}): ${r?.ok === false ? r.message : ''}`,
         };
@@ -116,7 +115,6 @@ async function functionMapper(
       if (r.events.length > MAX_EVENTS_PER_DELIVERY)
         return {
           kind: 'failed',
-          stage: 'mapping',
           code: 'TRIB_ERR_WEBHOOK_FUNCTION_FAILED',
           reason: `the function returned ${r.events.length} events; a delivery may make at most ${MAX_EVENTS_PER_DELIVERY}`,
         };
@@ -125,7 +123,6 @@ async function functionMapper(
         if (e === null || typeof e !== 'object' || Array.isArray(e))
           return {
             kind: 'failed',
-            stage: 'mapping',
             code: 'TRIB_ERR_WEBHOOK_FUNCTION_FAILED',
             reason: `the function's output ${k} is not an object`,
           };
@@ -183,7 +180,6 @@ export const webhookConnector: PushSourceConnector<WebhookSourceConfig> = {
         if (!parsed.ok)
           return {
             kind: 'failed',
-            stage: 'source',
             code: 'TRIB_ERR_WEBHOOK_NOT_JSON',
             reason: parsed.reason,
             deliveryId,
@@ -200,12 +196,11 @@ export const webhookConnector: PushSourceConnector<WebhookSourceConfig> = {
                 ? { kind: 'ignored' }
                 : {
                     kind: 'failed',
-                    stage: 'mapping',
                     code: 'TRIB_ERR_WEBHOOK_UNMATCHED',
                     reason: `no rule of source ${config.id} matches this payload: add a rule for it, or set unmatched: ignore`,
                   };
           } else if (outcome.kind === 'failed') {
-            result = { kind: 'failed', stage: 'mapping', code: outcome.code, reason: outcome.reason };
+            result = { kind: 'failed', code: outcome.code, reason: outcome.reason };
           } else result = outcome;
         }
         if (result.kind === 'events')
