@@ -216,6 +216,32 @@ describe('Stripe', () => {
     expect(byId.get(usd)!.context.traits).toEqual({ email: 'ada@example.com' });
   });
 
+  it("joins the customer's identify and charges into one profile through stripe_customer_id", async () => {
+    await server.settle();
+    await server.identity?.drained();
+    const res = await fetch(`${server.url}/v1/profiles/stripe_customer_id:cus_ada`, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    const text = await res.text();
+    expect(res.status, text).toBe(200);
+    const profile = JSON.parse(text) as {
+      identifiers: { type: string; value: string }[];
+      recentEvents: { messageId: string; event: string | null }[];
+    };
+    expect(profile.identifiers.map((x) => `${x.type}:${x.value}`).sort()).toEqual([
+      'anonymous_id:cus_ada',
+      'email:ada@example.com',
+      'stripe_customer_id:cus_ada',
+      'user_id:u-ada',
+    ]);
+    expect(profile.recentEvents.map((e) => e.event ?? 'identify').sort()).toEqual([
+      'charge.succeeded',
+      'charge.succeeded',
+      'charge.succeeded',
+      'identify',
+    ]);
+  });
+
   it('stores a redelivered event once (the event id is the messageId)', async () => {
     const id = `evt_again_${randomUUID().slice(0, 8)}`;
     const body = stripeEvent(
