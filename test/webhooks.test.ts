@@ -593,5 +593,25 @@ describe('the collection API and the counts', () => {
     expect(
       value('tributary_events_rejected_total', 'source="stripe",code="TRIB_ERR_WEBHOOK_UNMATCHED"'),
     ).toBeGreaterThanOrEqual(1);
+    // The admin API's reconciled counts: every accepted event reached a fate.
+    const stats = (await (
+      await fetch(`${server.url}/admin/v1/stats`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    ).json()) as {
+      sources: {
+        source: string;
+        received: number;
+        accepted: number;
+        rejected: number;
+        passed: number;
+        blocked: number;
+        failed: number;
+        pending: number;
+      }[];
+    };
+    for (const s of stats.sources.filter((x) => x.source !== 'web')) {
+      expect(s.received, s.source).toBe(s.accepted + s.rejected);
+      expect(s.accepted, s.source).toBe(s.passed + s.blocked + s.failed + s.pending);
+    }
+    expect(stats.sources.find((x) => x.source === 'stripe')!.received).toBeGreaterThan(5);
   });
 });
