@@ -385,6 +385,21 @@ describe('GitHub', () => {
     expect(parse(byId.get(d2)!.payload).properties).toMatchObject({ number: 7, title: 'Bug' });
   });
 
+  it('reads the form-encoded content type (payload=…), signed over the form body', async () => {
+    const d = randomUUID();
+    const form = new URLSearchParams({ payload: push }).toString();
+    const res = await post('/webhooks/github', form, {
+      'content-type': 'application/x-www-form-urlencoded',
+      'x-github-event': 'push',
+      'x-github-delivery': d,
+      'x-hub-signature-256': await githubSign(GITHUB_SECRET, form),
+    });
+    expect(res.status, res.text).toBe(200);
+    const [row] = await events([d]);
+    expect(row).toMatchObject({ event: 'push', anonymous_id: 'octocat' });
+    expect(parse(row!.payload).context.webhook.payload).toBe(form);
+  });
+
   it('acknowledges a ping and stores nothing; refuses a wrong signature', async () => {
     const d = randomUUID();
     const ping = JSON.stringify({ zen: 'Keep it simple.', hook_id: 1, sender: { login: 'octocat' } });
@@ -423,6 +438,16 @@ describe('Standard Webhooks, Shopify and generic HMAC', () => {
     const stale = await post('/webhooks/svix', body, headers(new Date(Date.now() - 10 * 60_000)));
     expect(stale.status).toBe(401);
     expect(stale.json().code).toBe('TRIB_ERR_WEBHOOK_TIMESTAMP_STALE');
+    // Svix sends the same scheme under its own header names.
+    const svixId = `msg_${randomUUID()}`;
+    const now = new Date();
+    const svix = await post('/webhooks/svix', body, {
+      'svix-id': svixId,
+      'svix-timestamp': String(Math.floor(now.getTime() / 1000)),
+      'svix-signature': wh.sign(svixId, now, body),
+    });
+    expect(svix.status, svix.text).toBe(200);
+    expect((await events([svixId])).map((r) => r.user_id)).toEqual(['u-9']);
     const [row] = await events([id]);
     expect(row).toMatchObject({ type: 'identify', user_id: 'u-9' });
     expect(parse(row!.payload).traits).toEqual({ email: 'nine@example.com', plan: 'pro' });

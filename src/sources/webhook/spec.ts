@@ -63,7 +63,7 @@ export const WebhookVerify = z
         kind: z
           .literal('standardwebhooks')
           .describe(
-            'standardwebhooks: Standard Webhooks / Svix (webhook-id, webhook-timestamp, webhook-signature), checked by the standardwebhooks library with its 5-minute tolerance; delivery id: webhook-id.',
+            'standardwebhooks: Standard Webhooks / Svix (webhook-id, webhook-timestamp, webhook-signature, or svix-*), checked by the standardwebhooks library with its 5-minute tolerance; delivery id: webhook-id.',
           ),
         secret: Secret.describe('The whsec_… secret (base64), only as an ${ENV} reference.'),
       })

@@ -93,9 +93,10 @@ export function createVerifier(v: WebhookVerify): Verifier {
     case 'standardwebhooks': {
       const wh = new StandardWebhook(v.secret);
       return async ({ body, headers }) => {
-        const id = headers['webhook-id'];
-        const ts = headers['webhook-timestamp'];
-        const sig = headers['webhook-signature'];
+        // Svix sends the same headers under its own names.
+        const id = headers['webhook-id'] ?? headers['svix-id'];
+        const ts = headers['webhook-timestamp'] ?? headers['svix-timestamp'];
+        const sig = headers['webhook-signature'] ?? headers['svix-signature'];
         if (!id || !ts || !sig) return fail('TRIB_ERR_WEBHOOK_SIGNATURE_MISSING', 'webhook-signature');
         try {
           wh.verify(

@@ -41,6 +41,17 @@ function parseBody(body: Buffer): Parsed {
   }
 }
 
+/**
+ * The JSON text of a body: itself, or for a form post (GitHub's `application/x-www-form-urlencoded`
+ * content type) its `payload` field. The signature was checked over the body as sent.
+ */
+function jsonOf(req: PushRequest): Buffer {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^application\/x-www-form-urlencoded\b/i.test(type)) return req.body;
+  const payload = new URLSearchParams(req.body.toString('utf8')).get('payload');
+  return payload === null ? req.body : Buffer.from(payload, 'utf8');
+}
+
 /** The delivery's messageId: the vendor's id when usable, else a hash of the body. */
 function deliveryIdOf(
   config: WebhookSourceConfig,
@@ -174,7 +185,7 @@ export const webhookConnector: PushSourceConnector<WebhookSourceConfig> = {
     return {
       verify: (req) => verifier(req),
       async map(req, verified) {
-        const parsed = parseBody(req.body);
+        const parsed = parseBody(jsonOf(req));
         const payload = parsed.ok ? parsed.value : undefined;
         const deliveryId = deliveryIdOf(config, verified.deliveryId, payload, req, idPath);
         if (!parsed.ok)
