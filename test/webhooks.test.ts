@@ -529,6 +529,28 @@ describe('Standard Webhooks, Shopify and generic HMAC', () => {
     });
     expect(j.status).toBe(200);
 
+    // Over 256 KiB the body is not copied into its event; the mapped fields are kept.
+    const bigId = `d-${randomUUID()}`;
+    const big = JSON.stringify({
+      kind: 'signup',
+      channel: 'api',
+      user: { id: 'u-2' },
+      note: 'x'.repeat(300_000),
+    });
+    const b = await post('/webhooks/generic', big, {
+      'x-signature': sign(big, now),
+      'x-timestamp': String(now),
+      'x-delivery': bigId,
+    });
+    expect(b.status, b.text).toBe(200);
+    const [bigRow] = await events([bigId]);
+    expect(bigRow).toMatchObject({ event: 'Signed Up via api', user_id: 'u-2' });
+    expect(parse(bigRow!.payload).context.webhook).toEqual({
+      source: 'generic',
+      kind: 'hmac',
+      deliveryId: bigId,
+      payloadOmitted: `the body (${big.length} bytes) is over 262144 bytes, and was not kept`,
+    });
     const [row] = await events([id]);
     expect(row).toMatchObject({ event: 'Signed Up via web', user_id: 'u-1' });
     expect(parse(row!.payload).context.externalIds).toEqual([

@@ -217,15 +217,17 @@ export const WebhookSourceConfig = z
     keepRaw: z
       .boolean()
       .default(true)
-      .describe('Keep the body as received, as text, under context.webhook.payload of each event.'),
+      .describe(
+        "Keep the body as received, as text, under context.webhook.payload of the delivery's first event (bodies up to 256 KB; for a larger one, context.webhook.payloadOmitted says so).",
+      ),
     maxBodyBytes: z
       .number()
       .int()
       .min(1024)
       .max(WEBHOOK_MAX_BODY_BYTES)
-      .default(1024 * 1024)
+      .default(512 * 1024)
       .describe(
-        'Largest body taken; larger ones get 413. (A NATS log takes messages up to its max_payload.)',
+        "Largest body taken; larger ones get 413. With a NATS log, keep it under the server's max_payload (1 MB by default).",
       ),
     ...SourceQualityConfig,
   })

@@ -26,6 +26,9 @@ export interface WebhookRoutesDeps {
   registry: Registry;
 }
 
+/** Largest body kept, as text, in its event (`keepRaw`). */
+export const RAW_MAX_BYTES = 256 * 1024;
+
 /** Outcomes of webhook requests, by source (`tributary_webhook_requests_total`). */
 export type WebhookOutcome = 'stored' | 'failed' | 'ignored' | 'unauthorized' | 'too_large';
 
@@ -110,7 +113,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
       } else {
         const pii = deps.privacy?.get(sourceId);
         const receivedAtIso = new Date(receivedAt).toISOString();
-        const raw = body.toString('utf8');
+        // A body over RAW_MAX_BYTES is not copied into its event, which must stay within what
+        // any log takes in one record (NATS: 1 MB by default); the mapped fields still are.
+        const raw = body.length <= RAW_MAX_BYTES ? body.toString('utf8') : undefined;
+        const omitted = `the body (${body.length} bytes) is over ${RAW_MAX_BYTES} bytes, and was not kept`;
         for (const [k, e] of mapped.events.entries()) {
           const context = isPlainObject(e.context) ? e.context : {};
           const webhook: Record<string, unknown> = {
@@ -119,7 +125,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
             deliveryId: mapped.deliveryId,
           };
           // Once per delivery: the other events of it share its deliveryId.
-          if (source.config.keepRaw && k === 0) webhook.payload = raw;
+          if (source.config.keepRaw && k === 0) {
+            if (raw !== undefined) webhook.payload = raw;
+            else webhook.payloadOmitted = omitted;
+          }
           e.context = { ...context, webhook };
           delete e._tributary;
           const messageId = String(e.messageId);
@@ -131,7 +140,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
           });
           if (!result.ok) {
             // Kept with the raw payload whatever keepRaw says: it is what a fix is made from.
-            webhook.payload = raw;
+            if (raw !== undefined) webhook.payload = raw;
+            else webhook.payloadOmitted = omitted;
             reject(
               messageId,
               'TRIB_ERR_WEBHOOK_MAPPING_INVALID',
