@@ -1,11 +1,19 @@
 import type { WebhookSourceConfig } from './spec.js';
-import { webhookConnector } from './webhook-connector.js';
+import { compileWebhookFunction, webhookConnector } from './webhook-connector.js';
 import type { OpenWebhook } from './webhook-routes.js';
 
 export { isStripeEventBody, webhookVendorByHeaders } from './detect.js';
 export { WebhookSourceConfig } from './spec.js';
 export { webhookConnector } from './webhook-connector.js';
 export { closeWebhooks, type OpenWebhook, webhookRoutes } from './webhook-routes.js';
+
+/** What `tributary config check` checks of webhook sources: their function files compile. */
+export function checkWebhooks(sources: readonly { type: string }[], baseDir: string): void {
+  for (const s of sources) {
+    if (s.type === 'webhook' && (s as WebhookSourceConfig).function)
+      compileWebhookFunction(s as WebhookSourceConfig, baseDir);
+  }
+}
 
 /**
  * Opens the enabled webhook sources among `sources` (their verifiers, compiled rules and

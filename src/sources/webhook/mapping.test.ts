@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../config/load.js';
 import { toCurrencyUnits } from './currency.js';
+import { checkWebhooks } from './index.js';
 import { compilePath, compileTemplate, parsePath } from './json-path.js';
 import { compileMapping } from './mapping.js';
 import { GITHUB_RULES, STRIPE_RULES } from './presets.js';
@@ -188,6 +192,26 @@ describe('configuration', () => {
         rules: [{ event: 'x {bad path}' }],
       }).success,
     ).toBe(false);
+  });
+
+  it('config check compiles a function file and names the source when it does not parse', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-webhook-check-'));
+    try {
+      writeFileSync(join(dir, 'ok.ts'), 'export default (i: { payload: unknown }) => null;');
+      writeFileSync(join(dir, 'bad.js'), 'export default (i) => {');
+      const source = (file: string) =>
+        WebhookSourceConfig.parse({
+          id: 'hook',
+          type: 'webhook',
+          verify: { kind: 'none' },
+          function: { file },
+        });
+      expect(() => checkWebhooks([source('ok.ts')], dir)).not.toThrow();
+      expect(() => checkWebhooks([source('bad.js')], dir)).toThrow(/sources\[hook\]\.function/);
+      expect(() => checkWebhooks([source('missing.js')], dir)).toThrow(/sources\[hook\]\.function/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('lets several webhook sources sit beside http sources (write keys are checked among http sources only)', () => {

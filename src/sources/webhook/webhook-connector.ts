@@ -76,6 +76,27 @@ function deliveryIdOf(
     : bodyDeliveryId(req.body);
 }
 
+/** The source's function file, compiled. @throws `TRIB_ERR_TRANSFORM_INVALID` when it cannot be read or parsed. */
+export function compileWebhookFunction(
+  config: WebhookSourceConfig,
+  baseDir: string,
+): { file: string; code: string } {
+  const file = isAbsolute(config.function!.file)
+    ? config.function!.file
+    : resolve(baseDir, config.function!.file);
+  try {
+    return { file, code: compileFunction(readFileSync(file, 'utf8'), file) };
+  } catch (err) {
+    throw new TributaryError(
+      'TRIB_ERR_TRANSFORM_INVALID',
+      [`sources[${config.id}].function: ${(err as Error).message}`],
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
 /** Runs the user's function: `{ payload, headers, deliveryId, sourceId }` in, events out. */
 async function functionMapper(
   config: WebhookSourceConfig,
@@ -83,7 +104,7 @@ async function functionMapper(
   env: Record<string, string | undefined>,
 ): Promise<{ run: (input: unknown) => Promise<PushMapResult>; close: () => Promise<void> }> {
   const f = config.function!;
-  const file = isAbsolute(f.file) ? f.file : resolve(baseDir, f.file);
+  const { file, code } = compileWebhookFunction(config, baseDir);
   const granted: Record<string, string> = {};
   for (const name of f.grants.env) {
     const v = env[name];
@@ -91,7 +112,6 @@ async function functionMapper(
   }
   let sandbox: Sandbox | undefined;
   try {
-    const code = compileFunction(readFileSync(file, 'utf8'), file);
     sandbox = new Sandbox({
       code,
       filename: file,
