@@ -14,7 +14,8 @@ import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
-import { type OpenWebhook, webhookRoutes } from '../sources/webhook/index.js';
+import type { PushReceiver } from '../sources/source.js';
+import { webhookRoutes } from '../sources/webhook/index.js';
 import {
   DEFAULT_USER_QUERY_LIMITS,
   type UserQueries,
@@ -63,8 +64,8 @@ export interface HttpAppDeps extends CollectDeps {
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
   limits?: Partial<HttpLimits>;
-  /** Enabled webhook sources, opened, by id (`POST /webhooks/:sourceId`). */
-  webhooks?: ReadonlyMap<string, OpenWebhook>;
+  /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
+  webhooks?: ReadonlyMap<string, PushReceiver>;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -128,7 +129,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
 
   let webhookBodyLimit = 0;
   for (const w of deps.webhooks?.values() ?? [])
-    webhookBodyLimit = Math.max(webhookBodyLimit, w.config.maxBodyBytes);
+    webhookBodyLimit = Math.max(webhookBodyLimit, w.maxBodyBytes);
   app.setErrorHandler((err: FastifyError | TributaryError, req, reply) => {
     const mapped = toTributaryError(err, req.url, webhookBodyLimit);
     if (mapped.statusCode >= 500) req.log.error({ err }, 'request failed');

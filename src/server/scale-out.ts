@@ -12,7 +12,8 @@ import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { closeWebhooks, type OpenWebhook, openWebhooks } from '../sources/webhook/index.js';
+import type { PushReceiver } from '../sources/source.js';
+import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { PostgresEventStore } from '../warehouse/postgres/postgres-event-store.js';
 import { PostgresUserQueries } from '../warehouse/postgres/postgres-user-query.js';
 import type { UserQueries } from '../warehouse/user-query.js';
@@ -234,7 +235,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
-  let webhooks: Map<string, OpenWebhook> | undefined;
+  let webhooks: Map<string, PushReceiver> | undefined;
   let userQueries: PostgresUserQueries | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {

@@ -155,6 +155,12 @@ export type PushMapResult =
 
 /** One configured push source, opened: the route calls `verify`, then `map`, per request. */
 export interface PushReceiver {
+  /** Largest body the route takes for it; larger ones get 413. */
+  readonly maxBodyBytes: number;
+  /** Whether the route keeps the body, as text, in the delivery's first event. */
+  readonly keepRaw: boolean;
+  /** How its requests are authenticated (`stripe`, `hmac`, …), stored with each event. */
+  readonly scheme: string;
   /** Checks the signature over the raw bytes, in constant time; never throws for a bad request. */
   verify(req: PushRequest): Promise<PushVerifyResult>;
   /**

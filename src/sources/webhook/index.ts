@@ -1,11 +1,11 @@
+import type { PushReceiver } from '../source.js';
 import type { WebhookSourceConfig } from './spec.js';
 import { compileWebhookFunction, webhookConnector } from './webhook-connector.js';
-import type { OpenWebhook } from './webhook-routes.js';
 
 export { isStripeEventBody, webhookVendorByHeaders } from './detect.js';
 export { WebhookSourceConfig } from './spec.js';
 export { webhookConnector } from './webhook-connector.js';
-export { closeWebhooks, type OpenWebhook, webhookRoutes } from './webhook-routes.js';
+export { closeWebhooks, webhookRoutes } from './webhook-routes.js';
 
 /** What `tributary config check` checks of webhook sources: their function files compile. */
 export function checkWebhooks(sources: readonly { type: string }[], baseDir: string): void {
@@ -22,16 +22,16 @@ export function checkWebhooks(sources: readonly { type: string }[], baseDir: str
 export async function openWebhooks(
   sources: readonly { type: string; enabled: boolean }[],
   ctx: { baseDir: string; env: Record<string, string | undefined> },
-): Promise<Map<string, OpenWebhook>> {
-  const out = new Map<string, OpenWebhook>();
+): Promise<Map<string, PushReceiver>> {
+  const out = new Map<string, PushReceiver>();
   try {
     for (const s of sources) {
       if (s.type !== 'webhook' || !s.enabled) continue;
       const config = s as WebhookSourceConfig;
-      out.set(config.id, { config, receiver: await webhookConnector.open(config, ctx) });
+      out.set(config.id, await webhookConnector.open(config, ctx));
     }
   } catch (err) {
-    await Promise.all([...out.values()].map((w) => w.receiver.close()));
+    await Promise.all([...out.values()].map((w) => w.close()));
     throw err;
   }
   return out;

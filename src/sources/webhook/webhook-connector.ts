@@ -203,6 +203,9 @@ export const webhookConnector: PushSourceConnector<WebhookSourceConfig> = {
     else mapper = compileMapping([...(config.rules ?? []), ...(config.preset ? PRESETS[config.preset] : [])]);
 
     return {
+      maxBodyBytes: config.maxBodyBytes,
+      keepRaw: config.keepRaw,
+      scheme: config.verify.kind,
       verify: (req) => verifier(req),
       async map(req, verified) {
         const parsed = parseBody(jsonOf(req));

@@ -8,17 +8,10 @@ import type { PiiClassifier } from '../../pipeline/privacy/pii-classifier.js';
 import { isPlainObject } from '../../spec/event.js';
 import { normalizeEvent } from '../../spec/normalize.js';
 import type { PushReceiver, PushRequest } from '../source.js';
-import type { WebhookSourceConfig } from './spec.js';
-
-/** One enabled webhook source, opened. */
-export interface OpenWebhook {
-  config: WebhookSourceConfig;
-  receiver: PushReceiver;
-}
 
 export interface WebhookRoutesDeps {
-  /** Enabled webhook sources by id. */
-  webhooks: ReadonlyMap<string, OpenWebhook>;
+  /** Enabled push sources, opened, by id. */
+  webhooks: ReadonlyMap<string, PushReceiver>;
   log: EventLog;
   /** The collection API's event counters: received = accepted + rejected, per source. */
   observer: CollectObserver;
@@ -72,7 +65,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
   });
   const count = (source: string, outcome: WebhookOutcome) => requests.inc({ source, outcome });
   let largest = 1024;
-  for (const w of deps.webhooks.values()) largest = Math.max(largest, w.config.maxBodyBytes);
+  for (const w of deps.webhooks.values()) largest = Math.max(largest, w.maxBodyBytes);
 
   app.post<{ Params: { sourceId: string } }>(
     '/webhooks/:sourceId',
@@ -83,12 +76,12 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
       const source = deps.webhooks.get(sourceId);
       if (!source) throw new TributaryError('TRIB_ERR_WEBHOOK_UNKNOWN_SOURCE', [sourceId.slice(0, 64)]);
       const body = req.body instanceof Buffer ? req.body : Buffer.alloc(0);
-      if (body.length > source.config.maxBodyBytes) {
+      if (body.length > source.maxBodyBytes) {
         count(sourceId, 'too_large');
-        throw new TributaryError('TRIB_ERR_WEBHOOK_BODY_TOO_LARGE', [source.config.maxBodyBytes]);
+        throw new TributaryError('TRIB_ERR_WEBHOOK_BODY_TOO_LARGE', [source.maxBodyBytes]);
       }
       const request: PushRequest = { body, headers: headersOf(req), receivedAt };
-      const verified = await source.receiver.verify(request);
+      const verified = await source.verify(request);
       if (!verified.ok) {
         count(sourceId, 'unauthorized');
         throw new TributaryError(verified.code as 'TRIB_ERR_WEBHOOK_SIGNATURE_INVALID', [
@@ -96,7 +89,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
           sourceId,
         ]);
       }
-      const mapped = await source.receiver.map(request, verified);
+      const mapped = await source.map(request, verified);
       if (mapped.kind === 'ignored') {
         count(sourceId, 'ignored');
         return { success: true, accepted: 0, rejected: [] };
@@ -121,11 +114,11 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
           const context = isPlainObject(e.context) ? e.context : {};
           const webhook: Record<string, unknown> = {
             source: sourceId,
-            kind: source.config.verify.kind,
+            kind: source.scheme,
             deliveryId: mapped.deliveryId,
           };
           // Once per delivery: the other events of it share its deliveryId.
-          if (source.config.keepRaw && k === 0) {
+          if (source.keepRaw && k === 0) {
             if (raw !== undefined) webhook.payload = raw;
             else webhook.payloadOmitted = omitted;
           }
@@ -195,6 +188,6 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
 }
 
 /** Closes every opened source (their function sandboxes). */
-export async function closeWebhooks(webhooks: ReadonlyMap<string, OpenWebhook>): Promise<void> {
-  await Promise.all([...webhooks.values()].map((w) => w.receiver.close()));
+export async function closeWebhooks(webhooks: ReadonlyMap<string, PushReceiver>): Promise<void> {
+  await Promise.all([...webhooks.values()].map((w) => w.close()));
 }
