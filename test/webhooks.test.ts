@@ -22,6 +22,7 @@ writeFileSync(
   fnFile,
   `export default function ({ payload, headers }) {
      if (payload.skip) return null;
+     if (payload.longId) return { type: 'track', event: 'Long', userId: 'u', messageId: 'm'.repeat(200) };
      return payload.items.map((it) => ({ type: 'track', event: 'Item ' + it.name, userId: payload.user,
        properties: { sku: it.sku, via: headers['x-via'] } }));
    }`,
@@ -593,6 +594,16 @@ describe('function sources', () => {
       payload: body,
     });
     expect(parse(rows[1]!.payload).context.webhook).toEqual({ source: 'fn', kind: 'none', deliveryId: id });
+    // An event the function made that the envelope checks refuse is kept, under the delivery's id.
+    const longId = `order-${randomUUID()}`;
+    const skipped = `order-${randomUUID()}`;
+    expect((await post('/webhooks/fn', JSON.stringify({ id: longId, longId: true }), {})).status).toBe(200);
+    expect((await post('/webhooks/fn', JSON.stringify({ id: skipped, skip: true }), {})).status).toBe(200);
+    const f = (await failed('fn')).filter((r) => r.message_id === longId || r.message_id === skipped);
+    expect(f.map((r) => [r.message_id, r.stage, r.code])).toEqual([
+      [longId, 'source', 'TRIB_ERR_WEBHOOK_MAPPING_INVALID'],
+    ]);
+    expect(await events([longId, skipped])).toEqual([]);
   });
 });
 

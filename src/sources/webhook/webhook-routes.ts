@@ -6,7 +6,7 @@ import { TributaryError } from '../../errors.js';
 import type { EventLog, RawEvent } from '../../log/event-log.js';
 import type { PiiClassifier } from '../../pipeline/privacy/pii-classifier.js';
 import { isPlainObject } from '../../spec/event.js';
-import { normalizeEvent } from '../../spec/normalize.js';
+import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../../spec/normalize.js';
 import type { PushReceiver, PushRequest } from '../source.js';
 
 export interface WebhookRoutesDeps {
@@ -124,7 +124,9 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookRoutesDep
           }
           e.context = { ...context, webhook };
           delete e._tributary;
-          const messageId = String(e.messageId);
+          // A function may have set one over the limit: the rejection is filed under the delivery's.
+          const claimed = String(e.messageId);
+          const messageId = claimed.length <= MAX_MESSAGE_ID_LENGTH ? claimed : mapped.deliveryId;
           const result = normalizeEvent(e, {
             receivedAt,
             receivedAtIso,
