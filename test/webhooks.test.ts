@@ -78,6 +78,11 @@ sources:
         event: "Signed Up via {channel}"
         userId: user.id
         externalIds: { crm_id: user.crm }
+  - id: off-hook
+    type: webhook
+    enabled: false
+    verify: { kind: none }
+    preset: github
   - id: fn
     type: webhook
     verify: { kind: none, deliveryId: { path: id } }
@@ -624,7 +629,11 @@ describe('the collection API and the counts', () => {
       authorization: basicAuth(WRITE_KEY),
     });
     expect(github.json().code).toBe('TRIB_ERR_COLLECT_WEBHOOK_REQUEST');
-    expect((await post('/webhooks/nope', '{}', {})).status).toBe(404);
+    for (const id of ['nope', 'off-hook', 'web']) {
+      const res = await post(`/webhooks/${id}`, '{}', {});
+      expect(res.status, id).toBe(404);
+      expect(res.json().code, id).toBe('TRIB_ERR_WEBHOOK_UNKNOWN_SOURCE');
+    }
   });
 
   it('counts requests by outcome, and events so that received = accepted + rejected', async () => {
