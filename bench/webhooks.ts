@@ -154,6 +154,8 @@ interface Measured {
   p50: number;
   p99: number;
   serverCpu: number;
+  /** CPU of this process (autocannon) during the run, as a share of one core. */
+  generatorCpu: number;
 }
 
 async function load(
@@ -270,11 +272,15 @@ async function main(): Promise<void> {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const [name, s] of Object.entries(scenarios)) {
         const cpu0 = cpuSecondsOf(trib.pid);
+        const gen0 = process.cpuUsage();
         const t0 = Date.now();
         // Signed before the clock starts, so signing does not take the generator's CPU.
         const next = s.next();
         const r = await load(url, s.path, DURATION_S, next);
-        const serverCpu = (cpuSecondsOf(trib.pid) - cpu0) / ((Date.now() - t0) / 1000);
+        const wallS = (Date.now() - t0) / 1000;
+        const serverCpu = (cpuSecondsOf(trib.pid) - cpu0) / wallS;
+        const gen = process.cpuUsage(gen0);
+        const generatorCpu = (gen.user + gen.system) / 1e6 / wallS;
         const m: Measured = {
           scenario: name,
           round,
@@ -285,10 +291,11 @@ async function main(): Promise<void> {
           p50: r.latency.p50,
           p99: r.latency.p99,
           serverCpu,
+          generatorCpu,
         };
         results.push(m);
         log(
-          `  round ${round} ${name.padEnd(22)} ${int(m.requestsPerS).padStart(6)} req/s  p50 ${m.p50} ms  p99 ${m.p99} ms  non-2xx ${m.non2xx}  errors ${m.errors}  server CPU ${pct(serverCpu)}`,
+          `  round ${round} ${name.padEnd(22)} ${int(m.requestsPerS).padStart(6)} req/s  p50 ${m.p50} ms  p99 ${m.p99} ms  non-2xx ${m.non2xx}  errors ${m.errors}  server CPU ${pct(serverCpu)}  generator CPU ${pct(generatorCpu)}`,
         );
         // Let the loader catch up so the next run does not compete with this one's load.
         for (let i = 0; i < 600; i++) {
