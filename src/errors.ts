@@ -78,6 +78,45 @@ export const ErrorCodes = {
     message:
       'The query endpoint needs a read-only connection in scale-out: set state.queryConnectionString to a role with SELECT only (docs/operations.md, "The query role")',
   },
+  TRIB_ERR_COLLECT_WEBHOOK_REQUEST: {
+    status: 400,
+    message:
+      'This is a %s webhook, and the collection API takes Segment events only (nothing was stored): declare a source of type webhook and point the vendor at POST <server>/webhooks/<source id> (README, "Webhook sources")',
+  },
+  TRIB_ERR_WEBHOOK_UNKNOWN_SOURCE: {
+    status: 404,
+    message: 'No enabled webhook source "%s": check the URL against the ids of sources of type webhook',
+  },
+  TRIB_ERR_WEBHOOK_SIGNATURE_MISSING: {
+    status: 401,
+    message:
+      'No %s header: webhook source "%s" takes only requests signed as its verify.kind says; send the vendor\'s signed webhook here, or correct verify.kind. Nothing was stored',
+  },
+  TRIB_ERR_WEBHOOK_SIGNATURE_INVALID: {
+    status: 401,
+    message:
+      'The %s signature does not match the body: set verify.secret of webhook source "%s" to the signing secret the vendor shows for this endpoint, and make sure nothing between them rewrites the body. Nothing was stored',
+  },
+  TRIB_ERR_WEBHOOK_TIMESTAMP_STALE: {
+    status: 401,
+    message:
+      'The timestamp signed in %s is outside the tolerance of webhook source "%s": a replayed request, or a clock that is off; check the server clock, or raise verify.tolerance. Nothing was stored',
+  },
+  TRIB_ERR_WEBHOOK_BODY_TOO_LARGE: {
+    status: 413,
+    message: 'The body is larger than %s bytes: raise maxBodyBytes of the webhook source (at most 4 MiB)',
+  },
+  // What became of one webhook delivery (failed_events.code; acknowledged 2xx, so the vendor does not retry).
+  TRIB_ERR_WEBHOOK_NOT_JSON: { status: 422, message: 'The webhook body is not JSON: %s' },
+  TRIB_ERR_WEBHOOK_UNMATCHED: {
+    status: 422,
+    message: 'No rule of the webhook source matches the payload: %s',
+  },
+  TRIB_ERR_WEBHOOK_MAPPING_INVALID: {
+    status: 422,
+    message: 'The event the webhook mapping made is not valid: %s',
+  },
+  TRIB_ERR_WEBHOOK_FUNCTION_FAILED: { status: 422, message: "The webhook source's function failed: %s" },
   TRIB_ERR_NOT_FOUND: { status: 404, message: 'No route %s' },
   TRIB_ERR_INTERNAL: { status: 500, message: 'Internal error; the server log has the details' },
   TRIB_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is invalid:\n%s' },

@@ -19,7 +19,8 @@ export function sourcesListCommand(opts: { config?: string; dataDir?: string; js
     type: s.type,
     name: s.name ?? s.id,
     enabled: s.enabled,
-    writeKey: s.type === 'http' ? s.writeKey : '',
+    writeKey: s.type === 'http' ? s.writeKey : undefined,
+    url: s.type === 'webhook' ? `/webhooks/${s.id}` : undefined,
   }));
   if (opts.json) process.stdout.write(`${JSON.stringify(rows)}\n`);
   else console.table(rows);

@@ -130,7 +130,7 @@ function printBanner(
       : `  data           ${ws.dataDir}`,
     ...config.sources.map(
       (s) =>
-        `  source ${s.id.padEnd(8)} ${s.type === 'http' ? `write key ${s.writeKey}` : `${s.type} source`}${s.enabled ? '' : ' (disabled)'}`,
+        `  source ${s.id.padEnd(8)} ${s.type === 'http' ? `write key ${s.writeKey}` : s.type === 'webhook' ? `webhook ${o.url}/webhooks/${s.id}` : `${s.type} source`}${s.enabled ? '' : ' (disabled)'}`,
     ),
     o.generated
       ? `  admin token    ${o.token} (generated, kept in ${ws.dataDir}/admin-token; set TRIBUTARY_ADMIN_TOKEN to choose one)`

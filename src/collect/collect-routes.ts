@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { SourceConfig } from '../config/schema.js';
+import type { HttpSourceSpec } from '../sources/http/spec.js';
 import type { EventRejectionCode } from '../errors.js';
 import { EventRejectionCodes, TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
 import type { PiiClassifier, PrivacyResult } from '../pipeline/privacy/pii-classifier.js';
+import { isStripeEventBody, webhookVendorByHeaders } from '../sources/webhook/detect.js';
 import { type EventType, isEventType, isPlainObject, type JsonObject, SHORT_TYPES } from '../spec/event.js';
 import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../spec/normalize.js';
 import {
@@ -28,7 +29,7 @@ export interface CollectObserver {
 
 export interface CollectDeps {
   /** Enabled sources by write key. */
-  sourcesByWriteKey: ReadonlyMap<string, SourceConfig>;
+  sourcesByWriteKey: ReadonlyMap<string, HttpSourceSpec>;
   log: EventLog;
   observer: CollectObserver;
   /** Privacy policy per source id; sources without one are not classified. */
@@ -142,6 +143,9 @@ async function collect(
 ) {
   const receivedAt = Date.now();
   const isBatch = route === 'batch';
+  // A vendor's webhook sent here would be answered 200 and stored as nothing useful.
+  const vendor = webhookVendorByHeaders(req.headers);
+  if (vendor !== undefined) throw new TributaryError('TRIB_ERR_COLLECT_WEBHOOK_REQUEST', [vendor]);
 
   // A key in the headers or query is checked before the body is even decoded.
   let writeKey = extractWriteKey(req.headers, req.query, undefined);
@@ -162,6 +166,7 @@ async function collect(
   }
   const body = parseJsonBody(decoded, MAX_DEPTH);
   if (!isPlainObject(body)) throw new TributaryError('TRIB_ERR_COLLECT_NOT_AN_OBJECT');
+  if (isStripeEventBody(body)) throw new TributaryError('TRIB_ERR_COLLECT_WEBHOOK_REQUEST', ['Stripe']);
   writeKey ??= extractWriteKey({}, undefined, body);
   if (writeKey === undefined) throw new TributaryError('TRIB_ERR_AUTH_MISSING_WRITE_KEY');
   const source = deps.sourcesByWriteKey.get(writeKey);

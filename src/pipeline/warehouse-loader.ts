@@ -319,12 +319,23 @@ function toDelivered(e: EventRow): Delivered {
   return { ...e, offset: e.logOffset, status: 'accepted' };
 }
 
+/**
+ * The stage a rejected log record failed at: the privacy policy, a source's own mapping
+ * (`TRIB_ERR_WEBHOOK_*`: a delivery a webhook source could not place; final, like a collection
+ * rejection, as a retry cannot run the source's mapping again), else collection.
+ */
+function failedStage(code: string | undefined): string {
+  if (code === 'TRIB_ERR_EVENT_PII_BLOCKED') return 'privacy';
+  if (code?.startsWith('TRIB_ERR_WEBHOOK_')) return 'source';
+  return 'collect';
+}
+
 export function toFailedRow(r: Delivered): FailedRow {
   return {
     logOffset: r.offset,
     sourceId: r.sourceId,
     messageId: r.messageId,
-    stage: r.code === 'TRIB_ERR_EVENT_PII_BLOCKED' ? 'privacy' : 'collect',
+    stage: failedStage(r.code),
     code: r.code ?? 'TRIB_ERR_UNKNOWN',
     reason: r.reason ?? '',
     receivedAt: new Date(r.receivedAt).toISOString(),

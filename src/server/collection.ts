@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { SourceConfig } from '../config/schema.js';
+import type { HttpSourceSpec } from '../sources/http/spec.js';
 import type { EventLog } from '../log/event-log.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { QualityMetrics } from '../observe/quality-metrics.js';
@@ -23,7 +24,7 @@ export function collectionParts(opts: {
   destination?: (id: string) => DestinationRetrier | undefined;
 }) {
   const { metrics, quality } = opts;
-  const sourcesByWriteKey = new Map<string, SourceConfig>();
+  const sourcesByWriteKey = new Map<string, HttpSourceSpec>();
   for (const s of opts.sources) if (s.enabled && s.type === 'http') sourcesByWriteKey.set(s.writeKey, s);
   const observer = {
     received: (s: string, n: number) => metrics.received.inc({ source: s }, n),

@@ -16,6 +16,8 @@ import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
+import type { PushReceiver } from '../sources/source.js';
+import { webhookRoutes } from '../sources/webhook/index.js';
 import {
   capConnectionsPerClient,
   expandProxies,
@@ -61,6 +63,8 @@ export interface HttpAppDeps extends CollectDeps {
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
   limits?: Partial<HttpLimits>;
+  /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
+  webhooks?: ReadonlyMap<string, PushReceiver>;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -122,10 +126,18 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     maxAge: 86_400,
   });
 
+  let webhookBodyLimit = 0;
+  for (const w of deps.webhooks?.values() ?? [])
+    webhookBodyLimit = Math.max(webhookBodyLimit, w.maxBodyBytes);
   app.setErrorHandler((err: FastifyError | TributaryError, req, reply) => {
-    const mapped = toTributaryError(err);
+    const mapped = toTributaryError(err, req.url, webhookBodyLimit);
     if (mapped.statusCode >= 500) req.log.error({ err }, 'request failed');
-    if (req.url.startsWith('/v1/') || req.url.startsWith('/api/s/') || req.url.startsWith('/beacon/')) {
+    if (
+      req.url.startsWith('/v1/') ||
+      req.url.startsWith('/api/s/') ||
+      req.url.startsWith('/beacon/') ||
+      req.url.startsWith('/webhooks/')
+    ) {
       deps.metrics.requestsRefused.inc({ code: mapped.code });
     }
     reply.status(mapped.statusCode).send(mapped.toJSON());
@@ -138,6 +150,19 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   await app.register((scope, _opts, done) => {
     void collectRoutes(scope, deps).then(() => done(), done);
   });
+
+  if (deps.webhooks && deps.webhooks.size > 0) {
+    const webhooks = deps.webhooks;
+    await app.register((scope, _opts, done) => {
+      void webhookRoutes(scope, {
+        webhooks,
+        log: deps.log,
+        observer: deps.observer,
+        privacy: deps.privacy,
+        registry: deps.metrics.registry,
+      }).then(() => done(), done);
+    });
+  }
 
   app.get('/healthz', () => ({ status: 'ok', ...deps.health() }));
   app.get('/metrics', async (_req, reply) => {
@@ -192,7 +217,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         type: s.type,
         name: s.name ?? s.id,
         enabled: s.enabled,
-        ...(s.type === 'http' ? { writeKey: s.writeKey } : {}),
+        ...(s.type === 'http' ? { writeKey: s.writeKey } : s.type === 'webhook' ? { url: `/webhooks/${s.id}` } : {}),
       })),
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
@@ -221,10 +246,16 @@ export function checkBearer(header: string | undefined, token: string): boolean 
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function toTributaryError(err: FastifyError | TributaryError): TributaryError {
+function toTributaryError(
+  err: FastifyError | TributaryError,
+  url: string,
+  webhookBodyLimit: number,
+): TributaryError {
   if (err instanceof TributaryError) return err;
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      if (url.startsWith('/webhooks/'))
+        return new TributaryError('TRIB_ERR_WEBHOOK_BODY_TOO_LARGE', [webhookBodyLimit], { cause: err });
       return new TributaryError('TRIB_ERR_COLLECT_BODY_TOO_LARGE', [BATCH_MAX_BYTES], { cause: err });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':

@@ -21,6 +21,8 @@ import { PostgresSourceStore } from '../store/postgres/postgres-source-store.js'
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { PostgresUserQueries } from '../store/postgres/postgres-user-query.js';
 import type { UserQueries } from '../store/user-query.js';
+import type { PushReceiver } from '../sources/source.js';
+import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
@@ -239,6 +241,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   let app: FastifyInstance | undefined;
   let url: string | undefined;
   let sources: SourceService | undefined;
+  let webhooks: Map<string, PushReceiver> | undefined;
   let userQueries: PostgresUserQueries | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
@@ -292,7 +295,9 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
       );
     }
+    webhooks = await openWebhooks(config.sources, { baseDir, env });
     app = await buildHttpApp({
+      webhooks,
       sources: config.sources,
       sourcesByWriteKey,
       log,
@@ -363,6 +368,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         await sources?.stop();
         at('HTTP requests in flight');
         await app?.close();
+        if (webhooks) await closeWebhooks(webhooks);
         at('partitions stopping');
         await leases?.stop();
         at('transformations closing');

@@ -25,6 +25,7 @@ import { SourceRunner } from '../sources/runner.js';
 import { SourceService } from '../sources/source-service.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
+import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
@@ -232,7 +233,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
   };
 
+  const webhooks = await openWebhooks(config.sources, {
+    baseDir: opts.configDir ?? process.cwd(),
+    env: opts.env ?? {},
+  });
   const app = await buildHttpApp({
+    webhooks,
     sources: config.sources,
     sourcesByWriteKey,
     log,
@@ -291,6 +297,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await upTo(sources.stop(), left() / 4);
         at('HTTP requests in flight');
         await app.close();
+        await closeWebhooks(webhooks);
         at('the loader draining the log');
         await upTo(loader.drained(), left() / 2);
         // Destinations catch up after a restart anyway (their offset is stored with their rows),

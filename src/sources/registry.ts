@@ -7,12 +7,14 @@ import type { z } from 'zod';
 import { FileSourceSpec } from './file/spec.js';
 import { HttpSourceSpec } from './http/spec.js';
 import type { PullSourceConnector } from './source.js';
+import { WebhookSourceConfig } from './webhook/spec.js';
 
 // Each kind's connector is typed by its own spec; the runner hands it the parsed config of that kind.
 type LoadConnector = () => Promise<unknown>;
 
 export const SOURCE_KINDS = [
   { type: 'http', spec: HttpSourceSpec },
+  { type: 'webhook', spec: WebhookSourceConfig },
   {
     type: 'file',
     spec: FileSourceSpec,

@@ -7,8 +7,8 @@
  * committed state and re-reads at most what that state did not cover (writes are idempotent:
  * objects are upserted by primary key, events carry a messageId derived from the record).
  *
- * Push sources (webhooks) have no `read`: the server hands each request to the connector's
- * `receive` (see `PushSourceConnector`).
+ * Push sources (webhooks) have no `read`: the server hands each request to the receiver the
+ * connector opened (see `PushSourceConnector`).
  */
 import type { z } from 'zod';
 
@@ -125,9 +125,65 @@ export interface PullSourceConnector<C> extends ConnectorBase<C> {
   ): AsyncIterable<SourceMessage>;
 }
 
-/** A source that sends to Tributary (webhooks): each request is turned into events. */
+/** A request as a push source's route received it: the raw bytes and lowercase header names. */
+export interface PushRequest {
+  /** The body exactly as sent: signatures are checked over these bytes. */
+  body: Buffer;
+  headers: Readonly<Record<string, string | undefined>>;
+  /** Epoch milliseconds of receipt. */
+  receivedAt: number;
+}
+
+/**
+ * Whether a request is the vendor's. A failure is answered 401 with its stable code and
+ * nothing is stored; `header` names where the vendor signs (never the secret or signature).
+ */
+export type PushVerifyResult =
+  | { ok: true; deliveryId?: string }
+  | { ok: false; code: string; header: string };
+
+/**
+ * What one verified request becomes: events (not yet normalized; the route checks, stores
+ * and counts them), nothing (`ignored`: acknowledged, not stored), or a failure (the body is
+ * unreadable, no rule places it), stored in `failed_events` at stage `source` with its code
+ * and acknowledged, so the vendor does not retry it for ever.
+ */
+export type PushMapResult =
+  | { kind: 'events'; events: Record<string, unknown>[] }
+  | { kind: 'ignored' }
+  | { kind: 'failed'; code: string; reason: string };
+
+/** One configured push source, opened: the route calls `verify`, then `map`, per request. */
+export interface PushReceiver {
+  /** Largest body the route takes for it; larger ones get 413. */
+  readonly maxBodyBytes: number;
+  /** Whether the route keeps the body, as text, in the delivery's first event. */
+  readonly keepRaw: boolean;
+  /** How its requests are authenticated (`stripe`, `hmac`, …), stored with each event. */
+  readonly scheme: string;
+  /** Checks the signature over the raw bytes, in constant time; never throws for a bad request. */
+  verify(req: PushRequest): Promise<PushVerifyResult>;
+  /**
+   * Turns a verified request into events. The events' messageIds derive from the delivery
+   * id (the vendor's, else a hash of the body), so a redelivery is stored once.
+   */
+  map(req: PushRequest, verified: { deliveryId?: string }): Promise<PushMapResult & { deliveryId: string }>;
+  close(): Promise<void>;
+}
+
+/**
+ * A source that sends to Tributary (webhooks). Where a pull source's runner reads, a push
+ * source's route (`POST /webhooks/:sourceId`) receives: `open` prepares one configured source
+ * (its verifier, its compiled mapping or function sandbox) and the route hands it each
+ * request. The route, not the connector, appends to the log and answers only once the
+ * append is durable.
+ */
 export interface PushSourceConnector<C> extends ConnectorBase<C> {
   readonly kind: 'push';
+  open(
+    config: C,
+    ctx: Omit<SourceContext, 'signal'> & { env: Record<string, string | undefined> },
+  ): Promise<PushReceiver>;
 }
 
 export type SourceConnector<C = unknown> = PullSourceConnector<C> | PushSourceConnector<C>;
