@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { HttpSourceSpec } from '../sources/http/spec.js';
 import type { EventRejectionCode } from '../errors.js';
 import { EventRejectionCodes, TributaryError } from '../errors.js';
 import type { EventLog, RawEvent } from '../log/event-log.js';
 import type { PiiClassifier, PrivacyResult } from '../pipeline/privacy/pii-classifier.js';
+import type { HttpSourceSpec } from '../sources/http/spec.js';
 import { isStripeEventBody, webhookVendorByHeaders } from '../sources/webhook/detect.js';
 import { type EventType, isEventType, isPlainObject, type JsonObject, SHORT_TYPES } from '../spec/event.js';
 import { MAX_MESSAGE_ID_LENGTH, normalizeEvent } from '../spec/normalize.js';

@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { SourceConfig } from '../config/schema.js';
-import type { HttpSourceSpec } from '../sources/http/spec.js';
 import type { EventLog } from '../log/event-log.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { QualityMetrics } from '../observe/quality-metrics.js';
 import { type DestinationRetrier, FailedStore } from '../pipeline/failed-store.js';
 import type { LoaderObserver } from '../pipeline/warehouse-loader.js';
+import type { HttpSourceSpec } from '../sources/http/spec.js';
 import type { Store } from '../store/store.js';
 
 /**

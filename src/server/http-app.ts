@@ -14,10 +14,10 @@ import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
-import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
-import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
 import type { PushReceiver } from '../sources/source.js';
+import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import { webhookRoutes } from '../sources/webhook/index.js';
+import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
 import {
   capConnectionsPerClient,
   expandProxies,
@@ -217,7 +217,11 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         type: s.type,
         name: s.name ?? s.id,
         enabled: s.enabled,
-        ...(s.type === 'http' ? { writeKey: s.writeKey } : s.type === 'webhook' ? { url: `/webhooks/${s.id}` } : {}),
+        ...(s.type === 'http'
+          ? { writeKey: s.writeKey }
+          : s.type === 'webhook'
+            ? { url: `/webhooks/${s.id}` }
+            : {}),
       })),
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
