@@ -58,7 +58,8 @@ sources:
   });
 
   it('has one entry per kind; pull kinds load a connector of their type', async () => {
-    expect(SOURCE_KINDS.map((k) => k.type)).toEqual(['http', 'file']);
+    expect(SOURCE_KINDS.map((k) => k.type)).toEqual(['http', 'webhook', 'file']);
+    expect(await loadConnector('webhook')).toBeUndefined();
     expect(await loadConnector('http')).toBeUndefined();
     expect((await loadConnector('file'))?.type).toBe('file');
   });
