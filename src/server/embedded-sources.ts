@@ -35,7 +35,7 @@ export async function openEmbeddedSources(
   const log = await DuckDBEventLog.open(instance, { catalog: 'log', segmentDir: join(dir, 'log-segments') });
   // Creates failed_events where the workspace is new.
   const warehouse = await DuckDBStore.open(instance);
-  const store = await DuckDBSourceStore.open(instance);
+  const store = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await store.abandonRuns();
   const sources = new SourceService(
     config.sources,

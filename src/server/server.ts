@@ -178,7 +178,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     identity.follow(feed);
   }
   // Pull sources write objects and state in the warehouse file and append their events to the log.
-  const sourceStore = await DuckDBSourceStore.open(instance);
+  const sourceStore = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await sourceStore.abandonRuns();
   const sources = new SourceService(
     config.sources,

@@ -50,9 +50,9 @@ export function recordKey(data: Record<string, unknown>, primaryKey: readonly st
 }
 
 /** The row's values in the table's column order. */
-export function objectValues(data: Record<string, unknown>, columns: readonly { name: string }[]): unknown[] {
-  const out = new Array<unknown>(columns.length);
-  for (let i = 0; i < columns.length; i++) out[i] = plain(data[columns[i]!.name]);
+export function objectValues(data: Record<string, unknown>, keys: readonly string[]): unknown[] {
+  const out = new Array<unknown>(keys.length);
+  for (let i = 0; i < keys.length; i++) out[i] = plain(data[keys[i]!]);
   return out;
 }
 

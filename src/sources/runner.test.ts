@@ -244,4 +244,38 @@ describe('SourceRunner', () => {
     expect((await first).status).toBe('succeeded');
     expect((await runner.sync(source(), { trigger: 't' })).status).toBe('succeeded');
   });
+
+  it('gives fields the store could not take as columns names of their own', async () => {
+    const c = scripted([
+      () => [
+        {
+          type: 'record',
+          stream: 'people',
+          data: {
+            id: 1,
+            email: 'a@x.com',
+            Email: 'A@X.COM',
+            _tributary_key: 'mine',
+            '': 'blank',
+            ['é'.repeat(40)]: 'long',
+          },
+        },
+        { type: 'state', stream: 'people', state: 's' },
+      ],
+    ]);
+    const { runner, rows } = await setup(c);
+    const r = await runner.sync(source(), { trigger: 't' });
+    expect(r, r.error).toMatchObject({ status: 'succeeded', objects: 1 });
+    const [row] = await rows('SELECT * EXCLUDE (_tributary_synced_at, _tributary_run_id) FROM crm.people');
+    expect(row).toEqual({
+      _tributary_key: '[1]',
+      _tributary_deleted: false,
+      id: '1',
+      email: 'a@x.com',
+      Email_2: 'A@X.COM',
+      source_tributary_key: 'mine',
+      column: 'blank',
+      ['é'.repeat(28)]: 'long',
+    });
+  });
 });

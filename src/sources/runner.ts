@@ -342,7 +342,7 @@ class SyncAttempt {
       return;
     }
     if (s.objects) {
-      const table = this.tableFor(stream, data);
+      this.tableFor(stream, data);
       let rows = this.objects.get(stream);
       if (!rows) {
         rows = new Map();
@@ -351,7 +351,7 @@ class SyncAttempt {
       // The same key twice in one checkpoint: the later row wins, as it would a commit later.
       rows.delete(key.key);
       this.buffered++;
-      rows.set(key.key, { key: key.key, values: objectValues(data, table.columns) });
+      rows.set(key.key, { key: key.key, values: objectValues(data, this.columnsOf(stream).keys) });
     }
     if (makesEvents(s)) {
       const ctx = {
@@ -384,17 +384,12 @@ class SyncAttempt {
   /** The stream's table, with a column added for a field the catalog did not name. */
   private tableFor(stream: string, data: Record<string, unknown>): ObjectTable {
     let t = this.tables.get(stream)!;
-    let names = this.columnNames.get(stream);
-    if (!names) {
-      names = new Set(t.columns.map((c) => c.name));
-      this.columnNames.set(stream, names);
-    }
+    const cols = this.columnsOf(stream);
     let added: { name: string; type: ColumnType }[] | undefined;
     for (const k in data) {
-      if (names.has(k)) continue;
-      names.add(k);
+      if (cols.byKey.has(k)) continue;
       added ??= [];
-      added.push({ name: k, type: guessType(data[k]) });
+      added.push({ name: cols.add(k), type: guessType(data[k]) });
     }
     if (added) {
       t = { ...t, columns: [...t.columns, ...added] };
@@ -408,18 +403,28 @@ class SyncAttempt {
   }
 
   private readonly pendingTables = new Set<string>();
-  private readonly columnNames = new Map<string, Set<string>>();
+  private readonly columns = new Map<string, ObjectColumns>();
+
+  private columnsOf(stream: string): ObjectColumns {
+    let c = this.columns.get(stream);
+    if (!c) {
+      c = new ObjectColumns();
+      this.columns.set(stream, c);
+    }
+    return c;
+  }
 
   private async prepareTables(catalog: Catalog): Promise<void> {
     for (const s of this.streams) {
       if (!s.objects) continue;
       const d = catalog.streams.find((c) => c.name === s.name);
-      const columns = (d?.columns ?? []).map((c) => ({
-        name: c.name,
-        type: s.columns?.[c.name] ?? TYPE_OF_JSON[c.jsonType] ?? 'string',
-      }));
-      for (const [name, type] of Object.entries(s.columns ?? {}))
-        if (!columns.some((c) => c.name === name)) columns.push({ name, type });
+      const cols = this.columnsOf(s.name);
+      const columns: { name: string; type: ColumnType }[] = [];
+      const types = new Map<string, ColumnType>();
+      for (const c of d?.columns ?? [])
+        types.set(c.name, s.columns?.[c.name] ?? TYPE_OF_JSON[c.jsonType] ?? 'string');
+      for (const [name, type] of Object.entries(s.columns ?? {})) if (!types.has(name)) types.set(name, type);
+      for (const [key, type] of types) columns.push({ name: cols.add(key), type });
       const table: ObjectTable = { sourceId: this.source.id, stream: s.name, columns };
       this.tables.set(s.name, table);
       await this.deps.store.ensureTable(table);
@@ -495,6 +500,50 @@ class SyncAttempt {
   async settle(): Promise<void> {
     await this.committing;
   }
+}
+
+/**
+ * The columns of an objects table, from the fields of the rows: a field whose name the store
+ * cannot take as it is gets another. Engines compare column names without case (DuckDB) or cut
+ * them at 63 bytes (PostgreSQL), and `_tributary_*` names are the table's own: a row with
+ * `Email` and `email`, or a field named `_tributary_key`, must not break the table.
+ */
+export class ObjectColumns {
+  /** Field names, in column order. */
+  readonly keys: string[] = [];
+  readonly byKey = new Map<string, string>();
+  private readonly taken = new Set([
+    '_tributary_key',
+    '_tributary_synced_at',
+    '_tributary_deleted',
+    '_tributary_run_id',
+  ]);
+
+  /** The column of a field (added when new). */
+  add(key: string): string {
+    const known = this.byKey.get(key);
+    if (known !== undefined) return known;
+    let base = key.trim() === '' ? 'column' : key;
+    if (/^_tributary_/i.test(base)) base = `source${base}`;
+    base = cut(base, 56);
+    let name = base;
+    for (let i = 2; this.taken.has(name.toLowerCase()); i++) name = `${base}_${i}`;
+    this.taken.add(name.toLowerCase());
+    this.byKey.set(key, name);
+    this.keys.push(key);
+    return name;
+  }
+}
+
+/** At most `bytes` UTF-8 bytes of `text`, cut at a character. */
+function cut(text: string, bytes: number): string {
+  if (Buffer.byteLength(text) <= bytes) return text;
+  let out = '';
+  for (const ch of text) {
+    if (Buffer.byteLength(out + ch) > bytes) break;
+    out += ch;
+  }
+  return out;
 }
 
 function guessType(v: unknown): ColumnType {

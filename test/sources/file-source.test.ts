@@ -96,9 +96,16 @@ describe('file source end to end', () => {
     const gz = gzipSync(Buffer.from(lines));
     writeFileSync(join(dir, 'a.jsonl.gz'), gz.subarray(0, Math.floor(gz.length / 2)));
     writeFileSync(join(dir, 'b.jsonl.gz'), gzipSync(Buffer.from('{"id": 5000}\nnot json\n[1]\n')));
+    // A CSV gzip cut short: its rows before the cut are kept, and it fails once.
+    const rows = Array.from({ length: 3000 }, (_, i) => `${10_000 + i},x${i}`).join('\n');
+    const csvGz = gzipSync(Buffer.from(`id,name\n${rows}\n`));
+    writeFileSync(join(dir, 'c.csv.gz'), csvGz.subarray(0, Math.floor(csvGz.length / 2)));
     server = await startTestServer({
       yaml: yaml(`      - name: things
         path: ${join(dir, '*.jsonl.gz')}
+        primaryKey: [id]
+      - name: cut
+        path: ${join(dir, '*.csv.gz')}
         primaryKey: [id]
 `),
     });
@@ -112,7 +119,16 @@ describe('file source end to end', () => {
       'TRIB_ERR_SOURCE_BAD_ROW',
       'TRIB_ERR_SOURCE_BAD_ROW',
       'TRIB_ERR_SOURCE_FILE_TRUNCATED',
+      'TRIB_ERR_SOURCE_FILE_TRUNCATED',
     ]);
+    const [{ cut }] = (await server.query('SELECT count(*) AS cut FROM helpdesk.cut')) as [{ cut: number }];
+    expect(cut).toBeGreaterThan(0);
+    expect(cut).toBeLessThan(3000);
+    // Damaged files are done: the next sync reads nothing again.
+    expect(await server.sources.sync('helpdesk', { trigger: 'test' })).toMatchObject({
+      status: 'succeeded',
+      rows: 0,
+    });
   });
 
   it('syncs on its schedule (croner), one run at a time', async () => {

@@ -16,7 +16,6 @@
  */
 import { createReadStream, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -203,21 +202,25 @@ async function* readJsonl(
   bytes: (n: number) => void,
 ): AsyncGenerator<Emit> {
   const input = openText(file, bytes);
-  input.setEncoding(s.encoding);
-  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
-  let failure: Error | undefined;
-  input.on('error', (err) => {
-    failure = err;
-    lines.close();
-  });
   let line = 0;
   let n = 0;
-  for await (let text of lines) {
+  for await (const l of boundedLines(input, MAX_LINE_BYTES)) {
     line++;
-    if (line === 1 && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-    if (text.trim() === '') continue;
+    let text = l === undefined ? undefined : l.toString(s.encoding);
+    if (text !== undefined && line === 1 && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    if (text !== undefined && text.trim() === '') continue;
     if (n++ < skip) continue;
     const location = `${file}:${line}`;
+    if (text === undefined) {
+      yield fail(
+        s.name,
+        'TRIB_ERR_SOURCE_BAD_ROW',
+        `the line is longer than ${MAX_LINE_BYTES} bytes`,
+        '',
+        location,
+      );
+      continue;
+    }
     let value: unknown;
     try {
       value = JSON.parse(text);
@@ -246,7 +249,53 @@ async function* readJsonl(
     if (!t.ok) yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_VALUE', t.reason, text.slice(0, 10_000), location);
     else yield { type: 'record', stream: s.name, data, location };
   }
-  if (failure) throw failure;
+}
+
+/** Longest JSONL line read; a longer one is a failed row, not held in memory. */
+export const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The lines of a byte stream (without `\n` and a `\r` before it); a line longer than `max`
+ * bytes is yielded as undefined and its bytes are dropped as they come, so memory stays bounded
+ * whatever the file holds.
+ */
+export async function* boundedLines(
+  input: AsyncIterable<Buffer>,
+  max: number,
+): AsyncGenerator<Buffer | undefined> {
+  let parts: Buffer[] = [];
+  let size = 0;
+  let tooLong = false;
+  const end = (last: Buffer): Buffer | undefined => {
+    if (tooLong) return undefined;
+    let b = parts.length === 0 ? last : Buffer.concat([...parts, last]);
+    if (b.length > 0 && b[b.length - 1] === 0x0d) b = b.subarray(0, b.length - 1);
+    return b;
+  };
+  for await (const chunk of input) {
+    let from = 0;
+    for (let nl = chunk.indexOf(0x0a, from); nl !== -1; nl = chunk.indexOf(0x0a, from)) {
+      const piece = chunk.subarray(from, nl);
+      if (!tooLong && size + piece.length > max) tooLong = true;
+      yield end(piece);
+      parts = [];
+      size = 0;
+      tooLong = false;
+      from = nl + 1;
+    }
+    const rest = chunk.subarray(from);
+    if (tooLong) continue;
+    if (size + rest.length > max) {
+      tooLong = true;
+      parts = [];
+      size = 0;
+      continue;
+    }
+    // A copy: the stream may reuse its chunk's memory.
+    parts.push(Buffer.from(rest));
+    size += rest.length;
+  }
+  if (size > 0 || tooLong) yield end(Buffer.alloc(0));
 }
 
 /** Reads one Parquet file from row `skip` on, through an in-memory DuckDB of its own. */

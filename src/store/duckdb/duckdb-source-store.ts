@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import type { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { sourceFailure } from '../../sources/failures.js';
 import type { ColumnType } from '../../sources/streams-schema.js';
@@ -62,12 +63,41 @@ const SCHEMA = [
  * connection, so a commit is one transaction of its own beside the loader's.
  */
 export class DuckDBSourceStore implements SourceStore {
-  private constructor(private readonly conn: DuckDBConnection) {}
+  /** Bytes of rows written since the last checkpoint. */
+  private written = 0;
 
-  static async open(instance: DuckDBInstance): Promise<DuckDBSourceStore> {
+  private constructor(
+    private readonly conn: DuckDBConnection,
+    private readonly checkpoints: CheckpointGate | undefined,
+    private readonly checkpointBytes: number,
+  ) {}
+
+  /**
+   * @param options.checkpoints the file's checkpoint gate (the warehouse's), so no appender of a
+   *   destination flushes during the store's checkpoints.
+   * @param options.checkpointBytes bytes of rows after which the store checkpoints the file
+   *   between two commits (default 32 MB): the server's files checkpoint only at 1 GB of WAL on
+   *   their own, and a large import would hold its WAL in memory until then.
+   */
+  static async open(
+    instance: DuckDBInstance,
+    options: { checkpoints?: CheckpointGate; checkpointBytes?: number } = {},
+  ): Promise<DuckDBSourceStore> {
     const conn = await instance.connect();
     for (const sql of SCHEMA) await conn.run(sql);
-    return new DuckDBSourceStore(conn);
+    return new DuckDBSourceStore(conn, options.checkpoints, options.checkpointBytes ?? 32 * 1024 * 1024);
+  }
+
+  /** Checkpoints once enough was written; a checkpoint DuckDB refuses (other writes open) is tried after the next commit. */
+  private async maybeCheckpoint(): Promise<void> {
+    if (this.written < this.checkpointBytes) return;
+    const run = () => this.conn.run('CHECKPOINT');
+    try {
+      await (this.checkpoints ? this.checkpoints.checkpoint(run) : run());
+      this.written = 0;
+    } catch {
+      // Tried again after the next commit.
+    }
   }
 
   private tail: Promise<unknown> = Promise.resolve();
@@ -119,6 +149,7 @@ export class DuckDBSourceStore implements SourceStore {
       const objects: { table: ObjectTable; rows: ObjectRow[] }[] = [];
       try {
         await this.writeAll(c, c.objects, failed, syncedAt);
+        await this.maybeCheckpoint();
         return refused;
       } catch (err) {
         if (!isDuckDBDataError(err)) throw err;
@@ -151,6 +182,7 @@ export class DuckDBSourceStore implements SourceStore {
         objects.push({ table: o.table, rows: o.rows.filter((_, i) => !skip.has(i)) });
       }
       await this.writeAll(c, objects, failed, syncedAt);
+      await this.maybeCheckpoint();
       return refused;
     });
   }
@@ -225,6 +257,7 @@ export class DuckDBSourceStore implements SourceStore {
       `DELETE FROM ${target} WHERE ${quoteIdent(KEY_COLUMN)} IN (SELECT unnest(string_split($1, chr(10))))`,
       [keys.join('\n')],
     );
+    for (const l of lines) this.written += l.length;
     await this.conn.run(
       `INSERT INTO ${target} (${names})
        SELECT f[1], ${cols.length > 0 ? `${cols.join(', ')}, ` : ''}CAST($2 AS TIMESTAMPTZ), false, $3
