@@ -1,0 +1,335 @@
+/**
+ * Probabilistic matching benchmark. For each data set it runs, in one process:
+ *  - the deterministic rules as the baseline (same email, or same first name + surname +
+ *    date of birth, after trimming and lower-casing; an in-memory union-find), and
+ *  - the Fellegi–Sunter matcher (src/identity/matching/) in a scratch DuckDB: parameters
+ *    estimated without the labels (u from random pairs, m by EM), pairs scored, clustered
+ *    with the chain guard at the `--threshold` match probability,
+ * and prints pairwise precision, recall and F1, B-cubed F1 and the time of each against the
+ * labels (which only score). Data: ../shared/data/er (febrl3, fake_1000) and a synthetic set
+ * of `--synthetic` records drawn reproducibly (`--seed`) from their values.
+ *
+ *   npm run bench:matching -- [--data DIR] [--threshold P] [--synthetic N] [--seed S] [--runs N]
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { UnionFind } from '../src/identity/matching/clustering.js';
+import { Matcher, type MatchModel } from '../src/identity/matching/matcher.js';
+import { MatchSettings } from '../src/identity/matching/matching-schema.js';
+import { groupsToMap, type Scores, scoreClusters } from '../src/identity/matching/metrics.js';
+import { prng } from './lib/events.js';
+import { markdownTable } from './lib/report.js';
+
+const { values: args } = parseArgs({
+  options: {
+    data: { type: 'string' },
+    threshold: { type: 'string' },
+    synthetic: { type: 'string', default: '100000' },
+    seed: { type: 'string', default: '42' },
+    runs: { type: 'string', default: '1' },
+    verbose: { type: 'boolean', default: false },
+  },
+});
+
+interface DataSet {
+  name: string;
+  /** SELECT id, truth, and the raw fields. */
+  source: string;
+  settings: MatchSettings;
+  /** Columns of the deterministic rules: email (or null), first name, surname, dob. */
+  rules: { email: string | null; first: string; last: string; dob: string };
+}
+
+/** The data: --data, else ../shared/data/er from the repository (or from its worktree folder). */
+const dataDir =
+  args.data ?? ['../shared/data/er', '../../shared/data/er'].find((d) => existsSync(join(d, 'fake_1000.csv'))) ?? '../shared/data/er';
+const csv = (file: string) =>
+  `read_csv(${`'${join(dataDir, file).replace(/'/g, "''")}'`}, all_varchar = true, normalize_names = true)`;
+
+const FAKE: DataSet = {
+  name: 'fake_1000',
+  source: `SELECT unique_id AS id, _cluster AS truth, first_name, surname, dob, city, email FROM ${csv('fake_1000.csv')}`,
+  settings: MatchSettings.parse({
+    fields: [
+      { name: 'first_name', comparison: 'name' },
+      { name: 'surname', comparison: 'name' },
+      { name: 'dob', comparison: 'date' },
+      { name: 'city', comparison: 'text' },
+      { name: 'email', comparison: 'email' },
+    ],
+    blocking: [
+      ['dob'],
+      ['email'],
+      ['first_name', 'surname'],
+      [{ field: 'surname', transform: 'prefix', length: 2 }, { field: 'dob', transform: 'year' }],
+      [{ field: 'first_name', transform: 'prefix', length: 2 }, 'city'],
+      [{ field: 'email', transform: 'local' }],
+    ],
+  }),
+  rules: { email: 'email', first: 'first_name', last: 'surname', dob: 'dob' },
+};
+
+const FEBRL: DataSet = {
+  name: 'febrl3',
+  source: `SELECT rec_id AS id, regexp_extract(rec_id, 'rec-([0-9]+)', 1) AS truth, given_name, surname, street_number,
+           address_1, address_2, suburb, postcode, state, date_of_birth, soc_sec_id FROM ${csv('febrl3.csv')}`,
+  settings: MatchSettings.parse({
+    fields: [
+      { name: 'given_name', comparison: 'name' },
+      { name: 'surname', comparison: 'name' },
+      { name: 'street_number', comparison: 'code' },
+      { name: 'address_1', comparison: 'text' },
+      { name: 'address_2', comparison: 'text' },
+      { name: 'suburb', comparison: 'text' },
+      { name: 'postcode', comparison: 'code' },
+      { name: 'state', comparison: 'exact' },
+      { name: 'date_of_birth', comparison: 'date' },
+      { name: 'soc_sec_id', comparison: 'code' },
+    ],
+    blocking: [
+      ['date_of_birth'],
+      ['soc_sec_id'],
+      ['given_name', 'surname'],
+      ['surname', 'postcode'],
+      ['given_name', 'suburb'],
+      ['postcode', 'street_number'],
+    ],
+  }),
+  rules: { email: null, first: 'given_name', last: 'surname', dob: 'date_of_birth' },
+};
+
+const SYNTHETIC_SETTINGS = MatchSettings.parse({ ...FAKE.settings });
+
+/**
+ * Synthetic people drawn from the values of both data sets: each person has 1–6 records
+ * (mean about 2.5); a record may drop a field, take a typo, a nickname-like prefix, a
+ * transposed day and month or another email. Reproducible from the seed.
+ */
+async function synthesize(conn: DuckDBConnection, records: number, seed: number): Promise<string> {
+  const values = async (sql: string) =>
+    ((await conn.runAndReadAll(sql)).getRows() as unknown[][]).map((r) => String(r[0]).trim()).filter((v) => v !== '');
+  const firsts = await values(
+    `SELECT DISTINCT lower(trim(first_name)) FROM ${csv('fake_1000.csv')} WHERE first_name IS NOT NULL
+     UNION SELECT DISTINCT lower(trim(given_name)) FROM ${csv('febrl3.csv')} WHERE given_name IS NOT NULL`,
+  );
+  const lasts = await values(
+    `SELECT DISTINCT lower(trim(surname)) FROM ${csv('fake_1000.csv')} WHERE surname IS NOT NULL
+     UNION SELECT DISTINCT lower(trim(surname)) FROM ${csv('febrl3.csv')} WHERE surname IS NOT NULL`,
+  );
+  const cities = await values(
+    `SELECT DISTINCT lower(trim(city)) FROM ${csv('fake_1000.csv')} WHERE city IS NOT NULL
+     UNION SELECT DISTINCT lower(trim(suburb)) FROM ${csv('febrl3.csv')} WHERE suburb IS NOT NULL`,
+  );
+  const domains = ['gmail.com', 'yahoo.com', 'hotmail.com', 'outlook.com', 'smith.net', 'mail.com', 'example.org'];
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
+  // Zipf-like picks: common names are common, as in the data.
+  const skewed = <T>(xs: readonly T[]) => xs[Math.floor(xs.length * rnd() ** 2)]!;
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  const typo = (s: string) => {
+    if (s.length < 2) return s;
+    const i = Math.floor(rnd() * s.length);
+    const k = rnd();
+    if (k < 0.33) return s.slice(0, i) + s.slice(i + 1);
+    if (k < 0.66) return s.slice(0, i) + pick([...letters]) + s.slice(i + 1);
+    return i + 1 < s.length ? s.slice(0, i) + s[i + 1] + s[i] + s.slice(i + 2) : s;
+  };
+  const lines: string[] = [];
+  let person = 0;
+  while (lines.length < records) {
+    person++;
+    const first = skewed(firsts);
+    const last = skewed(lasts);
+    const birth = new Date(Date.UTC(1930 + Math.floor(rnd() * 75), Math.floor(rnd() * 12), 1 + Math.floor(rnd() * 28)));
+    const dob = birth.toISOString().slice(0, 10);
+    const city = skewed(cities);
+    const email = `${first}${rnd() < 0.5 ? '.' : ''}${last}${Math.floor(rnd() * 100)}@${pick(domains)}`;
+    const copies = 1 + Math.floor(rnd() ** 1.5 * 6);
+    for (let c = 0; c < copies && lines.length < records; c++) {
+      const r = () => rnd();
+      let f = first;
+      if (c > 0 && r() < 0.2) f = typo(f);
+      else if (c > 0 && r() < 0.08) f = f.slice(0, Math.max(3, Math.floor(f.length / 2)));
+      let l = last;
+      if (c > 0 && r() < 0.2) l = typo(l);
+      let d = dob;
+      if (c > 0 && r() < 0.1) d = `${dob.slice(0, 5)}${dob.slice(8, 10)}-${dob.slice(5, 7)}`;
+      else if (c > 0 && r() < 0.1) d = typo(dob);
+      let e = email;
+      if (c > 0 && r() < 0.15) e = typo(email);
+      const cell = (v: string, pMissing: number) => (r() < pMissing ? '' : `"${v.replace(/"/g, '""')}"`);
+      lines.push(
+        [lines.length, person, cell(f, 0.03), cell(l, 0.03), cell(d, 0.08), cell(city, 0.25), cell(e, 0.25)].join(','),
+      );
+    }
+  }
+  await conn.run('CREATE OR REPLACE TABLE synthetic (id VARCHAR, truth VARCHAR, first_name VARCHAR, surname VARCHAR, dob VARCHAR, city VARCHAR, email VARCHAR)');
+  const app = await conn.createAppender('synthetic');
+  for (const line of lines) {
+    const cells = parseLine(line);
+    for (const v of cells) {
+      if (v === '') app.appendNull();
+      else app.appendVarchar(v);
+    }
+    app.endRow();
+  }
+  app.flushSync();
+  app.closeSync();
+  return 'SELECT * FROM synthetic';
+}
+
+function parseLine(line: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i <= line.length) {
+    if (line[i] === '"') {
+      let v = '';
+      i++;
+      for (;;) {
+        if (line[i] === '"' && line[i + 1] === '"') {
+          v += '"';
+          i += 2;
+        } else if (line[i] === '"') {
+          i++;
+          break;
+        } else v += line[i++];
+      }
+      out.push(v);
+      i++;
+    } else {
+      const j = line.indexOf(',', i);
+      const end = j === -1 ? line.length : j;
+      out.push(line.slice(i, end));
+      i = end + 1;
+    }
+  }
+  return out;
+}
+
+/** The deterministic rules as clusters: an in-memory union-find over email and name + dob keys. */
+async function deterministic(conn: DuckDBConnection, ds: DataSet, source: string): Promise<Map<string, string>> {
+  const { email, first, last, dob } = ds.rules;
+  const norm = (c: string) => `nullif(lower(trim(${c})), '')`;
+  const rows = (await conn.runAndReadAll(
+    `SELECT id, ${email ? norm(email) : 'NULL'}, ${norm(first)}, ${norm(last)}, ${norm(dob)} FROM (${source})`,
+  )).getRows() as (string | null)[][];
+  const uf = new UnionFind(rows.length);
+  const seen = new Map<string, number>();
+  rows.forEach(([, e, f, l, d], i) => {
+    const keys: string[] = [];
+    if (e) keys.push(`e:${e}`);
+    if (f && l && d) keys.push(`n:${f}\u0000${l}\u0000${d}`);
+    for (const k of keys) {
+      const j = seen.get(k);
+      if (j === undefined) seen.set(k, i);
+      else uf.union(i, j);
+    }
+  });
+  return new Map(rows.map(([id], i) => [String(id), String(uf.find(i))]));
+}
+
+interface Row {
+  data: string;
+  method: string;
+  records: number;
+  scores: Scores;
+  ms: number;
+}
+
+async function truthOf(conn: DuckDBConnection, source: string): Promise<Map<string, string>> {
+  const rows = (await conn.runAndReadAll(`SELECT id, truth FROM (${source})`)).getRows();
+  return new Map(rows.map(([id, t]) => [String(id), String(t)]));
+}
+
+async function runProbabilistic(
+  conn: DuckDBConnection,
+  ds: DataSet,
+  source: string,
+  threshold: number,
+): Promise<{ predicted: Map<string, string>; ms: number; model: MatchModel; records: number }> {
+  const t0 = performance.now();
+  const matcher = new Matcher(conn, ds.settings, 'bench');
+  const records = await matcher.load(source);
+  await matcher.candidates();
+  const model = await matcher.estimate();
+  const result = await matcher.match(model, threshold);
+  const ms = performance.now() - t0;
+  await matcher.drop();
+  return { predicted: groupsToMap(result.clusters), ms, model, records };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const f3 = (x: number) => x.toFixed(3);
+
+async function main(): Promise<void> {
+  if (!existsSync(join(dataDir, 'fake_1000.csv'))) throw new Error(`no data in ${dataDir} (--data DIR)`);
+  const instance = await DuckDBInstance.create(':memory:', { threads: '2' });
+  const conn = await instance.connect();
+  const runs = Math.max(1, Number(args.runs));
+  const table: Row[] = [];
+  const sets: { ds: DataSet; source: string }[] = [
+    { ds: FEBRL, source: FEBRL.source },
+    { ds: FAKE, source: FAKE.source },
+  ];
+  const synthetic = Number(args.synthetic);
+  if (synthetic > 0) {
+    const source = await synthesize(conn, synthetic, Number(args.seed));
+    sets.push({ ds: { ...FAKE, name: `synthetic ${synthetic.toLocaleString('en')}`, settings: SYNTHETIC_SETTINGS }, source });
+  }
+  for (const { ds, source } of sets) {
+    const truth = await truthOf(conn, source);
+    const baseMs: number[] = [];
+    let base: Map<string, string> = new Map();
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      base = await deterministic(conn, ds, source);
+      baseMs.push(performance.now() - t0);
+    }
+    table.push({ data: ds.name, method: 'deterministic rules', records: truth.size, scores: scoreClusters(base, truth), ms: median(baseMs) });
+    const threshold = args.threshold === undefined ? ds.settings.autoMerge : Number(args.threshold);
+    const times: number[] = [];
+    let last: Awaited<ReturnType<typeof runProbabilistic>> | undefined;
+    for (let i = 0; i < runs; i++) {
+      last = await runProbabilistic(conn, ds, source, threshold);
+      times.push(last.ms);
+    }
+    table.push({
+      data: ds.name,
+      method: `probabilistic (p >= ${threshold})`,
+      records: last!.records,
+      scores: scoreClusters(last!.predicted, truth),
+      ms: median(times),
+    });
+    if (args.verbose) {
+      const m = last!.model;
+      console.log(`${ds.name}: prior ${m.prior.toExponential(3)}, ${m.candidatePairs} candidate pairs, ${m.randomPairs} random pairs`);
+      for (const f of m.fields)
+        console.log(`  ${f.name}: ${f.levels.slice(1).map((l) => `${l.label} m=${l.m.toFixed(3)} u=${l.u.toExponential(2)} w=${l.weight.toFixed(2)}`).join(' | ')}`);
+      for (const t of m.training) console.log(`  rule ${t.rule}: ${t.pairs} pairs, lambda ${t.lambda.toFixed(3)}, ${t.iterations} iterations${t.converged ? '' : ' (not converged)'}`);
+    }
+  }
+  console.log(
+    markdownTable(
+      ['data', 'method', 'records', 'precision', 'recall', 'F1', 'B-cubed P', 'B-cubed R', 'B-cubed F1', 'time (median)'],
+      table.map((r) => [
+        r.data,
+        r.method,
+        r.records.toLocaleString('en'),
+        f3(r.scores.precision),
+        f3(r.scores.recall),
+        f3(r.scores.f1),
+        f3(r.scores.bcubedPrecision),
+        f3(r.scores.bcubedRecall),
+        f3(r.scores.bcubedF1),
+        `${(r.ms / 1000).toFixed(2)} s`,
+      ]),
+      ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+  );
+  conn.closeSync();
+  instance.closeSync();
+}
+
+await main();
