@@ -11,6 +11,17 @@ import type { BlockingKey, MatchComparisonKind, MatchField } from './matching-sc
 /** Longest value compared, in characters: a hostile megabyte name would make every Jaro–Winkler call slow. */
 export const MAX_VALUE_LENGTH = 200;
 
+/** Suffix of a date field's second column: its day number (for "within N days"), null when not a date. */
+export const DAYS = '__d';
+
+/** Extra columns of a record for a field, from its normalised column `v`. */
+export function auxiliarySql(f: MatchField, v: string): string[] {
+  if (f.comparison !== 'date') return [];
+  return [
+    `date_diff('day', DATE '1970-01-01', try_strptime(${v}, '%Y%m%d')::DATE) AS ${quoteIdent(`${f.name}${DAYS}`)}`,
+  ];
+}
+
 /** Values that mean "unknown", never evidence. */
 const PLACEHOLDERS = "('null', 'none', 'nil', 'unknown', 'n/a', 'na', '-', '?', 'undefined', 'test')";
 
@@ -53,10 +64,24 @@ export interface Level {
   exact: boolean;
 }
 
-const LEVELS: Record<MatchComparisonKind, (f: MatchField) => { label: string; sql: string; exact?: boolean }[]> = {
+/**
+ * At most one edit (insertion, deletion, substitution or adjacent transposition), as
+ * `damerau_levenshtein(L, R) <= 1`, but through `levenshtein` first: it is several times
+ * faster, and a transposition (Levenshtein 2, same length) is the only case left to check.
+ */
+const ONE_EDIT =
+  '(levenshtein({L}, {R}) <= 1 OR (length({L}) = length({R}) AND levenshtein({L}, {R}) = 2 AND damerau_levenshtein({L}, {R}) <= 1))';
+/** At most two edits (Damerau), through `levenshtein` first likewise. */
+const TWO_EDITS =
+  '(levenshtein({L}, {R}) <= 2 OR (levenshtein({L}, {R}) <= 4 AND damerau_levenshtein({L}, {R}) <= 2))';
+
+const LEVELS: Record<
+  MatchComparisonKind,
+  (f: MatchField) => { label: string; sql: string; exact?: boolean }[]
+> = {
   name: () => [
     { label: 'exact', sql: '{L} = {R}', exact: true },
-    { label: 'one edit', sql: 'damerau_levenshtein({L}, {R}) <= 1' },
+    { label: 'one edit', sql: ONE_EDIT },
     { label: 'jaro-winkler >= 0.92', sql: 'jaro_winkler_similarity({L}, {R}) >= 0.92' },
     { label: 'jaro-winkler >= 0.80', sql: 'jaro_winkler_similarity({L}, {R}) >= 0.80' },
   ],
@@ -74,22 +99,22 @@ const LEVELS: Record<MatchComparisonKind, (f: MatchField) => { label: string; sq
     { label: 'exact', sql: '{L} = {R}', exact: true },
     {
       label: 'day and month transposed, or one typo',
-      sql: `(length({L}) = 8 AND length({R}) = 8 AND left({L}, 4) = left({R}, 4) AND substr({L}, 5, 2) = substr({R}, 7, 2) AND substr({L}, 7, 2) = substr({R}, 5, 2)) OR damerau_levenshtein({L}, {R}) <= 1`,
+      sql: `(length({L}) = 8 AND length({R}) = 8 AND left({L}, 4) = left({R}, 4) AND substr({L}, 5, 2) = substr({R}, 7, 2) AND substr({L}, 7, 2) = substr({R}, 5, 2)) OR ${ONE_EDIT}`,
     },
     {
       label: `within ${f.tolerance ?? 365} days`,
-      sql: `abs(date_diff('day', try_strptime({L}, '%Y%m%d')::DATE, try_strptime({R}, '%Y%m%d')::DATE)) <= ${Math.trunc(f.tolerance ?? 365)}`,
+      sql: `abs({Ld} - {Rd}) <= ${Math.trunc(f.tolerance ?? 365)}`,
     },
   ],
   code: () => [
     { label: 'exact', sql: '{L} = {R}', exact: true },
-    { label: 'one edit', sql: 'damerau_levenshtein({L}, {R}) <= 1' },
-    { label: 'two edits', sql: 'damerau_levenshtein({L}, {R}) <= 2' },
+    { label: 'one edit', sql: ONE_EDIT },
+    { label: 'two edits', sql: TWO_EDITS },
   ],
   phone: () => [
     { label: 'exact', sql: '{L} = {R}', exact: true },
     { label: 'same last 8 digits', sql: 'length({L}) >= 8 AND right({L}, 8) = right({R}, 8)' },
-    { label: 'one edit', sql: 'damerau_levenshtein({L}, {R}) <= 1' },
+    { label: 'one edit', sql: ONE_EDIT },
   ],
   number: (f) => [
     { label: 'exact', sql: 'CAST({L} AS DOUBLE) = CAST({R} AS DOUBLE)', exact: true },
@@ -112,7 +137,9 @@ export function levelsOf(f: MatchField): Level[] {
 
 /** Term frequencies adjust an exact match of this field. */
 export function usesTermFrequency(f: MatchField): boolean {
-  return f.termFrequency ?? (f.comparison !== 'date' && f.comparison !== 'number' && f.comparison !== 'phone');
+  return (
+    f.termFrequency ?? (f.comparison !== 'date' && f.comparison !== 'number' && f.comparison !== 'phone')
+  );
 }
 
 /** The level of a pair as a SQL expression over record aliases `l` and `r`. */
@@ -121,7 +148,14 @@ export function levelSql(f: MatchField, l = 'l', r = 'r'): string {
   const R = col(r, f.name);
   const levels = LEVELS[f.comparison](f);
   const whens = levels
-    .map((lv, i) => `WHEN ${lv.sql.replaceAll('{L}', L).replaceAll('{R}', R)} THEN ${i + 1}`)
+    .map(
+      (lv, i) =>
+        `WHEN ${lv.sql
+          .replaceAll('{Ld}', col(l, f.name, DAYS))
+          .replaceAll('{Rd}', col(r, f.name, DAYS))
+          .replaceAll('{L}', L)
+          .replaceAll('{R}', R)} THEN ${i + 1}`,
+    )
     .join(' ');
   return `(CASE WHEN ${L} IS NULL OR ${R} IS NULL THEN 0 ${whens} ELSE ${levels.length + 1} END)::UTINYINT`;
 }

@@ -1,7 +1,14 @@
 import { type DuckDBConnection, listValue } from '@duckdb/node-api';
 import { quoteIdent } from '../../duckdb-sql.js';
-import { type Link, connectedComponents, guardedClusters } from './clustering.js';
-import { blockingKeySql, levelSql, levelsOf, normalizeSql, usesTermFrequency } from './comparisons.js';
+import { connectedComponents, guardedClusters, type Link } from './clustering.js';
+import {
+  auxiliarySql,
+  blockingKeySql,
+  levelSql,
+  levelsOf,
+  normalizeSql,
+  usesTermFrequency,
+} from './comparisons.js';
 import {
   estimateLambda,
   estimateU,
@@ -117,7 +124,9 @@ export class Matcher {
    * (raw text). Returns how many records.
    */
   async load(source: string): Promise<number> {
-    const norm = this.fields.map((f) => `${normalizeSql(f.comparison, `s.${quoteIdent(f.name)}`)} AS ${quoteIdent(f.name)}`);
+    const norm = this.fields.map(
+      (f) => `${normalizeSql(f.comparison, `s.${quoteIdent(f.name)}`)} AS ${quoteIdent(f.name)}`,
+    );
     await this.conn.run(
       `CREATE OR REPLACE TEMP TABLE ${this.t('raw')} AS
        SELECT CAST(s.id AS VARCHAR) AS id, ${norm.join(', ')} FROM (${source}) s WHERE s.id IS NOT NULL`,
@@ -128,9 +137,10 @@ export class Matcher {
         (f) =>
           `CASE WHEN ${quoteIdent(f.name)} IS NOT NULL THEN count(*) OVER (PARTITION BY ${quoteIdent(f.name)}) / count(${quoteIdent(f.name)}) OVER () END AS ${quoteIdent(`${f.name}__tf`)}`,
       );
+    const aux = this.fields.flatMap((f) => auxiliarySql(f, quoteIdent(f.name)));
     await this.conn.run(
       `CREATE OR REPLACE TEMP TABLE ${this.t('rec')} AS
-       SELECT (row_number() OVER (ORDER BY id) - 1)::BIGINT AS rid, *${tf.length > 0 ? `, ${tf.join(', ')}` : ''}
+       SELECT (row_number() OVER (ORDER BY id) - 1)::BIGINT AS rid, *${[...tf, ...aux].map((x) => `, ${x}`).join('')}
        FROM (SELECT DISTINCT ON (id) * FROM ${this.t('raw')})`,
     );
     await this.conn.run(`DROP TABLE ${this.t('raw')}`);
@@ -145,7 +155,10 @@ export class Matcher {
       const g = `${levelSql(f)} AS g${i}`;
       if (!usesTermFrequency(f)) return [g];
       const tf = quoteIdent(`${f.name}__tf`);
-      return [g, `CASE WHEN l.${quoteIdent(f.name)} = r.${quoteIdent(f.name)} THEN greatest(l.${tf}, r.${tf}) END AS t${i}`];
+      return [
+        g,
+        `CASE WHEN l.${quoteIdent(f.name)} = r.${quoteIdent(f.name)} THEN greatest(l.${tf}, r.${tf}) END AS t${i}`,
+      ];
     });
     return `SELECT p.l, p.r${extra}, ${cols.join(', ')}
       FROM ${pairs} p JOIN ${this.t('rec')} l ON l.rid = p.l JOIN ${this.t('rec')} r ON r.rid = p.r`;
@@ -192,7 +205,9 @@ export class Matcher {
 
   private async patterns(sql: string, withMask: boolean): Promise<(Pattern & { mask: number })[]> {
     const g = this.fields.map((_, i) => `g${i}`).join(', ');
-    const rows = await this.rows(`SELECT ${withMask ? 'mask' : '0'}, ${g}, count(*) FROM (${sql}) GROUP BY ALL`);
+    const rows = await this.rows(
+      `SELECT ${withMask ? 'mask' : '0'}, ${g}, count(*) FROM (${sql}) GROUP BY ALL`,
+    );
     return rows.map((row) => ({
       mask: Number(row[0]),
       levels: row.slice(1, -1).map(Number),
@@ -231,7 +246,13 @@ export class Matcher {
       const pairs = own.reduce((s, p) => s + p.count, 0);
       if (pairs === 0 || !include.some(Boolean)) return;
       const em = expectationMaximisation(own, u, { include });
-      training.push({ rule: i, pairs, lambda: em.lambda, iterations: em.iterations, converged: em.converged });
+      training.push({
+        rule: i,
+        pairs,
+        lambda: em.lambda,
+        iterations: em.iterations,
+        converged: em.converged,
+      });
       include.forEach((inc, f) => {
         if (!inc) return;
         runs[f]!++;
@@ -241,10 +262,13 @@ export class Matcher {
       });
     });
     const start = initialM(counts);
-    const m: LevelProbabilities = counts.map((_, f) => (runs[f]! > 0 ? sums[f]!.map((s) => s / runs[f]!) : start[f]!));
+    const m: LevelProbabilities = counts.map((_, f) =>
+      runs[f]! > 0 ? sums[f]!.map((s) => s / runs[f]!) : start[f]!,
+    );
     const lambda = estimateLambda(candidate, m, u);
     const totalPairs = (n * (n - 1)) / 2;
-    const prior = totalPairs > 0 ? Math.min(Math.max((lambda * candidatePairs) / totalPairs, 1e-12), 0.5) : 0.5;
+    const prior =
+      totalPairs > 0 ? Math.min(Math.max((lambda * candidatePairs) / totalPairs, 1e-12), 0.5) : 0.5;
     const fields: FieldModel[] = this.fields.map((f, i) => ({
       name: f.name,
       comparison: f.comparison,
@@ -284,7 +308,12 @@ export class Matcher {
       `SELECT a.id, b.id, s.weight FROM ${this.t('scored')} s JOIN ${this.t('rec')} a ON a.rid = s.l JOIN ${this.t('rec')} b ON b.rid = s.r
        WHERE s.weight >= ${weightOf(min)} ORDER BY s.weight DESC, a.id, b.id`,
     );
-    return rows.map(([a, b, w]) => ({ a: String(a), b: String(b), weight: Number(w), probability: probabilityOf(Number(w)) }));
+    return rows.map(([a, b, w]) => ({
+      a: String(a),
+      b: String(b),
+      weight: Number(w),
+      probability: probabilityOf(Number(w)),
+    }));
   }
 
   /**

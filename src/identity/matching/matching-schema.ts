@@ -4,7 +4,10 @@ import { Duration } from '../../config/duration.js';
 /** A field name of the matcher: also a column name of its scratch tables. */
 const FieldName = z
   .string()
-  .regex(/^[a-z][a-z0-9_]{0,62}$/, 'use lowercase letters, digits and "_" (at most 63), starting with a letter');
+  .regex(
+    /^[a-z][a-z0-9_]{0,62}$/,
+    'use lowercase letters, digits and "_" (at most 63), starting with a letter',
+  );
 
 /**
  * How a field is compared; each kind has its levels, best first (see `comparisons.ts`):
@@ -18,7 +21,16 @@ const FieldName = z
  * - `exact`: exact, else
  * A missing value on either side is its own level with no weight.
  */
-export const MatchComparisonKind = z.enum(['name', 'text', 'email', 'date', 'code', 'phone', 'number', 'exact']);
+export const MatchComparisonKind = z.enum([
+  'name',
+  'text',
+  'email',
+  'date',
+  'code',
+  'phone',
+  'number',
+  'exact',
+]);
 export type MatchComparisonKind = z.infer<typeof MatchComparisonKind>;
 
 export const MatchField = z
@@ -57,7 +69,9 @@ export const BlockingKey = z.union([
       field: FieldName,
       transform: z
         .enum(['exact', 'prefix', 'suffix', 'year', 'local', 'domain'])
-        .describe('prefix/suffix: first/last `length` characters; year of a date; local/domain part of an email.'),
+        .describe(
+          'prefix/suffix: first/last `length` characters; year of a date; local/domain part of an email.',
+        ),
       length: z.number().int().min(1).max(64).optional().describe('For prefix and suffix (default 3).'),
     })
     .strict(),
@@ -97,12 +111,14 @@ export const MatchSettings = z
       .int()
       .min(2)
       .default(1000)
-      .describe('A blocking key shared by more records than this makes no pairs (placeholders, very common values).'),
+      .describe(
+        'A blocking key shared by more records than this makes no pairs (placeholders, very common values).',
+      ),
     sampleSize: z
       .number()
       .int()
       .min(1000)
-      .default(1_000_000)
+      .default(300_000)
       .describe('Random pairs compared to estimate u (how often non-matches agree by chance).'),
     seed: z.number().int().min(0).default(42).describe('Seed of the random pairs.'),
   })
@@ -110,16 +126,17 @@ export const MatchSettings = z
   .superRefine((s, ctx) => {
     const names = new Set<string>();
     s.fields.forEach((f, i) => {
-      if (names.has(f.name)) ctx.addIssue({ code: 'custom', path: ['fields', i, 'name'], message: 'duplicate field' });
+      if (names.has(f.name))
+        ctx.addIssue({ code: 'custom', path: ['fields', i, 'name'], message: 'duplicate field' });
       names.add(f.name);
     });
-    s.blocking.forEach((rule, i) =>
+    s.blocking.forEach((rule, i) => {
       rule.forEach((k, j) => {
         const field = typeof k === 'string' ? k : k.field;
         if (!names.has(field))
           ctx.addIssue({ code: 'custom', path: ['blocking', i, j], message: `no field named ${field}` });
-      }),
-    );
+      });
+    });
     if (s.review > s.autoMerge)
       ctx.addIssue({ code: 'custom', path: ['review'], message: 'review must not be above autoMerge' });
   });
@@ -162,7 +179,12 @@ export const MatchingConfig = z
       .default({})
       .describe('Per source stream: the trait names of each field in its records (instead of `traits`).'),
     autoMerge: z.number().gt(0).lt(1).default(0.99).describe('Match probability that merges profiles.'),
-    review: z.number().gt(0).lt(1).default(0.8).describe('Match probability that puts a pair on the review list.'),
+    review: z
+      .number()
+      .gt(0)
+      .lt(1)
+      .default(0.8)
+      .describe('Match probability that puts a pair on the review list.'),
     guard: z.number().gt(0).lt(1).default(0.001).describe('Chain guard (see the README).'),
     maxBlockSize: z.number().int().min(2).default(1000).describe('Largest block that makes pairs.'),
     schedule: Duration.optional().describe('Run a full match this often (e.g. "1d"); otherwise on demand.'),

@@ -24,7 +24,10 @@ const pairs = (n: number) => (n * (n - 1)) / 2;
  * Scores `predicted` (record → group) against `truth` (record → group). Records missing from
  * `predicted` are groups of their own.
  */
-export function scoreClusters(predicted: ReadonlyMap<string, string>, truth: ReadonlyMap<string, string>): Scores {
+export function scoreClusters(
+  predicted: ReadonlyMap<string, string>,
+  truth: ReadonlyMap<string, string>,
+): Scores {
   const pred = (id: string) => predicted.get(id) ?? `\u0000${id}`;
   const predSize = new Map<string, number>();
   const trueSize = new Map<string, number>();
