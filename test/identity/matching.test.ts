@@ -1,0 +1,249 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { prng } from '../../bench/lib/events.js';
+import { MatchingConfig } from '../../src/identity/matching/matching-schema.js';
+import { PROBABILISTIC_TAG, ProfileMatching } from '../../src/identity/matching/profile-matching.js';
+import { type IdentityPipeline, identityPipeline, type TestEvent } from './harness.js';
+
+const FIRST = [
+  'oliver',
+  'amelia',
+  'harry',
+  'isla',
+  'jack',
+  'ava',
+  'george',
+  'mia',
+  'noah',
+  'emily',
+  'leo',
+  'grace',
+];
+const LAST = [
+  'smith',
+  'jones',
+  'taylor',
+  'brown',
+  'wilson',
+  'evans',
+  'thomas',
+  'roberts',
+  'walker',
+  'wright',
+  'wojciechowski',
+  'okafor',
+];
+const CITIES = ['london', 'leeds', 'bristol', 'york', 'bath', 'derby'];
+
+interface Person {
+  first: string;
+  last: string;
+  dob: string;
+  city: string;
+}
+
+/**
+ * People (seeded), each as one or two identify calls from different devices: no identifier
+ * in common; the second copy of a person sometimes has a typo in the surname.
+ */
+function people(n: number, seed: number): { persons: Person[]; events: TestEvent[] } {
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
+  const persons: Person[] = [];
+  const events: TestEvent[] = [];
+  for (let i = 0; i < n; i++) {
+    const d = new Date(
+      Date.UTC(1940 + Math.floor(rnd() * 60), Math.floor(rnd() * 12), 1 + Math.floor(rnd() * 28)),
+    );
+    const p = { first: pick(FIRST), last: pick(LAST), dob: d.toISOString().slice(0, 10), city: pick(CITIES) };
+    persons.push(p);
+    const copies = i % 3 === 0 ? 1 : 2;
+    for (let c = 0; c < copies; c++) {
+      const last = c === 1 && i % 2 === 0 ? `${p.last.slice(0, 2)}${p.last.slice(3)}` : p.last;
+      events.push({
+        type: 'identify',
+        messageId: `m-${i}-${c}`,
+        anonymousId: `anon-${i}-${c}`,
+        at: events.length,
+        traits: { first_name: p.first, last_name: last, dob: p.dob, city: p.city },
+      });
+    }
+  }
+  return { persons, events };
+}
+
+const CONFIG = {
+  enabled: true,
+  fields: [
+    { name: 'first_name', comparison: 'name' },
+    { name: 'last_name', comparison: 'name' },
+    { name: 'dob', comparison: 'date' },
+    { name: 'city', comparison: 'text' },
+  ],
+  blocking: [['dob'], ['first_name', 'last_name']],
+};
+
+describe('probabilistic matching of profiles (DuckDB identity store)', () => {
+  let pipe: IdentityPipeline | undefined;
+  let matching: ProfileMatching | undefined;
+  afterEach(async () => {
+    await matching?.close();
+    await pipe?.destroy();
+    matching = undefined;
+    pipe = undefined;
+  });
+
+  async function setup(config: unknown = CONFIG, identity: Record<string, unknown> = {}) {
+    pipe = await identityPipeline({ identity });
+    const { events } = people(240, 7);
+    await pipe.send(events);
+    matching = await ProfileMatching.open(pipe.instance, pipe.stage, MatchingConfig.parse(config));
+    return { pipe, matching, events };
+  }
+
+  const holder = (p: IdentityPipeline, anon: string) => p.stage.lookup(`anonymous_id:${anon}`)?.id;
+
+  it('merges the two devices of one person (rule probabilistic), explains it, and an unmerge undoes it for good', async () => {
+    const { pipe, matching } = await setup();
+    expect(pipe.stage.profileCount()).toBe(400);
+    const summary = await matching.run();
+    expect(summary.records).toBe(400);
+    expect(summary.merged).toBeGreaterThan(100);
+    // Person 1 (two copies, exact) and person 2 (a typo in the surname) are one profile each.
+    for (const i of [1, 2, 4, 5]) expect(holder(pipe, `anon-${i}-0`)).toBe(holder(pipe, `anon-${i}-1`));
+    // Different people stay apart.
+    expect(holder(pipe, 'anon-1-0')).not.toBe(holder(pipe, 'anon-2-0'));
+
+    const profile = await pipe.stage.getProfile('anonymous_id:anon-1-0');
+    const merge = profile.merges.find((m) => m.messageId.startsWith(PROBABILISTIC_TAG));
+    expect(merge).toBeDefined();
+    const merged = await matching.list({ status: 'merged', limit: 1000, evidence: false });
+    expect(merged.some((p) => p.mergeId === merge!.mergeId)).toBe(true);
+
+    // The waterfall: each field's level and weight, and the total is the prior plus their sum.
+    const a = pipe.stage.lookup('anonymous_id:anon-2-0')!.id;
+    const b = pipe.stage.lookup('anonymous_id:anon-3-0')!.id;
+    const why = await matching.explainProfiles(a, b);
+    expect(why!.fields.map((f) => f.field)).toEqual(['first_name', 'last_name', 'dob', 'city']);
+    const sum = why!.prior + why!.fields.reduce((s, f) => s + f.weight + f.termFrequency, 0);
+    expect(why!.weight).toBeCloseTo(sum, 9);
+
+    // Undo: the unmerge splits them, and its block keeps the next run from merging them again.
+    await pipe.stage.unmerge(merge!.mergeId);
+    expect(holder(pipe, 'anon-1-0')).not.toBe(holder(pipe, 'anon-1-1'));
+    await matching.run();
+    expect(holder(pipe, 'anon-1-0')).not.toBe(holder(pipe, 'anon-1-1'));
+    const refused = await matching.list({ status: 'refused', limit: 1000, evidence: false });
+    expect(refused.some((p) => /blocked_link/.test(p.reason ?? ''))).toBe(true);
+  });
+
+  it('never overrides a limit: profiles with different user ids are refused, with the reason', async () => {
+    pipe = await identityPipeline();
+    const { events } = people(240, 7);
+    // Person 1's two devices each logged in with their own user id (limit: one per profile).
+    for (const e of events)
+      if (e.messageId === 'm-1-0' || e.messageId === 'm-1-1') e.userId = `user-${e.messageId}`;
+    await pipe.send(events);
+    matching = await ProfileMatching.open(pipe.instance, pipe.stage, MatchingConfig.parse(CONFIG));
+    await matching.run();
+    expect(holder(pipe, 'anon-1-0')).not.toBe(holder(pipe, 'anon-1-1'));
+    expect(holder(pipe, 'anon-4-0')).toBe(holder(pipe, 'anon-4-1'));
+    const refused = await matching.list({ status: 'refused', limit: 1000, evidence: false });
+    expect(refused.some((p) => p.reason === 'limit:user_id would be broken')).toBe(true);
+  });
+
+  it('puts pairs between review and autoMerge on the review list; accept merges, reject is remembered', async () => {
+    const { pipe, matching } = await setup({ ...CONFIG, autoMerge: 0.999999999999, review: 0.5 });
+    const before = pipe.stage.profileCount();
+    await matching.run();
+    const review = await matching.list({ limit: 1000 });
+    expect(review.length).toBeGreaterThan(2);
+    for (const p of review) {
+      expect(p.probability).toBeGreaterThanOrEqual(0.5);
+      expect(p.probability).toBeLessThan(0.999999999999);
+    }
+    // Strongest first, with the waterfall.
+    expect(review[0]!.weight).toBeGreaterThanOrEqual(review[1]!.weight);
+    expect(review[0]!.evidence!.fields).toHaveLength(4);
+
+    const accepted = await matching.decide(review[0]!.pairId, 'accept');
+    expect(accepted.status).toBe('accepted');
+    expect(pipe.stage.currentProfile(review[0]!.profileA)).toBe(
+      pipe.stage.currentProfile(review[0]!.profileB),
+    );
+    const rejected = await matching.decide(review[1]!.pairId, 'reject');
+    expect(rejected.status).toBe('rejected');
+    await expect(matching.decide(review[1]!.pairId, 'accept')).rejects.toThrow(/not under review/);
+
+    // A second run proposes neither again (one is merged, the other rejected).
+    await matching.run();
+    const again = await matching.list({ limit: 1000, evidence: false });
+    const key = (a: string, b: string) =>
+      [pipe.stage.currentProfile(a), pipe.stage.currentProfile(b)].sort().join('|');
+    const keys = new Set(again.map((p) => key(p.profileA, p.profileB)));
+    expect(keys.has(key(review[1]!.profileA, review[1]!.profileB))).toBe(false);
+    expect(pipe.stage.profileCount()).toBeLessThan(before);
+  });
+
+  it('matches a new profile incrementally against the others, with the model of the last full run', async () => {
+    const { pipe, matching } = await setup();
+    expect(await matching.matchProfiles(['x'])).toBeUndefined(); // no model yet
+    await matching.run();
+    const person = people(240, 7).persons[1]!;
+    await pipe.send([
+      {
+        type: 'identify',
+        messageId: 'late',
+        anonymousId: 'anon-late',
+        at: 10_000,
+        traits: { first_name: person.first, last_name: person.last, dob: person.dob, city: person.city },
+      },
+    ]);
+    const id = holder(pipe, 'anon-late')!;
+    expect(id).not.toBe(holder(pipe, 'anon-1-0'));
+    const summary = await matching.matchProfiles([id]);
+    expect(summary!.merged).toBe(1);
+    expect(holder(pipe, 'anon-late')).toBe(holder(pipe, 'anon-1-0'));
+  });
+
+  it('survives hostile trait values: quotes, a huge string, unicode, JSON objects, placeholders', async () => {
+    pipe = await identityPipeline();
+    const { events } = people(120, 3);
+    events.push(
+      {
+        type: 'identify',
+        messageId: 'h1',
+        anonymousId: 'h1',
+        at: 1,
+        traits: {
+          first_name: `O'Brien "); DROP TABLE profiles; --`,
+          last_name: 'x'.repeat(200_000),
+          dob: 'null',
+          city: { nested: [1, 2] },
+        },
+      },
+      {
+        type: 'identify',
+        messageId: 'h2',
+        anonymousId: 'h2',
+        at: 2,
+        traits: { first_name: 'Zoë', last_name: 'Ñúñez 🙂', dob: '31/02/1990', city: 42 },
+      },
+      {
+        type: 'identify',
+        messageId: 'h3',
+        anonymousId: 'h3',
+        at: 3,
+        traits: { first_name: 'zoe', last_name: 'nunez', dob: '1990-02-31', city: null },
+      },
+    );
+    await pipe.send(events);
+    matching = await ProfileMatching.open(pipe.instance, pipe.stage, MatchingConfig.parse(CONFIG));
+    const s = await matching.run();
+    expect(s.records).toBe(pipe.stage.profileCount() + s.merged);
+    const why = await matching.explainProfiles(holder(pipe, 'h2')!, holder(pipe, 'h3')!);
+    // Accents and the emoji are normalised away: the names agree exactly.
+    expect(why!.fields.find((f) => f.field === 'first_name')!.level).toBe('exact');
+    expect(why!.fields.find((f) => f.field === 'last_name')!.level).toBe('exact');
+    expect((await pipe.query('SELECT count(*) AS n FROM profiles'))[0]!.n).toBeDefined();
+  });
+});
