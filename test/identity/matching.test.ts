@@ -1,7 +1,9 @@
+import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { prng } from '../../bench/lib/events.js';
 import { MatchingConfig } from '../../src/identity/matching/matching-schema.js';
 import { PROBABILISTIC_TAG, ProfileMatching } from '../../src/identity/matching/profile-matching.js';
+import { profileRoutes } from '../../src/identity/profile-routes.js';
 import { type IdentityPipeline, identityPipeline, type TestEvent } from './harness.js';
 
 const FIRST = [
@@ -173,6 +175,60 @@ describe('probabilistic matching of profiles (DuckDB identity store)', () => {
     const rejected = await matching.decide(review[1]!.pairId, 'reject');
     expect(rejected.status).toBe('rejected');
     await expect(matching.decide(review[1]!.pairId, 'accept')).rejects.toThrow(/not under review/);
+
+    // The same through the HTTP API (in-process): list with the waterfall, decide, explain.
+    const app = Fastify();
+    profileRoutes(app, {
+      identity: pipe.stage,
+      matching,
+      profileIdOf: (t) => pipe.stage.lookup(t)?.id,
+      isAdmin: (h) => h === 'Bearer admin-token',
+      isReader: () => false,
+    });
+    const auth = { authorization: 'Bearer admin-token' };
+    const listed = await app.inject({ method: 'GET', url: '/v1/profiles/matches?limit=5', headers: auth });
+    expect(listed.statusCode).toBe(200);
+    const pairs = listed.json().pairs as {
+      pairId: string;
+      profileA: string;
+      profileB: string;
+      evidence: unknown;
+    }[];
+    expect(pairs.map((p) => p.pairId)).toEqual(review.slice(2, 7).map((p) => p.pairId));
+    const third = pairs[0]!;
+    const explained = await app.inject({
+      method: 'GET',
+      url: `/v1/profiles/profile_id:${third.profileA}/explain?with=profile_id:${third.profileB}`,
+      headers: auth,
+    });
+    expect(explained.statusCode).toBe(200);
+    expect(explained.json().sameProfile).toBe(false);
+    expect(explained.json().match).toEqual(third.evidence);
+    const unauthorised = await app.inject({
+      method: 'POST',
+      url: `/v1/profiles/matches/${third.pairId}/reject`,
+    });
+    expect(unauthorised.statusCode).toBe(401);
+    const decided = await app.inject({
+      method: 'POST',
+      url: `/v1/profiles/matches/${third.pairId}/reject`,
+      headers: auth,
+    });
+    expect(decided.json().status).toBe('rejected');
+    const twice = await app.inject({
+      method: 'POST',
+      url: `/v1/profiles/matches/${third.pairId}/accept`,
+      headers: auth,
+    });
+    expect(twice.statusCode).toBe(409);
+    expect(twice.json().code).toBe('TRIB_ERR_MATCH_NOT_IN_REVIEW');
+    const missing = await app.inject({
+      method: 'POST',
+      url: '/v1/profiles/matches/nope/accept',
+      headers: auth,
+    });
+    expect(missing.statusCode).toBe(404);
+    await app.close();
 
     // A second run proposes neither again (one is merged, the other rejected).
     await matching.run();

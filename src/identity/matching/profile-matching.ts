@@ -392,3 +392,56 @@ function pairOf(row: unknown[]): MatchPair {
     decidedAt: decidedAt === null || decidedAt === undefined ? null : String(decidedAt),
   };
 }
+
+/**
+ * When matching runs by itself: profiles changed by resolution are matched incrementally a
+ * little later (collected over `delayMs`, one run at a time), and a full run every
+ * `everyMs` when a schedule is set. Errors go to `onError`; the next round tries again.
+ */
+export class MatchScheduler {
+  private changed = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly interval: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private running: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly matching: Pick<ProfileMatching, 'run' | 'matchProfiles'>,
+    private readonly options: {
+      delayMs?: number;
+      everyMs?: number;
+      incremental: boolean;
+      onError: (err: unknown) => void;
+    },
+  ) {
+    if (options.everyMs !== undefined && options.everyMs > 0) {
+      this.interval = setInterval(() => this.track(this.matching.run()), options.everyMs);
+      this.interval.unref();
+    }
+  }
+
+  /** Profiles whose traits or identifiers changed (from the identity stage's commits). */
+  note(profileIds: Iterable<string>): void {
+    if (this.stopped || !this.options.incremental) return;
+    for (const id of profileIds) this.changed.add(id);
+    if (this.changed.size === 0 || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const ids = [...this.changed];
+      this.changed = new Set();
+      this.track(this.matching.matchProfiles(ids));
+    }, this.options.delayMs ?? 5_000);
+    this.timer.unref();
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.running = p.catch((err) => this.options.onError(err));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.interval) clearInterval(this.interval);
+    await this.running;
+  }
+}
