@@ -1,0 +1,111 @@
+import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Matcher } from './matcher.js';
+import { MatchSettings } from './matching-schema.js';
+
+let instance: DuckDBInstance;
+let conn: DuckDBConnection;
+beforeAll(async () => {
+  instance = await DuckDBInstance.create(':memory:');
+  conn = await instance.connect();
+});
+afterAll(() => {
+  conn.closeSync();
+  instance.closeSync();
+});
+
+const settings = (blocking: unknown = [['dob'], ['first_name', 'last_name']], extra: object = {}) =>
+  MatchSettings.parse({
+    fields: [
+      { name: 'first_name', comparison: 'name' },
+      { name: 'last_name', comparison: 'name' },
+      { name: 'dob', comparison: 'date' },
+      { name: 'email', comparison: 'email' },
+      { name: 'zip', comparison: 'code' },
+    ],
+    blocking,
+    ...extra,
+  });
+
+async function table(rows: (string | null)[][]): Promise<string> {
+  await conn.run(
+    'CREATE OR REPLACE TABLE people (id VARCHAR, first_name VARCHAR, last_name VARCHAR, dob VARCHAR, email VARCHAR, zip VARCHAR)',
+  );
+  const app = await conn.createAppender('people');
+  for (const r of rows) {
+    for (const v of r) {
+      if (v === null) app.appendNull();
+      else app.appendVarchar(v);
+    }
+    app.endRow();
+  }
+  app.flushSync();
+  app.closeSync();
+  return 'SELECT * FROM people';
+}
+
+describe('Matcher (DuckDB)', () => {
+  it('compares each field by its levels: edits, transposed dates, accents, placeholders, missing values', async () => {
+    const m = new Matcher(conn, settings([['zip']]));
+    await m.load(
+      await table([
+        ['a', 'Jon', 'Smith', '1971-05-24', 'jon@x.org', 'AB1 2CD'],
+        ['b', 'John', 'Smyth', '1971-24-05', 'JON@x.org ', 'ab12cd'],
+        ['c', 'José', "O'Brien", 'unknown', null, 'zz9'],
+        ['d', 'jose', 'obrien', '1980-01-01', 'jose@y.org', 'zz9'],
+        ['e', 'x'.repeat(100_000), 'N/A', '2001-02-03', 'a"b@c', 'zz9'],
+      ]),
+    );
+    await m.candidates();
+    const model = await m.estimate();
+    const ab = await m.explain(model, 'a', 'b');
+    expect(ab!.fields.map((f) => f.level)).toEqual([
+      'one edit',
+      'one edit',
+      'day and month transposed, or one typo',
+      'exact',
+      'exact',
+    ]);
+    const cd = await m.explain(model, 'c', 'd');
+    // "José" and "jose" agree once normalised; "O'Brien" keeps its apostrophe; "unknown" is missing.
+    expect(cd!.fields.map((f) => f.level)).toEqual(['exact', 'one edit', 'missing', 'missing', 'exact']);
+    expect(cd!.fields[2]!.weight).toBe(0);
+    const ce = await m.explain(model, 'c', 'e');
+    expect(ce!.fields[0]!.right!.length).toBe(200); // a huge value is cut before comparing
+    expect(ce!.fields[1]!.level).toBe('missing'); // "N/A"
+    expect(ce!.weight).toBeCloseTo(
+      ce!.prior + ce!.fields.reduce((s, f) => s + f.weight + f.termFrequency, 0),
+      9,
+    );
+    expect(await m.explain(model, 'a', 'nobody')).toBeUndefined();
+    await m.drop();
+  });
+
+  it('blocks: rules are unioned, a key shared by more than maxBlockSize records makes no pairs, `only` restricts', async () => {
+    const rows: (string | null)[][] = [];
+    // Names of letters only (digits are not part of a normalised name).
+    const name = (i: number) => `n${String.fromCharCode(97 + Math.floor(i / 26), 97 + (i % 26))}`;
+    for (let i = 0; i < 30; i++) rows.push([`p${i}`, name(i), name(i), '2000-01-01', null, `z${i % 10}`]);
+    rows.push(['q', name(1), name(1), '1999-09-09', null, null]);
+    const source = await table(rows);
+    const m = new Matcher(
+      conn,
+      settings([['dob'], ['first_name', 'last_name'], ['zip']], { maxBlockSize: 20 }),
+    );
+    await m.load(source);
+    // dob: one block of 30 (> 20, no pairs); names: p1–q; zip: 10 blocks of 3 → 30 pairs.
+    expect(await m.candidates()).toBe(31);
+    const big = new Matcher(
+      conn,
+      settings([['dob'], ['first_name', 'last_name'], ['zip']], { maxBlockSize: 30 }),
+      'big',
+    );
+    await big.load(source);
+    expect(await big.candidates()).toBe((30 * 29) / 2 + 1);
+    expect(await big.candidates(['q'])).toBe(1);
+    // p3: the 29 others of its dob; its zip's p13 and p23 are among them.
+    expect(await big.candidates(['p3'])).toBe(29);
+    await m.drop();
+    await big.drop();
+  });
+});
