@@ -79,8 +79,11 @@ const LEVELS: Record<
   MatchComparisonKind,
   (f: MatchField) => { label: string; sql: string; exact?: boolean }[]
 > = {
-  name: () => [
+  name: (f) => [
     { label: 'exact', sql: '{L} = {R}', exact: true },
+    ...(f.swapWith === undefined
+      ? []
+      : [{ label: `swapped with ${f.swapWith}`, sql: '({L} = {Rs} OR {R} = {Ls})' }]),
     { label: 'one edit', sql: ONE_EDIT },
     { label: 'jaro-winkler >= 0.92', sql: 'jaro_winkler_similarity({L}, {R}) >= 0.92' },
     { label: 'jaro-winkler >= 0.80', sql: 'jaro_winkler_similarity({L}, {R}) >= 0.80' },
@@ -151,6 +154,8 @@ export function levelSql(f: MatchField, l = 'l', r = 'r'): string {
     .map(
       (lv, i) =>
         `WHEN ${lv.sql
+          .replaceAll('{Ls}', col(l, f.swapWith ?? f.name))
+          .replaceAll('{Rs}', col(r, f.swapWith ?? f.name))
           .replaceAll('{Ld}', col(l, f.name, DAYS))
           .replaceAll('{Rd}', col(r, f.name, DAYS))
           .replaceAll('{L}', L)

@@ -17,8 +17,8 @@ afterAll(() => {
 const settings = (blocking: unknown = [['dob'], ['first_name', 'last_name']], extra: object = {}) =>
   MatchSettings.parse({
     fields: [
-      { name: 'first_name', comparison: 'name' },
-      { name: 'last_name', comparison: 'name' },
+      { name: 'first_name', comparison: 'name', swapWith: 'last_name' },
+      { name: 'last_name', comparison: 'name', swapWith: 'first_name' },
       { name: 'dob', comparison: 'date' },
       { name: 'email', comparison: 'email' },
       { name: 'zip', comparison: 'code' },
@@ -54,6 +54,7 @@ describe('Matcher (DuckDB)', () => {
         ['c', 'José', "O'Brien", 'unknown', null, 'zz9'],
         ['d', 'jose', 'obrien', '1980-01-01', 'jose@y.org', 'zz9'],
         ['e', 'x'.repeat(100_000), 'N/A', '2001-02-03', 'a"b@c', 'zz9'],
+        ['f', 'Smith', 'Jon', null, null, 'ab12cd'],
       ]),
     );
     await m.candidates();
@@ -78,6 +79,12 @@ describe('Matcher (DuckDB)', () => {
       9,
     );
     expect(await m.explain(model, 'a', 'nobody')).toBeUndefined();
+    // First and last name written the other way round.
+    const af = await m.explain(model, 'a', 'f');
+    expect(af!.fields.slice(0, 2).map((f) => f.level)).toEqual([
+      'swapped with last_name',
+      'swapped with first_name',
+    ]);
     await m.drop();
   });
 

@@ -11,7 +11,7 @@ const FieldName = z
 
 /**
  * How a field is compared; each kind has its levels, best first (see `comparisons.ts`):
- * - `name`: exact, one edit (Damerau), Jaro–Winkler ≥ 0.92, ≥ 0.80, else
+ * - `name`: exact, (swapped with `swapWith`,) one edit (Damerau), Jaro–Winkler ≥ 0.92, ≥ 0.80, else
  * - `text` (addresses, cities): exact, Jaro–Winkler ≥ 0.92, ≥ 0.80, else
  * - `email`: exact, same local part, Jaro–Winkler ≥ 0.88, else
  * - `date`: exact, day and month transposed or one typo, within `tolerance` days, else
@@ -51,6 +51,9 @@ export const MatchField = z
       .positive()
       .optional()
       .describe('date: days apart still close (default 365); number: relative difference (default 0.1).'),
+    swapWith: FieldName.optional().describe(
+      'name: another name field the value may have been written in (first and last name swapped): a level of its own.',
+    ),
     termFrequency: z
       .boolean()
       .optional()
@@ -81,6 +84,36 @@ export type BlockingKey = z.infer<typeof BlockingKey>;
 /** Records are candidate pairs when every key of one rule is equal (and not missing); rules are unioned. */
 export const BlockingRule = z.array(BlockingKey).min(1).max(8);
 export type BlockingRule = z.infer<typeof BlockingRule>;
+
+/** Field names are unique, `swapWith` and blocking keys name fields. */
+function checkFields(
+  s: { fields: MatchField[]; blocking: BlockingRule[]; review: number; autoMerge: number },
+  ctx: z.RefinementCtx,
+): void {
+  const names = new Set<string>();
+  s.fields.forEach((f, i) => {
+    if (names.has(f.name))
+      ctx.addIssue({ code: 'custom', path: ['fields', i, 'name'], message: 'duplicate field' });
+    names.add(f.name);
+  });
+  s.fields.forEach((f, i) => {
+    if (f.swapWith !== undefined && (!names.has(f.swapWith) || f.swapWith === f.name))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fields', i, 'swapWith'],
+        message: `no other field named ${f.swapWith}`,
+      });
+  });
+  s.blocking.forEach((rule, i) => {
+    rule.forEach((k, j) => {
+      const field = typeof k === 'string' ? k : k.field;
+      if (!names.has(field))
+        ctx.addIssue({ code: 'custom', path: ['blocking', i, j], message: `no field named ${field}` });
+    });
+  });
+  if (s.review > s.autoMerge)
+    ctx.addIssue({ code: 'custom', path: ['review'], message: 'review must not be above autoMerge' });
+}
 
 export const MatchSettings = z
   .object({
@@ -123,29 +156,23 @@ export const MatchSettings = z
     seed: z.number().int().min(0).default(42).describe('Seed of the random pairs.'),
   })
   .strict()
-  .superRefine((s, ctx) => {
-    const names = new Set<string>();
-    s.fields.forEach((f, i) => {
-      if (names.has(f.name))
-        ctx.addIssue({ code: 'custom', path: ['fields', i, 'name'], message: 'duplicate field' });
-      names.add(f.name);
-    });
-    s.blocking.forEach((rule, i) => {
-      rule.forEach((k, j) => {
-        const field = typeof k === 'string' ? k : k.field;
-        if (!names.has(field))
-          ctx.addIssue({ code: 'custom', path: ['blocking', i, j], message: `no field named ${field}` });
-      });
-    });
-    if (s.review > s.autoMerge)
-      ctx.addIssue({ code: 'custom', path: ['review'], message: 'review must not be above autoMerge' });
-  });
+  .superRefine(checkFields);
 export type MatchSettings = z.infer<typeof MatchSettings>;
 
 /** Fields that work for people, as traits of identify calls and CRM imports name them. */
 export const PEOPLE_FIELDS: MatchField[] = [
-  { name: 'first_name', comparison: 'name', traits: ['first_name', 'firstName', 'given_name'] },
-  { name: 'last_name', comparison: 'name', traits: ['last_name', 'lastName', 'surname', 'family_name'] },
+  {
+    name: 'first_name',
+    comparison: 'name',
+    traits: ['first_name', 'firstName', 'given_name'],
+    swapWith: 'last_name',
+  },
+  {
+    name: 'last_name',
+    comparison: 'name',
+    traits: ['last_name', 'lastName', 'surname', 'family_name'],
+    swapWith: 'first_name',
+  },
   { name: 'dob', comparison: 'date', traits: ['dob', 'birthday', 'date_of_birth', 'birthdate'] },
   { name: 'email', comparison: 'email', identifier: 'email' },
   { name: 'phone', comparison: 'phone', identifier: 'phone' },
@@ -193,5 +220,6 @@ export const MatchingConfig = z
       .default(true)
       .describe('Match a new or changed profile as it is resolved (after a first full run).'),
   })
-  .strict();
+  .strict()
+  .superRefine(checkFields);
 export type MatchingConfig = z.infer<typeof MatchingConfig>;
