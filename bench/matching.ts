@@ -294,12 +294,24 @@ async function runProbabilistic(
   threshold: number,
 ): Promise<{ predicted: Map<string, string>; ms: number; model: MatchModel; records: number }> {
   const t0 = performance.now();
+  const phases: string[] = [];
+  let mark = t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    phases.push(`${name} ${((now - mark) / 1000).toFixed(2)} s`);
+    mark = now;
+  };
   const matcher = new Matcher(conn, ds.settings, 'bench');
   const records = await matcher.load(source);
-  await matcher.candidates();
+  lap('load');
+  const pairs = await matcher.candidates();
+  lap(`candidates (${pairs.toLocaleString('en')} pairs)`);
   const model = await matcher.estimate();
+  lap('estimate');
   const result = await matcher.match(model, threshold);
+  lap('match');
   const ms = performance.now() - t0;
+  if (args.verbose) console.log(`${ds.name} p >= ${threshold}: ${phases.join(', ')}`);
   await matcher.drop();
   return { predicted: groupsToMap(result.clusters), ms, model, records };
 }

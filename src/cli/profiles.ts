@@ -117,7 +117,7 @@ const shown = (v: string | null) =>
 export function waterfall(w: Waterfall): string {
   const lines = ['match weight (log2 odds):', `  prior                      ${signed(w.prior)}`];
   for (const f of w.fields) {
-    const tf = f.termFrequency === 0 ? '' : ` (term frequency ${signed(f.termFrequency)})`;
+    const tf = Math.abs(f.termFrequency) < 0.005 ? '' : ` (term frequency ${signed(f.termFrequency)})`;
     lines.push(
       `  ${f.field.padEnd(12)} ${f.level.padEnd(14)} ${signed(f.weight + f.termFrequency)}${tf}   ${shown(f.left)} vs ${shown(f.right)}`,
     );

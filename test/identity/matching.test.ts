@@ -71,6 +71,30 @@ describe('probabilistic matching of profiles (DuckDB identity store)', () => {
     expect(refused.some((p) => /blocked_link/.test(p.reason ?? ''))).toBe(true);
   });
 
+  it('after an unmerge of an event merge that took a probabilistic one with it, incremental matching finds the pair again', async () => {
+    const { pipe, matching } = await setup();
+    await matching.run();
+    expect(holder(pipe, 'anon-1-0')).toBe(holder(pipe, 'anon-1-1'));
+    // A login links person 0's device to person 1's merged profile: an event merge.
+    await pipe.send([
+      { type: 'identify', messageId: 'login-0', anonymousId: 'anon-0-0', userId: 'shared-login', at: 5000 },
+      { type: 'identify', messageId: 'login-1', anonymousId: 'anon-1-0', userId: 'shared-login', at: 5001 },
+    ]);
+    const p = await pipe.stage.getProfile('anonymous_id:anon-1-0');
+    const eventMerge = p.merges.find((m) => m.messageId === 'login-1' && m.unmergedAt === null)!;
+    expect(holder(pipe, 'anon-0-0')).toBe(holder(pipe, 'anon-1-1'));
+    // Undoing it replays the events: person 1's devices share no identifier, so they part too.
+    const { profiles } = await pipe.stage.unmerge(eventMerge.mergeId);
+    expect(holder(pipe, 'anon-1-0')).not.toBe(holder(pipe, 'anon-1-1'));
+    // The profiles the unmerge changed (what `onCommitted` hands the scheduler) are matched again.
+    const changed = [...new Set([...profiles, holder(pipe, 'anon-1-0')!, holder(pipe, 'anon-1-1')!])];
+    const summary = await matching.matchProfiles(changed);
+    expect(summary!.merged).toBeGreaterThanOrEqual(1);
+    expect(holder(pipe, 'anon-1-0')).toBe(holder(pipe, 'anon-1-1'));
+    // The unmerged (blocked) link stays apart.
+    expect(holder(pipe, 'anon-0-0')).not.toBe(holder(pipe, 'anon-1-0'));
+  });
+
   it('never overrides a limit: profiles with different user ids are refused, with the reason', async () => {
     pipe = await identityPipeline();
     const { events } = people(240, 7);

@@ -299,11 +299,15 @@ export class Matcher {
     return `(${log2(model.prior / (1 - model.prior))} + ${this.weightParts(model).join(' + ')})`;
   }
 
-  /** Scores the candidate pairs; returns those with a match probability of at least `min`. */
-  async score(model: MatchModel, min: number): Promise<ScoredPair[]> {
+  private async scoreAll(model: MatchModel): Promise<void> {
     await this.conn.run(
       `CREATE OR REPLACE TEMP TABLE ${this.t('scored')} AS SELECT l, r, ${this.weightSql(model)} AS weight FROM ${this.t('cmp')}`,
     );
+  }
+
+  /** Scores the candidate pairs; returns those with a match probability of at least `min`. */
+  async score(model: MatchModel, min: number): Promise<ScoredPair[]> {
+    await this.scoreAll(model);
     const rows = await this.rows(
       `SELECT a.id, b.id, s.weight FROM ${this.t('scored')} s JOIN ${this.t('rec')} a ON a.rid = s.l JOIN ${this.t('rec')} b ON b.rid = s.r
        WHERE s.weight >= ${weightOf(min)} ORDER BY s.weight DESC, a.id, b.id`,
@@ -322,7 +326,7 @@ export class Matcher {
    * not joined when a pair between them is below the `guard` probability.
    */
   async match(model: MatchModel, threshold: number): Promise<MatchResult> {
-    await this.score(model, threshold);
+    await this.scoreAll(model);
     const rows = await this.rows(
       `SELECT l, r, weight FROM ${this.t('scored')} WHERE weight >= ${weightOf(threshold)}`,
     );
