@@ -138,10 +138,18 @@ export function levelsOf(f: MatchField): Level[] {
   ];
 }
 
-/** Term frequencies adjust an exact match of this field. */
+/**
+ * Term frequencies adjust an exact match of this field: by default names, texts, codes and
+ * exact fields, whose values many people share ("Smith", "London"). Not emails or phones: a
+ * repeated one is mostly one person's records, which would make it look common.
+ */
 export function usesTermFrequency(f: MatchField): boolean {
   return (
-    f.termFrequency ?? (f.comparison !== 'date' && f.comparison !== 'number' && f.comparison !== 'phone')
+    f.termFrequency ??
+    (f.comparison === 'name' ||
+      f.comparison === 'text' ||
+      f.comparison === 'code' ||
+      f.comparison === 'exact')
   );
 }
 
