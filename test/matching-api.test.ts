@@ -76,6 +76,12 @@ describe('probabilistic matching in the embedded server (API and CLI)', () => {
     const got = await cli(['profiles', 'get', 'anonymous_id:anon-1-0']);
     expect(got).toMatch(/merged by probabilistic match [0-9a-f-]{36}/);
 
+    // One person through a probabilistic merge: explain shows the evidence it was merged on.
+    const same = await cli(['profiles', 'explain', 'anonymous_id:anon-1-0', 'anonymous_id:anon-1-1']);
+    expect(same).toMatch(/^one person/);
+    expect(same).toMatch(/merged by probabilistic match [0-9a-f-]{36} \(merge [0-9a-f-]{36}\)\nmatch weight/);
+    expect(same).toMatch(/first_name +exact/);
+
     // Two different people: explain says they are not one person, and shows the weights.
     const why = await cli(['profiles', 'explain', 'anonymous_id:anon-1-0', 'anonymous_id:anon-2-0']);
     expect(why).toMatch(/^not one person/);

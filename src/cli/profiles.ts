@@ -93,6 +93,10 @@ export async function profilesExplainCommand(
   for (const d of refused)
     out(`  refused in ${d.messageId}: ${d.leftOut.map((l) => `${l.identifier} (${l.reason})`).join(', ')}`);
   if (r.match) out(waterfall(r.match as Waterfall));
+  for (const m of (r.matchedBy ?? []) as { pairId: string; mergeId: string | null; evidence?: Waterfall }[]) {
+    out(`merged by probabilistic match ${m.pairId} (merge ${m.mergeId ?? '?'})`);
+    if (m.evidence) out(waterfall(m.evidence));
+  }
 }
 
 interface Waterfall {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { type ErrorCode, TributaryError } from '../errors.js';
 import { type Explanation, IdentityLookupError, type ProfileView } from './identity-stage.js';
 import { type MatchingApi, matchRoutes } from './matching/match-routes.js';
+import { type MatchPair, PROBABILISTIC_TAG } from './matching/profile-matching.js';
 
 /**
  * What the Profile API serves from: the embedded `IdentityStage` (memory) or, in scale-out,
@@ -92,7 +93,16 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
         const x = deps.profileIdOf(req.params.id);
         const y = deps.profileIdOf(b);
         const match = x && y && x !== y ? await deps.matching.explainProfiles(x, y) : undefined;
-        return { ...explanation, match: match ?? null };
+        // One profile: the probabilistic merges of its component, with the evidence they were made on.
+        let matchedBy: MatchPair[] = [];
+        if (x && x === y) {
+          const view = await stage().getProfile(`profile_id:${x}`, { events: 0 });
+          const ids = view.merges
+            .filter((m) => m.unmergedAt === null && m.messageId.startsWith(PROBABILISTIC_TAG))
+            .map((m) => m.messageId.slice(PROBABILISTIC_TAG.length));
+          matchedBy = await deps.matching.pairs(ids);
+        }
+        return { ...explanation, match: match ?? null, matchedBy };
       } catch (err) {
         throw mapped(err);
       }

@@ -10,6 +10,7 @@ export interface MatchingApi {
   list(options?: { status?: PairStatus; limit?: number; evidence?: boolean }): Promise<MatchPair[]>;
   decide(pairId: string, decision: 'accept' | 'reject'): Promise<MatchPair>;
   explainProfiles(a: string, b: string): Promise<PairExplanation | undefined>;
+  pairs(pairIds: readonly string[]): Promise<MatchPair[]>;
 }
 
 const STATUSES: readonly PairStatus[] = ['review', 'merged', 'accepted', 'rejected', 'refused'];

@@ -1,5 +1,5 @@
 import { type DuckDBConnection, listValue } from '@duckdb/node-api';
-import { quoteIdent } from '../../duckdb-sql.js';
+import { quoteIdent, sqlString } from '../../duckdb-sql.js';
 import { connectedComponents, guardedClusters, type Link } from './clustering.js';
 import {
   auxiliarySql,
@@ -391,36 +391,40 @@ export class Matcher {
 
   /** The waterfall of one pair of record ids: each field's level, weight and term-frequency part. */
   async explain(model: MatchModel, a: string, b: string): Promise<PairExplanation | undefined> {
-    const vals = this.fields.map((f) => `l.${quoteIdent(f.name)}, r.${quoteIdent(f.name)}`).join(', ');
+    const rows = (
+      await this.conn.runAndReadAll(
+        this.evidenceSelect(model, '(SELECT $1::VARCHAR AS a, $2::VARCHAR AS b)'),
+        [a, b],
+      )
+    ).getRows();
+    return rows.length === 0 ? undefined : (JSON.parse(String(rows[0]![2])) as PairExplanation);
+  }
+
+  /**
+   * SQL: for a relation of record-id pairs (`a`, `b`), the waterfall of each as JSON text (a
+   * `PairExplanation`, column `evidence`), all in DuckDB (a run stores it for every pair it
+   * merges or lists). Pairs naming a record not loaded are left out.
+   */
+  evidenceSelect(model: MatchModel, pairs: string): string {
     const parts = this.weightParts(model);
-    const g = this.fields.map((_, i) => `g${i}`).join(', ');
-    const rows = await this.conn.runAndReadAll(
-      `WITH p AS (SELECT x.rid AS l, y.rid AS r FROM ${this.t('rec')} x, ${this.t('rec')} y WHERE x.id = $1 AND y.id = $2)
-       SELECT ${g}, ${parts.map((p, i) => `${p} AS w${i}`).join(', ')}, ${vals}
-       FROM (${this.compareSql('p')}) c JOIN ${this.t('rec')} l ON l.rid = c.l JOIN ${this.t('rec')} r ON r.rid = c.r`,
-      [a, b],
-    );
-    const row = rows.getRows()[0] as unknown[] | undefined;
-    if (!row) return undefined;
-    const k = this.fields.length;
     const prior = log2(model.prior / (1 - model.prior));
-    const fields: FieldEvidence[] = model.fields.map((f, i) => {
-      const level = Number(row[i]);
-      const total = Number(row[k + i]);
-      const base = f.levels[level]?.weight ?? 0;
-      const left = row[2 * k + 2 * i];
-      const right = row[2 * k + 2 * i + 1];
-      return {
-        field: f.name,
-        left: left === null ? null : String(left),
-        right: right === null ? null : String(right),
-        level: f.levels[level]?.label ?? String(level),
-        weight: base,
-        termFrequency: total - base,
-      };
+    const values = this.fields
+      .map(
+        (f, i) =>
+          `CAST(l.${quoteIdent(f.name)} AS VARCHAR) AS v${i}l, CAST(r.${quoteIdent(f.name)} AS VARCHAR) AS v${i}r`,
+      )
+      .join(', ');
+    const fields = model.fields.map((f, i) => {
+      const level = `CASE g${i} ${f.levels.map((lv, l) => `WHEN ${l} THEN ${sqlString(lv.label)}`).join(' ')} END`;
+      const base = `(CASE g${i} ${f.levels.map((lv, l) => `WHEN ${l} THEN ${lv.weight}`).join(' ')} ELSE 0 END)`;
+      return `json_object('field', ${sqlString(f.name)}, 'left', v${i}l, 'right', v${i}r, 'level', ${level}, 'weight', ${base}, 'termFrequency', ${parts[i]} - ${base})`;
     });
-    const weight = prior + fields.reduce((s, f) => s + f.weight + f.termFrequency, 0);
-    return { a, b, prior, fields, weight, probability: probabilityOf(weight) };
+    const total = `(${prior} + ${parts.join(' + ')})`;
+    const located = `(SELECT x.rid AS l, y.rid AS r, q.a, q.b FROM ${pairs} q
+      JOIN ${this.t('rec')} x ON x.id = q.a JOIN ${this.t('rec')} y ON y.id = q.b)`;
+    return `SELECT a, b, CAST(json_object('a', a, 'b', b, 'prior', ${prior}, 'fields', json_array(${fields.join(', ')}),
+        'weight', ${total}, 'probability', 1 / (1 + pow(2, -${total}))) AS VARCHAR) AS evidence
+      FROM (${this.compareSql(located, `, p.a, p.b, ${values}`)})`;
   }
 
   /** Drops the scratch tables. */

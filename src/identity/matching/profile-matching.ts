@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { type DuckDBConnection, type DuckDBInstance, type DuckDBValue, listValue } from '@duckdb/node-api';
 import { sqlString } from '../../duckdb-sql.js';
 import type { MatchedMerge, Profile } from '../identity-engine.js';
 import { Matcher, type MatchModel, type PairExplanation, type ScoredPair } from './matcher.js';
@@ -27,7 +27,7 @@ export interface MatchPair {
   mergeId: string | null;
   createdAt: string;
   decidedAt: string | null;
-  /** The waterfall, when asked for and both profiles still exist. */
+  /** The waterfall when the pair was found (the records as they were then). */
   evidence?: PairExplanation;
 }
 
@@ -64,7 +64,10 @@ const SCHEMA_SQL = [
     reason VARCHAR,
     merge_id VARCHAR,
     created_at TIMESTAMPTZ NOT NULL,
-    decided_at TIMESTAMPTZ)`,
+    decided_at TIMESTAMPTZ,
+    evidence VARCHAR)`,
+  `CREATE TEMP TABLE IF NOT EXISTS _profile_match_new (
+    pair_id VARCHAR, a VARCHAR, b VARCHAR, probability DOUBLE, weight DOUBLE, status VARCHAR, reason VARCHAR, merge_id VARCHAR)`,
 ];
 
 /** Tag of a probabilistic merge, in the merge record's message id. */
@@ -212,10 +215,14 @@ export class ProfileMatching {
     let merged = 0;
     let refused = 0;
     const rows: string[] = [];
+    const refusedKeys = new Set<string>();
     outcomes.forEach((o, i) => {
       if (o.status === 'same') return;
       if (o.status === 'merged') merged++;
-      else refused++;
+      else {
+        refused++;
+        refusedKeys.add(this.pairKey(links[i]!.a, links[i]!.b));
+      }
       rows.push(
         this.pairRow(
           ids[i]!,
@@ -232,14 +239,27 @@ export class ProfileMatching {
       const b = this.identity.currentProfile(p.b);
       if (a === undefined || b === undefined || a === b || isRejected(p.a, p.b)) return false;
       const key = this.pairKey(p.a, p.b);
-      if (pending.has(key)) return false;
+      if (pending.has(key) || refusedKeys.has(key)) return false;
       pending.add(key);
       return true;
     });
     for (const p of review) rows.push(this.pairRow(randomUUID(), p, 'review', null, null));
     if (rows.length > 0) {
+      // Staged, then stored with each pair's waterfall, built in DuckDB from the loaded records.
+      await this.conn.run('DELETE FROM temp._profile_match_new');
       for (let i = 0; i < rows.length; i += 1000)
-        await this.conn.run(`INSERT INTO identity_match_pairs VALUES ${rows.slice(i, i + 1000).join(', ')}`);
+        await this.conn.run(
+          `INSERT INTO temp._profile_match_new VALUES ${rows.slice(i, i + 1000).join(', ')}`,
+        );
+      await this.conn.run(
+        `INSERT INTO identity_match_pairs
+         SELECT n.pair_id, n.a, n.b, n.probability, n.weight, n.status, n.reason, n.merge_id, now(),
+                CASE WHEN n.status = 'review' THEN NULL ELSE now() END, e.evidence
+         FROM temp._profile_match_new n
+         LEFT JOIN (${this.matcher.evidenceSelect(model, '(SELECT DISTINCT a, b FROM temp._profile_match_new)')}) e
+           ON e.a = n.a AND e.b = n.b`,
+      );
+      await this.conn.run('DELETE FROM temp._profile_match_new');
     }
     return { merged, refused, review: review.length };
   }
@@ -254,7 +274,7 @@ export class ProfileMatching {
     const [a, b] = p.a < p.b ? [p.a, p.b] : [p.b, p.a];
     const num = (x: number) =>
       Number.isFinite(x) ? String(x) : x > 0 ? "'Infinity'::DOUBLE" : "'-Infinity'::DOUBLE";
-    return `(${sqlString(id)}, ${sqlString(a)}, ${sqlString(b)}, ${num(p.probability)}, ${num(p.weight)}, ${sqlString(status)}, ${reason === null ? 'NULL' : sqlString(reason)}, ${mergeId === null ? 'NULL' : sqlString(mergeId)}, now(), ${status === 'review' ? 'NULL' : 'now()'})`;
+    return `(${sqlString(id)}, ${sqlString(a)}, ${sqlString(b)}, ${num(p.probability)}, ${num(p.weight)}, ${sqlString(status)}, ${reason === null ? 'NULL' : sqlString(reason)}, ${mergeId === null ? 'NULL' : sqlString(mergeId)})`;
   }
 
   /** The two profiles a pair names now (after later merges), as one key. */
@@ -284,28 +304,44 @@ export class ProfileMatching {
 
   /** Pairs with this status (default: under review), strongest first, with their waterfall. */
   list(options: { status?: PairStatus; limit?: number; evidence?: boolean } = {}): Promise<MatchPair[]> {
-    return this.serial(async () => {
-      const limit = Math.min(Math.max(Math.trunc(options.limit ?? 50), 1), 1000);
-      const rows = (
-        await this.conn.runAndReadAll(
-          `SELECT pair_id, profile_a, profile_b, probability, weight, status, reason, merge_id,
-                  strftime(created_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ'),
-                  strftime(decided_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ')
-           FROM identity_match_pairs WHERE status = $1 ORDER BY weight DESC, pair_id LIMIT ${limit}`,
-          [options.status ?? 'review'],
-        )
-      ).getRows();
-      const pairs = rows.map(pairOf);
-      if (options.evidence !== false && this.model) {
-        await this.ensureLoaded();
-        for (const p of pairs) {
-          const a = this.identity.currentProfile(p.profileA);
-          const b = this.identity.currentProfile(p.profileB);
-          if (a === undefined || b === undefined || a === b) continue;
-          p.evidence = await this.matcher.explain(this.model, a, b);
-        }
-      }
-      return pairs;
+    const limit = Math.min(Math.max(Math.trunc(options.limit ?? 50), 1), 1000);
+    return this.serial(() =>
+      this.pairsWhere(
+        `status = $1 ORDER BY weight DESC, pair_id LIMIT ${limit}`,
+        [options.status ?? 'review'],
+        options.evidence !== false,
+      ),
+    );
+  }
+
+  /** The pairs with these ids (those that exist), with the evidence stored when they were found. */
+  pairs(pairIds: readonly string[]): Promise<MatchPair[]> {
+    if (pairIds.length === 0) return Promise.resolve([]);
+    return this.serial(() =>
+      this.pairsWhere(
+        'pair_id IN (SELECT unnest($1::VARCHAR[])) ORDER BY created_at, pair_id',
+        [listValue([...pairIds])],
+        true,
+      ),
+    );
+  }
+
+  private async pairsWhere(where: string, params: DuckDBValue[], evidence: boolean): Promise<MatchPair[]> {
+    const rows = (
+      await this.conn.runAndReadAll(
+        `SELECT pair_id, profile_a, profile_b, probability, weight, status, reason, merge_id,
+                strftime(created_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ'),
+                strftime(decided_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ'), evidence
+         FROM identity_match_pairs WHERE ${where}`,
+        params,
+      )
+    ).getRows();
+    return rows.map((row) => {
+      const pair = pairOf(row);
+      const text = row[10];
+      if (evidence && text !== null && text !== undefined)
+        pair.evidence = JSON.parse(String(text)) as PairExplanation;
+      return pair;
     });
   }
 
