@@ -197,8 +197,12 @@ describe('probabilistic matching of profiles (DuckDB identity store)', () => {
     expect(pipe.stage.profileCount()).toBeLessThan(before);
   });
 
-  it('matches a new profile incrementally against the others, with the model of the last full run', async () => {
-    const { pipe, matching } = await setup();
+  it('matches a new profile incrementally against the others, with the model of the last full run; fields per source', async () => {
+    // The CRM source names its traits its own way.
+    const { pipe, matching } = await setup({
+      ...CONFIG,
+      sources: { crm: { first_name: ['FirstName'], last_name: ['Surname'], dob: ['BirthDate'], city: ['Town'] } },
+    });
     expect(await matching.matchProfiles(['x'])).toBeUndefined(); // no model yet
     await matching.run();
     const person = people(240, 7).persons[1]!;
@@ -208,7 +212,9 @@ describe('probabilistic matching of profiles (DuckDB identity store)', () => {
         messageId: 'late',
         anonymousId: 'anon-late',
         at: 10_000,
-        traits: { first_name: person.first, last_name: person.last, dob: person.dob, city: person.city },
+        source: 'crm',
+        // A web-style name too, which the crm mapping does not read.
+        traits: { FirstName: person.first, Surname: person.last, BirthDate: person.dob, Town: person.city, first_name: 'zed' },
       },
     ]);
     const id = holder(pipe, 'anon-late')!;
