@@ -9,7 +9,14 @@
  * labels (which only score). Data: ../shared/data/er (febrl3, fake_1000) and a synthetic set
  * of `--synthetic` records drawn reproducibly (`--seed`) from their values.
  *
- *   npm run bench:matching -- [--data DIR] [--threshold P[,P...]] [--synthetic N] [--seed S] [--runs N] [--verbose]
+ *   npm run bench:matching -- [--data DIR] [--threshold P[,P...]] [--synthetic N] [--seed S] [--runs N] [--verbose] [--no-store]
+ *
+ * Unless `--no-store`, the synthetic records also go through the identity store end to end:
+ * one profile per record (its fields as traits, an anonymous id) in the embedded DuckDB identity
+ * store, `ProfileMatching.run()` (records read from the profile tables, trained, scored,
+ * clustered, merged through the identity engine at the default autoMerge and committed), scored
+ * by the profile each record ends in (the anonymous id limit raised to 10: a person has up to
+ * 6 records, each with its own).
  *
  * Thresholds default to 0.9 and 0.99 (the default `autoMerge`); each is a separate run.
  */
@@ -17,10 +24,16 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { IdentityConfig } from '../src/config/identity-schema.js';
+import { DuckDBIdentityStore } from '../src/identity/duckdb/duckdb-identity-store.js';
+import { compileRules } from '../src/identity/identifiers.js';
+import { IdentityStage } from '../src/identity/identity-stage.js';
 import { UnionFind } from '../src/identity/matching/clustering.js';
 import { Matcher, type MatchModel } from '../src/identity/matching/matcher.js';
-import { MatchSettings } from '../src/identity/matching/matching-schema.js';
+import { MatchingConfig, MatchSettings } from '../src/identity/matching/matching-schema.js';
 import { groupsToMap, type Scores, scoreClusters } from '../src/identity/matching/metrics.js';
+import { ProfileMatching } from '../src/identity/matching/profile-matching.js';
+import { DuckDBWarehouse } from '../src/warehouse/duckdb/duckdb-warehouse.js';
 import { prng } from './lib/events.js';
 import { markdownTable } from './lib/report.js';
 
@@ -32,6 +45,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '42' },
     runs: { type: 'string', default: '1' },
     verbose: { type: 'boolean', default: false },
+    store: { type: 'boolean', default: true },
   },
 });
 
@@ -123,8 +137,9 @@ const SYNTHETIC_SETTINGS = MatchSettings.parse({ ...FAKE.settings });
  * transposed day and month or another email. Reproducible from the seed.
  */
 async function synthesize(conn: DuckDBConnection, records: number, seed: number): Promise<string> {
+  // Sorted: DISTINCT and UNION return rows in no fixed order, and the draws must be reproducible.
   const values = async (sql: string) =>
-    ((await conn.runAndReadAll(sql)).getRows() as unknown[][])
+    ((await conn.runAndReadAll(`SELECT * FROM (${sql}) ORDER BY 1`)).getRows() as unknown[][])
       .map((r) => String(r[0]).trim())
       .filter((v) => v !== '');
   const firsts = await values(
@@ -316,6 +331,91 @@ async function runProbabilistic(
   return { predicted: groupsToMap(result.clusters), ms, model, records };
 }
 
+/**
+ * The synthetic records as profiles of the embedded identity store (one per record: its
+ * traits, and its email as an identifier), then one full `ProfileMatching.run()`: read from the
+ * profile tables, trained, scored, clustered, merged through the identity stage and committed.
+ */
+async function storeRun(
+  source: string,
+  truthConn: DuckDBConnection,
+  settings: MatchSettings,
+): Promise<{ scores: Scores; ms: number; records: number; merged: number; refused: number }> {
+  const instance = await DuckDBInstance.create(':memory:', { threads: '2' });
+  const c = await instance.connect();
+  const warehouse = await DuckDBWarehouse.open(instance);
+  const store = await DuckDBIdentityStore.open(instance);
+  const rows = (
+    await truthConn.runAndReadAll(`SELECT id, first_name, surname, dob, city, email FROM (${source})`)
+  ).getRows();
+  await c.run(
+    'CREATE TEMP TABLE recs (id VARCHAR, first_name VARCHAR, surname VARCHAR, dob VARCHAR, city VARCHAR, email VARCHAR)',
+  );
+  const app = await c.createAppender('recs', null, 'temp');
+  for (const r of rows) {
+    for (const v of r) {
+      if (v === null) app.appendNull();
+      else app.appendVarchar(String(v));
+    }
+    app.endRow();
+  }
+  app.flushSync();
+  app.closeSync();
+  await c.run(
+    `INSERT INTO profiles SELECT 'p' || id, TIMESTAMPTZ '2026-01-01', TIMESTAMPTZ '2026-01-01', 1, CAST(id AS BIGINT), now() FROM recs`,
+  );
+  await c.run(
+    `INSERT INTO profile_identifiers SELECT 'p' || id, 'anonymous_id', 'a' || id, TIMESTAMPTZ '2026-01-01', 'bench', CAST(id AS BIGINT) FROM recs`,
+  );
+  await c.run(`INSERT INTO profile_identifiers SELECT 'p' || id, 'email', lower(email), TIMESTAMPTZ '2026-01-01', 'bench', CAST(id AS BIGINT) FROM recs
+               WHERE email IS NOT NULL QUALIFY row_number() OVER (PARTITION BY lower(email) ORDER BY CAST(id AS BIGINT)) = 1`);
+  for (const [trait, col] of [
+    ['firstName', 'first_name'],
+    ['lastName', 'surname'],
+    ['birthday', 'dob'],
+    ['city', 'city'],
+  ])
+    await c.run(
+      `INSERT INTO profile_traits SELECT 'p' || id, '${trait}', to_json(${col}), TIMESTAMPTZ '2026-01-01', 'bench', CAST(id AS BIGINT) FROM recs WHERE ${col} IS NOT NULL`,
+    );
+  // A person here has up to 6 records, each with its own anonymous id: over the default limit
+  // of 5 per type, which matching never overrides.
+  const rules = compileRules(IdentityConfig.parse({ identifiers: { anonymous_id: { limit: 10 } } }));
+  const stage = await IdentityStage.open(store, rules);
+  const fields = settings.fields.map((f) =>
+    f.name === 'email'
+      ? { ...f, identifier: 'email' }
+      : {
+          ...f,
+          traits: [{ first_name: 'firstName', surname: 'lastName', dob: 'birthday', city: 'city' }[f.name]!],
+        },
+  );
+  const matching = await ProfileMatching.open(
+    instance,
+    stage,
+    MatchingConfig.parse({ enabled: true, fields, blocking: settings.blocking }),
+  );
+  const t0 = performance.now();
+  const summary = await matching.run();
+  const ms = performance.now() - t0;
+  const truth = await truthOf(truthConn, source);
+  const predicted = new Map<string, string>();
+  for (const id of truth.keys()) predicted.set(id, stage.currentProfile(`p${id}`) ?? `p${id}`);
+  await matching.close();
+  await stage.stop();
+  await store.close();
+  await warehouse.close();
+  c.closeSync();
+  instance.closeSync();
+  return {
+    scores: scoreClusters(predicted, truth),
+    ms,
+    records: summary.records,
+    merged: summary.merged,
+    refused: summary.refused,
+  };
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const f3 = (x: number) => x.toFixed(3);
 
@@ -386,6 +486,18 @@ async function main(): Promise<void> {
           `  rule ${t.rule}: ${t.pairs} pairs, lambda ${t.lambda.toFixed(3)}, ${t.iterations} iterations${t.converged ? '' : ' (not converged)'}`,
         );
     }
+  }
+  if (synthetic > 0 && args.store) {
+    const { ds, source } = sets[sets.length - 1]!;
+    const r = await storeRun(source, conn, ds.settings);
+    table.push({
+      data: ds.name,
+      method: 'identity store, full run (p >= 0.99)',
+      records: r.records,
+      scores: r.scores,
+      ms: r.ms,
+    });
+    console.log(`identity store: ${r.merged} merges, ${r.refused} refused (identifier limits, blocks)`);
   }
   console.log(
     markdownTable(
