@@ -169,7 +169,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       onCommitted: (changes) => {
         identityError = undefined;
         identityMetrics.committed(changes);
-        scheduler?.note(changes.dirty.keys());
+        scheduler?.noteChanges(changes);
       },
     });
     if (config.identity.matching.enabled) {

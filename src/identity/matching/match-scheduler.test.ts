@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { Dirty } from '../identity-engine.js';
 import { MatchScheduler } from './profile-matching.js';
 
 /** A stand-in for ProfileMatching that records its calls (the scheduler only calls these two). */
@@ -39,6 +40,22 @@ describe('MatchScheduler', () => {
     await s.stop();
     s.note(['e']);
     expect(calls).toHaveLength(2);
+  });
+
+  it('from a commit, takes only the profiles whose traits or identifiers changed', async () => {
+    const { calls, matching } = recorder();
+    const s = new MatchScheduler(matching, { incremental: true, delayMs: 5, onError: () => undefined });
+    s.noteChanges({
+      dirty: new Map([
+        ['counted', Dirty.row],
+        ['renamed', Dirty.row | Dirty.traits],
+        ['new-email', Dirty.identifiers],
+        ['merged', Dirty.all],
+      ]),
+    });
+    await until(() => calls.length === 1);
+    expect(calls[0]).toEqual(['renamed', 'new-email', 'merged']);
+    await s.stop();
   });
 
   it('does nothing incrementally when incremental is off; runs on its schedule; reports errors', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type DuckDBConnection, type DuckDBInstance, type DuckDBValue, listValue } from '@duckdb/node-api';
 import { sqlString } from '../../duckdb-sql.js';
-import type { MatchedMerge, Profile } from '../identity-engine.js';
+import { Dirty, type IdentityChanges, type MatchedMerge, type Profile } from '../identity-engine.js';
 import { Matcher, type MatchModel, type PairExplanation, type ScoredPair } from './matcher.js';
 import { type MatchingConfig, MatchSettings } from './matching-schema.js';
 
@@ -456,7 +456,18 @@ export class MatchScheduler {
     }
   }
 
-  /** Profiles whose traits or identifiers changed (from the identity stage's commits). */
+  /**
+   * What an identity commit changed: the profiles whose traits or identifiers it rewrote are
+   * matched (an event that only counts towards a profile changes none of its fields).
+   */
+  noteChanges(changes: Pick<IdentityChanges, 'dirty'>): void {
+    const ids: string[] = [];
+    for (const [id, bits] of changes.dirty)
+      if ((bits & (Dirty.traits | Dirty.identifiers)) !== 0) ids.push(id);
+    this.note(ids);
+  }
+
+  /** Profiles whose traits or identifiers changed. */
   note(profileIds: Iterable<string>): void {
     if (this.stopped || !this.options.incremental) return;
     for (const id of profileIds) this.changed.add(id);
