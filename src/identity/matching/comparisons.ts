@@ -42,7 +42,8 @@ export function normalizeSql(kind: MatchComparisonKind, raw: string): string {
     case 'email':
       return `nullif(regexp_replace(${v}, '\\s', '', 'g'), '')`;
     case 'phone':
-      return `nullif(regexp_replace(${v}, '[^0-9]', '', 'g'), '')`;
+      // Digits only; the international 00 prefix as "+" (0044 20… and +44 20… agree).
+      return `nullif(regexp_replace(regexp_replace(${v}, '[^0-9]', '', 'g'), '^00', ''), '')`;
     case 'code':
       return `nullif(regexp_replace(${v}, '\\s', '', 'g'), '')`;
     case 'date': {

@@ -88,6 +88,40 @@ describe('Matcher (DuckDB)', () => {
     await m.drop();
   });
 
+  it('numbers by closeness, phones by digits, texts by Jaro–Winkler, exact fields', async () => {
+    await conn.run(`CREATE OR REPLACE TABLE things AS SELECT * FROM (VALUES
+      ('a', '1,000.0', '+44 (20) 7946 0018', 'Baker Street', 'GB', 'k'),
+      ('b', '1050', '020 7946 0018', 'Baker Streat', 'gb', 'k'),
+      ('c', '2000', '0044 20 7946 0019', 'Elm Road', 'FR', 'k'),
+      ('d', 'n/a', '', 'Baker Stre', NULL, 'k')) t(id, amount, phone, street, country, grp)`);
+    const m = new Matcher(
+      conn,
+      MatchSettings.parse({
+        fields: [
+          { name: 'amount', comparison: 'number', tolerance: 0.1 },
+          { name: 'phone', comparison: 'phone' },
+          { name: 'street', comparison: 'text' },
+          { name: 'country', comparison: 'exact' },
+        ],
+        blocking: [['street'], ['country']],
+      }),
+      'things',
+    );
+    await m.load("SELECT id, replace(amount, ',', '') AS amount, phone, street, country FROM things");
+    await m.candidates();
+    const model = await m.estimate();
+    const levels = async (a: string, b: string) => (await m.explain(model, a, b))!.fields.map((f) => f.level);
+    expect(await levels('a', 'b')).toEqual([
+      'within 10%',
+      'same last 8 digits',
+      'jaro-winkler >= 0.92',
+      'exact',
+    ]);
+    expect(await levels('a', 'c')).toEqual(['different', 'one edit', 'different', 'different']);
+    expect(await levels('a', 'd')).toEqual(['missing', 'missing', 'jaro-winkler >= 0.92', 'missing']);
+    await m.drop();
+  });
+
   it('blocks: rules are unioned, a key shared by more than maxBlockSize records makes no pairs, `only` restricts', async () => {
     const rows: (string | null)[][] = [];
     // Names of letters only (digits are not part of a normalised name).
