@@ -122,6 +122,22 @@ describe('Matcher (DuckDB)', () => {
     await m.drop();
   });
 
+  it('no records, or one: no pairs, a model all the same, no groups', async () => {
+    for (const rows of [[], [['only', 'Ada', 'Lovelace', '1815-12-10', null, null]]] as (
+      | string
+      | null
+    )[][][]) {
+      const m = new Matcher(conn, settings(), 'tiny');
+      expect(await m.load(await table(rows))).toBe(rows.length);
+      expect(await m.candidates()).toBe(0);
+      const model = await m.estimate();
+      expect(model.candidatePairs).toBe(0);
+      expect(model.fields.every((f) => f.levels.every((l) => Number.isFinite(l.weight)))).toBe(true);
+      expect(await m.match(model, 0.9)).toEqual({ clusters: [], links: [], vetoed: [] });
+      await m.drop();
+    }
+  });
+
   it('blocks: rules are unioned, a key shared by more than maxBlockSize records makes no pairs, `only` restricts', async () => {
     const rows: (string | null)[][] = [];
     // Names of letters only (digits are not part of a normalised name).

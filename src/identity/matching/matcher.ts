@@ -227,8 +227,8 @@ export class Matcher {
     const { sampleSize, seed } = this.settings;
     await this.conn.run(
       `CREATE OR REPLACE TEMP TABLE ${this.t('random')} AS
-       SELECT l, r FROM (SELECT (hash(i, ${seed}) % ${n})::BIGINT AS l, (hash(i, ${seed + 1}) % ${n})::BIGINT AS r
-                         FROM range(${Math.trunc(sampleSize)}) t(i)) WHERE l <> r`,
+       SELECT l, r FROM (SELECT (hash(i, ${seed}) % ${Math.max(n, 1)})::BIGINT AS l, (hash(i, ${seed + 1}) % ${Math.max(n, 1)})::BIGINT AS r
+                         FROM range(${n < 2 ? 0 : Math.trunc(sampleSize)}) t(i)) WHERE l <> r`,
     );
     const randomPatterns = n < 2 ? [] : await this.patterns(this.compareSql(this.t('random')), false);
     const randomPairs = randomPatterns.reduce((s, p) => s + p.count, 0);
