@@ -367,14 +367,15 @@ async function storeRun(
   await c.run(
     `INSERT INTO profile_identifiers SELECT 'p' || id, 'anonymous_id', 'a' || id, TIMESTAMPTZ '2026-01-01', 'bench', CAST(id AS BIGINT) FROM recs`,
   );
-  await c.run(`INSERT INTO profile_identifiers SELECT 'p' || id, 'email', lower(email), TIMESTAMPTZ '2026-01-01', 'bench', CAST(id AS BIGINT) FROM recs
-               WHERE email IS NOT NULL QUALIFY row_number() OVER (PARTITION BY lower(email) ORDER BY CAST(id AS BIGINT)) = 1`);
-  for (const [trait, col] of [
-    ['firstName', 'first_name'],
-    ['lastName', 'surname'],
-    ['birthday', 'dob'],
-    ['city', 'city'],
-  ])
+  // The email as a trait: as an identifier, records sharing one would already be one profile.
+  const traitOf: Record<string, string> = {
+    first_name: 'firstName',
+    surname: 'lastName',
+    dob: 'birthday',
+    city: 'city',
+    email: 'email',
+  };
+  for (const [col, trait] of Object.entries(traitOf))
     await c.run(
       `INSERT INTO profile_traits SELECT 'p' || id, '${trait}', to_json(${col}), TIMESTAMPTZ '2026-01-01', 'bench', CAST(id AS BIGINT) FROM recs WHERE ${col} IS NOT NULL`,
     );
@@ -382,14 +383,7 @@ async function storeRun(
   // of 5 per type, which matching never overrides.
   const rules = compileRules(IdentityConfig.parse({ identifiers: { anonymous_id: { limit: 10 } } }));
   const stage = await IdentityStage.open(store, rules);
-  const fields = settings.fields.map((f) =>
-    f.name === 'email'
-      ? { ...f, identifier: 'email' }
-      : {
-          ...f,
-          traits: [{ first_name: 'firstName', surname: 'lastName', dob: 'birthday', city: 'city' }[f.name]!],
-        },
-  );
+  const fields = settings.fields.map((f) => ({ ...f, traits: [traitOf[f.name]!] }));
   const matching = await ProfileMatching.open(
     instance,
     stage,
@@ -398,6 +392,12 @@ async function storeRun(
   const t0 = performance.now();
   const summary = await matching.run();
   const ms = performance.now() - t0;
+  if (args.verbose) {
+    const m = matching.currentModel()!;
+    console.log(
+      `identity store run: ${summary.candidatePairs} candidate pairs, prior ${m.prior.toExponential(3)}; ${summary.merged} merged, ${summary.refused} refused, ${summary.review} to review`,
+    );
+  }
   const truth = await truthOf(truthConn, source);
   const predicted = new Map<string, string>();
   for (const id of truth.keys()) predicted.set(id, stage.currentProfile(`p${id}`) ?? `p${id}`);
