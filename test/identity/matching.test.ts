@@ -201,7 +201,9 @@ describe('probabilistic matching of profiles (DuckDB identity store)', () => {
     // The CRM source names its traits its own way.
     const { pipe, matching } = await setup({
       ...CONFIG,
-      sources: { crm: { first_name: ['FirstName'], last_name: ['Surname'], dob: ['BirthDate'], city: ['Town'] } },
+      sources: {
+        crm: { first_name: ['FirstName'], last_name: ['Surname'], dob: ['BirthDate'], city: ['Town'] },
+      },
     });
     expect(await matching.matchProfiles(['x'])).toBeUndefined(); // no model yet
     await matching.run();
@@ -214,7 +216,13 @@ describe('probabilistic matching of profiles (DuckDB identity store)', () => {
         at: 10_000,
         source: 'crm',
         // A web-style name too, which the crm mapping does not read.
-        traits: { FirstName: person.first, Surname: person.last, BirthDate: person.dob, Town: person.city, first_name: 'zed' },
+        traits: {
+          FirstName: person.first,
+          Surname: person.last,
+          BirthDate: person.dob,
+          Town: person.city,
+          first_name: 'zed',
+        },
       },
     ]);
     const id = holder(pipe, 'anon-late')!;
