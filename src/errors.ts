@@ -29,6 +29,12 @@ export const ErrorCodes = {
   },
   TRIB_ERR_PROFILE_MERGE_NOT_FOUND: { status: 404, message: 'No active merge: %s' },
   TRIB_ERR_PROFILE_DISABLED: { status: 404, message: 'Identity resolution is off (identity.enabled: false)' },
+  TRIB_ERR_MATCH_DISABLED: {
+    status: 404,
+    message: 'Probabilistic matching is off (identity.matching.enabled: false, embedded store only)',
+  },
+  TRIB_ERR_MATCH_PAIR_NOT_FOUND: { status: 404, message: 'No match pair: %s' },
+  TRIB_ERR_MATCH_NOT_IN_REVIEW: { status: 409, message: 'Not under review: %s' },
   TRIB_ERR_COLLECT_INVALID_JSON: { status: 400, message: 'The body is not valid JSON: %s' },
   TRIB_ERR_COLLECT_BODY_TOO_LARGE: { status: 400, message: 'The decoded body is larger than %s bytes' },
   TRIB_ERR_COLLECT_EVENT_TOO_LARGE: { status: 400, message: 'The event is larger than %s bytes' },

@@ -11,6 +11,8 @@ import { planInferCommand } from './plan-infer.js';
 import {
   profilesExplainCommand,
   profilesGetCommand,
+  profilesMatchDecideCommand,
+  profilesMatchesCommand,
   profilesSearchCommand,
   profilesUnmergeCommand,
 } from './profiles.js';
@@ -123,6 +125,21 @@ profileOptions(
     .argument('<merge-id>', 'from `profiles get` (merges)')
     .option('--no-block', 'let later events link the two sides again'),
 ).action(profilesUnmergeCommand);
+profileOptions(
+  profiles
+    .command('matches')
+    .description(
+      'probabilistic matches: the review list (default), or pairs merged, accepted, rejected, refused',
+    )
+    .option('--status <status>', 'review, merged, accepted, rejected or refused (default review)')
+    .option('--limit <n>', 'most pairs (default 50)')
+    .option('--run', 'run a full match first (needs the admin token)')
+    .option('--accept <pair-id>', 'accept a pair under review: merge its profiles (admin token)')
+    .option('--reject <pair-id>', 'reject a pair under review: never proposed again (admin token)'),
+).action(async (opts) => {
+  if (opts.accept || opts.reject) return profilesMatchDecideCommand(opts);
+  return profilesMatchesCommand(opts);
+});
 
 program
   .command('import')

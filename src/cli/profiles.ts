@@ -60,7 +60,7 @@ export async function profilesGetCommand(
     out('merges:');
     for (const m of merges)
       out(
-        `  ${m.mergeId}: ${m.mergedProfileId} merged by event ${m.messageId}${m.unmergedAt ? ` (unmerged ${m.unmergedAt})` : ''}`,
+        `  ${m.mergeId}: ${m.mergedProfileId} merged by ${m.messageId.startsWith('probabilistic:') ? `probabilistic match ${m.messageId.slice(14)}` : `event ${m.messageId}`}${m.unmergedAt ? ` (unmerged ${m.unmergedAt})` : ''}`,
       );
   }
 }
@@ -92,6 +92,85 @@ export async function profilesExplainCommand(
   const refused = r.refused as { messageId: string; leftOut: { identifier: string; reason: string }[] }[];
   for (const d of refused)
     out(`  refused in ${d.messageId}: ${d.leftOut.map((l) => `${l.identifier} (${l.reason})`).join(', ')}`);
+  if (r.match) out(waterfall(r.match as Waterfall));
+  for (const m of (r.matchedBy ?? []) as { pairId: string; mergeId: string | null; evidence?: Waterfall }[]) {
+    out(`merged by probabilistic match ${m.pairId} (merge ${m.mergeId ?? '?'})`);
+    if (m.evidence) out(waterfall(m.evidence));
+  }
+}
+
+interface Waterfall {
+  prior: number;
+  weight: number;
+  probability: number;
+  fields: {
+    field: string;
+    left: string | null;
+    right: string | null;
+    level: string;
+    weight: number;
+    termFrequency: number;
+  }[];
+}
+
+const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(2)}`;
+const shown = (v: string | null) =>
+  v === null ? '∅' : JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+
+/** The match weight of a pair, field by field (log2 Bayes factors), as Splink's waterfall chart. */
+export function waterfall(w: Waterfall): string {
+  const lines = ['match weight (log2 odds):', `  prior                      ${signed(w.prior)}`];
+  for (const f of w.fields) {
+    const tf = Math.abs(f.termFrequency) < 0.005 ? '' : ` (term frequency ${signed(f.termFrequency)})`;
+    lines.push(
+      `  ${f.field.padEnd(12)} ${f.level.padEnd(14)} ${signed(f.weight + f.termFrequency)}${tf}   ${shown(f.left)} vs ${shown(f.right)}`,
+    );
+  }
+  lines.push(`  total                      ${signed(w.weight)}   probability ${w.probability.toFixed(4)}`);
+  return lines.join('\n');
+}
+
+export async function profilesMatchesCommand(
+  opts: ProfilesOptions & { status?: string; limit?: string; run?: boolean },
+): Promise<void> {
+  if (opts.run) {
+    const s = await call(opts, 'POST', '/v1/profiles/matches/run');
+    if (!opts.json)
+      out(
+        `matched ${s.records} profiles: ${s.candidatePairs} candidate pairs, ${s.merged} merged, ${s.refused} refused, ${s.review} to review (${Math.round(Number(s.ms))} ms)`,
+      );
+  }
+  const q = new URLSearchParams({
+    status: opts.status ?? 'review',
+    limit: String(Number(opts.limit ?? 50) || 50),
+  });
+  const r = await call(opts, 'GET', `/v1/profiles/matches?${q}`);
+  const pairs = r.pairs as {
+    pairId: string;
+    profileA: string;
+    profileB: string;
+    probability: number;
+    status: string;
+    reason: string | null;
+    evidence?: Waterfall;
+  }[];
+  if (opts.json) return out(JSON.stringify(pairs));
+  if (pairs.length === 0) return out('(no pairs)');
+  for (const p of pairs) {
+    out(
+      `${p.pairId}  ${p.profileA} ~ ${p.profileB}  p=${p.probability.toFixed(4)}  ${p.status}${p.reason ? ` (${p.reason})` : ''}`,
+    );
+    if (p.evidence) out(waterfall(p.evidence));
+  }
+}
+
+export async function profilesMatchDecideCommand(
+  opts: ProfilesOptions & { accept?: string; reject?: string },
+): Promise<void> {
+  const [pairId, decision] = opts.accept ? [opts.accept, 'accept'] : [opts.reject!, 'reject'];
+  const r = await call(opts, 'POST', `/v1/profiles/matches/${encodeURIComponent(pairId)}/${decision}`);
+  if (opts.json) return out(JSON.stringify(r));
+  out(`${pairId}: ${r.status}${r.reason ? ` (${r.reason})` : ''}${r.mergeId ? `, merge ${r.mergeId}` : ''}`);
 }
 
 export async function profilesUnmergeCommand(

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MatchingConfig } from '../identity/matching/matching-schema.js';
 import { Duration } from './duration.js';
 
 /** Identifier type names: lowercase letters, digits and `_` (`user_id`, `email`, `stripe_customer_id`). */
@@ -151,6 +152,9 @@ export const IdentityConfig = z
       .array(ComputedTrait)
       .default([])
       .describe('Computed traits kept up to date as events arrive.'),
+    matching: MatchingConfig.default(MatchingConfig.parse({})).describe(
+      'Probabilistic matching of profiles that share no identifier (off by default; see the README).',
+    ),
     readToken: z
       .string()
       .min(16, 'a read token needs at least 16 characters')

@@ -76,6 +76,12 @@ export interface MergeRecord {
   blockId: string | null;
 }
 
+/** What `IdentityEngine.mergeMatched` did. */
+export type MatchedMerge =
+  | { status: 'merged'; profileId: string; mergeId: string }
+  | { status: 'same'; profileId: string }
+  | { status: 'refused'; reason: string };
+
 /** A link that may not be made again: no profile holding one side merges with one holding the other. */
 export interface Block {
   blockId: string;
@@ -471,8 +477,36 @@ export class IdentityEngine {
     return p;
   }
 
+  /**
+   * Merges two profiles on evidence from outside the events (probabilistic matching), as a
+   * merge like any other (recorded, undone by `unmerge`), with `tag` in place of the merging
+   * event's message id. Refused when it would break a limit or a blocked link, as an event's
+   * merge would be; nothing changes then.
+   */
+  mergeMatched(a: string, b: string, options: { tag: string; at: number }): MatchedMerge {
+    const ca = this.current(a);
+    const cb = this.current(b);
+    if (ca === undefined || cb === undefined)
+      return { status: 'refused', reason: `profile ${ca === undefined ? a : b} no longer exists` };
+    if (ca === cb) return { status: 'same', profileId: ca };
+    const v = this.violation([], [ca, cb], options.at);
+    if (v) return { status: 'refused', reason: `${v.reason} would be broken` };
+    const offset = Math.max(this.profiles.get(ca)!.createdOffset, this.profiles.get(cb)!.createdOffset);
+    const before = this.changes.merges.length;
+    const survivor = this.mergeProfiles([ca, cb], {
+      logOffset: offset,
+      messageId: options.tag,
+      timestamp: options.at,
+    });
+    this.markDirty(survivor.id, Dirty.all);
+    return { status: 'merged', profileId: survivor.id, mergeId: this.changes.merges[before]!.mergeId };
+  }
+
   /** Merges the profiles into the oldest; records one merge per absorbed profile. */
-  private mergeProfiles(ids: readonly string[], ev: IdentityEvent): Profile {
+  private mergeProfiles(
+    ids: readonly string[],
+    ev: Pick<IdentityEvent, 'logOffset' | 'messageId' | 'timestamp'>,
+  ): Profile {
     const ps = ids.map((id) => this.profiles.get(id)!).sort((a, b) => a.createdOffset - b.createdOffset);
     const survivor = ps[0]!;
     for (const other of ps.slice(1)) {

@@ -8,6 +8,7 @@ import {
   type IdentityChanges,
   IdentityEngine,
   type IdentityEngineOptions,
+  type MatchedMerge,
   type MergeRecord,
   type Profile,
   toIdentityEvent,
@@ -322,6 +323,32 @@ export class IdentityStage {
       await this.commit(undefined);
       return result;
     });
+  }
+
+  /**
+   * Merges pairs of profiles on probabilistic evidence (see `IdentityEngine.mergeMatched`),
+   * in order, committed in one transaction between batches.
+   */
+  mergeMatched(
+    pairs: readonly { a: string; b: string; tag: string }[],
+    at = Date.now(),
+  ): Promise<MatchedMerge[]> {
+    return this.turns.run(async () => {
+      try {
+        await this.settle();
+      } catch (err) {
+        this.lost = err;
+        throw err;
+      }
+      const out = pairs.map((p) => this.engine.mergeMatched(p.a, p.b, { tag: p.tag, at }));
+      if (out.some((o) => o.status === 'merged')) await this.commit(undefined);
+      return out;
+    });
+  }
+
+  /** The live profile an id names now, following merges. */
+  currentProfile(id: string): string | undefined {
+    return this.engine.current(id);
   }
 
   /** For tests and the benchmark: the live profiles. */

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { type ErrorCode, TributaryError } from '../errors.js';
 import { type Explanation, IdentityLookupError, type ProfileView } from './identity-stage.js';
+import { type MatchingApi, matchRoutes } from './matching/match-routes.js';
+import { type MatchPair, PROBABILISTIC_TAG } from './matching/profile-matching.js';
 
 /**
  * What the Profile API serves from: the embedded `IdentityStage` (memory) or, in scale-out,
@@ -22,6 +24,10 @@ export interface ProfileApi {
 export interface ProfileRoutesDeps {
   /** Undefined when identity resolution is off. */
   identity: ProfileApi | undefined;
+  /** Probabilistic matching (undefined when off): the review list, runs, and the waterfall in explain. */
+  matching?: MatchingApi;
+  /** The live profile an identifier names (`type:value` or `profile_id:<id>`), for explain's waterfall. */
+  profileIdOf?: (text: string) => string | undefined;
   /** Checks a bearer header against the admin token. */
   isAdmin: (authorization: string | undefined) => boolean;
   /** Checks it against the profile read token (never a write key). */
@@ -80,12 +86,33 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
     '/v1/profiles/:id/explain',
     async (req) => {
       try {
-        return await stage().explain(req.params.id, req.query.with);
+        const explanation = await stage().explain(req.params.id, req.query.with);
+        const b = req.query.with;
+        if (!deps.matching || !deps.profileIdOf || b === undefined) return explanation;
+        // The waterfall of the two profiles under the matching model (also when not merged).
+        const x = deps.profileIdOf(req.params.id);
+        const y = deps.profileIdOf(b);
+        const match = x && y && x !== y ? await deps.matching.explainProfiles(x, y) : undefined;
+        // One profile: the probabilistic merges of its component, with the evidence they were made on.
+        let matchedBy: MatchPair[] = [];
+        if (x && x === y) {
+          const view = await stage().getProfile(`profile_id:${x}`, { events: 0 });
+          const ids = view.merges
+            .filter((m) => m.unmergedAt === null && m.messageId.startsWith(PROBABILISTIC_TAG))
+            .map((m) => m.messageId.slice(PROBABILISTIC_TAG.length));
+          matchedBy = await deps.matching.pairs(ids);
+        }
+        return { ...explanation, match: match ?? null, matchedBy };
       } catch (err) {
         throw mapped(err);
       }
     },
   );
+
+  matchRoutes(app, () => {
+    if (!deps.matching) throw new TributaryError('TRIB_ERR_MATCH_DISABLED');
+    return deps.matching;
+  });
 
   app.post<{ Params: { mergeId: string } }>('/v1/profiles/merges/:mergeId/unmerge', async (req) => {
     let block = true;

@@ -12,6 +12,7 @@ import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
+import type { MatchingApi } from '../identity/matching/match-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { PushReceiver } from '../sources/source.js';
@@ -59,6 +60,10 @@ export interface HttpAppDeps extends CollectDeps {
   identity?: ProfileApi;
   /** Pull sources (check, discover, sync, runs, uploads) on the admin API. */
   sourceAdmin?: SourceRoutesDeps;
+  /** Probabilistic matching (embedded store, `identity.matching.enabled`). */
+  matching?: MatchingApi;
+  /** The live profile an identifier names, for the waterfall in explain. */
+  profileIdOf?: (text: string) => string | undefined;
   /** Bearer token that may read profiles besides the admin token. */
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
@@ -173,6 +178,8 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   await app.register((scope, _opts, done) => {
     profileRoutes(scope, {
       identity: deps.identity,
+      matching: deps.matching,
+      profileIdOf: deps.profileIdOf,
       isAdmin: (h) => checkBearer(h, deps.adminToken),
       isReader: (h) => deps.profileReadToken !== undefined && checkBearer(h, deps.profileReadToken),
     });

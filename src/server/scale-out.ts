@@ -96,6 +96,10 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     throw err;
   }
   let identityStore: PostgresIdentityStore | undefined;
+  if (config.identity.enabled && config.identity.matching.enabled)
+    logger.warn(
+      'identity.matching runs on the embedded (DuckDB) identity store only; it is off in scale-out',
+    );
   try {
     if (config.identity.enabled) {
       identityStore = await PostgresIdentityStore.open({

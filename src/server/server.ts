@@ -10,6 +10,7 @@ import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { IdentityStage } from '../identity/identity-stage.js';
+import { MatchScheduler, ProfileMatching } from '../identity/matching/profile-matching.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { StallWatch } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
@@ -159,6 +160,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let identityStore: DuckDBIdentityStore | undefined;
   let identity: IdentityStage | undefined;
   let identityError: unknown;
+  let matching: ProfileMatching | undefined;
+  let scheduler: MatchScheduler | undefined;
   if (config.identity.enabled) {
     identityStore = await DuckDBIdentityStore.open(instance, { computed: config.identity.computed });
     const identityMetrics = new IdentityMetrics(metrics.registry, () => ({
@@ -173,8 +176,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       onCommitted: (changes) => {
         identityError = undefined;
         identityMetrics.committed(changes);
+        scheduler?.noteChanges(changes);
       },
     });
+    if (config.identity.matching.enabled) {
+      const m = config.identity.matching;
+      matching = await ProfileMatching.open(instance, identity, m);
+      scheduler = new MatchScheduler(matching, {
+        incremental: m.incremental,
+        everyMs: m.schedule,
+        onError: (err) => logger.error({ err }, 'probabilistic matching failed; the next round tries again'),
+      });
+    }
     identity.follow(feed);
   }
   // Pull sources write objects and state in the warehouse file and append their events to the log.
@@ -263,6 +276,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       ...(identity ? { identity: { position: identity.position(), profiles: identity.profileCount() } } : {}),
     }),
     identity,
+    matching,
+    profileIdOf: (text) => {
+      try {
+        return identity?.lookup(text)?.id;
+      } catch {
+        return undefined;
+      }
+    },
     profileReadToken: config.identity.readToken,
     sourceAdmin: {
       sources,
@@ -314,6 +335,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await closeStages(qualitySetup.stages);
         at('identity resolution stopping');
         await upTo(identity?.drained() ?? Promise.resolve(), left() / 2);
+        await scheduler?.stop();
+        await matching?.close();
         await identity?.stop();
         await identityStore?.close();
         at('closing the log and the warehouse');

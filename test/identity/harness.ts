@@ -75,6 +75,7 @@ export async function identityPipeline(
   };
   return {
     dir,
+    instance,
     stage,
     errors,
     warehouse,
