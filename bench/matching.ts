@@ -33,7 +33,7 @@ import { Matcher, type MatchModel } from '../src/identity/matching/matcher.js';
 import { MatchingConfig, MatchSettings } from '../src/identity/matching/matching-schema.js';
 import { groupsToMap, type Scores, scoreClusters } from '../src/identity/matching/metrics.js';
 import { ProfileMatching } from '../src/identity/matching/profile-matching.js';
-import { DuckDBWarehouse } from '../src/store/duckdb/duckdb-store.js';
+import { DuckDBStore } from '../src/store/duckdb/duckdb-store.js';
 import { prng } from './lib/events.js';
 import { markdownTable } from './lib/report.js';
 
@@ -343,7 +343,7 @@ async function storeRun(
 ): Promise<{ scores: Scores; ms: number; records: number; merged: number; refused: number }> {
   const instance = await DuckDBInstance.create(':memory:', { threads: '2' });
   const c = await instance.connect();
-  const warehouse = await DuckDBWarehouse.open(instance);
+  const warehouse = await DuckDBStore.open(instance);
   const store = await DuckDBIdentityStore.open(instance);
   const rows = (
     await truthConn.runAndReadAll(`SELECT id, first_name, surname, dob, city, email FROM (${source})`)
