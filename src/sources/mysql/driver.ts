@@ -7,6 +7,9 @@ import { describeError, SourceError } from '../sql/errors.js';
 import type { SqlSourceConfig } from '../sql/spec.js';
 import { type MysqlColumn, type MysqlType, mysqlText, mysqlType, mysqlValue } from './values.js';
 
+/** How stale information_schema.innodb_trx may be (InnoDB's trx_i_s cache), with a margin. */
+const INNODB_TRX_CACHE_MS = 150;
+
 const quoteIdent = (name: string): string => `\`${name.replace(/`/g, '``')}\``;
 
 interface MysqlField extends ResultField {
@@ -192,6 +195,9 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
         fields = toFields(f as MysqlColumn[]);
       });
       const readable = query.stream({ highWaterMark: batchSize });
+      // mysql2 tells a streaming query nothing of a lost connection (it has no callback): do it here.
+      const onLost = (err: Error) => readable.destroy(err);
+      conn.on('error', onLost);
       let done = false;
       try {
         let rows: unknown[][] = [];
@@ -208,6 +214,7 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
         done = true;
         fail(err);
       } finally {
+        conn.off('error', onLost);
         // Left mid-result (an abort): the rest of the rows would still arrive on this connection.
         if (!done) {
           lost ??= new Error('read stopped mid-result');
@@ -220,7 +227,11 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
       return Number(r!.t);
     },
     async openTransactions() {
-      // innodb_trx.trx_started is in the server's system zone (whole seconds): read it there.
+      // information_schema.innodb_trx is a cache InnoDB refreshes when it is older than 0.1 s:
+      // wait until a refresh is sure to postdate the mark taken just before, so a transaction
+      // that started before the mark is listed.
+      await new Promise((resolve) => setTimeout(resolve, INNODB_TRX_CACHE_MS));
+      // trx_started is in the server's system zone, in whole seconds: read it there.
       try {
         await run("SET time_zone = 'SYSTEM'");
         const rows = await run<{ start: string | null }>(

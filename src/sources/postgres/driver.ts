@@ -185,6 +185,7 @@ export async function connectPostgres(config: SqlSourceConfig, source: string): 
         new Cursor(sql, params as unknown[], { rowMode: 'array', types: TEXT_TYPES }),
       );
       let fields: PgField[] | undefined;
+      let failed = false;
       try {
         for (;;) {
           const { rows, result } = await new Promise<{ rows: unknown[][]; result: pg.QueryResult }>(
@@ -198,9 +199,11 @@ export async function connectPostgres(config: SqlSourceConfig, source: string): 
           if (rows.length < batchSize) break;
         }
       } catch (err) {
+        failed = true;
         fail(err);
       } finally {
-        if (lost === undefined) await new Promise<void>((r) => cursor.close(() => r()));
+        // Closing waits for the server: not on a connection that failed.
+        if (!failed && lost === undefined) await new Promise<void>((r) => cursor.close(() => r()));
       }
     },
     async clock() {
