@@ -517,6 +517,170 @@ for (const d of [postgres, mariadb]) {
   });
 }
 
+async function readAll(connector: PullSourceConnector<unknown>, config: unknown, table: string) {
+  const out: SourceMessage[] = [];
+  for await (const m of connector.read(
+    config,
+    [{ name: table, syncMode: 'full_refresh', primaryKey: [] }],
+    {},
+    ctx(),
+  ))
+    out.push(m);
+  return out;
+}
+
+describe.skipIf(postgres.problem !== undefined)('postgres source: type mapping', () => {
+  let db: Db;
+  beforeAll(async () => {
+    db = await postgres.open();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('maps every type to the JSON the docs table gives', async () => {
+    const s = await db.session();
+    await s.exec(`CREATE TYPE mood AS ENUM ('ok', 'sad'); CREATE DOMAIN money2 AS numeric(12, 2)`);
+    await s.exec(`CREATE TABLE types (
+      id int PRIMARY KEY, i2 smallint, i8 bigint, i8big bigint, n numeric, nbig numeric(40, 20), f8 float8, fnan float8, finf float4,
+      b boolean, tz timestamptz, ts timestamp, d date, dbc date, dinf timestamptz, t time, iv interval,
+      j json, jb jsonb, ai int[], at text[], an numeric[], a2 int[][], atz timestamptz[], by bytea, u uuid,
+      e mood, m money2, ip inet, big text)`);
+    await s.exec(`SET TimeZone = 'Asia/Kolkata'; INSERT INTO types VALUES (1, -32768, 9007199254740991, -9223372036854775808,
+      '123456789012345678901234567890.123456789', '1.10000000000000000001', 0.1, 'NaN', '-Infinity',
+      true, '2024-03-01 12:00:00.123456+05:30', '2024-03-01 12:00:00.5', '2024-02-29', '0044-03-15 BC', 'infinity', '23:59:59.999999', '1 day 2 hours',
+      '{"a": [1, 2.5, "x"], "n": null}', '{"big": 12345678901234567890}', '{1,NULL,-3}', '{"a,b","c\\"d",NULL,"NULL",""}',
+      '{1.5,NaN}', '{{1,2},{3,4}}', '{"2024-01-01 00:00:00+00"}', '\\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      'sad', 12.5, '10.0.0.1/8', repeat('é', 500000)), (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`);
+    await s.end();
+    const messages = await readAll(
+      postgres.connector,
+      postgres.connector.spec.parse(db.base),
+      'public.types',
+    );
+    const records = messages
+      .filter((m) => m.type === 'record')
+      .map((m) => (m as { data: Record<string, unknown> }).data);
+    expect(records).toHaveLength(2);
+    const { big, ...row } = records[0]!;
+    expect(big).toBe('é'.repeat(500000));
+    expect(row).toEqual({
+      id: 1,
+      i2: -32768,
+      i8: 9007199254740991,
+      i8big: '-9223372036854775808',
+      n: '123456789012345678901234567890.123456789',
+      nbig: '1.10000000000000000001',
+      f8: 0.1,
+      fnan: 'NaN',
+      finf: '-Infinity',
+      b: true,
+      tz: '2024-03-01T06:30:00.123456Z',
+      ts: '2024-03-01T12:00:00.5Z',
+      d: '2024-02-29',
+      dbc: '-000043-03-15',
+      dinf: 'infinity',
+      t: '23:59:59.999999',
+      iv: 'P1DT2H',
+      j: { a: [1, 2.5, 'x'], n: null },
+      jb: { big: 12345678901234567000 },
+      ai: [1, null, -3],
+      at: ['a,b', 'c"d', null, 'NULL', ''],
+      an: ['1.5', 'NaN'],
+      a2: [
+        [1, 2],
+        [3, 4],
+      ],
+      atz: ['2024-01-01T00:00:00Z'],
+      by: Buffer.from([0, 255, 16]).toString('base64'),
+      u: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      e: 'sad',
+      m: '12.50',
+      ip: '10.0.0.1/8',
+    });
+    expect(Object.values(records[1]!).filter((v) => v !== null)).toEqual([2]);
+    const catalog = await postgres.connector.discover(postgres.connector.spec.parse(db.base), ctx());
+    const cols = catalog.streams.find((x) => x.name === 'public.types')!.columns;
+    const jsonType = Object.fromEntries(cols.map((c) => [c.name, c.jsonType]));
+    expect(jsonType).toMatchObject({
+      n: 'string',
+      m: 'string',
+      tz: 'timestamp',
+      jb: 'object',
+      ai: 'array',
+      by: 'string',
+      i8: 'integer',
+    });
+  });
+});
+
+describe.skipIf(mariadb.problem !== undefined)('mysql source: type mapping', () => {
+  let db: Db;
+  beforeAll(async () => {
+    db = await mariadb.open();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('maps every type to the JSON the docs table gives; a value it cannot read fails its row only', async () => {
+    const s = await db.session();
+    await s.exec(`CREATE TABLE types (id int PRIMARY KEY, ub bigint unsigned, sb bigint, ti tinyint, b tinyint(1), bit1 bit(1), bit10 bit(10),
+      d65 decimal(65, 30), dbl double, fl float, dt datetime(6), ts timestamp(6) NULL, d date, t time(3), y year,
+      j json, bl blob, bin binary(4), e enum('a', 'b c'), st set('x', 'y'), txt longtext, zd datetime, pz date)`);
+    await s.exec("SET time_zone = '+05:00', sql_mode = ''");
+    await s.exec(`INSERT INTO types VALUES (1, 18446744073709551615, -9007199254740993, -128, 1, b'1', b'1000000001',
+      '12345678901234567890123456789012345.123456789012345678901234567890', 0.1, 1.5, '2024-03-01 12:00:00.123456',
+      '2024-03-01 12:00:00.5', '2024-02-29', '-838:59:59.000', 2024, '{"a": {"b": [true, null]}}', x'00ff', x'01020304',
+      'b c', 'x,y', REPEAT('ü', 300000), '0000-00-00 00:00:00', '2024-01-01'),
+      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      (3, 1, 1, 1, 0, b'0', b'0', 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2024-00-10')`);
+    await s.end();
+    const messages = await readAll(
+      mariadb.connector,
+      mariadb.connector.spec.parse(db.base),
+      `${db.name}.types`,
+    );
+    const records = messages
+      .filter((m) => m.type === 'record')
+      .map((m) => (m as { data: Record<string, unknown> }).data);
+    expect(records.map((r) => r.id)).toEqual([1, 2]);
+    const { txt, ...row } = records[0]!;
+    expect(txt).toBe('ü'.repeat(300000));
+    expect(row).toEqual({
+      id: 1,
+      ub: '18446744073709551615',
+      sb: '-9007199254740993',
+      ti: -128,
+      b: true,
+      bit1: true,
+      bit10: 513,
+      d65: '12345678901234567890123456789012345.123456789012345678901234567890',
+      dbl: 0.1,
+      fl: 1.5,
+      dt: '2024-03-01T12:00:00.123456Z',
+      ts: '2024-03-01T07:00:00.500000Z',
+      d: '2024-02-29',
+      t: '-838:59:59.000',
+      y: 2024,
+      j: { a: { b: [true, null] } },
+      bl: Buffer.from([0, 255]).toString('base64'),
+      bin: Buffer.from([1, 2, 3, 4]).toString('base64'),
+      e: 'b c',
+      st: 'x,y',
+      zd: null,
+      pz: '2024-01-01',
+    });
+    expect(Object.values(records[1]!).filter((v) => v !== null)).toEqual([2]);
+    const failed = messages.filter((m) => m.type === 'failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ code: 'TRIB_ERR_SOURCE_BAD_VALUE', stream: `${db.name}.types` });
+    expect((failed[0] as { payload: string }).payload).toContain('2024-00-10');
+    expect(messages.some((m) => m.type === 'complete')).toBe(true);
+  });
+});
+
 async function mysqlOrPgRows(d: Dialect, db: Db, sql: string): Promise<{ id: unknown; v: unknown }[]> {
   if (d.name === 'postgres') {
     const c = new pg.Client({ connectionString: db.base.connectionString as string });
