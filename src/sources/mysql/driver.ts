@@ -189,27 +189,65 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
     },
     async *stream(sql, params, batchSize): AsyncIterable<RowBatch> {
       if (lost !== undefined) fail(lost);
+      // Rows are collected from the query's events a batch at a time; the connection is paused
+      // (its socket stops reading) while a batch is being consumed.
       const query = conn.query({ sql, values: params as unknown[] });
-      let fields: MysqlField[] | undefined;
+      let fields: MysqlField[] = [];
+      let rows: unknown[][] = [];
+      let ended = false;
+      let error: unknown;
+      let paused = false;
+      let wake: (() => void) | undefined;
+      const signal = () => {
+        const w = wake;
+        wake = undefined;
+        w?.();
+      };
       query.on('fields', (f: unknown) => {
         fields = toFields(f as MysqlColumn[]);
       });
-      const readable = query.stream({ highWaterMark: batchSize });
-      // mysql2 tells a streaming query nothing of a lost connection (it has no callback): do it here.
-      const onLost = (err: Error) => readable.destroy(err);
+      query.on('result', (row: unknown) => {
+        rows.push(row as unknown[]);
+        if (rows.length >= batchSize && !paused) {
+          paused = true;
+          conn.pause();
+          signal();
+        }
+      });
+      query.on('error', (err: unknown) => {
+        error ??= err;
+        signal();
+      });
+      query.on('end', () => {
+        ended = true;
+        signal();
+      });
+      // mysql2 tells a query without a callback nothing of a lost connection: do it here.
+      const onLost = (err: Error) => {
+        error ??= err;
+        signal();
+      };
       conn.on('error', onLost);
       let done = false;
       try {
-        let rows: unknown[][] = [];
-        for await (const row of readable) {
-          rows.push(row as unknown[]);
-          if (rows.length >= batchSize) {
-            yield { fields: fields!, rows };
+        for (;;) {
+          if (error !== undefined) fail(error);
+          if (rows.length >= batchSize || ended) {
+            const batch = rows;
             rows = [];
+            if (batch.length > 0 || ended) yield { fields, rows: batch };
+            if (ended && rows.length === 0) break;
+            if (paused) {
+              paused = false;
+              conn.resume();
+            }
+            continue;
           }
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
         }
         done = true;
-        yield { fields: fields ?? [], rows };
       } catch (err) {
         done = true;
         fail(err);

@@ -108,14 +108,54 @@ async function plan(
   return { stream, fields, primaryKey };
 }
 
-/** Reads the streams one after the other, on one connection. */
-export async function* readSql(
+/**
+ * Reads the streams one after the other, on one connection. Messages are made a database
+ * batch at a time and handed out one by one without an async generator per message (which
+ * costs more than reading the row).
+ */
+export function readSql(
   connect: () => Promise<SqlConnection>,
   config: SqlSourceConfig,
   streams: readonly ConfiguredStream[],
   state: Readonly<Record<string, unknown>>,
   ctx: SourceContext,
-): AsyncGenerator<SourceMessage> {
+): AsyncIterable<SourceMessage> {
+  return flatten(() => readBatches(connect, config, streams, state, ctx));
+}
+
+/** One message at a time from a source of message arrays; `return` (a consumer's `break`) reaches the source. */
+export function flatten<T>(source: () => AsyncIterable<T[]>): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<T> {
+      const it = source()[Symbol.asyncIterator]();
+      let buffer: T[] = [];
+      let i = 0;
+      return {
+        async next(): Promise<IteratorResult<T>> {
+          while (i >= buffer.length) {
+            const r = await it.next();
+            if (r.done) return { done: true, value: undefined };
+            buffer = r.value;
+            i = 0;
+          }
+          return { done: false, value: buffer[i++]! };
+        },
+        async return(): Promise<IteratorResult<T>> {
+          await it.return?.();
+          return { done: true, value: undefined };
+        },
+      };
+    },
+  };
+}
+
+async function* readBatches(
+  connect: () => Promise<SqlConnection>,
+  config: SqlSourceConfig,
+  streams: readonly ConfiguredStream[],
+  state: Readonly<Record<string, unknown>>,
+  ctx: SourceContext,
+): AsyncGenerator<SourceMessage[]> {
   const conn = await connect();
   try {
     for (const configured of streams) {
@@ -201,7 +241,8 @@ async function* readFullRefresh(
   p: ReadPlan,
   raw: unknown,
   ctx: SourceContext,
-): AsyncGenerator<SourceMessage> {
+): AsyncGenerator<SourceMessage[]> {
+  let out: SourceMessage[] = [];
   const { stream, fields, primaryKey } = p;
   const saved =
     rawMode(raw) === 'full_refresh'
@@ -225,13 +266,13 @@ async function* readFullRefresh(
   let last: readonly unknown[] | undefined;
   for await (const batch of batches(conn, config, stream, sql, params.values)) {
     for (const row of batch.rows) {
-      yield toMessage(stream, batch.fields, row);
+      out.push(toMessage(stream, batch.fields, row));
       rows++;
       last = row;
       if (primaryKey.length > 0 && rows % config.checkpointEvery === 0) {
         const after = keyIdx.map((i, n) => keyFields[n]!.text(last![i]));
-        yield { type: 'progress', stream: stream.name, rows };
-        yield {
+        out.push({ type: 'progress', stream: stream.name, rows });
+        out.push({
           type: 'state',
           stream: stream.name,
           state: {
@@ -240,22 +281,25 @@ async function* readFullRefresh(
             primaryKey,
             sync: { startedAt, after },
           } satisfies FullRefreshState,
-        };
+        });
       }
     }
+    yield out;
+    out = [];
     if (ctx.signal.aborted) {
       await conn.endSnapshot();
       return;
     }
   }
   await conn.endSnapshot();
-  yield { type: 'progress', stream: stream.name, rows };
-  yield { type: 'complete', stream: stream.name };
-  yield {
+  out.push({ type: 'progress', stream: stream.name, rows });
+  out.push({ type: 'complete', stream: stream.name });
+  out.push({
     type: 'state',
     stream: stream.name,
     state: { v: 1, mode: 'full_refresh', primaryKey } satisfies FullRefreshState,
-  };
+  });
+  yield out;
 }
 
 function rawMode(raw: unknown): unknown {
@@ -269,7 +313,8 @@ async function* readIncremental(
   p: ReadPlan,
   allState: Readonly<Record<string, unknown>>,
   ctx: SourceContext,
-): AsyncGenerator<SourceMessage> {
+): AsyncGenerator<SourceMessage[]> {
+  let out: SourceMessage[] = [];
   const { stream, fields, primaryKey } = p;
   const d = conn.dialect;
   const q = d.quoteIdent;
@@ -360,16 +405,20 @@ async function* readIncremental(
       params.values,
     )) {
       for (const row of batch.rows) {
-        yield toMessage(stream, batch.fields, row);
+        out.push(toMessage(stream, batch.fields, row));
         rows++;
         if (primaryKey.length > 0 && rows % config.checkpointEvery === 0) {
-          yield { type: 'progress', stream: stream.name, rows };
-          yield checkpoint(
-            'null',
-            keyIdx.map((i, n) => keyFields[n]!.text(row[i])),
+          out.push({ type: 'progress', stream: stream.name, rows });
+          out.push(
+            checkpoint(
+              'null',
+              keyIdx.map((i, n) => keyFields[n]!.text(row[i])),
+            ),
           );
         }
       }
+      yield out;
+      out = [];
       if (ctx.signal.aborted) {
         await conn.endSnapshot();
         return;
@@ -397,24 +446,25 @@ async function* readIncremental(
           const c = cursor.text(row[ci]);
           if (pendingText !== undefined && c !== pendingText && sinceCheckpoint >= config.checkpointEvery) {
             // Every row of value `pendingText` has been yielded: resume strictly past it.
-            yield { type: 'progress', stream: stream.name, rows };
-            yield checkpoint('cursor', [pendingText]);
+            out.push({ type: 'progress', stream: stream.name, rows });
+            out.push(checkpoint('cursor', [pendingText]));
             sinceCheckpoint = 0;
           }
           pendingText = c;
         }
-        yield toMessage(stream, batch.fields, row);
+        out.push(toMessage(stream, batch.fields, row));
         rows++;
         sinceCheckpoint++;
         if (primaryKey.length > 0 && sinceCheckpoint >= config.checkpointEvery) {
-          yield { type: 'progress', stream: stream.name, rows };
-          yield checkpoint('cursor', [
-            cursor.text(row[ci]),
-            ...keyIdx.map((i, n) => keyFields[n]!.text(row[i])),
-          ]);
+          out.push({ type: 'progress', stream: stream.name, rows });
+          out.push(
+            checkpoint('cursor', [cursor.text(row[ci]), ...keyIdx.map((i, n) => keyFields[n]!.text(row[i]))]),
+          );
           sinceCheckpoint = 0;
         }
       }
+      yield out;
+      out = [];
       if (ctx.signal.aborted) {
         await conn.endSnapshot();
         return;
@@ -422,8 +472,8 @@ async function* readIncremental(
     }
   }
   await conn.endSnapshot();
-  yield { type: 'progress', stream: stream.name, rows };
-  yield {
+  out.push({ type: 'progress', stream: stream.name, rows });
+  out.push({
     type: 'state',
     stream: stream.name,
     state: {
@@ -434,5 +484,6 @@ async function* readIncremental(
       lower: { value: next.value, t: encodeT(next.t) },
       marks,
     } satisfies IncrementalState,
-  };
+  });
+  yield out;
 }
