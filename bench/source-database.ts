@@ -71,7 +71,8 @@ async function benchPostgres() {
       let t = performance.now();
       let lines = 0;
       const copy = c.query(copyTo('COPY (SELECT * FROM contacts) TO STDOUT'));
-      for await (const chunk of copy as AsyncIterable<Buffer>) for (const b of chunk) if (b === 10) lines++;
+      for await (const chunk of copy as AsyncIterable<Buffer>)
+        for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
       if (lines !== rows) throw new Error(`COPY gave ${lines} lines`);
       results['COPY (SELECT *) TO STDOUT']!.push(rows / ((performance.now() - t) / 1000));
       t = performance.now();
