@@ -1,4 +1,4 @@
-/** The PostgreSQL side of the shared SQL source: `pg`, server cursors (`pg-cursor`), pg_catalog. */
+/** The PostgreSQL side of the shared SQL source: `pg`, rows by `COPY … TO STDOUT` (`pg-copy-streams`), pg_catalog. */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { StreamDescriptor } from '../source.js';

@@ -60,7 +60,7 @@ export interface SqlConnection {
   query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
   /** The columns a statement's result has (it is run with no rows). */
   describe(sql: string): Promise<ResultField[]>;
-  /** A statement's rows in batches, read with a server cursor / a paused socket. */
+  /** A statement's rows in batches, read with the socket paused while a batch is consumed. */
   stream(sql: string, params: readonly unknown[], batchSize: number): AsyncIterable<RowBatch>;
   /** The server clock, epoch seconds. */
   clock(): Promise<number>;

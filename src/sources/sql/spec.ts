@@ -82,9 +82,15 @@ export function sqlSourceShape(defaultPort: number, example: string) {
       .describe('Connect with TLS (true: verify the certificate).'),
     connectTimeout: Duration.prefault('10s').describe('Most time to open a connection.'),
     statementTimeout: Duration.prefault('1h').describe(
-      'The server cancels a statement of the source that runs longer (PostgreSQL: each fetch of a batch; MySQL: the whole read of a stream).',
+      'The server cancels a statement of the source that runs longer, the read of a whole stream included: raise it for tables that take longer to read.',
     ),
-    batchSize: z.number().int().min(1).max(100_000).default(2_000).describe('Rows fetched per round trip.'),
+    batchSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(2_000)
+      .describe('Rows handed on at a time; the socket is paused while a batch is consumed.'),
     checkpointEvery: z
       .number()
       .int()
