@@ -95,7 +95,9 @@ function connectionOptions(config: SqlSourceConfig): mysql.ConnectionOptions {
   const common: mysql.ConnectionOptions = {
     connectTimeout: config.connectTimeout,
     ssl,
-    typeCast: false,
+    typeCast: true,
+    jsonStrings: true,
+    decimalNumbers: false,
     rowsAsArray: true,
     supportBigNumbers: true,
     bigNumberStrings: true,
@@ -171,8 +173,8 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
         kind: type.kind,
         sourceType: type.name,
         type,
-        convert: (v: unknown) => mysqlValue(type, v as Buffer),
-        text: (v: unknown) => mysqlText(type, v as Buffer),
+        convert: (v: unknown) => mysqlValue(type, v as string),
+        text: (v: unknown) => mysqlText(type, v as string),
       };
     });
 

@@ -1,6 +1,7 @@
 /**
- * MySQL / MariaDB values, read as the raw bytes of the text protocol (`typeCast: false`),
- * then turned into JSON by the column's metadata: the table in docs/sources-databases.md.
+ * MySQL / MariaDB values, as mysql2 reads them with dates, BIGINT, DECIMAL and JSON left as
+ * the server's text (numbers for the small integer and float types, Buffers for binary and
+ * BIT), then turned into JSON by the column's metadata: the table in docs/sources-databases.md.
  */
 import type { ColumnKind } from '../sql/driver.js';
 import { float, integer, isoDate, isoTimestamp, json } from '../sql/values.js';
@@ -137,45 +138,55 @@ function bitsValue(raw: Buffer): bigint {
   return n;
 }
 
+/** Raw values: strings (most types), numbers (INT types, FLOAT, DOUBLE, YEAR), Buffers (binary, BIT). */
+type Raw = string | number | Buffer;
+
+const str = (raw: Raw): string => (typeof raw === 'string' ? raw : raw.toString());
+
 /** The value as the server writes it (BIT as its number, binary as hex): what a state saves. */
-export function mysqlText(t: MysqlType, raw: Buffer): string {
-  if (t.bits) return bitsValue(raw).toString();
-  if (t.kind === 'binary') return raw.toString('hex');
-  return raw.toString('utf8');
+export function mysqlText(t: MysqlType, raw: Raw): string {
+  if (Buffer.isBuffer(raw)) {
+    if (t.bits) return bitsValue(raw).toString();
+    if (t.kind === 'binary') return raw.toString('hex');
+    return raw.toString('utf8');
+  }
+  return str(raw);
 }
 
 /** The JSON value of a raw MySQL value of type `t`. */
-export function mysqlValue(t: MysqlType, raw: Buffer): unknown {
-  if (t.bits) {
-    const n = bitsValue(raw);
-    if (t.kind === 'boolean') return n !== 0n;
-    return n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n.toString();
+export function mysqlValue(t: MysqlType, raw: Raw): unknown {
+  if (typeof raw === 'number') {
+    if (t.kind === 'boolean') return raw !== 0;
+    return raw;
+  }
+  if (Buffer.isBuffer(raw)) {
+    if (t.bits) {
+      const n = bitsValue(raw);
+      if (t.kind === 'boolean') return n !== 0n;
+      return n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n.toString();
+    }
+    if (t.kind === 'binary') return raw.toString('base64');
+    return mysqlValue(t, raw.toString('utf8'));
   }
   switch (t.kind) {
-    case 'binary':
-      return raw.toString('base64');
     case 'boolean':
-      return raw.toString('latin1') !== '0';
+      return raw !== '0';
     case 'integer':
-      return integer(raw.toString('latin1'));
+      return integer(raw);
     case 'float':
-      return float(raw.toString('latin1'));
+      return float(raw);
     case 'decimal':
-      return raw.toString('latin1'); // exact: a double would round DECIMAL(65,30)
+      return raw; // exact: a double would round DECIMAL(65,30)
     case 'json':
-      return json(raw.toString('utf8'));
+      return json(raw);
     case 'timestamptz':
-    case 'timestamp': {
-      const text = raw.toString('latin1');
-      if (text.startsWith('0000-00-00')) return null; // MySQL's "zero date": no date
-      return isoTimestamp(text);
-    }
-    case 'date': {
-      const text = raw.toString('latin1');
-      if (text === '0000-00-00') return null;
-      return isoDate(text);
-    }
+    case 'timestamp':
+      if (raw.startsWith('0000-00-00')) return null; // MySQL's "zero date": no date
+      return isoTimestamp(raw);
+    case 'date':
+      if (raw === '0000-00-00') return null;
+      return isoDate(raw);
     default:
-      return raw.toString('utf8');
+      return raw;
   }
 }

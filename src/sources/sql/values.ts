@@ -24,6 +24,27 @@ function checkDay(month: string, day: string, text: string): void {
  * `timestamptz` / MySQL `TIMESTAMP` is in UTC: the connectors set the session zone).
  */
 export function isoTimestamp(text: string): string {
+  // The common case, checked by position: `YYYY-MM-DD HH:MM:SS[.f…][+00]`.
+  const n = text.length;
+  if (n >= 19 && text.charCodeAt(4) === 45 && text.charCodeAt(10) === 32 && text.charCodeAt(13) === 58) {
+    const month = (text.charCodeAt(5) - 48) * 10 + text.charCodeAt(6) - 48;
+    const day = (text.charCodeAt(8) - 48) * 10 + text.charCodeAt(9) - 48;
+    const utc =
+      n > 19 &&
+      text.charCodeAt(n - 3) === 43 &&
+      text.charCodeAt(n - 2) === 48 &&
+      text.charCodeAt(n - 1) === 48;
+    const body = utc ? n - 3 : n;
+    if (
+      month >= 1 &&
+      month <= 12 &&
+      day >= 1 &&
+      day <= 31 &&
+      (body === 19 || text.charCodeAt(19) === 46) &&
+      (utc || /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?$/.test(text))
+    )
+      return `${text.slice(0, 10)}T${text.slice(11, body)}Z`;
+  }
   if (text === 'infinity' || text === '-infinity') return text;
   const m = TIMESTAMP.exec(text);
   if (!m) throw new BadValue(`not a timestamp: ${text.slice(0, 60)}`);
@@ -52,6 +73,8 @@ export function isoDate(text: string): string {
 /** An integer as a number when it is exact in a double, otherwise as its decimal text. */
 export function integer(text: string): number | string {
   const n = Number(text);
+  // The server's integer text: exact as a double up to 2^53.
+  if (Number.isSafeInteger(n) && text.length > 0 && text.charCodeAt(text.length - 1) !== 32) return n;
   if (!Number.isFinite(n) || !/^-?\d+$/.test(text))
     throw new BadValue(`not an integer: ${text.slice(0, 60)}`);
   return Number.isSafeInteger(n) ? n : text;
