@@ -46,7 +46,7 @@ export function resolveStream(conn: SqlConnection, config: SqlSourceConfig, name
   if (configured?.query !== undefined) {
     return {
       name,
-      relation: `(${configured.query}) AS ${conn.dialect.quoteIdent('tributary_q')}`,
+      relation: `(${configured.query.trim().replace(/;\s*$/, '')}) AS ${conn.dialect.quoteIdent('tributary_q')}`,
       label: `query ${name}`,
       schema: undefined,
       table: undefined,
