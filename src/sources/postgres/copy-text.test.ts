@@ -30,6 +30,18 @@ describe('CopyTextParser', () => {
     }
   });
 
+  it('reads empty rows of a one-column result, whatever the cut', () => {
+    const bytes = Buffer.from('\na\n\n');
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const p = new CopyTextParser(1);
+      const out: (string | null)[][] = [];
+      p.push(bytes.subarray(0, cut), out);
+      p.push(bytes.subarray(cut), out);
+      p.end();
+      expect(out, `cut at ${cut}`).toEqual([[''], ['a'], ['']]);
+    }
+  });
+
   it('round-trips any values', () => {
     fc.assert(
       fc.property(

@@ -28,28 +28,40 @@ export class CopyTextParser {
 
   /** Parses the complete rows of `chunk` (and what was carried) into `out`. */
   push(chunk: Buffer, out: (string | null)[][]): void {
-    let buf = chunk;
+    let start = 0;
     if (this.rest !== undefined) {
-      buf = Buffer.concat([this.rest, chunk]);
+      // Only the carried part and the head of this chunk up to its first row end are copied.
+      const first = chunk.indexOf(NEWLINE);
+      if (first < 0) {
+        this.rest = Buffer.concat([this.rest, chunk]);
+        return;
+      }
+      const head = Buffer.concat([this.rest, chunk.subarray(0, first)]);
       this.rest = undefined;
+      this.row(head.toString('utf8'), out);
+      start = first + 1;
     }
-    const last = buf.lastIndexOf(NEWLINE);
-    if (last < 0) {
-      this.rest = buf;
+    const last = chunk.lastIndexOf(NEWLINE);
+    if (last < start) {
+      if (start < chunk.length) this.rest = Buffer.from(chunk.subarray(start));
       return;
     }
-    if (last < buf.length - 1) this.rest = Buffer.from(buf.subarray(last + 1));
-    const lines = buf.toString('utf8', 0, last).split('\n');
-    for (const line of lines) {
-      const row: (string | null)[] = line.split('\t');
-      if (row.length !== this.columns)
-        throw new BadValue(`COPY gave ${row.length} columns, not ${this.columns}`);
+    if (last < chunk.length - 1) this.rest = Buffer.from(chunk.subarray(last + 1));
+    const lines = chunk.toString('utf8', start, last).split('\n');
+    for (const line of lines) this.row(line, out);
+  }
+
+  private row(line: string, out: (string | null)[][]): void {
+    const row: (string | null)[] = line.split('\t');
+    if (row.length !== this.columns)
+      throw new BadValue(`COPY gave ${row.length} columns, not ${this.columns}`);
+    if (line.includes('\\')) {
       for (let i = 0; i < row.length; i++) {
         const v = row[i]!;
         if (v.includes('\\')) row[i] = unescapeCopy(v);
       }
-      out.push(row);
     }
+    out.push(row);
   }
 
   /** The end of the data: nothing may be left over. */
