@@ -7,7 +7,7 @@ import type { Params, ResultField, RowBatch, SqlConnection, SqlDialect } from '.
 import { describeError, SourceError } from '../sql/errors.js';
 import type { SqlSourceConfig } from '../sql/spec.js';
 import { CopyTextParser } from './copy-text.js';
-import { type PgType, pgKind, pgValue } from './values.js';
+import { type PgType, pgConverter, pgKind } from './values.js';
 
 /** Sessions of the source are named so that another sync's read-only snapshot does not hold a bound. */
 export const APPLICATION_NAME = 'tributary-source';
@@ -164,7 +164,7 @@ export async function connectPostgres(config: SqlSourceConfig, source: string): 
         kind: type.kind,
         sourceType: type.name,
         type,
-        convert: (raw: unknown) => pgValue(type, raw as string),
+        convert: pgConverter(type),
         text: (raw: unknown) => raw as string,
       };
     });

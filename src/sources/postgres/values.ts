@@ -71,6 +71,28 @@ export function pgValue(t: PgType, text: string): unknown {
   }
 }
 
+const asText = (raw: unknown): unknown => raw;
+
+/** The converter of a column of type `t`, chosen once per result (text needs none). */
+export function pgConverter(t: PgType): (raw: unknown) => unknown {
+  switch (t.kind) {
+    case 'text':
+    case 'time':
+    case 'decimal':
+    case 'other':
+      return asText;
+    case 'integer':
+      return integer as (raw: unknown) => unknown;
+    case 'timestamptz':
+    case 'timestamp':
+      return isoTimestamp as (raw: unknown) => unknown;
+    case 'json':
+      return json as (raw: unknown) => unknown;
+    default:
+      return (raw) => pgValue(t, raw as string);
+  }
+}
+
 function mapArray(items: ArrayItem[], element: PgType | undefined): unknown[] {
   return items.map((item) => {
     if (item === null) return null;
