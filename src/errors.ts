@@ -194,6 +194,47 @@ export const ErrorCodes = {
     message:
       'Destination "%s" is a parquet lake, which takes no transformations (a retry could not load into it without moving its offset); remove its transformations:',
   },
+  TRIB_ERR_SOURCE_UNREACHABLE: {
+    status: 502,
+    message:
+      'Source "%s" cannot be reached (%s): check its host and port, that the server is running and that this machine may connect to it (firewall, TLS)',
+  },
+  TRIB_ERR_SOURCE_AUTH: {
+    status: 502,
+    message:
+      'Source "%s" refused the login (%s): check its user and the password in the environment variable its configuration names',
+  },
+  TRIB_ERR_SOURCE_DATABASE_NOT_FOUND: {
+    status: 502,
+    message: 'Source "%s" has no database %s: check the database name in its configuration',
+  },
+  TRIB_ERR_SOURCE_PERMISSION: {
+    status: 502,
+    message: 'Source "%s" may not read %s (%s): grant its user SELECT on it',
+  },
+  TRIB_ERR_SOURCE_STREAM_NOT_FOUND: {
+    status: 422,
+    message: 'Source "%s" cannot read stream %s (%s): check its table or query in the configuration',
+  },
+  TRIB_ERR_SOURCE_CURSOR_INVALID: {
+    status: 422,
+    message:
+      'Stream %s cannot be read incrementally by %s: %s; choose a cursor column `tributary sources discover` lists',
+  },
+  TRIB_ERR_SOURCE_STATE_INVALID: {
+    status: 422,
+    message:
+      'The saved state of stream %s does not fit its configuration (%s): the cursor or key changed; reset the stream to read it from the start',
+  },
+  TRIB_ERR_SOURCE_CONNECTION_LOST: {
+    status: 503,
+    message:
+      'Source "%s" lost its connection during the read (%s); the sync is retried from its last saved state',
+  },
+  TRIB_ERR_SOURCE_QUERY_FAILED: {
+    status: 502,
+    message: 'Source "%s" failed to read stream %s: %s',
+  },
   TRIB_ERR_DEST_CHECK_UNREACHABLE: {
     status: 502,
     message: 'Destination "%s": nothing answers at %s (%s); check its host and port',
@@ -246,10 +287,6 @@ export const ErrorCodes = {
     status: 502,
     message: 'Cannot connect to the source (%s): check the host, port and that the server is running',
   },
-  TRIB_ERR_SOURCE_AUTH: {
-    status: 401,
-    message: 'The source refused the credentials (%s): check the user name and password',
-  },
   TRIB_ERR_SOURCE_READ_FAILED: {
     status: 502,
     message:
@@ -263,7 +300,7 @@ export const ErrorCodes = {
   TRIB_ERR_SOURCE_BAD_VALUE: {
     status: 422,
     message:
-      "A value does not fit its column (%s): fix the value, or the column type under the stream's columns:",
+      "A value does not fit its column (%s): fix the value, or the column type under the stream's columns: (files) or cast the column in a query stream (databases); the other rows were read",
   },
   TRIB_ERR_SOURCE_EVENT_INVALID: {
     status: 422,

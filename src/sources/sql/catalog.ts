@@ -1,0 +1,133 @@
+/** What `discover` says of a column, from its kind; and `discover` / `check` for both databases. */
+import type { Catalog, CheckResult, ColumnDescriptor, SourceContext } from '../source.js';
+import type { ColumnKind, SqlConnection } from './driver.js';
+import { SourceError } from './errors.js';
+import { CURSOR_KINDS, resolveStream, sourceLabel } from './read.js';
+import type { SqlSourceConfig } from './spec.js';
+
+export function columnJsonType(kind: ColumnKind): ColumnDescriptor['jsonType'] {
+  switch (kind) {
+    case 'integer':
+      return 'integer';
+    case 'float':
+      return 'number';
+    case 'boolean':
+      return 'boolean';
+    case 'timestamptz':
+    case 'timestamp':
+      return 'timestamp';
+    case 'date':
+      return 'date';
+    case 'json':
+      return 'object';
+    case 'array':
+      return 'array';
+    default:
+      return 'string';
+  }
+}
+
+export function cursorCandidate(kind: ColumnKind): boolean {
+  return CURSOR_KINDS.has(kind) && kind !== 'float';
+}
+
+/** Every readable table and view, then the configured query streams (described by running them with no rows). */
+export async function discoverSql(
+  connect: () => Promise<SqlConnection>,
+  config: SqlSourceConfig,
+  _ctx: SourceContext,
+): Promise<Catalog> {
+  const conn = await connect();
+  try {
+    const streams = await conn.catalog();
+    for (const s of config.streams) {
+      if (s.query === undefined) continue;
+      const r = resolveStream(conn, config, s.name);
+      const fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+      streams.push({
+        name: s.name,
+        columns: fields.map((f) => ({
+          name: f.name,
+          sourceType: f.sourceType,
+          jsonType: columnJsonType(f.kind),
+          nullable: true,
+        })),
+        primaryKey: s.primaryKey ?? [],
+        cursorCandidates: fields.filter((f) => cursorCandidate(f.kind)).map((f) => f.name),
+        syncModes: ['full_refresh', 'incremental'],
+      });
+    }
+    return { streams };
+  } finally {
+    await conn.end().catch(() => {});
+  }
+}
+
+/** Connects, then describes every configured stream: the first problem as a clear error, never a throw. */
+export async function checkSql(
+  connect: () => Promise<SqlConnection>,
+  config: SqlSourceConfig,
+  _ctx: SourceContext,
+): Promise<CheckResult> {
+  let conn: SqlConnection;
+  try {
+    conn = await connect();
+  } catch (err) {
+    return asCheckError(err);
+  }
+  try {
+    await conn.query('SELECT 1');
+    for (const s of config.streams) {
+      const r = resolveStream(conn, config, s.name);
+      let fields: Awaited<ReturnType<SqlConnection['describe']>>;
+      try {
+        fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+      } catch (err) {
+        if (err instanceof SourceError) return asCheckError(err);
+        const e = err as { code?: string; errno?: number; message?: string };
+        const denied = e.code === '42501' || e.errno === 1142 || e.errno === 1143;
+        return asCheckError(
+          denied
+            ? new SourceError('TRIB_ERR_SOURCE_PERMISSION', [sourceLabel(config), r.label, e.message ?? ''])
+            : new SourceError('TRIB_ERR_SOURCE_STREAM_NOT_FOUND', [
+                sourceLabel(config),
+                r.label,
+                e.message ?? '',
+              ]),
+        );
+      }
+      if (s.syncMode === 'incremental' && s.cursorField !== undefined) {
+        const f = fields.find((x) => x.name === s.cursorField);
+        if (f === undefined || !CURSOR_KINDS.has(f.kind))
+          return asCheckError(
+            new SourceError('TRIB_ERR_SOURCE_CURSOR_INVALID', [
+              r.label,
+              s.cursorField,
+              f === undefined
+                ? 'no such column'
+                : `its type ${f.sourceType} does not order rows by when they were written`,
+            ]),
+          );
+      }
+      for (const k of s.primaryKey ?? [])
+        if (!fields.some((f) => f.name === k))
+          return asCheckError(
+            new SourceError('TRIB_ERR_SOURCE_STREAM_NOT_FOUND', [
+              sourceLabel(config),
+              r.label,
+              `its primary key column ${k} is not one of its columns`,
+            ]),
+          );
+    }
+    return { ok: true };
+  } catch (err) {
+    return asCheckError(err);
+  } finally {
+    await conn.end().catch(() => {});
+  }
+}
+
+function asCheckError(err: unknown): CheckResult {
+  if (err instanceof SourceError) return { ok: false, code: err.code, message: err.message };
+  return { ok: false, code: 'TRIB_ERR_SOURCE_QUERY_FAILED', message: (err as Error)?.message ?? String(err) };
+}
