@@ -163,7 +163,14 @@ describe('Profile API and CLI (real server)', () => {
       server.url,
       '--json',
     ]);
-    expect(JSON.parse(out)).toEqual({ file: csv, source: 'crm', sent: 3, rejected: 0, skipped: 0 });
+    expect(JSON.parse(out)).toMatchObject({
+      file: csv,
+      source: 'crm',
+      status: 'succeeded',
+      rows: 3,
+      events: 3,
+      failed: 0,
+    });
     await server.settle();
     await server.identity!.drained();
 
@@ -177,7 +184,7 @@ describe('Profile API and CLI (real server)', () => {
     expect(why.sameProfile).toBe(true);
     expect(why.path.map((d: { messageId: string }) => d.messageId)).toEqual([
       'p2',
-      expect.stringMatching(/^import-/),
+      expect.stringMatching(/^src-/),
     ]);
 
     // A second browser that logs in merges into Ada; the CLI splits it again.
@@ -218,15 +225,33 @@ describe('Profile API and CLI (real server)', () => {
     expect(grace).toHaveLength(1);
   });
 
-  it('refuses a CSV without the key column, and answers profile routes with a code when identity is off', async () => {
+  it('fails the rows of a CSV without the key column, and answers profile routes with a code when identity is off', async () => {
     const csv = join(dir, 'bad.csv');
     writeFileSync(csv, 'Email\nx@example.com\n');
-    await expect(
-      cli(['import', 'csv', csv, '--source', 'crm', '--id-column', 'Id', '--url', server.url]),
-    ).rejects.toMatchObject({ stderr: expect.stringContaining('has no column "Id"') });
+    const out = JSON.parse(
+      await cli([
+        'import',
+        'csv',
+        csv,
+        '--source',
+        'crm',
+        '--id-column',
+        'Id',
+        '--url',
+        server.url,
+        '--json',
+      ]),
+    );
+    expect(out).toMatchObject({ rows: 1, events: 0, failed: 1 });
+    const failed = JSON.parse(
+      await cli(['failed', 'list', '--source', 'crm', '--stage', 'source', '--json', '--url', server.url]),
+    );
+    expect(failed.map((f: { code: string }) => f.code)).toEqual(['TRIB_ERR_SOURCE_MISSING_KEY']);
     await expect(
       cli(['import', 'csv', csv, '--source', 'nope', '--id-column', 'Email', '--url', server.url]),
-    ).rejects.toMatchObject({ stderr: expect.stringContaining('no source "nope"') });
+    ).rejects.toMatchObject({
+      stderr: expect.stringContaining('TRIB_ERR_SOURCE_NOT_FOUND: No source "nope"'),
+    });
 
     const off = await startTestServer({ yaml: `${MINIMAL_CONFIG}identity:\n  enabled: false\n` });
     try {

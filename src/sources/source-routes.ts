@@ -54,8 +54,9 @@ export function sourceAdminRoutes(admin: FastifyInstance, deps: SourceRoutesDeps
     );
     return reply.status(r.status).send(r.body);
   });
+  // Any source has runs: an http source's too, from imports of the former `import csv` form.
   admin.get<Params>('/admin/v1/sources/:id/runs', async (req) => {
-    sources.pull(req.params.id);
+    sources.known(req.params.id);
     const limit = Math.min(Math.max(Number(req.query.limit ?? 20) || 20, 1), 1000);
     return {
       runs: await sources.runner.runs(req.params.id, limit),

@@ -52,6 +52,11 @@ export class SourceService {
     private readonly onScheduleError: (sourceId: string, err: unknown) => void = () => {},
   ) {}
 
+  /** Whether a source of this id is configured (any kind). @throws TRIB_ERR_SOURCE_NOT_FOUND */
+  known(id: string): void {
+    if (!this.sources.some((x) => x.id === id)) throw new TributaryError('TRIB_ERR_SOURCE_NOT_FOUND', [id]);
+  }
+
   /** The source as a pull source. @throws TRIB_ERR_SOURCE_NOT_FOUND, TRIB_ERR_SOURCE_NOT_PULL */
   pull(id: string): PullSourceConfig {
     const s = this.sources.find((x) => x.id === id);
