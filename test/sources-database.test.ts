@@ -39,6 +39,8 @@ interface Db {
   session(): Promise<Session>;
   /** Ends the connector's connections from the server side (a lost connection). */
   killReaders(): Promise<number>;
+  /** How many connections of the connector the server has. */
+  countReaders(): Promise<number>;
   drop(): Promise<void>;
 }
 
@@ -91,6 +93,13 @@ const postgres: Dialect = {
         );
         return r.rowCount ?? 0;
       },
+      async countReaders() {
+        const r = await db.admin.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tributary-source'",
+          [db.name],
+        );
+        return r.rows[0]!.n;
+      },
       async drop() {
         for (const c of sessions) await c.end().catch(() => {});
         await db.drop();
@@ -139,6 +148,14 @@ const mariadb: Dialect = {
           n++;
         }
         return n;
+      },
+      async countReaders() {
+        const [rows] = await admin.query<mysql.RowDataPacket[]>(
+          'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()',
+          [name],
+        );
+        const own = new Set(sessions.map((s) => s.threadId));
+        return rows.filter((r) => !own.has(r.ID)).length;
       },
       async drop() {
         for (const c of sessions) await c.end().catch(() => {});
@@ -490,6 +507,36 @@ for (const d of [postgres, mariadb]) {
         expect(all.length).toBe(20000);
         expect(new Set(all).size).toBe(20000);
       }
+    });
+
+    it('a read stopped by its signal mid-stream ends without a final state and leaves no session behind', async () => {
+      await admin.exec(`CREATE TABLE stop (id int PRIMARY KEY, pad text)`);
+      await admin.exec(
+        d.name === 'postgres'
+          ? "INSERT INTO stop SELECT i, repeat('y', 1000) FROM generate_series(1, 20000) i"
+          : `INSERT INTO stop SELECT seq, REPEAT('y', 1000) FROM ${db.name}.seq_1_to_20000`,
+      );
+      const abort = new AbortController();
+      const seen: SourceMessage['type'][] = [];
+      for await (const m of d.connector.read(
+        parse({ checkpointEvery: 1000, batchSize: 500 }),
+        [{ name: d.table(db, 'stop'), syncMode: 'full_refresh', primaryKey: [] }],
+        {},
+        { signal: abort.signal, baseDir: '.' },
+      )) {
+        seen.push(m.type);
+        if (m.type === 'state') abort.abort();
+      }
+      expect(seen.filter((t) => t === 'state')).toHaveLength(1);
+      expect(seen).not.toContain('complete');
+      expect(seen.filter((t) => t === 'record').length).toBeLessThan(20000);
+      // The connector's connection is gone (closed or destroyed), not left reading.
+      let left = -1;
+      for (let i = 0; i < 50 && left !== 0; i++) {
+        left = await db.countReaders();
+        if (left !== 0) await new Promise((res) => setTimeout(res, 20));
+      }
+      expect(left).toBe(0);
     });
 
     it('reads a named query stream incrementally', async () => {

@@ -120,6 +120,14 @@ function connectionOptions(config: SqlSourceConfig): mysql.ConnectionOptions {
 /** Opens a connection, its session set for the reads (UTC, statement timeout). */
 export async function connectMysql(config: SqlSourceConfig, source: string): Promise<SqlConnection> {
   const conn = mysql.createConnection(connectionOptions(config));
+  /**
+   * mysql2's `destroy()` only half-closes the socket: a server blocked writing a result to a
+   * paused socket would wait for `net_write_timeout`. Close the socket itself.
+   */
+  const giveUp = () => {
+    conn.destroy();
+    (conn as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+  };
   let lost: unknown;
   conn.on('error', (err) => {
     lost ??= err;
@@ -258,7 +266,7 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
         // Left mid-result (an abort): the rest of the rows would still arrive on this connection.
         if (!done) {
           lost ??= new Error('read stopped mid-result');
-          conn.destroy();
+          giveUp();
         }
       }
     },
@@ -305,7 +313,7 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
     },
     async end() {
       if (lost !== undefined) {
-        conn.destroy();
+        giveUp();
         return;
       }
       await new Promise<void>((resolve) => conn.end(() => resolve()));

@@ -286,11 +286,10 @@ async function* readFullRefresh(
     }
     yield out;
     out = [];
-    if (ctx.signal.aborted) {
-      await conn.endSnapshot();
-      return;
-    }
+    // Stopped: leave the loop, which gives up a connection still mid-result (no COMMIT after it).
+    if (ctx.signal.aborted) break;
   }
+  if (ctx.signal.aborted) return;
   await conn.endSnapshot();
   out.push({ type: 'progress', stream: stream.name, rows });
   out.push({ type: 'complete', stream: stream.name });
@@ -419,11 +418,10 @@ async function* readIncremental(
       }
       yield out;
       out = [];
-      if (ctx.signal.aborted) {
-        await conn.endSnapshot();
-        return;
-      }
+      // Stopped: leave the loop, which gives up a connection still mid-result (no COMMIT after it).
+      if (ctx.signal.aborted) break;
     }
+    if (ctx.signal.aborted) return;
     after = undefined;
   }
   // Rows at or past the lower bound, in (cursor, key) order.
@@ -465,11 +463,10 @@ async function* readIncremental(
       }
       yield out;
       out = [];
-      if (ctx.signal.aborted) {
-        await conn.endSnapshot();
-        return;
-      }
+      // Stopped: leave the loop, which gives up a connection still mid-result (no COMMIT after it).
+      if (ctx.signal.aborted) break;
     }
+    if (ctx.signal.aborted) return;
   }
   await conn.endSnapshot();
   out.push({ type: 'progress', stream: stream.name, rows });
