@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers.js';
@@ -90,5 +92,88 @@ sources:
       { id: 1, deleted: false },
       { id: 2, deleted: true },
     ]);
+  });
+});
+
+const MYSQL = { host: '127.0.0.1', port: 3306, user: 'root', password: '' };
+const mysqlProblem = await mysql
+  .createConnection({ ...MYSQL, connectTimeout: 2000 })
+  .then((c) => c.end().then(() => undefined))
+  .catch((err: Error) => err.message);
+
+describe.skipIf(mysqlProblem !== undefined)('database rows as objects (MariaDB, through the runner)', () => {
+  const database = `dbobj_${randomBytes(6).toString('hex')}`;
+  let admin: mysql.Connection;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    admin = await mysql.createConnection(MYSQL);
+    await admin.query(`CREATE DATABASE ${database}`);
+    await admin.query(`CREATE TABLE ${database}.orders (
+      id INT PRIMARY KEY, total DECIMAL(12, 2), placed DATETIME(6), shipped DATE, paid TINYINT(1),
+      big BIGINT UNSIGNED, huge BIGINT UNSIGNED, attrs JSON)`);
+    await admin.query(`INSERT INTO ${database}.orders VALUES
+      (1, 19.99, '2024-03-01 12:00:00.123456', '2024-03-02', 1, 9007199254740993, 1, '{"gift": true}'),
+      (2, NULL, NULL, NULL, NULL, NULL, 18446744073709551615, NULL)`);
+    server = await startTestServer({
+      yaml: `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: wk_web_123
+  - id: shop
+    type: mysql
+    host: ${MYSQL.host}
+    user: ${MYSQL.user}
+    database: ${database}
+    streams:
+      - { name: orders, table: ${database}.orders }
+`,
+    });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await admin?.query(`DROP DATABASE IF EXISTS ${database}`);
+    await admin?.end();
+  });
+
+  it('types the columns from the catalog; an unsigned BIGINT past 2^63 - 1 is a failed row, the rest stored', async () => {
+    const r = await server.sources.sync('shop', { trigger: 'test' });
+    expect(r, r.error).toMatchObject({ status: 'succeeded', rows: 2, objects: 1, failed: 1 });
+    const types = await server.query(
+      `SELECT column_name AS name, data_type AS type FROM information_schema.columns
+        WHERE table_schema = 'shop' AND table_name = 'orders' AND column_name NOT LIKE '\\_tributary%' ESCAPE '\\'
+        ORDER BY ordinal_position`,
+    );
+    expect(Object.fromEntries(types.map((t) => [t.name, t.type]))).toEqual({
+      id: 'BIGINT',
+      total: 'VARCHAR',
+      placed: 'TIMESTAMP WITH TIME ZONE',
+      shipped: 'DATE',
+      paid: 'BOOLEAN',
+      big: 'BIGINT',
+      huge: 'BIGINT',
+      attrs: 'JSON',
+    });
+    expect(
+      await server.query(
+        `SELECT id, total, epoch_us(placed) AS placed, shipped::VARCHAR AS shipped, paid, big::VARCHAR AS big,
+                json_extract(attrs, '$.gift')::BOOLEAN AS gift FROM shop.orders`,
+      ),
+    ).toEqual([
+      {
+        id: 1,
+        total: '19.99',
+        placed: Date.parse('2024-03-01T12:00:00.123Z') * 1000 + 456,
+        shipped: '2024-03-02',
+        paid: true,
+        big: '9007199254740993',
+        gift: true,
+      },
+    ]);
+    const [failure] = await server.query(
+      `SELECT code FROM failed_events WHERE stage = 'source' AND source_id = 'shop'`,
+    );
+    expect(failure).toEqual({ code: 'TRIB_ERR_SOURCE_UNSTORABLE' });
   });
 });
