@@ -154,7 +154,20 @@ describe.skipIf(problem !== undefined)('one customer, four sources', () => {
       'evt_charge_1',
     );
 
-    // 3. The CRM table, synced by the source service through the CLI.
+    // 3. The CRM table: checked, discovered and synced by the source service through the CLI.
+    expect(JSON.parse(await cli(['sources', 'check', 'crm', '--json']))).toEqual({ ok: true });
+    const catalog = JSON.parse(await cli(['sources', 'discover', 'crm', '--json']));
+    expect(catalog.streams[0]).toMatchObject({
+      name: 'contacts',
+      primaryKey: ['id'],
+      columns: [
+        { name: 'id', jsonType: 'integer', sourceType: 'integer' },
+        { name: 'crm_id', jsonType: 'string' },
+        { name: 'email', jsonType: 'string' },
+        { name: 'phone', jsonType: 'string' },
+        { name: 'company', jsonType: 'string' },
+      ],
+    });
     const sync = JSON.parse(await cli(['sources', 'sync', 'crm', '--json']));
     expect(sync).toMatchObject({ status: 'succeeded', rows: 2, objects: 2, failed: 0 });
 
