@@ -138,6 +138,11 @@ sources:
   });
 
   it('types the columns from the catalog; an unsigned BIGINT past 2^63 - 1 is a failed row, the rest stored', async () => {
+    expect(await server.sources.check('shop')).toEqual({ ok: true });
+    const catalog = await server.sources.discover('shop');
+    // The configured stream first, under its own name, with the table's key.
+    expect(catalog.streams[0]).toMatchObject({ name: 'orders', primaryKey: ['id'] });
+    expect(catalog.streams.some((s) => s.name === `${database}.orders`)).toBe(true);
     const r = await server.sources.sync('shop', { trigger: 'test' });
     expect(r, r.error).toMatchObject({ status: 'succeeded', rows: 2, objects: 1, failed: 1 });
     const types = await server.query(

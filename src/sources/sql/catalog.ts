@@ -33,7 +33,8 @@ export function cursorCandidate(kind: ColumnKind): boolean {
 
 /**
  * The configured streams under their own names (what the runner types objects tables and
- * takes a default primary key from), then every other readable table and view. A configured
+ * takes a default primary key from), then every readable table and view as `schema.table`
+ * (a configured table again, so the list still shows every table to choose from). A configured
  * stream that cannot be described is left out here; its read reports why.
  */
 export async function discoverSql(
