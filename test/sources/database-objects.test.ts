@@ -93,6 +93,41 @@ sources:
       { id: 2, deleted: true },
     ]);
   });
+
+  it('syncs on its schedule (croner): a scheduled full refresh sees a row inserted since', async () => {
+    const scheduledServer = await startTestServer({
+      yaml: `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: wk_web_123
+  - id: billing
+    type: postgres
+    connectionString: ${db.url}
+    schedule: "* * * * * *"
+    streams:
+      - { name: accounts, table: public.accounts }
+`,
+    });
+    try {
+      const scheduled = async () =>
+        (await scheduledServer.sources.runner.runs('billing')).filter(
+          (r) => r.trigger === 'schedule' && r.status !== 'running',
+        );
+      while ((await scheduled()).length < 1) await new Promise((r) => setTimeout(r, 100));
+      await c.query('INSERT INTO accounts (id) VALUES (3)');
+      const before = (await scheduled()).length;
+      while ((await scheduled()).length < before + 2) await new Promise((r) => setTimeout(r, 100));
+      expect((await scheduled()).every((r) => r.status === 'succeeded')).toBe(true);
+      expect(
+        await scheduledServer.query(
+          'SELECT id FROM billing.accounts WHERE NOT _tributary_deleted ORDER BY id',
+        ),
+      ).toEqual([{ id: 1 }, { id: 3 }]);
+    } finally {
+      await scheduledServer.stop();
+    }
+  });
 });
 
 const MYSQL = { host: '127.0.0.1', port: 3306, user: 'root', password: '' };
