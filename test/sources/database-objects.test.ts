@@ -216,4 +216,32 @@ sources:
     );
     expect(failure).toEqual({ code: 'TRIB_ERR_SOURCE_UNSTORABLE' });
   });
+
+  it('stores such a value exactly when its column is declared string', async () => {
+    const declared = await startTestServer({
+      yaml: `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: wk_web_123
+  - id: shop
+    type: mysql
+    host: ${MYSQL.host}
+    user: ${MYSQL.user}
+    database: ${database}
+    streams:
+      - { name: orders, table: ${database}.orders, columns: { huge: string } }
+`,
+    });
+    try {
+      const r = await declared.sources.sync('shop', { trigger: 'test' });
+      expect(r, r.error).toMatchObject({ status: 'succeeded', rows: 2, objects: 2, failed: 0 });
+      expect(await declared.query('SELECT id, huge FROM shop.orders ORDER BY id')).toEqual([
+        { id: 1, huge: '1' },
+        { id: 2, huge: '18446744073709551615' },
+      ]);
+    } finally {
+      await declared.stop();
+    }
+  });
 });
