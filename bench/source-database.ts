@@ -3,16 +3,24 @@
  * (bigint key, timestamptz, two texts, numeric, boolean, json), against the fastest plain
  * read of the same table in the same run: PostgreSQL `COPY (SELECT …) TO STDOUT`, MariaDB a
  * plain streamed `SELECT` through mysql2. What is measured is the connector's part (rows
- * read, converted to JSON records and yielded); the runner's writes are not in it.
+ * read, converted to JSON records and yielded), and for PostgreSQL also a whole sync through
+ * the runner into an objects table of the embedded store (a fresh data folder per run: the
+ * rows are inserted, not upserted over earlier ones).
  *
  *   flock /tmp/bench.lock npm run bench:source-database -- [rows=1000000] [runs=3]
+ *   BENCH_DATABASES=postgres …   (default postgres,mariadb)
  */
 
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import mysql from 'mysql2';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
+import { parseConfig } from '../src/config/load.js';
+import { openEmbeddedSources } from '../src/server/embedded-sources.js';
 import { mysqlSource } from '../src/sources/mysql/index.js';
 import { postgresSource } from '../src/sources/postgres/index.js';
 import type { ConfiguredStream, PullSourceConnector } from '../src/sources/source.js';
@@ -21,6 +29,31 @@ import { scratchDatabase } from '../test/pg.js';
 const [rows = 1_000_000, runs = 3] = process.argv.slice(2).map(Number);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ctx = { signal: new AbortController().signal, baseDir: '.' };
+const databases = (process.env.BENCH_DATABASES ?? 'postgres,mariadb').split(',');
+
+/** A full-refresh sync of the table through the runner into objects, in a fresh embedded store. */
+async function syncObjects(url: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-srcdb-sync-'));
+  try {
+    const { config } = parseConfig(
+      `version: 1\nsources:\n  - id: crm\n    type: postgres\n    connectionString: ${url}\n    streams:\n      - { name: contacts, table: public.contacts }\n`,
+      {},
+    );
+    const local = await openEmbeddedSources(config, join(dir, 'data'), dir);
+    try {
+      const t = performance.now();
+      const r = await local.sources.sync('crm', { trigger: 'bench' });
+      const s = (performance.now() - t) / 1000;
+      if (r.status !== 'succeeded' || r.objects !== rows)
+        throw new Error(`sync: ${r.status} ${r.objects} ${r.error}`);
+      return rows / s;
+    } finally {
+      await local.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 async function readConnector(
   connector: PullSourceConnector<unknown>,
@@ -67,6 +100,7 @@ async function benchPostgres() {
       'COPY (SELECT * ORDER BY id)': [],
       'read(): full refresh': [],
       'read(): incremental, first sync': [],
+      'sync into objects (runner, DuckDB)': [],
     };
     for (let run = 0; run < runs; run++) {
       let t = performance.now();
@@ -99,6 +133,7 @@ async function benchPostgres() {
           primaryKey: [],
         }),
       );
+      results['sync into objects (runner, DuckDB)']!.push(await syncObjects(db.url));
     }
     await c.end();
     report('PostgreSQL', results, 'COPY (SELECT *) TO STDOUT');
@@ -158,5 +193,5 @@ async function benchMariadb() {
   }
 }
 
-await benchPostgres();
-await benchMariadb();
+if (databases.includes('postgres')) await benchPostgres();
+if (databases.includes('mariadb')) await benchMariadb();

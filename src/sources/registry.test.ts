@@ -58,9 +58,50 @@ sources:
   });
 
   it('has one entry per kind; pull kinds load a connector of their type', async () => {
-    expect(SOURCE_KINDS.map((k) => k.type)).toEqual(['http', 'webhook', 'file']);
+    expect(SOURCE_KINDS.map((k) => k.type)).toEqual(['http', 'webhook', 'file', 'postgres', 'mysql']);
     expect(await loadConnector('webhook')).toBeUndefined();
     expect(await loadConnector('http')).toBeUndefined();
-    expect((await loadConnector('file'))?.type).toBe('file');
+    for (const t of ['file', 'postgres', 'mysql']) expect((await loadConnector(t))?.type).toBe(t);
+  });
+
+  it('reads database sources: streams with what rows become, full_refresh by default, unknown keys refused', () => {
+    const { config } = parseConfig(
+      `version: 1
+sources:
+  - id: crm
+    type: postgres
+    connectionString: postgres://reader:\${CRM_PASSWORD}@crm-db:5432/crm
+    schedule: "0 * * * *"
+    streams:
+      - name: contacts
+        table: public.contacts
+        identifiers: {email: email, crm_id: crm_id}
+      - {name: recent, query: "SELECT * FROM orders", syncMode: incremental, cursorField: updated_at, primaryKey: [id]}
+  - {id: shop, type: mysql, host: shop-db, database: shop, user: reader, password: "\${SHOP_PASSWORD}", streams: [{name: orders, table: shop.orders}]}
+`,
+      { CRM_PASSWORD: 'x', SHOP_PASSWORD: 'y' },
+    );
+    expect(config.sources[0]).toMatchObject({
+      id: 'crm',
+      type: 'postgres',
+      enabled: true,
+      retries: 3,
+      port: 5432,
+      schedule: '0 * * * *',
+      streams: [
+        { name: 'contacts', syncMode: 'full_refresh', primaryKey: [], objects: true, events: [] },
+        { name: 'recent', syncMode: 'incremental', cursorField: 'updated_at', primaryKey: ['id'] },
+      ],
+    });
+    expect(config.sources[1]).toMatchObject({ type: 'mysql', port: 3306, password: 'y' });
+    const db = (stream: string) =>
+      problems(`version: 1\nsources:\n  - {id: d, type: postgres, host: h, streams: [${stream}]}\n`);
+    expect(db('{name: s, table: t, colour: red}')).toMatch(/colour/);
+    expect(db('{name: s}')).toMatch(/table or query/);
+    expect(db('{name: s, table: t, syncMode: incremental}')).toMatch(/cursorField/);
+    expect(db('{name: Bad-Name, table: t}')).toMatch(/lowercase/);
+    expect(problems('version: 1\nsources:\n  - {id: d, type: mysql, host: h, streams: []}\n')).toMatch(
+      /streams/,
+    );
   });
 });

@@ -6,6 +6,8 @@
 import type { z } from 'zod';
 import { FileSourceSpec } from './file/spec.js';
 import { HttpSourceSpec } from './http/spec.js';
+import { MysqlSourceSpec } from './mysql/spec.js';
+import { PostgresSourceSpec } from './postgres/spec.js';
 import type { PullSourceConnector } from './source.js';
 import { WebhookSourceConfig } from './webhook/spec.js';
 
@@ -19,6 +21,17 @@ export const SOURCE_KINDS = [
     type: 'file',
     spec: FileSourceSpec,
     load: () => import('./file/file-connector.js').then((m) => m.fileConnector),
+  },
+  {
+    type: 'postgres',
+    spec: PostgresSourceSpec,
+    load: () => import('./postgres/index.js').then((m) => m.postgresSource),
+  },
+  {
+    // MySQL and MariaDB.
+    type: 'mysql',
+    spec: MysqlSourceSpec,
+    load: () => import('./mysql/index.js').then((m) => m.mysqlSource),
   },
 ] as const satisfies readonly { type: string; spec: z.ZodObject; load?: LoadConnector }[];
 

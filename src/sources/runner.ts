@@ -223,7 +223,7 @@ export class SourceRunner {
 /** One read of the source from its committed state. */
 class SyncAttempt {
   private readonly tables = new Map<string, ObjectTable>();
-  private readonly settings: Map<string, StreamSettings>;
+  private settings: Map<string, StreamSettings>;
   private stored: Record<string, StoredStreamState> = {};
   private objects = new Map<string, Map<string, ObjectRow>>();
   private events: RawEvent[] = [];
@@ -237,7 +237,7 @@ class SyncAttempt {
     private readonly deps: RunnerDeps,
     private readonly source: PullSourceConfig,
     private readonly connector: PullSourceConnector<unknown>,
-    private readonly streams: readonly StreamSettings[],
+    private streams: readonly StreamSettings[],
     private readonly live: LiveProgress,
     private readonly opts: SyncOptions,
   ) {
@@ -252,6 +252,12 @@ class SyncAttempt {
       baseDir: this.deps.baseDir,
     };
     const catalog = await this.connector.discover(this.source, ctx);
+    // A stream configured without a key takes the one the source declares (a table's primary key).
+    this.streams = this.streams.map((s) => {
+      const key = catalog.streams.find((c) => c.name === s.name)?.primaryKey ?? [];
+      return s.primaryKey.length === 0 && key.length > 0 ? { ...s, primaryKey: key } : s;
+    });
+    this.settings = new Map(this.streams.map((s) => [s.name, s]));
     await this.prepareTables(catalog);
     this.stored = (await this.deps.store.states(this.source.id)) as Record<string, StoredStreamState>;
     const configured: ConfiguredStream[] = [];

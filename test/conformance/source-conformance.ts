@@ -48,6 +48,12 @@ export interface SourceFixture {
   addBadRows(good: readonly ConformanceRow[]): Promise<string[]>;
   /** Sources (YAML items like `sourceYaml`) that `check` must refuse, with the code expected. */
   brokenSources(): { yaml: string; code: string }[];
+  /**
+   * Rows at its saved bound a sync reads again by design, at most (a database cursor is
+   * inclusive: rows sharing the last cursor value may still be committed; docs/sources-databases.md).
+   * They are upserted, never stored twice. Default 0: a sync reads exactly what is new.
+   */
+  rereads?: number;
   cleanup(): Promise<void>;
 }
 
@@ -114,16 +120,21 @@ export function sourceConformance(name: string, makeFixture: () => Promise<Sourc
       expect(first, first.error).toMatchObject({ status: 'succeeded', rows: 100, objects: 100, events: 100 });
       await f.addRows(rows(101, 151));
       const second = await s.sources.sync(f.sourceId, { trigger: 'test' });
-      expect(second, second.error).toMatchObject({ status: 'succeeded', rows: 50, objects: 50, events: 50 });
+      const again = f.rereads ?? 0;
+      expect(second.status, second.error).toBe('succeeded');
+      expect(second.rows).toBeGreaterThanOrEqual(50);
+      expect(second.rows).toBeLessThanOrEqual(50 + again);
+      expect(second).toMatchObject({ objects: second.rows, events: second.rows });
       const third = await s.sources.sync(f.sourceId, { trigger: 'test' });
-      expect(third).toMatchObject({ status: 'succeeded', rows: 0 });
+      expect(third.status).toBe('succeeded');
+      expect(third.rows).toBeLessThanOrEqual(again);
       const st = await stored(s, f.sourceId);
       expect(st.objects).toEqual({ count: 150, lo: 1, hi: 150 });
       expect(st).toMatchObject({ maxObjectCopies: 1, eventPeople: 150, maxEventCopies: 1 });
       const runs = await s.sources.runner.runs(f.sourceId);
       expect(runs.map((r) => [r.status, r.rows])).toEqual([
-        ['succeeded', 0],
-        ['succeeded', 50],
+        ['succeeded', third.rows],
+        ['succeeded', second.rows],
         ['succeeded', 100],
       ]);
     });

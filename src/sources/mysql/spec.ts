@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { refineSqlSource, sqlSourceShape } from '../sql/spec.js';
+import { refineSqlSource, sqlSourceShape, sqlSourceSpec } from '../sql/spec.js';
 
 /**
  * A MySQL or MariaDB source: tables, views and named queries, read in full or incrementally
@@ -24,3 +24,11 @@ export const MysqlSourceConfig = z
   .strict()
   .superRefine(refineSqlSource);
 export type MysqlSourceConfig = z.infer<typeof MysqlSourceConfig>;
+
+/** The `sources:` entry of `type: mysql` (the registry's spec): common fields, connection, strict streams, schedule. */
+export const MysqlSourceSpec = sqlSourceSpec(
+  z.literal('mysql').describe('mysql: tables and queries of a MySQL or MariaDB database.'),
+  3306,
+  'mysql://user:${PASSWORD}@host:3306/db',
+);
+export type MysqlSourceSpec = z.infer<typeof MysqlSourceSpec>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { refineSqlSource, sqlSourceShape } from '../sql/spec.js';
+import { refineSqlSource, sqlSourceShape, sqlSourceSpec } from '../sql/spec.js';
 
 /**
  * A PostgreSQL source: tables, views and named queries, read in full or incrementally by a
@@ -21,3 +21,11 @@ export const PostgresSourceConfig = z
   .strict()
   .superRefine(refineSqlSource);
 export type PostgresSourceConfig = z.infer<typeof PostgresSourceConfig>;
+
+/** The `sources:` entry of `type: postgres` (the registry's spec): common fields, connection, strict streams, schedule. */
+export const PostgresSourceSpec = sqlSourceSpec(
+  z.literal('postgres').describe('postgres: tables and queries of a PostgreSQL database.'),
+  5432,
+  'postgres://user:${PASSWORD}@host:5432/db',
+);
+export type PostgresSourceSpec = z.infer<typeof PostgresSourceSpec>;

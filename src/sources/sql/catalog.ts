@@ -1,5 +1,5 @@
 /** What `discover` says of a column, from its kind; and `discover` / `check` for both databases. */
-import type { Catalog, CheckResult, ColumnDescriptor, SourceContext } from '../source.js';
+import type { Catalog, CheckResult, ColumnDescriptor, SourceContext, StreamDescriptor } from '../source.js';
 import type { ColumnKind, SqlConnection } from './driver.js';
 import { SourceError } from './errors.js';
 import { CURSOR_KINDS, resolveStream, sourceLabel } from './read.js';
@@ -31,7 +31,12 @@ export function cursorCandidate(kind: ColumnKind): boolean {
   return CURSOR_KINDS.has(kind) && kind !== 'float';
 }
 
-/** Every readable table and view, then the configured query streams (described by running them with no rows). */
+/**
+ * The configured streams under their own names (what the runner types objects tables and
+ * takes a default primary key from), then every readable table and view as `schema.table`
+ * (a configured table again, so the list still shows every table to choose from). A configured
+ * stream that cannot be described is left out here; its read reports why.
+ */
 export async function discoverSql(
   connect: () => Promise<SqlConnection>,
   config: SqlSourceConfig,
@@ -39,28 +44,48 @@ export async function discoverSql(
 ): Promise<Catalog> {
   const conn = await connect();
   try {
-    const streams = await conn.catalog();
+    const tables = await conn.catalog();
+    const streams: StreamDescriptor[] = [];
     for (const s of config.streams) {
-      if (s.query === undefined) continue;
       const r = resolveStream(conn, config, s.name);
-      const fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+      let fields: Awaited<ReturnType<SqlConnection['describe']>>;
+      try {
+        fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+      } catch (err) {
+        if (err instanceof SourceError && err.retryable) throw err;
+        continue;
+      }
+      const table =
+        r.table === undefined ? undefined : tables.find((t) => t.name === s.name || sameTable(t.name, r));
+      const configuredKey = s.primaryKey ?? [];
       streams.push({
         name: s.name,
         columns: fields.map((f) => ({
           name: f.name,
           sourceType: f.sourceType,
           jsonType: columnJsonType(f.kind),
-          nullable: true,
+          nullable: table?.columns.find((c) => c.name === f.name)?.nullable ?? true,
         })),
-        primaryKey: s.primaryKey ?? [],
+        primaryKey:
+          configuredKey.length > 0
+            ? configuredKey
+            : r.table !== undefined
+              ? await conn.primaryKey(r.schema, r.table)
+              : [],
         cursorCandidates: fields.filter((f) => cursorCandidate(f.kind)).map((f) => f.name),
         syncModes: ['full_refresh', 'incremental'],
       });
     }
+    for (const t of tables) if (!streams.some((s) => s.name === t.name)) streams.push(t);
     return { streams };
   } finally {
     await conn.end().catch(() => {});
   }
+}
+
+/** Whether a catalog name (`schema.table`) is the stream's table (a bare table name matches any schema). */
+function sameTable(name: string, r: { schema: string | undefined; table: string | undefined }): boolean {
+  return r.schema === undefined ? name.endsWith(`.${r.table}`) : name === `${r.schema}.${r.table}`;
 }
 
 /** Connects, then describes every configured stream: the first problem as a clear error, never a throw. */

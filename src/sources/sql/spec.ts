@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import { Duration } from '../../config/duration.js';
+import { commonSourceFields } from '../common-schema.js';
+import { PullSourceSettings, StreamSettings } from '../streams-schema.js';
 
 /** A table as `schema.table` (the first `.` splits) or `{ schema, name }` for names holding a dot. */
 export const TableRef = z.union([
@@ -15,51 +17,60 @@ export const TableRef = z.union([
 ]);
 export type TableRef = z.infer<typeof TableRef>;
 
+/** Where a database stream's rows are: a table or a query (one of them). */
+const sqlStreamKeys = {
+  table: TableRef.optional().describe('The table or view to read.'),
+  query: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'A SELECT to read instead of a table (no trailing `;`); the cursor and key are columns of its result.',
+    ),
+  /** Databases default to full_refresh (files: incremental): a table has no "new files" to read. */
+  syncMode: StreamSettings.shape.syncMode
+    .unwrap()
+    .default('full_refresh')
+    .describe(
+      'full_refresh (default): every row each sync, rows gone since marked deleted. incremental: the rows whose cursor is at or past the saved one (needs cursorField).',
+    ),
+  primaryKey: StreamSettings.shape.primaryKey.describe(
+    "Columns that identify a row: objects are upserted on them. Empty (default): the table's primary key (a query stream needs one to upsert).",
+  ),
+};
+
+function refineSqlStream(
+  s: { table?: unknown; query?: unknown; syncMode: string; cursorField?: string },
+  ctx: z.RefinementCtx,
+): void {
+  if ((s.table === undefined) === (s.query === undefined))
+    ctx.addIssue({ code: 'custom', message: 'give table or query, one of them', path: ['table'] });
+  if (s.syncMode === 'incremental' && s.cursorField === undefined)
+    ctx.addIssue({
+      code: 'custom',
+      message: 'an incremental stream needs a cursorField',
+      path: ['cursorField'],
+    });
+}
+
 /**
- * One stream of a database source. Keys this spec does not know (the runner's `objects`,
- * `events`, `schedule`, …) are kept as they are, for the runner's shared stream spec.
+ * One stream of a database source as `sources:` takes it: the settings every pull stream has
+ * (what rows become, `src/sources/streams-schema.ts`) and where the rows are. Strict.
+ */
+export const SqlStream = StreamSettings.extend(sqlStreamKeys).strict().superRefine(refineSqlStream);
+export type SqlStream = z.infer<typeof SqlStream>;
+
+/**
+ * One stream as the connector reads it: the same keys (one definition each, above); keys it
+ * does not know (`objects`, `events`, …) are passed through for the runner.
  */
 export const SqlStreamConfig = z
   .looseObject({
-    name: z
-      .string()
-      .min(1)
-      .max(200)
-      .describe('The stream name: objects go to `<source>.<name>`, state is kept under it.'),
-    table: TableRef.optional().describe('The table or view to read.'),
-    query: z
-      .string()
-      .min(1)
-      .optional()
-      .describe(
-        'A SELECT to read instead of a table (no trailing `;`); the cursor and key are columns of its result.',
-      ),
-    syncMode: z
-      .enum(['full_refresh', 'incremental'])
-      .default('full_refresh')
-      .describe(
-        'full_refresh: every row each sync, rows gone since marked deleted. incremental: the rows whose cursor is at or past the saved one.',
-      ),
-    cursorField: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('The column an incremental sync orders by: a timestamp or an increasing number.'),
-    primaryKey: z
-      .array(z.string().min(1))
-      .optional()
-      .describe("Columns that identify a row; default the table's primary key."),
+    name: StreamSettings.shape.name,
+    cursorField: StreamSettings.shape.cursorField,
+    ...sqlStreamKeys,
   })
-  .superRefine((s, ctx) => {
-    if ((s.table === undefined) === (s.query === undefined))
-      ctx.addIssue({ code: 'custom', message: 'give table or query, one of them', path: ['table'] });
-    if (s.syncMode === 'incremental' && s.cursorField === undefined)
-      ctx.addIssue({
-        code: 'custom',
-        message: 'an incremental stream needs a cursorField',
-        path: ['cursorField'],
-      });
-  });
+  .superRefine(refineSqlStream);
 export type SqlStreamConfig = z.infer<typeof SqlStreamConfig>;
 
 /** The connection and timing settings both database sources take, with their defaults. */
@@ -123,7 +134,14 @@ export interface SqlSourceConfig {
 }
 
 /** The checks every database source spec adds: a connection string or a host, and unique stream names. */
-export function refineSqlSource(c: SqlSourceConfig, ctx: z.RefinementCtx): void {
+export function refineSqlSource(
+  c: {
+    connectionString?: string | undefined;
+    host?: string | undefined;
+    streams: readonly { name: string }[];
+  },
+  ctx: z.RefinementCtx,
+): void {
   if (c.connectionString === undefined && c.host === undefined)
     ctx.addIssue({ code: 'custom', message: 'give connectionString, or host and database', path: ['host'] });
   if (c.connectionString !== undefined && c.host !== undefined)
@@ -134,4 +152,22 @@ export function refineSqlSource(c: SqlSourceConfig, ctx: z.RefinementCtx): void 
       ctx.addIssue({ code: 'custom', message: `duplicate stream "${s.name}"`, path: ['streams', i, 'name'] });
     seen.add(s.name);
   });
+}
+
+/**
+ * A database source as `sources:` takes it: the common source fields, the connection
+ * settings, strict streams (`SqlStream`), schedule and retries. Light: zod only.
+ */
+export function sqlSourceSpec<T extends string>(type: z.ZodLiteral<T>, defaultPort: number, example: string) {
+  const { id: _id, streams: _streams, ...connection } = sqlSourceShape(defaultPort, example);
+  return z
+    .object({
+      ...commonSourceFields,
+      type,
+      ...connection,
+      streams: z.array(SqlStream).min(1).describe('The tables and queries to read.'),
+      ...PullSourceSettings,
+    })
+    .strict()
+    .superRefine(refineSqlSource);
 }
