@@ -13,7 +13,7 @@
  * import's alone.
  */
 import { execFileSync } from 'node:child_process';
-import { createReadStream, createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,25 +21,11 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { parse } from 'csv-parse';
 import { parseConfig } from '../src/config/load.js';
 import { openEmbeddedSources } from '../src/server/embedded-sources.js';
+import { writeRowsCsv } from './lib/csv-rows.js';
 import { envInt } from './lib/env.js';
 import { int, markdownTable } from './lib/report.js';
 
 const ROWS = envInt('BENCH_ROWS', 1_000_000);
-
-async function generate(file: string, rows: number): Promise<void> {
-  const out = createWriteStream(file);
-  const t0 = Date.UTC(2026, 0, 1);
-  let chunk = 'id,email,name,plan,amount,created_at\n';
-  for (let i = 1; i <= rows; i++) {
-    chunk += `${i},user${i}@example.com,"Person ${i}, Jr",${i % 3 === 0 ? 'pro' : 'free'},${(i % 1000) / 10},${new Date(t0 + i * 1000).toISOString()}\n`;
-    if (chunk.length > 1 << 20) {
-      if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
-      chunk = '';
-    }
-  }
-  out.end(chunk);
-  await new Promise<void>((r) => out.once('finish', () => r()));
-}
 
 const CONFIG = (file: string) => `version: 1
 sources:
@@ -105,7 +91,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-source-file-'));
   try {
     const file = join(dir, 'rows.csv');
-    await generate(file, ROWS);
+    await writeRowsCsv(file, ROWS);
     const size = statSync(file).size;
     const out = execFileSync(
       process.execPath,

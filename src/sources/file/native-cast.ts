@@ -39,10 +39,18 @@ export function nativeCast(column: string, type: ColumnType): NativeCast | undef
   const c = quoteIdent(column);
   const t = trimmed(c);
   const empty = `(${c} IS NULL OR ${c} = '')`;
-  const guarded = (ok: string, value: string): NativeCast => ({
-    value: `CASE WHEN NOT ${empty} AND ${ok} THEN ${value} END`,
-    bad: `(NOT ${empty} AND NOT coalesce(${ok}, false))`,
-  });
+  // \`fast\`: the common form, checked by one simple pattern and cast directly; the other forms
+  // take the complete check (CASE evaluates a branch only for the rows that reach it).
+  const guarded = (ok: string, value: string, fast?: { pattern: string; value: string }): NativeCast =>
+    fast === undefined
+      ? {
+          value: `CASE WHEN NOT ${empty} AND ${ok} THEN ${value} END`,
+          bad: `(NOT ${empty} AND NOT coalesce(${ok}, false))`,
+        }
+      : {
+          value: `CASE WHEN regexp_full_match(${c}, ${fast.pattern}) THEN ${fast.value} WHEN NOT ${empty} AND ${ok} THEN ${value} END`,
+          bad: `(NOT ${empty} AND CASE WHEN regexp_full_match(${c}, ${fast.pattern}) THEN ${fast.value} IS NULL ELSE NOT coalesce(${ok}, false) END)`,
+        };
   switch (type) {
     case 'string':
       return { value: `NULLIF(${c}, '')`, bad: 'false' };
@@ -50,11 +58,13 @@ export function nativeCast(column: string, type: ColumnType): NativeCast | undef
       return guarded(
         `(regexp_full_match(${t}, ${INTEGER}) AND TRY_CAST(${t} AS BIGINT) IS NOT NULL)`,
         `TRY_CAST(${t} AS BIGINT)`,
+        { pattern: `'-?[0-9]{1,18}'`, value: `CAST(${c} AS BIGINT)` },
       );
     case 'number':
       return guarded(
         `(regexp_full_match(${t}, ${NUMBER}) AND isfinite(TRY_CAST(${t} AS DOUBLE)))`,
         `TRY_CAST(${t} AS DOUBLE)`,
+        { pattern: `'-?[0-9]{1,15}(\\.[0-9]{1,15})?'`, value: `CAST(${c} AS DOUBLE)` },
       );
     case 'boolean': {
       const l = `lower(${t})`;
@@ -77,6 +87,11 @@ export function nativeCast(column: string, type: ColumnType): NativeCast | undef
       return guarded(
         `(regexp_full_match(${t}, ${ISO}) AND ${v} BETWEEN TIMESTAMPTZ '0001-01-01 00:00:00Z' AND TIMESTAMPTZ '9999-12-31 23:59:59.999Z')`,
         v,
+        // toISOString's form from year 1000 on: a day that does not exist (Feb 30) fails the cast.
+        {
+          pattern: `'[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\\.[0-9]{3}Z'`,
+          value: `TRY_CAST(${c} AS TIMESTAMPTZ)`,
+        },
       );
     }
     case 'json':
