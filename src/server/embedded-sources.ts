@@ -5,11 +5,10 @@ import type { TributaryConfig } from '../config/schema.js';
 import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { embeddedDuckDBOptions } from '../platform/duckdb/duckdb-options.js';
 import { sqlString } from '../platform/duckdb/duckdb-sql.js';
-import { loadConnector } from '../sources/registry.js';
-import { SourceRunner } from '../sources/runner.js';
-import { SourceService } from '../sources/source-service.js';
+import type { SourceService } from '../sources/source-service.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
+import { pullSources } from './pull-sources.js';
 
 /**
  * The sources of an embedded workspace without its server (`tributary import` when no server
@@ -37,10 +36,7 @@ export async function openEmbeddedSources(
   const warehouse = await DuckDBStore.open(instance);
   const store = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await store.abandonRuns();
-  const sources = new SourceService(
-    config.sources,
-    new SourceRunner({ store, log, connector: loadConnector, baseDir }),
-  );
+  const sources = pullSources(config.sources, { store, log, baseDir });
   return {
     sources,
     async close() {

@@ -21,15 +21,14 @@ import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { embeddedDuckDBOptions, lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import { sqlString } from '../platform/duckdb/duckdb-sql.js';
-import { loadConnector } from '../sources/registry.js';
-import { SourceRunner } from '../sources/runner.js';
-import { SourceService } from '../sources/source-service.js';
+import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
+import { pullSources } from './pull-sources.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import { shutdownWithin } from './shutdown.js';
 
@@ -193,21 +192,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Pull sources write objects and state in the warehouse file and append their events to the log.
   const sourceStore = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await sourceStore.abandonRuns();
-  const sources = new SourceService(
-    config.sources,
-    new SourceRunner({
-      store: sourceStore,
-      log,
-      connector: loadConnector,
-      baseDir: opts.configDir ?? process.cwd(),
-      onRetry: (id, attempt, err) =>
-        logger.warn(
-          { err, source: id, attempt },
-          'source read failed; retrying from the last committed state',
-        ),
-    }),
-    (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
-  );
+  const sources = pullSources(config.sources, {
+    store: sourceStore,
+    log,
+    baseDir: opts.configDir ?? process.cwd(),
+    logger,
+  });
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
   // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
   await lockDownDuckDB(instance, duckDBAllowed);
