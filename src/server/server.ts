@@ -1,6 +1,5 @@
 import { mkdirSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
@@ -11,7 +10,7 @@ import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { IdentityStage } from '../identity/identity-stage.js';
 import { MatchScheduler, ProfileMatching } from '../identity/matching/profile-matching.js';
-import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import type { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { StallWatch } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
@@ -19,8 +18,7 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { embeddedDuckDBOptions, lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
-import { sqlString } from '../platform/duckdb/duckdb-sql.js';
+import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
@@ -31,6 +29,7 @@ import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { pullSources } from './pull-sources.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import { shutdownWithin } from './shutdown.js';
+import { openWorkspaceFiles } from './workspace-files.js';
 
 export interface ServerOptions {
   config: TributaryConfig;
@@ -93,19 +92,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     opts.piiSalt ?? workspaceSalt(dataDir),
     opts.env ?? {},
   );
-  const instance = await DuckDBInstance.create(
-    join(dataDir, 'warehouse.duckdb'),
-    embeddedDuckDBOptions(config.storage),
-  );
-  const setup = await instance.connect();
-  await setup.run("SET GLOBAL TimeZone = 'UTC'");
-  await setup.run(`ATTACH IF NOT EXISTS ${sqlString(join(dataDir, 'log.duckdb'))} AS log`);
-  setup.closeSync();
-
-  const log = await DuckDBEventLog.open(instance, {
-    catalog: 'log',
-    segmentDir: join(dataDir, 'log-segments'),
-  });
+  const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
   // next would be skipped as loaded.
