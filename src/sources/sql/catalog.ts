@@ -2,7 +2,7 @@
 import type { Catalog, CheckResult, ColumnDescriptor, SourceContext, StreamDescriptor } from '../source.js';
 import type { ColumnKind, SqlConnection } from './driver.js';
 import { SourceError } from './errors.js';
-import { CURSOR_KINDS, resolveStream, sourceLabel } from './read.js';
+import { CURSOR_KINDS, describeRelation, resolveStream, sourceLabel } from './read.js';
 import type { SqlSourceConfig } from './spec.js';
 
 export function columnJsonType(kind: ColumnKind): ColumnDescriptor['jsonType'] {
@@ -97,7 +97,7 @@ export async function discoverSql(
       const r = resolveStream(conn, config, s.name);
       let fields: Awaited<ReturnType<SqlConnection['describe']>>;
       try {
-        fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+        fields = await describeRelation(conn, r.relation);
       } catch (err) {
         if (err instanceof SourceError && err.retryable) throw err;
         continue;
@@ -153,7 +153,7 @@ export async function checkSql(
       const r = resolveStream(conn, config, s.name);
       let fields: Awaited<ReturnType<SqlConnection['describe']>>;
       try {
-        fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+        fields = await describeRelation(conn, r.relation);
       } catch (err) {
         if (err instanceof SourceError) return asCheckError(err);
         const e = err as { code?: string; errno?: number; message?: string };
