@@ -1,15 +1,11 @@
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
+import { resolve } from 'node:path';
 import type { TributaryConfig } from '../config/schema.js';
-import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
-import { embeddedDuckDBOptions } from '../platform/duckdb/duckdb-options.js';
-import { sqlString } from '../platform/duckdb/duckdb-sql.js';
-import { loadConnector } from '../sources/registry.js';
-import { SourceRunner } from '../sources/runner.js';
-import { SourceService } from '../sources/source-service.js';
+import type { SourceService } from '../sources/source-service.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
+import { pullSources } from './pull-sources.js';
+import { openWorkspaceFiles } from './workspace-files.js';
 
 /**
  * The sources of an embedded workspace without its server (`tributary import` when no server
@@ -24,23 +20,12 @@ export async function openEmbeddedSources(
 ): Promise<{ sources: SourceService; close(): Promise<void> }> {
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
-  const instance = await DuckDBInstance.create(
-    join(dir, 'warehouse.duckdb'),
-    embeddedDuckDBOptions(config.storage),
-  );
-  const setup = await instance.connect();
-  await setup.run("SET GLOBAL TimeZone = 'UTC'");
-  await setup.run(`ATTACH IF NOT EXISTS ${sqlString(join(dir, 'log.duckdb'))} AS log`);
-  setup.closeSync();
-  const log = await DuckDBEventLog.open(instance, { catalog: 'log', segmentDir: join(dir, 'log-segments') });
+  const { instance, log } = await openWorkspaceFiles(dir, config.storage);
   // Creates failed_events where the workspace is new.
   const warehouse = await DuckDBStore.open(instance);
   const store = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await store.abandonRuns();
-  const sources = new SourceService(
-    config.sources,
-    new SourceRunner({ store, log, connector: loadConnector, baseDir }),
-  );
+  const sources = pullSources(config.sources, { store, log, baseDir });
   return {
     sources,
     async close() {

@@ -14,10 +14,8 @@ import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { loadConnector } from '../sources/registry.js';
-import { SourceRunner } from '../sources/runner.js';
 import type { PushReceiver } from '../sources/source.js';
-import { SourceService } from '../sources/source-service.js';
+import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { PostgresSourceStore } from '../store/postgres/postgres-source-store.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
@@ -27,6 +25,7 @@ import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
+import { pullSources } from './pull-sources.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import type { ServerOptions } from './server.js';
 import { shutdownWithin } from './shutdown.js';
@@ -283,21 +282,12 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     // source keeps two processes from syncing one source at once.
     if (role !== 'worker') {
       const sourceStore = await PostgresSourceStore.open(store.pool, state.schema);
-      sources = new SourceService(
-        config.sources,
-        new SourceRunner({
-          store: sourceStore,
-          log,
-          connector: loadConnector,
-          baseDir: opts.configDir ?? process.cwd(),
-          onRetry: (id, attempt, err) =>
-            logger.warn(
-              { err, source: id, attempt },
-              'source read failed; retrying from the last committed state',
-            ),
-        }),
-        (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
-      );
+      sources = pullSources(config.sources, {
+        store: sourceStore,
+        log,
+        baseDir: opts.configDir ?? process.cwd(),
+        logger,
+      });
     }
     webhooks = await openWebhooks(config.sources, { baseDir, env });
     app = await buildHttpApp({

@@ -1,6 +1,5 @@
 import { mkdirSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
@@ -11,7 +10,7 @@ import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
 import { IdentityStage } from '../identity/identity-stage.js';
 import { MatchScheduler, ProfileMatching } from '../identity/matching/profile-matching.js';
-import { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
+import type { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { StallWatch } from '../observe/health.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
@@ -19,19 +18,18 @@ import { collectStats } from '../observe/stats.js';
 import { EventFeed } from '../pipeline/event-feed.js';
 import type { FailedStore } from '../pipeline/failed-store.js';
 import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
-import { embeddedDuckDBOptions, lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
-import { sqlString } from '../platform/duckdb/duckdb-sql.js';
-import { loadConnector } from '../sources/registry.js';
-import { SourceRunner } from '../sources/runner.js';
-import { SourceService } from '../sources/source-service.js';
+import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
+import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
+import { pullSources } from './pull-sources.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
 import { shutdownWithin } from './shutdown.js';
+import { openWorkspaceFiles } from './workspace-files.js';
 
 export interface ServerOptions {
   config: TributaryConfig;
@@ -94,19 +92,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     opts.piiSalt ?? workspaceSalt(dataDir),
     opts.env ?? {},
   );
-  const instance = await DuckDBInstance.create(
-    join(dataDir, 'warehouse.duckdb'),
-    embeddedDuckDBOptions(config.storage),
-  );
-  const setup = await instance.connect();
-  await setup.run("SET GLOBAL TimeZone = 'UTC'");
-  await setup.run(`ATTACH IF NOT EXISTS ${sqlString(join(dataDir, 'log.duckdb'))} AS log`);
-  setup.closeSync();
-
-  const log = await DuckDBEventLog.open(instance, {
-    catalog: 'log',
-    segmentDir: join(dataDir, 'log-segments'),
-  });
+  const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
   // next would be skipped as loaded.
@@ -193,21 +179,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Pull sources write objects and state in the warehouse file and append their events to the log.
   const sourceStore = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await sourceStore.abandonRuns();
-  const sources = new SourceService(
-    config.sources,
-    new SourceRunner({
-      store: sourceStore,
-      log,
-      connector: loadConnector,
-      baseDir: opts.configDir ?? process.cwd(),
-      onRetry: (id, attempt, err) =>
-        logger.warn(
-          { err, source: id, attempt },
-          'source read failed; retrying from the last committed state',
-        ),
-    }),
-    (id, err) => logger.error({ err, source: id }, 'scheduled sync failed'),
-  );
+  const sources = pullSources(config.sources, {
+    store: sourceStore,
+    log,
+    baseDir: opts.configDir ?? process.cwd(),
+    logger,
+  });
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
   // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
   await lockDownDuckDB(instance, duckDBAllowed);

@@ -5,8 +5,16 @@
  * (`./store/postgres-source-store.ts`, scale-out state).
  */
 
+import { sourceFailure } from '../sources/failures.js';
 import type { ColumnType } from '../sources/streams-schema.js';
+import { findRefused } from './storable.js';
 import type { FailedRow } from './store.js';
+
+/** The bookkeeping columns of every objects table. */
+export const KEY_COLUMN = '_tributary_key';
+export const SYNCED_AT_COLUMN = '_tributary_synced_at';
+export const DELETED_COLUMN = '_tributary_deleted';
+export const RUN_COLUMN = '_tributary_run_id';
 
 /** The objects table of one stream: the stream's columns, in the order rows carry their values. */
 export interface ObjectTable {
@@ -96,4 +104,59 @@ export interface SourceStore {
    */
   lockSource?(sourceId: string): Promise<(() => Promise<void>) | undefined>;
   close(): Promise<void>;
+}
+
+/**
+ * A commit the store refused for its data, split: each object table's rows are tried
+ * (`tryRows` writes them and rolls back) to find the ones the engine cannot hold; those become
+ * refused objects and `TRIB_ERR_SOURCE_UNSTORABLE` failures beside the commit's own, and the
+ * other rows are what to write again.
+ */
+export async function separateRefused(
+  c: SyncCommit,
+  tryRows: (table: ObjectTable, rows: readonly ObjectRow[]) => Promise<void>,
+  isDataError: (err: unknown) => boolean,
+): Promise<{ objects: SyncCommit['objects']; failed: FailedRow[]; refused: RefusedObject[] }> {
+  const refused: RefusedObject[] = [];
+  const failed = [...c.failed];
+  const objects: SyncCommit['objects'] = [];
+  for (const o of c.objects) {
+    const bad = await findRefused(o.rows, (slice) => tryRows(o.table, slice), isDataError);
+    const skip = new Set(bad.map((b) => b.index));
+    for (const b of bad) {
+      const row = o.rows[b.index]!;
+      refused.push({ stream: o.table.stream, key: row.key, reason: b.reason });
+      failed.push(
+        sourceFailure(c.sourceId, o.table.stream, 'TRIB_ERR_SOURCE_UNSTORABLE', b.reason, {
+          key: row.key,
+          values: Object.fromEntries(o.table.columns.map((col, i) => [col.name, row.values[i]])),
+        }),
+      );
+    }
+    objects.push({ table: o.table, rows: o.rows.filter((_, i) => !skip.has(i)) });
+  }
+  return { objects, failed, refused };
+}
+
+/**
+ * A run read back from the `source_runs` table, its values in the order `id, source_id,
+ * trigger, status, started_at, finished_at, rows_read, objects, events, failed, bytes,
+ * total_bytes, error` (times as text).
+ */
+export function syncRunFromRow(row: readonly unknown[]): SyncRun {
+  return {
+    id: String(row[0]),
+    sourceId: String(row[1]),
+    trigger: String(row[2]),
+    status: String(row[3]) as SyncRun['status'],
+    startedAt: String(row[4]),
+    finishedAt: row[5] === null ? null : String(row[5]),
+    rows: Number(row[6]),
+    objects: Number(row[7]),
+    events: Number(row[8]),
+    failed: Number(row[9]),
+    ...(row[10] === null ? {} : { bytes: Number(row[10]) }),
+    ...(row[11] === null ? {} : { totalBytes: Number(row[11]) }),
+    error: row[12] === null ? null : String(row[12]),
+  };
 }

@@ -57,6 +57,33 @@ export interface SourceFixture {
   cleanup(): Promise<void>;
 }
 
+/** A row of a database table: a conformance row, or one without a key (a bad row). */
+export type TableRow = ConformanceRow | { id: null; email: string; name: string };
+
+/**
+ * `addRows` and `addBadRows` of a database fixture, from `insertChunk`, which inserts up to
+ * 5,000 rows in one statement. The bad row is one without a key, among the good ones.
+ */
+export function tableRows(
+  insertChunk: (rows: readonly TableRow[]) => Promise<unknown>,
+): Pick<SourceFixture, 'addRows' | 'addBadRows'> {
+  const insert = async (rows: readonly TableRow[]) => {
+    for (let i = 0; i < rows.length; i += 5_000) await insertChunk(rows.slice(i, i + 5_000));
+  };
+  return {
+    addRows: insert,
+    async addBadRows(good) {
+      const half = Math.floor(good.length / 2);
+      await insert([
+        ...good.slice(0, half),
+        { id: null, email: 'nokey@example.com', name: 'No key' },
+        ...good.slice(half),
+      ]);
+      return ['TRIB_ERR_SOURCE_MISSING_KEY'];
+    },
+  };
+}
+
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'src', 'cli', 'index.ts');
 

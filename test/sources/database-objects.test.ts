@@ -11,6 +11,20 @@ import { pgUnreachable, type ScratchDatabase, scratchDatabase } from '../pg.js';
  */
 const problem = await pgUnreachable();
 
+/** The warehouse types of an objects table's source columns (bookkeeping columns left out), in table order. */
+async function columnTypes(
+  server: TestServer,
+  schema: string,
+  table: string,
+): Promise<Record<string, unknown>> {
+  const types = await server.query(
+    `SELECT column_name AS name, data_type AS type FROM information_schema.columns
+      WHERE table_schema = '${schema}' AND table_name = '${table}' AND column_name NOT LIKE '\\_tributary%' ESCAPE '\\'
+      ORDER BY ordinal_position`,
+  );
+  return Object.fromEntries(types.map((t) => [t.name, t.type]));
+}
+
 describe.skipIf(problem !== undefined)('database rows as objects (PostgreSQL, through the runner)', () => {
   let db: ScratchDatabase;
   let server: TestServer;
@@ -50,12 +64,7 @@ sources:
   it('types the columns from the catalog and marks rows gone from a full refresh as deleted', async () => {
     const r = await server.sources.sync('billing', { trigger: 'test' });
     expect(r, r.error).toMatchObject({ status: 'succeeded', rows: 2, objects: 2, failed: 0 });
-    const types = await server.query(
-      `SELECT column_name AS name, data_type AS type FROM information_schema.columns
-        WHERE table_schema = 'billing' AND table_name = 'accounts' AND column_name NOT LIKE '\\_tributary%' ESCAPE '\\'
-        ORDER BY ordinal_position`,
-    );
-    expect(Object.fromEntries(types.map((t) => [t.name, t.type]))).toEqual({
+    expect(await columnTypes(server, 'billing', 'accounts')).toEqual({
       id: 'BIGINT',
       big: 'BIGINT',
       balance: 'VARCHAR',
@@ -180,12 +189,7 @@ sources:
     expect(catalog.streams.some((s) => s.name === `${database}.orders`)).toBe(true);
     const r = await server.sources.sync('shop', { trigger: 'test' });
     expect(r, r.error).toMatchObject({ status: 'succeeded', rows: 2, objects: 1, failed: 1 });
-    const types = await server.query(
-      `SELECT column_name AS name, data_type AS type FROM information_schema.columns
-        WHERE table_schema = 'shop' AND table_name = 'orders' AND column_name NOT LIKE '\\_tributary%' ESCAPE '\\'
-        ORDER BY ordinal_position`,
-    );
-    expect(Object.fromEntries(types.map((t) => [t.name, t.type]))).toEqual({
+    expect(await columnTypes(server, 'shop', 'orders')).toEqual({
       id: 'BIGINT',
       total: 'VARCHAR',
       placed: 'TIMESTAMP WITH TIME ZONE',

@@ -1,10 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
-import {
-  CONFORMANCE_STREAM,
-  type ConformanceRow,
-  sourceConformance,
-} from '../conformance/source-conformance.js';
+import { CONFORMANCE_STREAM, sourceConformance, tableRows } from '../conformance/source-conformance.js';
 
 /**
  * The MySQL / MariaDB connector against the source conformance suite: a scratch database on
@@ -45,29 +41,16 @@ sourceConformance('mysql (MariaDB)', async () => {
   await admin.query(
     `CREATE TABLE ${database}.rows (seq BIGINT AUTO_INCREMENT PRIMARY KEY, id INT NULL, email TEXT, name TEXT)`,
   );
-  const insert = async (rows: readonly (ConformanceRow | { id: null; email: string; name: string })[]) => {
-    for (let i = 0; i < rows.length; i += 5_000) {
-      const chunk = rows.slice(i, i + 5_000);
-      await admin.query(`INSERT INTO ${database}.rows (id, email, name) VALUES ?`, [
-        chunk.map((r) => [r.id, r.email, r.name]),
-      ]);
-    }
-  };
   return {
     sourceId: 'shop',
     sourceYaml: source({ database }),
     // The row at the saved cursor value is read again (the bound is inclusive).
     rereads: 1,
-    addRows: insert,
-    async addBadRows(good) {
-      const half = Math.floor(good.length / 2);
-      await insert([
-        ...good.slice(0, half),
-        { id: null, email: 'nokey@example.com', name: 'No key' },
-        ...good.slice(half),
-      ]);
-      return ['TRIB_ERR_SOURCE_MISSING_KEY'];
-    },
+    ...tableRows((chunk) =>
+      admin.query(`INSERT INTO ${database}.rows (id, email, name) VALUES ?`, [
+        chunk.map((r) => [r.id, r.email, r.name]),
+      ]),
+    ),
     brokenSources: () => [
       { yaml: source({ database, port: 1 }), code: 'TRIB_ERR_SOURCE_UNREACHABLE' },
       { yaml: source({ database, user: 'no_such_user' }), code: 'TRIB_ERR_SOURCE_AUTH' },

@@ -1,9 +1,5 @@
 import pg from 'pg';
-import {
-  CONFORMANCE_STREAM,
-  type ConformanceRow,
-  sourceConformance,
-} from '../conformance/source-conformance.js';
+import { CONFORMANCE_STREAM, sourceConformance, tableRows } from '../conformance/source-conformance.js';
 import { pgUnreachable, scratchDatabase } from '../pg.js';
 
 /**
@@ -30,31 +26,18 @@ sourceConformance('postgres', async () => {
   const client = new pg.Client(db.config);
   await client.connect();
   await client.query('CREATE TABLE rows (seq bigserial PRIMARY KEY, id integer, email text, name text)');
-  const insert = async (rows: readonly (ConformanceRow | { id: null; email: string; name: string })[]) => {
-    for (let i = 0; i < rows.length; i += 5_000) {
-      const chunk = rows.slice(i, i + 5_000);
-      await client.query(
-        'INSERT INTO rows (id, email, name) SELECT * FROM unnest($1::int[], $2::text[], $3::text[])',
-        [chunk.map((r) => r.id), chunk.map((r) => r.email), chunk.map((r) => r.name)],
-      );
-    }
-  };
   const url = (u: URL) => u.toString();
   return {
     sourceId: 'crm',
     sourceYaml: source(db.url),
     // The row at the saved cursor value is read again (the bound is inclusive).
     rereads: 1,
-    addRows: insert,
-    async addBadRows(good) {
-      const half = Math.floor(good.length / 2);
-      await insert([
-        ...good.slice(0, half),
-        { id: null, email: 'nokey@example.com', name: 'No key' },
-        ...good.slice(half),
-      ]);
-      return ['TRIB_ERR_SOURCE_MISSING_KEY'];
-    },
+    ...tableRows((chunk) =>
+      client.query(
+        'INSERT INTO rows (id, email, name) SELECT * FROM unnest($1::int[], $2::text[], $3::text[])',
+        [chunk.map((r) => r.id), chunk.map((r) => r.email), chunk.map((r) => r.name)],
+      ),
+    ),
     brokenSources() {
       const port = new URL(db.url);
       port.port = '1';

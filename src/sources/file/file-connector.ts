@@ -144,7 +144,8 @@ async function* readCsv(
   input.pipe(parser);
   let header: string[] | undefined;
   let n = 0;
-  for await (const item of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+  /** The rows the parser skipped since the last call, as failures; they count as rows for `skip`. */
+  function* skippedRows() {
     for (const err of skipped.splice(0)) {
       if (n++ < skip) continue;
       yield fail(
@@ -155,6 +156,9 @@ async function* readCsv(
         `${file}:${(err as { lines?: number }).lines ?? '?'}`,
       );
     }
+  }
+  for await (const item of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+    yield* skippedRows();
     const { record, info } = item;
     if (!header) {
       if (s.header) {
@@ -182,16 +186,7 @@ async function* readCsv(
       yield fail(s.name, 'TRIB_ERR_SOURCE_BAD_VALUE', t.reason, record.join(delimiterOf(file, s)), location);
     else yield { type: 'record', stream: s.name, data, location };
   }
-  for (const err of skipped.splice(0)) {
-    if (n++ < skip) continue;
-    yield fail(
-      s.name,
-      'TRIB_ERR_SOURCE_BAD_ROW',
-      err.message,
-      '',
-      `${file}:${(err as { lines?: number }).lines ?? '?'}`,
-    );
-  }
+  yield* skippedRows();
 }
 
 /** Reads one JSONL file from row `skip` on: one JSON object per line. */

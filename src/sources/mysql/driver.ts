@@ -1,10 +1,10 @@
 /** The MySQL / MariaDB side of the shared SQL source: `mysql2`, streamed results, information_schema. */
 import mysql from 'mysql2';
 import type { StreamDescriptor } from '../source.js';
-import { columnJsonType, cursorCandidate } from '../sql/catalog.js';
+import { catalogStreams } from '../sql/catalog.js';
 import type { ColumnKind, Params, ResultField, RowBatch, SqlConnection, SqlDialect } from '../sql/driver.js';
-import { describeError, SourceError } from '../sql/errors.js';
-import type { SqlSourceConfig } from '../sql/spec.js';
+import { connectFailure, rethrowQueryError, SourceError } from '../sql/errors.js';
+import { type SqlSourceConfig, serverAddress, tlsOptions } from '../sql/spec.js';
 import { type MysqlColumn, type MysqlType, mysqlText, mysqlType, mysqlValue } from './values.js';
 
 /** How stale information_schema.innodb_trx may be (InnoDB's trx_i_s cache), with a margin. */
@@ -75,26 +75,19 @@ export function isConnectionLost(err: unknown): boolean {
 /** A failure to connect, as the stable code a `check` reports. */
 export function connectError(source: string, config: SqlSourceConfig, err: unknown): SourceError {
   const e = err as { code?: string; errno?: number };
-  const detail = describeError(err);
-  if (e?.errno === 1045 || e?.code === 'ER_ACCESS_DENIED_ERROR' || e?.errno === 1044 || e?.errno === 1698)
-    return new SourceError('TRIB_ERR_SOURCE_AUTH', [source, detail], { cause: err });
-  if (e?.errno === 1049 || e?.code === 'ER_BAD_DB_ERROR')
-    return new SourceError(
-      'TRIB_ERR_SOURCE_DATABASE_NOT_FOUND',
-      [source, config.database ?? '(from the connection string)'],
-      {
-        cause: err,
-      },
-    );
-  return new SourceError('TRIB_ERR_SOURCE_UNREACHABLE', [source, detail], { cause: err, retryable: true });
+  const reason =
+    e?.errno === 1045 || e?.code === 'ER_ACCESS_DENIED_ERROR' || e?.errno === 1044 || e?.errno === 1698
+      ? 'auth'
+      : e?.errno === 1049 || e?.code === 'ER_BAD_DB_ERROR'
+        ? 'database'
+        : undefined;
+  return connectFailure(source, config.database, err, reason);
 }
 
 function connectionOptions(config: SqlSourceConfig): mysql.ConnectionOptions {
-  const ssl =
-    config.ssl === false ? undefined : config.ssl === true ? { rejectUnauthorized: true } : config.ssl;
   const common: mysql.ConnectionOptions = {
     connectTimeout: config.connectTimeout,
-    ssl,
+    ssl: tlsOptions(config),
     typeCast: true,
     jsonStrings: true,
     decimalNumbers: false,
@@ -107,14 +100,7 @@ function connectionOptions(config: SqlSourceConfig): mysql.ConnectionOptions {
     multipleStatements: false,
   };
   if (config.connectionString !== undefined) return { ...common, uri: config.connectionString };
-  return {
-    ...common,
-    host: config.host,
-    port: config.port,
-    database: config.database,
-    user: config.user,
-    password: config.password,
-  };
+  return { ...common, ...serverAddress(config) };
 }
 
 /** Opens a connection, its session set for the reads (UTC, statement timeout). */
@@ -156,15 +142,7 @@ export async function connectMysql(config: SqlSourceConfig, source: string): Pro
     throw connectError(source, config, err);
   }
 
-  const fail = (err: unknown): never => {
-    if (err instanceof SourceError) throw err;
-    if (lost !== undefined || isConnectionLost(err))
-      throw new SourceError('TRIB_ERR_SOURCE_CONNECTION_LOST', [source, describeError(lost ?? err)], {
-        cause: err,
-        retryable: true,
-      });
-    throw err;
-  };
+  const fail = (err: unknown): never => rethrowQueryError(source, err, lost, isConnectionLost);
   const run = async <T>(sql: string, params?: readonly unknown[]): Promise<T[]> => {
     if (lost !== undefined) fail(lost);
     try {
@@ -363,33 +341,15 @@ async function mysqlCatalog(
       WHERE c.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
       ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION`,
   );
-  const streams = new Map<string, StreamDescriptor & { keyOrder: Map<string, number> }>();
-  for (const r of rows) {
-    const name = `${r.s}.${r.t}`;
-    let s = streams.get(name);
-    if (!s) {
-      s = {
-        name,
-        columns: [],
-        primaryKey: [],
-        cursorCandidates: [],
-        syncModes: ['full_refresh', 'incremental'],
-        keyOrder: new Map(),
-      };
-      streams.set(name, s);
-    }
-    const kind = catalogKind(r.dt, r.ct, Number(r.js) === 1);
-    s.columns.push({
-      name: r.c,
+  return catalogStreams(
+    rows.map((r) => ({
+      schema: r.s,
+      table: r.t,
+      column: r.c,
       sourceType: r.ct,
-      jsonType: columnJsonType(kind),
+      kind: catalogKind(r.dt, r.ct, Number(r.js) === 1),
       nullable: r.nullable === 'YES',
-    });
-    if (r.pk !== null) s.keyOrder.set(r.c, Number(r.pk));
-    if (cursorCandidate(kind)) s.cursorCandidates.push(r.c);
-  }
-  return [...streams.values()].map(({ keyOrder, ...s }) => ({
-    ...s,
-    primaryKey: [...keyOrder.entries()].sort((a, b) => a[1] - b[1]).map(([k]) => k),
-  }));
+      keyPosition: r.pk === null ? null : Number(r.pk),
+    })),
+  );
 }

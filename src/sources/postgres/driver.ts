@@ -2,10 +2,10 @@
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { StreamDescriptor } from '../source.js';
-import { columnJsonType, cursorCandidate } from '../sql/catalog.js';
+import { catalogStreams } from '../sql/catalog.js';
 import type { Params, ResultField, RowBatch, SqlConnection, SqlDialect } from '../sql/driver.js';
-import { describeError, SourceError } from '../sql/errors.js';
-import type { SqlSourceConfig } from '../sql/spec.js';
+import { connectFailure, rethrowQueryError, type SourceError } from '../sql/errors.js';
+import { type SqlSourceConfig, serverAddress, tlsOptions } from '../sql/spec.js';
 import { CopyTextParser } from './copy-text.js';
 import { type PgType, pgConverter, pgKind } from './values.js';
 
@@ -51,26 +51,14 @@ export function isConnectionLost(err: unknown): boolean {
 
 /** A failure to connect, as the stable code a `check` reports. */
 export function connectError(source: string, config: SqlSourceConfig, err: unknown): SourceError {
-  const e = err as { code?: string };
-  const detail = describeError(err);
-  if (e?.code === '28P01' || e?.code === '28000')
-    return new SourceError('TRIB_ERR_SOURCE_AUTH', [source, detail], { cause: err });
-  if (e?.code === '3D000')
-    return new SourceError(
-      'TRIB_ERR_SOURCE_DATABASE_NOT_FOUND',
-      [source, config.database ?? '(from the connection string)'],
-      {
-        cause: err,
-      },
-    );
-  return new SourceError('TRIB_ERR_SOURCE_UNREACHABLE', [source, detail], { cause: err, retryable: true });
+  const code = (err as { code?: string })?.code;
+  const reason = code === '28P01' || code === '28000' ? 'auth' : code === '3D000' ? 'database' : undefined;
+  return connectFailure(source, config.database, err, reason);
 }
 
 function clientConfig(config: SqlSourceConfig): pg.ClientConfig {
-  const ssl =
-    config.ssl === false ? undefined : config.ssl === true ? { rejectUnauthorized: true } : config.ssl;
   const common: pg.ClientConfig = {
-    ssl,
+    ssl: tlsOptions(config),
     connectionTimeoutMillis: config.connectTimeout,
     statement_timeout: config.statementTimeout,
     keepAlive: true,
@@ -78,14 +66,7 @@ function clientConfig(config: SqlSourceConfig): pg.ClientConfig {
     types: TEXT_TYPES,
   };
   if (config.connectionString !== undefined) return { ...common, connectionString: config.connectionString };
-  return {
-    ...common,
-    host: config.host,
-    port: config.port,
-    database: config.database,
-    user: config.user,
-    password: config.password,
-  };
+  return { ...common, ...serverAddress(config) };
 }
 
 /** Opens a connection, its session set for the reads (UTC, ISO dates, hex bytea). */
@@ -107,15 +88,7 @@ export async function connectPostgres(config: SqlSourceConfig, source: string): 
   }
   const types = new Map<number, PgType>();
 
-  const fail = (err: unknown): never => {
-    if (err instanceof SourceError) throw err;
-    if (lost !== undefined || isConnectionLost(err))
-      throw new SourceError('TRIB_ERR_SOURCE_CONNECTION_LOST', [source, describeError(lost ?? err)], {
-        cause: err,
-        retryable: true,
-      });
-    throw err;
-  };
+  const fail = (err: unknown): never => rethrowQueryError(source, err, lost, isConnectionLost);
   const run = async <T>(sql: string, params?: readonly unknown[]): Promise<T[]> => {
     if (lost !== undefined) fail(lost);
     try {
@@ -292,33 +265,15 @@ async function pgCatalog(
         AND has_table_privilege(c.oid, 'SELECT')
       ORDER BY n.nspname, c.relname, a.attnum`,
   );
-  const streams = new Map<string, StreamDescriptor & { keyOrder: Map<string, number> }>();
-  for (const r of rows) {
-    const name = `${r.schema}.${r.table}`;
-    let s = streams.get(name);
-    if (!s) {
-      s = {
-        name,
-        columns: [],
-        primaryKey: [],
-        cursorCandidates: [],
-        syncModes: ['full_refresh', 'incremental'],
-        keyOrder: new Map(),
-      };
-      streams.set(name, s);
-    }
-    const kind = pgKind(Number(r.oid), r.cat);
-    s.columns.push({
-      name: r.column,
+  return catalogStreams(
+    rows.map((r) => ({
+      schema: r.schema,
+      table: r.table,
+      column: r.column,
       sourceType: r.type,
-      jsonType: columnJsonType(kind),
+      kind: pgKind(Number(r.oid), r.cat),
       nullable: r.notnull !== 't',
-    });
-    if (r.pk !== null) s.keyOrder.set(r.column, Number(r.pk));
-    if (cursorCandidate(kind)) s.cursorCandidates.push(r.column);
-  }
-  return [...streams.values()].map(({ keyOrder, ...s }) => ({
-    ...s,
-    primaryKey: [...keyOrder.entries()].sort((a, b) => a[1] - b[1]).map(([k]) => k),
-  }));
+      keyPosition: r.pk === null ? null : Number(r.pk),
+    })),
+  );
 }

@@ -2,7 +2,7 @@
 import type { Catalog, CheckResult, ColumnDescriptor, SourceContext, StreamDescriptor } from '../source.js';
 import type { ColumnKind, SqlConnection } from './driver.js';
 import { SourceError } from './errors.js';
-import { CURSOR_KINDS, resolveStream, sourceLabel } from './read.js';
+import { CURSOR_KINDS, describeRelation, resolveStream, sourceLabel } from './read.js';
 import type { SqlSourceConfig } from './spec.js';
 
 export function columnJsonType(kind: ColumnKind): ColumnDescriptor['jsonType'] {
@@ -31,6 +31,53 @@ export function cursorCandidate(kind: ColumnKind): boolean {
   return CURSOR_KINDS.has(kind) && kind !== 'float';
 }
 
+/** A row of a database's catalog query: one column of a table or view, its kind already mapped. */
+export interface CatalogColumn {
+  schema: string;
+  table: string;
+  column: string;
+  sourceType: string;
+  kind: ColumnKind;
+  nullable: boolean;
+  /** The column's position in the primary key (any increasing numbers), null when not in it. */
+  keyPosition: number | null;
+}
+
+/**
+ * The catalog's columns, in table and column order, as one stream per table (`schema.table`),
+ * its primary key in key order and the columns that can be a cursor.
+ */
+export function catalogStreams(columns: Iterable<CatalogColumn>): StreamDescriptor[] {
+  const streams = new Map<string, StreamDescriptor & { keyOrder: Map<string, number> }>();
+  for (const c of columns) {
+    const name = `${c.schema}.${c.table}`;
+    let s = streams.get(name);
+    if (!s) {
+      s = {
+        name,
+        columns: [],
+        primaryKey: [],
+        cursorCandidates: [],
+        syncModes: ['full_refresh', 'incremental'],
+        keyOrder: new Map(),
+      };
+      streams.set(name, s);
+    }
+    s.columns.push({
+      name: c.column,
+      sourceType: c.sourceType,
+      jsonType: columnJsonType(c.kind),
+      nullable: c.nullable,
+    });
+    if (c.keyPosition !== null) s.keyOrder.set(c.column, c.keyPosition);
+    if (cursorCandidate(c.kind)) s.cursorCandidates.push(c.column);
+  }
+  return [...streams.values()].map(({ keyOrder, ...s }) => ({
+    ...s,
+    primaryKey: [...keyOrder.entries()].sort((a, b) => a[1] - b[1]).map(([k]) => k),
+  }));
+}
+
 /**
  * The configured streams under their own names (what the runner types objects tables and
  * takes a default primary key from), then every readable table and view as `schema.table`
@@ -50,7 +97,7 @@ export async function discoverSql(
       const r = resolveStream(conn, config, s.name);
       let fields: Awaited<ReturnType<SqlConnection['describe']>>;
       try {
-        fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+        fields = await describeRelation(conn, r.relation);
       } catch (err) {
         if (err instanceof SourceError && err.retryable) throw err;
         continue;
@@ -106,7 +153,7 @@ export async function checkSql(
       const r = resolveStream(conn, config, s.name);
       let fields: Awaited<ReturnType<SqlConnection['describe']>>;
       try {
-        fields = await conn.describe(`SELECT * FROM ${r.relation} WHERE 1 = 0`);
+        fields = await describeRelation(conn, r.relation);
       } catch (err) {
         if (err instanceof SourceError) return asCheckError(err);
         const e = err as { code?: string; errno?: number; message?: string };

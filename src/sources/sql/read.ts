@@ -40,6 +40,11 @@ export function splitTable(ref: TableRef): { schema: string | undefined; name: s
   return dot < 0 ? { schema: undefined, name: ref } : { schema: ref.slice(0, dot), name: ref.slice(dot + 1) };
 }
 
+/** The columns of a stream's table or query (`ResolvedStream.relation`), from it read with no rows. */
+export function describeRelation(conn: SqlConnection, relation: string): Promise<ResultField[]> {
+  return conn.describe(`SELECT * FROM ${relation} WHERE 1 = 0`);
+}
+
 /** The stream's table or query: from the configuration, or the stream name read as `schema.table`. */
 export function resolveStream(conn: SqlConnection, config: SqlSourceConfig, name: string): ResolvedStream {
   const configured = config.streams.find((s) => s.name === name);
@@ -84,7 +89,7 @@ async function plan(
   const q = conn.dialect.quoteIdent;
   let fields: ResultField[];
   try {
-    fields = await conn.describe(`SELECT * FROM ${stream.relation} WHERE 1 = 0`);
+    fields = await describeRelation(conn, stream.relation);
   } catch (err) {
     if (err instanceof SourceError && err.retryable) throw err;
     throw new SourceError(

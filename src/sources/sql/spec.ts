@@ -133,6 +133,28 @@ export interface SqlSourceConfig {
   streams: SqlStreamConfig[];
 }
 
+/** The TLS options of a connection: none (`ssl: false`), a verified certificate (`true`), or as configured. */
+export function tlsOptions(config: SqlSourceConfig): { rejectUnauthorized: boolean } | undefined {
+  return config.ssl === false ? undefined : config.ssl === true ? { rejectUnauthorized: true } : config.ssl;
+}
+
+/** The server and login of a config without a connection string, as both drivers name them. */
+export function serverAddress(config: SqlSourceConfig): {
+  host: string | undefined;
+  port: number;
+  database: string | undefined;
+  user: string | undefined;
+  password: string | undefined;
+} {
+  return {
+    host: config.host,
+    port: config.port,
+    database: config.database,
+    user: config.user,
+    password: config.password,
+  };
+}
+
 /** The checks every database source spec adds: a connection string or a host, and unique stream names. */
 export function refineSqlSource(
   c: {

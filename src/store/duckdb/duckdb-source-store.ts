@@ -2,26 +2,25 @@ import { randomUUID } from 'node:crypto';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import type { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
-import { sourceFailure } from '../../sources/failures.js';
 import type { ColumnType } from '../../sources/streams-schema.js';
-import type {
-  ObjectRow,
-  ObjectTable,
-  RefusedObject,
-  RunProgress,
-  SourceStore,
-  SyncCommit,
-  SyncRun,
+import {
+  DELETED_COLUMN,
+  KEY_COLUMN,
+  type ObjectRow,
+  type ObjectTable,
+  type RefusedObject,
+  RUN_COLUMN,
+  type RunProgress,
+  type SourceStore,
+  SYNCED_AT_COLUMN,
+  type SyncCommit,
+  type SyncRun,
+  separateRefused,
+  syncRunFromRow,
 } from '../source-store.js';
-import { findRefused, storableFailedRow } from '../storable.js';
+import { storableFailedRow } from '../storable.js';
 import type { FailedRow } from '../store.js';
 import { isDuckDBDataError } from './duckdb-store.js';
-
-/** The bookkeeping columns of every objects table. */
-export const KEY_COLUMN = '_tributary_key';
-export const SYNCED_AT_COLUMN = '_tributary_synced_at';
-export const DELETED_COLUMN = '_tributary_deleted';
-const RUN_COLUMN = '_tributary_run_id';
 
 const SQL_TYPE: Record<ColumnType, string> = {
   string: 'VARCHAR',
@@ -144,43 +143,26 @@ export class DuckDBSourceStore implements SourceStore {
   commit(c: SyncCommit): Promise<RefusedObject[]> {
     return this.serial(async () => {
       const syncedAt = new Date().toISOString();
-      const failed = [...c.failed];
-      const refused: RefusedObject[] = [];
-      const objects: { table: ObjectTable; rows: ObjectRow[] }[] = [];
       try {
-        await this.writeAll(c, c.objects, failed, syncedAt);
+        await this.writeAll(c, c.objects, [...c.failed], syncedAt);
         await this.maybeCheckpoint();
-        return refused;
+        return [];
       } catch (err) {
         if (!isDuckDBDataError(err)) throw err;
       }
       // A value the column cannot hold: find the rows by trial upserts that are rolled back.
-      for (const o of c.objects) {
-        const bad = await findRefused(
-          o.rows,
-          async (slice) => {
-            await this.conn.run('BEGIN TRANSACTION');
-            try {
-              await this.upsert(o.table, slice, syncedAt, c.runId);
-            } finally {
-              await this.conn.run('ROLLBACK');
-            }
-          },
-          isDuckDBDataError,
-        );
-        const skip = new Set(bad.map((b) => b.index));
-        for (const b of bad) {
-          const row = o.rows[b.index]!;
-          refused.push({ stream: o.table.stream, key: row.key, reason: b.reason });
-          failed.push(
-            sourceFailure(c.sourceId, o.table.stream, 'TRIB_ERR_SOURCE_UNSTORABLE', b.reason, {
-              key: row.key,
-              values: Object.fromEntries(o.table.columns.map((col, i) => [col.name, row.values[i]])),
-            }),
-          );
-        }
-        objects.push({ table: o.table, rows: o.rows.filter((_, i) => !skip.has(i)) });
-      }
+      const { objects, failed, refused } = await separateRefused(
+        c,
+        async (table, slice) => {
+          await this.conn.run('BEGIN TRANSACTION');
+          try {
+            await this.upsert(table, slice, syncedAt, c.runId);
+          } finally {
+            await this.conn.run('ROLLBACK');
+          }
+        },
+        isDuckDBDataError,
+      );
       await this.writeAll(c, objects, failed, syncedAt);
       await this.maybeCheckpoint();
       return refused;
@@ -337,21 +319,7 @@ export class DuckDBSourceStore implements SourceStore {
         [sourceId, BigInt(limit)],
       ),
     );
-    return r.getRows().map((row) => ({
-      id: String(row[0]),
-      sourceId: String(row[1]),
-      trigger: String(row[2]),
-      status: String(row[3]) as SyncRun['status'],
-      startedAt: String(row[4]),
-      finishedAt: row[5] === null ? null : String(row[5]),
-      rows: Number(row[6]),
-      objects: Number(row[7]),
-      events: Number(row[8]),
-      failed: Number(row[9]),
-      ...(row[10] === null ? {} : { bytes: Number(row[10]) }),
-      ...(row[11] === null ? {} : { totalBytes: Number(row[11]) }),
-      error: row[12] === null ? null : String(row[12]),
-    }));
+    return r.getRows().map(syncRunFromRow);
   }
 
   abandonRuns(sourceId?: string): Promise<number> {

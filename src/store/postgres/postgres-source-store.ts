@@ -1,22 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { TRIBUTARY_LOCK_CLASS } from '../../platform/postgres/advisory-locks.js';
-import { sourceFailure } from '../../sources/failures.js';
 import type { ColumnType } from '../../sources/streams-schema.js';
-import { DELETED_COLUMN, KEY_COLUMN, SYNCED_AT_COLUMN } from '../duckdb/duckdb-source-store.js';
-import type {
-  ObjectRow,
-  ObjectTable,
-  RefusedObject,
-  RunProgress,
-  SourceStore,
-  SyncCommit,
-  SyncRun,
+import {
+  DELETED_COLUMN,
+  KEY_COLUMN,
+  type ObjectRow,
+  type ObjectTable,
+  type RefusedObject,
+  RUN_COLUMN,
+  type RunProgress,
+  type SourceStore,
+  SYNCED_AT_COLUMN,
+  type SyncCommit,
+  type SyncRun,
+  separateRefused,
+  syncRunFromRow,
 } from '../source-store.js';
-import { findRefused, storableFailedRow } from '../storable.js';
+import { storableFailedRow } from '../storable.js';
 import type { FailedRow } from '../store.js';
-
-const RUN_COLUMN = '_tributary_run_id';
 
 const SQL_TYPE: Record<ColumnType, string> = {
   string: 'text',
@@ -101,35 +103,18 @@ export class PostgresSourceStore implements SourceStore {
       } catch (err) {
         if (!isDataError(err)) throw err;
       }
-      const refused: RefusedObject[] = [];
-      const failed = [...c.failed];
-      const objects: SyncCommit['objects'] = [];
-      for (const o of c.objects) {
-        const bad = await findRefused(
-          o.rows,
-          async (slice) => {
-            await client.query('BEGIN');
-            try {
-              await this.upsert(client, o.table, slice, syncedAt, c.runId);
-            } finally {
-              await client.query('ROLLBACK');
-            }
-          },
-          isDataError,
-        );
-        const skip = new Set(bad.map((b) => b.index));
-        for (const b of bad) {
-          const row = o.rows[b.index]!;
-          refused.push({ stream: o.table.stream, key: row.key, reason: b.reason });
-          failed.push(
-            sourceFailure(c.sourceId, o.table.stream, 'TRIB_ERR_SOURCE_UNSTORABLE', b.reason, {
-              key: row.key,
-              values: Object.fromEntries(o.table.columns.map((col, i) => [col.name, row.values[i]])),
-            }),
-          );
-        }
-        objects.push({ table: o.table, rows: o.rows.filter((_, i) => !skip.has(i)) });
-      }
+      const { objects, failed, refused } = await separateRefused(
+        c,
+        async (table, slice) => {
+          await client.query('BEGIN');
+          try {
+            await this.upsert(client, table, slice, syncedAt, c.runId);
+          } finally {
+            await client.query('ROLLBACK');
+          }
+        },
+        isDataError,
+      );
       await this.writeAll(client, c, objects, failed, syncedAt);
       return refused;
     } finally {
@@ -252,27 +237,14 @@ export class PostgresSourceStore implements SourceStore {
   }
 
   async runs(sourceId: string, limit: number): Promise<SyncRun[]> {
-    const r = await this.pool.query(
-      `SELECT id, source_id, trigger, status, started_at::text AS started_at, finished_at::text AS finished_at,
-              rows_read, objects, events, failed, bytes, total_bytes, error
-       FROM ${this.schema}.source_runs WHERE source_id = $1 ORDER BY started_at DESC LIMIT $2`,
-      [sourceId, limit],
-    );
-    return r.rows.map((row) => ({
-      id: row.id,
-      sourceId: row.source_id,
-      trigger: row.trigger,
-      status: row.status,
-      startedAt: row.started_at,
-      finishedAt: row.finished_at,
-      rows: Number(row.rows_read),
-      objects: Number(row.objects),
-      events: Number(row.events),
-      failed: Number(row.failed),
-      ...(row.bytes === null ? {} : { bytes: Number(row.bytes) }),
-      ...(row.total_bytes === null ? {} : { totalBytes: Number(row.total_bytes) }),
-      error: row.error,
-    }));
+    const r = await this.pool.query({
+      text: `SELECT id, source_id, trigger, status, started_at::text AS started_at, finished_at::text AS finished_at,
+                    rows_read, objects, events, failed, bytes, total_bytes, error
+             FROM ${this.schema}.source_runs WHERE source_id = $1 ORDER BY started_at DESC LIMIT $2`,
+      values: [sourceId, limit],
+      rowMode: 'array',
+    });
+    return r.rows.map(syncRunFromRow);
   }
 
   /**
