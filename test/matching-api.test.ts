@@ -44,7 +44,9 @@ async function cli(args: string[]) {
 }
 
 describe('probabilistic matching in the embedded server (API and CLI)', () => {
-  it('a full run from the CLI merges one person’s devices; get shows the merge, explain the waterfall', async () => {
+  it('a full run from the CLI merges one person’s devices; get shows the merge, explain the waterfall', {
+    timeout: 90_000,
+  }, async () => {
     const { events } = people(150, 11);
     const batch = events.map(({ at, traits, ...e }) => {
       const t = traits as Record<string, string>;

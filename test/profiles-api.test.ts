@@ -141,7 +141,9 @@ describe('Profile API and CLI (real server)', () => {
     expect(health.identity).toEqual({ position: health.loader.position, profiles: 2 });
   });
 
-  it('imports CRM contacts from CSV through the same graph, and explains and unmerges from the CLI', async () => {
+  it('imports CRM contacts from CSV through the same graph, and explains and unmerges from the CLI', {
+    timeout: 90_000,
+  }, async () => {
     const csv = join(dir, 'contacts.csv');
     writeFileSync(
       csv,

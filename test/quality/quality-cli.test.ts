@@ -81,7 +81,7 @@ describe('quality CLI verbs', () => {
     expect(r.stdout).toContain('accepted 13 = passed 12 + blocked 1 + failed 0 + pending 0');
   });
 
-  it('failed list, show and retry', async () => {
+  it('failed list, show and retry', { timeout: 90_000 }, async () => {
     const list = await cli('failed', 'list', '--json');
     const rows = JSON.parse(list.stdout) as { id: string; message_id: string; code: string }[];
     expect(rows.map((r) => [r.message_id, r.code])).toEqual([['s-bad', 'TRIB_ERR_PLAN_VIOLATION']]);
