@@ -13,18 +13,18 @@
  * the DELETE of the file's keys, the INSERT of its good rows. The prototype runs in a child
  * process of its own, so its peak RSS is its own.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { quoteIdent, sqlString } from '../src/platform/duckdb/duckdb-sql.js';
 import { nativeCast } from '../src/sources/file/native-cast.js';
 import { nativeKeySql } from '../src/sources/file/native-key.js';
 import type { ColumnType } from '../src/sources/streams-schema.js';
+import { SQL_TYPE } from '../src/store/duckdb/duckdb-source-store.js';
 import { writeRowsCsv } from './lib/csv-rows.js';
 import { envInt } from './lib/env.js';
+import { runChildScript } from './lib/proc.js';
 import { int, markdownTable } from './lib/report.js';
 
 const ROWS = envInt('BENCH_ROWS', 1_000_000);
@@ -35,15 +35,6 @@ const COLUMNS: Record<string, ColumnType> = {
   plan: 'string',
   amount: 'number',
   created_at: 'timestamp',
-};
-const SQL_TYPE: Record<ColumnType, string> = {
-  string: 'VARCHAR',
-  integer: 'BIGINT',
-  number: 'DOUBLE',
-  boolean: 'BOOLEAN',
-  timestamp: 'TIMESTAMPTZ',
-  date: 'DATE',
-  json: 'JSON',
 };
 
 type Steps = Record<string, number>;
@@ -124,17 +115,12 @@ async function main(): Promise<void> {
     const file = join(dir, 'rows.csv');
     await writeRowsCsv(file, ROWS);
     const size = statSync(file).size;
-    const out = execFileSync(
-      process.execPath,
-      ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', file, join(dir, 'warehouse.duckdb')],
-      { encoding: 'utf8', maxBuffer: 1 << 20 },
-    );
-    const ours = JSON.parse(out.trim().split('\n').at(-1)!) as {
+    const ours = runChildScript<{
       seconds: number;
       steps: Steps;
       objects: number;
       maxRssMb: number;
-    };
+    }>(import.meta.url, [file, join(dir, 'warehouse.duckdb')]);
     if (ours.objects !== ROWS) throw new Error(`loaded ${ours.objects} objects`);
     const table = await duckdbTable(file);
     const rate = (s: number) => int(ROWS / s);

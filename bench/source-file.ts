@@ -12,17 +12,16 @@
  * The import runs in a child process of its own, so its peak RSS (getrusage maxrss) is the
  * import's alone.
  */
-import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { parse } from 'csv-parse';
 import { parseConfig } from '../src/config/load.js';
 import { openEmbeddedSources } from '../src/server/embedded-sources.js';
 import { writeRowsCsv } from './lib/csv-rows.js';
 import { envInt } from './lib/env.js';
+import { runChildScript } from './lib/proc.js';
 import { int, markdownTable } from './lib/report.js';
 
 const ROWS = envInt('BENCH_ROWS', 1_000_000);
@@ -93,16 +92,11 @@ async function main(): Promise<void> {
     const file = join(dir, 'rows.csv');
     await writeRowsCsv(file, ROWS);
     const size = statSync(file).size;
-    const out = execFileSync(
-      process.execPath,
-      ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', file, join(dir, 'data')],
-      { encoding: 'utf8', maxBuffer: 1 << 20 },
-    );
-    const ours = JSON.parse(out.trim().split('\n').at(-1)!) as {
+    const ours = runChildScript<{
       seconds: number;
       objects: number;
       maxRssMb: number;
-    };
+    }>(import.meta.url, [file, join(dir, 'data')]);
     if (ours.objects !== ROWS) throw new Error(`imported ${ours.objects} objects`);
     const table = await duckdbTable(file);
     const duckRows = await duckdbRows(file);

@@ -2,6 +2,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 
 export interface Child {
   name: string;
@@ -162,4 +163,20 @@ export function machineCpuSeconds(): { busy: number; total: number } {
   } catch {
     return { busy: Number.NaN, total: Number.NaN };
   }
+}
+
+/**
+ * Runs this script again as `--child <args>` under tsx (its own process, so its peak RSS is its
+ * own) and returns the JSON of the last line it prints.
+ */
+export function runChildScript<T>(scriptUrl: string, args: readonly string[]): T {
+  const out = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(scriptUrl), '--child', ...args],
+    {
+      encoding: 'utf8',
+      maxBuffer: 1 << 20,
+    },
+  );
+  return JSON.parse(out.trim().split('\n').at(-1)!) as T;
 }

@@ -22,7 +22,8 @@ import { storableFailedRow } from '../storable.js';
 import type { FailedRow } from '../store.js';
 import { isDuckDBDataError } from './duckdb-store.js';
 
-const SQL_TYPE: Record<ColumnType, string> = {
+/** The DuckDB column type of each stream column type. */
+export const SQL_TYPE: Record<ColumnType, string> = {
   string: 'VARCHAR',
   integer: 'BIGINT',
   number: 'DOUBLE',
