@@ -42,6 +42,34 @@ describe('MatchScheduler', () => {
     expect(calls).toHaveLength(2);
   });
 
+  it('runs one round at a time: a round noted while another runs starts after it ends, and stop awaits both', async () => {
+    const log: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const matching = {
+      run: async () => ({ records: 0, candidatePairs: 0, merged: 0, refused: 0, review: 0, ms: 0 }),
+      matchProfiles: async (ids: readonly string[]) => {
+        log.push(`start ${ids.join(',')}`);
+        if (ids[0] === 'a') await held;
+        log.push(`end ${ids.join(',')}`);
+      },
+    };
+    const s = new MatchScheduler(matching, { incremental: true, delayMs: 5, onError: () => undefined });
+    s.note(['a']);
+    await until(() => log.length === 1);
+    s.note(['b']);
+    // The second round's timer fires while the first is held: it must wait for it.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(log).toEqual(['start a']);
+    release();
+    const stopped = s.stop();
+    await until(() => log.length === 4);
+    await stopped;
+    expect(log).toEqual(['start a', 'end a', 'start b', 'end b']);
+  });
+
   it('from a commit, takes only the profiles whose traits or identifiers changed', async () => {
     const { calls, matching } = recorder();
     const s = new MatchScheduler(matching, { incremental: true, delayMs: 5, onError: () => undefined });

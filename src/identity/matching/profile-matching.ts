@@ -451,7 +451,7 @@ export class MatchScheduler {
     },
   ) {
     if (options.everyMs !== undefined && options.everyMs > 0) {
-      this.interval = setInterval(() => this.track(this.matching.run()), options.everyMs);
+      this.interval = setInterval(() => this.track(() => this.matching.run()), options.everyMs);
       this.interval.unref();
     }
   }
@@ -476,13 +476,14 @@ export class MatchScheduler {
       this.timer = undefined;
       const ids = [...this.changed];
       this.changed = new Set();
-      this.track(this.matching.matchProfiles(ids));
+      this.track(() => this.matching.matchProfiles(ids));
     }, this.options.delayMs ?? 5_000);
     this.timer.unref();
   }
 
-  private track(p: Promise<unknown>): void {
-    this.running = p.catch((err) => this.options.onError(err));
+  /** Runs `round` after the one before has ended: rounds never overlap, and `stop` awaits the last. */
+  private track(round: () => Promise<unknown>): void {
+    this.running = this.running.then(round).catch((err) => this.options.onError(err));
   }
 
   async stop(): Promise<void> {
