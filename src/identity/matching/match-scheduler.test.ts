@@ -54,6 +54,7 @@ describe('MatchScheduler', () => {
         log.push(`start ${ids.join(',')}`);
         if (ids[0] === 'a') await held;
         log.push(`end ${ids.join(',')}`);
+        return undefined;
       },
     };
     const s = new MatchScheduler(matching, { incremental: true, delayMs: 5, onError: () => undefined });
