@@ -40,3 +40,20 @@ export const destinationCommon = {
       'Functions run in order on every event before this destination loads it; `events` and other destinations are untouched. Not on parquet destinations.',
     ),
 };
+
+/**
+ * The fields of every streaming destination (`src/destinations/stream.ts`): what the delivery
+ * runner applies the same way to every kind.
+ */
+export const streamCommon = {
+  id: destinationCommon.id,
+  enabled: destinationCommon.enabled,
+  transformations: destinationCommon.transformations,
+  batchSize: z
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(1)
+    .describe('Events per request; 1 sends them one by one. More only on kinds that batch.'),
+};
