@@ -137,13 +137,18 @@ describe('storage format', () => {
       try {
         expect(await storageVersion(now.conn, 'warehouse')).toBe('v1.0.0+');
         expect(await storageVersion(now.conn, 'log_seg_0')).toBe('v1.0.0+');
+        const lastOld = now.log.segmentRanges().at(-1)!.first;
         const more = Array.from({ length: 1000 }, (_, i) => event(1000 + i));
         await loadAll(now.log, now.warehouse, 1000, more);
         // A table made in such a file gets the fallback, not zstd.
         expect(await largeTextCompression(now.conn, 'warehouse', 'FALLBACK')).toBe('FALLBACK');
         expect(await largeTextCompression(now.conn, 'log_seg_0', 'FALLBACK')).toBe('FALLBACK');
 
-        // The segments made after the old one are new files, in the new format.
+        // The segments made after the old ones are new files, in the new format. A full
+        // segment is changed for a new one after the append that filled it resolves: wait
+        // for that change.
+        for (let i = 0; i < 500 && now.log.segmentRanges().at(-1)!.first === lastOld; i++)
+          await new Promise((r) => setTimeout(r, 20));
         const ranges = now.log.segmentRanges();
         expect(ranges.length).toBeGreaterThan(1);
         const newest = `log_seg_${ranges[ranges.length - 1]!.first}`;
