@@ -145,3 +145,28 @@ export function abortedText(signal: AbortSignal): string {
   const r = signal.reason as { message?: string } | undefined;
   return `aborted before the receiver answered (${r?.message ?? 'timeout'})`;
 }
+
+/**
+ * Waits until `emitter` emits one of `events` (a client's connect, or the close of a failed
+ * attempt) or `signal` aborts: a send to a client that is connecting waits for the outcome
+ * of that attempt rather than failing at once.
+ */
+export function nextEvent(
+  emitter: {
+    once(event: string, listener: () => void): unknown;
+    off(event: string, listener: () => void): unknown;
+  },
+  events: readonly string[],
+  signal: AbortSignal,
+): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      for (const e of events) emitter.off(e, done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    for (const e of events) emitter.once(e, done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -231,7 +231,9 @@ function checkFailure(c: AmqpConfig, err: unknown): CheckResult {
     return checkFailed('TRIB_ERR_DEST_CHECK_UNREACHABLE', [c.id, address, text]);
   if (/\b403\b|ACCESS[-_]REFUSED/i.test(text))
     return checkFailed('TRIB_ERR_DEST_CHECK_AUTH', [c.id, user, text]);
-  if (/\b530\b|NOT[-_]ALLOWED|vhost/i.test(text))
+  // The broker closes the connection in answer to connection.open, which only names the vhost
+  // (amqplib keeps the reply code out of the error: "Expected ConnectionOpenOk").
+  if (/\b530\b|NOT[-_]ALLOWED|vhost|Expected ConnectionOpenOk/i.test(text))
     return checkFailed('TRIB_ERR_DEST_CHECK_VHOST', [c.id, vhostOf(c), text]);
   return checkFailed('TRIB_ERR_DEST_CHECK_FAILED', [c.id, text]);
 }

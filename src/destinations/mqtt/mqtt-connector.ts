@@ -7,6 +7,7 @@ import {
   encodeBody,
   errorText,
   failedResult,
+  nextEvent,
   renderTemplate,
   retryableResult,
   UNREACHABLE_CODES,
@@ -61,6 +62,9 @@ class MqttDestination implements StreamDestination {
   }
 
   async send(batch: readonly Delivery[], signal: AbortSignal): Promise<SendResult[]> {
+    // Connecting (at start, or a reconnect under way): wait for that attempt's outcome.
+    if (!this.client.connected && !this.client.disconnecting)
+      await nextEvent(this.client, ['connect', 'close', 'end'], signal);
     const results: (SendResult | Promise<SendResult>)[] = [];
     const v5 = this.config.protocolVersion === 5;
     batch.forEach((d, i) => {

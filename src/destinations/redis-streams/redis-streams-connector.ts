@@ -7,6 +7,7 @@ import {
   encodeBody,
   errorText,
   failedResult,
+  nextEvent,
   renderTemplate,
   retryableResult,
   UNREACHABLE_CODES,
@@ -41,13 +42,24 @@ export const redisStreamsConnector: StreamConnector<RedisStreamsConfig> = {
       retryStrategy: () => null,
       maxRetriesPerRequest: 0,
     });
-    client.on('error', () => undefined);
+    // The connection's own error (ECONNREFUSED, WRONGPASS): connect() rejects with "Connection is closed".
+    let cause: unknown;
+    client.on('error', (err) => {
+      cause ??= err;
+    });
     try {
       await client.connect();
+      // ioredis only warns when the server refuses AUTH for having no password: ask again, so a
+      // password the server does not expect is named too.
+      const o = options(config);
+      if (o.password !== undefined)
+        await (o.username !== undefined ? client.auth(o.username, o.password) : client.auth(o.password));
+      // The same for SELECT of a database out of range.
+      if (o.db !== undefined && o.db !== 0) await client.select(o.db);
       await client.ping();
       return { ok: true };
     } catch (err) {
-      return checkFailure(config, err);
+      return checkFailure(config, cause ?? err);
     } finally {
       client.disconnect();
     }
@@ -88,6 +100,9 @@ class RedisStreamsDestination implements StreamDestination {
   }
 
   async send(batch: readonly Delivery[], signal: AbortSignal): Promise<SendResult[]> {
+    // Connecting (at start, or a reconnect under way): wait for that attempt's outcome.
+    if (this.redis.status !== 'ready' && this.redis.status !== 'end')
+      await nextEvent(this.redis, ['ready', 'close', 'end'], signal);
     const results: (SendResult | undefined)[] = [];
     const sent: { i: number; stream: string }[] = [];
     const pipeline = this.redis.pipeline();
