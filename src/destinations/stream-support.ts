@@ -170,3 +170,28 @@ export function nextEvent(
     signal.addEventListener('abort', done, { once: true });
   });
 }
+
+/** How long `close()` waits for a receiver to acknowledge a graceful close before cutting the connection. */
+export const CLOSE_GRACE_MS = 2_000;
+
+/**
+ * Whether `work` settles within `ms`: a close that waits for a receiver's answer (a frozen
+ * connection never answers) is bounded, and the caller then cuts the connection.
+ */
+export async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

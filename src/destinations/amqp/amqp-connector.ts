@@ -3,12 +3,14 @@ import type { CheckResult } from '../connector.js';
 import type { Delivery, SendResult, StreamConnector, StreamDestination } from '../stream.js';
 import {
   abortedText,
+  CLOSE_GRACE_MS,
   checkFailed,
   encodeBody,
   errorText,
   failedResult,
   renderTemplate,
   retryableResult,
+  settlesWithin,
   UNREACHABLE_CODES,
   untilAborted,
 } from '../stream-support.js';
@@ -177,7 +179,10 @@ class AmqpDestination implements StreamDestination {
     const conn = this.conn;
     this.conn = undefined;
     this.channel = undefined;
-    await conn?.close().catch(() => undefined);
+    if (conn === undefined) return;
+    // close() waits for the broker's close-ok; a frozen connection never sends it: cut it.
+    if (await settlesWithin(conn.close(), CLOSE_GRACE_MS)) return;
+    (conn as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 }
 

@@ -3,6 +3,7 @@ import type { CheckResult } from '../connector.js';
 import type { Delivery, SendResult, StreamConnector, StreamDestination } from '../stream.js';
 import {
   abortedText,
+  CLOSE_GRACE_MS,
   checkFailed,
   encodeBody,
   errorText,
@@ -10,6 +11,7 @@ import {
   nextEvent,
   renderTemplate,
   retryableResult,
+  settlesWithin,
   UNREACHABLE_CODES,
   untilAborted,
 } from '../stream-support.js';
@@ -109,7 +111,9 @@ class MqttDestination implements StreamDestination {
   }
 
   async close(): Promise<void> {
-    await this.client.endAsync().catch(() => undefined);
+    // A graceful end waits for messages in flight; a frozen connection never acknowledges them.
+    if (await settlesWithin(this.client.endAsync(), CLOSE_GRACE_MS)) return;
+    await this.client.endAsync(true).catch(() => undefined);
   }
 }
 

@@ -3,7 +3,13 @@ import type { CheckResult } from '../connector.js';
 import { SqlUpsertDestination, type UpsertDialect } from '../sql-upsert/sql-upsert-destination.js';
 import type { Column } from '../sql-upsert/table-mapping.js';
 import type { StreamConnector } from '../stream.js';
-import { checkFailed, errorText, UNREACHABLE_CODES } from '../stream-support.js';
+import {
+  CLOSE_GRACE_MS,
+  checkFailed,
+  errorText,
+  settlesWithin,
+  UNREACHABLE_CODES,
+} from '../stream-support.js';
 import type { MysqlUpsertConfig } from './spec.js';
 
 /** Rows upserted into a MySQL / MariaDB table with INSERT … ON DUPLICATE KEY UPDATE. */
@@ -84,7 +90,13 @@ function mysqlDialect(pool: mysql.Pool, table: string): UpsertDialect {
       if (typeof e.errno === 'number' && ROW_ERRNOS.has(e.errno)) return true;
       return typeof e.sqlState === 'string' && /^(22|23)/.test(e.sqlState);
     },
-    close: () => pool.end(),
+    async close() {
+      // pool.end() waits for each connection's QUIT; a frozen connection never answers: cut it.
+      if (await settlesWithin(pool.end(), CLOSE_GRACE_MS)) return;
+      const all = (pool as unknown as { pool?: { _allConnections?: { toArray(): { destroy(): void }[] } } })
+        .pool?._allConnections;
+      for (const c of all?.toArray() ?? []) c.destroy();
+    },
   };
 }
 

@@ -3,7 +3,13 @@ import type { CheckResult } from '../connector.js';
 import { SqlUpsertDestination, type UpsertDialect } from '../sql-upsert/sql-upsert-destination.js';
 import type { Column } from '../sql-upsert/table-mapping.js';
 import type { StreamConnector } from '../stream.js';
-import { checkFailed, errorText, UNREACHABLE_CODES } from '../stream-support.js';
+import {
+  CLOSE_GRACE_MS,
+  checkFailed,
+  errorText,
+  settlesWithin,
+  UNREACHABLE_CODES,
+} from '../stream-support.js';
 import type { PostgresUpsertConfig } from './spec.js';
 
 /** Rows upserted into a PostgreSQL table with INSERT … ON CONFLICT, one statement per run of rows. */
@@ -93,7 +99,13 @@ function postgresDialect(pool: pg.Pool, table: string): UpsertDialect {
       const code = (err as { code?: unknown }).code;
       return typeof code === 'string' && /^(22|23|54)/.test(code);
     },
-    close: () => pool.end(),
+    async close() {
+      // pool.end() waits for every query out; a frozen connection's never returns: cut it.
+      if (await settlesWithin(pool.end(), CLOSE_GRACE_MS)) return;
+      const clients = (pool as unknown as { _clients?: { connection?: { stream?: { destroy(): void } } }[] })
+        ._clients;
+      for (const c of clients ?? []) c.connection?.stream?.destroy();
+    },
   };
 }
 

@@ -3,6 +3,7 @@ import type { CheckResult } from '../connector.js';
 import type { Delivery, SendResult, StreamConnector, StreamDestination } from '../stream.js';
 import {
   abortedText,
+  CLOSE_GRACE_MS,
   checkFailed,
   encodeBody,
   errorText,
@@ -10,6 +11,7 @@ import {
   nextEvent,
   renderTemplate,
   retryableResult,
+  settlesWithin,
   UNREACHABLE_CODES,
   untilAborted,
 } from '../stream-support.js';
@@ -173,7 +175,8 @@ class RedisStreamsDestination implements StreamDestination {
   }
 
   async close(): Promise<void> {
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    // QUIT waits for the server's answer; a frozen connection never gives it.
+    if (!(await settlesWithin(this.redis.quit(), CLOSE_GRACE_MS))) this.redis.disconnect();
   }
 }
 
