@@ -232,28 +232,31 @@ export function streamDestinationConformance(
       });
 
       it('answers retryable at the signal when the receiver stops answering, and closes', async () => {
-      const { target, via } = await harness();
-      const proxy = new TcpProxy(target.host, target.port);
-      await proxy.start();
-      proxies.push(proxy);
-      const d = await create(via(proxy.port));
-      let results: SendResult[] = [];
-      for (let i = 0; i < 50; i++) {
-        results = await d.send([track('before-1', 'u1', 1)], AbortSignal.timeout(5_000));
-        if (results[0]!.status === 'ok') break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      expect(results.map((r) => r.status)).toEqual(['ok']);
-      // Packets dropped silently: nothing comes back, and nothing says the connection is gone.
-      proxy.freeze();
-      const r = await d.send([track('frozen-1', 'u1', 2), track('frozen-2', 'u2', 3)], AbortSignal.timeout(1_000));
-      expect(r.map((x) => x.status)).toEqual(['retryable', 'retryable']);
-      // Closing does not wait for the frozen connection to answer.
-      open.splice(open.indexOf(d), 1);
-      await d.close();
-    });
+        const { target, via } = await harness();
+        const proxy = new TcpProxy(target.host, target.port);
+        await proxy.start();
+        proxies.push(proxy);
+        const d = await create(via(proxy.port));
+        let results: SendResult[] = [];
+        for (let i = 0; i < 50; i++) {
+          results = await d.send([track('before-1', 'u1', 1)], AbortSignal.timeout(5_000));
+          if (results[0]!.status === 'ok') break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(results.map((r) => r.status)).toEqual(['ok']);
+        // Packets dropped silently: nothing comes back, and nothing says the connection is gone.
+        proxy.freeze();
+        const r = await d.send(
+          [track('frozen-1', 'u1', 2), track('frozen-2', 'u2', 3)],
+          AbortSignal.timeout(1_000),
+        );
+        expect(r.map((x) => x.status)).toEqual(['retryable', 'retryable']);
+        // Closing does not wait for the frozen connection to answer.
+        open.splice(open.indexOf(d), 1);
+        await d.close();
+      });
 
-    it('answers retryable for every record when the signal is already aborted', async () => {
+      it('answers retryable for every record when the signal is already aborted', async () => {
         const { entry } = await harness();
         const d = await create(entry);
         const ctl = new AbortController();
