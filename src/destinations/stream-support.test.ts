@@ -56,3 +56,30 @@ describe('stream connector helpers', () => {
     expect(encodeRow(cols, { ...d, key: '' })).toEqual({ error: 'key column id has no value at $key' });
   });
 });
+
+describe('stream destination specs', () => {
+  it('refuse names that are not plain identifiers, keys that are not mapped, and URLs that do not parse', async () => {
+    const { postgresUpsertDestination } = await import('./postgres-upsert/spec.js');
+    const { redisStreamsDestination } = await import('./redis-streams/spec.js');
+    const base = { id: 'crm', type: 'postgres-upsert', host: 'db', database: 'crm', table: 'contacts' };
+    expect(postgresUpsertDestination.config.parse(base)).toMatchObject({
+      key: ['message_id'],
+      createTable: false,
+    });
+    const problems = (entry: Record<string, unknown>) =>
+      postgresUpsertDestination.config.safeParse(entry).error?.issues.map((i) => i.path.join('.'));
+    expect(problems({ ...base, table: 'contacts; DROP TABLE x' })).toEqual(['table']);
+    expect(problems({ ...base, columns: { 'a"b': 'userId' } })).toEqual(['columns.a"b']);
+    expect(problems({ ...base, columns: { user_id: 'userId' }, key: ['email'] })).toEqual(['key']);
+    expect(
+      problems({ ...base, columns: { n: { path: 'x', type: 'int); DROP TABLE y; --' } }, key: ['n'] }),
+    ).toEqual(['columns.n.type']);
+    expect(
+      redisStreamsDestination.config.safeParse({
+        id: 'r',
+        type: 'redis-streams',
+        connectionString: 'redis://a b:[x',
+      }).success,
+    ).toBe(false);
+  });
+});

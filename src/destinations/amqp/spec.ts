@@ -12,6 +12,7 @@ export const AmqpConfig = z
     connectionString: z
       .string()
       .regex(/^amqps?:\/\//, 'an amqp:// or amqps:// URL')
+      .refine((v) => URL.canParse(v), 'not a valid URL')
       .optional()
       .describe('amqp://user:${PASSWORD}@host:5672/vhost; a password in it must be an ${ENV} reference.'),
     host: z.string().min(1).optional().describe('Host, when no connection string is given.'),

@@ -12,6 +12,7 @@ export const MqttConfig = z
     connectionString: z
       .string()
       .regex(/^(mqtts?|wss?):\/\//, 'an mqtt://, mqtts://, ws:// or wss:// URL')
+      .refine((v) => URL.canParse(v), 'not a valid URL')
       .optional()
       .describe('mqtt://host:1883 (mqtts:// for TLS); a password in it must be an ${ENV} reference.'),
     host: z.string().min(1).optional().describe('Host, when no connection string is given.'),

@@ -12,6 +12,7 @@ export const RedisStreamsConfig = z
     connectionString: z
       .string()
       .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+      .refine((v) => URL.canParse(v), 'not a valid URL')
       .optional()
       .describe('redis://user:${PASSWORD}@host:6379/0; a password in it must be an ${ENV} reference.'),
     host: z.string().min(1).optional().describe('Host, when no connection string is given.'),
