@@ -256,6 +256,26 @@ export const ErrorCodes = {
     status: 502,
     message: 'Destination "%s" failed its check: %s',
   },
+  // Stream destinations (src/destinations/<kind>/, the connectors of src/destinations/stream.ts).
+  TRIB_ERR_DEST_CHECK_VHOST: {
+    status: 502,
+    message: 'Destination "%s": virtual host %s is not open to this user (%s); create it or fix its vhost',
+  },
+  TRIB_ERR_DEST_PAYLOAD_UNENCODABLE: {
+    status: 422,
+    message:
+      'Destination "%s" cannot encode the message (%s); fix its mapping or the event, then `tributary failed retry` re-sends it',
+  },
+  TRIB_ERR_DEST_MESSAGE_TOO_LARGE: {
+    status: 413,
+    message:
+      'Destination "%s": the message is %s bytes, more than maxMessageBytes (%s); trim it with a transformation or raise the limit (and the receiver\'s)',
+  },
+  TRIB_ERR_DEST_ROW_REFUSED: {
+    status: 422,
+    message:
+      'Destination "%s": the table refused the row (%s); fix the column mapping or the table, then `tributary failed retry` re-sends it',
+  },
   // Sources (src/sources/): check, read and record failures. Record-level codes are failed_events.code (stage source).
   TRIB_ERR_SOURCE_NOT_FOUND: {
     status: 404,
