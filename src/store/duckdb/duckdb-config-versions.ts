@@ -47,15 +47,10 @@ export class DuckDBConfigVersions implements ConfigVersionStore {
         if (expectLatest !== undefined && latest !== expectLatest)
           throw new TributaryError('TRIB_ERR_CONFIG_VERSION_CONFLICT', [latest, expectLatest]);
         const at = new Date();
-        await this.conn.run(`INSERT INTO ${TABLE} (${CONFIG_VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
-          latest + 1,
-          at.toISOString(),
-          v.author,
-          v.message,
-          v.origin,
-          v.fileHash ?? null,
-          v.yaml,
-        ]);
+        await this.conn.run(
+          `INSERT INTO ${TABLE} (${CONFIG_VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+          [latest + 1, at.toISOString(), v.author, v.message, v.origin, v.fileHash ?? null, v.yaml],
+        );
         await this.conn.run('COMMIT');
         return {
           n: latest + 1,
