@@ -35,7 +35,8 @@ export type ConfigEdit =
   | { op: 'delete'; target: EntryTarget };
 
 export type EntryTarget =
-  | { kind: EntryKind; id: string }
+  | { kind: 'sources'; id: string }
+  | { kind: 'destinations'; id: string }
   | { kind: 'plans'; source: string; name: string }
   /** The whole `plans` list of a source (it may hold `file:` references, which have no name). */
   | { kind: 'plan-list'; source: string }
@@ -111,7 +112,6 @@ export function applyEdit(text: string, edit: ConfigEdit): string {
     setEntry(doc, [t.kind], i, next);
     return doc.toString();
   }
-  if (t.kind !== 'functions' && t.kind !== 'plans' && t.kind !== 'plan-list') throw new Error('unreachable');
   const ownerKind: EntryKind = t.kind === 'functions' ? t.owner : 'sources';
   const ownerId = t.kind === 'functions' ? t.ownerId : t.source;
   const owners = entries(doc, raw, ownerKind);
@@ -164,16 +164,20 @@ export function applyEdit(text: string, edit: ConfigEdit): string {
 function entries(doc: Document, raw: Record<string, unknown>, kind: EntryKind): unknown[] {
   if (Array.isArray(raw[kind])) return raw[kind] as unknown[];
   if (kind === 'destinations') {
-    const state = raw.state;
-    const defaults =
-      isObject(state) && state.type === 'postgres'
-        ? [{ id: 'warehouse', type: 'postgres', connectionString: state.connectionString }]
-        : DEFAULT_DESTINATIONS.map((d) => ({ ...d }));
+    const defaults = defaultDestinations(raw);
     doc.set(kind, doc.createNode(defaults));
     return defaults;
   }
   doc.set(kind, doc.createNode([]));
   return [];
+}
+
+/** The destinations a configuration without `destinations:` has (see `TributaryConfig`). */
+function defaultDestinations(raw: Record<string, unknown>): Record<string, unknown>[] {
+  const state = raw.state;
+  return isObject(state) && state.type === 'postgres'
+    ? [{ id: 'warehouse', type: 'postgres', connectionString: state.connectionString }]
+    : DEFAULT_DESTINATIONS.map((d) => ({ ...d }));
 }
 
 function setEntry(doc: Document, path: string[], i: number, value: unknown): void {
@@ -261,6 +265,11 @@ export interface ConfigChange {
 
 /** The entries added, removed and changed from `a` to `b` (raw configurations, in order of `b`). */
 export function structuralDiff(a: Record<string, unknown>, b: Record<string, unknown>): ConfigChange[] {
+  // No `destinations:` means the default ones: writing them out is no change.
+  if (a.destinations === undefined && b.destinations !== undefined)
+    a = { ...a, destinations: defaultDestinations(a) };
+  if (b.destinations === undefined && a.destinations !== undefined)
+    b = { ...b, destinations: defaultDestinations(b) };
   const out: ConfigChange[] = [];
   const sections = new Set([...Object.keys(a), ...Object.keys(b)]);
   for (const section of sections) {

@@ -52,11 +52,11 @@ export interface ConfigVersionStore {
 }
 
 /** Columns of `config_versions`, in both adapters. */
-export const CONFIG_VERSION_COLUMNS = 'n, at, author, message, origin, file_hash, yaml';
+export const CONFIG_VERSION_COLUMNS = 'n, stored_at, author, message, origin, file_hash, yaml';
 
 /** A row of `config_versions` as either engine returns it. */
 export function configVersionOfRow(row: Record<string, unknown>): ConfigVersion {
-  const at = row.at;
+  const at = row.stored_at;
   return {
     n: Number(row.n),
     at: at instanceof Date ? at.toISOString() : new Date(String(at)).toISOString(),

@@ -28,7 +28,7 @@ export class DuckDBConfigVersions implements ConfigVersionStore {
     await conn.run('CREATE SCHEMA IF NOT EXISTS _tributary');
     await conn.run(`CREATE TABLE IF NOT EXISTS ${TABLE} (
       n BIGINT PRIMARY KEY,
-      at TIMESTAMPTZ NOT NULL,
+      stored_at TIMESTAMPTZ NOT NULL,
       author VARCHAR NOT NULL,
       message VARCHAR NOT NULL,
       origin VARCHAR NOT NULL,
@@ -70,7 +70,7 @@ export class DuckDBConfigVersions implements ConfigVersionStore {
 
   private async rows(where: string, values: (string | number)[] = []): Promise<ConfigVersion[]> {
     const r = await this.conn.runAndReadAll(
-      `SELECT ${CONFIG_VERSION_COLUMNS.replace('at,', 'CAST(at AS VARCHAR) AS at,')} FROM ${TABLE} ${where}`,
+      `SELECT ${CONFIG_VERSION_COLUMNS.replace('stored_at,', 'CAST(stored_at AS VARCHAR) AS stored_at,')} FROM ${TABLE} ${where}`,
       values,
     );
     return (r.getRowObjectsJS() as Record<string, unknown>[]).map(configVersionOfRow);

@@ -16,7 +16,7 @@ export function configVersionsSchemaSql(s: string): string[] {
   return [
     `CREATE TABLE IF NOT EXISTS ${s}.config_versions (
       n bigint PRIMARY KEY,
-      at timestamptz NOT NULL DEFAULT now(),
+      stored_at timestamptz NOT NULL DEFAULT now(),
       author text NOT NULL,
       message text NOT NULL,
       origin text NOT NULL,
