@@ -60,6 +60,8 @@ export interface ServerOptions {
 
 export interface RunningServer {
   url: string;
+  /** The configuration running: the file's, or the latest version made through the admin API. */
+  config: TributaryConfig;
   port: number;
   app: FastifyInstance;
   log: DuckDBEventLog;
@@ -320,6 +322,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let closing: Promise<void> | undefined;
   return {
     url,
+    config,
     port,
     app,
     log,
