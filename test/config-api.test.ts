@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -21,6 +21,10 @@ sources:
 `;
 const ENV = { APP_KEY: 'wk_app_from_env' };
 
+/** A function that sets `properties.tag`. */
+const tagFunction = (tag: string) =>
+  `export default function (e: { properties?: Record<string, unknown> }) { return { ...e, properties: { ...e.properties, tag: ${JSON.stringify(tag)} } }; }\n`;
+
 const running: RunningServer[] = [];
 const folders: string[] = [];
 afterEach(async () => {
@@ -39,6 +43,7 @@ async function start(dataDir: string, text = FILE): Promise<RunningServer> {
   const { config } = parseConfig(text, ENV);
   const s = await startServer({
     config,
+    configDir: dataDir,
     configFile: { text, path: join(dataDir, 'tributary.yaml') },
     dataDir,
     adminToken: ADMIN_TOKEN,
@@ -157,6 +162,39 @@ describe('configuration through the admin API', () => {
       { message_id: 'p1' },
       { message_id: 'p3' },
     ]);
+  });
+
+  it('a function added, changed and removed through the API runs on the next batch; one that does not compile is refused', async () => {
+    const dir = folder();
+    writeFileSync(join(dir, 'tag.ts'), tagFunction('one'));
+    writeFileSync(join(dir, 'tag2.ts'), tagFunction('two'));
+    writeFileSync(join(dir, 'broken.ts'), 'export default function (e) { return e;');
+    const s = await start(dir);
+    const tagged = async (id: string) => {
+      expect((await track(s, 'wk_file', 'E', id)).statusCode).toBe(200);
+      await s.loader.drained();
+      const r = await rows(
+        s,
+        `SELECT json_extract_string(payload, '$.properties.tag') AS tag FROM events WHERE message_id = '${id}'`,
+      );
+      return r[0]?.tag;
+    };
+    expect(await tagged('f0')).toBeNull();
+    const put = await call(s, 'PUT', '/admin/v1/config/sources/web/functions/tag', { file: 'tag.ts' });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    expect(await tagged('f1')).toBe('one');
+    expect(
+      (await call(s, 'PATCH', '/admin/v1/config/sources/web/functions/tag', { file: 'tag2.ts' })).status,
+    ).toBe(200);
+    expect(await tagged('f2')).toBe('two');
+    const broken = await call(s, 'PUT', '/admin/v1/config/sources/web/functions/bad', { file: 'broken.ts' });
+    expect(broken.status).toBe(400);
+    expect(broken.body.code).toBe('TRIB_ERR_CONFIG_CHANGE_INVALID');
+    expect(broken.body.issues[0]!.path).toBe('TRIB_ERR_TRANSFORM_INVALID');
+    expect(await tagged('f3')).toBe('two');
+    expect((await call(s, 'DELETE', '/admin/v1/config/sources/web/functions/tag')).status).toBe(200);
+    expect(await tagged('f4')).toBeNull();
+    expect((await call(s, 'GET', '/admin/v1/config')).body.version.n).toBe(4);
   });
 
   it('shows ${ENV} references, never their values; versions, diffs and a revert', async () => {
@@ -315,7 +353,9 @@ describe.skipIf(pgProblem !== undefined)(
     it('a PostgreSQL destination added through the API loads the next events; removed, it stops', async () => {
       const db = await scratchDatabase('trib_confapi');
       try {
-        const s = await start(folder());
+        const dir = folder();
+        writeFileSync(join(dir, 'tag.ts'), tagFunction('one'));
+        const s = await start(dir);
         const put = await call(s, 'PUT', '/admin/v1/config/destinations/pg', {
           type: 'postgres',
           connectionString: db.url,
@@ -335,6 +375,27 @@ describe.skipIf(pgProblem !== undefined)(
           expect(r.rows).toEqual([{ id: 'd1' }]);
         } finally {
           await c.end();
+        }
+        // Changed (a function added): restarted with its new settings, from its stored offset.
+        const before = s.destinations.find((d) => d.id === 'pg');
+        const patch = await call(s, 'PUT', '/admin/v1/config/destinations/pg/functions/tag', {
+          file: 'tag.ts',
+        });
+        expect(patch.status, JSON.stringify(patch.body)).toBe(200);
+        expect(s.destinations.find((d) => d.id === 'pg')).not.toBe(before);
+        expect((await track(s, 'wk_file', 'To PG', 'd2')).statusCode).toBe(200);
+        await s.loader.drained();
+        await Promise.all(s.destinations.map((d) => d.drained()));
+        const c2 = new pg.Client(db.config);
+        await c2.connect();
+        try {
+          // The event's own table holds its properties.
+          expect((await c2.query('SELECT id, tag FROM web.to_pg ORDER BY id')).rows).toEqual([
+            { id: 'd1', tag: null },
+            { id: 'd2', tag: 'one' },
+          ]);
+        } finally {
+          await c2.end();
         }
         const del = await call(s, 'DELETE', '/admin/v1/config/destinations/pg');
         expect(del.status).toBe(200);
