@@ -318,6 +318,49 @@ describe('configuration through the admin API', () => {
     expect((await call(s, 'GET', '/admin/v1/config/versions')).body.versions).toHaveLength(1);
   });
 
+  it('webhook sources added, changed and removed through the API answer on the next request', async () => {
+    const hooks = `${FILE}  - id: hooks
+    type: webhook
+    verify: { kind: none }
+    rules:
+      - when: { kind: signup }
+        event: Signed Up
+        userId: user
+`;
+    const s = await start(folder(), hooks);
+    const post = (id: string, body: unknown) =>
+      s.app.inject({
+        method: 'POST',
+        url: `/webhooks/${id}`,
+        headers: { 'content-type': 'application/json' },
+        payload: JSON.stringify(body),
+      });
+    expect((await post('hooks', { kind: 'signup', user: 'w1' })).statusCode).toBe(200);
+    expect((await post('crm', { kind: 'signup', user: 'w2' })).json()).toMatchObject({
+      code: 'TRIB_ERR_WEBHOOK_UNKNOWN_SOURCE',
+    });
+    const add = await call(s, 'PUT', '/admin/v1/config/sources/crm', {
+      type: 'webhook',
+      verify: { kind: 'none' },
+      rules: [{ when: { kind: 'lead' }, event: 'Lead Created', userId: 'user' }],
+    });
+    expect(add.status, JSON.stringify(add.body)).toBe(200);
+    expect((await post('crm', { kind: 'lead', user: 'w3' })).statusCode).toBe(200);
+    const change = await call(s, 'PATCH', '/admin/v1/config/sources/hooks', {
+      rules: [{ when: { kind: 'signup' }, event: 'Registered', userId: 'user' }],
+    });
+    expect(change.status, JSON.stringify(change.body)).toBe(200);
+    expect((await post('hooks', { kind: 'signup', user: 'w4' })).statusCode).toBe(200);
+    expect((await call(s, 'DELETE', '/admin/v1/config/sources/hooks')).status).toBe(200);
+    expect((await post('hooks', { kind: 'signup', user: 'w5' })).statusCode).toBe(404);
+    await s.loader.drained();
+    expect(await rows(s, 'SELECT source_id, event, user_id FROM events ORDER BY user_id')).toEqual([
+      { source_id: 'hooks', event: 'Signed Up', user_id: 'w1' },
+      { source_id: 'crm', event: 'Lead Created', user_id: 'w3' },
+      { source_id: 'hooks', event: 'Registered', user_id: 'w4' },
+    ]);
+  });
+
   it('at start the file wins when it changed since it was read, else the latest version made through the API runs', async () => {
     const dir = folder();
     let s = await start(dir);
