@@ -298,6 +298,10 @@ describe('configuration through the admin API', () => {
       { 'if-match': '"2"' },
     );
     expect(again.status).toBe(200);
+    // A change that changes nothing stores no version.
+    const same = await call(s, 'PATCH', '/admin/v1/config/sources/web', { name: 'C' });
+    expect(same.body).toMatchObject({ version: { n: 3 }, changes: [] });
+    expect((await call(s, 'GET', '/admin/v1/config/versions')).body.versions).toHaveLength(3);
   });
 
   it('refuses what cannot change in a running server with TRIB_ERR_CONFIG_NEEDS_RESTART, changing nothing', async () => {

@@ -150,6 +150,8 @@ export class ConfigService {
       throw new ConfigChangeError([{ path: err.code, message: err.message }]);
     }
     const changes = structuralDiff(rawOf(this.current.yaml), checked.raw);
+    // Nothing to apply or to store: the version running stays.
+    if (changes.length === 0) return { version: summaryOf(this.current), changes };
     const stored = await this.deps.apply(checked.config, () =>
       this.deps.store.appendConfigVersion(
         { author: ctx.author, message, origin, yaml: text },
