@@ -304,6 +304,29 @@ describe('configuration through the admin API', () => {
     expect((await call(s, 'GET', '/admin/v1/config/versions')).body.versions).toHaveLength(3);
   });
 
+  it('when the version cannot be stored (another writer got there first), what was started is undone and nothing changes', async () => {
+    const s = await start(folder());
+    // Another writer of the same store appends version 2 behind this server's back.
+    await s.warehouse.appendConfigVersion({
+      author: 'other',
+      message: 'elsewhere',
+      origin: 'api',
+      yaml: FILE,
+    });
+    const key = await call(s, 'PATCH', '/admin/v1/config/sources/web', { writeKey: 'wk_lost' });
+    expect(key.status).toBe(409);
+    expect(key.body.code).toBe('TRIB_ERR_CONFIG_VERSION_CONFLICT');
+    expect((await track(s, 'wk_lost', 'X', 'u1')).statusCode).toBe(401);
+    expect((await track(s, 'wk_file', 'X', 'u2')).statusCode).toBe(200);
+    const dest = await call(s, 'PUT', '/admin/v1/config/destinations/pg', {
+      type: 'postgres',
+      connectionString: 'postgres://nobody@127.0.0.1:1/none',
+    });
+    expect(dest.status).toBe(409);
+    expect(s.destinations.map((d) => d.id)).toEqual(['warehouse']);
+    expect((await s.warehouse.listConfigVersions()).map((v) => v.n)).toEqual([2, 1]);
+  });
+
   it('refuses what cannot change in a running server with TRIB_ERR_CONFIG_NEEDS_RESTART, changing nothing', async () => {
     const s = await start(folder());
     const hook = await call(s, 'PUT', '/admin/v1/config/sources/stripe', {
@@ -362,6 +385,35 @@ describe('configuration through the admin API', () => {
       { source_id: 'hooks', event: 'Signed Up', user_id: 'w1' },
       { source_id: 'crm', event: 'Lead Created', user_id: 'w3' },
       { source_id: 'hooks', event: 'Registered', user_id: 'w4' },
+    ]);
+  });
+
+  it('a pull source added through the API can be synced at once', async () => {
+    const dir = folder();
+    writeFileSync(join(dir, 'leads.csv'), 'id,email\n1,ada@example.com\n2,bob@example.com\n');
+    const s = await start(dir);
+    const sync = () =>
+      s.app.inject({ method: 'POST', url: '/admin/v1/sources/crm/sync?wait=true', headers: admin });
+    expect((await sync()).json()).toMatchObject({ code: 'TRIB_ERR_SOURCE_NOT_FOUND' });
+    const put = await call(s, 'PUT', '/admin/v1/config/sources/crm', {
+      type: 'file',
+      streams: [
+        {
+          name: 'leads',
+          path: join(dir, 'leads.csv'),
+          primaryKey: ['id'],
+          events: { type: 'identify', anonymousId: 'email' },
+        },
+      ],
+    });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const r = await sync();
+    expect(r.statusCode, r.body).toBe(200);
+    expect(r.json()).toMatchObject({ status: 'succeeded', rows: 2 });
+    await s.loader.drained();
+    expect(await rows(s, "SELECT anonymous_id FROM events WHERE source_id = 'crm' ORDER BY 1")).toEqual([
+      { anonymous_id: 'ada@example.com' },
+      { anonymous_id: 'bob@example.com' },
     ]);
   });
 
