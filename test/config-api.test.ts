@@ -417,6 +417,26 @@ describe('configuration through the admin API', () => {
     ]);
   });
 
+  it('a server started without its file keeps no versions and says so', async () => {
+    const { config } = parseConfig(FILE, ENV);
+    const s = await startServer({
+      config,
+      dataDir: folder(),
+      adminToken: ADMIN_TOKEN,
+      logger: pino({ level: 'silent' }),
+      port: 0,
+      host: '127.0.0.1',
+    });
+    running.push(s);
+    for (const [method, url] of [
+      ['GET', '/admin/v1/config'],
+      ['PATCH', '/admin/v1/config/sources/web'],
+    ] as const) {
+      const r = await call(s, method, url, method === 'GET' ? undefined : {});
+      expect([r.status, r.body.code]).toEqual([404, 'TRIB_ERR_CONFIG_NOT_MANAGED']);
+    }
+  });
+
   it('at start the file wins when it changed since it was read, else the latest version made through the API runs', async () => {
     const dir = folder();
     let s = await start(dir);

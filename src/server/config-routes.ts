@@ -5,7 +5,8 @@ import { summaryOf } from '../store/config-versions.js';
 import type { ChangeContext, ChangeResult, ConfigService } from './config-service.js';
 
 export interface ConfigRoutesDeps {
-  config: ConfigService;
+  /** Undefined where the server keeps no versions (started without its file, scale-out): 404 `TRIB_ERR_CONFIG_NOT_MANAGED`. */
+  config?: ConfigService;
   /**
    * Who made a request, stored as a version's author. Default: `admin-token` (the one token
    * that reaches these routes today); the governance layer passes its principal here.
@@ -26,6 +27,14 @@ type Params = Record<string, string>;
  */
 export function configAdminRoutes(admin: FastifyInstance, deps: ConfigRoutesDeps): void {
   const svc = deps.config;
+  if (!svc) {
+    const notManaged = () => {
+      throw new TributaryError('TRIB_ERR_CONFIG_NOT_MANAGED');
+    };
+    admin.all('/admin/v1/config', notManaged);
+    admin.all('/admin/v1/config/*', notManaged);
+    return;
+  }
   const ctx = (req: FastifyRequest): ChangeContext => {
     const q = req.query as Record<string, string | undefined>;
     return {

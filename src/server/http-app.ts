@@ -236,7 +236,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
-    if (deps.configAdmin) configAdminRoutes(admin, deps.configAdmin);
+    configAdminRoutes(admin, deps.configAdmin ?? {});
     done();
   });
 

@@ -301,14 +301,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       }
     },
     profileReadToken: config.identity.readToken,
-    configAdmin: atStart && {
-      config: new ConfigService({
-        store: warehouse,
-        current: atStart.version,
-        env,
-        crossCheck: (c) => checkConfig(c, baseDir, dataDir),
-        apply: (c, commit) => reconfigurer.apply(c, commit),
-      }),
+    configAdmin: {
+      config:
+        atStart &&
+        new ConfigService({
+          store: warehouse,
+          current: atStart.version,
+          env,
+          crossCheck: (c) => checkConfig(c, baseDir, dataDir),
+          apply: (c, commit) => reconfigurer.apply(c, commit),
+        }),
     },
     sourceAdmin: {
       sources,
