@@ -127,6 +127,35 @@ export const ErrorCodes = {
   TRIB_ERR_INTERNAL: { status: 500, message: 'Internal error; the server log has the details' },
   TRIB_ERR_CONFIG_INVALID: { status: 500, message: 'The configuration is invalid:\n%s' },
   TRIB_ERR_CONFIG_NOT_FOUND: { status: 500, message: 'No configuration file at %s' },
+  TRIB_ERR_CONFIG_CHANGE_INVALID: {
+    status: 400,
+    message: 'The change would leave the configuration invalid, so nothing was changed:\n%s',
+  },
+  TRIB_ERR_CONFIG_VERSION_CONFLICT: {
+    status: 409,
+    message:
+      'The configuration is at version %s, not %s (If-Match): someone changed it meanwhile; read it again (GET /admin/v1/config) and send your change again',
+  },
+  TRIB_ERR_CONFIG_VERSION_NOT_FOUND: {
+    status: 404,
+    message: 'No configuration version %s: list them with GET /admin/v1/config/versions',
+  },
+  TRIB_ERR_CONFIG_ENTRY_NOT_FOUND: { status: 404, message: 'No %s "%s" in the configuration' },
+  TRIB_ERR_CONFIG_BAD_REQUEST: { status: 400, message: 'Bad configuration request: %s' },
+  TRIB_ERR_CONFIG_NEEDS_RESTART: {
+    status: 409,
+    message:
+      'This change cannot be applied to the running server (%s), so nothing was changed: make it in the configuration file and restart',
+  },
+  TRIB_ERR_CONFIG_APPLY_FAILED: {
+    status: 500,
+    message: 'The change could not be applied, so nothing was changed: %s',
+  },
+  TRIB_ERR_CONFIG_NOT_MANAGED: {
+    status: 404,
+    message:
+      'This server keeps no configuration versions (it was started without its configuration file, or in scale-out): change the configuration file and restart',
+  },
   TRIB_ERR_PLAN_INVALID: { status: 400, message: 'The tracking plan is invalid: %s' },
   TRIB_ERR_TRANSFORM_INVALID: { status: 500, message: 'The transformation cannot be loaded: %s' },
   // What a transformation did with one event (failed_events.code; the event fails, the rest go on).

@@ -48,10 +48,11 @@ export function resolveServer(
  */
 export async function serverRequest<T>(
   url: string,
-  method: 'GET' | 'POST',
+  method: AdminMethod,
   path: string,
   body: unknown,
   authorization: string | undefined,
+  headers: Record<string, string> = {},
 ): Promise<T> {
   let res: Response;
   try {
@@ -60,6 +61,7 @@ export async function serverRequest<T>(
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         ...(authorization ? { authorization } : {}),
+        ...headers,
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -73,16 +75,19 @@ export async function serverRequest<T>(
   return answer;
 }
 
+export type AdminMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
 /** Calls the running server's admin API (found and authorised as `tributary query` does). */
 export function adminRequest<T>(
   opts: AdminOptions,
-  method: 'GET' | 'POST',
+  method: AdminMethod,
   path: string,
   body?: unknown,
+  headers?: Record<string, string>,
 ): Promise<T> {
   const server = resolveServer(opts, process.env);
   const token = opts.token ?? server.token;
-  return serverRequest<T>(server.url, method, path, body, token ? `Bearer ${token}` : undefined);
+  return serverRequest<T>(server.url, method, path, body, token ? `Bearer ${token}` : undefined, headers);
 }
 
 /**

@@ -2,6 +2,10 @@
 import { Command } from 'commander';
 import { TributaryError } from '../errors.js';
 import { configCheckCommand } from './config-check.js';
+import { configDiffCommand } from './config-diff.js';
+import { configExportCommand } from './config-export.js';
+import { configRevertCommand } from './config-revert.js';
+import { configVersionsCommand } from './config-versions.js';
 import { failedListCommand } from './failed-list.js';
 import { failedRetryCommand } from './failed-retry.js';
 import { failedShowCommand } from './failed-show.js';
@@ -185,6 +189,38 @@ function serverOptions(cmd: Command): Command {
     .option('-c, --config <file>', 'configuration file')
     .option('-d, --data-dir <dir>', 'workspace folder');
 }
+
+serverOptions(
+  config
+    .command('versions')
+    .description(
+      'versions of the configuration (the file at each start it changed, and changes through the admin API)',
+    )
+    .option('--limit <n>', 'most versions listed (default 100)')
+    .option('--json', 'print as JSON'),
+).action(configVersionsCommand);
+serverOptions(
+  config
+    .command('diff')
+    .description('what changed between two versions (default: the running one and the one before)')
+    .argument('[from]', 'version number')
+    .argument('[to]', 'version number (default the running one)')
+    .option('--json', 'print as JSON'),
+).action(configDiffCommand);
+serverOptions(
+  config
+    .command('revert')
+    .description('make a new version equal to version N and apply it to the running server')
+    .argument('<n>', 'version number')
+    .option('-m, --message <text>', 'why (stored with the version)'),
+).action(configRevertCommand);
+serverOptions(
+  config
+    .command('export')
+    .description('write the running version (or --version N) as YAML, ${ENV} references as written, for git')
+    .option('-o, --output <file>', 'file to write (default standard output)')
+    .option('--version <n>', 'version number (default the running one)'),
+).action(configExportCommand);
 
 serverOptions(
   program

@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { type Logger, pino } from 'pino';
 import { isScaleOut, type TributaryConfig } from '../config/schema.js';
@@ -104,10 +105,12 @@ export async function startCommand(opts: StartOptions): Promise<void> {
     configDir: dirname(ws.loaded.path),
     piiSalt: env.TRIBUTARY_PII_SALT || undefined,
     env,
+    // The server keeps the configuration's versions: the file wins when it changed, else the latest runs.
+    configFile: { text: readFileSync(ws.loaded.path, 'utf8'), path: ws.loaded.path },
   });
 
   const removeServerFile = writeServerFile(ws.dataDir, server.url);
-  printBanner(config, ws, { url: server.url, token: token!, generated, role, processes });
+  printBanner(server.config, ws, { url: server.url, token: token!, generated, role, processes });
   onSignals(logger, async () => {
     await server.close();
     removeServerFile();

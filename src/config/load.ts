@@ -8,7 +8,7 @@ import { hasLiteralPassword } from './destinations-schema.js';
 import { TributaryConfig } from './schema.js';
 
 /** Keys whose values are secrets: the file may only reference them as `${ENV}`. */
-const SECRET_KEY = /(password|secret|token|credentials|private_?key)$/i;
+export const SECRET_KEY = /(password|secret|token|credentials|private_?key)$/i;
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 /** The newest minor version of format 1 this release knows. */
@@ -63,7 +63,7 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
   return issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`).join('\n');
 }
 
-function substitute(
+export function substitute(
   value: unknown,
   path: PropertyKey[],
   env: Record<string, string | undefined>,

@@ -66,7 +66,7 @@ export class WarehouseLoader {
   /** Set after a failed write: the stored offset is re-read before the next batch. */
   private stale = false;
   private readonly loadedListeners = new Set<(position: number) => void>();
-  private readonly stages: ReadonlyMap<string, readonly Stage[]>;
+  private stages: ReadonlyMap<string, readonly Stage[]>;
   private readonly countFrom: number;
   private subscription: Subscription | undefined;
 
@@ -131,11 +131,25 @@ export class WarehouseLoader {
 
   private busy = false;
   private error: unknown;
+  /** The batch in hand, for `replaceStages` to wait for. */
+  private inHand: Promise<void> | undefined;
+
+  /**
+   * Swaps the quality stages between two batches: the batch in hand finishes with the stages
+   * it started with, every later one runs the new ones. Resolves once no batch runs the old
+   * ones any more, so the caller may close them then.
+   */
+  async replaceStages(next: ReadonlyMap<string, readonly Stage[]>): Promise<void> {
+    this.stages = next;
+    await this.inHand?.catch(() => undefined);
+  }
 
   private async handleTracked(batch: Delivered[]): Promise<void> {
     this.busy = true;
+    const handling = this.handle(batch);
+    this.inHand = handling;
     try {
-      await this.handle(batch);
+      await handling;
       this.error = undefined;
     } catch (err) {
       this.error = err;
@@ -201,6 +215,8 @@ export class WarehouseLoader {
       }
     }
 
+    // One set of stages for the whole batch, even if `replaceStages` is called meanwhile.
+    const stages = this.stages;
     const outcomes = new Map<string, number>();
     const count = (sourceId: string, stage: string, outcome: StageOutcome, offset: number) => {
       if (offset < this.countFrom) return;
@@ -210,7 +226,7 @@ export class WarehouseLoader {
     const events: EventRow[] = [];
     const bySource = new Map<string, Delivered[]>();
     for (const r of fresh) {
-      if (!this.stages.has(r.sourceId)) {
+      if (!stages.has(r.sourceId)) {
         events.push(toEventRow(r));
         count(r.sourceId, 'load', 'passed', r.offset);
         continue;
@@ -222,7 +238,7 @@ export class WarehouseLoader {
     for (const [sourceId, list] of bySource) {
       // In slices, so the parsed events die young (a scavenge) instead of filling the old heap.
       for (let i = 0; i < list.length; i += STAGE_SLICE) {
-        const run = await runStages(this.stages.get(sourceId)!, list.slice(i, i + STAGE_SLICE));
+        const run = await runStages(stages.get(sourceId)!, list.slice(i, i + STAGE_SLICE));
         for (const row of run.rows) events.push(row);
         for (const f of run.failed) failed.push(f);
         for (const o of run.outcomes) count(sourceId, o.stage, o.outcome, o.offset);

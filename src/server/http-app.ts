@@ -19,6 +19,7 @@ import type { PushReceiver } from '../sources/source.js';
 import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
 import { webhookRoutes } from '../sources/webhook/index.js';
 import { DEFAULT_USER_QUERY_LIMITS, type UserQueries, type UserQueryLimits } from '../store/user-query.js';
+import { type ConfigRoutesDeps, configAdminRoutes } from './config-routes.js';
 import {
   capConnectionsPerClient,
   expandProxies,
@@ -70,6 +71,8 @@ export interface HttpAppDeps extends CollectDeps {
   limits?: Partial<HttpLimits>;
   /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
   webhooks?: ReadonlyMap<string, PushReceiver>;
+  /** The configuration's versions and changes (`/admin/v1/config`), when the server keeps them. */
+  configAdmin?: ConfigRoutesDeps;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -233,6 +236,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
+    configAdminRoutes(admin, deps.configAdmin ?? {});
     done();
   });
 

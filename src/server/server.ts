@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
-import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
+import { type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -24,10 +24,13 @@ import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
+import { ConfigService, embeddedConfigAtStart } from './config-service.js';
+import { duckDBFiles } from './duckdb-files.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { pullSources } from './pull-sources.js';
 import { buildQuality, closeStages, workspaceSalt } from './quality-setup.js';
+import { checkConfig, Reconfigurer, webhookBodyLimit } from './reconfigure.js';
 import { shutdownWithin } from './shutdown.js';
 import { openWorkspaceFiles } from './workspace-files.js';
 
@@ -46,10 +49,19 @@ export interface ServerOptions {
   env?: Record<string, string | undefined>;
   /** Salt of PII hashes. Default: `<dataDir>/pii-salt`, generated on first start. */
   piiSalt?: string;
+  /**
+   * The configuration file `config` was read from. With it the server keeps the
+   * configuration's versions and takes changes through `/admin/v1/config` (applied without a
+   * restart); at start the file wins when it changed since it was last read, else the latest
+   * version runs (docs/configuration.md, "The file and the admin API").
+   */
+  configFile?: { text: string; path: string };
 }
 
 export interface RunningServer {
   url: string;
+  /** The configuration running: the file's, or the latest version made through the admin API. */
+  config: TributaryConfig;
   port: number;
   app: FastifyInstance;
   log: DuckDBEventLog;
@@ -80,18 +92,23 @@ export interface RunningServer {
  * files under `log-segments/`, each with its own WAL.
  */
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const { config, logger } = opts;
+  const { logger } = opts;
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true });
+  const baseDir = opts.configDir ?? process.cwd();
+  const env = opts.env ?? {};
+  const atStart =
+    opts.configFile &&
+    (await embeddedConfigAtStart(dataDir, { ...opts.configFile, config: opts.config }, env, logger));
+  // Its lists of sources and destinations are the running ones: the Reconfigurer edits them in place.
+  const config: TributaryConfig = { ...(atStart?.config ?? opts.config) };
+  config.sources = [...config.sources];
+  config.destinations = [...config.destinations];
+  const salt = opts.piiSalt ?? workspaceSalt(dataDir);
   // Before any file is opened: a lake folder holding the data folder is refused here.
   const duckDBAllowed = duckDBFiles(dataDir, config);
   // First, so a plan or function that does not load stops the start before any file is opened.
-  const qualitySetup = await buildQuality(
-    config.sources,
-    opts.configDir ?? process.cwd(),
-    opts.piiSalt ?? workspaceSalt(dataDir),
-    opts.env ?? {},
-  );
+  const qualitySetup = await buildQuality(config.sources, baseDir, salt, env);
   const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
@@ -119,22 +136,22 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
+  const destinationOptions = {
+    scope: { workspace: config.workspace, logId: log.id },
+    instance,
+    dataDir,
+    feed,
+    logger,
+    registry: metrics.registry,
+    endOffset: () => log.endOffset(),
+    warehouse,
+    checkpoints: warehouse.checkpoints,
+    baseDir,
+    env,
+  };
   let destinations: RunningDestination[];
   try {
-    destinations = await startDestinations({
-      destinations: config.destinations,
-      scope: { workspace: config.workspace, logId: log.id },
-      instance,
-      dataDir,
-      feed,
-      logger,
-      registry: metrics.registry,
-      endOffset: () => log.endOffset(),
-      warehouse,
-      checkpoints: warehouse.checkpoints,
-      baseDir: opts.configDir ?? process.cwd(),
-      env: opts.env ?? {},
-    });
+    destinations = await startDestinations({ ...destinationOptions, destinations: config.destinations });
   } catch (err) {
     await loader.stop();
     await closeStages(qualitySetup.stages);
@@ -182,7 +199,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const sources = pullSources(config.sources, {
     store: sourceStore,
     log,
-    baseDir: opts.configDir ?? process.cwd(),
+    baseDir,
     logger,
   });
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
@@ -196,7 +213,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   watchPipeline(stalls, {
     loader,
     logEnd: () => log.endOffset(),
-    destinations,
+    // Watched one by one by the Reconfigurer, which starts and stops them.
+    destinations: [],
     identity,
     identityError: () => identityError,
   });
@@ -223,9 +241,30 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
   };
 
-  const webhooks = await openWebhooks(config.sources, {
-    baseDir: opts.configDir ?? process.cwd(),
-    env: opts.env ?? {},
+  const webhooks = await openWebhooks(config.sources, { baseDir, env });
+  const reconfigurer = new Reconfigurer({
+    config,
+    baseDir,
+    env,
+    salt,
+    dataDir,
+    loader,
+    quality: qualitySetup,
+    sourcesByWriteKey,
+    webhooks: webhooks.size > 0 ? { receivers: webhooks, bodyLimit: webhookBodyLimit(webhooks) } : undefined,
+    sources,
+    destinations,
+    startDestination: async (c) =>
+      (await startDestinations({ ...destinationOptions, destinations: [c] }))[0]!,
+    duckDBAllowed,
+    watchDestination: (d) =>
+      stalls.watch({
+        name: `destination:${d.id}`,
+        position: () => d.position(),
+        target: () => loader.position(),
+        lastError: () => d.lastError(),
+      }),
+    logger,
   });
   const app = await buildHttpApp({
     webhooks,
@@ -262,6 +301,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       }
     },
     profileReadToken: config.identity.readToken,
+    configAdmin: {
+      config:
+        atStart &&
+        new ConfigService({
+          store: warehouse,
+          current: atStart.version,
+          env,
+          crossCheck: (c) => checkConfig(c, baseDir, dataDir),
+          apply: (c, commit) => reconfigurer.apply(c, commit),
+        }),
+    },
     sourceAdmin: {
       sources,
       uploadDir: join(dataDir, 'uploads'),
@@ -274,6 +324,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let closing: Promise<void> | undefined;
   return {
     url,
+    config,
     port,
     app,
     log,
@@ -325,26 +376,4 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return closing;
     },
   };
-}
-
-/**
- * What the embedded DuckDB instance may open once locked down: its database files and their
- * WALs, the folder new log segments go to, and each destination's DuckDB file or lake folder.
- * Not the data folder itself, which holds the PII salt (`pii-salt`).
- */
-function duckDBFiles(dataDir: string, config: TributaryConfig): { paths: string[]; directories: string[] } {
-  const at = (p: string) => destinationPath(dataDir, p);
-  const files = [join(dataDir, 'warehouse.duckdb'), join(dataDir, 'log.duckdb')];
-  const directories = [join(dataDir, 'log-segments')];
-  for (const d of config.destinations) {
-    if (d.type === 'duckdb' && d.path !== undefined) files.push(at(d.path));
-    if (d.type !== 'parquet') continue;
-    const inside = relative(at(d.path), dataDir);
-    if (inside === '' || !(inside.startsWith('..') || isAbsolute(inside)))
-      throw new TributaryError('TRIB_ERR_CONFIG_INVALID', [
-        `  destinations.${d.id}.path: the lake folder ${at(d.path)} holds the data folder, where the PII salt is; give the lake a folder of its own (the default is under the data folder: path: lake)`,
-      ]);
-    directories.push(at(d.path));
-  }
-  return { paths: files.flatMap((f) => [f, `${f}.wal`]), directories };
 }

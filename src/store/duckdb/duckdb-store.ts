@@ -11,6 +11,7 @@ import { Turns } from '../../platform/async/turns.js';
 import { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
+import type { ConfigVersionStore } from '../config-versions.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
@@ -24,6 +25,7 @@ import type {
 } from '../store.js';
 import { eventKey } from '../store.js';
 import type { UserQueries, UserQueryLimits, UserQueryResult } from '../user-query.js';
+import { DuckDBConfigVersions } from './duckdb-config-versions.js';
 import { runUserQuery } from './duckdb-user-query.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
@@ -135,6 +137,7 @@ export class DuckDBStore implements Store, UserQueries {
     private readonly checkpointBytes: number,
     private readonly loadEvents: DuckDBPreparedStatement,
     private readonly failedAppender: DuckDBAppender,
+    private readonly configVersions: DuckDBConfigVersions,
   ) {}
 
   /**
@@ -159,6 +162,7 @@ export class DuckDBStore implements Store, UserQueries {
       options.checkpointBytes ?? 32 * 1024 * 1024,
       await writer.prepare(LOAD_EVENTS_SQL),
       await writer.createAppender('failed_events'),
+      await DuckDBConfigVersions.open(instance),
     );
   }
 
@@ -350,6 +354,15 @@ export class DuckDBStore implements Store, UserQueries {
   readonly failedToRetry: FailedQueries['failedToRetry'] = (f) => this.failed.failedToRetry(f);
   readonly markRetried: FailedQueries['markRetried'] = (ids) => this.failed.markRetried(ids);
   readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
+  readonly appendConfigVersion: ConfigVersionStore['appendConfigVersion'] = (v, e) =>
+    this.configVersions.appendConfigVersion(v, e);
+  readonly configVersion: ConfigVersionStore['configVersion'] = (n) => this.configVersions.configVersion(n);
+  readonly latestConfigVersion: ConfigVersionStore['latestConfigVersion'] = () =>
+    this.configVersions.latestConfigVersion();
+  readonly latestFileConfigVersion: ConfigVersionStore['latestFileConfigVersion'] = () =>
+    this.configVersions.latestFileConfigVersion();
+  readonly listConfigVersions: ConfigVersionStore['listConfigVersions'] = (l) =>
+    this.configVersions.listConfigVersions(l);
 
   /**
    * Runs trusted SQL of the process's own on the store's DuckDB (not part of the `Store`
@@ -379,6 +392,7 @@ export class DuckDBStore implements Store, UserQueries {
   async close(): Promise<void> {
     this.loadEvents.destroySync();
     this.failedAppender.closeSync();
+    this.configVersions.close();
     this.writer.closeSync();
     this.reader.closeSync();
   }

@@ -6,6 +6,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { TributaryError } from '../../errors.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
+import type { ConfigVersionStore } from '../config-versions.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
@@ -18,6 +19,7 @@ import type {
   WriteReport,
 } from '../store.js';
 import { eventKey } from '../store.js';
+import { configVersionsSchemaSql, PostgresConfigVersions } from './postgres-config-versions.js';
 
 export interface PostgresStoreOptions {
   /** Connection string, e.g. `postgres://tributary@db:5432/tributary`. */
@@ -137,6 +139,7 @@ export class PostgresStore implements Store {
     readonly schema: string,
   ) {
     this.s = pgIdent(schema);
+    this.configVersions = new PostgresConfigVersions(pool, this.s, (work) => this.transaction(work));
     this.load = loadSql(this.s);
   }
 
@@ -151,6 +154,7 @@ export class PostgresStore implements Store {
         // Concurrent CREATE … IF NOT EXISTS can still fail on the catalog's unique indexes.
         await advisoryXactLock(c, `state-schema:${store.schema}`);
         for (const sql of schemaSql(store.s)) await c.query(sql);
+        for (const sql of configVersionsSchemaSql(store.s)) await c.query(sql);
       });
     } catch (err) {
       await pool.end().catch(() => undefined);
@@ -173,6 +177,16 @@ export class PostgresStore implements Store {
   readonly failedToRetry: FailedQueries['failedToRetry'] = (f) => this.failed.failedToRetry(f);
   readonly markRetried: FailedQueries['markRetried'] = (ids) => this.failed.markRetried(ids);
   readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
+  private readonly configVersions: PostgresConfigVersions;
+  readonly appendConfigVersion: ConfigVersionStore['appendConfigVersion'] = (v, e) =>
+    this.configVersions.appendConfigVersion(v, e);
+  readonly configVersion: ConfigVersionStore['configVersion'] = (n) => this.configVersions.configVersion(n);
+  readonly latestConfigVersion: ConfigVersionStore['latestConfigVersion'] = () =>
+    this.configVersions.latestConfigVersion();
+  readonly latestFileConfigVersion: ConfigVersionStore['latestFileConfigVersion'] = () =>
+    this.configVersions.latestFileConfigVersion();
+  readonly listConfigVersions: ConfigVersionStore['listConfigVersions'] = (l) =>
+    this.configVersions.listConfigVersions(l);
 
   partition(p: number): Store {
     if (!Number.isInteger(p) || p < 0) throw new RangeError(`partition must be a non-negative integer: ${p}`);
@@ -187,6 +201,11 @@ export class PostgresStore implements Store {
       failedToRetry: (f) => this.failedToRetry(f),
       markRetried: (ids) => this.markRetried(ids),
       retriesOf: (ids) => this.retriesOf(ids),
+      appendConfigVersion: (v, e) => this.appendConfigVersion(v, e),
+      configVersion: (n) => this.configVersion(n),
+      latestConfigVersion: () => this.latestConfigVersion(),
+      latestFileConfigVersion: () => this.latestFileConfigVersion(),
+      listConfigVersions: (l) => this.listConfigVersions(l),
       close: async () => {},
     };
   }
