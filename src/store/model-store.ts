@@ -177,7 +177,10 @@ export function deletePayload(q: Pick<ModelQuery, 'primaryKey' | 'mapping'>, key
   keyFields(q).forEach((f, i) => {
     const parts = f.split('.');
     let at = out;
-    for (const p of parts.slice(0, -1)) at = (at[p] ??= {}) as Record<string, unknown>;
+    for (const p of parts.slice(0, -1)) {
+      at[p] ??= {};
+      at = at[p] as Record<string, unknown>;
+    }
     at[parts[parts.length - 1]!] = values[i] ?? null;
   });
   return JSON.stringify(out);

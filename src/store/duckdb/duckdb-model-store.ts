@@ -106,7 +106,7 @@ export class DuckDBModelStore implements ModelStore {
     try {
       const text = await vetWrapped(conn, q.sql, keyedRows(q));
       await conn.run(
-        `CREATE TABLE ${result} AS
+        `CREATE TEMP TABLE retl_result_${n} AS
          SELECT k, md5(p) AS c, p, n, nk FROM (
            SELECT k, min(p) AS p, count(*) AS n, bool_or(nk) AS nk FROM (\n${text}\n) GROUP BY k)`,
       );
@@ -120,7 +120,7 @@ export class DuckDBModelStore implements ModelStore {
     }
     try {
       await conn.run(
-        `CREATE TABLE ${changes} AS
+        `CREATE TEMP TABLE retl_changes_${n} AS
          SELECT CASE WHEN s.key IS NULL THEN 'added' ELSE 'changed' END AS kind, r.k, r.c, r.p
          FROM ${result} r LEFT JOIN (SELECT key, checksum FROM _tributary.model_snapshots WHERE model = $1) s
            ON r.k = s.key
