@@ -135,13 +135,13 @@ for (const [name, open, problem] of adapters) {
       h = await open();
     });
     afterAll(async () => {
+      await rx?.close();
       await h?.close();
     });
     const fresh = async () => {
       await rx?.close();
       rx = await RowReceiver.start();
     };
-    afterAll(async () => rx?.close());
 
     it('sends every row first, then only the rows added or changed (upsert)', async () => {
       await fresh();
