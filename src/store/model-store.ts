@@ -104,8 +104,17 @@ export interface ModelStore {
   finishRun(runId: string, status: 'succeeded' | 'failed', counts: RunCounts, error?: string): Promise<void>;
   /** Newest first. */
   runs(model: string, limit: number): Promise<ModelRun[]>;
-  /** Runs left `running` by a process that died: marked failed. */
-  abandonRuns(): Promise<number>;
+  /**
+   * Runs left `running` by a process that died, marked failed: those of `model` (the caller
+   * holds its lock), or, without one, those a process of this store can no longer be running.
+   */
+  abandonRuns(model?: string): Promise<number>;
+  /**
+   * Where several processes share the store (scale-out): takes the model's run lock for this
+   * process, or resolves undefined when another process holds it; the release ends it.
+   * Stores of one process leave it out (the service's own check suffices).
+   */
+  lockModel?(model: string): Promise<(() => Promise<void>) | undefined>;
   close(): Promise<void>;
 }
 

@@ -73,22 +73,33 @@ export class ModelService {
    * Runs the model now and resolves with its summary (a failed SQL is a failed run, not a throw).
    * @throws TRIB_ERR_RETL_MODEL_NOT_FOUND, TRIB_ERR_RETL_MODEL_RUNNING (disabled models are not found)
    */
-  run(id: string, trigger: string): Promise<ModelRunSummary> {
+  async run(id: string, trigger: string): Promise<ModelRunSummary> {
     const m = this.model(id);
     if (!m.enabled) throw new TributaryError('TRIB_ERR_RETL_MODEL_NOT_FOUND', [`${id} (enabled: false)`]);
     if (this.live.has(id)) throw new TributaryError('TRIB_ERR_RETL_MODEL_RUNNING', [id, id]);
-    const run = runModel(
-      m,
-      {
-        store: this.opts.store,
-        openDestination: this.opts.openDestination,
-        commitEvery: this.opts.commitEvery,
-      },
-      trigger,
-      this.stopping.signal,
-    ).finally(() => this.live.delete(id));
+    const run = this.runLocked(m, trigger).finally(() => this.live.delete(id));
     this.live.set(id, run);
     return run;
+  }
+
+  /** The run under the store's lock of the model where processes share the store. */
+  private async runLocked(m: ModelConfig, trigger: string): Promise<ModelRunSummary> {
+    const { store } = this.opts;
+    const release = store.lockModel ? await store.lockModel(m.id) : undefined;
+    if (store.lockModel && release === undefined)
+      throw new TributaryError('TRIB_ERR_RETL_MODEL_RUNNING', [m.id, m.id]);
+    try {
+      // Holding the lock, no other process runs the model: a run left `running` is dead.
+      if (release) await store.abandonRuns(m.id);
+      return await runModel(
+        m,
+        { store, openDestination: this.opts.openDestination, commitEvery: this.opts.commitEvery },
+        trigger,
+        this.stopping.signal,
+      );
+    } finally {
+      await release?.();
+    }
   }
 
   /** Newest first. @throws TRIB_ERR_RETL_MODEL_NOT_FOUND */
@@ -97,7 +108,10 @@ export class ModelService {
     return this.opts.store.runs(id, limit);
   }
 
-  /** Marks runs a dead process left `running` as failed, then starts every enabled model's schedule. */
+  /**
+   * Starts the models: marks runs a dead process left `running` as failed, then starts every
+   * enabled model's schedule. The composition root calls it once the admin API listens.
+   */
   async start(): Promise<void> {
     await this.opts.store.abandonRuns();
     for (const m of this.models) {

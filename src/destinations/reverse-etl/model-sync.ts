@@ -9,6 +9,14 @@ import type { ModelConfig, SyncMode } from './spec.js';
  */
 export type OpenDestination = (destinationId: string) => Promise<StreamDestination>;
 
+/**
+ * The stand-in until the composition root opens streaming destinations from `destinations:`
+ * through the registry: every model's run fails with `TRIB_ERR_RETL_DESTINATION`, naming it.
+ */
+export const noStreamDestinations: OpenDestination = async (id) => {
+  throw new Error(`no streaming destination "${id}" is configured in this process`);
+};
+
 export interface ModelSyncOptions {
   store: ModelStore;
   openDestination: OpenDestination;

@@ -289,12 +289,14 @@ export class DuckDBModelStore implements ModelStore {
     return r.getRows().map(modelRunFromRow);
   }
 
-  abandonRuns(): Promise<number> {
+  /** One process owns the file: every run left `running` (of `model`, or of all) is dead. */
+  abandonRuns(model?: string): Promise<number> {
     return this.serial(async () => {
       const r = await this.conn.runAndReadAll(
         `UPDATE _tributary.model_runs SET status = 'failed', finished_at = now(),
            error = 'the process stopped during the run; rows not recorded as synced are sent by the next run'
-         WHERE status = 'running' RETURNING id`,
+         WHERE status = 'running' AND ($1 IS NULL OR model = $1) RETURNING id`,
+        [model ?? null],
       );
       return r.getRows().length;
     });

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { TRIBUTARY_LOCK_CLASS } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import { invalidReason } from '../duckdb/duckdb-model-store.js';
 import {
@@ -83,7 +84,7 @@ export class PostgresModelStore implements ModelStore {
   private constructor(
     private readonly pool: pg.Pool,
     private readonly reader: ModelReader,
-    schema: string,
+    private readonly schema: string,
   ) {
     this.s = pgIdent(schema);
   }
@@ -314,16 +315,46 @@ export class PostgresModelStore implements ModelStore {
   }
 
   /**
-   * Runs left `running` by a process that died. In scale-out several processes may run
-   * models: only runs started over a day ago are taken as dead there.
+   * Runs left `running` by a process that died: those of `model` when the caller holds its
+   * lock (`lockModel`); without a model, only runs started over a day ago (other processes may
+   * be running the rest).
    */
-  async abandonRuns(): Promise<number> {
+  async abandonRuns(model?: string): Promise<number> {
     const r = await this.pool.query(
       `UPDATE ${this.s}.model_runs SET status = 'failed', finished_at = now(),
          error = 'the process stopped during the run; rows not recorded as synced are sent by the next run'
-       WHERE status = 'running' AND started_at < now() - interval '1 day'`,
+       WHERE status = 'running' AND (model = $1 OR ($1::text IS NULL AND started_at < now() - interval '1 day'))`,
+      [model ?? null],
     );
     return r.rowCount ?? 0;
+  }
+
+  /** A session advisory lock on a connection held for the run. */
+  async lockModel(model: string): Promise<(() => Promise<void>) | undefined> {
+    const purpose = `model:${this.schema}:${model}`;
+    const client = await this.pool.connect();
+    try {
+      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok', [
+        TRIBUTARY_LOCK_CLASS,
+        purpose,
+      ]);
+      if (!r.rows[0]!.ok) {
+        client.release();
+        return undefined;
+      }
+    } catch (err) {
+      client.release();
+      throw err;
+    }
+    return async () => {
+      try {
+        await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [TRIBUTARY_LOCK_CLASS, purpose]);
+        client.release();
+      } catch (err) {
+        // A connection that cannot unlock is dropped, which ends its session locks.
+        client.release(err as Error);
+      }
+    };
   }
 
   /** The pool is the state's: closing the store leaves it open. */
