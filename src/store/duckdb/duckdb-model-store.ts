@@ -105,10 +105,11 @@ export class DuckDBModelStore implements ModelStore {
     }, q.timeoutMs);
     try {
       const text = await vetWrapped(conn, q.sql, keyedRows(q));
+      // any_value: rows sharing a key are never sent, so which one stands for them does not matter.
       await conn.run(
         `CREATE TEMP TABLE retl_result_${n} AS
          SELECT k, md5(p) AS c, p, n, nk FROM (
-           SELECT k, min(p) AS p, count(*) AS n, bool_or(nk) AS nk FROM (\n${text}\n) GROUP BY k)`,
+           SELECT k, any_value(p) AS p, count(*) AS n, bool_or(nk) AS nk FROM (\n${text}\n) GROUP BY k)`,
       );
     } catch (err) {
       conn.closeSync();
