@@ -63,10 +63,15 @@ export interface ModelDiff {
   close(): Promise<void>;
 }
 
-/** Rows a destination took: recorded as synced with their checksum, or dropped when deleted. */
+/**
+ * Rows a destination took: recorded as synced with their checksum, or dropped when deleted.
+ * `added` rows are not in the snapshot (the diff said so, and one run of a model runs at a
+ * time), so an adapter may append them.
+ */
 export interface SnapshotCommit {
   model: string;
-  synced: readonly { key: string; checksum: string }[];
+  added: readonly { key: string; checksum: string }[];
+  changed: readonly { key: string; checksum: string }[];
   deleted: readonly string[];
 }
 

@@ -176,7 +176,7 @@ for (const [name, open, problem] of adapters) {
       // upsert does not delete: the row stays at the receiver, and is forgotten by the snapshot
       expect(rx.table.has('9')).toBe(true);
       const d = rx.received.find((x) => x.orderKey === '7')!;
-      expect(d.key).toMatch(/^m\d+:7:[0-9a-f]{32}$/);
+      expect(d.key).toMatch(/^m\d+:7:[0-9a-f]+$/);
       expect(await sync(m)).toMatchObject({ added: 0, changed: 0, removed: 0 });
     });
 
@@ -193,7 +193,7 @@ for (const [name, open, problem] of adapters) {
       expect([...rx.table.keys()].sort()).toEqual(['1', '10', '2', '3', '6', '7', '8', '9']);
       const deletes = rx.received.filter((x) => x.op === 'delete');
       expect(deletes.map((x) => x.payload)).toEqual([{ id: 4 }, { id: 5 }]);
-      expect(deletes[0]!.key).toMatch(/^m\d+:4:[0-9a-f]{32}:delete$/);
+      expect(deletes[0]!.key).toMatch(/^m\d+:4:[0-9a-f]+:delete$/);
       expect(await sync(m)).toMatchObject({ added: 0, changed: 0, removed: 0 });
     });
 
@@ -237,6 +237,17 @@ for (const [name, open, problem] of adapters) {
       rx.received.length = 0;
       expect(await sync(m)).toMatchObject({ removed: 1 });
       expect(rx.received[0]).toMatchObject({ op: 'delete', payload: { userId: 3 } });
+    });
+
+    it('a new mapping sends every row again', async () => {
+      await fresh();
+      const t = await h.seed(ten.slice(0, 4));
+      const m = model({ sql: `SELECT id, email, plan FROM ${t}`, mapping: { id: 'id', email: 'email' } });
+      expect(await sync(m)).toMatchObject({ added: 4 });
+      expect(await sync(m)).toMatchObject({ added: 0, changed: 0 });
+      const renamed = { ...m, mapping: { id: 'id', email: 'traits.email' } };
+      expect(await sync(renamed)).toMatchObject({ added: 0, changed: 4 });
+      expect(rx.table.get('2')).toEqual({ id: 2, traits: { email: 'u2@example.com' } });
     });
 
     it('a row the destination refuses or cannot take now is sent again by the next run', async () => {

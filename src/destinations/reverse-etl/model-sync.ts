@@ -133,15 +133,13 @@ export async function runModel(
       counts.failed += diff.counts.invalid;
       if (diff.counts.invalidReason !== undefined) errors.push(diff.counts.invalidReason);
       await diff.accept(plan.accept);
-      const pending: { synced: { key: string; checksum: string }[]; deleted: string[] } = {
-        synced: [],
-        deleted: [],
-      };
+      type Synced = { key: string; checksum: string };
+      let pending = { added: [] as Synced[], changed: [] as Synced[], deleted: [] as string[] };
+      const size = () => pending.added.length + pending.changed.length + pending.deleted.length;
       const flush = async () => {
-        if (pending.synced.length === 0 && pending.deleted.length === 0) return;
-        await store.commit({ model: model.id, synced: pending.synced, deleted: pending.deleted });
-        pending.synced = [];
-        pending.deleted = [];
+        if (size() === 0) return;
+        await store.commit({ model: model.id, ...pending });
+        pending = { added: [], changed: [], deleted: [] };
       };
       const commitEvery = opts.commitEvery ?? 20_000;
       const kinds = Object.keys(plan.send) as ChangeKind[];
@@ -157,14 +155,14 @@ export async function runModel(
           if (r.status === 'ok') {
             counts[c.kind]++;
             if (c.kind === 'removed') pending.deleted.push(c.key);
-            else pending.synced.push({ key: c.key, checksum: c.checksum });
+            else pending[c.kind].push({ key: c.key, checksum: c.checksum });
             return;
           }
           counts.failed++;
           if (errors.length < ERRORS_KEPT)
             errors.push(`${displayKey(c.key)}: ${r.status === 'failed' ? `${r.code}: ` : ''}${r.error}`);
         });
-        if (pending.synced.length + pending.deleted.length >= commitEvery) await flush();
+        if (size() >= commitEvery) await flush();
       }
       await flush();
       if (signal?.aborted)

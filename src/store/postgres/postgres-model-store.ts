@@ -250,7 +250,8 @@ export class PostgresModelStore implements ModelStore {
   }
 
   async commit(c: SnapshotCommit): Promise<void> {
-    if (c.synced.length === 0 && c.deleted.length === 0) return;
+    const synced = [...c.added, ...c.changed];
+    if (synced.length === 0 && c.deleted.length === 0) return;
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
@@ -259,12 +260,12 @@ export class PostgresModelStore implements ModelStore {
           `DELETE FROM ${this.s}.model_snapshots WHERE model = $1 AND key = ANY($2::text[])`,
           [c.model, c.deleted],
         );
-      if (c.synced.length > 0)
+      if (synced.length > 0)
         await client.query(
           `INSERT INTO ${this.s}.model_snapshots (model, key, checksum, synced_at)
            SELECT $1, k, ch, now() FROM unnest($2::text[], $3::text[]) AS u(k, ch)
            ON CONFLICT (model, key) DO UPDATE SET checksum = excluded.checksum, synced_at = excluded.synced_at`,
-          [c.model, c.synced.map((x) => x.key), c.synced.map((x) => x.checksum)],
+          [c.model, synced.map((x) => x.key), synced.map((x) => x.checksum)],
         );
       await client.query('COMMIT');
     } catch (err) {
