@@ -32,7 +32,10 @@ export interface ModelChange {
   kind: ChangeKind;
   /** The primary key's values as a JSON array (the snapshot's key). */
   key: string;
-  /** The checksum of the mapped row; for `removed`, the one last synced. */
+  /**
+   * The checksum of the mapped row (the adapter's: a hash of the mapped values and the
+   * mapping, or a digest of the row's JSON); for `removed`, the one last synced.
+   */
   checksum: string;
   /** The mapped row as JSON text; for `removed`, the primary key's fields only. */
   payload: string;
