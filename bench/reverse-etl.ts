@@ -194,7 +194,7 @@ try {
       ['run', 'rows sent', 'time (s)', 'rows/s', 'vs full send'],
       [
         [
-          'full send, no diff (baseline)',
+          `full send, no diff (baseline: faster of ${(before.ms / 1000).toFixed(1)} s before, ${(after.ms / 1000).toFixed(1)} s after)`,
           int(sentFull),
           (fullMs / 1000).toFixed(2),
           int(sentFull / (fullMs / 1000)),
