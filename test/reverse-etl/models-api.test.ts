@@ -125,6 +125,31 @@ describe('reverse ETL in the server', () => {
     expect(run.json()).toMatchObject({ status: 'succeeded', rows: 2, added: 2 });
   });
 
+  it('starts a run in the background with ?wait=false', async () => {
+    const unknown = await server.app.inject({
+      method: 'POST',
+      url: '/admin/v1/models/nope/run?wait=false',
+      headers: auth,
+    });
+    expect(unknown.statusCode).toBe(404);
+    const started = await server.app.inject({
+      method: 'POST',
+      url: '/admin/v1/models/profiles/run?wait=false',
+      headers: auth,
+    });
+    expect(started.statusCode).toBe(202);
+    expect(started.json()).toEqual({ model: 'profiles', started: true });
+    let runs: { status: string }[] = [];
+    for (let i = 0; i < 100; i++) {
+      runs = (
+        await server.app.inject({ method: 'GET', url: '/admin/v1/models/profiles/runs', headers: auth })
+      ).json().runs;
+      if (runs.length === 2 && runs[0]!.status !== 'running') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(runs.map((r) => r.status)).toEqual(['succeeded', 'succeeded']);
+  });
+
   it('answers errors with their codes', async () => {
     const unknown = await server.app.inject({
       method: 'POST',

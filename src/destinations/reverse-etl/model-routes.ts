@@ -18,6 +18,8 @@ export function modelAdminRoutes(admin: FastifyInstance, deps: ModelRoutesDeps):
   admin.get('/admin/v1/models', async () => ({ models: await models.list() }));
   /** Runs the model and answers its summary; `?wait=false` answers 202 once it started. */
   admin.post<Params>('/admin/v1/models/:id/run', async (req, reply) => {
+    // Unknown, disabled or running here: an error answer, not a 202 for a run that never starts.
+    models.runnable(req.params.id);
     const run = models.run(req.params.id, req.query.trigger === 'cli' ? 'cli' : 'api');
     if (req.query.wait !== 'false') return run;
     run.then(

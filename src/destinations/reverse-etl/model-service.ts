@@ -73,10 +73,19 @@ export class ModelService {
    * Runs the model now and resolves with its summary (a failed SQL is a failed run, not a throw).
    * @throws TRIB_ERR_RETL_MODEL_NOT_FOUND, TRIB_ERR_RETL_MODEL_RUNNING (disabled models are not found)
    */
-  async run(id: string, trigger: string): Promise<ModelRunSummary> {
+  /**
+   * The model, if a run of it may start now in this process.
+   * @throws TRIB_ERR_RETL_MODEL_NOT_FOUND (disabled models too), TRIB_ERR_RETL_MODEL_RUNNING
+   */
+  runnable(id: string): ModelConfig {
     const m = this.model(id);
     if (!m.enabled) throw new TributaryError('TRIB_ERR_RETL_MODEL_NOT_FOUND', [`${id} (enabled: false)`]);
     if (this.live.has(id)) throw new TributaryError('TRIB_ERR_RETL_MODEL_RUNNING', [id, id]);
+    return m;
+  }
+
+  async run(id: string, trigger: string): Promise<ModelRunSummary> {
+    const m = this.runnable(id);
     const run = this.runLocked(m, trigger).finally(() => this.live.delete(id));
     this.live.set(id, run);
     return run;
