@@ -6,4 +6,5 @@ export {
   type OpenDestination,
   runModel,
 } from './model-sync.js';
+export { openFromConfig } from './open-destination.js';
 export { ModelConfig, ModelList, SyncMode } from './spec.js';
