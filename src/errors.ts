@@ -223,6 +223,23 @@ export const ErrorCodes = {
     message:
       'Destination "%s" is a parquet lake, which takes no transformations (a retry could not load into it without moving its offset); remove its transformations:',
   },
+  TRIB_ERR_RETL_MODEL_NOT_FOUND: {
+    status: 404,
+    message: 'No reverse-ETL model "%s": models are declared under models: in the configuration',
+  },
+  TRIB_ERR_RETL_MODEL_RUNNING: {
+    status: 409,
+    message: 'Model "%s" is running already; wait for its run to finish (tributary models runs %s)',
+  },
+  TRIB_ERR_RETL_BAD_KEY: {
+    status: 422,
+    message:
+      'Model "%s" returned rows whose primary key is NULL or shared by several rows (%s); they were not sent: make the primary key unique and not NULL in the SQL',
+  },
+  TRIB_ERR_RETL_DESTINATION: {
+    status: 502,
+    message: 'Model "%s" could not open its destination "%s": %s; check destinations: in the configuration',
+  },
   TRIB_ERR_SOURCE_UNREACHABLE: {
     status: 502,
     message:

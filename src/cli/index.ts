@@ -10,6 +10,7 @@ import { failedListCommand } from './failed-list.js';
 import { failedRetryCommand } from './failed-retry.js';
 import { failedShowCommand } from './failed-show.js';
 import { importCommand } from './import.js';
+import { modelsListCommand, modelsRunCommand, modelsRunsCommand } from './models.js';
 import { planCheckCommand } from './plan-check.js';
 import { planInferCommand } from './plan-infer.js';
 import {
@@ -91,6 +92,30 @@ sourceVerb(
     .description('read the source now, from its committed state')
     .option('--stream <name...>', 'only these streams'),
 ).action(sourcesSyncCommand);
+
+const models = program.command('models').description('reverse-ETL models on the running server');
+const modelOptions = (c: Command) =>
+  c
+    .option('--json', 'print JSON')
+    .option('--url <url>', 'server URL (default $TRIBUTARY_URL, else the configured port on 127.0.0.1)')
+    .option('-c, --config <file>', 'configuration file, to find the port')
+    .option('-d, --data-dir <dir>', 'workspace folder, to find the configuration and admin token');
+modelOptions(
+  models.command('list').description('the models: destination, sync mode, schedule, last run'),
+).action(modelsListCommand);
+modelOptions(
+  models
+    .command('run')
+    .description('run the model now: diff against the last synced snapshot, send what changed')
+    .argument('<id>', 'model id'),
+).action(modelsRunCommand);
+modelOptions(
+  models
+    .command('runs')
+    .description("the model's runs, newest first: rows added, changed, removed, failed")
+    .argument('<id>', 'model id')
+    .option('--limit <n>', 'runs to show (default 20)'),
+).action(modelsRunsCommand);
 
 const profiles = program.command('profiles').description('unified profiles on the running server');
 const profileOptions = (c: Command) =>

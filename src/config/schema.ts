@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { destinationKind } from '../destinations/registry.js';
+import { ModelList } from '../destinations/reverse-etl/spec.js';
 import { SOURCE_SPECS } from '../sources/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
@@ -282,6 +283,7 @@ const TributaryConfigObject = z
     identity: IdentityConfig.default(IDENTITY_DEFAULTS).describe(
       'Identity resolution (docs/configuration.md).',
     ),
+    models: ModelList,
   })
   .strict()
   .superRefine((cfg, ctx) => {

@@ -11,6 +11,7 @@ import { Gauge } from 'prom-client';
 import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import { ServerConfig, type SourceConfig } from '../config/schema.js';
+import { type ModelRoutesDeps, modelAdminRoutes } from '../destinations/reverse-etl/model-routes.js';
 import { TributaryError } from '../errors.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
@@ -61,6 +62,8 @@ export interface HttpAppDeps extends CollectDeps {
   identity?: ProfileApi;
   /** Pull sources (check, discover, sync, runs, uploads) on the admin API. */
   sourceAdmin?: SourceRoutesDeps;
+  /** Reverse ETL: the models' admin routes (`/admin/v1/models`). */
+  models?: ModelRoutesDeps;
   /** Probabilistic matching (embedded store, `identity.matching.enabled`). */
   matching?: MatchingApi;
   /** The live profile an identifier names, for the waterfall in explain. */
@@ -237,6 +240,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
     configAdminRoutes(admin, deps.configAdmin ?? {});
+    if (deps.models) modelAdminRoutes(admin, deps.models);
     done();
   });
 

@@ -2,6 +2,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { LogConfig, StateConfig } from '../config/schema.js';
+import { ModelService } from '../destinations/reverse-etl/model-service.js';
+import { noStreamDestinations } from '../destinations/reverse-etl/model-sync.js';
 import { type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -17,6 +19,7 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import type { PushReceiver } from '../sources/source.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
+import { type ModelReader, PostgresModelStore } from '../store/postgres/postgres-model-store.js';
 import { PostgresSourceStore } from '../store/postgres/postgres-source-store.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { PostgresUserQueries } from '../store/postgres/postgres-user-query.js';
@@ -244,6 +247,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   let app: FastifyInstance | undefined;
   let url: string | undefined;
   let sources: SourceService | undefined;
+  let models: ModelService | undefined;
   let webhooks: Map<string, PushReceiver> | undefined;
   let userQueries: PostgresUserQueries | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
@@ -287,6 +291,19 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         log,
         baseDir: opts.configDir ?? process.cwd(),
         logger,
+      });
+      // Reverse ETL: models read as the query role, snapshots in the state; a lock per model
+      // keeps two processes from running one model at once.
+      const reader: ModelReader = userQueries ?? {
+        // biome-ignore lint/correctness/useYield: it refuses before reading anything
+        async *modelPages() {
+          throw new TributaryError('TRIB_ERR_QUERY_NOT_CONFIGURED');
+        },
+      };
+      models = new ModelService(config.models, {
+        store: await PostgresModelStore.open(store.pool, state.schema, reader),
+        openDestination: opts.openStreamDestination ?? noStreamDestinations,
+        onScheduleError: (id, err) => logger.error({ err, model: id }, 'scheduled model run failed'),
       });
     }
     webhooks = await openWebhooks(config.sources, { baseDir, env });
@@ -333,6 +350,14 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       }),
       identity: profiles,
       profileReadToken: config.identity.readToken,
+      ...(models
+        ? {
+            models: {
+              models,
+              onError: (id: string, err: unknown) => logger.error({ err, model: id }, 'model run failed'),
+            },
+          }
+        : {}),
       ...(sources
         ? {
             sourceAdmin: {
@@ -345,6 +370,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
     });
     ({ url } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port));
     sources?.startSchedules();
+    await models?.start();
   }
 
   const stopSampling = sampleStalls(stalls, config.server.health.stallAfter);
@@ -360,6 +386,8 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at }) => {
         at('source syncs stopping');
         await sources?.stop();
+        at('model runs stopping');
+        await models?.stop();
         at('HTTP requests in flight');
         await app?.close();
         if (webhooks) await closeWebhooks(webhooks);

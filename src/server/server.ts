@@ -3,7 +3,9 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
-import { type RunningDestination, startDestinations } from '../destinations/runner.js';
+import { ModelService } from '../destinations/reverse-etl/model-service.js';
+import { noStreamDestinations, type OpenDestination } from '../destinations/reverse-etl/model-sync.js';
+import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -21,6 +23,7 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
+import { DuckDBModelStore } from '../store/duckdb/duckdb-model-store.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
@@ -56,6 +59,11 @@ export interface ServerOptions {
    * version runs (docs/configuration.md, "The file and the admin API").
    */
   configFile?: { text: string; path: string };
+  /**
+   * Opens a streaming destination by id for a reverse-ETL run (`models:`). Default: none, so
+   * every model's run fails with TRIB_ERR_RETL_DESTINATION.
+   */
+  openStreamDestination?: OpenDestination;
 }
 
 export interface RunningServer {
@@ -73,6 +81,8 @@ export interface RunningServer {
   destinations: RunningDestination[];
   /** The pull sources: syncs, imports, schedules. */
   sources: SourceService;
+  /** Reverse ETL: the models, run on demand and on their schedules. */
+  models: ModelService;
   /** Identity resolution following the feed (undefined when `identity.enabled` is false). */
   identity: IdentityStage | undefined;
   metrics: Metrics;
@@ -202,6 +212,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     baseDir,
     logger,
   });
+  // Reverse ETL: snapshots and runs in the warehouse file, models run on its DuckDB (vetted SQL).
+  const modelStore = await DuckDBModelStore.open(instance);
+  const models = new ModelService(config.models, {
+    store: modelStore,
+    openDestination: opts.openStreamDestination ?? noStreamDestinations,
+    onScheduleError: (id, err) => logger.error({ err, model: id }, 'scheduled model run failed'),
+  });
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
   // so SQL from /admin/v1/query (vetted as well) cannot reach the host.
   await lockDownDuckDB(instance, duckDBAllowed);
@@ -317,9 +334,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       uploadDir: join(dataDir, 'uploads'),
       onError: (id, err) => logger.error({ err, source: id }, 'sync failed'),
     },
+    models: { models, onError: (id, err) => logger.error({ err, model: id }, 'model run failed') },
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
+  await models.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -333,6 +352,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     feed,
     destinations,
     sources,
+    models,
     identity,
     metrics,
     quality,
@@ -344,6 +364,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
         at('source syncs stopping');
         await upTo(sources.stop(), left() / 4);
+        at('model runs stopping');
+        await upTo(models.stop(), left() / 4);
         at('HTTP requests in flight');
         await app.close();
         await closeWebhooks(webhooks);
@@ -369,6 +391,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await identityStore?.close();
         at('closing the log and the warehouse');
         await sourceStore.close();
+        await modelStore.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();

@@ -152,32 +152,7 @@ export async function runUserQuery(
     conn.interrupt();
   }, limits.timeoutMs);
   try {
-    const catalog = (
-      await conn.runAndReadAll(
-        `SELECT lower(database_name), lower(schema_name), lower(table_name) FROM duckdb_tables()
-         UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()`,
-      )
-    )
-      .getRows()
-      .map(([database, schema, name]) => ({
-        database: String(database),
-        schema: String(schema),
-        name: String(name),
-      }));
-    const { tree, json } = await parse(conn, sql);
-    // Not SQL at all: DuckDB's own message says where.
-    if (tree.error_type === 'parser')
-      throw new TributaryError('TRIB_ERR_QUERY_FAILED', [`Parser Error: ${tree.error_message ?? ''}`]);
-    const why = refusal(tree, catalog);
-    if (why !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [why]);
-    let text = withRowBytes(sql.replace(/[\s;]+$/, ''));
-    if ((await parse(conn, text)).tree.error) {
-      // A comment after a final semicolon: DuckDB's own rendering of the vetted tree instead.
-      const r = await conn.runAndReadAll('SELECT json_deserialize_sql(CAST($1 AS JSON))', [json]);
-      text = withRowBytes(String(r.getRows()[0]![0]));
-    }
-    const again = refusal((await parse(conn, text)).tree, catalog);
-    if (again !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [again]);
+    const text = await vetWrapped(conn, sql, withRowBytes);
     const prepared = await conn.prepare(text);
     try {
       if (prepared.statementType !== StatementType.SELECT)
@@ -218,6 +193,46 @@ export async function runUserQuery(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Vets untrusted SQL on `conn` and answers it wrapped by `wrap` (which must keep it a single
+ * SELECT, the query as a subquery): the tree is vetted before anything is bound, then the
+ * wrapped text again. Throws `TRIB_ERR_QUERY_FAILED` (not SQL) or `TRIB_ERR_QUERY_NOT_ALLOWED`.
+ * Reverse-ETL models use it too (`./duckdb-model-store.ts`).
+ */
+export async function vetWrapped(
+  conn: DuckDBConnection,
+  sql: string,
+  wrap: (select: string) => string,
+): Promise<string> {
+  const catalog = (
+    await conn.runAndReadAll(
+      `SELECT lower(database_name), lower(schema_name), lower(table_name) FROM duckdb_tables()
+       UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()`,
+    )
+  )
+    .getRows()
+    .map(([database, schema, name]) => ({
+      database: String(database),
+      schema: String(schema),
+      name: String(name),
+    }));
+  const { tree, json } = await parse(conn, sql);
+  // Not SQL at all: DuckDB's own message says where.
+  if (tree.error_type === 'parser')
+    throw new TributaryError('TRIB_ERR_QUERY_FAILED', [`Parser Error: ${tree.error_message ?? ''}`]);
+  const why = refusal(tree, catalog);
+  if (why !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [why]);
+  let text = wrap(sql.replace(/[\s;]+$/, ''));
+  if ((await parse(conn, text)).tree.error) {
+    // A comment after a final semicolon: DuckDB's own rendering of the vetted tree instead.
+    const r = await conn.runAndReadAll('SELECT json_deserialize_sql(CAST($1 AS JSON))', [json]);
+    text = wrap(String(r.getRows()[0]![0]));
+  }
+  const again = refusal((await parse(conn, text)).tree, catalog);
+  if (again !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [again]);
+  return text;
 }
 
 /** DuckDB's parse tree of `sql` (`json_serialize_sql`), which parses and binds nothing. */

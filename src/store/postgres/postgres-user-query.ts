@@ -120,6 +120,57 @@ export class PostgresUserQueries implements UserQueries {
     }
   }
 
+  /**
+   * Reads all the rows of a reverse-ETL model (`./postgres-model-store.ts`) with the same
+   * guards as `userQuery` (the query role, a READ ONLY transaction, one statement, a statement
+   * timeout over the whole read) but no row limit: `wrap` turns the model's SELECT into the
+   * columns the diff needs, and the rows come in pages of `pageSize`. Errors are those of
+   * `userQuery`.
+   */
+  async *modelPages(
+    sql: string,
+    wrap: (body: string) => string,
+    timeoutMs: number,
+    pageSize: number,
+  ): AsyncIterable<Record<string, unknown>[]> {
+    const deadline = Date.now() + timeoutMs;
+    const timeLeft = () => {
+      const ms = deadline - Date.now();
+      if (ms <= 0) throw new TributaryError('TRIB_ERR_QUERY_TIMEOUT', [timeoutMs]);
+      return Math.max(1, Math.trunc(ms));
+    };
+    const c = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await c.query(
+        `BEGIN READ ONLY; SET LOCAL search_path TO ${pgIdent(this.schema)}, public; SET LOCAL TimeZone TO 'UTC'`,
+      );
+      const body = sql.replace(/[\s;]+$/, '');
+      await c.query(`SET LOCAL statement_timeout = ${timeLeft()}`);
+      // The model alone first: one query, not a statement the wrapper would hide.
+      await c.query(extended(`DECLARE model_check NO SCROLL CURSOR FOR ${body}`));
+      await c.query('CLOSE model_check');
+      await c.query(extended(`DECLARE model_rows NO SCROLL CURSOR FOR ${wrap(body)}`));
+      for (;;) {
+        await c.query(`SET LOCAL statement_timeout = ${timeLeft()}`);
+        const page = await c.query(`FETCH FORWARD ${Math.trunc(pageSize)} FROM model_rows`);
+        if (page.rows.length > 0) yield page.rows as Record<string, unknown>[];
+        if (page.rows.length < pageSize) break;
+      }
+    } catch (err) {
+      if (err instanceof TributaryError) throw err;
+      const code = (err as { code?: string }).code;
+      if (code === undefined) broken = err as Error;
+      if (code === '57014') throw new TributaryError('TRIB_ERR_QUERY_TIMEOUT', [timeoutMs], { cause: err });
+      const why = refusal(sql, code, (err as Error).message);
+      if (why !== undefined) throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [why], { cause: err });
+      throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });
+    } finally {
+      if (!broken) await c.query('ROLLBACK').catch((e: Error) => (broken = e));
+      c.release(broken);
+    }
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }
