@@ -12,6 +12,7 @@ import { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
+import { LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
   EventRow,
@@ -68,6 +69,7 @@ const schemaSql = (payloadCompression: string) => [
     consumer VARCHAR PRIMARY KEY,
     next_offset BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL)`,
+  ...LINEAGE_SCHEMA_SQL,
 ];
 
 /**
@@ -350,6 +352,14 @@ export class DuckDBStore implements Store, UserQueries {
   readonly failedToRetry: FailedQueries['failedToRetry'] = (f) => this.failed.failedToRetry(f);
   readonly markRetried: FailedQueries['markRetried'] = (ids) => this.failed.markRetried(ids);
   readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
+
+  private readonly lineage = lineageQueries((sql) => this.query(sql));
+  readonly eventsOf: LineageQueries['eventsOf'] = (id) => this.lineage.eventsOf(id);
+  readonly recordAttempts: LineageQueries['recordAttempts'] = (a) => this.lineage.recordAttempts(a);
+  readonly attemptsOf: LineageQueries['attemptsOf'] = (id) => this.lineage.attemptsOf(id);
+  readonly purgeAttempts: LineageQueries['purgeAttempts'] = (t) => this.lineage.purgeAttempts(t);
+  readonly saveReplayRun: LineageQueries['saveReplayRun'] = (r) => this.lineage.saveReplayRun(r);
+  readonly replayRuns: LineageQueries['replayRuns'] = (o) => this.lineage.replayRuns(o);
 
   /**
    * Runs trusted SQL of the process's own on the store's DuckDB (not part of the `Store`

@@ -7,6 +7,7 @@ import { TributaryError } from '../../errors.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
+import { LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
   EventRow,
@@ -83,6 +84,10 @@ function schemaSql(s: string): string[] {
     // DuckDB's function of that name, so the failed-event store's SQL runs here unchanged.
     `CREATE OR REPLACE FUNCTION ${t('epoch_ms')}(timestamptz) RETURNS bigint
       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT floor(extract(epoch FROM $1) * 1000)::bigint'`,
+    // The lineage tables, created in the schema (the statements name no schema).
+    `SET LOCAL search_path TO ${s}`,
+    ...LINEAGE_SCHEMA_SQL,
+    'CREATE INDEX IF NOT EXISTS delivery_attempts_at ON delivery_attempts ("at")',
   ];
 }
 
@@ -174,6 +179,14 @@ export class PostgresStore implements Store {
   readonly markRetried: FailedQueries['markRetried'] = (ids) => this.failed.markRetried(ids);
   readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
 
+  private readonly lineage = lineageQueries((sql) => this.query(sql));
+  readonly eventsOf: LineageQueries['eventsOf'] = (id) => this.lineage.eventsOf(id);
+  readonly recordAttempts: LineageQueries['recordAttempts'] = (a) => this.lineage.recordAttempts(a);
+  readonly attemptsOf: LineageQueries['attemptsOf'] = (id) => this.lineage.attemptsOf(id);
+  readonly purgeAttempts: LineageQueries['purgeAttempts'] = (t) => this.lineage.purgeAttempts(t);
+  readonly saveReplayRun: LineageQueries['saveReplayRun'] = (r) => this.lineage.saveReplayRun(r);
+  readonly replayRuns: LineageQueries['replayRuns'] = (o) => this.lineage.replayRuns(o);
+
   partition(p: number): Store {
     if (!Number.isInteger(p) || p < 0) throw new RangeError(`partition must be a non-negative integer: ${p}`);
     return {
@@ -187,6 +200,12 @@ export class PostgresStore implements Store {
       failedToRetry: (f) => this.failedToRetry(f),
       markRetried: (ids) => this.markRetried(ids),
       retriesOf: (ids) => this.retriesOf(ids),
+      eventsOf: (id) => this.eventsOf(id),
+      recordAttempts: (a) => this.recordAttempts(a),
+      attemptsOf: (id) => this.attemptsOf(id),
+      purgeAttempts: (t) => this.purgeAttempts(t),
+      saveReplayRun: (r) => this.saveReplayRun(r),
+      replayRuns: (o) => this.replayRuns(o),
       close: async () => {},
     };
   }

@@ -78,6 +78,17 @@ export class DuckDBEngine implements SqlEngine {
     return duckdbRefusesData(err);
   }
 
+  /** On a connection of its own: the load's may be inside a transaction. */
+  async selectById(schema: string, table: string, id: string): Promise<Record<string, unknown>[]> {
+    const c = await this.instance.connect();
+    try {
+      const r = await c.runAndReadAll(`SELECT * FROM ${this.table(schema, table)} WHERE id = $1 LIMIT 10`, [id]);
+      return r.getRowObjectsJson() as Record<string, unknown>[];
+    } finally {
+      c.closeSync();
+    }
+  }
+
   async setup(): Promise<void> {
     const c = await this.connection();
     await c.run(`CREATE SCHEMA IF NOT EXISTS ${this.catalog}._tributary`);
