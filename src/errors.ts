@@ -274,13 +274,17 @@ export const ErrorCodes = {
   TRIB_ERR_LINEAGE_UNSUPPORTED: {
     status: 501,
     message:
-      '%s needs the raw archive, which this deployment\'s event log does not offer yet (the embedded DuckDB log does; NATS does not)',
+      "%s needs the raw archive, which this deployment's event log does not offer yet (the embedded DuckDB log does; NATS does not)",
   },
   TRIB_ERR_REPLAY_BAD_REQUEST: {
     status: 400,
-    message: 'Bad replay request: %s. Send {"source": ID, "from": ISO time, "to": ISO time, "destinations"?: [IDs], "dryRun"?: bool, "rate"?: events/s}',
+    message:
+      'Bad replay request: %s. Send {"source": ID, "from": ISO time, "to": ISO time, "destinations"?: [IDs], "dryRun"?: bool, "rate"?: events/s}',
   },
-  TRIB_ERR_REPLAY_UNKNOWN_SOURCE: { status: 404, message: 'No source %s: replay a source of the configuration' },
+  TRIB_ERR_REPLAY_UNKNOWN_SOURCE: {
+    status: 404,
+    message: 'No source %s: replay a source of the configuration',
+  },
   TRIB_ERR_REPLAY_UNKNOWN_DESTINATION: {
     status: 404,
     message:

@@ -375,7 +375,9 @@ export class IdentityStage {
     // Decisions are found by identifier (an indexed path of the port); the event's own is
     // the one at its offset with its messageId.
     const decisions = keys.length > 0 ? await this.store.decisions([], keys, 10_000) : [];
-    const decision = decisions.find((d) => d.logOffset === stored.logOffset && d.messageId === stored.messageId);
+    const decision = decisions.find(
+      (d) => d.logOffset === stored.logOffset && d.messageId === stored.messageId,
+    );
     const merges = [...this.engine.merges.values()].filter(
       (m) => m.messageId === stored.messageId && m.logOffset === stored.logOffset,
     );

@@ -11,9 +11,13 @@ import { Gauge } from 'prom-client';
 import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import { ServerConfig, type SourceConfig } from '../config/schema.js';
+import { replayAdminRoutes } from '../destinations/replay/replay-routes.js';
+import type { ReplayService } from '../destinations/replay/replay-service.js';
 import { TributaryError } from '../errors.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
+import type { TraceDeps } from '../observe/lineage/trace.js';
+import { traceAdminRoutes } from '../observe/lineage/trace-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { PushReceiver } from '../sources/source.js';
 import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
@@ -68,6 +72,8 @@ export interface HttpAppDeps extends CollectDeps {
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
   limits?: Partial<HttpLimits>;
+  /** `tributary trace` (`GET /admin/v1/trace/:messageId`) and `tributary replay` (`/admin/v1/replay`). */
+  lineage?: { trace: TraceDeps; replays: ReplayService };
   /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
   webhooks?: ReadonlyMap<string, PushReceiver>;
 }
@@ -233,6 +239,10 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
+    if (deps.lineage) {
+      traceAdminRoutes(admin, deps.lineage.trace);
+      replayAdminRoutes(admin, deps.lineage.replays);
+    }
     done();
   });
 

@@ -3,6 +3,8 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
+import { ReplayService } from '../destinations/replay/replay-service.js';
+import { type ReplayTarget, warehouseReplayTarget } from '../destinations/replay/replay-target.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
@@ -12,6 +14,7 @@ import { IdentityStage } from '../identity/identity-stage.js';
 import { MatchScheduler, ProfileMatching } from '../identity/matching/profile-matching.js';
 import type { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { StallWatch } from '../observe/health.js';
+import { LineageRecorder } from '../observe/lineage/attempt-recorder.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
@@ -66,6 +69,10 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
+  /** Delivery attempts for `tributary trace`: the delivery runner's `AttemptRecorder`. */
+  lineage: LineageRecorder;
+  /** `tributary replay`: runs and their records. */
+  replays: ReplayService;
   /**
    * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
    * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
@@ -223,6 +230,28 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
   };
 
+  // Lineage: delivery attempts (written in batches, purged past the retention) and replay.
+  const lineage = new LineageRecorder(warehouse, {
+    retentionMs: config.lineage.retention,
+    onError: (err) =>
+      logger.warn({ err }, 'lineage: delivery attempts not written; retried with the next batch'),
+  });
+  lineage.start();
+  const replays = new ReplayService({
+    archive: log,
+    stages: qualitySetup.stages,
+    store: warehouse,
+    targets: () =>
+      new Map(
+        destinations
+          .map((d) => warehouseReplayTarget(d))
+          .filter((t): t is ReplayTarget => t !== undefined)
+          .map((t) => [t.id, t]),
+      ),
+    sources: config.sources.map((s) => s.id),
+    onError: (err) => logger.error({ err }, 'replay failed'),
+  });
+
   const webhooks = await openWebhooks(config.sources, {
     baseDir: opts.configDir ?? process.cwd(),
     env: opts.env ?? {},
@@ -267,6 +296,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       uploadDir: join(dataDir, 'uploads'),
       onError: (id, err) => logger.error({ err, source: id }, 'sync failed'),
     },
+    lineage: {
+      trace: {
+        archive: log,
+        store: warehouse,
+        loaderPosition: () => loader.position(),
+        identity,
+        destinations: () => destinations,
+      },
+      replays,
+    },
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
@@ -286,6 +325,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     metrics,
     quality,
     failed,
+    lineage,
+    replays,
     close() {
       stopSampling();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
@@ -300,6 +341,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await upTo(loader.drained(), left() / 2);
         // Destinations catch up after a restart anyway (their offset is stored with their rows),
         // so an unreachable one does not hold the shutdown for long.
+        at('a replay finishing');
+        await upTo(replays.idle(), left() / 4);
         at('destinations draining');
         await upTo(Promise.all(destinations.map((d) => d.drained())), Math.min(10_000, left() / 2));
         for (const d of destinations) {
@@ -316,6 +359,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await matching?.close();
         await identity?.stop();
         await identityStore?.close();
+        at('lineage writing its last attempts');
+        await upTo(lineage.stop(), left() / 4);
         at('closing the log and the warehouse');
         await sourceStore.close();
         await log.close();

@@ -88,7 +88,9 @@ export class Replay {
     if (!Number.isFinite(r.fromMs) || !Number.isFinite(r.toMs) || r.fromMs >= r.toMs)
       throw new TributaryError('TRIB_ERR_REPLAY_BAD_REQUEST', ['"from" must be a time before "to"']);
     if (r.rate !== undefined && !(r.rate > 0))
-      throw new TributaryError('TRIB_ERR_REPLAY_BAD_REQUEST', ['"rate" must be a positive number of events per second']);
+      throw new TributaryError('TRIB_ERR_REPLAY_BAD_REQUEST', [
+        '"rate" must be a positive number of events per second',
+      ]);
     const ids = r.destinations ?? [...deps.targets.keys()];
     this.targets = ids.map((id) => {
       const t = deps.targets.get(id);
@@ -193,7 +195,12 @@ export class Replay {
       }
       const { events, failed } = await this.process(fresh, stages.get(r.sourceId));
       if (failed.length > 0 && !r.dryRun) {
-        await this.deps.store.write({ events: [], failed, consumer: `replay:${this.runId}`, nextOffset: from });
+        await this.deps.store.write({
+          events: [],
+          failed,
+          consumer: `replay:${this.runId}`,
+          nextOffset: from,
+        });
       }
       for (const t of this.targets) {
         if (events.length === 0) break;
@@ -224,7 +231,13 @@ export class Replay {
     stages: readonly Stage[] | undefined,
   ): Promise<{ events: StoredEvent[]; failed: FailedRow[] }> {
     const p = this.progress;
-    const toStored = (e: { messageId: string; sourceId: string; receivedAt: number; logOffset: number; json: string }) => ({
+    const toStored = (e: {
+      messageId: string;
+      sourceId: string;
+      receivedAt: number;
+      logOffset: number;
+      json: string;
+    }) => ({
       logOffset: e.logOffset,
       sourceId: e.sourceId,
       messageId: e.messageId,
@@ -235,7 +248,13 @@ export class Replay {
       p.passed += records.length;
       return {
         events: records.map((r) =>
-          toStored({ messageId: r.messageId, sourceId: r.sourceId, receivedAt: r.receivedAt, logOffset: r.offset, json: r.json }),
+          toStored({
+            messageId: r.messageId,
+            sourceId: r.sourceId,
+            receivedAt: r.receivedAt,
+            logOffset: r.offset,
+            json: r.json,
+          }),
         ),
         failed: [],
       };

@@ -148,8 +148,13 @@ export class SegmentWarehouse implements WarehouseDestination {
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return [];
     const out: WarehouseRow[] = [];
-    for (const t of this.model?.tablesOf(event.sourceId, parsed as Record<string, unknown>, event.messageId) ?? []) {
-      for (const row of await engine.selectById(t.schema, t.table, t.id)) out.push({ schema: t.schema, table: t.table, row });
+    for (const t of this.model?.tablesOf(
+      event.sourceId,
+      parsed as Record<string, unknown>,
+      event.messageId,
+    ) ?? []) {
+      for (const row of await engine.selectById(t.schema, t.table, t.id))
+        out.push({ schema: t.schema, table: t.table, row });
     }
     return out;
   }

@@ -557,7 +557,12 @@ export class DuckDBEventLog implements EventLog, RawArchive {
     return this.archiveRead(
       `source_id = $1 AND received_at >= make_timestamptz(CAST($2 AS BIGINT) * 1000)
        AND received_at < make_timestamptz(CAST($3 AS BIGINT) * 1000) AND log_offset >= $4`,
-      [range.sourceId, BigInt(Math.trunc(range.fromMs)), BigInt(Math.trunc(range.toMs)), BigInt(range.fromOffset ?? 0)],
+      [
+        range.sourceId,
+        BigInt(Math.trunc(range.fromMs)),
+        BigInt(Math.trunc(range.toMs)),
+        BigInt(range.fromOffset ?? 0),
+      ],
       range.limit,
     );
   }

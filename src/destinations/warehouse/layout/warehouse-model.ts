@@ -201,7 +201,11 @@ export class WarehouseModel {
    * `tracks` and the event's table for a track, `identifies` and `users` for an identify, …,
    * with the row's id (the messageId; the userId in `users`). Tables not created yet are left out.
    */
-  tablesOf(sourceId: string, event: Record<string, unknown>, messageId: string): { schema: string; table: string; id: string }[] {
+  tablesOf(
+    sourceId: string,
+    event: Record<string, unknown>,
+    messageId: string,
+  ): { schema: string; table: string; id: string }[] {
     const schema = this.schemas.get(sourceId);
     if (!schema) return [];
     const out: { schema: string; table: string; id: string }[] = [];

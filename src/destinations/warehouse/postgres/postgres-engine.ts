@@ -411,7 +411,9 @@ export class PostgresEngine implements SqlEngine {
     c.on('error', () => undefined);
     await c.connect();
     try {
-      const r = await c.query(`SELECT * FROM ${pgIdent(schema)}.${pgIdent(table)} WHERE id = $1 LIMIT 10`, [id]);
+      const r = await c.query(`SELECT * FROM ${pgIdent(schema)}.${pgIdent(table)} WHERE id = $1 LIMIT 10`, [
+        id,
+      ]);
       return r.rows.map((row: Record<string, unknown>) =>
         Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v])),
       );
