@@ -4,7 +4,12 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { ReplayService } from '../destinations/replay/replay-service.js';
-import { type ReplayTarget, warehouseReplayTarget } from '../destinations/replay/replay-target.js';
+import {
+  type OpenedReplayTarget,
+  openWarehouseReplayTarget,
+  type ReplayTarget,
+  warehouseReplayTarget,
+} from '../destinations/replay/replay-target.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
@@ -241,13 +246,43 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     archive: log,
     stages: qualitySetup.stages,
     store: warehouse,
-    targets: () =>
-      new Map(
-        destinations
-          .map((d) => warehouseReplayTarget(d))
-          .filter((t): t is ReplayTarget => t !== undefined)
-          .map((t) => [t.id, t]),
-      ),
+    targets: async () => {
+      const targets = new Map<string, ReplayTarget>();
+      for (const d of destinations) {
+        const t = warehouseReplayTarget(d);
+        if (t) targets.set(t.id, t);
+      }
+      // Destinations configured but not enabled are opened for the run: a backfill of the range.
+      const opened: OpenedReplayTarget[] = [];
+      try {
+        for (const c of config.destinations) {
+          if (c.enabled || targets.has(c.id)) continue;
+          const t = await openWarehouseReplayTarget(c, {
+            instance,
+            dataDir,
+            offsetKey: c.id,
+            checkpoints: warehouse.checkpoints,
+            scope: { workspace: config.workspace, logId: log.id },
+            store: warehouse,
+            baseDir: opts.configDir ?? process.cwd(),
+            env: opts.env ?? {},
+          });
+          if (t) {
+            opened.push(t);
+            targets.set(t.id, t);
+          }
+        }
+      } catch (err) {
+        for (const t of opened) await t.close();
+        throw err;
+      }
+      return {
+        targets,
+        close: async () => {
+          for (const t of opened) await t.close();
+        },
+      };
+    },
     sources: config.sources.map((s) => s.id),
     onError: (err) => logger.error({ err }, 'replay failed'),
   });

@@ -10,8 +10,11 @@ export interface ReplayServiceDeps {
   archive: RawArchive | undefined;
   stages: ReadonlyMap<string, readonly Stage[]>;
   store: Pick<Store, 'write' | 'saveReplayRun' | 'replayRuns'>;
-  /** The destinations that take a replay now (called per run: destinations may start and stop). */
-  targets: () => ReadonlyMap<string, ReplayTarget>;
+  /**
+   * The destinations that take a replay now, by id (called per run: destinations may start
+   * and stop), and what to close when the run ends (targets opened for it).
+   */
+  targets: () => Promise<{ targets: ReadonlyMap<string, ReplayTarget>; close(): Promise<void> }>;
   /** Ids of the configured sources. */
   sources: readonly string[];
   onError?: (err: unknown) => void;
@@ -56,22 +59,36 @@ export class ReplayService {
   async start(request: ReplayRequest): Promise<{ runId: string; done: Promise<ReplayProgress> }> {
     if (!this.deps.archive) throw new TributaryError('TRIB_ERR_LINEAGE_UNSUPPORTED', ['replay']);
     if (this.running) throw new TributaryError('TRIB_ERR_REPLAY_BUSY', [this.running.replay.runId]);
+    if (this.starting) throw new TributaryError('TRIB_ERR_REPLAY_BUSY', ['starting']);
+    this.starting = true;
+    try {
+      return await this.startNow(request);
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  private starting = false;
+
+  private async startNow(request: ReplayRequest): Promise<{ runId: string; done: Promise<ReplayProgress> }> {
+    const archive = this.deps.archive;
+    if (!archive) throw new TributaryError('TRIB_ERR_LINEAGE_UNSUPPORTED', ['replay']);
     if (!this.deps.sources.includes(request.sourceId))
       throw new TributaryError('TRIB_ERR_REPLAY_UNKNOWN_SOURCE', [request.sourceId]);
-    const replay = new Replay(
-      {
-        archive: this.deps.archive,
-        stages: this.deps.stages,
-        store: this.deps.store,
-        targets: this.deps.targets(),
-      },
-      request,
-    );
-    await replay.begin();
+    const { targets, close } = await this.deps.targets();
+    let replay: Replay;
+    try {
+      replay = new Replay({ archive, stages: this.deps.stages, store: this.deps.store, targets }, request);
+      await replay.begin();
+    } catch (err) {
+      await close();
+      throw err;
+    }
     const done = replay
       .execute((p) => this.remember(p))
-      .finally(() => {
+      .finally(async () => {
         this.running = undefined;
+        await close();
       });
     this.running = { replay, done };
     done.catch((err) => this.deps.onError?.(err));

@@ -1,4 +1,9 @@
-import type { StoredEvent } from '../../store/store.js';
+import type { DestinationConfig } from '../../config/destinations-schema.js';
+import type { Store, StoredEvent } from '../../store/store.js';
+import type { DestinationContext } from '../connector.js';
+import type { WarehouseDestination } from '../destination.js';
+import { buildDestinationTransforms, TransformingDestination } from '../destination-transforms.js';
+import { destinationKind } from '../registry.js';
 
 /** What a delivery of replayed events did: events delivered, and events that failed (stored in `failed_events`). */
 export interface ReplayDelivery {
@@ -34,4 +39,37 @@ export function warehouseReplayTarget(d: {
   const replay = d.replay;
   if (!replay) return undefined;
   return { id: d.id, deliver: (events) => replay(events) };
+}
+
+/** A replay target the replay opened itself, closed when the run ends. */
+export interface OpenedReplayTarget extends ReplayTarget {
+  close(): Promise<void>;
+}
+
+/**
+ * A configured warehouse destination that is not running (`enabled: false`), opened for one
+ * replay: a new tool backfilled with exactly the replayed range before it is switched on.
+ * Its events go through its functions like a running one's, at its stored offset, so when it
+ * is enabled later its feed loads the rest of `events` from there (merging on `id`).
+ */
+export async function openWarehouseReplayTarget(
+  config: DestinationConfig,
+  ctx: DestinationContext & {
+    store: Pick<Store, 'write' | 'consumerOffset'>;
+    baseDir: string;
+    env: Record<string, string | undefined>;
+  },
+): Promise<OpenedReplayTarget | undefined> {
+  const kind = destinationKind(config.type);
+  if (!kind.capabilities.transformations) return undefined;
+  const stages = await buildDestinationTransforms(config, ctx.baseDir, ctx.env);
+  let inner: WarehouseDestination;
+  try {
+    inner = await (await kind.connector()).create(config, ctx);
+  } catch (err) {
+    for (const s of stages) await s.close();
+    throw err;
+  }
+  const d = new TransformingDestination(inner, stages, ctx.store);
+  return { id: config.id, deliver: (events) => d.replay(events), close: () => d.close() };
 }
