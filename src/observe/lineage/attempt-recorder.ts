@@ -79,9 +79,11 @@ export class LineageRecorder implements AttemptRecorder {
     }
   }
 
-  /** Writes what is queued (after the write in flight, if any). */
+  /** Writes what is queued (after the write in flight, if any; one write waits at most). */
   flush(): Promise<void> {
-    this.writing = (this.writing ?? Promise.resolve()).then(async () => {
+    if (this.queued) return this.queued;
+    const run = (this.writing ?? Promise.resolve()).then(async () => {
+      this.queued = undefined;
       if (this.buffer.length === 0) return;
       const batch = this.buffer;
       this.buffer = [];
@@ -96,9 +98,12 @@ export class LineageRecorder implements AttemptRecorder {
         this.options.onError?.(err);
       }
     });
-    const w = this.writing;
-    return w;
+    this.queued = run;
+    this.writing = run;
+    return run;
   }
+
+  private queued: Promise<void> | undefined;
 
   /** Deletes attempts past the retention; resolves with how many. */
   async purge(): Promise<number> {
