@@ -1,10 +1,13 @@
 import { sqlString } from '../platform/duckdb/duckdb-sql.js';
 import type { DeliveryAttemptRow, QueryResult, ReplayRunRow, Store, StoredEvent } from './store.js';
 
-/** The lineage reads and writes of the store port: `delivery_attempts`, `replay_runs`, events by id. */
+/**
+ * The lineage reads and writes of the store port shared by both adapters (`delivery_attempts`,
+ * `replay_runs`, events by id); each adapter writes attempts its own fastest way.
+ */
 export type LineageQueries = Pick<
   Store,
-  'eventsOf' | 'recordAttempts' | 'attemptsOf' | 'purgeAttempts' | 'saveReplayRun' | 'replayRuns'
+  'eventsOf' | 'attemptsOf' | 'purgeAttempts' | 'saveReplayRun' | 'replayRuns'
 >;
 
 /**
@@ -50,8 +53,28 @@ function ts(d: Date): string {
 
 const ATTEMPT_STATUSES = new Set(['ok', 'retryable', 'failed']);
 
-/** Most rows of one INSERT: a batch of attempts larger than this is written in several. */
-const ROWS_PER_INSERT = 2_000;
+/** An attempt's values as both engines store them: text without U+0000, a known status, a finite latency, detail cut at 2,000 characters. */
+export function attemptRow(a: DeliveryAttemptRow): {
+  destination: string;
+  messageId: string;
+  attempt: number;
+  at: string;
+  status: string;
+  latencyMs: number;
+  detail: string | null;
+} {
+  const clean = (v: string) => (v.includes('\u0000') ? v.replaceAll('\u0000', '\ufffd') : v);
+  const at = Number.isNaN(a.at.getTime()) ? new Date() : a.at;
+  return {
+    destination: clean(a.destination),
+    messageId: clean(a.messageId),
+    attempt: Math.trunc(a.attempt) | 0,
+    at: at.toISOString(),
+    status: ATTEMPT_STATUSES.has(a.status) ? a.status : 'failed',
+    latencyMs: Number.isFinite(a.latencyMs) ? a.latencyMs : 0,
+    detail: a.detail === undefined ? null : clean(a.detail.slice(0, 2_000)),
+  };
+}
 
 /**
  * The lineage queries over an adapter's own trusted query (`run`), values as quoted literals.
@@ -73,18 +96,6 @@ export function lineageQueries(run: (sql: string) => Promise<QueryResult>): Line
           json: String(row.payload),
         }),
       );
-    },
-
-    async recordAttempts(attempts) {
-      for (let i = 0; i < attempts.length; i += ROWS_PER_INSERT) {
-        const values = attempts.slice(i, i + ROWS_PER_INSERT).map((a) => {
-          const status = ATTEMPT_STATUSES.has(a.status) ? a.status : 'failed';
-          const latency = Number.isFinite(a.latencyMs) ? a.latencyMs : 0;
-          const at = Number.isNaN(a.at.getTime()) ? new Date() : a.at;
-          return `(${text(a.destination)}, ${text(a.messageId)}, ${Math.trunc(a.attempt) | 0}, ${ts(at)}, '${status}', ${latency}, ${a.detail === undefined ? 'NULL' : text(a.detail.slice(0, 2_000))})`;
-        });
-        await run(`INSERT INTO delivery_attempts VALUES ${values.join(', ')}`);
-      }
     },
 
     async attemptsOf(messageId) {

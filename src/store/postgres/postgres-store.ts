@@ -7,9 +7,10 @@ import { TributaryError } from '../../errors.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
-import { LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
+import { attemptRow, LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
+  DeliveryAttemptRow,
   EventRow,
   FailedRow,
   QueryResult,
@@ -181,7 +182,24 @@ export class PostgresStore implements Store {
 
   private readonly lineage = lineageQueries((sql) => this.query(sql));
   readonly eventsOf: LineageQueries['eventsOf'] = (id) => this.lineage.eventsOf(id);
-  readonly recordAttempts: LineageQueries['recordAttempts'] = (a) => this.lineage.recordAttempts(a);
+  /** One INSERT of arrays per call (`unnest`), the values as parameters. */
+  async recordAttempts(attempts: readonly DeliveryAttemptRow[]): Promise<void> {
+    if (attempts.length === 0) return;
+    const rows = attempts.map(attemptRow);
+    await this.pool.query(
+      `INSERT INTO ${this.s}.delivery_attempts
+       SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::timestamptz[], $5::text[], $6::float8[], $7::text[])`,
+      [
+        rows.map((r) => r.destination),
+        rows.map((r) => r.messageId),
+        rows.map((r) => r.attempt),
+        rows.map((r) => r.at),
+        rows.map((r) => r.status),
+        rows.map((r) => r.latencyMs),
+        rows.map((r) => r.detail),
+      ],
+    );
+  }
   readonly attemptsOf: LineageQueries['attemptsOf'] = (id) => this.lineage.attemptsOf(id);
   readonly purgeAttempts: LineageQueries['purgeAttempts'] = (t) => this.lineage.purgeAttempts(t);
   readonly saveReplayRun: LineageQueries['saveReplayRun'] = (r) => this.lineage.saveReplayRun(r);
