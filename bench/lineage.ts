@@ -8,7 +8,7 @@
  * 2. The store alone: attempts/s `LineageRecorder` writes into DuckDB (and PostgreSQL when it
  *    answers at 127.0.0.1:5432), and CPU µs per attempt.
  *
- *   npm run bench:lineage     (BENCH_ROUNDS=3 BENCH_SECONDS=5 BENCH_BATCH=100 BENCH_ATTEMPTS=200000)
+ *   npm run bench:lineage     (BENCH_ROUNDS=5 BENCH_SECONDS=4 BENCH_BATCH=100 BENCH_ATTEMPTS=200000)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -24,8 +24,8 @@ import type { Store } from '../src/store/store.js';
 import { pgUnreachable, scratchDatabase } from '../test/pg.js';
 import { envInt } from './lib/env.js';
 
-const ROUNDS = envInt('BENCH_ROUNDS', 3);
-const SECONDS = envInt('BENCH_SECONDS', 5);
+const ROUNDS = envInt('BENCH_ROUNDS', 5);
+const SECONDS = envInt('BENCH_SECONDS', 4);
 const BATCH = envInt('BENCH_BATCH', 100);
 const ATTEMPTS = envInt('BENCH_ATTEMPTS', 200_000);
 
@@ -131,16 +131,29 @@ async function main(): Promise<void> {
   try {
     await deliveryLoop(url, none, 1, 0); // warm-up
     const rates = { none: [] as number[], recorded: [] as number[] };
+    const cpuPerEvent = { none: [] as number[], recorded: [] as number[] };
+    const pairs: number[] = [];
     let offset = 1_000_000;
     for (let r = 0; r < ROUNDS; r++) {
       for (const kind of r % 2 === 0 ? (['none', 'recorded'] as const) : (['recorded', 'none'] as const)) {
+        const cpu0 = process.cpuUsage();
         const rate = await deliveryLoop(url, kind === 'none' ? none : recorder, SECONDS, offset);
         offset += 10_000_000;
         if (kind === 'recorded') await recorder.flush();
+        const cpu = process.cpuUsage(cpu0);
+        const us = (cpu.user + cpu.system) / (rate * SECONDS);
         rates[kind].push(rate);
-        console.log(`round ${r + 1} ${kind.padEnd(8)} ${Math.round(rate)} events/s`);
+        cpuPerEvent[kind].push(us);
+        console.log(
+          `round ${r + 1} ${kind.padEnd(8)} ${Math.round(rate)} events/s, ${us.toFixed(2)} µs CPU/event (sender, receiver and recorder)`,
+        );
       }
+      pairs.push(rates.recorded[r]! / rates.none[r]!);
     }
+    console.log(
+      `per-round ratios recorded/none: ${pairs.map((p) => p.toFixed(3)).join(', ')} (median ${median(pairs).toFixed(3)}); ` +
+        `CPU per event: none ${median(cpuPerEvent.none).toFixed(2)} µs, recorded ${median(cpuPerEvent.recorded).toFixed(2)} µs (medians)`,
+    );
     const a = median(rates.none);
     const b = median(rates.recorded);
     console.log(
