@@ -35,6 +35,14 @@ sources:
               type: object
               properties:
                 items: { type: number }
+      - name: soft
+        onViolation: allow
+        onUnplannedEvent: allow
+        events:
+          Signed Up:
+            properties:
+              type: object
+              required: [plan]
     privacy:
       policy:
         block: [card_number]
@@ -194,6 +202,10 @@ describe('tributary trace', () => {
     ]);
     await s.lineage.flush();
     const t = (await trace(s, 'd-1')).body;
+    // The soft plan let it pass with its violation flagged on the event.
+    expect(t.events[0]!.violations).toHaveLength(1);
+    expect(JSON.stringify(t.events[0]!.violations)).toContain('plan');
+    expect(formatTrace(t)).toContain('plan      violations');
     expect(t.attempts).toEqual([
       {
         destination: 'hook',
