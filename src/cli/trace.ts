@@ -31,7 +31,7 @@ export function formatTrace(t: TraceReport): string {
   for (const e of t.events) {
     out.push(
       '',
-      `accepted into events (offset ${e.logOffset}, source ${e.sourceId}, received ${e.receivedAt})`,
+      `accepted into events (offset ${e.logOffset}, source ${e.sourceId}, received ${e.receivedAt}${e.messageId === t.messageId ? '' : `, as message ${e.messageId}`})`,
     );
     if (e.mapped.length > 0) out.push(`  mapping   ${short(e.mapped)}`);
     if (e.violations.length > 0) out.push(`  plan      violations ${short(e.violations)}`);

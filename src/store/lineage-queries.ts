@@ -82,10 +82,12 @@ export function attemptRow(a: DeliveryAttemptRow): {
  */
 export function lineageQueries(run: (sql: string) => Promise<QueryResult>): LineageQueries {
   return {
-    async eventsOf(messageId) {
+    async eventsOf(messageId, offsets = []) {
+      const at = offsets.filter(Number.isSafeInteger).slice(0, 1000);
       const r = await run(
         `SELECT log_offset, source_id, message_id, epoch_ms(received_at) AS received_ms, CAST(payload AS VARCHAR) AS payload
-         FROM events WHERE message_id = ${text(messageId)} ORDER BY log_offset LIMIT 1000`,
+         FROM events WHERE message_id = ${text(messageId)}${at.length > 0 ? ` OR log_offset IN (${at.join(', ')})` : ''}
+         ORDER BY log_offset, message_id LIMIT 1000`,
       );
       return r.rows.map(
         (row): StoredEvent => ({

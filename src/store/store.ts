@@ -225,8 +225,11 @@ export interface Store {
   markRetried(ids: readonly string[]): Promise<void>;
   /** Of these failed events, those that failed again when retried: their id → the new row's id. */
   retriesOf(ids: readonly string[]): Promise<Map<string, string>>;
-  /** Stored events of this messageId (any source), in log order (`tributary trace`). */
-  eventsOf(messageId: string): Promise<StoredEvent[]>;
+  /**
+   * Stored events of this messageId (any source), and those at the given log offsets (what a
+   * function that changed the messageId made of its records), in log order (`tributary trace`).
+   */
+  eventsOf(messageId: string, offsets?: readonly number[]): Promise<StoredEvent[]>;
   /**
    * Appends delivery attempts to `delivery_attempts` (lineage), in one statement; the table is
    * indexed by messageId.

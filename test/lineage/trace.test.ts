@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatTrace } from '../../src/cli/trace.js';
 import type { TraceReport } from '../../src/observe/lineage/trace.js';
@@ -12,7 +15,7 @@ import {
 
 /** `GET /admin/v1/trace/:messageId` on the embedded server: one message's path through every part. */
 
-const { servers } = cleanupAfterEach();
+const { servers, dirs } = cleanupAfterEach();
 
 const CONFIG = `version: 1
 sources:
@@ -230,5 +233,45 @@ describe('tributary trace', () => {
     const missing = await trace(s, 'never-sent');
     expect(missing.status).toBe(404);
     expect(missing.body.code).toBe('TRIB_ERR_TRACE_NOT_FOUND');
+  });
+});
+
+describe('tributary trace through a function', () => {
+  it('finds the events a function made of the record under other messageIds, and a record it dropped', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trib-trace-fn-'));
+    dirs.push(dir);
+    writeFileSync(
+      join(dir, 'rename.ts'),
+      `export default function (e: { event?: string; messageId: string }) {
+  if (e.event === 'Noise') return null;
+  if (e.event === 'Split') return [e, { ...e, event: 'Split Copy', messageId: e.messageId + '-copy' }];
+  return e;
+}
+`,
+    );
+    const s = await startTestServer({
+      yaml: `version: 1
+sources:
+  - id: web
+    type: http
+    writeKey: ${WRITE_KEY}
+    transformations:
+      - id: rename
+        file: ${join(dir, 'rename.ts')}
+`,
+    });
+    servers.push(s);
+    await sendBatch(s, [
+      { type: 'track', messageId: 'fan', userId: 'u1', event: 'Split' },
+      { type: 'track', messageId: 'quiet', userId: 'u1', event: 'Noise' },
+    ]);
+    await settle(s);
+    const fan = (await trace(s, 'fan')).body;
+    expect(fan.records[0]!.outcome).toBe('loaded');
+    expect(fan.events.map((e) => e.messageId).sort()).toEqual(['fan', 'fan-copy']);
+    expect(formatTrace(fan)).toContain('as message fan-copy');
+    const quiet = (await trace(s, 'quiet')).body;
+    expect(quiet.records[0]!.outcome).toBe('filtered');
+    expect(quiet.events).toEqual([]);
   });
 });

@@ -46,6 +46,8 @@ export interface TracedRecord {
 
 /** One row of `events` with the messageId and its path after the loader. */
 export interface TracedEvent {
+  /** The event's messageId: the traced one, or the one a function gave its output. */
+  messageId: string;
   logOffset: number;
   sourceId: string;
   receivedAt: string;
@@ -94,10 +96,15 @@ function list(v: unknown): unknown[] {
  * @throws TributaryError `TRIB_ERR_TRACE_NOT_FOUND` when nothing anywhere knows the id.
  */
 export async function traceMessage(deps: TraceDeps, messageId: string): Promise<TraceReport> {
-  const [records, failures, stored, attempts] = await Promise.all([
-    deps.archive ? deps.archive.recordsOf(messageId) : Promise.resolve([] as Delivered[]),
+  const records = deps.archive ? await deps.archive.recordsOf(messageId) : ([] as Delivered[]);
+  // With the records' offsets: a function that gave its output another messageId (a fan-out's
+  // `<id>-1`) left the events at the record's offset.
+  const [failures, stored, attempts] = await Promise.all([
     deps.store.listFailed({ messageId, includeRetried: true, limit: 1000 }),
-    deps.store.eventsOf(messageId),
+    deps.store.eventsOf(
+      messageId,
+      records.filter((r) => r.status === 'accepted').map((r) => r.offset),
+    ),
     deps.store.attemptsOf(messageId),
   ]);
   if (records.length === 0 && failures.length === 0 && stored.length === 0 && attempts.length === 0)
@@ -106,7 +113,8 @@ export async function traceMessage(deps: TraceDeps, messageId: string): Promise<
   const loadedAt = new Set(stored.map((e) => e.logOffset));
   const loader = deps.loaderPosition?.();
   const firstLoaded = new Map<string, number>();
-  for (const e of stored) if (!firstLoaded.has(e.sourceId)) firstLoaded.set(e.sourceId, e.logOffset);
+  for (const e of stored)
+    if (e.messageId === messageId && !firstLoaded.has(e.sourceId)) firstLoaded.set(e.sourceId, e.logOffset);
   const tracedRecords = records.map((r): TracedRecord => {
     let outcome: TracedRecord['outcome'];
     if (r.status === 'rejected') outcome = 'rejected';
@@ -155,6 +163,7 @@ export async function traceMessage(deps: TraceDeps, messageId: string): Promise<
       warehouses.push(w);
     }
     events.push({
+      messageId: e.messageId,
       logOffset: e.logOffset,
       sourceId: e.sourceId,
       receivedAt: new Date(e.receivedAt).toISOString(),

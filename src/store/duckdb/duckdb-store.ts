@@ -355,7 +355,7 @@ export class DuckDBStore implements Store, UserQueries {
   readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
 
   private readonly lineage = lineageQueries((sql) => this.query(sql));
-  readonly eventsOf: LineageQueries['eventsOf'] = (id) => this.lineage.eventsOf(id);
+  readonly eventsOf: LineageQueries['eventsOf'] = (id, at) => this.lineage.eventsOf(id, at);
   readonly attemptsOf: LineageQueries['attemptsOf'] = (id) => this.lineage.attemptsOf(id);
   readonly purgeAttempts: LineageQueries['purgeAttempts'] = (t) => this.lineage.purgeAttempts(t);
   readonly saveReplayRun: LineageQueries['saveReplayRun'] = (r) => this.lineage.saveReplayRun(r);

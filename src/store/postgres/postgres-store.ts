@@ -181,7 +181,7 @@ export class PostgresStore implements Store {
   readonly retriesOf: FailedQueries['retriesOf'] = (ids) => this.failed.retriesOf(ids);
 
   private readonly lineage = lineageQueries((sql) => this.query(sql));
-  readonly eventsOf: LineageQueries['eventsOf'] = (id) => this.lineage.eventsOf(id);
+  readonly eventsOf: LineageQueries['eventsOf'] = (id, at) => this.lineage.eventsOf(id, at);
   /** One INSERT of arrays per call (`unnest`), the values as parameters. */
   async recordAttempts(attempts: readonly DeliveryAttemptRow[]): Promise<void> {
     if (attempts.length === 0) return;
@@ -218,7 +218,7 @@ export class PostgresStore implements Store {
       failedToRetry: (f) => this.failedToRetry(f),
       markRetried: (ids) => this.markRetried(ids),
       retriesOf: (ids) => this.retriesOf(ids),
-      eventsOf: (id) => this.eventsOf(id),
+      eventsOf: (id, at) => this.eventsOf(id, at),
       recordAttempts: (a) => this.recordAttempts(a),
       attemptsOf: (id) => this.attemptsOf(id),
       purgeAttempts: (t) => this.purgeAttempts(t),
