@@ -286,6 +286,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     sources: config.sources.map((s) => s.id),
     onError: (err) => logger.error({ err }, 'replay failed'),
   });
+  await replays.abandonRuns();
 
   const webhooks = await openWebhooks(config.sources, {
     baseDir: opts.configDir ?? process.cwd(),

@@ -216,3 +216,41 @@ describe('tributary replay', () => {
     expect([unknown.status, unknown.body.code]).toEqual([404, 'TRIB_ERR_REPLAY_UNKNOWN_DESTINATION']);
   });
 });
+
+describe('replay runs across restarts', () => {
+  it('a run left running by a process that died is marked failed at the next start', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'tributary-replay-'));
+    dirs.push(dataDir);
+    const s = await start(config('loose'), dataDir);
+    // What a kill -9 mid-run leaves: the run's row as written when it started.
+    await s.warehouse.saveReplayRun({
+      id: 'r-killed',
+      requestedBy: 'cli',
+      startedAt: new Date(),
+      sourceId: 'web',
+      from: new Date(0),
+      to: new Date(),
+      destinations: ['warehouse'],
+      dryRun: false,
+      status: 'running',
+      read: 1000,
+      passed: 1000,
+      failed: 0,
+      delivered: 1000,
+    });
+    await stop(s);
+    const again = await start(config('loose'), dataDir);
+    const r = await again.app.inject({
+      method: 'GET',
+      url: '/admin/v1/replay/r-killed',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    expect(r.json()).toMatchObject({
+      id: 'r-killed',
+      status: 'failed',
+      read: 1000,
+      error: expect.stringContaining('stopped'),
+    });
+    expect(r.json().finishedAt).not.toBeNull();
+  });
+});

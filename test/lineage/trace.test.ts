@@ -49,6 +49,8 @@ sources:
     privacy:
       policy:
         block: [card_number]
+lineage:
+  retention: 10d
 `;
 
 async function start(): Promise<TestServer> {
@@ -230,6 +232,21 @@ describe('tributary trace', () => {
       },
     ]);
     expect(formatTrace(t)).toContain('hook  #2');
+    // Past the retention (lineage.retention: 10d here) an attempt is purged.
+    await s.lineage.record([
+      {
+        destination: 'hook',
+        messageId: 'd-old',
+        attempt: 1,
+        at: new Date(Date.now() - 11 * 86_400_000),
+        status: 'ok',
+        latencyMs: 1,
+      },
+    ]);
+    await s.lineage.flush();
+    expect((await trace(s, 'd-old')).body.attempts).toHaveLength(1);
+    expect(await s.lineage.purge()).toBe(1);
+    expect((await trace(s, 'd-old')).status).toBe(404);
     const missing = await trace(s, 'never-sent');
     expect(missing.status).toBe(404);
     expect(missing.body.code).toBe('TRIB_ERR_TRACE_NOT_FOUND');

@@ -112,6 +112,22 @@ export class ReplayService {
     return (await this.deps.store.replayRuns({ limit })).map((r) => replayRunView(r, this.recent.get(r.id)));
   }
 
+  /**
+   * Marks runs left `running` by a process that ended during them (a crash, kill -9) as
+   * failed; called at start, before any replay of this process. Returns how many.
+   */
+  async abandonRuns(now = new Date()): Promise<number> {
+    const stale = (await this.deps.store.replayRuns({ limit: 1000 })).filter((r) => r.status === 'running');
+    for (const r of stale)
+      await this.deps.store.saveReplayRun({
+        ...r,
+        status: 'failed',
+        finishedAt: now,
+        error: 'the server stopped during the replay; run it again (destinations store no messageId twice)',
+      });
+    return stale.length;
+  }
+
   /** Resolves when the running replay (if any) has ended. */
   async idle(): Promise<void> {
     await this.running?.done.catch(() => undefined);
