@@ -332,6 +332,35 @@ export const ErrorCodes = {
     message:
       'Source "%s" is of type %s, which Tributary does not read from (it receives): only file and database sources can be checked, discovered, synced or imported into',
   },
+  TRIB_ERR_TRACE_NOT_FOUND: {
+    status: 404,
+    message:
+      'No trace of message %s: the event log holds no record with this messageId (check the id; records are never removed from the embedded log)',
+  },
+  TRIB_ERR_LINEAGE_UNSUPPORTED: {
+    status: 501,
+    message:
+      "%s needs the raw archive, which this deployment's event log does not offer yet (the embedded DuckDB log does; NATS does not)",
+  },
+  TRIB_ERR_REPLAY_BAD_REQUEST: {
+    status: 400,
+    message:
+      'Bad replay request: %s. Send {"source": ID, "from": ISO time, "to": ISO time, "destinations"?: [IDs], "dryRun"?: bool, "rate"?: events/s}',
+  },
+  TRIB_ERR_REPLAY_UNKNOWN_SOURCE: {
+    status: 404,
+    message: 'No source %s: replay a source of the configuration',
+  },
+  TRIB_ERR_REPLAY_UNKNOWN_DESTINATION: {
+    status: 404,
+    message:
+      'No destination %s that takes a replay: name a configured duckdb or postgres destination (parquet lakes are not replayed into)',
+  },
+  TRIB_ERR_REPLAY_BUSY: {
+    status: 409,
+    message: 'A replay (%s) is running; wait for it (GET /admin/v1/replay/<id>) and start this one after',
+  },
+  TRIB_ERR_REPLAY_NOT_FOUND: { status: 404, message: 'No replay run %s' },
   TRIB_ERR_SOURCE_BUSY: {
     status: 409,
     message:

@@ -22,6 +22,7 @@ import {
   profilesUnmergeCommand,
 } from './profiles.js';
 import { queryCommand } from './query.js';
+import { replayCommand } from './replay.js';
 import {
   sourcesCheckCommand,
   sourcesDiscoverCommand,
@@ -30,6 +31,7 @@ import {
 } from './sources.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
+import { traceCommand } from './trace.js';
 
 const program = new Command();
 program.name('tributary').description('Open-source customer data platform').showHelpAfterError();
@@ -253,6 +255,30 @@ serverOptions(
     .description('received, accepted, rejected, passed, blocked, failed, pending per source and stage')
     .option('--json', 'print as JSON'),
 ).action(statsCommand);
+
+serverOptions(
+  program
+    .command('trace')
+    .description(
+      "one message's whole path: received, each stage, its profile, warehouse rows, delivery attempts",
+    )
+    .argument('<messageId>')
+    .option('--json', 'print as JSON'),
+).action(traceCommand);
+serverOptions(
+  program
+    .command('replay')
+    .description(
+      "run a source's archived events of a time range through the current pipeline into destinations",
+    )
+    .requiredOption('--source <id>', 'the source whose events are replayed')
+    .requiredOption('--from <time>', 'start of the receipt-time range (ISO-8601), inclusive')
+    .requiredOption('--to <time>', 'end of the range (ISO-8601), exclusive')
+    .option('--destination <id...>', 'only these destinations (default: every warehouse destination)')
+    .option('--dry-run', 'count what would be delivered; write nothing')
+    .option('--rate <n>', 'most events read per second')
+    .option('--json', 'print the finished run as JSON'),
+).action(replayCommand);
 
 const failed = program.command('failed').description('the failed-event store');
 serverOptions(

@@ -161,6 +161,16 @@ export const PipelineConfig = z
   })
   .strict();
 
+export const LineageConfig = z
+  .object({
+    retention: Duration.prefault('30d').describe(
+      'How long delivery attempts are kept for `tributary trace` (delivery_attempts); older ones are purged every hour.',
+    ),
+  })
+  .strict()
+  .describe('Lineage: what `tributary trace` can show (docs/configuration.md).');
+export type LineageConfig = z.infer<typeof LineageConfig>;
+
 export const LogConfig = z
   .discriminatedUnion('type', [
     z
@@ -269,6 +279,7 @@ const TributaryConfigObject = z
     storage: StorageConfig.default({ dataDir: '.tributary', memoryLimit: '2GB' }),
     sources: z.array(SourceConfig).min(1, 'declare at least one source'),
     pipeline: PipelineConfig.default({ dedupe: { window: 7 * 86_400_000 } }),
+    lineage: LineageConfig.default({ retention: 30 * 86_400_000 }),
     log: LogConfig.default({ type: 'duckdb' }),
     state: StateConfig.default({ type: 'duckdb' }),
     destinations: DestinationList.optional().describe(

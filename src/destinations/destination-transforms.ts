@@ -7,7 +7,13 @@ import type { TransformStage } from '../pipeline/stages/transform-stage.js';
 import { transformStage } from '../pipeline/transform/function-stage.js';
 import { Turns } from '../platform/async/turns.js';
 import type { FailedRow, Store, StoredEvent } from '../store/store.js';
-import type { LoadOptions, LoadResult, RecordFailure, WarehouseDestination } from './destination.js';
+import type {
+  LoadOptions,
+  LoadResult,
+  RecordFailure,
+  WarehouseDestination,
+  WarehouseRow,
+} from './destination.js';
 import { destinationKind } from './registry.js';
 
 /** One failed event handed back to its destination by a retry. */
@@ -174,6 +180,45 @@ export class TransformingDestination implements WarehouseDestination {
         });
       }
     });
+  }
+
+  /**
+   * Loads events again (a replay) through the current functions into this destination only, at
+   * its stored offset, queued behind the feed's loads like a retry: the SQL destinations merge
+   * on `id`, so events already stored add no row. Function failures go to `failed_events`
+   * (stage `destination:<id>`), and events the destination refuses too; answers how many
+   * events reached the load and how many failed.
+   */
+  replay(events: readonly StoredEvent[]): Promise<{ ok: number; failed: number }> {
+    return this.turns.run(async () => {
+      const { rows, failed } = await this.transform(events, () => undefined);
+      const offset = await this.inner.storedOffset();
+      if (failed.length > 0) {
+        await this.warehouse.write({
+          events: [],
+          failed,
+          consumer: this.consumer,
+          nextOffset: await this.warehouse.consumerOffset(this.consumer),
+        });
+      }
+      const loaded = await this.inner.load(rows, offset);
+      if (loaded.status === 'retryable') throw loaded.error;
+      if (loaded.failed.length > 0) {
+        await this.warehouse.write({
+          events: [],
+          failed: loaded.failed.map((f) => destinationFailure(this.inner.name, f)),
+          consumer: this.consumer,
+          nextOffset: await this.warehouse.consumerOffset(this.consumer),
+        });
+      }
+      const refused = new Set(loaded.failed.map((f) => f.event.messageId));
+      const failedIds = new Set([...failed.map((f) => f.messageId), ...refused]);
+      return { ok: events.filter((e) => !failedIds.has(e.messageId)).length, failed: failedIds.size };
+    });
+  }
+
+  rowsOf(event: StoredEvent): Promise<WarehouseRow[]> {
+    return this.inner.rowsOf?.(event) ?? Promise.resolve([]);
   }
 
   async close(): Promise<void> {

@@ -65,7 +65,20 @@ export interface WarehouseDestination {
    * others are stored. A lost connection or a timeout stores nothing (`retryable`).
    */
   load(events: readonly StoredEvent[], nextOffset: number, options?: LoadOptions): Promise<LoadResult>;
+  /**
+   * The rows a stored event became in this destination's tables (`tributary trace`), where
+   * the kind can look them up (the SQL warehouses; not the lake).
+   */
+  rowsOf?(event: StoredEvent): Promise<WarehouseRow[]>;
   close(): Promise<void>;
+}
+
+/** One row of a destination's table, as `tributary trace` shows it. */
+export interface WarehouseRow {
+  schema: string;
+  table: string;
+  /** The row's values by column, as JSON-safe values (timestamps as text). */
+  row: Record<string, unknown>;
 }
 
 /**
@@ -114,6 +127,11 @@ export interface SqlEngine {
     options?: ApplyOptions,
     // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
   ): Promise<{ namesSeen: number } | void>;
+  /**
+   * The rows of `schema.table` whose `id` is `id` (at most a few: `id` is the messageId, or
+   * the userId in `users`), values JSON-safe. For lineage; absent in engines that cannot.
+   */
+  selectById?(schema: string, table: string, id: string): Promise<Record<string, unknown>[]>;
   close(): Promise<void>;
 }
 

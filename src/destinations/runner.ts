@@ -6,8 +6,8 @@ import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import type { CheckpointGate } from '../platform/duckdb/checkpoint-gate.js';
-import type { Store } from '../store/store.js';
-import type { RecordFailure, WarehouseDestination } from './destination.js';
+import type { Store, StoredEvent } from '../store/store.js';
+import type { RecordFailure, WarehouseDestination, WarehouseRow } from './destination.js';
 import {
   buildDestinationTransforms,
   type DestinationRetryItem,
@@ -37,6 +37,13 @@ export interface RunningDestination {
    * loads them into it alone (absent on parquet destinations, which take no transformations).
    */
   retry?(items: readonly DestinationRetryItem[]): Promise<void>;
+  /**
+   * Loads events again (a replay) through its current functions, at its stored offset, so its
+   * position does not move; the tables merge on `id` (absent on parquet destinations).
+   */
+  replay?(events: readonly StoredEvent[]): Promise<{ ok: number; failed: number }>;
+  /** The rows a stored event became in its tables, for `tributary trace` (SQL destinations). */
+  rowsOf?(event: StoredEvent): Promise<WarehouseRow[]>;
   stop(): Promise<void>;
 }
 
@@ -213,6 +220,8 @@ export async function startDestinations(opts: {
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
       retry: transforming && ((items) => transforming.retry(items)),
+      replay: transforming && ((events) => transforming.replay(events)),
+      rowsOf: destination.rowsOf && ((event) => destination.rowsOf!(event)),
       async stop() {
         await sub.stop();
         await destination.close();

@@ -42,6 +42,20 @@ export interface Explanation {
   refused: Decision[];
 }
 
+/** What identity resolution did with one stored event (`tributary trace`). */
+export interface EventIdentity {
+  /** The identifiers the current rules find in the event (`type:value`). */
+  identifiers: string[];
+  /** The stage's decision for the event (undefined while the stage has not reached it). */
+  decision?: Decision;
+  /** The profile the event belongs to now, following later merges. */
+  profileId?: string;
+  /** Merges the event caused. */
+  merges: MergeRecord[];
+  /** Merges of the profile's component since, which moved the event into its current profile. */
+  laterMerges: MergeRecord[];
+}
+
 export interface StageOptions extends IdentityEngineOptions {
   onError?: (err: unknown) => void;
   /** Most events per feed call. Default 20,000. */
@@ -344,6 +358,45 @@ export class IdentityStage {
       if (out.some((o) => o.status === 'merged')) await this.commit(undefined);
       return out;
     });
+  }
+
+  /**
+   * The identity side of one stored event's path: its identifiers, the decision made for it
+   * (new profile, attach, merge, limited), the profile it belongs to now and the merges it
+   * caused or that carried it since.
+   */
+  async traceEvent(stored: StoredEvent): Promise<EventIdentity> {
+    let keys: string[] = [];
+    try {
+      keys = toIdentityEvent(stored, this.rules).identifiers.map((i) => i.key);
+    } catch {
+      keys = [];
+    }
+    // Decisions are found by identifier (an indexed path of the port); the event's own is
+    // the one at its offset with its messageId.
+    const decisions = keys.length > 0 ? await this.store.decisions([], keys, 10_000) : [];
+    const decision = decisions.find(
+      (d) => d.logOffset === stored.logOffset && d.messageId === stored.messageId,
+    );
+    const merges = [...this.engine.merges.values()].filter(
+      (m) => m.messageId === stored.messageId && m.logOffset === stored.logOffset,
+    );
+    const resolvedInto = decision?.profileId ?? undefined;
+    const profileId = resolvedInto === undefined ? undefined : this.engine.current(resolvedInto);
+    const laterMerges: MergeRecord[] = [];
+    if (resolvedInto !== undefined) {
+      // Follow the profile the event was resolved into through the merges that absorbed it.
+      let at = resolvedInto;
+      for (let guard = 0; guard < 10_000; guard++) {
+        const next = [...this.engine.merges.values()].find(
+          (m) => m.mergedProfileId === at && m.unmergedAt === null && m.logOffset >= stored.logOffset,
+        );
+        if (!next || merges.includes(next)) break;
+        laterMerges.push(next);
+        at = next.profileId;
+      }
+    }
+    return { identifiers: keys, decision, profileId, merges, laterMerges };
   }
 
   /** The live profile an id names now, following merges. */

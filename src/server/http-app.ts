@@ -11,10 +11,14 @@ import { Gauge } from 'prom-client';
 import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import { ServerConfig, type SourceConfig } from '../config/schema.js';
+import { replayAdminRoutes } from '../destinations/replay/replay-routes.js';
+import type { ReplayService } from '../destinations/replay/replay-service.js';
 import { type ModelRoutesDeps, modelAdminRoutes } from '../destinations/reverse-etl/model-routes.js';
 import { TributaryError } from '../errors.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
+import type { TraceDeps } from '../observe/lineage/trace.js';
+import { traceAdminRoutes } from '../observe/lineage/trace-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { PushReceiver } from '../sources/source.js';
 import { type SourceRoutesDeps, sourceAdminRoutes } from '../sources/source-routes.js';
@@ -72,6 +76,8 @@ export interface HttpAppDeps extends CollectDeps {
   profileReadToken?: string;
   /** Timeouts, the per-client connection cap and the trusted proxies (`server:`); defaults below. */
   limits?: Partial<HttpLimits>;
+  /** `tributary trace` (`GET /admin/v1/trace/:messageId`) and `tributary replay` (`/admin/v1/replay`). */
+  lineage?: { trace: TraceDeps; replays: ReplayService };
   /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
   webhooks?: ReadonlyMap<string, PushReceiver>;
   /** The configuration's versions and changes (`/admin/v1/config`), when the server keeps them. */
@@ -241,6 +247,10 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
     configAdminRoutes(admin, deps.configAdmin ?? {});
     if (deps.models) modelAdminRoutes(admin, deps.models);
+    if (deps.lineage) {
+      traceAdminRoutes(admin, deps.lineage.trace);
+      replayAdminRoutes(admin, deps.lineage.replays);
+    }
     done();
   });
 

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { LogConfig, StateConfig } from '../config/schema.js';
+import { ReplayService } from '../destinations/replay/replay-service.js';
 import { ModelService } from '../destinations/reverse-etl/model-service.js';
 import { noStreamDestinations } from '../destinations/reverse-etl/model-sync.js';
 import { type RunningDestination, startDestinations } from '../destinations/runner.js';
@@ -358,6 +359,18 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
             },
           }
         : {}),
+      // Lineage without the raw archive (the NATS log has none yet): a trace starts at `events`,
+      // and a replay answers TRIB_ERR_LINEAGE_UNSUPPORTED.
+      lineage: {
+        trace: { store, destinations: () => [] },
+        replays: new ReplayService({
+          archive: undefined,
+          stages: quality.stages,
+          store,
+          targets: async () => ({ targets: new Map(), close: async () => {} }),
+          sources: config.sources.map((s) => s.id),
+        }),
+      },
       ...(sources
         ? {
             sourceAdmin: {

@@ -3,6 +3,13 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
+import { ReplayService } from '../destinations/replay/replay-service.js';
+import {
+  type OpenedReplayTarget,
+  openWarehouseReplayTarget,
+  type ReplayTarget,
+  warehouseReplayTarget,
+} from '../destinations/replay/replay-target.js';
 import { ModelService } from '../destinations/reverse-etl/model-service.js';
 import { noStreamDestinations, type OpenDestination } from '../destinations/reverse-etl/model-sync.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
@@ -14,6 +21,7 @@ import { IdentityStage } from '../identity/identity-stage.js';
 import { MatchScheduler, ProfileMatching } from '../identity/matching/profile-matching.js';
 import type { DuckDBEventLog } from '../log/duckdb/duckdb-event-log.js';
 import { StallWatch } from '../observe/health.js';
+import { LineageRecorder } from '../observe/lineage/attempt-recorder.js';
 import { Metrics } from '../observe/metrics.js';
 import { QualityMetrics } from '../observe/quality-metrics.js';
 import { collectStats } from '../observe/stats.js';
@@ -88,6 +96,10 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
+  /** Delivery attempts for `tributary trace`: the delivery runner's `AttemptRecorder`. */
+  lineage: LineageRecorder;
+  /** `tributary replay`: runs and their records. */
+  replays: ReplayService;
   /**
    * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
    * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
@@ -258,6 +270,59 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
   };
 
+  // Lineage: delivery attempts (written in batches, purged past the retention) and replay.
+  const lineage = new LineageRecorder(warehouse, {
+    retentionMs: config.lineage.retention,
+    onError: (err) =>
+      logger.warn({ err }, 'lineage: delivery attempts not written; retried with the next batch'),
+  });
+  lineage.start();
+  const replays = new ReplayService({
+    archive: log,
+    stages: qualitySetup.stages,
+    store: warehouse,
+    targets: async () => {
+      const targets = new Map<string, ReplayTarget>();
+      for (const d of destinations) {
+        const t = warehouseReplayTarget(d);
+        if (t) targets.set(t.id, t);
+      }
+      // Destinations configured but not enabled are opened for the run: a backfill of the range.
+      const opened: OpenedReplayTarget[] = [];
+      try {
+        for (const c of config.destinations) {
+          if (c.enabled || targets.has(c.id)) continue;
+          const t = await openWarehouseReplayTarget(c, {
+            instance,
+            dataDir,
+            offsetKey: c.id,
+            checkpoints: warehouse.checkpoints,
+            scope: { workspace: config.workspace, logId: log.id },
+            store: warehouse,
+            baseDir,
+            env,
+          });
+          if (t) {
+            opened.push(t);
+            targets.set(t.id, t);
+          }
+        }
+      } catch (err) {
+        for (const t of opened) await t.close();
+        throw err;
+      }
+      return {
+        targets,
+        close: async () => {
+          for (const t of opened) await t.close();
+        },
+      };
+    },
+    sources: config.sources.map((s) => s.id),
+    onError: (err) => logger.error({ err }, 'replay failed'),
+  });
+  await replays.abandonRuns();
+
   const webhooks = await openWebhooks(config.sources, { baseDir, env });
   const reconfigurer = new Reconfigurer({
     config,
@@ -335,6 +400,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       onError: (id, err) => logger.error({ err, source: id }, 'sync failed'),
     },
     models: { models, onError: (id, err) => logger.error({ err, model: id }, 'model run failed') },
+    lineage: {
+      trace: {
+        archive: log,
+        store: warehouse,
+        loaderPosition: () => loader.position(),
+        identity,
+        destinations: () => destinations,
+      },
+      replays,
+    },
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
@@ -357,6 +432,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     metrics,
     quality,
     failed,
+    lineage,
+    replays,
     close() {
       stopSampling();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
@@ -373,6 +450,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await upTo(loader.drained(), left() / 2);
         // Destinations catch up after a restart anyway (their offset is stored with their rows),
         // so an unreachable one does not hold the shutdown for long.
+        at('a replay finishing');
+        await upTo(replays.idle(), left() / 4);
         at('destinations draining');
         await upTo(Promise.all(destinations.map((d) => d.drained())), Math.min(10_000, left() / 2));
         for (const d of destinations) {
@@ -389,6 +468,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await matching?.close();
         await identity?.stop();
         await identityStore?.close();
+        at('lineage writing its last attempts');
+        await upTo(lineage.stop(), left() / 4);
         at('closing the log and the warehouse');
         await sourceStore.close();
         await modelStore.close();

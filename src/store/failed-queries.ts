@@ -81,6 +81,7 @@ export function failedQueries(run: (sql: string) => Promise<QueryResult>): Faile
 function where(f: FailedFilter): string {
   const c: string[] = ['true'];
   if (f.ids?.length) c.push(`id IN (${f.ids.map(sqlString).join(', ')})`);
+  if (f.messageId !== undefined) c.push(`message_id = ${sqlString(f.messageId)}`);
   if (f.source) c.push(`source_id = ${sqlString(f.source)}`);
   if (f.stage) c.push(`stage = ${sqlString(f.stage)}`);
   if (f.code) c.push(`code = ${sqlString(f.code)}`);

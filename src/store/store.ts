@@ -103,6 +103,8 @@ export interface QueryResult {
 /** Which failed events a list or a retry is about. */
 export interface FailedFilter {
   ids?: string[];
+  /** Only the failures of this messageId (`tributary trace`). */
+  messageId?: string;
   source?: string;
   stage?: string;
   code?: string;
@@ -146,6 +148,46 @@ export interface FailedPayload {
   json: string;
 }
 
+/**
+ * One attempt to deliver one message to a destination, for lineage (`delivery_attempts`).
+ * The same shape as `DeliveryAttempt` of `destinations/stream.ts`, which the lineage recorder
+ * writes through this port.
+ */
+export interface DeliveryAttemptRow {
+  destination: string;
+  messageId: string;
+  /** 1 for the first send. */
+  attempt: number;
+  at: Date;
+  status: 'ok' | 'retryable' | 'failed';
+  latencyMs: number;
+  /** The error, or the receiver's answer when ok. */
+  detail?: string;
+}
+
+/** A replay run as `replay_runs` keeps it (`tributary replay`). */
+export interface ReplayRunRow {
+  id: string;
+  /** Who asked (the admin API's caller, or `cli`). */
+  requestedBy: string;
+  startedAt: Date;
+  finishedAt?: Date;
+  sourceId: string;
+  /** The receipt-time range replayed, `[from, to)`. */
+  from: Date;
+  to: Date;
+  destinations: string[];
+  dryRun: boolean;
+  /** `running`, `done`, `failed` (with `error`) or `cancelled`. */
+  status: 'running' | 'done' | 'failed';
+  /** Records read, passed the pipeline, failed it, delivered (per run). */
+  read: number;
+  passed: number;
+  failed: number;
+  delivered: number;
+  error?: string;
+}
+
 export interface Store extends ConfigVersionStore {
   /**
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
@@ -185,6 +227,24 @@ export interface Store extends ConfigVersionStore {
   markRetried(ids: readonly string[]): Promise<void>;
   /** Of these failed events, those that failed again when retried: their id → the new row's id. */
   retriesOf(ids: readonly string[]): Promise<Map<string, string>>;
+  /**
+   * Stored events of this messageId (any source), and those at the given log offsets (what a
+   * function that changed the messageId made of its records), in log order (`tributary trace`).
+   */
+  eventsOf(messageId: string, offsets?: readonly number[]): Promise<StoredEvent[]>;
+  /**
+   * Appends delivery attempts to `delivery_attempts` (lineage), in one statement; the table is
+   * indexed by messageId.
+   */
+  recordAttempts(attempts: readonly DeliveryAttemptRow[]): Promise<void>;
+  /** The delivery attempts of a messageId, oldest first. */
+  attemptsOf(messageId: string): Promise<DeliveryAttemptRow[]>;
+  /** Deletes delivery attempts older than `beforeMs` (epoch ms); returns how many. */
+  purgeAttempts(beforeMs: number): Promise<number>;
+  /** Inserts or replaces a replay run (by id). */
+  saveReplayRun(run: ReplayRunRow): Promise<void>;
+  /** Replay runs, newest first, at most `limit` (or the one of `id`). */
+  replayRuns(options: { limit?: number; id?: string }): Promise<ReplayRunRow[]>;
   close(): Promise<void>;
 }
 

@@ -7,6 +7,7 @@ import type {
   OffsetScope,
   SqlEngine,
   WarehouseDestination,
+  WarehouseRow,
 } from '../destination.js';
 import { loadIsolated } from '../isolate.js';
 import { WarehouseModel } from './layout/warehouse-model.js';
@@ -132,6 +133,30 @@ export class SegmentWarehouse implements WarehouseDestination {
       this.model = undefined; // the plan's names were rolled back with it
       throw err;
     }
+  }
+
+  /** Looks the event's rows up by id in the tables the model named for it. */
+  async rowsOf(event: StoredEvent): Promise<WarehouseRow[]> {
+    const engine = this.options.engine;
+    if (!engine.selectById) return [];
+    if (!this.model) await this.storedOffset();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(event.json);
+    } catch {
+      return [];
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return [];
+    const out: WarehouseRow[] = [];
+    for (const t of this.model?.tablesOf(
+      event.sourceId,
+      parsed as Record<string, unknown>,
+      event.messageId,
+    ) ?? []) {
+      for (const row of await engine.selectById(t.schema, t.table, t.id))
+        out.push({ schema: t.schema, table: t.table, row });
+    }
+    return out;
   }
 
   close(): Promise<void> {

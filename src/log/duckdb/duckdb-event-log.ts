@@ -19,6 +19,7 @@ import type {
   RawEvent,
   Subscription,
 } from '../event-log.js';
+import type { ArchiveRange, RawArchive } from '../raw-archive.js';
 import { encodeEnvelope } from './entry-codec.js';
 
 export interface DuckDBEventLogOptions {
@@ -183,7 +184,7 @@ interface PendingAppend {
  * the background, where no commit waits for it. The view `raw_events` (in `catalog`, with
  * the consumer offsets) unions the segments: it is the queryable raw archive replay reads.
  */
-export class DuckDBEventLog implements EventLog {
+export class DuckDBEventLog implements EventLog, RawArchive {
   private readonly catalog: string;
   private readonly segmentDir: string;
   private readonly maxGroupRecords: number;
@@ -541,6 +542,65 @@ export class DuckDBEventLog implements EventLog {
       }
     }
     return { records: [], next: nextRecord ?? end };
+  }
+
+  /** Every durable record with this messageId, in log order (a scan of each segment). */
+  recordsOf(messageId: string): Promise<Delivered[]> {
+    return this.archiveRead('message_id = $1', [messageId], 1_000);
+  }
+
+  /**
+   * The source's durable records received in `[fromMs, toMs)` from `fromOffset` on, in log
+   * order: segments are read oldest first until `limit` records are found.
+   */
+  readRange(range: ArchiveRange): Promise<Delivered[]> {
+    return this.archiveRead(
+      `source_id = $1 AND received_at >= make_timestamptz(CAST($2 AS BIGINT) * 1000)
+       AND received_at < make_timestamptz(CAST($3 AS BIGINT) * 1000) AND log_offset >= $4`,
+      [
+        range.sourceId,
+        BigInt(Math.trunc(range.fromMs)),
+        BigInt(Math.trunc(range.toMs)),
+        BigInt(range.fromOffset ?? 0),
+      ],
+      range.limit,
+    );
+  }
+
+  private async archiveRead(where: string, params: (string | bigint)[], limit: number): Promise<Delivered[]> {
+    const end = this.durableEnd;
+    const from = params.length >= 4 ? Number(params[3]) : 0;
+    const out: Delivered[] = [];
+    // A connection of its own: the consumers' reader is never shared with an archive read.
+    const conn = await this.instance.connect();
+    try {
+      for (const seg of [...this.segments]) {
+        if (out.length >= limit) break;
+        if (seg.end <= from) continue;
+        const r = await conn.runAndReadAll(
+          `SELECT log_offset, source_id, message_id, epoch_ms(received_at), status, code, reason, event
+           FROM ${quoteIdent(seg.catalog)}.records WHERE ${where} AND log_offset < ${end}
+           ORDER BY log_offset LIMIT ${Math.trunc(limit - out.length)}`,
+          params,
+        );
+        for (const [offset, sourceId, messageId, receivedAt, status, code, reason, event] of r.getRows()) {
+          const d: Delivered = {
+            offset: Number(offset),
+            sourceId: String(sourceId),
+            messageId: String(messageId),
+            receivedAt: Number(receivedAt),
+            status: status as Delivered['status'],
+            json: String(event),
+          };
+          if (code !== null) d.code = String(code);
+          if (reason !== null) d.reason = String(reason);
+          out.push(d);
+        }
+      }
+    } finally {
+      conn.closeSync();
+    }
+    return out;
   }
 
   consume(

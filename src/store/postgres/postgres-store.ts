@@ -8,8 +8,10 @@ import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import type { ConfigVersionStore } from '../config-versions.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
+import { attemptRow, LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
+  DeliveryAttemptRow,
   EventRow,
   FailedRow,
   QueryResult,
@@ -85,6 +87,10 @@ function schemaSql(s: string): string[] {
     // DuckDB's function of that name, so the failed-event store's SQL runs here unchanged.
     `CREATE OR REPLACE FUNCTION ${t('epoch_ms')}(timestamptz) RETURNS bigint
       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT floor(extract(epoch FROM $1) * 1000)::bigint'`,
+    // The lineage tables, created in the schema (the statements name no schema).
+    `SET LOCAL search_path TO ${s}`,
+    ...LINEAGE_SCHEMA_SQL,
+    'CREATE INDEX IF NOT EXISTS delivery_attempts_at ON delivery_attempts ("at")',
   ];
 }
 
@@ -188,6 +194,31 @@ export class PostgresStore implements Store {
   readonly listConfigVersions: ConfigVersionStore['listConfigVersions'] = (l) =>
     this.configVersions.listConfigVersions(l);
 
+  private readonly lineage = lineageQueries((sql) => this.query(sql));
+  readonly eventsOf: LineageQueries['eventsOf'] = (id, at) => this.lineage.eventsOf(id, at);
+  /** One INSERT of arrays per call (`unnest`), the values as parameters. */
+  async recordAttempts(attempts: readonly DeliveryAttemptRow[]): Promise<void> {
+    if (attempts.length === 0) return;
+    const rows = attempts.map(attemptRow);
+    await this.pool.query(
+      `INSERT INTO ${this.s}.delivery_attempts
+       SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::timestamptz[], $5::text[], $6::float8[], $7::text[])`,
+      [
+        rows.map((r) => r.destination),
+        rows.map((r) => r.messageId),
+        rows.map((r) => r.attempt),
+        rows.map((r) => r.at),
+        rows.map((r) => r.status),
+        rows.map((r) => r.latencyMs),
+        rows.map((r) => r.detail),
+      ],
+    );
+  }
+  readonly attemptsOf: LineageQueries['attemptsOf'] = (id) => this.lineage.attemptsOf(id);
+  readonly purgeAttempts: LineageQueries['purgeAttempts'] = (t) => this.lineage.purgeAttempts(t);
+  readonly saveReplayRun: LineageQueries['saveReplayRun'] = (r) => this.lineage.saveReplayRun(r);
+  readonly replayRuns: LineageQueries['replayRuns'] = (o) => this.lineage.replayRuns(o);
+
   partition(p: number): Store {
     if (!Number.isInteger(p) || p < 0) throw new RangeError(`partition must be a non-negative integer: ${p}`);
     return {
@@ -206,6 +237,12 @@ export class PostgresStore implements Store {
       latestConfigVersion: () => this.latestConfigVersion(),
       latestFileConfigVersion: () => this.latestFileConfigVersion(),
       listConfigVersions: (l) => this.listConfigVersions(l),
+      eventsOf: (id, at) => this.eventsOf(id, at),
+      recordAttempts: (a) => this.recordAttempts(a),
+      attemptsOf: (id) => this.attemptsOf(id),
+      purgeAttempts: (t) => this.purgeAttempts(t),
+      saveReplayRun: (r) => this.saveReplayRun(r),
+      replayRuns: (o) => this.replayRuns(o),
       close: async () => {},
     };
   }

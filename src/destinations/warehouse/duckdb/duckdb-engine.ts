@@ -1,4 +1,10 @@
-import type { DuckDBAppender, DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
+import {
+  type DuckDBAppender,
+  type DuckDBConnection,
+  type DuckDBInstance,
+  DuckDBTypeId,
+  type DuckDBValue,
+} from '@duckdb/node-api';
 import { Slice } from '../../../platform/async/slice.js';
 import type { CheckpointGate } from '../../../platform/duckdb/checkpoint-gate.js';
 import { quoteIdent } from '../../../platform/duckdb/duckdb-sql.js';
@@ -76,6 +82,32 @@ export class DuckDBEngine implements SqlEngine {
 
   refusesData(err: unknown): boolean {
     return duckdbRefusesData(err);
+  }
+
+  /** On a connection of its own: the load's may be inside a transaction. */
+  async selectById(schema: string, table: string, id: string): Promise<Record<string, unknown>[]> {
+    const c = await this.instance.connect();
+    try {
+      const r = await c.runAndReadAll(`SELECT * FROM ${this.table(schema, table)} WHERE id = $1 LIMIT 10`, [
+        id,
+      ]);
+      const rows = r.getRowObjectsJson() as Record<string, unknown>[];
+      // JSON conversion renders 64-bit integers as text; numbers where exact, as PostgreSQL's rows give.
+      for (const row of rows)
+        for (const [k, v] of Object.entries(row))
+          if (typeof v === 'string' && /^-?\d+$/.test(v) && Number.isSafeInteger(Number(v))) {
+            const type = r.columnTypes()[r.columnNames().indexOf(k)]?.typeId;
+            if (
+              type === DuckDBTypeId.BIGINT ||
+              type === DuckDBTypeId.HUGEINT ||
+              type === DuckDBTypeId.UBIGINT
+            )
+              row[k] = Number(v);
+          }
+      return rows;
+    } finally {
+      c.closeSync();
+    }
   }
 
   async setup(): Promise<void> {

@@ -196,6 +196,26 @@ export class WarehouseModel {
     return this.schemas.get(sourceId)?.name;
   }
 
+  /**
+   * The tables an event's rows went to, by the names given out so far (none is given here):
+   * `tracks` and the event's table for a track, `identifies` and `users` for an identify, …,
+   * with the row's id (the messageId; the userId in `users`). Tables not created yet are left out.
+   */
+  tablesOf(
+    sourceId: string,
+    event: Record<string, unknown>,
+    messageId: string,
+  ): { schema: string; table: string; id: string }[] {
+    const schema = this.schemas.get(sourceId);
+    if (!schema) return [];
+    const out: { schema: string; table: string; id: string }[] = [];
+    for (const row of layoutEvent(event, messageId, (name) => schema.tables.get(`event:${name}`) ?? '')) {
+      const table = schema.tables.get(row.tableKey);
+      if (table !== undefined) out.push({ schema: schema.name, table, id: row.id });
+    }
+    return out;
+  }
+
   /** Plans the load of `events`; the model then assumes the plan is committed. */
   plan(events: readonly ModelEvent[]): LoadPlan {
     const planner = this.planner();

@@ -405,6 +405,23 @@ export class PostgresEngine implements SqlEngine {
     return { done: Promise.resolve() };
   }
 
+  /** On a connection of its own (the load's may be inside a transaction), closed after. */
+  async selectById(schema: string, table: string, id: string): Promise<Record<string, unknown>[]> {
+    const c = new pg.Client(this.clientConfig);
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      const r = await c.query(`SELECT * FROM ${pgIdent(schema)}.${pgIdent(table)} WHERE id = $1 LIMIT 10`, [
+        id,
+      ]);
+      return r.rows.map((row: Record<string, unknown>) =>
+        Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v])),
+      );
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
   /** Ends the connection; one the server does not answer is closed after `socketMs`. */
   async close(): Promise<void> {
     const c = this.client;
