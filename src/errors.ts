@@ -266,6 +266,15 @@ export const ErrorCodes = {
     message:
       'Source "%s" is of type %s, which Tributary does not read from (it receives): only file and database sources can be checked, discovered, synced or imported into',
   },
+  TRIB_ERR_PRIVACY_BAD_REQUEST: {
+    status: 400,
+    message:
+      'The deletion request is not valid: %s. Send {"identities": ["user_id:u1", "email:ada@example.com"]} (1 to 5,000 per request)',
+  },
+  TRIB_ERR_PRIVACY_NOT_FOUND: {
+    status: 404,
+    message: 'No deletion request %s: list them with GET /admin/v1/privacy/deletions',
+  },
   TRIB_ERR_SOURCE_BUSY: {
     status: 409,
     message:

@@ -1,3 +1,4 @@
+import type { RowTarget } from '../platform/duckdb/duckdb-erase.js';
 import type { StoredEvent } from '../store/store.js';
 import type { LoadPlan, NameRecord } from './warehouse/layout/warehouse-model.js';
 
@@ -65,6 +66,11 @@ export interface WarehouseDestination {
    * others are stored. A lost connection or a timeout stores nothing (`retryable`).
    */
   load(events: readonly StoredEvent[], nextOffset: number, options?: LoadOptions): Promise<LoadResult>;
+  /**
+   * Deletes a person's rows or files (a deletion request, `src/governance/privacy/`), leaving
+   * none of their bytes; returns the rows erased. Absent: the kind keeps nothing to erase.
+   */
+  erase?(target: RowTarget): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -114,6 +120,11 @@ export interface SqlEngine {
     options?: ApplyOptions,
     // biome-ignore lint/suspicious/noConfusingVoidType: adapters that report nothing return Promise<void>
   ): Promise<{ namesSeen: number } | void>;
+  /**
+   * Deletes a person's rows from every table the destination writes (not `_tributary`),
+   * leaving none of their bytes in the engine's files; returns the rows erased.
+   */
+  erase?(target: RowTarget): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -1,3 +1,4 @@
+import type { RowTarget } from '../platform/duckdb/duckdb-erase.js';
 import type { DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -37,6 +38,11 @@ export interface RunningDestination {
    * loads them into it alone (absent on parquet destinations, which take no transformations).
    */
   retry?(items: readonly DestinationRetryItem[]): Promise<void>;
+  /**
+   * Deletes a person's rows or files from what the destination wrote (a deletion request,
+   * `src/governance/privacy/`); returns the rows erased. Absent when its kind cannot.
+   */
+  erase?(target: RowTarget): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -133,6 +139,7 @@ export async function startDestinations(opts: {
         cause: err,
       });
     }
+    const inner = destination;
     // Every kind that takes transformations gets the wrapper, so a retry still reaches one whose functions were removed.
     if (kind.capabilities.transformations) {
       transforming = new TransformingDestination(destination, stages, failureStore, {
@@ -213,6 +220,7 @@ export async function startDestinations(opts: {
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
       retry: transforming && ((items) => transforming.retry(items)),
+      erase: inner.erase && ((target) => inner.erase!(target)),
       async stop() {
         await sub.stop();
         await destination.close();

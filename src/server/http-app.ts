@@ -13,6 +13,9 @@ import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
+import type { EventLog } from '../log/event-log.js';
+import type { DeletionService } from '../governance/privacy/deletion-service.js';
+import { privacyAdminRoutes } from '../governance/privacy/privacy-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
 import type { PushReceiver } from '../sources/source.js';
@@ -70,6 +73,10 @@ export interface HttpAppDeps extends CollectDeps {
   limits?: Partial<HttpLimits>;
   /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
   webhooks?: ReadonlyMap<string, PushReceiver>;
+  /** The log webhooks append to (default `log`): one that leaves out suppressed identities' events. */
+  webhookLog?: EventLog;
+  /** Deletion requests on the admin API (`/admin/v1/privacy/deletions`). */
+  deletions?: DeletionService;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -161,7 +168,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     await app.register((scope, _opts, done) => {
       void webhookRoutes(scope, {
         webhooks,
-        log: deps.log,
+        log: deps.webhookLog ?? deps.log,
         observer: deps.observer,
         privacy: deps.privacy,
         registry: deps.metrics.registry,
@@ -233,6 +240,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
+    if (deps.deletions) privacyAdminRoutes(admin, deps.deletions);
     done();
   });
 

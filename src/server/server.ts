@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
+import { DeletionService } from '../governance/privacy/deletion-service.js';
+import { Suppressions, suppressingLog } from '../governance/privacy/suppressions.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
@@ -21,6 +23,7 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
+import { DuckDBRegulationStore } from '../store/duckdb/duckdb-regulation-store.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
@@ -46,6 +49,8 @@ export interface ServerOptions {
   env?: Record<string, string | undefined>;
   /** Salt of PII hashes. Default: `<dataDir>/pii-salt`, generated on first start. */
   piiSalt?: string;
+  /** Pause between the deletion worker's rounds over unfinished deletion requests. Default 30 s. */
+  deletionRetryMs?: number;
 }
 
 export interface RunningServer {
@@ -66,6 +71,8 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
+  /** Deletion requests and their worker (src/governance/privacy/). */
+  deletions: DeletionService;
   /**
    * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
    * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
@@ -86,12 +93,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Before any file is opened: a lake folder holding the data folder is refused here.
   const duckDBAllowed = duckDBFiles(dataDir, config);
   // First, so a plan or function that does not load stops the start before any file is opened.
-  const qualitySetup = await buildQuality(
-    config.sources,
-    opts.configDir ?? process.cwd(),
-    opts.piiSalt ?? workspaceSalt(dataDir),
-    opts.env ?? {},
-  );
+  const salt = opts.piiSalt ?? workspaceSalt(dataDir);
+  const qualitySetup = await buildQuality(config.sources, opts.configDir ?? process.cwd(), salt, opts.env ?? {});
   const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
@@ -107,6 +110,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics({ endOffset: () => log.endOffset(), loaded: () => loader?.position() ?? 0 });
   const quality = new QualityMetrics(metrics.registry);
+  // Deletion requests and the suppression list (src/governance/privacy/), in the warehouse file.
+  const regulations = await DuckDBRegulationStore.open(instance);
+  const suppressions = new Suppressions(salt, regulations, metrics.registry);
+  await suppressions.refresh();
+  // Sources that append to the log themselves leave suppressed identities' events out.
+  const sourceLog = suppressingLog(log, suppressions);
   // The reconciled counts cover what this process received: records from the log's end on.
   const countFrom = log.endOffset();
   loader = new WarehouseLoader(log, warehouse, {
@@ -181,7 +190,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await sourceStore.abandonRuns();
   const sources = pullSources(config.sources, {
     store: sourceStore,
-    log,
+    log: sourceLog,
     baseDir: opts.configDir ?? process.cwd(),
     logger,
   });
@@ -227,11 +236,34 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     baseDir: opts.configDir ?? process.cwd(),
     env: opts.env ?? {},
   });
+  const deletions = new DeletionService({
+    regulations,
+    suppressions,
+    store: warehouse,
+    identity,
+    stores: () => [
+      { step: 'log', erase: (t) => log.erase(t) },
+      ...destinations.flatMap((d) =>
+        d.erase ? [{ step: `destination:${d.id}`, erase: d.erase.bind(d) }] : [],
+      ),
+    ],
+    drained: async () => {
+      await loader.drained();
+      await identity?.drained();
+      await Promise.all(destinations.map((d) => d.drained()));
+    },
+    retryMs: opts.deletionRetryMs,
+    onError: (err, regulation, step) =>
+      logger.warn({ err, regulation, step }, 'deletion step failed; retried later'),
+  });
   const app = await buildHttpApp({
     webhooks,
+    deletions,
+    suppressed: (sourceId, event) => suppressions.suppresses(sourceId, event),
     sources: config.sources,
     sourcesByWriteKey,
     log,
+    webhookLog: sourceLog,
     queries: warehouse,
     queryLimits: queryLimits(config),
     metrics,
@@ -270,6 +302,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
+  suppressions.start(10_000, (err) => logger.warn({ err }, 'suppression list refresh failed'));
+  deletions.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -286,11 +320,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     metrics,
     quality,
     failed,
+    deletions,
     close() {
       stopSampling();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
       // takes at most half the time; whatever is left is loaded from the log at the next start.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
+        at('deletion worker stopping');
+        suppressions.stop();
+        await upTo(deletions.stop(), left() / 4);
         at('source syncs stopping');
         await upTo(sources.stop(), left() / 4);
         at('HTTP requests in flight');
@@ -318,6 +356,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await identityStore?.close();
         at('closing the log and the warehouse');
         await sourceStore.close();
+        await regulations.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();

@@ -1,3 +1,5 @@
+import type { ErasureTarget } from '../governance/privacy/erasure.js';
+
 /**
  * The internal event store the loader writes (`events`, `failed_events`) and the event feed
  * reads. Adapters: DuckDB (`./duckdb/`, embedded) and PostgreSQL (`./postgres/postgres-store.ts`,
@@ -183,6 +185,14 @@ export interface Store {
   markRetried(ids: readonly string[]): Promise<void>;
   /** Of these failed events, those that failed again when retried: their id → the new row's id. */
   retriesOf(ids: readonly string[]): Promise<Map<string, string>>;
+  /**
+   * Deletes a person's rows from `events` and `failed_events` (a deletion request, see
+   * `src/governance/privacy/`): events of their user or anonymous ids or messageIds, and
+   * rows whose payload contains one of `target.values`. The engine is left holding none of
+   * their bytes (DuckDB: the tables rewritten and the file's free blocks overwritten;
+   * PostgreSQL: `VACUUM FULL`). Throws when it could not (retried by the caller).
+   */
+  erase(target: ErasureTarget): Promise<{ events: number; failed: number }>;
   close(): Promise<void>;
 }
 

@@ -1,3 +1,4 @@
+import type { RowTarget } from '../../platform/duckdb/duckdb-erase.js';
 import { TributaryError } from '../../errors.js';
 import { Slice } from '../../platform/async/slice.js';
 import type { StoredEvent } from '../../store/store.js';
@@ -132,6 +133,14 @@ export class SegmentWarehouse implements WarehouseDestination {
       this.model = undefined; // the plan's names were rolled back with it
       throw err;
     }
+  }
+
+  /** Deletes a person's rows from the destination's tables (see `SqlEngine.erase`). */
+  async erase(target: RowTarget): Promise<number> {
+    if (!this.options.engine.erase) throw new Error(`destination ${this.name}: its engine cannot erase rows`);
+    this.ready ??= this.options.engine.setup();
+    await this.ready;
+    return this.options.engine.erase(target);
   }
 
   close(): Promise<void> {

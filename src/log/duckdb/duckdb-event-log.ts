@@ -20,6 +20,7 @@ import type {
   Subscription,
 } from '../event-log.js';
 import { encodeEnvelope } from './entry-codec.js';
+import { containsAny, eraseRows, inList, type RowTarget, scrubFreeBlocks } from '../../platform/duckdb/duckdb-erase.js';
 
 export interface DuckDBEventLogOptions {
   /** Folder of the segment files (`seg-<first offset>.duckdb`). Created if missing. */
@@ -465,6 +466,43 @@ export class DuckDBEventLog implements EventLog {
     }
     // Nothing found: [from, end) holds only offsets of failed commits.
     return { records, next: records.length > 0 ? records[records.length - 1]!.offset + 1 : end };
+  }
+
+  /**
+   * Erases a person's records from every segment (a deletion request, see
+   * `src/governance/privacy/`): records of their user or anonymous ids or messageIds, or whose
+   * event text contains one of `target.values`. Each segment holding one is rewritten in place
+   * and its file's free blocks overwritten (`src/platform/duckdb/duckdb-erase.ts`), so no byte
+   * of them stays; offsets of the records erased become holes, which readers skip as they skip
+   * a failed commit's. Runs between the background checkpoints of full segments. Returns the
+   * records erased.
+   */
+  erase(target: RowTarget): Promise<number> {
+    const job = this.checkpointing.then(async () => {
+      let n = 0;
+      const p = [
+        JSON.stringify(target.userIds),
+        JSON.stringify(target.anonymousIds),
+        JSON.stringify(target.messageIds),
+        JSON.stringify(target.values),
+      ];
+      const match = `${inList("json_extract_string(event, '$.userId')", 1)} OR ${inList("json_extract_string(event, '$.anonymousId')", 2)}
+        OR ${inList('message_id', 3)} OR ${containsAny('event', 4)} OR ${containsAny("coalesce(reason, '')", 4)}`;
+      for (const seg of [...this.segments]) {
+        const erased = await eraseRows(this.maintenance, `${quoteIdent(seg.catalog)}.records`, match, p, { whole: true });
+        if (erased > 0) await scrubFreeBlocks(this.maintenance, seg.catalog);
+        n += erased;
+      }
+      // The in-memory tail is only for consumers that keep up: drop it rather than serve erased records.
+      this.tail.length = 0;
+      this.tailCount = 0;
+      return n;
+    });
+    this.checkpointing = job.then(
+      () => undefined,
+      () => undefined,
+    );
+    return job;
   }
 
   endOffset(): number {

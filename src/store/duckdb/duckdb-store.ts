@@ -8,7 +8,9 @@ import {
 } from '@duckdb/node-api';
 import { Slice } from '../../platform/async/slice.js';
 import { Turns } from '../../platform/async/turns.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
+import { containsAny, eraseRows, inList, scrubFreeBlocks } from '../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
@@ -341,6 +343,43 @@ export class DuckDBStore implements Store, UserQueries {
     } finally {
       conn.closeSync();
     }
+  }
+
+  /**
+   * Deletes the person's rows (see `Store.erase`): the two tables are rewritten without them
+   * and the file's free blocks overwritten (`src/platform/duckdb/duckdb-erase.ts`), between
+   * the loader's writes.
+   */
+  erase(target: ErasureTarget): Promise<{ events: number; failed: number }> {
+    return this.writes.run(async () => {
+      const conn = await this.instance.connect();
+      try {
+        const p = [
+          JSON.stringify(target.userIds),
+          JSON.stringify(target.anonymousIds),
+          JSON.stringify(target.messageIds),
+          JSON.stringify(target.values),
+        ];
+        const events = await eraseRows(
+          conn,
+          'events',
+          `${inList('user_id', 1)} OR ${inList('anonymous_id', 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
+          p,
+          { whole: true },
+        );
+        const failed = await eraseRows(
+          conn,
+          'failed_events',
+          `${inList('json_extract_string(payload, \'$.userId\')', 1)} OR ${inList('json_extract_string(payload, \'$.anonymousId\')', 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
+          p,
+          { whole: true },
+        );
+        await this.checkpoints.checkpoint(() => scrubFreeBlocks(conn, this.catalog));
+        return { events, failed };
+      } finally {
+        conn.closeSync();
+      }
+    });
   }
 
   /** Runs trusted SQL (the server's own, never a user's): any statement, the whole result read. */

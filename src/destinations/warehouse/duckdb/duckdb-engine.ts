@@ -1,3 +1,4 @@
+import { eraseTables, type RowTarget } from '../../../platform/duckdb/duckdb-erase.js';
 import type { DuckDBAppender, DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { Slice } from '../../../platform/async/slice.js';
 import type { CheckpointGate } from '../../../platform/duckdb/checkpoint-gate.js';
@@ -76,6 +77,24 @@ export class DuckDBEngine implements SqlEngine {
 
   refusesData(err: unknown): boolean {
     return duckdbRefusesData(err);
+  }
+
+  /**
+   * Rewrites every table of the destination's schemas holding the person's rows, then
+   * overwrites the file's free blocks (`src/platform/duckdb/duckdb-erase.ts`). In the
+   * warehouse file the store's own tables (schema `main`) are left to the store; the source
+   * objects tables there (a schema per source) are erased with the Segment tables. Other
+   * writers' flushes into the file wait for it (the checkpoint gate).
+   */
+  async erase(target: RowTarget): Promise<number> {
+    const conn = await this.instance.connect();
+    try {
+      const skip = new Set(['main', '_tributary', 'information_schema', 'pg_catalog']);
+      const run = () => eraseTables(conn, this.catalogName, (s) => !skip.has(s), target);
+      return await (this.checkpoints ? this.checkpoints.checkpoint(run) : run());
+    } finally {
+      conn.closeSync();
+    }
   }
 
   async setup(): Promise<void> {

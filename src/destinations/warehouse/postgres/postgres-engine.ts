@@ -1,3 +1,4 @@
+import type { RowTarget } from '../../../platform/duckdb/duckdb-erase.js';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -111,6 +112,50 @@ export class PostgresEngine implements SqlEngine {
     } finally {
       socket?.setTimeout(0, silent);
       socket?.off('timeout', silent);
+    }
+  }
+
+  /**
+   * Deletes the person's rows from every table outside `_tributary` and the system schemas
+   * (on a connection of its own, so no load's transaction is touched): rows whose `user_id`,
+   * `anonymous_id` or `id` names them or whose text holds one of `target.values`; then
+   * `VACUUM FULL`s the tables it deleted from, which writes them anew (a plain VACUUM leaves
+   * dead rows' bytes in their pages until overwritten).
+   */
+  async erase(target: RowTarget): Promise<number> {
+    const c = new pg.Client(this.clientConfig);
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      const tables = await c.query<{ s: string; t: string; cols: string[] }>(
+        `SELECT c.table_schema AS s, c.table_name AS t, array_agg(lower(c.column_name::text)) AS cols
+         FROM information_schema.columns c JOIN information_schema.tables t USING (table_schema, table_name)
+         WHERE t.table_type = 'BASE TABLE' AND c.table_schema NOT IN ('information_schema', '_tributary')
+           AND c.table_schema NOT LIKE 'pg\\_%'
+         GROUP BY 1, 2`,
+      );
+      let n = 0;
+      for (const { s, t, cols } of tables.rows) {
+        const have = new Set(cols);
+        const when = [`EXISTS (SELECT 1 FROM unnest($4::text[]) v WHERE strpos(x::text, v) > 0)`];
+        if (have.has('user_id')) when.push('x.user_id::text = ANY($1)');
+        if (have.has('anonymous_id')) when.push('x.anonymous_id::text = ANY($2)');
+        if (have.has('id')) when.push('x.id::text = ANY($3) OR x.id::text = ANY($1)');
+        const name = `${pgIdent(s)}.${pgIdent(t)}`;
+        const r = await c.query(`DELETE FROM ${name} AS x WHERE ${when.join(' OR ')}`, [
+          target.userIds,
+          target.anonymousIds,
+          target.messageIds,
+          target.values,
+        ]);
+        if ((r.rowCount ?? 0) > 0) {
+          n += r.rowCount ?? 0;
+          await c.query(`VACUUM FULL ${name}`);
+        }
+      }
+      return n;
+    } finally {
+      await c.end().catch(() => undefined);
     }
   }
 
