@@ -1,4 +1,3 @@
-import type { RowTarget } from '../platform/duckdb/duckdb-erase.js';
 import type { DuckDBInstance } from '@duckdb/node-api';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -7,6 +6,7 @@ import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import type { CheckpointGate } from '../platform/duckdb/checkpoint-gate.js';
+import type { RowTarget } from '../platform/duckdb/duckdb-erase.js';
 import type { Store } from '../store/store.js';
 import type { RecordFailure, WarehouseDestination } from './destination.js';
 import {

@@ -94,7 +94,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const duckDBAllowed = duckDBFiles(dataDir, config);
   // First, so a plan or function that does not load stops the start before any file is opened.
   const salt = opts.piiSalt ?? workspaceSalt(dataDir);
-  const qualitySetup = await buildQuality(config.sources, opts.configDir ?? process.cwd(), salt, opts.env ?? {});
+  const qualitySetup = await buildQuality(
+    config.sources,
+    opts.configDir ?? process.cwd(),
+    salt,
+    opts.env ?? {},
+  );
   const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
@@ -251,6 +256,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await loader.drained();
       await identity?.drained();
       await Promise.all(destinations.map((d) => d.drained()));
+    },
+    scrub: async () => {
+      await warehouse.scrub();
+      await log.scrub();
     },
     retryMs: opts.deletionRetryMs,
     onError: (err, regulation, step) =>

@@ -1,6 +1,6 @@
-import type { RowTarget } from '../../platform/duckdb/duckdb-erase.js';
 import { TributaryError } from '../../errors.js';
 import { Slice } from '../../platform/async/slice.js';
+import type { RowTarget } from '../../platform/duckdb/duckdb-erase.js';
 import type { StoredEvent } from '../../store/store.js';
 import type {
   LoadOptions,

@@ -50,6 +50,11 @@ export interface DeletionServiceOptions {
    * collected before the suppression are erased too. Default: at once.
    */
   drained?: () => Promise<void>;
+  /**
+   * The last step (`scrub`), once every other is done and the regulation's identities are
+   * forgotten: overwrites what the erasures left in the engines' free space (DuckDB files).
+   */
+  scrub?: () => Promise<void>;
   /** Pause between rounds of the worker over unfinished regulations. Default 30 s. */
   retryMs?: number;
   onError?: (err: unknown, regulation: string, step: string) => void;
@@ -64,7 +69,7 @@ export interface DeletionServiceOptions {
  * graph (every identifier of the profiles holding them; suppressed too); erase from `events`
  * and `failed_events`, the log, every destination, then tell the notifiers; the identity
  * store last, because its event assignments name the events the other steps erase; and once
- * every step is done, forget the identities (only the suppression hashes stay).
+ * every step is done, the store forgets the identities (only the suppression hashes stay).
  */
 export class DeletionService {
   private timer: NodeJS.Timeout | undefined;
@@ -111,6 +116,7 @@ export class DeletionService {
       ...this.o.stores().map((s) => s.step),
       ...(this.o.notifiers?.() ?? []).map((n) => `notify:${n.name}`),
       ...(this.o.identity ? ['identity'] : []),
+      ...(this.o.scrub ? ['scrub'] : []),
     ];
   }
 
@@ -175,9 +181,10 @@ export class DeletionService {
     const known = new Set(reg.steps.map((s) => s.store));
     const missing = this.steps().filter((s) => !known.has(s));
     if (missing.length > 0) await this.o.regulations.addSteps(id, missing);
-    const pending = new Set(
-      [...reg.steps.filter((s) => s.status !== 'done').map((s) => s.store), ...missing],
-    );
+    const pending = new Set([
+      ...reg.steps.filter((s) => s.status !== 'done').map((s) => s.store),
+      ...missing,
+    ]);
     let extra: Partial<ErasureTarget> = {};
     let resolved = reg.resolved;
     if (this.o.identity && pending.has('identity')) {
@@ -208,13 +215,19 @@ export class DeletionService {
     let ok = await run('events', () => this.o.store.erase(target));
     for (const s of this.o.stores()) ok = (await run(s.step, () => s.erase(target))) && ok;
     const all = [...reg.identities, ...resolved];
-    for (const n of this.o.notifiers?.() ?? []) ok = (await run(`notify:${n.name}`, () => n.notify(all))) && ok;
+    for (const n of this.o.notifiers?.() ?? [])
+      ok = (await run(`notify:${n.name}`, () => n.notify(all))) && ok;
     // Last: its event assignments name the events the other steps look for.
     if (ok && this.o.identity) {
       const identity = this.o.identity;
       ok = await run('identity', () => identity.erase(target));
     }
-    const after = await this.o.regulations.get(id);
-    if (after && after.steps.every((s) => s.status === 'done')) await this.o.regulations.forgetIdentities(id);
+    if (ok && this.o.scrub) {
+      const scrub = this.o.scrub;
+      await run('scrub', async () => {
+        await this.o.regulations.forgetIdentities(id);
+        await scrub();
+      });
+    }
   }
 }

@@ -110,6 +110,7 @@ export function dedupeTarget(t: ErasureTarget): ErasureTarget {
 /** Whether the target names nothing at all. */
 export function isEmptyTarget(t: ErasureTarget): boolean {
   return (
-    t.userIds.length + t.anonymousIds.length + t.messageIds.length + t.profileIds.length + t.values.length === 0
+    t.userIds.length + t.anonymousIds.length + t.messageIds.length + t.profileIds.length + t.values.length ===
+    0
   );
 }

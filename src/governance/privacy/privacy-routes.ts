@@ -12,7 +12,8 @@ export function privacyAdminRoutes(admin: FastifyInstance, deletions: DeletionSe
   admin.post('/admin/v1/privacy/deletions', async (req, reply) => {
     let body: unknown;
     try {
-      body = req.body instanceof Buffer && req.body.length > 0 ? JSON.parse(req.body.toString('utf8')) : undefined;
+      body =
+        req.body instanceof Buffer && req.body.length > 0 ? JSON.parse(req.body.toString('utf8')) : undefined;
     } catch (err) {
       throw new TributaryError('TRIB_ERR_PRIVACY_BAD_REQUEST', ['the body is not JSON'], { cause: err });
     }

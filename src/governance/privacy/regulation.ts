@@ -47,7 +47,11 @@ export interface RegulationStore {
   list(limit: number): Promise<Regulation[]>;
   /** Regulations with a step not done, oldest first. */
   unfinished(limit: number): Promise<Regulation[]>;
-  /** Records the outcome of an attempt at one step; the regulation's status follows its steps. */
+  /**
+   * Records the outcome of an attempt at one step; the regulation's status follows its steps.
+   * When it makes every step done, the regulation's identities are forgotten in the same
+   * transaction (see `forgetIdentities`).
+   */
   setStep(id: string, store: string, status: StepStatus, reason?: string): Promise<void>;
   /** Adds steps (a destination configured later) as `pending`, unless present. */
   addSteps(id: string, stores: readonly string[]): Promise<void>;

@@ -22,13 +22,13 @@ export class Suppressions {
     registry?: Registry,
   ) {
     this.dropped = registry
-      ? (registry.getSingleMetric('tributary_events_suppressed_total') as Counter<'source'> | undefined) ??
+      ? ((registry.getSingleMetric('tributary_events_suppressed_total') as Counter<'source'> | undefined) ??
         new Counter({
           name: 'tributary_events_suppressed_total',
           help: 'Events dropped at collection because they carry an identity a deletion request suppressed.',
           labelNames: ['source'],
           registers: [registry],
-        })
+        }))
       : undefined;
   }
 
@@ -94,10 +94,9 @@ function pick(o: unknown, k: string): unknown {
  * that append to the log themselves (webhooks, files, databases). The collection API checks
  * events before it builds records (`CollectDeps.suppressed`).
  */
-export function suppressingLog<L extends { append(records: readonly { sourceId: string; json: string }[]): unknown }>(
-  log: L,
-  suppressions: Suppressions,
-): L {
+export function suppressingLog<
+  L extends { append(records: readonly { sourceId: string; json: string }[]): unknown },
+>(log: L, suppressions: Suppressions): L {
   return new Proxy(log, {
     get(target, prop) {
       if (prop === 'append')

@@ -5,7 +5,9 @@ import {
   DuckDBTimestampValue,
 } from '@duckdb/node-api';
 import type { ComputedTrait } from '../../config/identity-schema.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { Slice } from '../../platform/async/slice.js';
+import { containsAny, eraseRows, inList } from '../../platform/duckdb/duckdb-erase.js';
 import { sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import type { StoredEvent } from '../../store/store.js';
 import { identifierKey } from '../identifiers.js';
@@ -18,8 +20,6 @@ import {
   type MergeRecord,
   type Profile,
 } from '../identity-engine.js';
-import type { ErasureTarget } from '../../governance/privacy/erasure.js';
-import { containsAny, eraseRows, inList, scrubFreeBlocks } from '../../platform/duckdb/duckdb-erase.js';
 import type { IdentitySnapshot, IdentityStore, ProfileEvent } from '../identity-store.js';
 import { type ProfileRows, snapshotProfiles } from '../profile-rows.js';
 import { computedFromJson, type TraitValue } from '../traits.js';
@@ -263,7 +263,11 @@ export class DuckDBIdentityStore implements IdentityStore {
   async erase(target: ErasureTarget): Promise<void> {
     const conn = await this.instance.connect();
     try {
-      const p = [JSON.stringify(target.profileIds), JSON.stringify(target.messageIds), JSON.stringify(target.values)];
+      const p = [
+        JSON.stringify(target.profileIds),
+        JSON.stringify(target.messageIds),
+        JSON.stringify(target.values),
+      ];
       const pv = JSON.stringify([...target.values, ...target.profileIds]);
       const tables: [string, string, (string | null)[]][] = [
         ['profiles', inList('profile_id', 1), p.slice(0, 1)],
@@ -272,8 +276,16 @@ export class DuckDBIdentityStore implements IdentityStore {
         ['profile_computed_traits', inList('profile_id', 1), p.slice(0, 1)],
         ['profile_merges', `${inList('profile_id', 1)} OR ${inList('merged_profile_id', 1)}`, p.slice(0, 1)],
         ['profile_blocks', containsAny("CAST(side_a AS VARCHAR) || ' ' || CAST(side_b AS VARCHAR)", 1), [pv]],
-        ['profile_event_assignments', `${inList('profile_id', 1)} OR ${inList('message_id', 2)}`, p.slice(0, 2)],
-        ['profile_aliases', `${inList('profile_id', 1)} OR ${inList('current_profile_id', 1)}`, p.slice(0, 1)],
+        [
+          'profile_event_assignments',
+          `${inList('profile_id', 1)} OR ${inList('message_id', 2)}`,
+          p.slice(0, 2),
+        ],
+        [
+          'profile_aliases',
+          `${inList('profile_id', 1)} OR ${inList('current_profile_id', 1)}`,
+          p.slice(0, 1),
+        ],
         [
           'identity_decisions',
           `${inList('profile_id', 1)} OR ${inList('message_id', 2)} OR ${containsAny("identifiers || ' ' || left_out || ' ' || involved", 3)}`,
@@ -289,9 +301,9 @@ export class DuckDBIdentityStore implements IdentityStore {
           `${inList('profile_a', 1)} OR ${inList('profile_b', 1)} OR ${containsAny("coalesce(evidence, '')", 2)}`,
           [p[0]!, p[2]!],
         ]);
-      for (const [table, match, params] of tables) await eraseRows(conn, table, match, params, { whole: true });
       const catalog = String((await conn.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
-      await scrubFreeBlocks(conn, catalog);
+      for (const [name, match, params] of tables)
+        await eraseRows(conn, { catalog, schema: 'main', name }, match, params as string[]);
     } finally {
       conn.closeSync();
     }

@@ -1,10 +1,10 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { TributaryError } from '../../errors.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import type { StoredEvent } from '../../store/store.js';
 import { identifierKey } from '../identifiers.js';
 import {
@@ -265,7 +265,8 @@ export class PostgresIdentityStore implements IdentityStore {
     const M = target.messageIds;
     const V = target.values;
     const PV = [...V, ...P];
-    const text = (expr: string, n: number) => `EXISTS (SELECT 1 FROM unnest($${n}::text[]) v WHERE strpos(${expr}, v) > 0)`;
+    const text = (expr: string, n: number) =>
+      `EXISTS (SELECT 1 FROM unnest($${n}::text[]) v WHERE strpos(${expr}, v) > 0)`;
     const statements: [string, unknown[]][] = [
       [`DELETE FROM ${s}.profiles WHERE profile_id = ANY($1)`, [P]],
       [`DELETE FROM ${s}.profile_identifiers WHERE profile_id = ANY($1) OR ${text('value', 2)}`, [P, V]],
@@ -273,7 +274,10 @@ export class PostgresIdentityStore implements IdentityStore {
       [`DELETE FROM ${s}.profile_computed_traits WHERE profile_id = ANY($1)`, [P]],
       [`DELETE FROM ${s}.profile_merges WHERE profile_id = ANY($1) OR merged_profile_id = ANY($1)`, [P]],
       [`DELETE FROM ${s}.profile_blocks WHERE ${text("side_a::text || ' ' || side_b::text", 1)}`, [PV]],
-      [`DELETE FROM ${s}.profile_event_assignments WHERE profile_id = ANY($1) OR message_id = ANY($2)`, [P, M]],
+      [
+        `DELETE FROM ${s}.profile_event_assignments WHERE profile_id = ANY($1) OR message_id = ANY($2)`,
+        [P, M],
+      ],
       [`DELETE FROM ${s}.profile_aliases WHERE profile_id = ANY($1) OR current_profile_id = ANY($1)`, [P]],
       [
         `DELETE FROM ${s}.identity_decisions WHERE profile_id = ANY($1) OR message_id = ANY($2) OR ${text('identifiers::text || left_out::text || involved::text', 3)}`,

@@ -9,6 +9,13 @@ import {
 } from '@duckdb/node-api';
 import { TributaryError } from '../../errors.js';
 import { Pause } from '../../platform/async/pause.js';
+import {
+  containsAny,
+  eraseRows,
+  inList,
+  type RowTarget,
+  scrubFreeBlocks,
+} from '../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import type {
@@ -20,7 +27,6 @@ import type {
   Subscription,
 } from '../event-log.js';
 import { encodeEnvelope } from './entry-codec.js';
-import { containsAny, eraseRows, inList, type RowTarget, scrubFreeBlocks } from '../../platform/duckdb/duckdb-erase.js';
 
 export interface DuckDBEventLogOptions {
   /** Folder of the segment files (`seg-<first offset>.duckdb`). Created if missing. */
@@ -346,6 +352,7 @@ export class DuckDBEventLog implements EventLog {
    * starts: the change waits for the commits in flight, then takes a few milliseconds.
    */
   private startCommits(): void {
+    if (this.paused) return;
     if (this.rotationDue) {
       if (this.inFlight.size === 0) this.rotating ??= this.rotate();
       return;
@@ -479,24 +486,39 @@ export class DuckDBEventLog implements EventLog {
    */
   erase(target: RowTarget): Promise<number> {
     const job = this.checkpointing.then(async () => {
-      let n = 0;
-      const p = [
-        JSON.stringify(target.userIds),
-        JSON.stringify(target.anonymousIds),
-        JSON.stringify(target.messageIds),
-        JSON.stringify(target.values),
-      ];
-      const match = `${inList("json_extract_string(event, '$.userId')", 1)} OR ${inList("json_extract_string(event, '$.anonymousId')", 2)}
-        OR ${inList('message_id', 3)} OR ${containsAny('event', 4)} OR ${containsAny("coalesce(reason, '')", 4)}`;
-      for (const seg of [...this.segments]) {
-        const erased = await eraseRows(this.maintenance, `${quoteIdent(seg.catalog)}.records`, match, p, { whole: true });
-        if (erased > 0) await scrubFreeBlocks(this.maintenance, seg.catalog);
-        n += erased;
+      // Commits pause while the segments are written anew (their inserts are prepared again after).
+      await this.pauseCommits();
+      try {
+        let n = 0;
+        const p = [
+          JSON.stringify(target.userIds),
+          JSON.stringify(target.anonymousIds),
+          JSON.stringify(target.messageIds),
+          JSON.stringify(target.values),
+        ];
+        const match = `${inList("json_extract_string(event, '$.userId')", 1)} OR ${inList("json_extract_string(event, '$.anonymousId')", 2)}
+          OR ${inList('message_id', 3)} OR ${containsAny('event', 4)} OR ${containsAny("coalesce(reason, '')", 4)}`;
+        for (const seg of [...this.segments]) {
+          const erased = await eraseRows(
+            this.maintenance,
+            { catalog: seg.catalog, schema: 'main', name: 'records' },
+            match,
+            p,
+          );
+          if (erased > 0) this.unscrubbed.add(seg.catalog);
+          n += erased;
+        }
+        // The in-memory tail is only for consumers that keep up: dropped rather than serve erased records.
+        this.tail.length = 0;
+        this.tailCount = 0;
+        return n;
+      } finally {
+        await this.useActiveSegment().catch((err) => this.onMaintenanceError(err));
+        await this.updateView().catch((err) => this.onMaintenanceError(err));
+        this.paused?.resume();
+        this.paused = undefined;
+        this.startCommits();
       }
-      // The in-memory tail is only for consumers that keep up: drop it rather than serve erased records.
-      this.tail.length = 0;
-      this.tailCount = 0;
-      return n;
     });
     this.checkpointing = job.then(
       () => undefined,
@@ -504,6 +526,31 @@ export class DuckDBEventLog implements EventLog {
     );
     return job;
   }
+
+  /** Segments written anew by `erase` whose free blocks still hold what was erased. */
+  private readonly unscrubbed = new Set<string>();
+
+  /** Overwrites the free blocks of the segments `erase` wrote anew (see `src/platform/duckdb/duckdb-erase.ts`). */
+  scrub(): Promise<void> {
+    const job = this.checkpointing.then(async () => {
+      for (const catalog of [...this.unscrubbed]) {
+        await scrubFreeBlocks(this.maintenance, catalog);
+        this.unscrubbed.delete(catalog);
+      }
+    });
+    this.checkpointing = job.catch(() => undefined);
+    return job;
+  }
+
+  /** Holds new commits back and resolves once none is in flight. */
+  private async pauseCommits(): Promise<void> {
+    let resume!: () => void;
+    const resumed = new Promise<void>((r) => (resume = r));
+    this.paused = { resume, resumed };
+    while (this.inFlight.size > 0) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  private paused: { resume: () => void; resumed: Promise<void> } | undefined;
 
   endOffset(): number {
     return this.durableEnd;

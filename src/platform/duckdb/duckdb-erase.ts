@@ -7,10 +7,7 @@ import { quoteIdent } from './duckdb-sql.js';
  * frees the blocks of dropped row groups without overwriting them (seen in a test: a deleted
  * value was still in the file after DELETE and CHECKPOINT). Erasure must leave no trace, so:
  *
- * 1. {@link eraseRows} rewrites the table from the first row group holding a matching row on:
- *    the rows kept are copied out, every row from there deleted (whole row groups, which the
- *    checkpoint drops) and the kept rows appended again in their order (tables here are
- *    appended in log order, and a rewrite of the tail keeps it).
+ * 1. {@link eraseRows} writes the table anew without the rows, and drops the old one.
  * 2. {@link scrubFreeBlocks} checkpoints, then fills the file's free blocks with random data
  *    (a table sized to them, dropped afterwards), so the dropped row groups' blocks are overwritten.
  *
@@ -18,40 +15,48 @@ import { quoteIdent } from './duckdb-sql.js';
  * throws, and the caller (the deletion worker) tries again later.
  */
 
-/** DuckDB's rows per row group (the default of `row_group_size`). */
-const ROW_GROUP = 122_880;
-
 /**
- * Deletes the rows of `table` where `match` (an SQL condition over its columns, with the
- * parameters `params`) holds, rewriting the row groups after the first match; returns the
- * rows deleted. Runs in one transaction.
+ * Deletes the rows of `table` (`"catalog"."schema"."name"`, quoted) where `match` (an SQL
+ * condition over its columns, with the parameters `params`) holds, by writing the table anew:
+ * a table of the same definition (`duckdb_tables().sql`: types, NOT NULL, compression) gets
+ * the rows kept, in their order, then replaces the old one, in one transaction. A rewrite in
+ * place (delete every row, append the kept ones) was tried first: the rows went, but the
+ * table's column statistics kept the deleted values (`Max: victim-…`) in the file. Returns the
+ * rows deleted. Prepared statements and appenders on the table must be made again afterwards.
  */
 export async function eraseRows(
   conn: DuckDBConnection,
-  table: string,
+  table: { catalog: string; schema: string; name: string },
   match: string,
   params: (string | number | boolean | null)[],
-  opts: { whole?: boolean } = {},
+  options: { force?: boolean } = {},
 ): Promise<number> {
-  const first = await conn.runAndReadAll(`SELECT min(rowid), count(*) FROM ${table} WHERE ${match}`, params);
-  const [minRow, n] = first.getRows()[0]!;
-  const count = Number(n ?? 0);
-  if (count === 0 || minRow === null) return 0;
-  const from = opts.whole ? 0 : Math.floor(Number(minRow) / ROW_GROUP) * ROW_GROUP;
-  const tmp = quoteIdent(`_tributary_erase_${process.pid}_${Date.now()}`);
+  const qualified = `${quoteIdent(table.catalog)}.${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+  const first = await conn.runAndReadAll(`SELECT count(*) FROM ${qualified} WHERE ${match}`, params);
+  const count = Number(first.getRows()[0]?.[0] ?? 0);
+  if (count === 0 && !options.force) return 0;
+  const ddl = await conn.runAndReadAll(
+    'SELECT sql FROM duckdb_tables() WHERE database_name = $1 AND schema_name = $2 AND table_name = $3',
+    [table.catalog, table.schema, table.name],
+  );
+  const sql = String(ddl.getRows()[0]?.[0] ?? '');
+  const body = sql.indexOf('(');
+  if (!sql.startsWith('CREATE TABLE') || body < 0)
+    throw new Error(`cannot read the definition of ${qualified}`);
+  const fresh = `_tributary_erase_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+  const freshQualified = `${quoteIdent(table.catalog)}.${quoteIdent(table.schema)}.${quoteIdent(fresh)}`;
   await conn.run('BEGIN TRANSACTION');
   try {
+    await conn.run(`CREATE TABLE ${freshQualified}${sql.slice(body).replace(/;\s*$/, '')}`);
     await conn.run(
-      `CREATE TEMP TABLE ${tmp} AS SELECT * FROM ${table} WHERE rowid >= ${from} AND NOT coalesce((${match}), false) ORDER BY rowid`,
+      `INSERT INTO ${freshQualified} SELECT * FROM ${qualified} WHERE NOT coalesce((${match}), false) ORDER BY rowid`,
       params,
     );
-    await conn.run(`DELETE FROM ${table} WHERE rowid >= ${from}`);
-    await conn.run(`INSERT INTO ${table} SELECT * FROM ${tmp}`);
-    await conn.run(`DROP TABLE ${tmp}`);
+    await conn.run(`DROP TABLE ${qualified}`);
+    await conn.run(`ALTER TABLE ${freshQualified} RENAME TO ${quoteIdent(table.name)}`);
     await conn.run('COMMIT');
   } catch (err) {
     await conn.run('ROLLBACK').catch(() => undefined);
-    await conn.run(`DROP TABLE IF EXISTS ${tmp}`).catch(() => undefined);
     throw err;
   }
   return count;
@@ -63,7 +68,7 @@ export async function eraseRows(
  */
 export async function scrubFreeBlocks(conn: DuckDBConnection, catalog: string): Promise<void> {
   const db = quoteIdent(catalog);
-  await conn.run(`CHECKPOINT ${db}`);
+  await checkpoint(conn, db);
   const scrub = `${db}.main.${quoteIdent('_tributary_scrub')}`;
   for (let round = 0; round < 3; round++) {
     const r = await conn.runAndReadAll(
@@ -77,9 +82,64 @@ export async function scrubFreeBlocks(conn: DuckDBConnection, catalog: string): 
     await conn.run(
       `CREATE OR REPLACE TABLE ${scrub} AS SELECT sha256(CAST(random() AS VARCHAR) || CAST(i AS VARCHAR)) AS x FROM range(${rows}) r(i)`,
     );
-    await conn.run(`CHECKPOINT ${db}`);
+    await checkpoint(conn, db);
     await conn.run(`DROP TABLE ${scrub}`);
-    await conn.run(`CHECKPOINT ${db}`);
+    await checkpoint(conn, db);
+  }
+  await scrubFreeMetadata(conn, catalog);
+}
+
+/**
+ * Metadata (table definitions, row group pointers, column statistics, which hold the min and
+ * max of each column: a deleted value can be one) lives in 4 KB sub-blocks of metadata blocks;
+ * sub-blocks freed by a checkpoint are not overwritten either, and are not among the free
+ * blocks above. Tables of many text columns holding random values write metadata (their
+ * columns' statistics) until DuckDB reports no free sub-block, then are dropped.
+ */
+async function scrubFreeMetadata(conn: DuckDBConnection, catalog: string): Promise<void> {
+  const db = quoteIdent(catalog);
+  const r = await conn.runAndReadAll('SELECT coalesce(sum(free_blocks), 0) FROM pragma_metadata_info($1)', [
+    catalog,
+  ]);
+  const free = Number(r.getRows()[0]?.[0] ?? 0);
+  if (free === 0) return;
+  // About 40 bytes of statistics per column (two 8-byte prefixes, flags, lengths): enough
+  // columns for twice the free sub-blocks, written by one checkpoint.
+  const columns = Math.ceil((free * 4096 * 2) / 40);
+  const tables = Math.ceil(columns / 1000);
+  const cols = Array.from(
+    { length: 1000 },
+    (_, i) => `sha256(CAST(random() AS VARCHAR) || '${i}') AS c${i}`,
+  ).join(', ');
+  const made: string[] = [];
+  try {
+    for (let t = 0; t < tables; t++) {
+      const name = `${db}.main.${quoteIdent(`_tributary_scrub_meta_${t}`)}`;
+      made.push(name);
+      await conn.run(`CREATE OR REPLACE TABLE ${name} AS SELECT ${cols}`);
+    }
+    await checkpoint(conn, db);
+  } finally {
+    for (const name of made) await conn.run(`DROP TABLE IF EXISTS ${name}`);
+    await checkpoint(conn, db);
+  }
+}
+
+/**
+ * A checkpoint, tried again for up to about 5 s while DuckDB refuses it because another
+ * connection's write transaction is open (a load between two batches is short); then the
+ * refusal is thrown and the deletion step tried again later. (`FORCE CHECKPOINT` would abort
+ * those transactions.)
+ */
+async function checkpoint(conn: DuckDBConnection, db: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await conn.run(`CHECKPOINT ${db}`);
+      return;
+    } catch (err) {
+      if (i >= 50 || !/other write transactions active/.test((err as Error).message)) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 
@@ -106,7 +166,7 @@ export interface RowTarget {
  * `user_id`, `anonymous_id` or `id` names the person (an `id` that is one of their messageIds
  * or user ids: the Segment tables and `users`), or whose text (the row cast to text) contains
  * one of `target.values`. Each table holding one is rewritten ({@link eraseRows}), then the
- * file's free blocks are overwritten. Returns the rows erased.
+ * caller overwrites the file's free blocks ({@link scrubFreeBlocks}). Returns the rows erased.
  */
 export async function eraseTables(
   conn: DuckDBConnection,
@@ -133,8 +193,8 @@ export async function eraseTables(
     const when: string[] = [containsAny(`CAST(${quoteIdent(String(table))} AS VARCHAR)`, 4)];
     if (have.has('user_id')) when.push(inList('CAST(user_id AS VARCHAR)', 1));
     if (have.has('anonymous_id')) when.push(inList('CAST(anonymous_id AS VARCHAR)', 2));
-    if (have.has('id')) when.push(`${inList('CAST(id AS VARCHAR)', 3)} OR ${inList('CAST(id AS VARCHAR)', 1)}`);
-    const name = `${quoteIdent(catalog)}.${quoteIdent(String(schema))}.${quoteIdent(String(table))}`;
+    if (have.has('id'))
+      when.push(`${inList('CAST(id AS VARCHAR)', 3)} OR ${inList('CAST(id AS VARCHAR)', 1)}`);
     // DuckDB refuses parameters a statement does not use: number those used anew.
     const used: number[] = [];
     const match = when.join(' OR ').replace(/\$(\d)/g, (_m, d: string) => {
@@ -144,12 +204,10 @@ export async function eraseTables(
     });
     n += await eraseRows(
       conn,
-      name,
+      { catalog, schema: String(schema), name: String(table) },
       match,
       used.map((i) => p[i - 1]!),
-      { whole: true },
     );
   }
-  if (n > 0) await scrubFreeBlocks(conn, catalog);
   return n;
 }

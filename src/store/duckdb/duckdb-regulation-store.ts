@@ -8,6 +8,7 @@ import {
   type StepStatus,
 } from '../../governance/privacy/regulation.js';
 import { Turns } from '../../platform/async/turns.js';
+import { eraseRows } from '../../platform/duckdb/duckdb-erase.js';
 
 const SCHEMA_SQL = [
   'CREATE SCHEMA IF NOT EXISTS _tributary',
@@ -56,7 +57,12 @@ export class DuckDBRegulationStore implements RegulationStore {
     });
   }
 
-  async create(r: { id: string; identities: Identity[]; steps: string[]; suppress: string[] }): Promise<Regulation> {
+  async create(r: {
+    id: string;
+    identities: Identity[];
+    steps: string[];
+    suppress: string[];
+  }): Promise<Regulation> {
     await this.tx(async () => {
       await this.conn.run('INSERT INTO _tributary.regulations VALUES ($1, now(), $2, $3)', [
         r.id,
@@ -142,13 +148,19 @@ export class DuckDBRegulationStore implements RegulationStore {
   }
 
   async setStep(id: string, store: string, status: StepStatus, reason?: string): Promise<void> {
-    await this.turns.run(() =>
-      this.conn.run(
+    await this.tx(async () => {
+      await this.conn.run(
         `UPDATE _tributary.regulation_steps SET status = $3, reason = $4, attempts = attempts + 1, updated_at = now()
          WHERE regulation_id = $1 AND store = $2`,
         [id, store, status, reason ?? null],
-      ),
-    );
+      );
+      // The last step done: the identities were kept only to retry the steps.
+      await this.conn.run(
+        `UPDATE _tributary.regulations SET identities = '[]', resolved = '[]' WHERE id = $1
+         AND NOT EXISTS (SELECT 1 FROM _tributary.regulation_steps WHERE regulation_id = $1 AND status <> 'done')`,
+        [id],
+      );
+    });
   }
 
   async addSteps(id: string, stores: readonly string[]): Promise<void> {
@@ -171,15 +183,28 @@ export class DuckDBRegulationStore implements RegulationStore {
     });
   }
 
+  /**
+   * Also writes the table anew: an UPDATE leaves the old values in the file's blocks (the
+   * caller then overwrites the free blocks, see `src/platform/duckdb/duckdb-erase.ts`).
+   */
   async forgetIdentities(id: string): Promise<void> {
-    await this.turns.run(() =>
-      this.conn.run("UPDATE _tributary.regulations SET identities = '[]', resolved = '[]' WHERE id = $1", [id]),
-    );
+    await this.turns.run(async () => {
+      await this.conn.run(
+        "UPDATE _tributary.regulations SET identities = '[]', resolved = '[]' WHERE id = $1",
+        [id],
+      );
+      const catalog = String((await this.conn.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+      await eraseRows(this.conn, { catalog, schema: '_tributary', name: 'regulations' }, 'false', [], {
+        force: true,
+      });
+    });
   }
 
   suppressed(): Promise<string[]> {
     return this.turns.run(async () =>
-      (await this.conn.runAndReadAll('SELECT hash FROM _tributary.suppressions')).getRows().map((r) => String(r[0])),
+      (await this.conn.runAndReadAll('SELECT hash FROM _tributary.suppressions'))
+        .getRows()
+        .map((r) => String(r[0])),
     );
   }
 

@@ -6,9 +6,9 @@ import {
   type DuckDBPreparedStatement,
   DuckDBTypeId,
 } from '@duckdb/node-api';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { Slice } from '../../platform/async/slice.js';
 import { Turns } from '../../platform/async/turns.js';
-import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
 import { containsAny, eraseRows, inList, scrubFreeBlocks } from '../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
@@ -135,8 +135,8 @@ export class DuckDBStore implements Store, UserQueries {
     private readonly reader: DuckDBConnection,
     private readonly catalog: string,
     private readonly checkpointBytes: number,
-    private readonly loadEvents: DuckDBPreparedStatement,
-    private readonly failedAppender: DuckDBAppender,
+    private loadEvents: DuckDBPreparedStatement,
+    private failedAppender: DuckDBAppender,
   ) {}
 
   /**
@@ -348,7 +348,7 @@ export class DuckDBStore implements Store, UserQueries {
   /**
    * Deletes the person's rows (see `Store.erase`): the two tables are rewritten without them
    * and the file's free blocks overwritten (`src/platform/duckdb/duckdb-erase.ts`), between
-   * the loader's writes.
+   * the loader's writes. The file's free blocks still hold them until `scrub`.
    */
   erase(target: ErasureTarget): Promise<{ events: number; failed: number }> {
     return this.writes.run(async () => {
@@ -360,22 +360,40 @@ export class DuckDBStore implements Store, UserQueries {
           JSON.stringify(target.messageIds),
           JSON.stringify(target.values),
         ];
+        const table = (name: string) => ({ catalog: this.catalog, schema: 'main', name });
+        // The tables are made anew: the load statement and the appender are made again for them.
+        this.loadEvents.destroySync();
+        this.failedAppender.closeSync();
         const events = await eraseRows(
           conn,
-          'events',
+          table('events'),
           `${inList('user_id', 1)} OR ${inList('anonymous_id', 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
           p,
-          { whole: true },
         );
         const failed = await eraseRows(
           conn,
-          'failed_events',
-          `${inList('json_extract_string(payload, \'$.userId\')', 1)} OR ${inList('json_extract_string(payload, \'$.anonymousId\')', 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
+          table('failed_events'),
+          `${inList("json_extract_string(payload, '$.userId')", 1)} OR ${inList("json_extract_string(payload, '$.anonymousId')", 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
           p,
-          { whole: true },
         );
-        await this.checkpoints.checkpoint(() => scrubFreeBlocks(conn, this.catalog));
         return { events, failed };
+      } finally {
+        conn.closeSync();
+        this.loadEvents = await this.writer.prepare(LOAD_EVENTS_SQL);
+        this.failedAppender = await this.writer.createAppender('failed_events');
+      }
+    });
+  }
+
+  /**
+   * Overwrites the free blocks of the warehouse file (after erasures: see
+   * `src/platform/duckdb/duckdb-erase.ts`), while destinations' flushes into it wait.
+   */
+  scrub(): Promise<void> {
+    return this.writes.run(async () => {
+      const conn = await this.instance.connect();
+      try {
+        await this.checkpoints.checkpoint(() => scrubFreeBlocks(conn, this.catalog));
       } finally {
         conn.closeSync();
       }

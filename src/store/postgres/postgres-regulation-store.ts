@@ -60,7 +60,12 @@ export class PostgresRegulationStore implements RegulationStore {
     }
   }
 
-  async create(r: { id: string; identities: Identity[]; steps: string[]; suppress: string[] }): Promise<Regulation> {
+  async create(r: {
+    id: string;
+    identities: Identity[];
+    steps: string[];
+    suppress: string[];
+  }): Promise<Regulation> {
     await this.tx(async (c) => {
       await c.query(`INSERT INTO ${this.s}.regulations (id, identities) VALUES ($1, $2)`, [
         r.id,
@@ -101,7 +106,12 @@ export class PostgresRegulationStore implements RegulationStore {
   }
 
   private async read(where: string, params: string[], limit: number, order = 'DESC'): Promise<Regulation[]> {
-    const regs = await this.pool.query<{ id: string; created_at: Date; identities: Identity[]; resolved: Identity[] }>(
+    const regs = await this.pool.query<{
+      id: string;
+      created_at: Date;
+      identities: Identity[];
+      resolved: Identity[];
+    }>(
       `SELECT id, created_at, identities, resolved FROM ${this.s}.regulations ${where}
        ORDER BY created_at ${order}, id LIMIT ${Math.trunc(limit)}`,
       params,
@@ -139,11 +149,19 @@ export class PostgresRegulationStore implements RegulationStore {
   }
 
   async setStep(id: string, store: string, status: StepStatus, reason?: string): Promise<void> {
-    await this.pool.query(
-      `UPDATE ${this.s}.regulation_steps SET status = $3, reason = $4, attempts = attempts + 1, updated_at = now()
-       WHERE regulation_id = $1 AND store = $2`,
-      [id, store, status, reason ?? null],
-    );
+    await this.tx(async (c) => {
+      await c.query(
+        `UPDATE ${this.s}.regulation_steps SET status = $3, reason = $4, attempts = attempts + 1, updated_at = now()
+         WHERE regulation_id = $1 AND store = $2`,
+        [id, store, status, reason ?? null],
+      );
+      // The last step done: the identities were kept only to retry the steps.
+      await c.query(
+        `UPDATE ${this.s}.regulations SET identities = '[]', resolved = '[]' WHERE id = $1
+         AND NOT EXISTS (SELECT 1 FROM ${this.s}.regulation_steps WHERE regulation_id = $1 AND status <> 'done')`,
+        [id],
+      );
+    });
   }
 
   async addSteps(id: string, stores: readonly string[]): Promise<void> {
@@ -156,17 +174,25 @@ export class PostgresRegulationStore implements RegulationStore {
 
   async setResolved(id: string, resolved: readonly Identity[], suppress: readonly string[]): Promise<void> {
     await this.tx(async (c) => {
-      await c.query(`UPDATE ${this.s}.regulations SET resolved = $2 WHERE id = $1`, [id, JSON.stringify(resolved)]);
+      await c.query(`UPDATE ${this.s}.regulations SET resolved = $2 WHERE id = $1`, [
+        id,
+        JSON.stringify(resolved),
+      ]);
       await this.suppressOn(c, id, suppress);
     });
   }
 
   async forgetIdentities(id: string): Promise<void> {
-    await this.pool.query(`UPDATE ${this.s}.regulations SET identities = '[]', resolved = '[]' WHERE id = $1`, [id]);
+    await this.pool.query(
+      `UPDATE ${this.s}.regulations SET identities = '[]', resolved = '[]' WHERE id = $1`,
+      [id],
+    );
   }
 
   async suppressed(): Promise<string[]> {
-    return (await this.pool.query<{ hash: string }>(`SELECT hash FROM ${this.s}.suppressions`)).rows.map((r) => r.hash);
+    return (await this.pool.query<{ hash: string }>(`SELECT hash FROM ${this.s}.suppressions`)).rows.map(
+      (r) => r.hash,
+    );
   }
 
   async close(): Promise<void> {}

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
-import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TributaryError } from '../../errors.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
@@ -204,7 +204,8 @@ export class PostgresStore implements Store {
    */
   async erase(target: ErasureTarget): Promise<{ events: number; failed: number }> {
     const p = [target.userIds, target.anonymousIds, target.messageIds, target.values];
-    const text = (col: string) => `EXISTS (SELECT 1 FROM unnest($4::text[]) v WHERE strpos(${col}::text, v) > 0)`;
+    const text = (col: string) =>
+      `EXISTS (SELECT 1 FROM unnest($4::text[]) v WHERE strpos(${col}::text, v) > 0)`;
     const out = await this.transaction(async (c) => {
       const e = await c.query(
         `DELETE FROM ${this.s}.events WHERE user_id = ANY($1) OR anonymous_id = ANY($2) OR message_id = ANY($3) OR ${text('payload')}`,

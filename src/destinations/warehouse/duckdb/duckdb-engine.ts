@@ -1,7 +1,7 @@
-import { eraseTables, type RowTarget } from '../../../platform/duckdb/duckdb-erase.js';
 import type { DuckDBAppender, DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { Slice } from '../../../platform/async/slice.js';
 import type { CheckpointGate } from '../../../platform/duckdb/checkpoint-gate.js';
+import { eraseTables, type RowTarget, scrubFreeBlocks } from '../../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent } from '../../../platform/duckdb/duckdb-sql.js';
 import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../../destination.js';
 import type { CellValue, ColumnType } from '../layout/types.js';
@@ -90,7 +90,12 @@ export class DuckDBEngine implements SqlEngine {
     const conn = await this.instance.connect();
     try {
       const skip = new Set(['main', '_tributary', 'information_schema', 'pg_catalog']);
-      const run = () => eraseTables(conn, this.catalogName, (s) => !skip.has(s), target);
+      const run = async () => {
+        const n = await eraseTables(conn, this.catalogName, (s) => !skip.has(s), target);
+        // The warehouse file (the one with a gate) is scrubbed once per deletion by the store.
+        if (n > 0 && !this.checkpoints) await scrubFreeBlocks(conn, this.catalogName);
+        return n;
+      };
       return await (this.checkpoints ? this.checkpoints.checkpoint(run) : run());
     } finally {
       conn.closeSync();

@@ -1,9 +1,9 @@
-import type { RowTarget } from '../../../platform/duckdb/duckdb-erase.js';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import type { RowTarget } from '../../../platform/duckdb/duckdb-erase.js';
 import { advisoryXactLock } from '../../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../../platform/postgres/pg-sql.js';
 import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../../destination.js';
@@ -138,16 +138,22 @@ export class PostgresEngine implements SqlEngine {
       for (const { s, t, cols } of tables.rows) {
         const have = new Set(cols);
         const when = [`EXISTS (SELECT 1 FROM unnest($4::text[]) v WHERE strpos(x::text, v) > 0)`];
-        if (have.has('user_id')) when.push('x.user_id::text = ANY($1)');
-        if (have.has('anonymous_id')) when.push('x.anonymous_id::text = ANY($2)');
-        if (have.has('id')) when.push('x.id::text = ANY($3) OR x.id::text = ANY($1)');
+        if (have.has('user_id')) when.push('x.user_id::text = ANY($1::text[])');
+        if (have.has('anonymous_id')) when.push('x.anonymous_id::text = ANY($2::text[])');
+        if (have.has('id')) when.push('x.id::text = ANY($3::text[]) OR x.id::text = ANY($1::text[])');
         const name = `${pgIdent(s)}.${pgIdent(t)}`;
-        const r = await c.query(`DELETE FROM ${name} AS x WHERE ${when.join(' OR ')}`, [
-          target.userIds,
-          target.anonymousIds,
-          target.messageIds,
-          target.values,
-        ]);
+        const all = [target.userIds, target.anonymousIds, target.messageIds, target.values];
+        // PostgreSQL cannot type a parameter a statement does not use: number those used anew.
+        const used: number[] = [];
+        const match = when.join(' OR ').replace(/\$(\d)/g, (_m, d: string) => {
+          const i = Number(d);
+          if (!used.includes(i)) used.push(i);
+          return `$${used.indexOf(i) + 1}`;
+        });
+        const r = await c.query(
+          `DELETE FROM ${name} AS x WHERE ${match}`,
+          used.map((i) => all[i - 1]),
+        );
         if ((r.rowCount ?? 0) > 0) {
           n += r.rowCount ?? 0;
           await c.query(`VACUUM FULL ${name}`);
