@@ -4,6 +4,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
+  type FastifyRequest,
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
@@ -73,6 +74,12 @@ export interface HttpAppDeps extends CollectDeps {
   limits?: Partial<HttpLimits>;
   /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
   webhooks?: ReadonlyMap<string, PushReceiver>;
+  /**
+   * Whether a request reads personal data masked (an analyst's or viewer's): applied to
+   * `/admin/v1/query` and the Profile API. The integrator sets it from `request.principal.role`.
+   * Default: never masked.
+   */
+  maskPersonal?: (req: FastifyRequest) => boolean;
   /** The log webhooks append to (default `log`): one that leaves out suppressed identities' events. */
   webhookLog?: EventLog;
   /** Deletion requests on the admin API (`/admin/v1/privacy/deletions`). */
@@ -217,7 +224,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         throw new TributaryError('TRIB_ERR_QUERY_BUSY', [queriesRunning]);
       queriesRunning++;
       try {
-        return await deps.queries.userQuery(sql, limits);
+        return await deps.queries.userQuery(sql, limits, { mask: deps.maskPersonal?.(req) ?? false });
       } catch (err) {
         if (err instanceof TributaryError) throw err;
         throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
@@ -49,8 +49,13 @@ export interface ServerOptions {
   env?: Record<string, string | undefined>;
   /** Salt of PII hashes. Default: `<dataDir>/pii-salt`, generated on first start. */
   piiSalt?: string;
-  /** Pause between the deletion worker's rounds over unfinished deletion requests. Default 30 s. */
+  /** Pause between the deletion worker's rounds over unfinished deletion requests. Default `privacy.deletionRetry`. */
   deletionRetryMs?: number;
+  /**
+   * Whether a request reads personal data masked (SQL of `/admin/v1/query`): the integrator
+   * sets it from `request.principal.role` (analyst, viewer). Default: never.
+   */
+  maskPersonal?: (req: FastifyRequest) => boolean;
 }
 
 export interface RunningServer {
@@ -102,6 +107,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   );
   const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
+  // Analysts' and viewers' queries read masked views (keyed with the workspace's PII salt).
+  warehouse.masking = { salt, personalColumns: config.privacy.personalColumns };
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
   // next would be skipped as loaded.
   const loadedUpTo = await warehouse.consumerOffset('warehouse');
@@ -261,13 +268,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await warehouse.scrub();
       await log.scrub();
     },
-    retryMs: opts.deletionRetryMs,
+    retryMs: opts.deletionRetryMs ?? config.privacy.deletionRetry,
     onError: (err, regulation, step) =>
       logger.warn({ err, regulation, step }, 'deletion step failed; retried later'),
   });
   const app = await buildHttpApp({
     webhooks,
     deletions,
+    maskPersonal: opts.maskPersonal,
     suppressed: (sourceId, event) => suppressions.suppresses(sourceId, event),
     sources: config.sources,
     sourcesByWriteKey,

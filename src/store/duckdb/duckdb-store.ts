@@ -6,6 +6,7 @@ import {
   type DuckDBPreparedStatement,
   DuckDBTypeId,
 } from '@duckdb/node-api';
+import { TributaryError } from '../../errors.js';
 import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { Slice } from '../../platform/async/slice.js';
 import { Turns } from '../../platform/async/turns.js';
@@ -25,7 +26,8 @@ import type {
   WriteReport,
 } from '../store.js';
 import { eventKey } from '../store.js';
-import type { UserQueries, UserQueryLimits, UserQueryResult } from '../user-query.js';
+import type { UserQueries, UserQueryLimits, UserQueryOptions, UserQueryResult } from '../user-query.js';
+import { MASKED_CATALOG, type MaskingOptions, refreshMaskedViews } from './duckdb-masked-views.js';
 import { runUserQuery } from './duckdb-user-query.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
@@ -336,14 +338,34 @@ export class DuckDBStore implements Store, UserQueries {
    * catalog's tables, vetted before it is bound, within `limits` (see `./duckdb-user-query.ts`).
    * The instance itself reads no files beyond its own (`lockDownDuckDB`, src/platform/duckdb/duckdb-options.ts).
    */
-  async userQuery(sql: string, limits: UserQueryLimits): Promise<UserQueryResult> {
+  async userQuery(
+    sql: string,
+    limits: UserQueryLimits,
+    options: UserQueryOptions = {},
+  ): Promise<UserQueryResult> {
     const conn = await this.instance.connect();
     try {
-      return await runUserQuery(conn, sql, limits);
+      if (!options.mask) return await runUserQuery(conn, sql, limits);
+      if (!this.masking)
+        throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [
+          'masked queries need the masking salt (server setup)',
+        ]);
+      const masking = this.masking;
+      // The views follow the tables (destinations add tables and columns as events come).
+      await this.maskedViews.run(() => refreshMaskedViews(conn, this.catalog, masking));
+      await conn.run(`USE ${quoteIdent(MASKED_CATALOG)}`);
+      return await runUserQuery(conn, sql, limits, { onlyCatalog: MASKED_CATALOG });
     } finally {
       conn.closeSync();
     }
   }
+
+  /**
+   * How queries with `mask` are masked (`./duckdb-masked-views.ts`); set by the server. Unset,
+   * a masked query is refused.
+   */
+  masking: MaskingOptions | undefined;
+  private readonly maskedViews = new Turns();
 
   /**
    * Deletes the person's rows (see `Store.erase`): the two tables are rewritten without them

@@ -145,6 +145,7 @@ export async function runUserQuery(
   conn: DuckDBConnection,
   sql: string,
   limits: UserQueryLimits,
+  options: { onlyCatalog?: string } = {},
 ): Promise<UserQueryResult> {
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -163,7 +164,9 @@ export async function runUserQuery(
         database: String(database),
         schema: String(schema),
         name: String(name),
-      }));
+      }))
+      // A masked query may name only the masked views (and CTEs).
+      .filter((e) => options.onlyCatalog === undefined || e.database === options.onlyCatalog);
     const { tree, json } = await parse(conn, sql);
     // Not SQL at all: DuckDB's own message says where.
     if (tree.error_type === 'parser')
