@@ -80,6 +80,8 @@ export interface HttpAppDeps extends CollectDeps {
    * Default: never masked.
    */
   maskPersonal?: (req: FastifyRequest) => boolean;
+  /** Salt and configured personal names of the Profile API's masking (the SQL's are the store's). */
+  masking?: { salt: string; personalColumns: readonly string[] };
   /** The log webhooks append to (default `log`): one that leaves out suppressed identities' events. */
   webhookLog?: EventLog;
   /** Deletion requests on the admin API (`/admin/v1/privacy/deletions`). */
@@ -196,6 +198,8 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       profileIdOf: deps.profileIdOf,
       isAdmin: (h) => checkBearer(h, deps.adminToken),
       isReader: (h) => deps.profileReadToken !== undefined && checkBearer(h, deps.profileReadToken),
+      maskPersonal: deps.maskPersonal,
+      masking: deps.masking,
     });
     done();
   });

@@ -276,6 +276,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     webhooks,
     deletions,
     maskPersonal: opts.maskPersonal,
+    masking: { salt, personalColumns: config.privacy.personalColumns },
     suppressed: (sourceId, event) => suppressions.suppresses(sourceId, event),
     sources: config.sources,
     sourcesByWriteKey,

@@ -154,3 +154,50 @@ describe('masked SQL for analysts', () => {
     expect(raw.map((r) => r.event)).toEqual([null, null, null]);
   });
 });
+
+describe('masked Profile API for analysts', () => {
+  const get = async (url: string, analyst = true) => {
+    const res = await server.app.inject({
+      method: 'GET',
+      url,
+      headers: { authorization: `Bearer ${ADMIN}`, ...(analyst ? { 'x-test-role': 'analyst' } : {}) },
+    });
+    return { status: res.statusCode, body: res.json() as Record<string, unknown> };
+  };
+
+  it('serves profiles by id with identifiers and personal traits masked, as the SQL masks them', async () => {
+    const admin = await get(`/v1/profiles/email:${EMAIL}`, false);
+    expect(admin.status).toBe(200);
+    const id = admin.body.profileId as string;
+    const masked = await get(`/v1/profiles/profile_id:${id}`);
+    expect(masked.status).toBe(200);
+    const ids = masked.body.identifiers as { type: string; value: string }[];
+    expect(ids.length).toBeGreaterThan(0);
+    for (const i of ids) expect(i.value).toMatch(/^masked:[0-9a-f]{24}$/);
+    const traits = masked.body.traits as Record<string, unknown>;
+    expect(traits.email).toMatch(/^masked:/);
+    expect(traits.plan_secret_code).toMatch(/^masked:/);
+    expect(traits.plan).toBeDefined();
+    expect(JSON.stringify(masked.body)).not.toContain(EMAIL);
+    // The same digest as the masked SQL column: analysts can join the two.
+    const [u] = await rows("SELECT email FROM web.users WHERE plan = 'pro'");
+    expect(traits.email).toBe(u!.email);
+  });
+
+  it('refuses what would reveal or confirm a value: lookups by identifier, personal searches, explain, matches', async () => {
+    for (const url of [
+      `/v1/profiles/email:${EMAIL}`,
+      '/v1/profiles/user_id:u1',
+      `/v1/profiles?trait=email&value=${EMAIL}`,
+      `/v1/profiles/email:${EMAIL}/explain`,
+      '/v1/profiles/matches',
+    ]) {
+      const r = await get(url);
+      expect(r.status, url).toBe(403);
+      expect(r.body.code).toBe('TRIB_ERR_PRIVACY_MASKED');
+    }
+    const search = await get('/v1/profiles?trait=plan&value=pro');
+    expect(search.status).toBe(200);
+    expect(JSON.stringify(search.body)).not.toContain(EMAIL);
+  });
+});
