@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
-import { DeletionService } from '../governance/privacy/deletion-service.js';
+import { type DeletionNotifier, DeletionService } from '../governance/privacy/deletion-service.js';
 import { Suppressions, suppressingLog } from '../governance/privacy/suppressions.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -56,6 +56,11 @@ export interface ServerOptions {
    * sets it from `request.principal.role` (analyst, viewer). Default: never.
    */
   maskPersonal?: (req: FastifyRequest) => boolean;
+  /**
+   * Destinations told of each deletion (one `notify:<name>` step each): the integrator
+   * passes the stream destinations that can delete (`StreamDestination.deleteIdentities`).
+   */
+  deletionNotifiers?: () => readonly { name: string; notify: DeletionNotifier }[];
 }
 
 export interface RunningServer {
@@ -253,6 +258,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     suppressions,
     store: warehouse,
     identity,
+    notifiers: opts.deletionNotifiers,
     stores: () => [
       { step: 'log', erase: (t) => log.erase(t) },
       ...destinations.flatMap((d) =>
