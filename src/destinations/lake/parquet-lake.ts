@@ -252,8 +252,16 @@ export class ParquetLake implements WarehouseDestination {
    */
   async erase(target: RowTarget): Promise<number> {
     if (!existsSync(this.options.root)) return 0;
-    this.conn ??= await this.options.instance.connect();
-    const c = this.conn;
+    // A connection of its own: a load may be writing on the lake's at the same time.
+    const c = await this.options.instance.connect();
+    try {
+      return await this.eraseOn(c, target);
+    } finally {
+      c.closeSync();
+    }
+  }
+
+  private async eraseOn(c: DuckDBConnection, target: RowTarget): Promise<number> {
     const p = [
       JSON.stringify(target.userIds),
       JSON.stringify(target.anonymousIds),
