@@ -361,6 +361,20 @@ export const ErrorCodes = {
     message: 'A replay (%s) is running; wait for it (GET /admin/v1/replay/<id>) and start this one after',
   },
   TRIB_ERR_REPLAY_NOT_FOUND: { status: 404, message: 'No replay run %s' },
+  TRIB_ERR_PRIVACY_BAD_REQUEST: {
+    status: 400,
+    message:
+      'The deletion request is not valid: %s. Send {"identities": ["user_id:u1", "email:ada@example.com"]} (1 to 5,000 per request)',
+  },
+  TRIB_ERR_PRIVACY_MASKED: {
+    status: 403,
+    message:
+      'Personal data is masked for your role, so this is not allowed: %s. Ask an owner or admin, or read the masked views and profiles',
+  },
+  TRIB_ERR_PRIVACY_NOT_FOUND: {
+    status: 404,
+    message: 'No deletion request %s: list them with GET /admin/v1/privacy/deletions',
+  },
   TRIB_ERR_SOURCE_BUSY: {
     status: 409,
     message:

@@ -13,6 +13,8 @@ import { importCommand } from './import.js';
 import { modelsListCommand, modelsRunCommand, modelsRunsCommand } from './models.js';
 import { planCheckCommand } from './plan-check.js';
 import { planInferCommand } from './plan-infer.js';
+import { privacyDeleteCommand } from './privacy-delete.js';
+import { privacyStatusCommand } from './privacy-status.js';
 import {
   profilesExplainCommand,
   profilesGetCommand,
@@ -331,6 +333,30 @@ serverOptions(
     .option('--offline', 'only validate the file')
     .option('--json', 'print as JSON'),
 ).action(planCheckCommand);
+
+const privacy = program.command('privacy').description('deletion requests and suppression');
+serverOptions(
+  privacy
+    .command('delete')
+    .description(
+      'delete people everywhere (events, log, warehouses, lake, profiles) and drop their later events',
+    )
+    .argument(
+      '[identities...]',
+      'type:value each (user_id:u1, email:ada@example.com, anonymous_id:…); up to 5,000',
+    )
+    .option('--file <file>', 'read more identities from a file, one type:value a line')
+    .option('--json', 'print the request as JSON'),
+).action(privacyDeleteCommand);
+serverOptions(
+  privacy
+    .command('status')
+    .description(
+      "a deletion request's status per store (pending, done, failed with the reason), or the latest requests",
+    )
+    .argument('[id]', 'the request id printed by "privacy delete"')
+    .option('--json', 'print as JSON'),
+).action(privacyStatusCommand);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof TributaryError) process.stderr.write(`${err.code}: ${err.message}\n`);

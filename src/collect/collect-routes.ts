@@ -36,6 +36,11 @@ export interface CollectDeps {
   privacy?: ReadonlyMap<string, PiiClassifier>;
   /** URL clients reach the server at, when it differs from the request's Host. */
   publicUrl?: string;
+  /**
+   * Whether an event carries an identity a deletion request suppressed (it counts the drop):
+   * such an event is answered like an accepted one and never appended.
+   */
+  suppressed?: (sourceId: string, event: unknown) => boolean;
 }
 
 /**
@@ -197,6 +202,7 @@ async function collect(
     records[i] = rejectedRecord(source.id, items[i], json, receivedAt, code, message);
     rejected.push({ index: i, code, message });
   };
+  let dropped = 0;
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
     // `_tributary` is the server's (warnings, mapping records, a retry's `retryOf`): a client's
@@ -236,6 +242,10 @@ async function collect(
         continue;
       }
     }
+    if (deps.suppressed?.(source.id, result.event)) {
+      dropped++;
+      continue;
+    }
     const json = JSON.stringify(result.event);
     if (json.length * 3 > STORED_EVENT_MAX_BYTES && Buffer.byteLength(json) > STORED_EVENT_MAX_BYTES) {
       if (!isBatch) throw new TributaryError('TRIB_ERR_COLLECT_EVENT_TOO_LARGE', [EVENT_MAX_BYTES]);
@@ -253,15 +263,18 @@ async function collect(
   }
 
   try {
-    await deps.log.append(records);
+    // A suppressed event leaves a hole in `records`: it is not appended.
+    await deps.log.append(dropped === 0 ? records : records.filter((r) => r !== undefined));
   } catch (err) {
     throw new TributaryError('TRIB_ERR_LOG_APPEND_FAILED', [], { cause: err });
   }
   // Counted once durable, so received = accepted + rejected holds; a refused request is
   // counted under tributary_requests_refused_total instead.
   const accepted = items.length - rejected.length;
-  deps.observer.received(source.id, items.length);
-  deps.observer.accepted(source.id, accepted);
+  // Suppressed events are answered as accepted (the client learns nothing of a deletion) but
+  // counted apart (tributary_events_suppressed_total), so the reconciled counts still add up.
+  deps.observer.received(source.id, items.length - dropped);
+  deps.observer.accepted(source.id, accepted - dropped);
   const byCode = new Map<string, number>();
   for (const r of rejected) byCode.set(r.code, (byCode.get(r.code) ?? 0) + 1);
   for (const [code, n] of byCode) deps.observer.rejected(source.id, code, n);

@@ -115,6 +115,22 @@ export const StorageConfig = z
   })
   .strict();
 
+/** `privacy:` (deletion requests and masking; docs/configuration.md). */
+export const PrivacyConfig = z
+  .object({
+    personalColumns: z
+      .array(z.string().min(1))
+      .default([])
+      .describe(
+        'Columns masked for analysts and viewers besides those whose names say they are personal: "column", "table.column" or "schema.table.column".',
+      ),
+    deletionRetry: Duration.prefault('30s').describe(
+      "Pause between the deletion worker's rounds over deletion requests not done yet.",
+    ),
+  })
+  .strict();
+export type PrivacyConfig = z.infer<typeof PrivacyConfig>;
+
 export const QueryConfig = z
   .object({
     maxRows: z
@@ -295,6 +311,7 @@ const TributaryConfigObject = z
       'Identity resolution (docs/configuration.md).',
     ),
     models: ModelList,
+    privacy: PrivacyConfig.prefault({}).describe('Deletion requests and masking of personal data.'),
   })
   .strict()
   .superRefine((cfg, ctx) => {

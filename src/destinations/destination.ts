@@ -1,3 +1,4 @@
+import type { RowTarget } from '../platform/duckdb/duckdb-erase.js';
 import type { StoredEvent } from '../store/store.js';
 import type { LoadPlan, NameRecord } from './warehouse/layout/warehouse-model.js';
 
@@ -70,6 +71,11 @@ export interface WarehouseDestination {
    * the kind can look them up (the SQL warehouses; not the lake).
    */
   rowsOf?(event: StoredEvent): Promise<WarehouseRow[]>;
+  /**
+   * Deletes a person's rows or files (a deletion request, `src/governance/privacy/`), leaving
+   * none of their bytes; returns the rows erased. Absent: the kind keeps nothing to erase.
+   */
+  erase?(target: RowTarget): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -132,6 +138,11 @@ export interface SqlEngine {
    * the userId in `users`), values JSON-safe. For lineage; absent in engines that cannot.
    */
   selectById?(schema: string, table: string, id: string): Promise<Record<string, unknown>[]>;
+  /**
+   * Deletes a person's rows from every table the destination writes (not `_tributary`),
+   * leaving none of their bytes in the engine's files; returns the rows erased.
+   */
+  erase?(target: RowTarget): Promise<number>;
   close(): Promise<void>;
 }
 

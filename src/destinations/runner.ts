@@ -6,6 +6,7 @@ import { TributaryError } from '../errors.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import type { Stage } from '../pipeline/stages/stage.js';
 import type { CheckpointGate } from '../platform/duckdb/checkpoint-gate.js';
+import type { RowTarget } from '../platform/duckdb/duckdb-erase.js';
 import type { Store, StoredEvent } from '../store/store.js';
 import type { RecordFailure, WarehouseDestination, WarehouseRow } from './destination.js';
 import {
@@ -44,6 +45,11 @@ export interface RunningDestination {
   replay?(events: readonly StoredEvent[]): Promise<{ ok: number; failed: number }>;
   /** The rows a stored event became in its tables, for `tributary trace` (SQL destinations). */
   rowsOf?(event: StoredEvent): Promise<WarehouseRow[]>;
+  /**
+   * Deletes a person's rows or files from what the destination wrote (a deletion request,
+   * `src/governance/privacy/`); returns the rows erased. Absent when its kind cannot.
+   */
+  erase?(target: RowTarget): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -140,6 +146,7 @@ export async function startDestinations(opts: {
         cause: err,
       });
     }
+    const inner = destination;
     // Every kind that takes transformations gets the wrapper, so a retry still reaches one whose functions were removed.
     if (kind.capabilities.transformations) {
       transforming = new TransformingDestination(destination, stages, failureStore, {
@@ -222,6 +229,7 @@ export async function startDestinations(opts: {
       retry: transforming && ((items) => transforming.retry(items)),
       replay: transforming && ((events) => transforming.replay(events)),
       rowsOf: destination.rowsOf && ((event) => destination.rowsOf!(event)),
+      erase: inner.erase && ((target) => inner.erase!(target)),
       async stop() {
         await sub.stop();
         await destination.close();

@@ -1,3 +1,4 @@
+import type { ErasureTarget } from '../governance/privacy/erasure.js';
 import type { EventFeed, FeedSubscription } from '../pipeline/event-feed.js';
 import { Slice } from '../platform/async/slice.js';
 import { Turns } from '../platform/async/turns.js';
@@ -397,6 +398,64 @@ export class IdentityStage {
       }
     }
     return { identifiers: keys, decision, profileId, merges, laterMerges };
+  }
+
+  /**
+   * The profiles holding any of `identities` (`type`/`value`, or `profile_id`), every
+   * identifier they hold, every profile id merged into or out of them, and the messageIds of
+   * their events: what a deletion erases. Reads only.
+   */
+  findPerson(
+    identities: readonly { type: string; value: string }[],
+  ): Promise<{ profileIds: string[]; messageIds: string[]; identities: { type: string; value: string }[] }> {
+    return this.turns.run(async () => {
+      await this.settleOrKeep();
+      const live = new Set<string>();
+      for (const id of identities) {
+        let holder: string | undefined;
+        if (id.type === 'profile_id') holder = id.value;
+        else {
+          try {
+            holder = this.engine.holders.get(this.normalizeKey(id.type, id.value));
+          } catch {
+            holder = undefined;
+          }
+        }
+        const current = holder === undefined ? undefined : (this.engine.current(holder) ?? holder);
+        if (current !== undefined) live.add(current);
+      }
+      const found: { type: string; value: string }[] = [];
+      for (const pid of live) {
+        for (const key of this.engine.profiles.get(pid)?.identifiers.keys() ?? []) {
+          const k = parseIdentifierKey(key);
+          if (k) found.push({ type: k.type, value: k.value });
+        }
+      }
+      const { profileIds, messageIds } = await this.store.erasureOf([...live]);
+      return { profileIds, messageIds, identities: found };
+    });
+  }
+
+  /**
+   * Deletes the profiles of `target` and everything of them from the store (see
+   * `IdentityStore.erase`) between batches, then rebuilds the working set from the store, so
+   * nothing of them stays in memory either.
+   */
+  erase(target: ErasureTarget): Promise<void> {
+    return this.turns.run(async () => {
+      await this.settleOrKeep();
+      await this.store.erase(target);
+      await this.reload();
+    });
+  }
+
+  private async settleOrKeep(): Promise<void> {
+    try {
+      await this.settle();
+    } catch (err) {
+      this.lost = err;
+      throw err;
+    }
   }
 
   /** The live profile an id names now, following merges. */

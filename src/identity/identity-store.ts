@@ -1,3 +1,4 @@
+import type { ErasureTarget } from '../governance/privacy/erasure.js';
 import type { StoredEvent } from '../store/store.js';
 import type { Block, Decision, IdentityChanges, MergeRecord, Profile } from './identity-engine.js';
 
@@ -49,5 +50,18 @@ export interface IdentityStore {
     identifiers: readonly string[],
     limit: number,
   ): Promise<Decision[]>;
+  /**
+   * Every profile id that is or was one of `profileIds` (merged into them, or they into it:
+   * aliases and merges) and the messageIds of the events assigned to them: what a deletion
+   * erases besides the identifiers.
+   */
+  erasureOf(profileIds: readonly string[]): Promise<{ profileIds: string[]; messageIds: string[] }>;
+  /**
+   * Deletes the profiles of `target.profileIds` and everything of them: identifiers, traits,
+   * computed traits, merges, blocks, event assignments, aliases, decisions, match pairs; also
+   * identifiers and decisions holding one of `target.values`. Leaves none of their bytes in the
+   * engine (see `Store.erase`). The caller reloads its working set afterwards.
+   */
+  erase(target: ErasureTarget): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,5 +1,6 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { type ErrorCode, TributaryError } from '../errors.js';
+import { isPersonalTrait, maskProfileView, maskValue } from '../governance/privacy/mask-profile.js';
 import { type Explanation, IdentityLookupError, type ProfileView } from './identity-stage.js';
 import { type MatchingApi, matchRoutes } from './matching/match-routes.js';
 import { type MatchPair, PROBABILISTIC_TAG } from './matching/profile-matching.js';
@@ -32,6 +33,15 @@ export interface ProfileRoutesDeps {
   isAdmin: (authorization: string | undefined) => boolean;
   /** Checks it against the profile read token (never a write key). */
   isReader: (authorization: string | undefined) => boolean;
+  /**
+   * Whether the request reads personal data masked (an analyst's or viewer's; the integrator
+   * decides from `request.principal.role`). Masked: profiles are looked up by `profile_id`
+   * only, searched by traits that are not personal only, returned with identifier values and
+   * personal traits masked (`src/governance/privacy/mask-profile.ts`); explain is refused.
+   */
+  maskPersonal?: (req: FastifyRequest) => boolean;
+  /** The salt and the configured personal names masking uses (required for `maskPersonal`). */
+  masking?: { salt: string; personalColumns: readonly string[] };
 }
 
 const LOOKUP_CODES: Record<IdentityLookupError['kind'], ErrorCode> = {
@@ -56,9 +66,21 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
   app.addHook('onRequest', async (req) => {
     const auth = req.headers.authorization;
     const write = req.method !== 'GET';
-    if (deps.isAdmin(auth) || (!write && deps.isReader(auth))) return;
-    throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
+    if (!(deps.isAdmin(auth) || (!write && deps.isReader(auth))))
+      throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
+    // Masked: reads of profiles only; the match review list and its evidence show values.
+    const path = req.url.split('?')[0] ?? '';
+    if (deps.maskPersonal?.(req) && (write || path.includes('/matches') || path.endsWith('/explain')))
+      throw new TributaryError('TRIB_ERR_PRIVACY_MASKED', [`${req.method} ${path}`]);
   });
+
+  const personal = new Set((deps.masking?.personalColumns ?? []).map((c) => c.toLowerCase()));
+  /** The masking salt when this request reads masked; throws when it should but cannot. */
+  const maskFor = (req: FastifyRequest): string | undefined => {
+    if (!deps.maskPersonal?.(req)) return undefined;
+    if (!deps.masking) throw new TributaryError('TRIB_ERR_PRIVACY_MASKED', ['masking is not set up']);
+    return deps.masking.salt;
+  };
 
   app.get<{ Querystring: { trait?: string; value?: string; limit?: string } }>(
     '/v1/profiles',
@@ -66,17 +88,37 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
       const { trait, value } = req.query;
       if (!trait || value === undefined)
         throw new TributaryError('TRIB_ERR_PROFILE_BAD_IDENTIFIER', ['search with ?trait=NAME&value=VALUE']);
+      const salt = maskFor(req);
+      if (salt !== undefined && isPersonalTrait(trait, personal))
+        throw new TributaryError('TRIB_ERR_PRIVACY_MASKED', [`searching by the personal trait ${trait}`]);
+      const found = await stage().search(trait, value, Math.min(Number(req.query.limit ?? 50) || 50, 1000));
+      if (salt === undefined) return { profiles: found };
       return {
-        profiles: await stage().search(trait, value, Math.min(Number(req.query.limit ?? 50) || 50, 1000)),
+        profiles: found.map((p) => ({
+          ...p,
+          traits: Object.fromEntries(
+            Object.entries(p.traits).map(([k, v]) => [
+              k,
+              isPersonalTrait(k, personal) ? maskValue(salt, v) : v,
+            ]),
+          ),
+        })),
       };
     },
   );
 
   app.get<{ Params: { id: string }; Querystring: { events?: string } }>('/v1/profiles/:id', async (req) => {
+    const salt = maskFor(req);
+    // A lookup by email or user id would confirm a guess: masked, profiles are named by id only.
+    if (salt !== undefined && !req.params.id.startsWith('profile_id:'))
+      throw new TributaryError('TRIB_ERR_PRIVACY_MASKED', [
+        'looking a profile up by a personal identifier (use profile_id:<id>)',
+      ]);
     try {
-      return await stage().getProfile(req.params.id, {
+      const view = await stage().getProfile(req.params.id, {
         events: Math.min(Number(req.query.events ?? 20) || 20, 500),
       });
+      return salt === undefined ? view : maskProfileView(view, salt, personal);
     } catch (err) {
       throw mapped(err);
     }
@@ -85,6 +127,10 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
   app.get<{ Params: { id: string }; Querystring: { with?: string } }>(
     '/v1/profiles/:id/explain',
     async (req) => {
+      if (maskFor(req) !== undefined)
+        throw new TributaryError('TRIB_ERR_PRIVACY_MASKED', [
+          'explain (it shows identifiers and the events linking them)',
+        ]);
       try {
         const explanation = await stage().explain(req.params.id, req.query.with);
         const b = req.query.with;

@@ -4,6 +4,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
+  type FastifyRequest,
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
@@ -15,8 +16,11 @@ import { replayAdminRoutes } from '../destinations/replay/replay-routes.js';
 import type { ReplayService } from '../destinations/replay/replay-service.js';
 import { type ModelRoutesDeps, modelAdminRoutes } from '../destinations/reverse-etl/model-routes.js';
 import { TributaryError } from '../errors.js';
+import type { DeletionService } from '../governance/privacy/deletion-service.js';
+import { privacyAdminRoutes } from '../governance/privacy/privacy-routes.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
+import type { EventLog } from '../log/event-log.js';
 import type { TraceDeps } from '../observe/lineage/trace.js';
 import { traceAdminRoutes } from '../observe/lineage/trace-routes.js';
 import type { Metrics } from '../observe/metrics.js';
@@ -82,6 +86,18 @@ export interface HttpAppDeps extends CollectDeps {
   webhooks?: ReadonlyMap<string, PushReceiver>;
   /** The configuration's versions and changes (`/admin/v1/config`), when the server keeps them. */
   configAdmin?: ConfigRoutesDeps;
+  /**
+   * Whether a request reads personal data masked (an analyst's or viewer's): applied to
+   * `/admin/v1/query` and the Profile API. The integrator sets it from `request.principal.role`.
+   * Default: never masked.
+   */
+  maskPersonal?: (req: FastifyRequest) => boolean;
+  /** Salt and configured personal names of the Profile API's masking (the SQL's are the store's). */
+  masking?: { salt: string; personalColumns: readonly string[] };
+  /** The log webhooks append to (default `log`): one that leaves out suppressed identities' events. */
+  webhookLog?: EventLog;
+  /** Deletion requests on the admin API (`/admin/v1/privacy/deletions`). */
+  deletions?: DeletionService;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -173,7 +189,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     await app.register((scope, _opts, done) => {
       void webhookRoutes(scope, {
         webhooks,
-        log: deps.log,
+        log: deps.webhookLog ?? deps.log,
         observer: deps.observer,
         privacy: deps.privacy,
         registry: deps.metrics.registry,
@@ -194,6 +210,8 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       profileIdOf: deps.profileIdOf,
       isAdmin: (h) => checkBearer(h, deps.adminToken),
       isReader: (h) => deps.profileReadToken !== undefined && checkBearer(h, deps.profileReadToken),
+      maskPersonal: deps.maskPersonal,
+      masking: deps.masking,
     });
     done();
   });
@@ -222,7 +240,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
         throw new TributaryError('TRIB_ERR_QUERY_BUSY', [queriesRunning]);
       queriesRunning++;
       try {
-        return await deps.queries.userQuery(sql, limits);
+        return await deps.queries.userQuery(sql, limits, { mask: deps.maskPersonal?.(req) ?? false });
       } catch (err) {
         if (err instanceof TributaryError) throw err;
         throw new TributaryError('TRIB_ERR_QUERY_FAILED', [(err as Error).message], { cause: err });
@@ -251,6 +269,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       traceAdminRoutes(admin, deps.lineage.trace);
       replayAdminRoutes(admin, deps.lineage.replays);
     }
+    if (deps.deletions) privacyAdminRoutes(admin, deps.deletions);
     done();
   });
 

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { ReplayService } from '../destinations/replay/replay-service.js';
@@ -14,6 +14,8 @@ import { ModelService } from '../destinations/reverse-etl/model-service.js';
 import { noStreamDestinations, type OpenDestination } from '../destinations/reverse-etl/model-sync.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
+import { type DeletionNotifier, DeletionService } from '../governance/privacy/deletion-service.js';
+import { Suppressions, suppressingLog } from '../governance/privacy/suppressions.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
@@ -32,6 +34,7 @@ import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
 import { DuckDBModelStore } from '../store/duckdb/duckdb-model-store.js';
+import { DuckDBRegulationStore } from '../store/duckdb/duckdb-regulation-store.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
@@ -72,6 +75,18 @@ export interface ServerOptions {
    * every model's run fails with TRIB_ERR_RETL_DESTINATION.
    */
   openStreamDestination?: OpenDestination;
+  /** Pause between the deletion worker's rounds over unfinished deletion requests. Default `privacy.deletionRetry`. */
+  deletionRetryMs?: number;
+  /**
+   * Whether a request reads personal data masked (SQL of `/admin/v1/query`): the integrator
+   * sets it from `request.principal.role` (analyst, viewer). Default: never.
+   */
+  maskPersonal?: (req: FastifyRequest) => boolean;
+  /**
+   * Destinations told of each deletion (one `notify:<name>` step each): the integrator
+   * passes the stream destinations that can delete (`StreamDestination.deleteIdentities`).
+   */
+  deletionNotifiers?: () => readonly { name: string; notify: DeletionNotifier }[];
 }
 
 export interface RunningServer {
@@ -100,6 +115,8 @@ export interface RunningServer {
   lineage: LineageRecorder;
   /** `tributary replay`: runs and their records. */
   replays: ReplayService;
+  /** Deletion requests and their worker (src/governance/privacy/). */
+  deletions: DeletionService;
   /**
    * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
    * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
@@ -133,6 +150,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const qualitySetup = await buildQuality(config.sources, baseDir, salt, env);
   const { instance, log } = await openWorkspaceFiles(dataDir, config.storage);
   const warehouse = await DuckDBStore.open(instance);
+  // Analysts' and viewers' queries read masked views (keyed with the workspace's PII salt).
+  warehouse.masking = { salt, personalColumns: config.privacy.personalColumns };
   // The loader resumes from the warehouse's offset: past the log's end, the events appended
   // next would be skipped as loaded.
   const loadedUpTo = await warehouse.consumerOffset('warehouse');
@@ -146,6 +165,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let loader: WarehouseLoader | undefined;
   const metrics = new Metrics({ endOffset: () => log.endOffset(), loaded: () => loader?.position() ?? 0 });
   const quality = new QualityMetrics(metrics.registry);
+  // Deletion requests and the suppression list (src/governance/privacy/), in the warehouse file.
+  const regulations = await DuckDBRegulationStore.open(instance);
+  const suppressions = new Suppressions(salt, regulations, metrics.registry);
+  await suppressions.refresh();
+  // Sources that append to the log themselves leave suppressed identities' events out.
+  const sourceLog = suppressingLog(log, suppressions);
   // The reconciled counts cover what this process received: records from the log's end on.
   const countFrom = log.endOffset();
   loader = new WarehouseLoader(log, warehouse, {
@@ -220,7 +245,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await sourceStore.abandonRuns();
   const sources = pullSources(config.sources, {
     store: sourceStore,
-    log,
+    log: sourceLog,
     baseDir,
     logger,
   });
@@ -348,11 +373,41 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       }),
     logger,
   });
+  const deletions = new DeletionService({
+    regulations,
+    suppressions,
+    store: warehouse,
+    identity,
+    notifiers: opts.deletionNotifiers,
+    stores: () => [
+      { step: 'log', erase: (t) => log.erase(t) },
+      ...destinations.flatMap((d) =>
+        d.erase ? [{ step: `destination:${d.id}`, erase: d.erase.bind(d) }] : [],
+      ),
+    ],
+    drained: async () => {
+      await loader.drained();
+      await identity?.drained();
+      await Promise.all(destinations.map((d) => d.drained()));
+    },
+    scrub: async () => {
+      await warehouse.scrub();
+      await log.scrub();
+    },
+    retryMs: opts.deletionRetryMs ?? config.privacy.deletionRetry,
+    onError: (err, regulation, step) =>
+      logger.warn({ err, regulation, step }, 'deletion step failed; retried later'),
+  });
   const app = await buildHttpApp({
     webhooks,
+    deletions,
+    maskPersonal: opts.maskPersonal,
+    masking: { salt, personalColumns: config.privacy.personalColumns },
+    suppressed: (sourceId, event) => suppressions.suppresses(sourceId, event),
     sources: config.sources,
     sourcesByWriteKey,
     log,
+    webhookLog: sourceLog,
     queries: warehouse,
     queryLimits: queryLimits(config),
     metrics,
@@ -414,6 +469,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
   await models.start();
+  suppressions.start(10_000, (err) => logger.warn({ err }, 'suppression list refresh failed'));
+  deletions.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -434,11 +491,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     failed,
     lineage,
     replays,
+    deletions,
     close() {
       stopSampling();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
       // takes at most half the time; whatever is left is loaded from the log at the next start.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
+        at('deletion worker stopping');
+        suppressions.stop();
+        await upTo(deletions.stop(), left() / 4);
         at('source syncs stopping');
         await upTo(sources.stop(), left() / 4);
         at('model runs stopping');
@@ -473,6 +534,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         at('closing the log and the warehouse');
         await sourceStore.close();
         await modelStore.close();
+        await regulations.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();

@@ -1,3 +1,4 @@
+import type { ErasureTarget } from '../governance/privacy/erasure.js';
 import type { ConfigVersionStore } from './config-versions.js';
 
 /**
@@ -245,6 +246,14 @@ export interface Store extends ConfigVersionStore {
   saveReplayRun(run: ReplayRunRow): Promise<void>;
   /** Replay runs, newest first, at most `limit` (or the one of `id`). */
   replayRuns(options: { limit?: number; id?: string }): Promise<ReplayRunRow[]>;
+  /**
+   * Deletes a person's rows from `events` and `failed_events` (a deletion request, see
+   * `src/governance/privacy/`): events of their user or anonymous ids or messageIds, and
+   * rows whose payload contains one of `target.values`. The engine is left holding none of
+   * their bytes (DuckDB: the tables rewritten and the file's free blocks overwritten;
+   * PostgreSQL: `VACUUM FULL`). Throws when it could not (retried by the caller).
+   */
+  erase(target: ErasureTarget): Promise<{ events: number; failed: number }>;
   close(): Promise<void>;
 }
 

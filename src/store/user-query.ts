@@ -12,7 +12,16 @@ export interface UserQueries {
    * `TRIB_ERR_QUERY_NOT_ALLOWED` (not a single SELECT over the catalog's tables),
    * `TRIB_ERR_QUERY_TIMEOUT` or `TRIB_ERR_QUERY_FAILED` (the engine refused it).
    */
-  userQuery(sql: string, limits: UserQueryLimits): Promise<UserQueryResult>;
+  userQuery(sql: string, limits: UserQueryLimits, options?: UserQueryOptions): Promise<UserQueryResult>;
+}
+
+export interface UserQueryOptions {
+  /**
+   * Personal data masked (an analyst's or viewer's query): the query reads views where
+   * personal columns are keyed digests and JSON columns are NULL, and no raw table. An adapter
+   * that cannot mask refuses the query (`TRIB_ERR_QUERY_NOT_ALLOWED`) rather than run it raw.
+   */
+  mask?: boolean;
 }
 
 export interface UserQueryLimits {

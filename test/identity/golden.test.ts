@@ -32,6 +32,8 @@ function delegating(store: IdentityStore, own: Partial<IdentityStore>): Identity
     eventsOfProfile: (id) => store.eventsOfProfile(id),
     recentEvents: (id, n) => store.recentEvents(id, n),
     decisions: (a, b, n) => store.decisions(a, b, n),
+    erasureOf: (ids) => store.erasureOf(ids),
+    erase: (t) => store.erase(t),
     close: () => store.close(),
     ...own,
   };

@@ -13,6 +13,7 @@ import {
 import { dirname, join, relative } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { TributaryError } from '../../errors.js';
+import { containsAny, inList, type RowTarget } from '../../platform/duckdb/duckdb-erase.js';
 import { sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import type { StoredEvent } from '../../store/store.js';
 import type { LoadOptions, LoadResult, OffsetScope, WarehouseDestination } from '../destination.js';
@@ -241,6 +242,53 @@ export class ParquetLake implements WarehouseDestination {
       renameSync(from, to);
     }
     rmSync(stage, { recursive: true, force: true });
+  }
+
+  /**
+   * Rewrites every Parquet file holding a person's rows without them (a deletion request):
+   * each such file is written anew beside itself, synced, and renamed over the old one, so the
+   * lake's readers see either file whole. A file left without rows stays, empty, because the
+   * manifests list it. Returns the rows erased.
+   */
+  async erase(target: RowTarget): Promise<number> {
+    if (!existsSync(this.options.root)) return 0;
+    // A connection of its own: a load may be writing on the lake's at the same time.
+    const c = await this.options.instance.connect();
+    try {
+      return await this.eraseOn(c, target);
+    } finally {
+      c.closeSync();
+    }
+  }
+
+  private async eraseOn(c: DuckDBConnection, target: RowTarget): Promise<number> {
+    const p = [
+      JSON.stringify(target.userIds),
+      JSON.stringify(target.anonymousIds),
+      JSON.stringify(target.messageIds),
+      JSON.stringify(target.values),
+    ];
+    const match = `${inList('user_id', 1)} OR ${inList('anonymous_id', 2)} OR ${inList('id', 3)} OR ${containsAny('CAST(x AS VARCHAR)', 4)}`;
+    let n = 0;
+    for (const file of listFiles(this.options.root)) {
+      if (!file.endsWith('.parquet')) continue;
+      const rel = relative(this.options.root, file);
+      if (rel.startsWith('_staging') || rel.startsWith('_manifest')) continue;
+      const src = `read_parquet(${sqlString(file)}, hive_partitioning = false) AS x`;
+      const r = await c.runAndReadAll(`SELECT count(*) FROM ${src} WHERE ${match}`, p);
+      const found = Number(r.getRows()[0]?.[0] ?? 0);
+      if (found === 0) continue;
+      const tmp = `${file}.erase-tmp`;
+      await c.run(
+        `COPY (SELECT x.* FROM ${src} WHERE NOT coalesce((${match}), false)) TO ${sqlString(tmp)} (FORMAT parquet)`,
+        p,
+      );
+      syncFile(tmp);
+      renameSync(tmp, file);
+      syncFile(dirname(file));
+      n += found;
+    }
+    return n;
   }
 
   async close(): Promise<void> {

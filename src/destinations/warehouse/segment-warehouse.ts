@@ -1,5 +1,6 @@
 import { TributaryError } from '../../errors.js';
 import { Slice } from '../../platform/async/slice.js';
+import type { RowTarget } from '../../platform/duckdb/duckdb-erase.js';
 import type { StoredEvent } from '../../store/store.js';
 import type {
   LoadOptions,
@@ -157,6 +158,14 @@ export class SegmentWarehouse implements WarehouseDestination {
         out.push({ schema: t.schema, table: t.table, row });
     }
     return out;
+  }
+
+  /** Deletes a person's rows from the destination's tables (see `SqlEngine.erase`). */
+  async erase(target: RowTarget): Promise<number> {
+    if (!this.options.engine.erase) throw new Error(`destination ${this.name}: its engine cannot erase rows`);
+    this.ready ??= this.options.engine.setup();
+    await this.ready;
+    return this.options.engine.erase(target);
   }
 
   close(): Promise<void> {

@@ -5,7 +5,9 @@ import {
   DuckDBTimestampValue,
 } from '@duckdb/node-api';
 import type { ComputedTrait } from '../../config/identity-schema.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { Slice } from '../../platform/async/slice.js';
+import { containsAny, eraseRows, inList } from '../../platform/duckdb/duckdb-erase.js';
 import { sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import type { StoredEvent } from '../../store/store.js';
 import { identifierKey } from '../identifiers.js';
@@ -231,6 +233,80 @@ export class DuckDBIdentityStore implements IdentityStore {
       options.computed ?? [],
       options.now ?? Date.now,
     );
+  }
+
+  async erasureOf(profileIds: readonly string[]): Promise<{ profileIds: string[]; messageIds: string[] }> {
+    const ids = new Set(profileIds);
+    // Aliases and merges both ways, until no new id turns up.
+    for (let grew = true; grew; ) {
+      grew = false;
+      const r = await this.writer.runAndReadAll(
+        `SELECT profile_id, current_profile_id FROM profile_aliases WHERE ${inList('profile_id', 1)} OR ${inList('current_profile_id', 1)}
+         UNION ALL SELECT profile_id, merged_profile_id FROM profile_merges WHERE ${inList('profile_id', 1)} OR ${inList('merged_profile_id', 1)}`,
+        [JSON.stringify([...ids])],
+      );
+      for (const row of r.getRows())
+        for (const v of row) {
+          if (v !== null && !ids.has(String(v))) {
+            ids.add(String(v));
+            grew = true;
+          }
+        }
+    }
+    const m = await this.writer.runAndReadAll(
+      `SELECT DISTINCT message_id FROM profile_event_assignments WHERE ${inList('profile_id', 1)}`,
+      [JSON.stringify([...ids])],
+    );
+    return { profileIds: [...ids], messageIds: m.getRows().map((r) => String(r[0])) };
+  }
+
+  async erase(target: ErasureTarget): Promise<void> {
+    const conn = await this.instance.connect();
+    try {
+      const p = [
+        JSON.stringify(target.profileIds),
+        JSON.stringify(target.messageIds),
+        JSON.stringify(target.values),
+      ];
+      const pv = JSON.stringify([...target.values, ...target.profileIds]);
+      const tables: [string, string, (string | null)[]][] = [
+        ['profiles', inList('profile_id', 1), p.slice(0, 1)],
+        ['profile_identifiers', `${inList('profile_id', 1)} OR ${containsAny('value', 2)}`, [p[0]!, p[2]!]],
+        ['profile_traits', inList('profile_id', 1), p.slice(0, 1)],
+        ['profile_computed_traits', inList('profile_id', 1), p.slice(0, 1)],
+        ['profile_merges', `${inList('profile_id', 1)} OR ${inList('merged_profile_id', 1)}`, p.slice(0, 1)],
+        ['profile_blocks', containsAny("CAST(side_a AS VARCHAR) || ' ' || CAST(side_b AS VARCHAR)", 1), [pv]],
+        [
+          'profile_event_assignments',
+          `${inList('profile_id', 1)} OR ${inList('message_id', 2)}`,
+          p.slice(0, 2),
+        ],
+        [
+          'profile_aliases',
+          `${inList('profile_id', 1)} OR ${inList('current_profile_id', 1)}`,
+          p.slice(0, 1),
+        ],
+        [
+          'identity_decisions',
+          `${inList('profile_id', 1)} OR ${inList('message_id', 2)} OR ${containsAny("identifiers || ' ' || left_out || ' ' || involved", 3)}`,
+          [p[0]!, p[1]!, pv],
+        ],
+      ];
+      const pairs = await conn.runAndReadAll(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'identity_match_pairs' AND database_name = current_database()",
+      );
+      if (Number(pairs.getRows()[0]![0]) > 0)
+        tables.push([
+          'identity_match_pairs',
+          `${inList('profile_a', 1)} OR ${inList('profile_b', 1)} OR ${containsAny("coalesce(evidence, '')", 2)}`,
+          [p[0]!, p[2]!],
+        ]);
+      const catalog = String((await conn.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+      for (const [name, match, params] of tables)
+        await eraseRows(conn, { catalog, schema: 'main', name }, match, params as string[]);
+    } finally {
+      conn.closeSync();
+    }
   }
 
   async offset(): Promise<number> {

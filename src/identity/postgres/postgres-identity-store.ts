@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { ComputedTrait } from '../../config/identity-schema.js';
 import { TributaryError } from '../../errors.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import type { StoredEvent } from '../../store/store.js';
 import { identifierKey } from '../identifiers.js';
 import {
@@ -231,6 +232,82 @@ export class PostgresIdentityStore implements IdentityStore {
   private readonly computed: readonly ComputedTrait[];
   private readonly now: () => number;
   private readonly begin: string;
+
+  async erasureOf(profileIds: readonly string[]): Promise<{ profileIds: string[]; messageIds: string[] }> {
+    const ids = new Set(profileIds);
+    for (let grew = true; grew; ) {
+      grew = false;
+      const r = await this.pool.query<{ a: string; b: string }>(
+        `SELECT profile_id AS a, current_profile_id AS b FROM ${this.s}.profile_aliases
+           WHERE profile_id = ANY($1) OR current_profile_id = ANY($1)
+         UNION ALL SELECT profile_id, merged_profile_id FROM ${this.s}.profile_merges
+           WHERE profile_id = ANY($1) OR merged_profile_id = ANY($1)`,
+        [[...ids]],
+      );
+      for (const row of r.rows)
+        for (const v of [row.a, row.b])
+          if (!ids.has(v)) {
+            ids.add(v);
+            grew = true;
+          }
+    }
+    const m = await this.pool.query<{ message_id: string }>(
+      `SELECT DISTINCT message_id FROM ${this.s}.profile_event_assignments WHERE profile_id = ANY($1)`,
+      [[...ids]],
+    );
+    return { profileIds: [...ids], messageIds: m.rows.map((r) => r.message_id) };
+  }
+
+  /** Deletes the person's rows (see `IdentityStore.erase`) in one transaction, then `VACUUM FULL`s the tables. */
+  async erase(target: ErasureTarget): Promise<void> {
+    const s = this.s;
+    const P = target.profileIds;
+    const M = target.messageIds;
+    const V = target.values;
+    const PV = [...V, ...P];
+    const text = (expr: string, n: number) =>
+      `EXISTS (SELECT 1 FROM unnest($${n}::text[]) v WHERE strpos(${expr}, v) > 0)`;
+    const statements: [string, unknown[]][] = [
+      [`DELETE FROM ${s}.profiles WHERE profile_id = ANY($1)`, [P]],
+      [`DELETE FROM ${s}.profile_identifiers WHERE profile_id = ANY($1) OR ${text('value', 2)}`, [P, V]],
+      [`DELETE FROM ${s}.profile_traits WHERE profile_id = ANY($1)`, [P]],
+      [`DELETE FROM ${s}.profile_computed_traits WHERE profile_id = ANY($1)`, [P]],
+      [`DELETE FROM ${s}.profile_merges WHERE profile_id = ANY($1) OR merged_profile_id = ANY($1)`, [P]],
+      [`DELETE FROM ${s}.profile_blocks WHERE ${text("side_a::text || ' ' || side_b::text", 1)}`, [PV]],
+      [
+        `DELETE FROM ${s}.profile_event_assignments WHERE profile_id = ANY($1) OR message_id = ANY($2)`,
+        [P, M],
+      ],
+      [`DELETE FROM ${s}.profile_aliases WHERE profile_id = ANY($1) OR current_profile_id = ANY($1)`, [P]],
+      [
+        `DELETE FROM ${s}.identity_decisions WHERE profile_id = ANY($1) OR message_id = ANY($2) OR ${text('identifiers::text || left_out::text || involved::text', 3)}`,
+        [P, M, PV],
+      ],
+    ];
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      for (const [sql, params] of statements) await c.query(sql, params);
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
+    for (const t of [
+      'profiles',
+      'profile_identifiers',
+      'profile_traits',
+      'profile_computed_traits',
+      'profile_merges',
+      'profile_blocks',
+      'profile_event_assignments',
+      'profile_aliases',
+      'identity_decisions',
+    ])
+      await this.pool.query(`VACUUM FULL ${s}.${t}`);
+  }
 
   private constructor(options: PostgresIdentityStoreOptions) {
     this.pool = options.pool;

@@ -9,6 +9,13 @@ import {
 } from '@duckdb/node-api';
 import { TributaryError } from '../../errors.js';
 import { Pause } from '../../platform/async/pause.js';
+import {
+  containsAny,
+  eraseRows,
+  inList,
+  type RowTarget,
+  scrubFreeBlocks,
+} from '../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import type {
@@ -346,6 +353,7 @@ export class DuckDBEventLog implements EventLog, RawArchive {
    * starts: the change waits for the commits in flight, then takes a few milliseconds.
    */
   private startCommits(): void {
+    if (this.paused) return;
     if (this.rotationDue) {
       if (this.inFlight.size === 0) this.rotating ??= this.rotate();
       return;
@@ -467,6 +475,83 @@ export class DuckDBEventLog implements EventLog, RawArchive {
     // Nothing found: [from, end) holds only offsets of failed commits.
     return { records, next: records.length > 0 ? records[records.length - 1]!.offset + 1 : end };
   }
+
+  /**
+   * Erases a person's records from every segment (a deletion request, see
+   * `src/governance/privacy/`): records of their user or anonymous ids or messageIds, or whose
+   * event text contains one of `target.values`. Each segment holding one is rewritten in place
+   * and its file's free blocks overwritten (`src/platform/duckdb/duckdb-erase.ts`), so no byte
+   * of them stays; offsets of the records erased become holes, which readers skip as they skip
+   * a failed commit's. Runs between the background checkpoints of full segments. Returns the
+   * records erased.
+   */
+  erase(target: RowTarget): Promise<number> {
+    const job = this.checkpointing.then(async () => {
+      // Commits pause while the segments are written anew (their inserts are prepared again after).
+      await this.pauseCommits();
+      try {
+        let n = 0;
+        const p = [
+          JSON.stringify(target.userIds),
+          JSON.stringify(target.anonymousIds),
+          JSON.stringify(target.messageIds),
+          JSON.stringify(target.values),
+        ];
+        const match = `${inList("json_extract_string(event, '$.userId')", 1)} OR ${inList("json_extract_string(event, '$.anonymousId')", 2)}
+          OR ${inList('message_id', 3)} OR ${containsAny('event', 4)} OR ${containsAny("coalesce(reason, '')", 4)}`;
+        for (const seg of [...this.segments]) {
+          const erased = await eraseRows(
+            this.maintenance,
+            { catalog: seg.catalog, schema: 'main', name: 'records' },
+            match,
+            p,
+          );
+          if (erased > 0) this.unscrubbed.add(seg.catalog);
+          n += erased;
+        }
+        // The in-memory tail is only for consumers that keep up: dropped rather than serve erased records.
+        this.tail.length = 0;
+        this.tailCount = 0;
+        return n;
+      } finally {
+        await this.useActiveSegment().catch((err) => this.onMaintenanceError(err));
+        await this.updateView().catch((err) => this.onMaintenanceError(err));
+        this.paused?.resume();
+        this.paused = undefined;
+        this.startCommits();
+      }
+    });
+    this.checkpointing = job.then(
+      () => undefined,
+      () => undefined,
+    );
+    return job;
+  }
+
+  /** Segments written anew by `erase` whose free blocks still hold what was erased. */
+  private readonly unscrubbed = new Set<string>();
+
+  /** Overwrites the free blocks of the segments `erase` wrote anew (see `src/platform/duckdb/duckdb-erase.ts`). */
+  scrub(): Promise<void> {
+    const job = this.checkpointing.then(async () => {
+      for (const catalog of [...this.unscrubbed]) {
+        await scrubFreeBlocks(this.maintenance, catalog);
+        this.unscrubbed.delete(catalog);
+      }
+    });
+    this.checkpointing = job.catch(() => undefined);
+    return job;
+  }
+
+  /** Holds new commits back and resolves once none is in flight. */
+  private async pauseCommits(): Promise<void> {
+    let resume!: () => void;
+    const resumed = new Promise<void>((r) => (resume = r));
+    this.paused = { resume, resumed };
+    while (this.inFlight.size > 0) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  private paused: { resume: () => void; resumed: Promise<void> } | undefined;
 
   endOffset(): number {
     return this.durableEnd;

@@ -381,3 +381,24 @@ function toClassDef(m: PiiMatcher): ClassDef {
     value: value && ((s: string) => s.length <= 8192 && value.test(s)),
   };
 }
+
+/**
+ * Whether a warehouse column's name says it holds personal data: the name, or its last
+ * `_`-separated parts (`context_traits_email`, `first_name`, `context_ip`), is a key the
+ * built-in classes know (email, phone, address, name, ip, and the red ones), or it names a
+ * person's id (`user_id`, `anonymous_id`). Used to mask columns for analysts and viewers.
+ */
+export function isPersonalColumnName(column: string): boolean {
+  const parts = column
+    .toLowerCase()
+    .split('_')
+    .filter((p) => p !== '');
+  if (parts.length === 0) return false;
+  const last2 = parts.slice(-2).join('');
+  if (last2 === 'userid' || last2 === 'anonymousid') return true;
+  for (let i = 0; i < parts.length; i++) {
+    const key = normaliseKey(parts.slice(i).join(''));
+    if (BUILT_IN.some((c) => c.keys?.has(key))) return true;
+  }
+  return false;
+}

@@ -6,9 +6,12 @@ import {
   type DuckDBPreparedStatement,
   DuckDBTypeId,
 } from '@duckdb/node-api';
+import { TributaryError } from '../../errors.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { Slice } from '../../platform/async/slice.js';
 import { Turns } from '../../platform/async/turns.js';
 import { CheckpointGate } from '../../platform/duckdb/checkpoint-gate.js';
+import { containsAny, eraseRows, inList, scrubFreeBlocks } from '../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import type { ConfigVersionStore } from '../config-versions.js';
@@ -26,8 +29,9 @@ import type {
   WriteReport,
 } from '../store.js';
 import { eventKey } from '../store.js';
-import type { UserQueries, UserQueryLimits, UserQueryResult } from '../user-query.js';
+import type { UserQueries, UserQueryLimits, UserQueryOptions, UserQueryResult } from '../user-query.js';
 import { DuckDBConfigVersions } from './duckdb-config-versions.js';
+import { MASKED_CATALOG, type MaskingOptions, refreshMaskedViews } from './duckdb-masked-views.js';
 import { runUserQuery } from './duckdb-user-query.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
@@ -138,8 +142,8 @@ export class DuckDBStore implements Store, UserQueries {
     private readonly reader: DuckDBConnection,
     private readonly catalog: string,
     private readonly checkpointBytes: number,
-    private readonly loadEvents: DuckDBPreparedStatement,
-    private readonly failedAppender: DuckDBAppender,
+    private loadEvents: DuckDBPreparedStatement,
+    private failedAppender: DuckDBAppender,
     private readonly configVersions: DuckDBConfigVersions,
   ) {}
 
@@ -341,13 +345,88 @@ export class DuckDBStore implements Store, UserQueries {
    * catalog's tables, vetted before it is bound, within `limits` (see `./duckdb-user-query.ts`).
    * The instance itself reads no files beyond its own (`lockDownDuckDB`, src/platform/duckdb/duckdb-options.ts).
    */
-  async userQuery(sql: string, limits: UserQueryLimits): Promise<UserQueryResult> {
+  async userQuery(
+    sql: string,
+    limits: UserQueryLimits,
+    options: UserQueryOptions = {},
+  ): Promise<UserQueryResult> {
     const conn = await this.instance.connect();
     try {
-      return await runUserQuery(conn, sql, limits);
+      if (!options.mask) return await runUserQuery(conn, sql, limits);
+      if (!this.masking)
+        throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [
+          'masked queries need the masking salt (server setup)',
+        ]);
+      const masking = this.masking;
+      // The views follow the tables (destinations add tables and columns as events come).
+      await this.maskedViews.run(() => refreshMaskedViews(conn, this.catalog, masking));
+      await conn.run(`USE ${quoteIdent(MASKED_CATALOG)}`);
+      return await runUserQuery(conn, sql, limits, { onlyCatalog: MASKED_CATALOG });
     } finally {
       conn.closeSync();
     }
+  }
+
+  /**
+   * How queries with `mask` are masked (`./duckdb-masked-views.ts`); set by the server. Unset,
+   * a masked query is refused.
+   */
+  masking: MaskingOptions | undefined;
+  private readonly maskedViews = new Turns();
+
+  /**
+   * Deletes the person's rows (see `Store.erase`): the two tables are rewritten without them
+   * and the file's free blocks overwritten (`src/platform/duckdb/duckdb-erase.ts`), between
+   * the loader's writes. The file's free blocks still hold them until `scrub`.
+   */
+  erase(target: ErasureTarget): Promise<{ events: number; failed: number }> {
+    return this.writes.run(async () => {
+      const conn = await this.instance.connect();
+      try {
+        const p = [
+          JSON.stringify(target.userIds),
+          JSON.stringify(target.anonymousIds),
+          JSON.stringify(target.messageIds),
+          JSON.stringify(target.values),
+        ];
+        const table = (name: string) => ({ catalog: this.catalog, schema: 'main', name });
+        // The tables are made anew: the load statement and the appender are made again for them.
+        this.loadEvents.destroySync();
+        this.failedAppender.closeSync();
+        const events = await eraseRows(
+          conn,
+          table('events'),
+          `${inList('user_id', 1)} OR ${inList('anonymous_id', 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
+          p,
+        );
+        const failed = await eraseRows(
+          conn,
+          table('failed_events'),
+          `${inList("json_extract_string(payload, '$.userId')", 1)} OR ${inList("json_extract_string(payload, '$.anonymousId')", 2)} OR ${inList('message_id', 3)} OR ${containsAny('CAST(payload AS VARCHAR)', 4)}`,
+          p,
+        );
+        return { events, failed };
+      } finally {
+        conn.closeSync();
+        this.loadEvents = await this.writer.prepare(LOAD_EVENTS_SQL);
+        this.failedAppender = await this.writer.createAppender('failed_events');
+      }
+    });
+  }
+
+  /**
+   * Overwrites the free blocks of the warehouse file (after erasures: see
+   * `src/platform/duckdb/duckdb-erase.ts`), while destinations' flushes into it wait.
+   */
+  scrub(): Promise<void> {
+    return this.writes.run(async () => {
+      const conn = await this.instance.connect();
+      try {
+        await this.checkpoints.checkpoint(() => scrubFreeBlocks(conn, this.catalog));
+      } finally {
+        conn.closeSync();
+      }
+    });
   }
 
   /** Runs trusted SQL (the server's own, never a user's): any statement, the whole result read. */

@@ -145,6 +145,7 @@ export async function runUserQuery(
   conn: DuckDBConnection,
   sql: string,
   limits: UserQueryLimits,
+  options: { onlyCatalog?: string } = {},
 ): Promise<UserQueryResult> {
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -152,7 +153,7 @@ export async function runUserQuery(
     conn.interrupt();
   }, limits.timeoutMs);
   try {
-    const text = await vetWrapped(conn, sql, withRowBytes);
+    const text = await vetWrapped(conn, sql, withRowBytes, options.onlyCatalog);
     const prepared = await conn.prepare(text);
     try {
       if (prepared.statementType !== StatementType.SELECT)
@@ -205,6 +206,8 @@ export async function vetWrapped(
   conn: DuckDBConnection,
   sql: string,
   wrap: (select: string) => string,
+  /** When given, the query may name only this catalog's tables and views (the masked views). */
+  onlyCatalog?: string,
 ): Promise<string> {
   const catalog = (
     await conn.runAndReadAll(
@@ -217,7 +220,8 @@ export async function vetWrapped(
       database: String(database),
       schema: String(schema),
       name: String(name),
-    }));
+    }))
+    .filter((e) => onlyCatalog === undefined || e.database === onlyCatalog);
   const { tree, json } = await parse(conn, sql);
   // Not SQL at all: DuckDB's own message says where.
   if (tree.error_type === 'parser')

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TributaryError } from '../../errors.js';
+import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import type { ConfigVersionStore } from '../config-versions.js';
@@ -243,12 +244,39 @@ export class PostgresStore implements Store {
       purgeAttempts: (t) => this.purgeAttempts(t),
       saveReplayRun: (r) => this.saveReplayRun(r),
       replayRuns: (o) => this.replayRuns(o),
+      erase: (t) => this.erase(t),
       close: async () => {},
     };
   }
 
   write(batch: StoreBatch): Promise<WriteReport> {
     return this.writePartition(0, batch);
+  }
+
+  /**
+   * Deletes the person's rows (see `Store.erase`), then `VACUUM FULL`s the two tables: a plain
+   * VACUUM leaves dead rows' bytes in their pages until overwritten; VACUUM FULL writes the
+   * tables anew (it locks them while it runs).
+   */
+  async erase(target: ErasureTarget): Promise<{ events: number; failed: number }> {
+    const p = [target.userIds, target.anonymousIds, target.messageIds, target.values];
+    const text = (col: string) =>
+      `EXISTS (SELECT 1 FROM unnest($4::text[]) v WHERE strpos(${col}::text, v) > 0)`;
+    const out = await this.transaction(async (c) => {
+      const e = await c.query(
+        `DELETE FROM ${this.s}.events WHERE user_id = ANY($1) OR anonymous_id = ANY($2) OR message_id = ANY($3) OR ${text('payload')}`,
+        p,
+      );
+      const f = await c.query(
+        `DELETE FROM ${this.s}.failed_events WHERE payload->>'userId' = ANY($1) OR payload->>'anonymousId' = ANY($2)
+           OR message_id = ANY($3) OR ${text('payload')}`,
+        p,
+      );
+      return { events: e.rowCount ?? 0, failed: f.rowCount ?? 0 };
+    });
+    await this.pool.query(`VACUUM FULL ${this.s}.events`);
+    await this.pool.query(`VACUUM FULL ${this.s}.failed_events`);
+    return out;
   }
 
   readEvents(from: number, to: number, limit: number): Promise<StoredEvent[]> {

@@ -1,7 +1,13 @@
 import pg from 'pg';
 import { TributaryError } from '../../errors.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
-import { RowBudget, type UserQueries, type UserQueryLimits, type UserQueryResult } from '../user-query.js';
+import {
+  RowBudget,
+  type UserQueries,
+  type UserQueryLimits,
+  type UserQueryOptions,
+  type UserQueryResult,
+} from '../user-query.js';
 
 const INT8 = 20;
 /** Rows per FETCH: the size limit is checked between pages, so a page stays small. */
@@ -56,7 +62,16 @@ export class PostgresUserQueries implements UserQueries {
     return new PostgresUserQueries(pool, opts.schema);
   }
 
-  async userQuery(sql: string, limits: UserQueryLimits): Promise<UserQueryResult> {
+  async userQuery(
+    sql: string,
+    limits: UserQueryLimits,
+    options: UserQueryOptions = {},
+  ): Promise<UserQueryResult> {
+    // Masked views for a role of their own are not built on PostgreSQL yet: refuse, never run raw.
+    if (options.mask)
+      throw new TributaryError('TRIB_ERR_QUERY_NOT_ALLOWED', [
+        'personal data cannot be masked on the PostgreSQL state store yet; ask an admin to run it',
+      ]);
     const deadline = Date.now() + limits.timeoutMs;
     const timeLeft = () => {
       const ms = deadline - Date.now();

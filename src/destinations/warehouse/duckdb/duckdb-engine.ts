@@ -7,6 +7,7 @@ import {
 } from '@duckdb/node-api';
 import { Slice } from '../../../platform/async/slice.js';
 import type { CheckpointGate } from '../../../platform/duckdb/checkpoint-gate.js';
+import { eraseTables, type RowTarget, scrubFreeBlocks } from '../../../platform/duckdb/duckdb-erase.js';
 import { quoteIdent } from '../../../platform/duckdb/duckdb-sql.js';
 import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../../destination.js';
 import type { CellValue, ColumnType } from '../layout/types.js';
@@ -107,6 +108,29 @@ export class DuckDBEngine implements SqlEngine {
       return rows;
     } finally {
       c.closeSync();
+    }
+  }
+
+  /**
+   * Rewrites every table of the destination's schemas holding the person's rows, then
+   * overwrites the file's free blocks (`src/platform/duckdb/duckdb-erase.ts`). In the
+   * warehouse file the store's own tables (schema `main`) are left to the store; the source
+   * objects tables there (a schema per source) are erased with the Segment tables. Other
+   * writers' flushes into the file wait for it (the checkpoint gate).
+   */
+  async erase(target: RowTarget): Promise<number> {
+    const conn = await this.instance.connect();
+    try {
+      const skip = new Set(['main', '_tributary', 'information_schema', 'pg_catalog']);
+      const run = async () => {
+        const n = await eraseTables(conn, this.catalogName, (s) => !skip.has(s), target);
+        // The warehouse file (the one with a gate) is scrubbed once per deletion by the store.
+        if (n > 0 && !this.checkpoints) await scrubFreeBlocks(conn, this.catalogName);
+        return n;
+      };
+      return await (this.checkpoints ? this.checkpoints.checkpoint(run) : run());
+    } finally {
+      conn.closeSync();
     }
   }
 

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import type { RowTarget } from '../../../platform/duckdb/duckdb-erase.js';
 import { advisoryXactLock } from '../../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../../platform/postgres/pg-sql.js';
 import type { ApplyOptions, EngineState, OffsetScope, SqlEngine } from '../../destination.js';
@@ -111,6 +112,56 @@ export class PostgresEngine implements SqlEngine {
     } finally {
       socket?.setTimeout(0, silent);
       socket?.off('timeout', silent);
+    }
+  }
+
+  /**
+   * Deletes the person's rows from every table outside `_tributary` and the system schemas
+   * (on a connection of its own, so no load's transaction is touched): rows whose `user_id`,
+   * `anonymous_id` or `id` names them or whose text holds one of `target.values`; then
+   * `VACUUM FULL`s the tables it deleted from, which writes them anew (a plain VACUUM leaves
+   * dead rows' bytes in their pages until overwritten).
+   */
+  async erase(target: RowTarget): Promise<number> {
+    const c = new pg.Client(this.clientConfig);
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      const tables = await c.query<{ s: string; t: string; cols: string[] }>(
+        `SELECT c.table_schema AS s, c.table_name AS t, array_agg(lower(c.column_name::text)) AS cols
+         FROM information_schema.columns c JOIN information_schema.tables t USING (table_schema, table_name)
+         WHERE t.table_type = 'BASE TABLE' AND c.table_schema NOT IN ('information_schema', '_tributary')
+           AND c.table_schema NOT LIKE 'pg\\_%'
+         GROUP BY 1, 2`,
+      );
+      let n = 0;
+      for (const { s, t, cols } of tables.rows) {
+        const have = new Set(cols);
+        const when = [`EXISTS (SELECT 1 FROM unnest($4::text[]) v WHERE strpos(x::text, v) > 0)`];
+        if (have.has('user_id')) when.push('x.user_id::text = ANY($1::text[])');
+        if (have.has('anonymous_id')) when.push('x.anonymous_id::text = ANY($2::text[])');
+        if (have.has('id')) when.push('x.id::text = ANY($3::text[]) OR x.id::text = ANY($1::text[])');
+        const name = `${pgIdent(s)}.${pgIdent(t)}`;
+        const all = [target.userIds, target.anonymousIds, target.messageIds, target.values];
+        // PostgreSQL cannot type a parameter a statement does not use: number those used anew.
+        const used: number[] = [];
+        const match = when.join(' OR ').replace(/\$(\d)/g, (_m, d: string) => {
+          const i = Number(d);
+          if (!used.includes(i)) used.push(i);
+          return `$${used.indexOf(i) + 1}`;
+        });
+        const r = await c.query(
+          `DELETE FROM ${name} AS x WHERE ${match}`,
+          used.map((i) => all[i - 1]),
+        );
+        if ((r.rowCount ?? 0) > 0) {
+          n += r.rowCount ?? 0;
+          await c.query(`VACUUM FULL ${name}`);
+        }
+      }
+      return n;
+    } finally {
+      await c.end().catch(() => undefined);
     }
   }
 
