@@ -3,6 +3,7 @@ import { destinationKind } from '../destinations/registry.js';
 import { SOURCE_SPECS } from '../sources/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
+import { GovernanceConfig } from './governance-schema.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { isProxyEntry } from './trust-proxy.js';
 
@@ -281,6 +282,9 @@ const TributaryConfigObject = z
     }),
     identity: IdentityConfig.default(IDENTITY_DEFAULTS).describe(
       'Identity resolution (docs/configuration.md).',
+    ),
+    governance: GovernanceConfig.prefault({}).describe(
+      'Users, console sessions and the audit trail (docs/configuration.md, docs/roles.md).',
     ),
   })
   .strict()

@@ -28,10 +28,13 @@ export interface ProfileRoutesDeps {
   matching?: MatchingApi;
   /** The live profile an identifier names (`type:value` or `profile_id:<id>`), for explain's waterfall. */
   profileIdOf?: (text: string) => string | undefined;
-  /** Checks a bearer header against the admin token. */
-  isAdmin: (authorization: string | undefined) => boolean;
+  /**
+   * Checks a bearer header against the admin token. The server leaves both checks to its
+   * access layer (src/governance/route-rules.ts); an app that mounts the routes alone passes them.
+   */
+  isAdmin?: (authorization: string | undefined) => boolean;
   /** Checks it against the profile read token (never a write key). */
-  isReader: (authorization: string | undefined) => boolean;
+  isReader?: (authorization: string | undefined) => boolean;
 }
 
 const LOOKUP_CODES: Record<IdentityLookupError['kind'], ErrorCode> = {
@@ -53,12 +56,14 @@ export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): vo
     if (!deps.identity) throw new TributaryError('TRIB_ERR_PROFILE_DISABLED');
     return deps.identity;
   };
-  app.addHook('onRequest', async (req) => {
-    const auth = req.headers.authorization;
-    const write = req.method !== 'GET';
-    if (deps.isAdmin(auth) || (!write && deps.isReader(auth))) return;
-    throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
-  });
+  const { isAdmin, isReader } = deps;
+  if (isAdmin)
+    app.addHook('onRequest', async (req) => {
+      const auth = req.headers.authorization;
+      const write = req.method !== 'GET';
+      if (isAdmin(auth) || (!write && isReader?.(auth))) return;
+      throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
+    });
 
   app.get<{ Querystring: { trait?: string; value?: string; limit?: string } }>(
     '/v1/profiles',

@@ -12,6 +12,7 @@ import { BATCH_MAX_BYTES } from '../collect/body.js';
 import { type CollectDeps, collectRoutes } from '../collect/collect-routes.js';
 import { ServerConfig, type SourceConfig } from '../config/schema.js';
 import { TributaryError } from '../errors.js';
+import { type Governance, governanceRoutes, installAccessControl } from '../governance/index.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
 import { type ProfileApi, profileRoutes } from '../identity/profile-routes.js';
 import type { Metrics } from '../observe/metrics.js';
@@ -70,6 +71,11 @@ export interface HttpAppDeps extends CollectDeps {
   limits?: Partial<HttpLimits>;
   /** Enabled push (webhook) sources, opened, by id (`POST /webhooks/:sourceId`). */
   webhooks?: ReadonlyMap<string, PushReceiver>;
+  /**
+   * Users, sessions, API tokens and the audit trail (src/governance/). Without it the admin
+   * token and the profile read token are the only credentials, and nothing is audited.
+   */
+  governance?: Governance;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -123,12 +129,28 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  await app.register(cors, {
+  // Every route's access rule (src/governance/route-rules.ts) is enforced from here on; installed
+  // before any route, so that it sees them all.
+  await installAccessControl(app, {
+    governance: deps.governance,
+    adminToken: deps.adminToken,
+    profileReadToken: deps.profileReadToken,
+    onAuditError: (err) => deps.logger.error({ err }, 'audit entry not written'),
+  });
+
+  const sdkCors = {
     origin: true,
     credentials: true,
     methods: ['GET', 'POST', 'OPTIONS'],
     allowedHeaders: SDK_HEADERS,
     maxAge: 86_400,
+  };
+  // The admin and Profile APIs take bearer tokens from other origins, never the session cookie:
+  // a credentialed cross-origin read (of the CSRF token, say) is refused by the browser.
+  const apiCors = { ...sdkCors, credentials: false, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'] };
+  await app.register(cors, {
+    delegator: (req, cb) =>
+      cb(null, req.url?.startsWith('/admin/') || req.url?.startsWith('/v1/profiles') ? apiCors : sdkCors),
   });
 
   let webhookBodyLimit = 0;
@@ -180,8 +202,6 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       identity: deps.identity,
       matching: deps.matching,
       profileIdOf: deps.profileIdOf,
-      isAdmin: (h) => checkBearer(h, deps.adminToken),
-      isReader: (h) => deps.profileReadToken !== undefined && checkBearer(h, deps.profileReadToken),
     });
     done();
   });
@@ -196,10 +216,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     },
   });
   await app.register((admin, _opts, done) => {
-    admin.addHook('onRequest', async (req) => {
-      if (!checkBearer(req.headers.authorization, deps.adminToken))
-        throw new TributaryError('TRIB_ERR_AUTH_ADMIN_TOKEN');
-    });
+    governanceRoutes(admin, deps.governance);
     admin.post('/admin/v1/query', async (req) => {
       const body = parseAdminJson(req.body);
       const sql = body?.sql;

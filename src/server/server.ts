@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
+import type { Governance } from '../governance/governance.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
 import { IdentityMetrics } from '../identity/identity-metrics.js';
@@ -21,9 +22,11 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
+import { DuckDBGovernanceStore } from '../store/duckdb/duckdb-governance-store.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
 import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
+import { setUpGovernance } from './governance-setup.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { pullSources } from './pull-sources.js';
@@ -66,6 +69,10 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
+  /** Users, sessions, tokens and the audit trail. */
+  governance: Governance;
+  /** The owner made at this start because there was no user (its password is shown once). */
+  firstOwner: { name: string; password: string } | undefined;
   /**
    * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
    * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
@@ -179,6 +186,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Pull sources write objects and state in the warehouse file and append their events to the log.
   const sourceStore = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await sourceStore.abandonRuns();
+  const governanceStore = await DuckDBGovernanceStore.open(instance);
+  const governed = await setUpGovernance(governanceStore, config, logger);
   const sources = pullSources(config.sources, {
     store: sourceStore,
     log,
@@ -267,6 +276,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       uploadDir: join(dataDir, 'uploads'),
       onError: (id, err) => logger.error({ err, source: id }, 'sync failed'),
     },
+    governance: governed.governance,
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
@@ -286,8 +296,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     metrics,
     quality,
     failed,
+    governance: governed.governance,
+    firstOwner: governed.firstOwner,
     close() {
       stopSampling();
+      governed.stop();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
       // takes at most half the time; whatever is left is loaded from the log at the next start.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
@@ -318,6 +331,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await identityStore?.close();
         at('closing the log and the warehouse');
         await sourceStore.close();
+        await governanceStore.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();
