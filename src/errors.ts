@@ -34,8 +34,7 @@ export const ErrorCodes = {
   },
   TRIB_ERR_AUTH_TOKEN_INVALID: {
     status: 401,
-    message:
-      'The API token is unknown, revoked or expired: create a new one with "tributary tokens create"',
+    message: 'The API token is unknown, revoked or expired: create a new one with "tributary tokens create"',
   },
   TRIB_ERR_AUTH_SESSION_EXPIRED: {
     status: 401,
@@ -48,7 +47,8 @@ export const ErrorCodes = {
   },
   TRIB_ERR_AUTH_FORBIDDEN: {
     status: 403,
-    message: 'Your role (%s) may not do this: %s needs %s; ask an owner for a role that has it (docs/roles.md)',
+    message:
+      'Your role (%s) may not do this: %s needs %s; ask an owner for a role that has it (docs/roles.md)',
   },
   TRIB_ERR_AUTH_NO_RULE: {
     status: 403,

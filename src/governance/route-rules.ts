@@ -282,7 +282,7 @@ export function lowestRole(need: Requirement): Role | undefined {
 }
 
 function sourceText(s: SourceOf): string {
-  if (typeof s === 'string') return s === 'none' ? '' : 'every source (refused to a limited role)';
+  if (typeof s === 'string') return s === 'none' ? '' : 'all sources';
   if ('param' in s) return `path :${s.param}`;
   if ('query' in s) return `?${s.query}=`;
   return `body "${s.body}"`;
