@@ -48,7 +48,7 @@ export function resolveServer(
  */
 export async function serverRequest<T>(
   url: string,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'DELETE',
   path: string,
   body: unknown,
   authorization: string | undefined,
@@ -73,15 +73,18 @@ export async function serverRequest<T>(
   return answer;
 }
 
-/** Calls the running server's admin API (found and authorised as `tributary query` does). */
+/**
+ * Calls the running server's admin API (found as `tributary query` does), with `--token`, else
+ * `TRIBUTARY_TOKEN` (an API token of one's own, `tributary tokens create`), else the admin token.
+ */
 export function adminRequest<T>(
   opts: AdminOptions,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'DELETE',
   path: string,
   body?: unknown,
 ): Promise<T> {
   const server = resolveServer(opts, process.env);
-  const token = opts.token ?? server.token;
+  const token = opts.token ?? (process.env.TRIBUTARY_TOKEN || undefined) ?? server.token;
   return serverRequest<T>(server.url, method, path, body, token ? `Bearer ${token}` : undefined);
 }
 
