@@ -270,6 +270,25 @@ describe('sessions', () => {
     }
   });
 
+  it('lets no other origin read the admin API with the cookie (no credentialed CORS there)', async () => {
+    const origin = { origin: 'https://evil.example' };
+    const admin = await server.app.inject({ method: 'GET', url: '/admin/v1/me', headers: origin });
+    expect(admin.headers['access-control-allow-credentials']).toBeUndefined();
+    const preflight = await server.app.inject({
+      method: 'OPTIONS',
+      url: '/admin/v1/query',
+      headers: { ...origin, 'access-control-request-method': 'POST' },
+    });
+    expect(preflight.headers['access-control-allow-credentials']).toBeUndefined();
+    // The collection API keeps answering browsers' SDKs with credentials.
+    const sdk = await server.app.inject({
+      method: 'OPTIONS',
+      url: '/v1/batch',
+      headers: { ...origin, 'access-control-request-method': 'POST' },
+    });
+    expect(sdk.headers['access-control-allow-credentials']).toBe('true');
+  });
+
   it('made the first owner at start, who can log in', async () => {
     expect(server.firstOwner?.name).toBe('owner');
     // Once there are users, no start makes another.
