@@ -48,8 +48,9 @@ function mapped(err: unknown): unknown {
 }
 
 /**
- * The Profile API. Reads (`GET /v1/profiles/{type}:{value}`, search, explain) take the admin
- * token or the profile read token; unmerge takes the admin token.
+ * The Profile API: reads (`GET /v1/profiles/{type}:{value}`, search, explain) and unmerge. In
+ * the server, who may call each is the access layer's (`profiles:read`, `profiles:write` in
+ * src/governance/route-rules.ts); `isAdmin` / `isReader` guard the routes mounted alone.
  */
 export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): void {
   const stage = (): ProfileApi => {

@@ -266,6 +266,7 @@ function parseAdminJson(body: unknown): Record<string, unknown> | undefined {
   }
 }
 
+/** Whether `header` is `Bearer <token>` (timing-safe); the server's routes use the access layer instead. */
 export function checkBearer(header: string | undefined, token: string): boolean {
   const m = header ? /^Bearer\s+(.+)$/i.exec(header) : null;
   if (!m) return false;
