@@ -90,6 +90,14 @@ const epoch = (n: number) => BigInt(Math.trunc(n));
  */
 export class DuckDBGovernanceStore implements GovernanceStore {
   private readonly turns = new Turns();
+  private closed = false;
+
+  /** Runs `job` on the connection in its turn; after close, rejects instead of touching a closed connection. */
+  private turn<T>(job: () => Promise<T>): Promise<T> {
+    return this.turns.run(() =>
+      this.closed ? Promise.reject(new Error('the governance store is closed')) : job(),
+    );
+  }
 
   private constructor(private readonly conn: DuckDBConnection) {}
 
@@ -100,14 +108,14 @@ export class DuckDBGovernanceStore implements GovernanceStore {
   }
 
   private rows(sql: string, params: DuckDBValue[] = []): Promise<Row[]> {
-    return this.turns.run(async () => {
+    return this.turn(async () => {
       const r = await this.conn.runAndReadAll(sql, params);
       return r.getRowObjectsJson() as Row[];
     });
   }
 
   private run(sql: string, params: DuckDBValue[] = []): Promise<number> {
-    return this.turns.run(async () => Number((await this.conn.run(sql, params)).rowsChanged));
+    return this.turn(async () => Number((await this.conn.run(sql, params)).rowsChanged));
   }
 
   async insertUser(u: UserRecord): Promise<boolean> {
@@ -143,7 +151,7 @@ export class DuckDBGovernanceStore implements GovernanceStore {
   }
 
   deleteUser(id: string, at: number): Promise<boolean> {
-    return this.turns.run(async () => {
+    return this.turn(async () => {
       const c = this.conn;
       await c.run('BEGIN TRANSACTION');
       try {
@@ -250,7 +258,7 @@ export class DuckDBGovernanceStore implements GovernanceStore {
 
   appendAudit(entries: readonly AuditEntry[]): Promise<void> {
     if (entries.length === 0) return Promise.resolve();
-    return this.turns.run(async () => {
+    return this.turn(async () => {
       // One statement of N rows: its values bound, never spliced.
       const params: DuckDBValue[] = [];
       const rows = entries.map((e) => {
@@ -294,7 +302,10 @@ export class DuckDBGovernanceStore implements GovernanceStore {
   }
 
   async close(): Promise<void> {
-    await this.turns.idle();
-    this.conn.closeSync();
+    await this.turns.run(async () => {
+      if (this.closed) return;
+      this.closed = true;
+      this.conn.closeSync();
+    });
   }
 }
