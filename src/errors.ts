@@ -15,12 +15,57 @@ export const ErrorCodes = {
   },
   TRIB_ERR_AUTH_ADMIN_TOKEN: {
     status: 401,
-    message: 'This endpoint needs the admin token: send "Authorization: Bearer <TRIBUTARY_ADMIN_TOKEN>"',
+    message:
+      'This endpoint needs credentials: send "Authorization: Bearer <API token or TRIBUTARY_ADMIN_TOKEN>", or log in (POST /admin/v1/session)',
   },
   TRIB_ERR_AUTH_PROFILE_TOKEN: {
     status: 401,
     message:
       'Profiles need the admin token or the profile read token (identity.readToken): send "Authorization: Bearer <token>"',
+  },
+  // Users, roles, tokens and sessions (src/governance/, docs/roles.md).
+  TRIB_ERR_AUTH_BAD_CREDENTIALS: {
+    status: 401,
+    message: 'Wrong user name or password: check them, or ask an owner to reset the account',
+  },
+  TRIB_ERR_AUTH_LOCKED: {
+    status: 429,
+    message: 'Too many failed logins for this user: try again in %s seconds',
+  },
+  TRIB_ERR_AUTH_TOKEN_INVALID: {
+    status: 401,
+    message: 'The API token is unknown, revoked or expired: create a new one with "tributary tokens create"',
+  },
+  TRIB_ERR_AUTH_SESSION_EXPIRED: {
+    status: 401,
+    message: 'The console session ended (logged out or expired): log in again',
+  },
+  TRIB_ERR_AUTH_CSRF: {
+    status: 403,
+    message:
+      'A request authenticated by the session cookie must send the X-CSRF-Token header (the csrfToken of POST /admin/v1/session or GET /admin/v1/me)',
+  },
+  TRIB_ERR_AUTH_FORBIDDEN: {
+    status: 403,
+    message:
+      'Your role (%s) may not do this: %s needs %s; ask an owner for a role that has it (docs/roles.md)',
+  },
+  TRIB_ERR_AUTH_NO_RULE: {
+    status: 403,
+    message:
+      'No access rule for %s: every route needs one in src/governance/route-rules.ts (refused until it has one)',
+  },
+  TRIB_ERR_GOVERNANCE_BAD_REQUEST: { status: 400, message: 'Bad request: %s' },
+  TRIB_ERR_GOVERNANCE_USER_EXISTS: { status: 409, message: 'A user named "%s" exists already' },
+  TRIB_ERR_GOVERNANCE_USER_NOT_FOUND: { status: 404, message: 'No user named "%s"' },
+  TRIB_ERR_GOVERNANCE_LAST_OWNER: {
+    status: 409,
+    message: '"%s" is the last owner: make another owner first',
+  },
+  TRIB_ERR_GOVERNANCE_TOKEN_NOT_FOUND: { status: 404, message: 'No API token "%s"' },
+  TRIB_ERR_GOVERNANCE_NOT_CONFIGURED: {
+    status: 404,
+    message: 'Users and tokens need the governance store, which this process was started without',
   },
   TRIB_ERR_PROFILE_NOT_FOUND: { status: 404, message: 'No profile: %s' },
   TRIB_ERR_PROFILE_BAD_IDENTIFIER: {

@@ -203,7 +203,9 @@ describe('Profile API and CLI (real server)', () => {
       method: 'POST',
       headers: { authorization: `Bearer ${READ_TOKEN}` },
     });
-    expect(denied.status).toBe(401);
+    // The read token is a valid credential without the right to change profiles (docs/roles.md).
+    expect(denied.status).toBe(403);
+    expect(((await denied.json()) as { code: string }).code).toBe('TRIB_ERR_AUTH_FORBIDDEN');
     const un = JSON.parse(await cli(['profiles', 'unmerge', mergeId, '--json', '--url', server.url]));
     expect(un).toMatchObject({ success: true, blocked: true });
     const browser2 = (await get('/v1/profiles/anonymous_id:browser-2', `Bearer ${READ_TOKEN}`)).body;

@@ -77,7 +77,10 @@ export async function serverRequest<T>(
 
 export type AdminMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
-/** Calls the running server's admin API (found and authorised as `tributary query` does). */
+/**
+ * Calls the running server's admin API (found as `tributary query` does), with `--token`, else
+ * `TRIBUTARY_TOKEN` (an API token of one's own, `tributary tokens create`), else the admin token.
+ */
 export function adminRequest<T>(
   opts: AdminOptions,
   method: AdminMethod,
@@ -86,7 +89,7 @@ export function adminRequest<T>(
   headers?: Record<string, string>,
 ): Promise<T> {
   const server = resolveServer(opts, process.env);
-  const token = opts.token ?? server.token;
+  const token = opts.token ?? (process.env.TRIBUTARY_TOKEN || undefined) ?? server.token;
   return serverRequest<T>(server.url, method, path, body, token ? `Bearer ${token}` : undefined, headers);
 }
 

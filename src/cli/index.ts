@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
 import { Command } from 'commander';
 import { TributaryError } from '../errors.js';
+import { auditCommand } from './audit.js';
 import { configCheckCommand } from './config-check.js';
 import { configDiffCommand } from './config-diff.js';
 import { configExportCommand } from './config-export.js';
@@ -33,7 +34,13 @@ import {
 } from './sources.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
+import { tokensCreateCommand } from './tokens-create.js';
+import { tokensListCommand } from './tokens-list.js';
+import { tokensRevokeCommand } from './tokens-revoke.js';
 import { traceCommand } from './trace.js';
+import { usersAddCommand } from './users-add.js';
+import { usersListCommand } from './users-list.js';
+import { usersRemoveCommand } from './users-remove.js';
 
 const program = new Command();
 program.name('tributary').description('Open-source customer data platform').showHelpAfterError();
@@ -357,6 +364,69 @@ serverOptions(
     .argument('[id]', 'the request id printed by "privacy delete"')
     .option('--json', 'print as JSON'),
 ).action(privacyStatusCommand);
+// Users, API tokens and the audit trail (docs/roles.md). `--token` (or TRIBUTARY_TOKEN) acts as
+// that token's user; by default the workspace's admin token is sent.
+const governed = (cmd: Command) =>
+  serverOptions(cmd).option(
+    '--token <token>',
+    'API token to act with (default $TRIBUTARY_TOKEN, else the admin token)',
+  );
+const users = program.command('users').description('users of the console and the admin API (owner)');
+governed(
+  users
+    .command('add')
+    .description('add a user with a generated password, printed once')
+    .argument('<name>')
+    .requiredOption('--role <role>', 'owner, admin, engineer, analyst or viewer')
+    .option('--sources <list>', 'limit to these source ids and label:NAME entries, comma-separated')
+    .option('--json', 'print as JSON'),
+).action(usersAddCommand);
+governed(
+  users.command('list').description('users, roles and source limits').option('--json', 'print as JSON'),
+).action(usersListCommand);
+governed(
+  users
+    .command('remove')
+    .description('remove a user: their sessions end and their tokens are revoked')
+    .argument('<name>')
+    .option('--json', 'print as JSON'),
+).action(usersRemoveCommand);
+
+const tokens = program.command('tokens').description('API tokens (shown once, stored hashed)');
+governed(
+  tokens
+    .command('create')
+    .description('create an API token: by default your own, with your role and sources')
+    .argument('<name>')
+    .option('--role <role>', 'a role up to your own')
+    .option('--sources <list>', 'limit to these source ids and label:NAME entries, comma-separated')
+    .option('--scopes <list>', 'limit to these permissions (docs/roles.md), comma-separated')
+    .option('--user <name>', "another user's token (owner)")
+    .option('--service', 'a token of no user, for a service (owner)')
+    .option('--expires <days>', 'expire after this many days')
+    .option('--json', 'print as JSON'),
+).action(tokensCreateCommand);
+governed(
+  tokens
+    .command('list')
+    .description('tokens (yours; an owner sees all), never their values')
+    .option('--json'),
+).action(tokensListCommand);
+governed(
+  tokens.command('revoke').description('revoke a token at once').argument('<id>').option('--json'),
+).action(tokensRevokeCommand);
+
+governed(
+  program
+    .command('audit')
+    .description('the audit trail, newest first: who did what, when, from where, and the outcome')
+    .option('--since <when>', 'an ISO time or a duration back from now (24h, 7d)')
+    .option('--actor <name>', 'a user or token name (or id)')
+    .option('--action <action>', 'an action (query.run) or a prefix ending in "." (users.)')
+    .option('--outcome <outcome>', 'ok, denied or error')
+    .option('--limit <n>', 'most entries (default 100)')
+    .option('--json', 'print as JSON'),
+).action(auditCommand);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof TributaryError) process.stderr.write(`${err.code}: ${err.message}\n`);

@@ -84,9 +84,18 @@ export async function startCommand(opts: StartOptions): Promise<void> {
       piiSalt: salt,
       env,
     });
+    if (cluster.isWorker && server.firstOwner)
+      process.stdout.write(`${ownerLines(server.firstOwner).join('\n')}\n`);
     if (cluster.isPrimary) {
       if (role !== 'worker') {
-        printBanner(config, ws, { url: server.url!, token: token!, generated, role, processes });
+        printBanner(config, ws, {
+          url: server.url!,
+          token: token!,
+          generated,
+          role,
+          processes,
+          firstOwner: server.firstOwner,
+        });
       } else {
         const at = server.url ? `; health and metrics at ${server.url}` : '';
         process.stdout.write(`Tributary worker running${at}\n`);
@@ -110,7 +119,14 @@ export async function startCommand(opts: StartOptions): Promise<void> {
   });
 
   const removeServerFile = writeServerFile(ws.dataDir, server.url);
-  printBanner(server.config, ws, { url: server.url, token: token!, generated, role, processes });
+  printBanner(server.config, ws, {
+    url: server.url,
+    token: token!,
+    generated,
+    role,
+    processes,
+    firstOwner: server.firstOwner,
+  });
   onSignals(logger, async () => {
     await server.close();
     removeServerFile();
@@ -120,7 +136,14 @@ export async function startCommand(opts: StartOptions): Promise<void> {
 function printBanner(
   config: TributaryConfig,
   ws: ReturnType<typeof resolveWorkspace>,
-  o: { url: string; token: string; generated: boolean; role: Role; processes: number },
+  o: {
+    url: string;
+    token: string;
+    generated: boolean;
+    role: Role;
+    processes: number;
+    firstOwner?: { name: string; password: string };
+  },
 ): void {
   const http = config.sources.filter((s) => s.type === 'http');
   const source = http.find((s) => s.enabled) ?? http[0];
@@ -138,6 +161,7 @@ function printBanner(
     o.generated
       ? `  admin token    ${o.token} (generated, kept in ${ws.dataDir}/admin-token; set TRIBUTARY_ADMIN_TOKEN to choose one)`
       : "  admin token    from TRIBUTARY_ADMIN_TOKEN or the workspace's admin-token file",
+    ...(o.firstOwner ? ownerLines(o.firstOwner) : []),
     ...(source
       ? [
           '',
@@ -153,6 +177,13 @@ function printBanner(
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** The first owner's credentials, printed once: the password is kept nowhere else. */
+function ownerLines(owner: { name: string; password: string }): string[] {
+  return [
+    `  first owner    user "${owner.name}", password ${owner.password} (shown once: log in and keep it, or add users with "tributary users add")`,
+  ];
 }
 
 /** Drains on SIGINT / SIGTERM; a second signal exits at once. */

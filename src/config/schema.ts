@@ -4,6 +4,7 @@ import { ModelList } from '../destinations/reverse-etl/spec.js';
 import { SOURCE_SPECS } from '../sources/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
 import { Duration } from './duration.js';
+import { GovernanceConfig } from './governance-schema.js';
 import { IDENTITY_DEFAULTS, IdentityConfig } from './identity-schema.js';
 import { isProxyEntry } from './trust-proxy.js';
 
@@ -312,6 +313,9 @@ const TributaryConfigObject = z
     ),
     models: ModelList,
     privacy: PrivacyConfig.prefault({}).describe('Deletion requests and masking of personal data.'),
+    governance: GovernanceConfig.prefault({}).describe(
+      'Users, console sessions and the audit trail (docs/configuration.md, docs/roles.md).',
+    ),
   })
   .strict()
   .superRefine((cfg, ctx) => {

@@ -29,10 +29,13 @@ export interface ProfileRoutesDeps {
   matching?: MatchingApi;
   /** The live profile an identifier names (`type:value` or `profile_id:<id>`), for explain's waterfall. */
   profileIdOf?: (text: string) => string | undefined;
-  /** Checks a bearer header against the admin token. */
-  isAdmin: (authorization: string | undefined) => boolean;
+  /**
+   * Checks a bearer header against the admin token. The server leaves both checks to its
+   * access layer (src/governance/route-rules.ts); an app that mounts the routes alone passes them.
+   */
+  isAdmin?: (authorization: string | undefined) => boolean;
   /** Checks it against the profile read token (never a write key). */
-  isReader: (authorization: string | undefined) => boolean;
+  isReader?: (authorization: string | undefined) => boolean;
   /**
    * Whether the request reads personal data masked (an analyst's or viewer's; the integrator
    * decides from `request.principal.role`). Masked: profiles are looked up by `profile_id`
@@ -55,20 +58,26 @@ function mapped(err: unknown): unknown {
 }
 
 /**
- * The Profile API. Reads (`GET /v1/profiles/{type}:{value}`, search, explain) take the admin
- * token or the profile read token; unmerge takes the admin token.
+ * The Profile API: reads (`GET /v1/profiles/{type}:{value}`, search, explain) and unmerge. In
+ * the server, who may call each is the access layer's (`profiles:read`, `profiles:write` in
+ * src/governance/route-rules.ts); `isAdmin` / `isReader` guard the routes mounted alone.
  */
 export function profileRoutes(app: FastifyInstance, deps: ProfileRoutesDeps): void {
   const stage = (): ProfileApi => {
     if (!deps.identity) throw new TributaryError('TRIB_ERR_PROFILE_DISABLED');
     return deps.identity;
   };
-  app.addHook('onRequest', async (req) => {
-    const auth = req.headers.authorization;
-    const write = req.method !== 'GET';
-    if (!(deps.isAdmin(auth) || (!write && deps.isReader(auth))))
+  const { isAdmin, isReader } = deps;
+  if (isAdmin)
+    app.addHook('onRequest', async (req) => {
+      const auth = req.headers.authorization;
+      const write = req.method !== 'GET';
+      if (isAdmin(auth) || (!write && isReader?.(auth))) return;
       throw new TributaryError(write ? 'TRIB_ERR_AUTH_ADMIN_TOKEN' : 'TRIB_ERR_AUTH_PROFILE_TOKEN');
-    // Masked: reads of profiles only; the match review list and its evidence show values.
+    });
+  // Masked: reads of profiles only; the match review list and its evidence show values.
+  app.addHook('onRequest', async (req) => {
+    const write = req.method !== 'GET';
     const path = req.url.split('?')[0] ?? '';
     if (deps.maskPersonal?.(req) && (write || path.includes('/matches') || path.endsWith('/explain')))
       throw new TributaryError('TRIB_ERR_PRIVACY_MASKED', [`${req.method} ${path}`]);

@@ -16,6 +16,7 @@ import { replayAdminRoutes } from '../destinations/replay/replay-routes.js';
 import type { ReplayService } from '../destinations/replay/replay-service.js';
 import { type ModelRoutesDeps, modelAdminRoutes } from '../destinations/reverse-etl/model-routes.js';
 import { TributaryError } from '../errors.js';
+import { type Governance, governanceRoutes, installAccessControl, readsMasked } from '../governance/index.js';
 import type { DeletionService } from '../governance/privacy/deletion-service.js';
 import { privacyAdminRoutes } from '../governance/privacy/privacy-routes.js';
 import type { MatchingApi } from '../identity/matching/match-routes.js';
@@ -98,6 +99,11 @@ export interface HttpAppDeps extends CollectDeps {
   webhookLog?: EventLog;
   /** Deletion requests on the admin API (`/admin/v1/privacy/deletions`). */
   deletions?: DeletionService;
+  /**
+   * Users, sessions, API tokens and the audit trail (src/governance/). Without it the admin
+   * token and the profile read token are the only credentials, and nothing is audited.
+   */
+  governance?: Governance;
 }
 
 /** The limits `server:` defaults to (see docs/configuration.md), from the schema that sets them. */
@@ -105,6 +111,14 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = ServerConfig.parse({});
 
 /** Builds the HTTP application: collection API, admin API, health and metrics. */
 export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> {
+  // Who reads personal data masked: by default the roles below admin, once callers have roles.
+  const governance = deps.governance;
+  deps = {
+    ...deps,
+    maskPersonal:
+      deps.maskPersonal ??
+      (governance ? (req: FastifyRequest) => readsMasked(req.principal?.role) : undefined),
+  };
   const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
   const proxies = limits.trustProxy === false ? [] : expandProxies(limits.trustProxy);
   const app = Fastify({
@@ -151,12 +165,28 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  await app.register(cors, {
+  // Every route's access rule (src/governance/route-rules.ts) is enforced from here on; installed
+  // before any route, so that it sees them all.
+  await installAccessControl(app, {
+    governance: deps.governance,
+    adminToken: deps.adminToken,
+    profileReadToken: deps.profileReadToken,
+    onAuditError: (err) => deps.logger.error({ err }, 'audit entry not written'),
+  });
+
+  const sdkCors = {
     origin: true,
     credentials: true,
     methods: ['GET', 'POST', 'OPTIONS'],
     allowedHeaders: SDK_HEADERS,
     maxAge: 86_400,
+  };
+  // The admin and Profile APIs take bearer tokens from other origins, never the session cookie:
+  // a credentialed cross-origin read (of the CSRF token, say) is refused by the browser.
+  const apiCors = { ...sdkCors, credentials: false, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'] };
+  await app.register(cors, {
+    delegator: (req, cb) =>
+      cb(null, req.url?.startsWith('/admin/') || req.url?.startsWith('/v1/profiles') ? apiCors : sdkCors),
   });
 
   let webhookBodyLimit = 0;
@@ -208,8 +238,6 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
       identity: deps.identity,
       matching: deps.matching,
       profileIdOf: deps.profileIdOf,
-      isAdmin: (h) => checkBearer(h, deps.adminToken),
-      isReader: (h) => deps.profileReadToken !== undefined && checkBearer(h, deps.profileReadToken),
       maskPersonal: deps.maskPersonal,
       masking: deps.masking,
     });
@@ -226,10 +254,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     },
   });
   await app.register((admin, _opts, done) => {
-    admin.addHook('onRequest', async (req) => {
-      if (!checkBearer(req.headers.authorization, deps.adminToken))
-        throw new TributaryError('TRIB_ERR_AUTH_ADMIN_TOKEN');
-    });
+    governanceRoutes(admin, deps.governance);
     admin.post('/admin/v1/query', async (req) => {
       const body = parseAdminJson(req.body);
       const sql = body?.sql;
@@ -286,6 +311,7 @@ function parseAdminJson(body: unknown): Record<string, unknown> | undefined {
   }
 }
 
+/** Whether `header` is `Bearer <token>` (timing-safe); the server's routes use the access layer instead. */
 export function checkBearer(header: string | undefined, token: string): boolean {
   const m = header ? /^Bearer\s+(.+)$/i.exec(header) : null;
   if (!m) return false;

@@ -20,12 +20,14 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import type { PushReceiver } from '../sources/source.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
+import { PostgresGovernanceStore } from '../store/postgres/postgres-governance-store.js';
 import { type ModelReader, PostgresModelStore } from '../store/postgres/postgres-model-store.js';
 import { PostgresSourceStore } from '../store/postgres/postgres-source-store.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { PostgresUserQueries } from '../store/postgres/postgres-user-query.js';
 import type { UserQueries } from '../store/user-query.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
+import { type GovernanceSetup, setUpGovernance } from './governance-setup.js';
 import { buildHttpApp } from './http-app.js';
 import { PartitionLeases } from './partition-leases.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
@@ -45,6 +47,8 @@ export interface RunningScaleOut {
   role: Role;
   /** URL of the HTTP API, when this process serves one (ingest, all, or a worker given a port). */
   url: string | undefined;
+  /** The owner made at this start because there was no user (its password is shown once). */
+  firstOwner?: { name: string; password: string };
   /**
    * Stops the HTTP API, gives the partitions back (their pipelines finish their batch), closes
    * the connections; rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout`.
@@ -251,6 +255,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   let models: ModelService | undefined;
   let webhooks: Map<string, PushReceiver> | undefined;
   let userQueries: PostgresUserQueries | undefined;
+  let governed: GovernanceSetup | undefined;
   const serveHttp = role !== 'worker' || opts.port !== undefined;
   if (serveHttp) {
     const { sourcesByWriteKey, observer, failed } = collectionParts({
@@ -307,6 +312,11 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
         onScheduleError: (id, err) => logger.error({ err, model: id }, 'scheduled model run failed'),
       });
     }
+    governed = await setUpGovernance(
+      await PostgresGovernanceStore.open(store.pool, state.schema),
+      config,
+      logger,
+    );
     webhooks = await openWebhooks(config.sources, { baseDir, env });
     app = await buildHttpApp({
       webhooks,
@@ -371,6 +381,7 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
           sources: config.sources.map((s) => s.id),
         }),
       },
+      governance: governed.governance,
       ...(sources
         ? {
             sourceAdmin: {
@@ -391,9 +402,11 @@ export async function startScaleOut(opts: ScaleOutOptions): Promise<RunningScale
   return {
     role,
     url,
+    firstOwner: governed?.firstOwner,
     close() {
       clearInterval(profileTimer);
       stopSampling();
+      governed?.stop();
       // Bounded: a partition whose load cannot go on must not keep the process from exiting;
       // its lease ends with the process, and another worker takes the partition over.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at }) => {

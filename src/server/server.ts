@@ -14,6 +14,7 @@ import { ModelService } from '../destinations/reverse-etl/model-service.js';
 import { noStreamDestinations, type OpenDestination } from '../destinations/reverse-etl/model-sync.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
 import { TributaryError } from '../errors.js';
+import type { Governance } from '../governance/governance.js';
 import { type DeletionNotifier, DeletionService } from '../governance/privacy/deletion-service.js';
 import { Suppressions, suppressingLog } from '../governance/privacy/suppressions.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
@@ -33,6 +34,7 @@ import { WarehouseLoader } from '../pipeline/warehouse-loader.js';
 import { lockDownDuckDB } from '../platform/duckdb/duckdb-options.js';
 import type { SourceService } from '../sources/source-service.js';
 import { closeWebhooks, openWebhooks } from '../sources/webhook/index.js';
+import { DuckDBGovernanceStore } from '../store/duckdb/duckdb-governance-store.js';
 import { DuckDBModelStore } from '../store/duckdb/duckdb-model-store.js';
 import { DuckDBRegulationStore } from '../store/duckdb/duckdb-regulation-store.js';
 import { DuckDBSourceStore } from '../store/duckdb/duckdb-source-store.js';
@@ -40,6 +42,7 @@ import { DuckDBStore } from '../store/duckdb/duckdb-store.js';
 import { collectionParts, listen, loaderObserver } from './collection.js';
 import { ConfigService, embeddedConfigAtStart } from './config-service.js';
 import { duckDBFiles } from './duckdb-files.js';
+import { setUpGovernance } from './governance-setup.js';
 import { buildHttpApp } from './http-app.js';
 import { queryLimits, sampleStalls, watchPipeline } from './pipeline-health.js';
 import { pullSources } from './pull-sources.js';
@@ -117,6 +120,10 @@ export interface RunningServer {
   replays: ReplayService;
   /** Deletion requests and their worker (src/governance/privacy/). */
   deletions: DeletionService;
+  /** Users, sessions, tokens and the audit trail. */
+  governance: Governance;
+  /** The owner made at this start because there was no user (its password is shown once). */
+  firstOwner: { name: string; password: string } | undefined;
   /**
    * Stops taking requests, drains in-flight ones and the loader, then closes the databases;
    * rejects with `TRIB_ERR_SERVER_SHUTDOWN_TIMEOUT` after `server.shutdownTimeout` if a part is stuck.
@@ -243,6 +250,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Pull sources write objects and state in the warehouse file and append their events to the log.
   const sourceStore = await DuckDBSourceStore.open(instance, { checkpoints: warehouse.checkpoints });
   await sourceStore.abandonRuns();
+  const governanceStore = await DuckDBGovernanceStore.open(instance);
+  const governed = await setUpGovernance(governanceStore, config, logger);
   const sources = pullSources(config.sources, {
     store: sourceStore,
     log: sourceLog,
@@ -465,6 +474,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       },
       replays,
     },
+    governance: governed.governance,
   });
   const { url, port } = await listen(app, opts.host ?? config.server.host, opts.port ?? config.server.port);
   sources.startSchedules();
@@ -492,8 +502,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     lineage,
     replays,
     deletions,
+    governance: governed.governance,
+    firstOwner: governed.firstOwner,
     close() {
       stopSampling();
+      governed.stop();
       // Bounded: a load that cannot go on must not keep the process from exiting. Draining
       // takes at most half the time; whatever is left is loaded from the log at the next start.
       closing ??= shutdownWithin(config.server.shutdownTimeout, async ({ at, left, upTo }) => {
@@ -535,6 +548,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await sourceStore.close();
         await modelStore.close();
         await regulations.close();
+        await governanceStore.close();
         await log.close();
         await warehouse.close();
         instance.closeSync();

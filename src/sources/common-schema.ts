@@ -15,6 +15,10 @@ export const SourceId = z
 export const commonSourceFields = {
   id: SourceId,
   name: z.string().optional().describe('Display name.'),
+  labels: z
+    .array(z.string().min(1).max(63))
+    .optional()
+    .describe('Labels a role may be limited to (users add --sources label:NAME), besides the source id.'),
   enabled: z
     .boolean()
     .default(true)

@@ -1,4 +1,7 @@
+export { DuckDBGovernanceStore } from './duckdb/duckdb-governance-store.js';
 export { DuckDBStore } from './duckdb/duckdb-store.js';
+export type { AuditEntry, AuditFilter, GovernanceStore, StoredAuditEntry } from './governance-store.js';
+export { PostgresGovernanceStore } from './postgres/postgres-governance-store.js';
 export { PostgresStore, type PostgresStoreOptions } from './postgres/postgres-store.js';
 export type {
   EventRow,

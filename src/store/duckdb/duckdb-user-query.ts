@@ -11,6 +11,8 @@ import {
   type UserQueryLimits,
   type UserQueryResult,
 } from '../user-query.js';
+// Users, tokens and the audit trail are never readable by a user's SQL: not in the catalog, refused.
+import { GOVERNANCE_SCHEMA } from './duckdb-governance-store.js';
 
 const INTEGER_TYPES = new Set<DuckDBTypeId>([
   DuckDBTypeId.BIGINT,
@@ -212,7 +214,9 @@ export async function vetWrapped(
   const catalog = (
     await conn.runAndReadAll(
       `SELECT lower(database_name), lower(schema_name), lower(table_name) FROM duckdb_tables()
-       UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()`,
+       WHERE schema_name <> '${GOVERNANCE_SCHEMA}'
+       UNION ALL SELECT lower(database_name), lower(schema_name), lower(view_name) FROM duckdb_views()
+       WHERE schema_name <> '${GOVERNANCE_SCHEMA}'`,
     )
   )
     .getRows()

@@ -1,0 +1,304 @@
+import type { FastifyRequest } from 'fastify';
+import { PERMISSIONS, type Requirement, ROLES, type Role, roleCovers } from './roles.js';
+
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
+
+/**
+ * Which source a route acts on, for roles limited to some sources:
+ * - `none`: no source's data (health, counts, one's own session and tokens)
+ * - `every`: data of every source at once (SQL, profiles): refused to a limited role
+ * - `{ param | query | body: key }`: the source named there, checked against the limit; a
+ *   request that names none acts on every source (refused to a limited role)
+ */
+export type SourceOf = 'none' | 'every' | { param: string } | { query: string } | { body: string };
+
+/**
+ * One route's access rule. Every route of the server has one: the access layer refuses a route
+ * without (`TRIB_ERR_AUTH_NO_RULE`), and a test fails when a registered route has none or
+ * docs/roles.md differs from this table.
+ */
+export interface RouteRule {
+  method: Method;
+  /** Fastify's route pattern, as registered (`/admin/v1/sources/:id/sync`). */
+  url: string;
+  need: Requirement;
+  /** The audit trail's name of the action (`users.add`). */
+  action: string;
+  source: SourceOf;
+  /**
+   * Whether a request is written to the audit trail. Default: unsafe methods of routes that
+   * need credentials. Refusals (401, 403) of those routes are audited whatever this says.
+   */
+  audit?: boolean;
+  /** What the request is about, for the audit trail. */
+  target?: (req: FastifyRequest, body: Record<string, unknown> | undefined) => string | undefined;
+  /** More of it (kept small: texts are cut at 10,000 characters). */
+  details?: (
+    req: FastifyRequest,
+    body: Record<string, unknown> | undefined,
+  ) => Record<string, unknown> | undefined;
+}
+
+const param = (name: string) => (req: FastifyRequest) => (req.params as Record<string, string>)[name];
+const query = (req: FastifyRequest) => {
+  const q = req.query as Record<string, unknown>;
+  return Object.keys(q).length > 0 ? { query: q } : undefined;
+};
+const bodyField = (name: string) => (_req: FastifyRequest, body: Record<string, unknown> | undefined) =>
+  typeof body?.[name] === 'string' ? (body[name] as string) : undefined;
+
+const publicRule = (method: Method, url: string, action: string): RouteRule => ({
+  method,
+  url,
+  need: 'public',
+  action,
+  source: 'none',
+  audit: false,
+});
+
+const COLLECT_TYPES = ['track', 'identify', 'page', 'screen', 'group', 'alias', 'batch', 'import'];
+
+/** The access rule of every route (docs/roles.md renders it). */
+export const ROUTE_RULES: readonly RouteRule[] = [
+  // The collection API, SDK settings and webhooks check write keys and signatures themselves.
+  ...COLLECT_TYPES.map((t) => publicRule('POST', `/v1/${t}`, 'collect')),
+  publicRule('POST', '/beacon/v1/batch', 'collect'),
+  publicRule('POST', '/v1/:short', 'collect'),
+  publicRule('POST', '/api/s/:type', 'collect'),
+  publicRule('POST', '/api/s/s2s/:type', 'collect'),
+  publicRule('GET', '/v1/projects/:writeKey/settings', 'collect.settings'),
+  publicRule('GET', '/sourceConfig/', 'collect.settings'),
+  publicRule('POST', '/webhooks/:sourceId', 'webhook'),
+  publicRule('OPTIONS', '*', 'cors.preflight'),
+  publicRule('GET', '/healthz', 'health'),
+  publicRule('GET', '/metrics', 'metrics'),
+
+  // Sessions, users, tokens, audit (src/governance/governance-routes.ts).
+  {
+    method: 'POST',
+    url: '/admin/v1/session',
+    need: 'public',
+    action: 'session.login',
+    source: 'none',
+    audit: true,
+    target: bodyField('user'),
+  },
+  {
+    method: 'DELETE',
+    url: '/admin/v1/session',
+    need: 'authenticated',
+    action: 'session.logout',
+    source: 'none',
+  },
+  { method: 'GET', url: '/admin/v1/me', need: 'authenticated', action: 'me', source: 'none' },
+  { method: 'GET', url: '/admin/v1/users', need: 'users:manage', action: 'users.list', source: 'none' },
+  {
+    method: 'POST',
+    url: '/admin/v1/users',
+    need: 'users:manage',
+    action: 'users.add',
+    source: 'none',
+    target: bodyField('name'),
+    details: (_req, body) => ({ role: body?.role, sources: body?.sources }),
+  },
+  {
+    method: 'DELETE',
+    url: '/admin/v1/users/:name',
+    need: 'users:manage',
+    action: 'users.remove',
+    source: 'none',
+    target: param('name'),
+  },
+  // Anyone signed in has tokens of their own; another user's and service tokens need users:manage.
+  { method: 'GET', url: '/admin/v1/tokens', need: 'authenticated', action: 'tokens.list', source: 'none' },
+  {
+    method: 'POST',
+    url: '/admin/v1/tokens',
+    need: 'authenticated',
+    action: 'tokens.create',
+    source: 'none',
+    target: bodyField('name'),
+    details: (_req, body) => ({
+      role: body?.role,
+      sources: body?.sources,
+      scopes: body?.scopes,
+      service: body?.service,
+      user: body?.user,
+    }),
+  },
+  {
+    method: 'DELETE',
+    url: '/admin/v1/tokens/:id',
+    need: 'authenticated',
+    action: 'tokens.revoke',
+    source: 'none',
+    target: param('id'),
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/audit',
+    need: 'audit:read',
+    action: 'audit.read',
+    source: 'none',
+    audit: true,
+  },
+
+  // The warehouse, counts and failed events.
+  {
+    method: 'POST',
+    url: '/admin/v1/query',
+    need: 'query:run',
+    action: 'query.run',
+    source: 'every',
+    details: (_req, body) => (typeof body?.sql === 'string' ? { sql: body.sql } : undefined),
+  },
+  { method: 'GET', url: '/admin/v1/sources', need: 'status:read', action: 'sources.list', source: 'none' },
+  { method: 'GET', url: '/admin/v1/stats', need: 'status:read', action: 'stats', source: 'none' },
+  {
+    method: 'GET',
+    url: '/admin/v1/failed',
+    need: 'failed:manage',
+    action: 'failed.list',
+    source: { query: 'source' },
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/failed/:id',
+    need: 'failed:manage',
+    action: 'failed.show',
+    source: 'every',
+    target: param('id'),
+  },
+  {
+    method: 'POST',
+    url: '/admin/v1/failed/retry',
+    need: 'failed:manage',
+    action: 'failed.retry',
+    source: { body: 'source' },
+    target: bodyField('source'),
+    details: (_req, body) => ({ ids: body?.ids, stage: body?.stage, code: body?.code, limit: body?.limit }),
+  },
+
+  // Pull sources.
+  ...(
+    [
+      ['POST', 'check'],
+      ['GET', 'discover'],
+      ['POST', 'discover'],
+      ['POST', 'sync'],
+      ['GET', 'runs'],
+      ['POST', 'import'],
+    ] as const
+  ).map(
+    ([method, verb]): RouteRule => ({
+      method,
+      url: `/admin/v1/sources/:id/${verb}`,
+      need: 'sources:operate',
+      action: `sources.${verb}`,
+      source: { param: 'id' },
+      target: param('id'),
+      details: query,
+    }),
+  ),
+
+  // The Profile API: reads of personal data are audited.
+  {
+    method: 'GET',
+    url: '/v1/profiles',
+    need: 'profiles:read',
+    action: 'profiles.search',
+    source: 'every',
+    audit: true,
+    details: query,
+  },
+  {
+    method: 'GET',
+    url: '/v1/profiles/:id',
+    need: 'profiles:read',
+    action: 'profiles.read',
+    source: 'every',
+    audit: true,
+    target: param('id'),
+  },
+  {
+    method: 'GET',
+    url: '/v1/profiles/:id/explain',
+    need: 'profiles:read',
+    action: 'profiles.explain',
+    source: 'every',
+    audit: true,
+    target: param('id'),
+    details: query,
+  },
+  {
+    method: 'GET',
+    url: '/v1/profiles/matches',
+    need: 'profiles:read',
+    action: 'profiles.matches',
+    source: 'every',
+    audit: true,
+    details: query,
+  },
+  {
+    method: 'POST',
+    url: '/v1/profiles/matches/run',
+    need: 'profiles:write',
+    action: 'profiles.match-run',
+    source: 'every',
+  },
+  {
+    method: 'POST',
+    url: '/v1/profiles/matches/:pairId/:decision',
+    need: 'profiles:write',
+    action: 'profiles.match-decide',
+    source: 'every',
+    target: (req) => `${param('pairId')(req)}/${param('decision')(req)}`,
+  },
+  {
+    method: 'POST',
+    url: '/v1/profiles/merges/:mergeId/unmerge',
+    need: 'profiles:write',
+    action: 'profiles.unmerge',
+    source: 'every',
+    target: param('mergeId'),
+  },
+];
+
+const index = new Map<string, RouteRule>(ROUTE_RULES.map((r) => [`${r.method} ${r.url}`, r]));
+
+/** The rule of a route (HEAD routes follow their GET), or undefined. */
+export function ruleFor(method: string, url: string): RouteRule | undefined {
+  return index.get(`${method === 'HEAD' ? 'GET' : method} ${url}`);
+}
+
+/** Whether a request under `rule` goes to the audit trail when it succeeds. */
+export function audited(rule: RouteRule): boolean {
+  return rule.audit ?? (rule.need !== 'public' && rule.method !== 'GET' && rule.method !== 'OPTIONS');
+}
+
+/** The lowest role a requirement admits (public and authenticated: every caller / every role). */
+export function lowestRole(need: Requirement): Role | undefined {
+  return need === 'public' ? undefined : need === 'authenticated' ? 'viewer' : PERMISSIONS[need];
+}
+
+function sourceText(s: SourceOf): string {
+  if (typeof s === 'string') return s === 'none' ? '' : 'all sources';
+  if ('param' in s) return `path :${s.param}`;
+  if ('query' in s) return `?${s.query}=`;
+  return `body "${s.body}"`;
+}
+
+/**
+ * The rights table of docs/roles.md, rendered from `ROUTE_RULES` (a test compares the two):
+ * one row per route that needs credentials.
+ */
+export function renderRulesTable(): string {
+  const head = `| Method | Route | Needs | ${ROLES.join(' | ')} | Source scope | Audited |`;
+  const sep = `|---|---|---|${ROLES.map(() => '---').join('|')}|---|---|`;
+  const rows = ROUTE_RULES.filter((r) => r.need !== 'public' || audited(r)).map((r) => {
+    const lowest = lowestRole(r.need);
+    const cells = ROLES.map((role) => (lowest === undefined || roleCovers(role, lowest) ? '✓' : ''));
+    return `| ${r.method} | \`${r.url}\` | ${r.need} | ${cells.join(' | ')} | ${sourceText(r.source)} | ${audited(r) ? 'yes' : 'refusals'} |`;
+  });
+  return [head, sep, ...rows].join('\n');
+}
