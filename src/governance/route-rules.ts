@@ -262,7 +262,138 @@ export const ROUTE_RULES: readonly RouteRule[] = [
     source: 'every',
     target: param('mergeId'),
   },
+
+  // The configuration through the API (src/server/config-routes.ts).
+  { method: 'GET', url: '/admin/v1/config', need: 'config:read', action: 'config.read', source: 'none' },
+  {
+    method: 'GET',
+    url: '/admin/v1/config/versions',
+    need: 'config:read',
+    action: 'config.versions',
+    source: 'none',
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/config/versions/:n',
+    need: 'config:read',
+    action: 'config.version',
+    source: 'none',
+  },
+  { method: 'GET', url: '/admin/v1/config/diff', need: 'config:read', action: 'config.diff', source: 'none' },
+  {
+    method: 'POST',
+    url: '/admin/v1/config/revert/:n',
+    need: 'config:write',
+    action: 'config.revert',
+    source: 'none',
+    target: param('n'),
+  },
+  ...configEntryRules('/admin/v1/config/sources/:id', 'config:write', 'config.sources', { param: 'id' }),
+  ...configEntryRules('/admin/v1/config/destinations/:id', 'config:write', 'config.destinations', 'none'),
+  ...configEntryRules('/admin/v1/config/sources/:id/plans/:name', 'plans:write', 'config.plans', {
+    param: 'id',
+  }),
+  ...configEntryRules('/admin/v1/config/sources/:id/plans', 'plans:write', 'config.plans', { param: 'id' }),
+  ...configEntryRules('/admin/v1/config/sources/:id/functions/:fid', 'plans:write', 'config.functions', {
+    param: 'id',
+  }),
+  ...configEntryRules(
+    '/admin/v1/config/destinations/:id/functions/:fid',
+    'config:write',
+    'config.functions',
+    'none',
+  ),
+
+  // Reverse ETL, trace and replay (src/destinations/reverse-etl/, src/observe/lineage/, src/destinations/replay/).
+  { method: 'GET', url: '/admin/v1/models', need: 'status:read', action: 'models.list', source: 'none' },
+  {
+    method: 'POST',
+    url: '/admin/v1/models/:id/run',
+    need: 'config:write',
+    action: 'models.run',
+    source: 'every',
+    target: param('id'),
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/models/:id/runs',
+    need: 'status:read',
+    action: 'models.runs',
+    source: 'none',
+    target: param('id'),
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/trace/:messageId',
+    need: 'failed:manage',
+    action: 'trace',
+    source: 'every',
+    audit: true,
+    target: param('messageId'),
+  },
+  {
+    method: 'POST',
+    url: '/admin/v1/replay',
+    need: 'config:write',
+    action: 'replay.start',
+    source: { body: 'source' },
+    details: (_req, body) => ({
+      from: body?.from,
+      to: body?.to,
+      destinations: body?.destinations,
+      dryRun: body?.dryRun,
+    }),
+  },
+  { method: 'GET', url: '/admin/v1/replay', need: 'status:read', action: 'replay.list', source: 'none' },
+  {
+    method: 'GET',
+    url: '/admin/v1/replay/:id',
+    need: 'status:read',
+    action: 'replay.status',
+    source: 'none',
+    target: param('id'),
+  },
+
+  // Deletion of a person's data (src/governance/privacy/). The identities are not written to
+  // the audit trail: it would keep what the request erases.
+  {
+    method: 'POST',
+    url: '/admin/v1/privacy/deletions',
+    need: 'privacy:delete',
+    action: 'privacy.delete',
+    source: 'every',
+    details: (_req, body) => ({
+      identities: Array.isArray(body?.identities) ? body.identities.length : undefined,
+    }),
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/privacy/deletions',
+    need: 'privacy:delete',
+    action: 'privacy.list',
+    source: 'none',
+  },
+  {
+    method: 'GET',
+    url: '/admin/v1/privacy/deletions/:id',
+    need: 'privacy:delete',
+    action: 'privacy.status',
+    source: 'none',
+    target: param('id'),
+  },
 ];
+
+/** PUT, PATCH and DELETE of one entry of the configuration. */
+function configEntryRules(url: string, need: Requirement, action: string, source: SourceOf): RouteRule[] {
+  return (['PUT', 'PATCH', 'DELETE'] as const).map((method) => ({
+    method,
+    url,
+    need,
+    action: `${action}.${method === 'DELETE' ? 'remove' : 'change'}`,
+    source,
+    target: (req: FastifyRequest) => req.url.split('?')[0],
+  }));
+}
 
 const index = new Map<string, RouteRule>(ROUTE_RULES.map((r) => [`${r.method} ${r.url}`, r]));
 

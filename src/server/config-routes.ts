@@ -26,15 +26,20 @@ type Params = Record<string, string>;
  * `TRIB_ERR_CONFIG_VERSION_CONFLICT`. `?message=` is stored with the version.
  */
 export function configAdminRoutes(admin: FastifyInstance, deps: ConfigRoutesDeps): void {
-  const svc = deps.config;
-  if (!svc) {
-    const notManaged = () => {
-      throw new TributaryError('TRIB_ERR_CONFIG_NOT_MANAGED');
+  // A server started without its file keeps no versions: the same routes answer
+  // TRIB_ERR_CONFIG_NOT_MANAGED (each route has its access rule either way).
+  const refuse = (): never => {
+    throw new TributaryError('TRIB_ERR_CONFIG_NOT_MANAGED');
+  };
+  const svc: Pick<ConfigService, 'running' | 'list' | 'version' | 'diff' | 'revert' | 'change'> =
+    deps.config ?? {
+      running: refuse,
+      list: refuse,
+      version: refuse,
+      diff: refuse,
+      revert: refuse,
+      change: refuse,
     };
-    admin.all('/admin/v1/config', notManaged);
-    admin.all('/admin/v1/config/*', notManaged);
-    return;
-  }
   const ctx = (req: FastifyRequest): ChangeContext => {
     const q = req.query as Record<string, string | undefined>;
     return {
