@@ -8,7 +8,7 @@ import { transformStage } from '../pipeline/transform/function-stage.js';
 import { Turns } from '../platform/async/turns.js';
 import type { FailedRow, Store, StoredEvent } from '../store/store.js';
 import type { LoadOptions, LoadResult, RecordFailure, WarehouseDestination } from './destination.js';
-import { destinationKind } from './registry.js';
+import { takesTransformations } from './registry.js';
 
 /** One failed event handed back to its destination by a retry. */
 export interface DestinationRetryItem {
@@ -222,7 +222,7 @@ export async function buildDestinationTransforms(
   env: Record<string, string | undefined>,
 ): Promise<TransformStage[]> {
   if (!d.transformations?.length) return [];
-  if (!destinationKind(d.type).capabilities.transformations)
+  if (!takesTransformations(d.type))
     throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
   const list: TransformStage[] = [];
   try {

@@ -14,7 +14,7 @@ import {
   destinationFailure,
   TransformingDestination,
 } from './destination-transforms.js';
-import { destinationKind } from './registry.js';
+import { destinationKind, isStreamKind } from './registry.js';
 
 export { destinationPath } from './destination-path.js';
 
@@ -97,6 +97,8 @@ export async function startDestinations(opts: {
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
     const kind = destinationKind(config.type);
+    // Streaming kinds (no load batches) are delivered by the delivery runner (`./delivery/`).
+    if (isStreamKind(kind) || !('maxBatch' in config)) continue;
     if (suffix !== '' && !kind.capabilities.perPartition) {
       for (const d of running) await d.stop();
       throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [
