@@ -1,3 +1,11 @@
+export type {
+  DeliveryBacklog,
+  DeliveryEnqueue,
+  DeliveryJob,
+  DeliveryQueue,
+  DeliverySettlement,
+  QueuedDelivery,
+} from './delivery-queue.js';
 export { DuckDBStore } from './duckdb/duckdb-store.js';
 export { PostgresStore, type PostgresStoreOptions } from './postgres/postgres-store.js';
 export type {

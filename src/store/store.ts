@@ -1,3 +1,5 @@
+import type { DeliveryQueue } from './delivery-queue.js';
+
 /**
  * The internal event store the loader writes (`events`, `failed_events`) and the event feed
  * reads. Adapters: DuckDB (`./duckdb/`, embedded) and PostgreSQL (`./postgres/postgres-store.ts`,
@@ -144,7 +146,7 @@ export interface FailedPayload {
   json: string;
 }
 
-export interface Store {
+export interface Store extends DeliveryQueue {
   /**
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
    * (offset below the stored one) is recognised and skipped: loads are exactly-once.

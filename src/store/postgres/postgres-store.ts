@@ -6,6 +6,15 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { TributaryError } from '../../errors.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
+import {
+  type DeliveryBacklog,
+  type DeliveryEnqueue,
+  type DeliveryJob,
+  type DeliveryQueue,
+  type DeliverySettlement,
+  JOB_COLUMNS,
+  jobFromRow,
+} from '../delivery-queue.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
 import type {
@@ -80,6 +89,23 @@ function schemaSql(s: string): string[] {
       received_at timestamptz NOT NULL,
       PRIMARY KEY (source_id, message_id))`,
     `CREATE INDEX IF NOT EXISTS event_keys_received_at ON ${t('event_keys')} (received_at)`,
+    // The streaming destinations' queue (../delivery-queue.ts); times in epoch milliseconds.
+    `CREATE TABLE IF NOT EXISTS ${t('delivery_queue')} (
+      seq bigserial PRIMARY KEY,
+      queue text NOT NULL,
+      message_key text NOT NULL,
+      order_key text COLLATE "C" NOT NULL,
+      op text NOT NULL,
+      payload text NOT NULL,
+      log_offset bigint NOT NULL,
+      source_id text NOT NULL,
+      received_at bigint NOT NULL,
+      enqueued_at bigint NOT NULL,
+      attempts integer NOT NULL DEFAULT 0,
+      not_before bigint NOT NULL,
+      last_error text,
+      retry_of text)`,
+    `CREATE INDEX IF NOT EXISTS delivery_queue_order ON ${t('delivery_queue')} (queue, order_key, seq)`,
     // DuckDB's function of that name, so the failed-event store's SQL runs here unchanged.
     `CREATE OR REPLACE FUNCTION ${t('epoch_ms')}(timestamptz) RETURNS bigint
       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT floor(extract(epoch FROM $1) * 1000)::bigint'`,
@@ -127,7 +153,7 @@ function loadSql(s: string): string {
  * const store = await PostgresStore.open({ url: 'postgres://db/tributary' });
  * const p3 = store.partition(3); // the loader and the feed of log partition 3 use this
  */
-export class PostgresStore implements Store {
+export class PostgresStore implements Store, DeliveryQueue {
   private readonly s: string;
   private readonly load: string;
 
@@ -187,8 +213,109 @@ export class PostgresStore implements Store {
       failedToRetry: (f) => this.failedToRetry(f),
       markRetried: (ids) => this.markRetried(ids),
       retriesOf: (ids) => this.retriesOf(ids),
+      enqueueDeliveries: (b) => this.enqueueDeliveries(b),
+      nextDeliveries: (q, now, limit) => this.nextDeliveries(q, now, limit),
+      expiredDeliveries: (q, before, limit) => this.expiredDeliveries(q, before, limit),
+      settleDeliveries: (st) => this.settleDeliveries(st),
+      deliveryBacklog: (q) => this.deliveryBacklog(q),
       close: async () => {},
     };
+  }
+
+  enqueueDeliveries(batch: DeliveryEnqueue): Promise<void> {
+    return this.transaction(async (c) => {
+      const j = batch.jobs;
+      if (j.length > 0) {
+        // WITH ORDINALITY … ORDER BY: the serial numbers follow the order given.
+        await c.query(
+          `INSERT INTO ${this.s}.delivery_queue (queue, message_key, order_key, op, payload, log_offset, source_id,
+             received_at, enqueued_at, attempts, not_before, retry_of)
+           SELECT $1, k, ok, op, pl, lo, src, ra, $9, 0, $9, ro
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::bigint[], $10::text[])
+             WITH ORDINALITY AS u(k, ok, op, pl, lo, src, ra, ro, n)
+           ORDER BY n`,
+          [
+            batch.queue,
+            j.map((d) => withoutNul(d.key)),
+            j.map((d) => withoutNul(d.orderKey)),
+            j.map((d) => d.op),
+            j.map((d) => withoutNul(d.payload)),
+            j.map((d) => Math.trunc(d.logOffset)),
+            j.map((d) => withoutNul(d.sourceId)),
+            j.map((d) => Math.trunc(d.receivedAt)),
+            Date.now(),
+            j.map((d) => d.retryOf ?? null),
+          ],
+        );
+      }
+      if (batch.failed.length > 0) await this.writeFailed(c, 0, batch.failed.map(storableFailedRow));
+      if (batch.consumer !== undefined) {
+        await c.query(
+          `INSERT INTO ${this.s}.consumer_offsets (consumer, next_offset) VALUES ($1, $2)
+           ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`,
+          [batch.consumer, Math.trunc(batch.nextOffset ?? 0)],
+        );
+      }
+    });
+  }
+
+  async nextDeliveries(queue: string, now: number, limit: number): Promise<DeliveryJob[]> {
+    const r = await this.pool.query(
+      `SELECT ${JOB_COLUMNS} FROM (
+         SELECT DISTINCT ON (order_key) * FROM ${this.s}.delivery_queue WHERE queue = $1 ORDER BY order_key, seq) h
+       WHERE not_before <= $2 ORDER BY seq LIMIT $3`,
+      [queue, Math.trunc(now), Math.max(0, Math.trunc(limit))],
+    );
+    return r.rows.map(jobFromRow);
+  }
+
+  async expiredDeliveries(queue: string, enqueuedBefore: number, limit: number): Promise<DeliveryJob[]> {
+    const r = await this.pool.query(
+      `SELECT ${JOB_COLUMNS} FROM ${this.s}.delivery_queue WHERE queue = $1 AND enqueued_at < $2 ORDER BY seq LIMIT $3`,
+      [queue, Math.trunc(enqueuedBefore), Math.max(0, Math.trunc(limit))],
+    );
+    return r.rows.map(jobFromRow);
+  }
+
+  settleDeliveries(st: DeliverySettlement): Promise<void> {
+    if (st.done.length === 0 && st.retry.length === 0 && st.failed.length === 0) return Promise.resolve();
+    return this.transaction(async (c) => {
+      const gone = [...st.done, ...st.failed.map((f) => f.seq)];
+      if (gone.length > 0)
+        await c.query(`DELETE FROM ${this.s}.delivery_queue WHERE queue = $1 AND seq = ANY($2::bigint[])`, [
+          st.queue,
+          gone,
+        ]);
+      if (st.retry.length > 0) {
+        await c.query(
+          `UPDATE ${this.s}.delivery_queue d SET attempts = v.a, not_before = v.nb, last_error = v.e
+           FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[]) AS v(s, a, nb, e)
+           WHERE d.queue = $1 AND d.seq = v.s`,
+          [
+            st.queue,
+            st.retry.map((r) => r.seq),
+            st.retry.map((r) => r.attempts),
+            st.retry.map((r) => Math.trunc(r.notBefore)),
+            st.retry.map((r) => withoutNul(r.lastError)),
+          ],
+        );
+      }
+      if (st.failed.length > 0)
+        await this.writeFailed(
+          c,
+          0,
+          st.failed.map((f) => storableFailedRow(f.row)),
+        );
+    });
+  }
+
+  async deliveryBacklog(queue: string): Promise<DeliveryBacklog> {
+    const r = await this.pool.query<{ n: string; oldest: string | null }>(
+      `SELECT count(*) AS n, min(enqueued_at) AS oldest FROM ${this.s}.delivery_queue WHERE queue = $1`,
+      [queue],
+    );
+    const row = r.rows[0];
+    return { jobs: Number(row?.n ?? 0), oldestEnqueuedAt: row?.oldest == null ? null : Number(row.oldest) };
   }
 
   write(batch: StoreBatch): Promise<WriteReport> {
