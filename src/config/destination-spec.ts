@@ -150,6 +150,12 @@ export const streamCommon = {
   breaker: StreamBreaker.prefault({}).describe(
     'Stops sending to a receiver that keeps failing, and probes it later.',
   ),
+  startFrom: z
+    .enum(['now', 'beginning'])
+    .default('now')
+    .describe(
+      'Where a new destination starts: `now`, the events stored from its first start on (as Segment does), or `beginning`, every event in `events` (a backfill). Once started it resumes where it stopped.',
+    ),
   queueBatch: z
     .number()
     .int()

@@ -19,8 +19,10 @@ export interface DestinationRetryItem {
   messageId: string;
   /** Epoch milliseconds of receipt. */
   receivedAt: number;
-  /** The event as the destination's functions received it. */
+  /** The event as the destination's functions received it (a delivery failure: as it was sent). */
   json: string;
+  /** The failure's code. */
+  code?: string;
 }
 
 /** What a load or a retry did with the destination's functions, for metrics. */

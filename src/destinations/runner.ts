@@ -36,7 +36,7 @@ export interface RunningDestination {
    * Runs failed events of this destination's functions through its current functions and
    * loads them into it alone (absent on parquet destinations, which take no transformations).
    */
-  retry?(items: readonly DestinationRetryItem[]): Promise<void>;
+  retry?(items: readonly DestinationRetryItem[]): Promise<void | { pending: readonly string[] }>;
   stop(): Promise<void>;
 }
 

@@ -3,7 +3,9 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
+import { type RunningStreamDestination, startStreamDestinations } from '../destinations/delivery/index.js';
 import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
+import type { AttemptRecorder } from '../destinations/stream.js';
 import { TributaryError } from '../errors.js';
 import { DuckDBIdentityStore } from '../identity/duckdb/duckdb-identity-store.js';
 import { compileRules } from '../identity/identifiers.js';
@@ -46,6 +48,8 @@ export interface ServerOptions {
   env?: Record<string, string | undefined>;
   /** Salt of PII hashes. Default: `<dataDir>/pii-salt`, generated on first start. */
   piiSalt?: string;
+  /** Where the streaming destinations record each delivery attempt (lineage). Default: not recorded. */
+  attempts?: AttemptRecorder;
 }
 
 export interface RunningServer {
@@ -59,6 +63,8 @@ export interface RunningServer {
   feed: EventFeed;
   /** The warehouse destinations following the feed (`destinations:` in the configuration). */
   destinations: RunningDestination[];
+  /** The streaming destinations (http, …) following the feed through their delivery queues. */
+  streams: RunningStreamDestination[];
   /** The pull sources: syncs, imports, schedules. */
   sources: SourceService;
   /** Identity resolution following the feed (undefined when `identity.enabled` is false). */
@@ -119,7 +125,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await loader.start();
   const feed = new EventFeed(warehouse, loader);
-  let destinations: RunningDestination[];
+  let destinations: RunningDestination[] = [];
+  let streams: RunningStreamDestination[] = [];
   try {
     destinations = await startDestinations({
       destinations: config.destinations,
@@ -135,7 +142,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       baseDir: opts.configDir ?? process.cwd(),
       env: opts.env ?? {},
     });
+    streams = await startStreamDestinations({
+      destinations: config.destinations,
+      feed,
+      store: warehouse,
+      logger,
+      registry: metrics.registry,
+      endOffset: () => log.endOffset(),
+      loaderPosition: () => loader.position(),
+      dataDir,
+      baseDir: opts.configDir ?? process.cwd(),
+      env: opts.env ?? {},
+      attempts: opts.attempts,
+    });
   } catch (err) {
+    for (const d of destinations) await d.stop();
     await loader.stop();
     await closeStages(qualitySetup.stages);
     await log.close();
@@ -196,7 +217,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   watchPipeline(stalls, {
     loader,
     logEnd: () => log.endOffset(),
-    destinations,
+    destinations: [...destinations, ...streams],
     identity,
     identityError: () => identityError,
   });
@@ -212,7 +233,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     warehouse,
     log,
     drained: () => loader.drained(),
-    destination: (id) => destinations.find((d) => d.id === id)?.retry,
+    destination: (id) => [...destinations, ...streams].find((d) => d.id === id)?.retry,
   });
   const pending = async () => {
     const from = Math.max(countFrom, loader.position());
@@ -244,12 +265,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     quality: {
       failed,
       stats: () => collectStats({ metrics, quality, pending, sources: config.sources.map((s) => s.id) }),
+      destinations: () => streams.map((d) => d.progress()),
     },
     health: () => ({
       ...stalls.check(),
       log: { endOffset: log.endOffset() },
       loader: { position: loader.position() },
-      destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
+      destinations: Object.fromEntries([
+        ...destinations.map((d) => [d.id, { position: d.position() }]),
+        ...streams.map((d) => [d.id, d.progress()]),
+      ]),
       ...(identity ? { identity: { position: identity.position(), profiles: identity.profileCount() } } : {}),
     }),
     identity,
@@ -281,6 +306,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     loader,
     feed,
     destinations,
+    streams,
     sources,
     identity,
     metrics,
@@ -304,6 +330,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         await upTo(Promise.all(destinations.map((d) => d.drained())), Math.min(10_000, left() / 2));
         for (const d of destinations) {
           at(`destination ${d.id} stopping`);
+          await d.stop();
+        }
+        // What is queued stays in the delivery queue and is sent after the restart.
+        for (const d of streams) {
+          at(`streaming destination ${d.id} stopping`);
           await d.stop();
         }
         at('the loader stopping');

@@ -140,6 +140,8 @@ export interface FailedPayload {
   sourceId: string;
   messageId: string | null;
   stage: string;
+  /** The failure's code (a destination's retry tells its delivery failures from its functions'). */
+  code: string;
   /** Epoch milliseconds of receipt. */
   receivedAt: number;
   /** The stored payload as JSON text. */
