@@ -190,6 +190,12 @@ class DeliveryRunner {
   private readonly retryWaiters = new Map<string, () => void>();
   private lastExpiry = 0;
   private readonly idleWaiters: (() => void)[] = [];
+  /**
+   * Seqs settled while the loop reads the queue: the read may predate their settling, and must
+   * not hand them out again.
+   */
+  private readonly settledDuringRead = new Set<number>();
+  private reading = false;
 
   constructor(
     private readonly config: StreamSettings,
@@ -422,10 +428,8 @@ class DeliveryRunner {
           await this.wake.sleep(poll);
           continue;
         }
-        const heads = await this.opts.store.nextDeliveries(
-          this.queue,
-          Date.now(),
-          slots * c.batchSize + this.busyKeys.size,
+        const heads = await this.read(() =>
+          this.opts.store.nextDeliveries(this.queue, Date.now(), slots * c.batchSize + this.busyKeys.size),
         );
         const ready = heads.filter((j) => !this.busyKeys.has(j.orderKey)).slice(0, slots * c.batchSize);
         if (ready.length === 0) {
@@ -590,6 +594,7 @@ class DeliveryRunner {
       );
       return;
     }
+    if (this.reading) for (const { job } of items) this.settledDuringRead.add(job.seq);
     this.record(done.length, retry.length, failed);
     for (const id of finished) {
       this.retryWaiters.get(id)?.();
@@ -626,6 +631,19 @@ class DeliveryRunner {
     };
   }
 
+  /** Reads jobs from the queue, leaving out those settled meanwhile (the read may not see it). */
+  private async read(query: () => Promise<DeliveryJob[]>): Promise<DeliveryJob[]> {
+    this.settledDuringRead.clear();
+    this.reading = true;
+    try {
+      const jobs = await query();
+      return jobs.filter((j) => !this.settledDuringRead.has(j.seq));
+    } finally {
+      this.reading = false;
+      this.settledDuringRead.clear();
+    }
+  }
+
   /** Moves deliveries past the retry window to failed_events (at most once a second). */
   private async expire(): Promise<void> {
     const now = Date.now();
@@ -633,9 +651,9 @@ class DeliveryRunner {
     this.lastExpiry = now;
     const c = this.config;
     for (;;) {
-      const jobs = (await this.opts.store.expiredDeliveries(this.queue, now - c.retryWindow, 1_000)).filter(
-        (j) => !this.busySeqs.has(j.seq),
-      );
+      const jobs = (
+        await this.read(() => this.opts.store.expiredDeliveries(this.queue, now - c.retryWindow, 1_000))
+      ).filter((j) => !this.busySeqs.has(j.seq));
       if (jobs.length === 0) return;
       const failed = jobs.map((j) => ({
         seq: j.seq,

@@ -408,12 +408,10 @@ export class DuckDBStore implements Store, UserQueries {
   settleDeliveries(s: DeliverySettlement): Promise<void> {
     if (s.done.length === 0 && s.retry.length === 0 && s.failed.length === 0) return Promise.resolve();
     const q = sqlString(s.queue);
-    const gone = [...s.done, ...s.failed.map((f) => f.seq)].map((n) => Math.trunc(n));
+    const list = (seqs: readonly number[]) => seqs.map((n) => Math.trunc(n)).join(', ');
     return this.transaction(async (w) => {
-      if (gone.length > 0)
-        await w.run(
-          `DELETE FROM _tributary.delivery_queue WHERE queue = ${q} AND seq IN (${gone.join(', ')})`,
-        );
+      if (s.done.length > 0)
+        await w.run(`DELETE FROM _tributary.delivery_queue WHERE queue = ${q} AND seq IN (${list(s.done)})`);
       if (s.retry.length > 0) {
         const values = s.retry
           .map(
@@ -426,7 +424,13 @@ export class DuckDBStore implements Store, UserQueries {
            FROM (VALUES ${values}) AS v(s, a, nb, e) WHERE d.queue = ${q} AND d.seq = v.s`,
         );
       }
-      const failed = s.failed.map((f) => storableFailedRow(f.row));
+      if (s.failed.length === 0) return 0;
+      // Only deliveries still queued move to failed_events: one settled meanwhile is not stored twice.
+      const removed = await w.runAndReadAll(
+        `DELETE FROM _tributary.delivery_queue WHERE queue = ${q} AND seq IN (${list(s.failed.map((f) => f.seq))}) RETURNING seq`,
+      );
+      const gone = new Set(removed.getRows().map((r) => Number(r[0])));
+      const failed = s.failed.filter((f) => gone.has(f.seq)).map((f) => storableFailedRow(f.row));
       this.appendFailed(failed);
       return failed.reduce((n, f) => n + f.json.length, 0);
     });

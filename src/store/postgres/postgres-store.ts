@@ -280,11 +280,10 @@ export class PostgresStore implements Store, DeliveryQueue {
   settleDeliveries(st: DeliverySettlement): Promise<void> {
     if (st.done.length === 0 && st.retry.length === 0 && st.failed.length === 0) return Promise.resolve();
     return this.transaction(async (c) => {
-      const gone = [...st.done, ...st.failed.map((f) => f.seq)];
-      if (gone.length > 0)
+      if (st.done.length > 0)
         await c.query(`DELETE FROM ${this.s}.delivery_queue WHERE queue = $1 AND seq = ANY($2::bigint[])`, [
           st.queue,
-          gone,
+          st.done,
         ]);
       if (st.retry.length > 0) {
         await c.query(
@@ -300,12 +299,15 @@ export class PostgresStore implements Store, DeliveryQueue {
           ],
         );
       }
-      if (st.failed.length > 0)
-        await this.writeFailed(
-          c,
-          0,
-          st.failed.map((f) => storableFailedRow(f.row)),
-        );
+      if (st.failed.length === 0) return;
+      // Only deliveries still queued move to failed_events: one settled meanwhile is not stored twice.
+      const removed = await c.query<{ seq: string }>(
+        `DELETE FROM ${this.s}.delivery_queue WHERE queue = $1 AND seq = ANY($2::bigint[]) RETURNING seq`,
+        [st.queue, st.failed.map((f) => f.seq)],
+      );
+      const gone = new Set(removed.rows.map((r) => Number(r.seq)));
+      const failed = st.failed.filter((f) => gone.has(f.seq)).map((f) => storableFailedRow(f.row));
+      if (failed.length > 0) await this.writeFailed(c, 0, failed);
     });
   }
 
