@@ -88,6 +88,9 @@ export interface StreamRunnerOptions {
   retryWaitMs?: number;
 }
 
+/** Most heads read from the queue at once. */
+const REFILL = 1_000;
+
 /** The queue and feed consumer of a destination. */
 export const deliveryQueue = (id: string) => `delivery:${id}`;
 
@@ -196,6 +199,8 @@ class DeliveryRunner {
    */
   private readonly settledDuringRead = new Set<number>();
   private reading = false;
+  /** Heads of order keys, due, read from the queue and not sent yet. */
+  private buffer: DeliveryJob[] = [];
 
   constructor(
     private readonly config: StreamSettings,
@@ -428,11 +433,9 @@ class DeliveryRunner {
           await this.wake.sleep(poll);
           continue;
         }
-        const heads = await this.read(() =>
-          this.opts.store.nextDeliveries(this.queue, Date.now(), slots * c.batchSize + this.busyKeys.size),
-        );
-        const ready = heads.filter((j) => !this.busyKeys.has(j.orderKey)).slice(0, slots * c.batchSize);
-        if (ready.length === 0) {
+        const want = slots * c.batchSize;
+        if (this.buffer.length < want) await this.refill(want);
+        if (this.buffer.length === 0) {
           if (this.requests === 0) {
             await this.refreshBacklog(true);
             this.notifyIdle();
@@ -440,15 +443,14 @@ class DeliveryRunner {
           await this.wake.sleep(poll);
           continue;
         }
-        for (let i = 0; i < ready.length && !this.stopped; i += c.batchSize) {
+        for (let n = 0; n < slots && this.buffer.length > 0 && !this.stopped; n++) {
           if (!this.breaker.allow()) break;
           const wait = this.rate?.take() ?? 0;
           if (wait > 0) {
             await this.wake.sleep(wait);
-            i -= c.batchSize; // take the token again for this request
-            continue;
+            break;
           }
-          this.dispatch(ready.slice(i, i + c.batchSize));
+          this.dispatch(this.buffer.splice(0, c.batchSize));
         }
         await this.refreshBacklog(false);
       } catch (err) {
@@ -520,10 +522,13 @@ class DeliveryRunner {
         );
     for (const r of results) this.metrics.attempts.inc({ destination: this.config.id, status: r!.status });
     this.settling.push(...jobs.map((job, i) => ({ job, result: results[i]! })));
+    // The request's slot is free once the receiver answered; its users stay busy until their
+    // results are stored, so their next events wait for it (order) while others' go.
+    this.requests--;
+    this.wake.wake();
     try {
       await this.flush();
     } finally {
-      this.requests--;
       for (const j of jobs) {
         this.busyKeys.delete(j.orderKey);
         this.busySeqs.delete(j.seq);
@@ -631,6 +636,28 @@ class DeliveryRunner {
     };
   }
 
+  /**
+   * Adds to the buffer the heads of order keys neither in flight nor buffered: at least
+   * `want`, and up to {@link REFILL} at once, so the queue is not read for every request. A
+   * buffered head stays the head of its key until it is sent: only this runner takes
+   * deliveries out of the queue (the expiry takes them out of the buffer too).
+   */
+  private async refill(want: number): Promise<void> {
+    const buffered = new Set(this.buffer.map((j) => j.orderKey));
+    const heads = await this.read(() =>
+      this.opts.store.nextDeliveries(
+        this.queue,
+        Date.now(),
+        Math.max(want, REFILL) + this.busyKeys.size + this.buffer.length,
+      ),
+    );
+    for (const j of heads) {
+      if (this.busyKeys.has(j.orderKey) || buffered.has(j.orderKey)) continue;
+      buffered.add(j.orderKey);
+      this.buffer.push(j);
+    }
+  }
+
   /** Reads jobs from the queue, leaving out those settled meanwhile (the read may not see it). */
   private async read(query: () => Promise<DeliveryJob[]>): Promise<DeliveryJob[]> {
     this.settledDuringRead.clear();
@@ -655,6 +682,8 @@ class DeliveryRunner {
         await this.read(() => this.opts.store.expiredDeliveries(this.queue, now - c.retryWindow, 1_000))
       ).filter((j) => !this.busySeqs.has(j.seq));
       if (jobs.length === 0) return;
+      const expired = new Set(jobs.map((j) => j.seq));
+      this.buffer = this.buffer.filter((j) => !expired.has(j.seq));
       const failed = jobs.map((j) => ({
         seq: j.seq,
         row: this.failedRow(

@@ -378,11 +378,12 @@ export class DuckDBStore implements Store, UserQueries {
   }
 
   async nextDeliveries(queue: string, now: number, limit: number): Promise<DeliveryJob[]> {
+    // The heads from the two narrow columns first: the payloads are read for those alone.
     return this.readJobs(
-      `SELECT ${JOB_COLUMNS} FROM (
-         SELECT *, row_number() OVER (PARTITION BY order_key ORDER BY seq) AS rn
-         FROM _tributary.delivery_queue WHERE queue = $1)
-       WHERE rn = 1 AND not_before <= $2 ORDER BY seq LIMIT $3`,
+      `WITH heads AS (
+         SELECT min(seq) AS seq FROM _tributary.delivery_queue WHERE queue = $1 GROUP BY order_key)
+       SELECT ${JOB_COLUMNS} FROM _tributary.delivery_queue JOIN heads USING (seq)
+       WHERE queue = $1 AND not_before <= $2 ORDER BY seq LIMIT $3`,
       [queue, BigInt(Math.trunc(now)), BigInt(Math.max(0, Math.trunc(limit)))],
     );
   }
@@ -396,13 +397,8 @@ export class DuckDBStore implements Store, UserQueries {
   }
 
   private async readJobs(sql: string, params: (string | bigint)[]): Promise<DeliveryJob[]> {
-    const conn = await this.instance.connect();
-    try {
-      const r = await conn.runAndReadAll(sql, params);
-      return (r.getRowObjects() as Record<string, unknown>[]).map(jobFromRow);
-    } finally {
-      conn.closeSync();
-    }
+    const r = await this.reader.runAndReadAll(sql, params);
+    return (r.getRowObjects() as Record<string, unknown>[]).map(jobFromRow);
   }
 
   settleDeliveries(s: DeliverySettlement): Promise<void> {
