@@ -37,7 +37,7 @@ beforeAll(async () => {
   - id: hook
     type: http
     url: ${receiver.url}/hook
-    concurrency: 4
+    concurrency: 8
     timeout: 2s
     backoff: { initial: 50ms, max: 500ms }
 `,
@@ -55,10 +55,10 @@ describe('streaming delivery, killed with SIGKILL', () => {
     timeout: 60_000,
   }, async () => {
     let child = await cli.start(20_000);
-    const users = Array.from({ length: 10 }, (_, i) => `user-${i}`);
+    const users = Array.from({ length: 20 }, (_, i) => `user-${i}`);
     const sent = new Map<string, string[]>(users.map((u) => [u, []]));
     const acked: string[] = [];
-    for (let b = 0; b < 15; b++) {
+    for (let b = 0; b < 10; b++) {
       const batch = Array.from({ length: 100 }, (_, i) => {
         const userId = users[i % users.length]!;
         return { type: 'track', messageId: `c-${b}-${i}`, userId, event: 'Crash', properties: { b, i } };

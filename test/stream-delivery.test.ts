@@ -181,6 +181,16 @@ describe('streaming delivery over HTTP', () => {
     expect(again).toEqual([]);
   });
 
+  it('waits as long as Retry-After asks before sending again', { timeout: 20_000 }, async () => {
+    const r = await receiver((req) => (req.n === 0 ? { status: 429, retryAfter: '1' } : { status: 200 }));
+    const s = await serverWith(r.url);
+    await sendBatch(s, [track('ra', 'u')]);
+    await r.waitFor(() => r.has('ra'), 10_000, 'the event after its Retry-After');
+    expect(r.requests).toHaveLength(2);
+    // The backoff alone would have retried within 200 ms.
+    expect(r.requests[1]!.at - r.requests[0]!.at).toBeGreaterThanOrEqual(1000);
+  });
+
   it('sends refused events straight to failed_events and goes on with the user’s next event', {
     timeout: 20_000,
   }, async () => {
