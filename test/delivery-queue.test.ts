@@ -44,6 +44,14 @@ function queueSuite(name: string, harness: () => Promise<Harness>) {
         const now = Date.now();
         let heads = await store.nextDeliveries('delivery:a', now, 10);
         expect(heads.map((j) => j.key)).toEqual(['m1', 'm3', 'm4']);
+        // Several per key, in queue order, within the limit.
+        expect((await store.nextDeliveries('delivery:a', now, 10, 2)).map((j) => j.key)).toEqual([
+          'm1',
+          'm2',
+          'm3',
+          'm4',
+        ]);
+        expect((await store.nextDeliveries('delivery:a', now, 2, 2)).map((j) => j.key)).toEqual(['m1', 'm2']);
         expect(heads[0]).toMatchObject({
           orderKey: 'u1',
           attempts: 0,
@@ -76,6 +84,7 @@ function queueSuite(name: string, harness: () => Promise<Harness>) {
         });
         // u1 waits behind its head in backoff: m2 is not handed out before m1.
         expect(await store.nextDeliveries('delivery:a', now, 10)).toEqual([]);
+        expect(await store.nextDeliveries('delivery:a', now, 10, 5)).toEqual([]);
         heads = await store.nextDeliveries('delivery:a', now + 60_000, 10);
         expect(heads.map((j) => [j.key, j.attempts, j.lastError])).toEqual([['m1', 1, 'HTTP 503']]);
         expect(await store.listFailed({ stage: 'destination:a' })).toMatchObject([

@@ -121,6 +121,7 @@ describe('streaming delivery over HTTP', () => {
       await sendBatch(s, batch);
     }
     await r.waitFor(() => r.events.length === 120, 30_000, '120 events');
+    await s.streams[0]!.idle();
     // Exactly once at the receiver: every event, none twice (the resends were deduplicated).
     expect(new Set(r.events.map((e) => e.messageId)).size).toBe(120);
     // In log order per user.
@@ -169,6 +170,7 @@ describe('streaming delivery over HTTP', () => {
       ['s1', 'TRIB_ERR_DELIVERY_EXPIRED'],
       ['s2', 'TRIB_ERR_DELIVERY_EXPIRED'],
     ]);
+    await s.streams[0]!.idle();
     expect(await progress(s)).toMatchObject({ failed: 2, queued: 0 });
     // The receiver is back: a retry of the stage sends them, in order.
     healed = true;

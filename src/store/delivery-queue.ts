@@ -79,11 +79,12 @@ export interface DeliveryQueue {
    */
   enqueueDeliveries(batch: DeliveryEnqueue): Promise<void>;
   /**
-   * For each order key of the queue its oldest delivery, of those due at `now`
-   * (`notBefore <= now`), oldest first, at most `limit`. An order key whose oldest delivery is
-   * in backoff gives none: its later ones wait behind it, other keys do not.
+   * For each order key of the queue whose oldest delivery is due at `now` (`notBefore <= now`),
+   * its oldest `perKey` deliveries (default 1: the head alone), oldest first, at most `limit`
+   * in all. An order key whose oldest delivery is in backoff gives none: its later ones wait
+   * behind it, other keys do not.
    */
-  nextDeliveries(queue: string, now: number, limit: number): Promise<DeliveryJob[]>;
+  nextDeliveries(queue: string, now: number, limit: number, perKey?: number): Promise<DeliveryJob[]>;
   /** The deliveries of the queue queued before `enqueuedBefore` (epoch ms), oldest first, at most `limit`. */
   expiredDeliveries(queue: string, enqueuedBefore: number, limit: number): Promise<DeliveryJob[]>;
   /** Stores what became of taken deliveries, in one transaction. */

@@ -88,8 +88,10 @@ export interface StreamRunnerOptions {
   retryWaitMs?: number;
 }
 
-/** Most heads read from the queue at once. */
+/** Most jobs read from the queue at once. */
 const REFILL = 1_000;
+/** Most jobs of one order key read at once. */
+const PER_KEY = 16;
 
 /** The queue and feed consumer of a destination. */
 export const deliveryQueue = (id: string) => `delivery:${id}`;
@@ -197,10 +199,15 @@ class DeliveryRunner {
    * Seqs settled while the loop reads the queue: the read may predate their settling, and must
    * not hand them out again.
    */
-  private readonly settledDuringRead = new Set<number>();
+  private readonly settledDuringRead = new Set<string>();
   private reading = false;
-  /** Heads of order keys, due, read from the queue and not sent yet. */
-  private buffer: DeliveryJob[] = [];
+  /**
+   * Jobs read from the queue and not sent yet, per order key in queue order: a key's first job
+   * was its head when read, and stays so until sent (only this runner takes jobs out).
+   */
+  private readonly fifo = new Map<string, DeliveryJob[]>();
+  /** Jobs the receiver answered for good (ok or refused) whose results are not stored yet. */
+  private readonly unsettled = new Set<number>();
 
   constructor(
     private readonly config: StreamSettings,
@@ -434,23 +441,28 @@ class DeliveryRunner {
           continue;
         }
         const want = slots * c.batchSize;
-        if (this.buffer.length < want) await this.refill(want);
-        if (this.buffer.length === 0) {
-          if (this.requests === 0) {
+        let ready = this.readyKeys(want);
+        if (ready.length < want) {
+          await this.refill(want);
+          ready = this.readyKeys(want);
+        }
+        if (ready.length === 0) {
+          if (this.requests === 0 && this.unsettled.size === 0) {
             await this.refreshBacklog(true);
             this.notifyIdle();
           }
           await this.wake.sleep(poll);
           continue;
         }
-        for (let n = 0; n < slots && this.buffer.length > 0 && !this.stopped; n++) {
+        for (let n = 0; n < slots && ready.length > 0 && !this.stopped; n++) {
           if (!this.breaker.allow()) break;
           const wait = this.rate?.take() ?? 0;
           if (wait > 0) {
             await this.wake.sleep(wait);
             break;
           }
-          this.dispatch(this.buffer.splice(0, c.batchSize));
+          // One job per user in a request: a per-record answer could otherwise reorder them.
+          this.dispatch(ready.splice(0, c.batchSize).map((key) => this.fifo.get(key)!.shift()!));
         }
         await this.refreshBacklog(false);
       } catch (err) {
@@ -522,17 +534,27 @@ class DeliveryRunner {
         );
     for (const r of results) this.metrics.attempts.inc({ destination: this.config.id, status: r!.status });
     this.settling.push(...jobs.map((job, i) => ({ job, result: results[i]! })));
-    // The request's slot is free once the receiver answered; its users stay busy until their
-    // results are stored, so their next events wait for it (order) while others' go.
+    // The slot is free once the receiver answered. A user whose event it took (or refused for
+    // good) may send the next one now, before the result is stored: after a crash the stored
+    // queue sends both again, in order, and the receiver dedups. A user whose event is to be
+    // retried waits until its backoff is stored, and reads their queue again then.
     this.requests--;
+    jobs.forEach((j, i) => {
+      if (results[i]!.status === 'retryable') this.fifo.delete(j.orderKey);
+      else {
+        this.unsettled.add(j.seq);
+        this.busyKeys.delete(j.orderKey);
+      }
+    });
     this.wake.wake();
     try {
       await this.flush();
     } finally {
-      for (const j of jobs) {
-        this.busyKeys.delete(j.orderKey);
+      jobs.forEach((j, i) => {
+        this.unsettled.delete(j.seq);
         this.busySeqs.delete(j.seq);
-      }
+        if (results[i]!.status === 'retryable') this.busyKeys.delete(j.orderKey);
+      });
       this.wake.wake();
     }
   }
@@ -599,7 +621,7 @@ class DeliveryRunner {
       );
       return;
     }
-    if (this.reading) for (const { job } of items) this.settledDuringRead.add(job.seq);
+    if (this.reading) for (const { job } of items) this.settledDuringRead.add(job.orderKey);
     this.record(done.length, retry.length, failed);
     for (const id of finished) {
       this.retryWaiters.get(id)?.();
@@ -636,25 +658,35 @@ class DeliveryRunner {
     };
   }
 
+  /** Order keys, not busy, whose next job is read: at most `max`, oldest first. */
+  private readyKeys(max: number): string[] {
+    const keys: string[] = [];
+    for (const [key, jobs] of this.fifo) {
+      if (jobs.length === 0) {
+        this.fifo.delete(key);
+        continue;
+      }
+      if (this.busyKeys.has(key)) continue;
+      keys.push(key);
+      if (keys.length >= max) break;
+    }
+    return keys;
+  }
+
   /**
-   * Adds to the buffer the heads of order keys neither in flight nor buffered: at least
-   * `want`, and up to {@link REFILL} at once, so the queue is not read for every request. A
-   * buffered head stays the head of its key until it is sent: only this runner takes
-   * deliveries out of the queue (the expiry takes them out of the buffer too).
+   * Reads the next jobs of the due order keys (up to {@link PER_KEY} each, {@link REFILL} in
+   * all) into the per-key buffers, leaving out keys in flight and jobs already read, sent or
+   * answered.
    */
   private async refill(want: number): Promise<void> {
-    const buffered = new Set(this.buffer.map((j) => j.orderKey));
-    const heads = await this.read(() =>
-      this.opts.store.nextDeliveries(
-        this.queue,
-        Date.now(),
-        Math.max(want, REFILL) + this.busyKeys.size + this.buffer.length,
-      ),
+    const jobs = await this.read(() =>
+      this.opts.store.nextDeliveries(this.queue, Date.now(), Math.max(want, REFILL), PER_KEY),
     );
-    for (const j of heads) {
-      if (this.busyKeys.has(j.orderKey) || buffered.has(j.orderKey)) continue;
-      buffered.add(j.orderKey);
-      this.buffer.push(j);
+    for (const j of jobs) {
+      if (this.unsettled.has(j.seq) || this.busySeqs.has(j.seq) || this.busyKeys.has(j.orderKey)) continue;
+      const list = this.fifo.get(j.orderKey);
+      if (list === undefined) this.fifo.set(j.orderKey, [j]);
+      else if (list.length === 0 || j.seq > list[list.length - 1]!.seq) list.push(j);
     }
   }
 
@@ -664,7 +696,7 @@ class DeliveryRunner {
     this.reading = true;
     try {
       const jobs = await query();
-      return jobs.filter((j) => !this.settledDuringRead.has(j.seq));
+      return jobs.filter((j) => !this.settledDuringRead.has(j.orderKey));
     } finally {
       this.reading = false;
       this.settledDuringRead.clear();
@@ -680,10 +712,14 @@ class DeliveryRunner {
     for (;;) {
       const jobs = (
         await this.read(() => this.opts.store.expiredDeliveries(this.queue, now - c.retryWindow, 1_000))
-      ).filter((j) => !this.busySeqs.has(j.seq));
+      ).filter((j) => !this.busySeqs.has(j.seq) && !this.unsettled.has(j.seq));
       if (jobs.length === 0) return;
       const expired = new Set(jobs.map((j) => j.seq));
-      this.buffer = this.buffer.filter((j) => !expired.has(j.seq));
+      for (const [key, list] of this.fifo)
+        this.fifo.set(
+          key,
+          list.filter((j) => !expired.has(j.seq)),
+        );
       const failed = jobs.map((j) => ({
         seq: j.seq,
         row: this.failedRow(

@@ -377,14 +377,22 @@ export class DuckDBStore implements Store, UserQueries {
     });
   }
 
-  async nextDeliveries(queue: string, now: number, limit: number): Promise<DeliveryJob[]> {
-    // The heads from the two narrow columns first: the payloads are read for those alone.
+  async nextDeliveries(queue: string, now: number, limit: number, perKey = 1): Promise<DeliveryJob[]> {
+    // Ranked on the narrow columns first: the payloads are read for the chosen jobs alone.
     return this.readJobs(
-      `WITH heads AS (
-         SELECT min(seq) AS seq FROM _tributary.delivery_queue WHERE queue = $1 GROUP BY order_key)
-       SELECT ${JOB_COLUMNS} FROM _tributary.delivery_queue JOIN heads USING (seq)
-       WHERE queue = $1 AND not_before <= $2 ORDER BY seq LIMIT $3`,
-      [queue, BigInt(Math.trunc(now)), BigInt(Math.max(0, Math.trunc(limit)))],
+      `WITH r AS (
+         SELECT seq, order_key, not_before, row_number() OVER (PARTITION BY order_key ORDER BY seq) AS rn
+         FROM _tributary.delivery_queue WHERE queue = $1),
+       due AS (SELECT order_key FROM r WHERE rn = 1 AND not_before <= $2),
+       pick AS (SELECT r.seq FROM r JOIN due USING (order_key) WHERE r.rn <= $4 ORDER BY r.seq LIMIT $3)
+       SELECT ${JOB_COLUMNS} FROM _tributary.delivery_queue JOIN pick USING (seq)
+       WHERE queue = $1 ORDER BY seq`,
+      [
+        queue,
+        BigInt(Math.trunc(now)),
+        BigInt(Math.max(0, Math.trunc(limit))),
+        BigInt(Math.max(1, Math.trunc(perKey))),
+      ],
     );
   }
 

@@ -214,7 +214,7 @@ export class PostgresStore implements Store, DeliveryQueue {
       markRetried: (ids) => this.markRetried(ids),
       retriesOf: (ids) => this.retriesOf(ids),
       enqueueDeliveries: (b) => this.enqueueDeliveries(b),
-      nextDeliveries: (q, now, limit) => this.nextDeliveries(q, now, limit),
+      nextDeliveries: (q, now, limit, perKey) => this.nextDeliveries(q, now, limit, perKey),
       expiredDeliveries: (q, before, limit) => this.expiredDeliveries(q, before, limit),
       settleDeliveries: (st) => this.settleDeliveries(st),
       deliveryBacklog: (q) => this.deliveryBacklog(q),
@@ -259,12 +259,15 @@ export class PostgresStore implements Store, DeliveryQueue {
     });
   }
 
-  async nextDeliveries(queue: string, now: number, limit: number): Promise<DeliveryJob[]> {
+  async nextDeliveries(queue: string, now: number, limit: number, perKey = 1): Promise<DeliveryJob[]> {
     const r = await this.pool.query(
-      `SELECT ${JOB_COLUMNS} FROM (
-         SELECT DISTINCT ON (order_key) * FROM ${this.s}.delivery_queue WHERE queue = $1 ORDER BY order_key, seq) h
-       WHERE not_before <= $2 ORDER BY seq LIMIT $3`,
-      [queue, Math.trunc(now), Math.max(0, Math.trunc(limit))],
+      `WITH r AS (
+         SELECT seq, order_key, not_before, row_number() OVER (PARTITION BY order_key ORDER BY seq) AS rn
+         FROM ${this.s}.delivery_queue WHERE queue = $1),
+       due AS (SELECT order_key FROM r WHERE rn = 1 AND not_before <= $2),
+       pick AS (SELECT r.seq FROM r JOIN due USING (order_key) WHERE r.rn <= $4 ORDER BY r.seq LIMIT $3)
+       SELECT ${JOB_COLUMNS} FROM ${this.s}.delivery_queue JOIN pick USING (seq) ORDER BY seq`,
+      [queue, Math.trunc(now), Math.max(0, Math.trunc(limit)), Math.max(1, Math.trunc(perKey))],
     );
     return r.rows.map(jobFromRow);
   }
