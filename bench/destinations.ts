@@ -12,17 +12,19 @@
  * default 8), BENCH_ROUNDS (runs of each scenario, alternating; medians are reported, default
  * 3), BENCH_LATENCY_S (seconds of the latency run, default 5).
  *
- * The receiver is a bare `node:http` server in a child process that reads each body, parses
- * its JSON and answers 200; it stamps each event's arrival. Tributary runs embedded in this
- * process (the server, its DuckDB store and the delivery runner); the events enter through
- * `POST /v1/batch` (500 per request, 1,000 users), and the clock runs from the first request
- * until the receiver has them all, so it includes collection, the log and the loader. The
- * baseline is `fetch` in this process: one event (or one batch) per request, the same
- * concurrency, no queue, no retries.
+ * Delivery from the queue: a first server collects the events and queues them (its receiver
+ * unreachable, its breaker open), a second one on the same data folder delivers them; the
+ * clock runs from its start until the receiver has them all. End to end: one server, the clock
+ * from the first collection request (`POST /v1/batch`, 500 events each, 1,000 users) until the
+ * receiver has them all, so it includes collection, the log and the loader. Tributary runs
+ * embedded in this process. The receiver is a bare `node:http` server in a child process that
+ * parses each body and answers 200, stamping each event's arrival. The baseline is `fetch` in
+ * this process: one event (or one batch) per request, the same concurrency, no queue, no
+ * retries.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -128,9 +130,10 @@ async function fetchLoop(url: string, run: string, batch: number): Promise<numbe
 async function withServer<T>(
   receiverUrl: string,
   batch: number,
-  work: (s: { url: string }) => Promise<T>,
+  work: (s: { url: string; queued: () => number }) => Promise<T>,
+  options: { dataDir?: string; url?: string; breaker?: string } = {},
 ): Promise<T> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'trib-bench-dest-'));
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'trib-bench-dest-'));
   const yaml = `version: 1
 sources:
   - id: web
@@ -139,23 +142,66 @@ sources:
 destinations:
   - id: hook
     type: http
-    url: ${receiverUrl}/hook
+    url: ${options.url ?? `${receiverUrl}/hook`}
     batchSize: ${batch}
     concurrency: ${CONCURRENCY}
-`;
+    startFrom: beginning
+${options.breaker ? `    breaker: ${options.breaker}\n` : ''}`;
   const { config } = parseConfig(yaml, {});
   const server = await startServer({
     config,
     dataDir,
     adminToken: 'bench',
-    logger: pino({ level: 'warn' }),
+    logger: pino({ level: 'error' }),
     port: 0,
     host: '127.0.0.1',
   });
   try {
-    return await work({ url: server.url });
+    return await work({ url: server.url, queued: () => server.streams[0]!.progress().queued });
   } finally {
     await server.close();
+    if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Events/s of delivery alone: the events are collected and queued by a first server whose
+ * receiver is unreachable (its breaker opens at the first failure and stays open), then a
+ * second server on the same data folder delivers the queue to the receiver; the clock runs
+ * from its start until the receiver has every event.
+ */
+async function deliveryRun(receiverUrl: string, run: string, batch: number): Promise<number> {
+  await fetch(`${receiverUrl}/reset`);
+  const dataDir = mkdtempSync(join(tmpdir(), 'trib-bench-dest-'));
+  try {
+    await withServer(
+      receiverUrl,
+      batch,
+      async ({ url, queued }) => {
+        for (let i = 0; i < EVENTS; i += 500)
+          await collect(
+            url,
+            Array.from({ length: Math.min(500, EVENTS - i) }, (_, k) => event(run, i + k)),
+          );
+        const deadline = Date.now() + 300_000;
+        while (queued() < EVENTS) {
+          if (Date.now() > deadline) throw new Error('the events were not queued');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      },
+      { dataDir, url: 'http://127.0.0.1:9/unreachable', breaker: '{ failures: 1, cooldown: 1h }' },
+    );
+    const started = performance.now();
+    return await withServer(
+      receiverUrl,
+      batch,
+      async () => {
+        await waitArrived(receiverUrl, EVENTS);
+        return EVENTS / ((performance.now() - started) / 1000);
+      },
+      { dataDir },
+    );
+  } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -218,14 +264,18 @@ async function main(): Promise<void> {
       trib1: [] as number[],
       fetchN: [] as number[],
       tribN: [] as number[],
+      end1: [] as number[],
+      endN: [] as number[],
     };
     for (let round = 0; round < ROUNDS; round++) {
       r.fetch1.push(await fetchLoop(receiver.url, `f1-${round}`, 1));
-      r.trib1.push(await tributaryRun(receiver.url, `t1-${round}`, 1));
+      r.trib1.push(await deliveryRun(receiver.url, `t1-${round}`, 1));
       r.fetchN.push(await fetchLoop(receiver.url, `fn-${round}`, BATCH));
-      r.tribN.push(await tributaryRun(receiver.url, `tn-${round}`, BATCH));
+      r.tribN.push(await deliveryRun(receiver.url, `tn-${round}`, BATCH));
+      r.end1.push(await tributaryRun(receiver.url, `e1-${round}`, 1));
+      r.endN.push(await tributaryRun(receiver.url, `en-${round}`, BATCH));
       console.error(
-        `round ${round + 1}: one by one ${int(r.trib1[round]!)} vs fetch ${int(r.fetch1[round]!)} events/s; batches ${int(r.tribN[round]!)} vs fetch ${int(r.fetchN[round]!)} events/s`,
+        `round ${round + 1}: one by one ${int(r.trib1[round]!)} vs fetch ${int(r.fetch1[round]!)} events/s; batches ${int(r.tribN[round]!)} vs fetch ${int(r.fetchN[round]!)} events/s; end to end ${int(r.end1[round]!)} / ${int(r.endN[round]!)}`,
       );
     }
     const lat = await latencyRun(receiver.url);
