@@ -279,19 +279,17 @@ async function main(): Promise<void> {
       );
     }
     const lat = await latencyRun(receiver.url);
+    const row = (mode: string, t: number[], f: number[]) => [
+      mode,
+      int(median(t)),
+      int(median(f)),
+      (median(t) / median(f)).toFixed(2),
+    ];
     const rows = [
-      [
-        'one by one',
-        int(median(r.trib1)),
-        int(median(r.fetch1)),
-        (median(r.trib1) / median(r.fetch1)).toFixed(2),
-      ],
-      [
-        `batches of ${BATCH}`,
-        int(median(r.tribN)),
-        int(median(r.fetchN)),
-        (median(r.tribN) / median(r.fetchN)).toFixed(2),
-      ],
+      row('delivery from the queue, one by one', r.trib1, r.fetch1),
+      row(`delivery from the queue, batches of ${BATCH}`, r.tribN, r.fetchN),
+      row('end to end (collection → receiver), one by one', r.end1, r.fetch1),
+      row(`end to end, batches of ${BATCH}`, r.endN, r.fetchN),
     ];
     console.log(
       `\n${EVENTS} events, ${USERS} users, concurrency ${CONCURRENCY}, median of ${ROUNDS} rounds; ${cpus().length} cores (${cpus()[0]?.model}), load ${loadavg()
