@@ -36,7 +36,7 @@ export interface RunningDestination {
    * Runs failed events of this destination's functions through its current functions and
    * loads them into it alone (absent on parquet destinations, which take no transformations).
    */
-  retry?(items: readonly DestinationRetryItem[]): Promise<void | { pending: readonly string[] }>;
+  retry?(items: readonly DestinationRetryItem[]): Promise<{ pending: readonly string[] } | undefined>;
   stop(): Promise<void>;
 }
 
@@ -214,7 +214,12 @@ export async function startDestinations(opts: {
       lastError: () => lastError,
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
-      retry: transforming && ((items) => transforming.retry(items)),
+      retry:
+        transforming &&
+        (async (items) => {
+          await transforming.retry(items);
+          return undefined;
+        }),
       async stop() {
         await sub.stop();
         await destination.close();

@@ -30,7 +30,7 @@ export const RETRYABLE_STAGES = new Set(['mapping', 'plan', 'transform', 'pipeli
  */
 export type DestinationRetrier = (
   items: readonly DestinationRetryItem[],
-) => Promise<void | { pending: readonly string[] }>;
+) => Promise<{ pending: readonly string[] } | undefined>;
 
 export interface RetryObserver {
   retried(sourceId: string, count: number): void;
