@@ -190,6 +190,8 @@ class DeliveryRunner {
   private settling: Settled[] = [];
   private flushing: Promise<void> | undefined;
   private backlog = { jobs: 0, oldestEnqueuedAt: null as number | null, at: 0 };
+  /** Counts local changes of `backlog`, so a count read meanwhile does not overwrite them. */
+  private backlogChanges = 0;
   private readonly counts = { delivered: 0, failed: 0, retried: 0, filtered: 0, consentBlocked: 0 };
   /** Retried failed events (`failed_events` ids) waiting to be delivered or to fail again. */
   private readonly retryWaiters = new Map<string, () => void>();
@@ -350,6 +352,7 @@ class DeliveryRunner {
     if (rows.length > 0) {
       this.backlog.jobs += rows.length;
       this.backlog.oldestEnqueuedAt ??= Date.now();
+      this.backlogChanges++;
       this.wake.wake();
     }
   }
@@ -406,6 +409,7 @@ class DeliveryRunner {
     }
     await this.opts.store.enqueueDeliveries({ queue: this.queue, jobs, failed });
     this.backlog.jobs += jobs.length;
+    this.backlogChanges++;
     this.wake.wake();
     const done = new Set<string>();
     const all = Promise.all([...waiting].map(([id, p]) => p.then(() => done.add(id))));
@@ -430,6 +434,7 @@ class DeliveryRunner {
       try {
         await this.expire();
         if (this.breaker.state === 'open') {
+          await this.refreshBacklog(false);
           this.notifyIdle();
           await this.wake.sleep(Math.min(this.breaker.waitMs(), 1_000));
           continue;
@@ -639,6 +644,7 @@ class DeliveryRunner {
     this.counts.retried += retried;
     this.counts.failed += failed.length;
     this.backlog.jobs = Math.max(0, this.backlog.jobs - delivered - failed.length);
+    this.backlogChanges++;
     if (delivered > 0) this.metrics.events.inc({ destination: id, outcome: 'delivered' }, delivered);
     if (failed.length > 0) this.metrics.events.inc({ destination: id, outcome: 'failed' }, failed.length);
     for (const f of failed) this.metrics.failedByCode.inc({ destination: id, code: f.code });
@@ -750,8 +756,10 @@ class DeliveryRunner {
   private async refreshBacklog(force: boolean): Promise<void> {
     const now = Date.now();
     if (!force && now - this.backlog.at < 1_000) return;
+    const changes = this.backlogChanges;
     const b = await this.opts.store.deliveryBacklog(this.queue);
-    this.backlog = { ...b, at: now };
+    // Queued or settled meanwhile: the count read may miss it; the next refresh takes it.
+    if (changes === this.backlogChanges) this.backlog = { ...b, at: now };
   }
 
   /** Resolves once the queue is empty or nothing in it can go now. */
