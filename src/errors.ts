@@ -367,6 +367,22 @@ export const ErrorCodes = {
     message:
       'Destination "%s": the table refused the row (%s); fix the column mapping or the table, then `tributary failed retry` re-sends it',
   },
+  // Streaming destinations (src/destinations/delivery/): failed_events.code of stage destination:<id>.
+  TRIB_ERR_DELIVERY_REFUSED: {
+    status: 422,
+    message:
+      'Destination "%s" refused the event for good (%s): fix the event, its body template or the receiver, then send it again with `tributary failed retry`',
+  },
+  TRIB_ERR_DELIVERY_ENCODE: {
+    status: 422,
+    message:
+      'Destination "%s" cannot encode the event (%s): fix its body template (or the event), then send it again with `tributary failed retry`',
+  },
+  TRIB_ERR_DELIVERY_EXPIRED: {
+    status: 503,
+    message:
+      'Destination "%s" did not take the event within its retry window of %s ms (last error: %s): once the receiver is back, send it again with `tributary failed retry --stage destination:<id>`',
+  },
   // Sources (src/sources/): check, read and record failures. Record-level codes are failed_events.code (stage source).
   TRIB_ERR_SOURCE_NOT_FOUND: {
     status: 404,

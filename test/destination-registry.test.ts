@@ -43,11 +43,12 @@ describe('the destination registry', () => {
   it('lists each kind once, its spec parsing entries of its own type', () => {
     const types = DESTINATION_KINDS.map((k) => k.type);
     expect(new Set(types).size).toBe(types.length);
-    expect(types).toEqual(['duckdb', 'postgres', 'parquet']);
+    expect(types).toEqual(['duckdb', 'postgres', 'parquet', 'http']);
     const entries: Record<string, Record<string, unknown>> = {
       duckdb: { id: 'd', type: 'duckdb' },
       postgres: { id: 'p', type: 'postgres', connectionString: 'postgres://u@h/db' },
       parquet: { id: 'l', type: 'parquet', path: 'lake' },
+      http: { id: 'h', type: 'http', url: 'https://example.com/hook' },
     };
     for (const kind of DESTINATION_KINDS) {
       expect(DestinationConfig.parse(entries[kind.type]).type).toBe(kind.type);

@@ -1,9 +1,13 @@
+import type { DeliveryProgress } from '../destinations/delivery/delivery-metrics.js';
 import type { SourceStats } from '../observe/stats.js';
 import { type AdminOptions, adminRequest } from './admin-client.js';
 
 /** `tributary stats`: the reconciled counts per source and stage since the server started. */
 export async function statsCommand(opts: AdminOptions & { json?: boolean }): Promise<void> {
-  const { sources } = await adminRequest<{ sources: SourceStats[] }>(opts, 'GET', '/admin/v1/stats');
+  const { sources, destinations = [] } = await adminRequest<{
+    sources: SourceStats[];
+    destinations?: DeliveryProgress[];
+  }>(opts, 'GET', '/admin/v1/stats');
   if (opts.json) {
     process.stdout.write(`${JSON.stringify(sources)}\n`);
     return;
@@ -23,6 +27,13 @@ export async function statsCommand(opts: AdminOptions & { json?: boolean }): Pro
           .join(', ')}`,
       );
     }
+  }
+  for (const d of destinations) {
+    out.push(
+      `destination ${d.destination} (${d.type})`,
+      `  delivered ${d.delivered}, failed ${d.failed}, retried ${d.retried}, filtered ${d.filtered}, consent-blocked ${d.consentBlocked}`,
+      `  queued ${d.queued} (oldest ${Math.round(d.oldestQueuedMs / 1000)} s), log lag ${d.lag}, breaker ${d.breaker}${d.lastError ? `, last error: ${d.lastError}` : ''}`,
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }

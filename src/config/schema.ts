@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { destinationKind } from '../destinations/registry.js';
+import { destinationKind, isStreamKind, runsPerPartition } from '../destinations/registry.js';
 import { ModelList } from '../destinations/reverse-etl/spec.js';
 import { SOURCE_SPECS } from '../sources/registry.js';
 import { type DestinationConfig, DestinationList, DestinationsConfig } from './destinations-schema.js';
@@ -350,11 +350,13 @@ const TributaryConfigObject = z
     }
     if (cfg.log.type === 'nats') {
       cfg.destinations?.forEach((d, i) => {
-        if (!destinationKind(d.type).capabilities.perPartition) {
+        if (!runsPerPartition(d.type)) {
           ctx.addIssue({
             code: 'custom',
             path: ['destinations', i, 'type'],
-            message: `a ${d.type} destination is one process's files; in scale-out use postgres`,
+            message: isStreamKind(destinationKind(d.type))
+              ? `streaming destinations (${d.type}) run in the embedded deployment only, for now`
+              : `a ${d.type} destination is one process's files; in scale-out use postgres`,
           });
         }
       });

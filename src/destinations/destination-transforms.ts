@@ -14,7 +14,7 @@ import type {
   WarehouseDestination,
   WarehouseRow,
 } from './destination.js';
-import { destinationKind } from './registry.js';
+import { takesTransformations } from './registry.js';
 
 /** One failed event handed back to its destination by a retry. */
 export interface DestinationRetryItem {
@@ -25,8 +25,10 @@ export interface DestinationRetryItem {
   messageId: string;
   /** Epoch milliseconds of receipt. */
   receivedAt: number;
-  /** The event as the destination's functions received it. */
+  /** The event as the destination's functions received it (a delivery failure: as it was sent). */
   json: string;
+  /** The failure's code. */
+  code?: string;
 }
 
 /** What a load or a retry did with the destination's functions, for metrics. */
@@ -267,7 +269,7 @@ export async function buildDestinationTransforms(
   env: Record<string, string | undefined>,
 ): Promise<TransformStage[]> {
   if (!d.transformations?.length) return [];
-  if (!destinationKind(d.type).capabilities.transformations)
+  if (!takesTransformations(d.type))
     throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
   const list: TransformStage[] = [];
   try {

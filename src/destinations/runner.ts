@@ -15,7 +15,7 @@ import {
   destinationFailure,
   TransformingDestination,
 } from './destination-transforms.js';
-import { destinationKind } from './registry.js';
+import { destinationKind, isStreamKind } from './registry.js';
 
 export { destinationPath } from './destination-path.js';
 
@@ -37,7 +37,7 @@ export interface RunningDestination {
    * Runs failed events of this destination's functions through its current functions and
    * loads them into it alone (absent on parquet destinations, which take no transformations).
    */
-  retry?(items: readonly DestinationRetryItem[]): Promise<void>;
+  retry?(items: readonly DestinationRetryItem[]): Promise<{ pending: readonly string[] } | undefined>;
   /**
    * Loads events again (a replay) through its current functions, at its stored offset, so its
    * position does not move; the tables merge on `id` (absent on parquet destinations).
@@ -110,6 +110,8 @@ export async function startDestinations(opts: {
   for (const config of opts.destinations) {
     if (!config.enabled) continue;
     const kind = destinationKind(config.type);
+    // Streaming kinds (no load batches) are delivered by the delivery runner (`./delivery/`).
+    if (isStreamKind(kind) || !('maxBatch' in config)) continue;
     if (suffix !== '' && !kind.capabilities.perPartition) {
       for (const d of running) await d.stop();
       throw new TributaryError('TRIB_ERR_DESTINATION_SETUP', [
@@ -226,7 +228,12 @@ export async function startDestinations(opts: {
       lastError: () => lastError,
       // A failing destination catches up after it recovers; waiting for it would only stall.
       drained: () => (failing ? Promise.resolve() : sub.drained()),
-      retry: transforming && ((items) => transforming.retry(items)),
+      retry:
+        transforming &&
+        (async (items) => {
+          await transforming.retry(items);
+          return undefined;
+        }),
       replay: transforming && ((events) => transforming.replay(events)),
       rowsOf: destination.rowsOf && ((event) => destination.rowsOf!(event)),
       erase: inner.erase && ((target) => inner.erase!(target)),

@@ -24,8 +24,13 @@ export interface RetryOutcome {
 /** Stages whose failures a retry can re-run: those of the loader. Collection rejections are final. */
 export const RETRYABLE_STAGES = new Set(['mapping', 'plan', 'transform', 'pipeline']);
 
-/** Runs a destination's failed events through its current functions into it alone. */
-export type DestinationRetrier = (items: readonly DestinationRetryItem[]) => Promise<void>;
+/**
+ * Runs a destination's failed events through its current functions into it alone. A streaming
+ * destination answers the ids it has queued but not delivered yet (reported `sent`).
+ */
+export type DestinationRetrier = (
+  items: readonly DestinationRetryItem[],
+) => Promise<{ pending: readonly string[] } | undefined>;
 
 export interface RetryObserver {
   retried(sourceId: string, count: number): void;
@@ -87,6 +92,7 @@ export class FailedStore {
           messageId: row.messageId,
           receivedAt: row.receivedAt,
           json: row.json,
+          code: row.code,
         };
         toDestinations.set(d, [...(toDestinations.get(d) ?? []), item]);
         continue;
@@ -157,13 +163,19 @@ export class FailedStore {
           });
         continue;
       }
-      await retry(items);
+      const pending = new Set((await retry(items))?.pending ?? []);
       const ids = items.map((i) => i.id);
       await this.warehouse.markRetried(ids);
       const newIds = await this.warehouse.retriesOf(ids);
       for (const i of items) {
         const n = newIds.get(i.id);
-        outcomes.push(n ? { id: i.id, status: 'failed', newId: n } : { id: i.id, status: 'recovered' });
+        outcomes.push(
+          n
+            ? { id: i.id, status: 'failed', newId: n }
+            : pending.has(i.id)
+              ? { id: i.id, status: 'sent' }
+              : { id: i.id, status: 'recovered' },
+        );
       }
     }
     return outcomes;

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { DeliveryProgress } from '../destinations/delivery/delivery-metrics.js';
 import { TributaryError } from '../errors.js';
 import type { SourceStats } from '../observe/stats.js';
 import type { FailedFilter, FailedStore } from '../pipeline/failed-store.js';
@@ -6,11 +7,16 @@ import type { FailedFilter, FailedStore } from '../pipeline/failed-store.js';
 export interface QualityRoutesDeps {
   failed: FailedStore;
   stats(): Promise<SourceStats[]>;
+  /** Progress of each streaming destination (queue, lag, breaker, counts). */
+  destinations?(): DeliveryProgress[];
 }
 
 /** Admin routes of the failed-event store and the reconciled counts (registered behind the admin token). */
 export function qualityAdminRoutes(admin: FastifyInstance, deps: QualityRoutesDeps): void {
-  admin.get('/admin/v1/stats', async () => ({ sources: await deps.stats() }));
+  admin.get('/admin/v1/stats', async () => ({
+    sources: await deps.stats(),
+    destinations: deps.destinations?.() ?? [],
+  }));
   admin.get<{ Querystring: Record<string, string | undefined> }>('/admin/v1/failed', async (req) => {
     const q = req.query;
     return {

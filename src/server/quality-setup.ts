@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { DestinationConfig } from '../config/destinations-schema.js';
 import { resolvePlans } from '../config/plan-file.js';
 import type { SourceConfig } from '../config/schema.js';
-import { destinationKind } from '../destinations/registry.js';
+import { takesTransformations } from '../destinations/registry.js';
 import { TributaryError } from '../errors.js';
 import { PiiClassifier } from '../pipeline/privacy/pii-classifier.js';
 import { MappingStage } from '../pipeline/stages/mapping-stage.js';
@@ -51,7 +51,7 @@ export function checkQuality(
   }
   for (const d of destinations) {
     if (!d.transformations?.length) continue;
-    if (!destinationKind(d.type).capabilities.transformations)
+    if (!takesTransformations(d.type))
       throw new TributaryError('TRIB_ERR_DESTINATION_TRANSFORM_UNSUPPORTED', [d.id]);
     for (const t of d.transformations) compiledFunction(`destinations[${d.id}]`, t, baseDir);
   }

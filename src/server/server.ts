@@ -1,8 +1,11 @@
 import { mkdirSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { TributaryConfig } from '../config/schema.js';
+import { deletionNotifiers } from '../destinations/delivery/deletion-notifiers.js';
+import { type RunningStreamDestination, startStreamDestinations } from '../destinations/delivery/index.js';
+import { destinationKind, isStreamKind } from '../destinations/registry.js';
 import { ReplayService } from '../destinations/replay/replay-service.js';
 import {
   type OpenedReplayTarget,
@@ -11,8 +14,10 @@ import {
   warehouseReplayTarget,
 } from '../destinations/replay/replay-target.js';
 import { ModelService } from '../destinations/reverse-etl/model-service.js';
-import { noStreamDestinations, type OpenDestination } from '../destinations/reverse-etl/model-sync.js';
-import { destinationPath, type RunningDestination, startDestinations } from '../destinations/runner.js';
+import type { OpenDestination } from '../destinations/reverse-etl/model-sync.js';
+import { openFromConfig } from '../destinations/reverse-etl/open-destination.js';
+import { type RunningDestination, startDestinations } from '../destinations/runner.js';
+import type { AttemptRecorder } from '../destinations/stream.js';
 import { TributaryError } from '../errors.js';
 import type { Governance } from '../governance/governance.js';
 import { type DeletionNotifier, DeletionService } from '../governance/privacy/deletion-service.js';
@@ -78,6 +83,8 @@ export interface ServerOptions {
    * every model's run fails with TRIB_ERR_RETL_DESTINATION.
    */
   openStreamDestination?: OpenDestination;
+  /** Where the streaming destinations record each delivery attempt. Default: the lineage store. */
+  attempts?: AttemptRecorder;
   /** Pause between the deletion worker's rounds over unfinished deletion requests. Default `privacy.deletionRetry`. */
   deletionRetryMs?: number;
   /**
@@ -114,6 +121,8 @@ export interface RunningServer {
   metrics: Metrics;
   quality: QualityMetrics;
   failed: FailedStore;
+  /** The streaming destinations (http, brokers, table upserts) now running, through their queues. */
+  readonly streams: RunningStreamDestination[];
   /** Delivery attempts for `tributary trace`: the delivery runner's `AttemptRecorder`. */
   lineage: LineageRecorder;
   /** `tributary replay`: runs and their records. */
@@ -203,10 +212,39 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     baseDir,
     env,
   };
-  let destinations: RunningDestination[];
+  // Lineage: delivery attempts (written in batches, purged past the retention).
+  const lineage = new LineageRecorder(warehouse, {
+    retentionMs: config.lineage.retention,
+    onError: (err) =>
+      logger.warn({ err }, 'lineage: delivery attempts not written; retried with the next batch'),
+  });
+  lineage.start();
+  // Streaming destinations deliver from their queues in the store (src/destinations/delivery/).
+  const streamOptions = {
+    feed,
+    store: warehouse,
+    logger,
+    registry: metrics.registry,
+    endOffset: () => log.endOffset(),
+    loaderPosition: () => loader.position(),
+    dataDir,
+    baseDir,
+    env,
+    attempts: opts.attempts ?? lineage,
+  };
+  const startDestination = async (c: TributaryConfig['destinations'][number]) =>
+    isStreamKind(destinationKind(c.type))
+      ? (await startStreamDestinations({ ...streamOptions, destinations: [c] }))[0]!
+      : (await startDestinations({ ...destinationOptions, destinations: [c] }))[0]!;
+  let destinations: RunningDestination[] = [];
   try {
     destinations = await startDestinations({ ...destinationOptions, destinations: config.destinations });
+    destinations.push(
+      ...(await startStreamDestinations({ ...streamOptions, destinations: config.destinations })),
+    );
   } catch (err) {
+    for (const d of destinations) await d.stop();
+    await lineage.stop();
     await loader.stop();
     await closeStages(qualitySetup.stages);
     await log.close();
@@ -262,7 +300,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const modelStore = await DuckDBModelStore.open(instance);
   const models = new ModelService(config.models, {
     store: modelStore,
-    openDestination: opts.openStreamDestination ?? noStreamDestinations,
+    openDestination:
+      opts.openStreamDestination ??
+      openFromConfig(
+        config.destinations,
+        (t) => {
+          const kind = destinationKind(t);
+          return isStreamKind(kind) ? kind : undefined;
+        },
+        { dataDir, env },
+      ),
     onScheduleError: (id, err) => logger.error({ err, model: id }, 'scheduled model run failed'),
   });
   // The server's own ATTACHes are done: from here the instance reads and writes only its files,
@@ -304,13 +351,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Map(r.rows.map((row) => [String(row.source_id), Number(row.n)]));
   };
 
-  // Lineage: delivery attempts (written in batches, purged past the retention) and replay.
-  const lineage = new LineageRecorder(warehouse, {
-    retentionMs: config.lineage.retention,
-    onError: (err) =>
-      logger.warn({ err }, 'lineage: delivery attempts not written; retried with the next batch'),
-  });
-  lineage.start();
+  // Replay: the current pipeline over the raw archive, into the chosen destinations.
   const replays = new ReplayService({
     archive: log,
     stages: qualitySetup.stages,
@@ -370,8 +411,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     webhooks: webhooks.size > 0 ? { receivers: webhooks, bodyLimit: webhookBodyLimit(webhooks) } : undefined,
     sources,
     destinations,
-    startDestination: async (c) =>
-      (await startDestinations({ ...destinationOptions, destinations: [c] }))[0]!,
+    startDestination,
     duckDBAllowed,
     watchDestination: (d) =>
       stalls.watch({
@@ -387,7 +427,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     suppressions,
     store: warehouse,
     identity,
-    notifiers: opts.deletionNotifiers,
+    notifiers: opts.deletionNotifiers ?? (() => deletionNotifiers(config.destinations, { dataDir, env })),
     stores: () => [
       { step: 'log', erase: (t) => log.erase(t) },
       ...destinations.flatMap((d) =>
@@ -429,12 +469,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     quality: {
       failed,
       stats: () => collectStats({ metrics, quality, pending, sources: config.sources.map((s) => s.id) }),
+      destinations: () => streamsOf(destinations).map((d) => d.progress()),
     },
     health: () => ({
       ...stalls.check(),
       log: { endOffset: log.endOffset() },
       loader: { position: loader.position() },
-      destinations: Object.fromEntries(destinations.map((d) => [d.id, { position: d.position() }])),
+      destinations: Object.fromEntries(
+        destinations.map((d) => [
+          d.id,
+          'progress' in d ? (d as RunningStreamDestination).progress() : { position: d.position() },
+        ]),
+      ),
       ...(identity ? { identity: { position: identity.position(), profiles: identity.profileCount() } } : {}),
     }),
     identity,
@@ -499,6 +545,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     metrics,
     quality,
     failed,
+    get streams() {
+      return streamsOf(destinations);
+    },
     lineage,
     replays,
     deletions,
@@ -556,4 +605,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+/** The streaming destinations among the running ones. */
+function streamsOf(destinations: readonly RunningDestination[]): RunningStreamDestination[] {
+  return destinations.filter((d): d is RunningStreamDestination => 'progress' in d);
 }

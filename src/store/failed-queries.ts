@@ -44,7 +44,7 @@ export function failedQueries(run: (sql: string) => Promise<QueryResult>): Faile
     async failedToRetry(filter) {
       const limit = Math.min(Math.max(1, Math.trunc(filter.limit ?? 10_000)), 100_000);
       const r = await run(
-        `SELECT id, log_offset, source_id, message_id, stage, epoch_ms(received_at) AS received_ms, CAST(payload AS VARCHAR) AS payload
+        `SELECT id, log_offset, source_id, message_id, stage, code, epoch_ms(received_at) AS received_ms, CAST(payload AS VARCHAR) AS payload
          FROM failed_events WHERE ${where({ ...filter, includeRetried: false })}
          ORDER BY log_offset LIMIT ${limit}`,
       );
@@ -55,6 +55,7 @@ export function failedQueries(run: (sql: string) => Promise<QueryResult>): Faile
           sourceId: String(row.source_id),
           messageId: typeof row.message_id === 'string' ? row.message_id : null,
           stage: String(row.stage),
+          code: String(row.code),
           receivedAt: Number(row.received_ms),
           json: String(row.payload),
         }),

@@ -1,3 +1,11 @@
+export type {
+  DeliveryBacklog,
+  DeliveryEnqueue,
+  DeliveryJob,
+  DeliveryQueue,
+  DeliverySettlement,
+  QueuedDelivery,
+} from './delivery-queue.js';
 export { DuckDBGovernanceStore } from './duckdb/duckdb-governance-store.js';
 export { DuckDBStore } from './duckdb/duckdb-store.js';
 export type { AuditEntry, AuditFilter, GovernanceStore, StoredAuditEntry } from './governance-store.js';

@@ -1,5 +1,6 @@
 import type { ErasureTarget } from '../governance/privacy/erasure.js';
 import type { ConfigVersionStore } from './config-versions.js';
+import type { DeliveryQueue } from './delivery-queue.js';
 
 /**
  * The internal event store the loader writes (`events`, `failed_events`) and the event feed
@@ -143,6 +144,8 @@ export interface FailedPayload {
   sourceId: string;
   messageId: string | null;
   stage: string;
+  /** The failure's code (a destination's retry tells its delivery failures from its functions'). */
+  code: string;
   /** Epoch milliseconds of receipt. */
   receivedAt: number;
   /** The stored payload as JSON text. */
@@ -189,7 +192,7 @@ export interface ReplayRunRow {
   error?: string;
 }
 
-export interface Store extends ConfigVersionStore {
+export interface Store extends ConfigVersionStore, DeliveryQueue {
   /**
    * Writes the batch and the consumer's offset in one transaction, so a redelivered batch
    * (offset below the stored one) is recognised and skipped: loads are exactly-once.

@@ -205,6 +205,7 @@ export function storeConformance(name: string, makeHarness: () => Promise<StoreH
           sourceId: 'web',
           messageId: 'f-2',
           stage: 'transform',
+          code: 'TRIB_ERR_TRANSFORM_FAILED',
           receivedAt: T0 + 2,
           event: { type: 'track', event: 'E', userId: 'u1', messageId: 'f-2' },
         },

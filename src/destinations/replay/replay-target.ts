@@ -3,7 +3,7 @@ import type { Store, StoredEvent } from '../../store/store.js';
 import type { DestinationContext } from '../connector.js';
 import type { WarehouseDestination } from '../destination.js';
 import { buildDestinationTransforms, TransformingDestination } from '../destination-transforms.js';
-import { destinationKind } from '../registry.js';
+import { destinationKind, isStreamKind } from '../registry.js';
 
 /** What a delivery of replayed events did: events delivered, and events that failed (stored in `failed_events`). */
 export interface ReplayDelivery {
@@ -61,7 +61,8 @@ export async function openWarehouseReplayTarget(
   },
 ): Promise<OpenedReplayTarget | undefined> {
   const kind = destinationKind(config.type);
-  if (!kind.capabilities.transformations) return undefined;
+  // Streaming kinds deliver through their queues, not here; the lake takes no replay.
+  if (isStreamKind(kind) || !kind.capabilities.transformations) return undefined;
   const stages = await buildDestinationTransforms(config, ctx.baseDir, ctx.env);
   let inner: WarehouseDestination;
   try {

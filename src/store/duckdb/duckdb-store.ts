@@ -15,6 +15,14 @@ import { containsAny, eraseRows, inList, scrubFreeBlocks } from '../../platform/
 import { quoteIdent, sqlString } from '../../platform/duckdb/duckdb-sql.js';
 import { largeTextCompression } from '../../platform/duckdb/duckdb-storage.js';
 import type { ConfigVersionStore } from '../config-versions.js';
+import {
+  type DeliveryBacklog,
+  type DeliveryEnqueue,
+  type DeliveryJob,
+  type DeliverySettlement,
+  JOB_COLUMNS,
+  jobFromRow,
+} from '../delivery-queue.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { attemptRow, LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
@@ -77,6 +85,24 @@ const schemaSql = (payloadCompression: string) => [
     next_offset BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL)`,
   ...LINEAGE_SCHEMA_SQL,
+  // The streaming destinations' queue (../delivery-queue.ts); times in epoch milliseconds.
+  // No index: DuckDB scans it fast, and an ART index would refuse updates of a row deleted and
+  // queued again in one transaction.
+  `CREATE TABLE IF NOT EXISTS _tributary.delivery_queue (
+    queue VARCHAR NOT NULL,
+    seq BIGINT NOT NULL,
+    message_key VARCHAR NOT NULL,
+    order_key VARCHAR NOT NULL,
+    op VARCHAR NOT NULL,
+    payload VARCHAR NOT NULL,
+    log_offset BIGINT NOT NULL,
+    source_id VARCHAR NOT NULL,
+    received_at BIGINT NOT NULL,
+    enqueued_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    not_before BIGINT NOT NULL,
+    last_error VARCHAR,
+    retry_of VARCHAR)`,
 ];
 
 /**
@@ -145,6 +171,9 @@ export class DuckDBStore implements Store, UserQueries {
     private loadEvents: DuckDBPreparedStatement,
     private failedAppender: DuckDBAppender,
     private readonly configVersions: DuckDBConfigVersions,
+    private readonly queueAppender: DuckDBAppender,
+    /** The last `seq` of the delivery queue: this store is the file's one writer. */
+    private queueSeq: number,
   ) {}
 
   /**
@@ -170,6 +199,12 @@ export class DuckDBStore implements Store, UserQueries {
       await writer.prepare(LOAD_EVENTS_SQL),
       await writer.createAppender('failed_events'),
       await DuckDBConfigVersions.open(instance),
+      await writer.createAppender('delivery_queue', '_tributary'),
+      Number(
+        (
+          await writer.runAndReadAll('SELECT coalesce(max(seq), 0) FROM _tributary.delivery_queue')
+        ).getRows()[0]![0],
+      ),
     );
   }
 
@@ -239,30 +274,7 @@ export class DuckDBStore implements Store, UserQueries {
     await w.run('BEGIN TRANSACTION');
     try {
       await this.loadRows(events);
-      if (failed.length > 0) {
-        const ap = this.failedAppender;
-        const now = new Date().toISOString();
-        for (const f of failed) {
-          ap.appendBigInt(BigInt(f.logOffset));
-          ap.appendVarchar(f.sourceId);
-          ap.appendVarchar(f.messageId);
-          ap.appendVarchar(f.stage);
-          ap.appendVarchar(f.code);
-          ap.appendVarchar(f.reason);
-          ap.appendVarchar(f.receivedAt);
-          ap.appendVarchar(f.json);
-          ap.appendVarchar(randomUUID());
-          ap.appendVarchar(now);
-          if (f.logs === undefined) ap.appendNull();
-          else ap.appendVarchar(JSON.stringify(f.logs));
-          ap.appendVarchar('new');
-          ap.appendNull();
-          if (f.retryOf === undefined) ap.appendNull();
-          else ap.appendVarchar(f.retryOf);
-          ap.endRow();
-        }
-        ap.flushSync();
-      }
+      this.appendFailed(failed);
       await w.run(
         `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(batch.consumer)}, ${Math.trunc(batch.nextOffset)}, now());
          COMMIT`,
@@ -271,15 +283,188 @@ export class DuckDBStore implements Store, UserQueries {
       await w.run('ROLLBACK').catch(() => undefined);
       throw err;
     }
-    for (const e of events) this.walBytes += e.json.length;
-    for (const f of failed) this.walBytes += f.json.length;
+    let bytes = 0;
+    for (const e of events) bytes += e.json.length;
+    for (const f of failed) bytes += f.json.length;
+    await this.wrote(bytes);
+  }
+
+  /** Appends failed events within the writer's open transaction. */
+  private appendFailed(failed: readonly FailedRow[]): void {
+    if (failed.length === 0) return;
+    const ap = this.failedAppender;
+    const now = new Date().toISOString();
+    for (const f of failed) {
+      ap.appendBigInt(BigInt(f.logOffset));
+      ap.appendVarchar(f.sourceId);
+      ap.appendVarchar(f.messageId);
+      ap.appendVarchar(f.stage);
+      ap.appendVarchar(f.code);
+      ap.appendVarchar(f.reason);
+      ap.appendVarchar(f.receivedAt);
+      ap.appendVarchar(f.json);
+      ap.appendVarchar(randomUUID());
+      ap.appendVarchar(now);
+      if (f.logs === undefined) ap.appendNull();
+      else ap.appendVarchar(JSON.stringify(f.logs));
+      ap.appendVarchar('new');
+      ap.appendNull();
+      if (f.retryOf === undefined) ap.appendNull();
+      else ap.appendVarchar(f.retryOf);
+      ap.endRow();
+    }
+    ap.flushSync();
+  }
+
+  /** Counts bytes written and checkpoints the file once enough were, between two writes. */
+  private async wrote(bytes: number): Promise<void> {
+    this.walBytes += bytes;
     if (this.walBytes >= this.checkpointBytes) {
       try {
-        await this.checkpoints.checkpoint(() => w.run(`CHECKPOINT ${quoteIdent(this.catalog)}`));
+        await this.checkpoints.checkpoint(() => this.writer.run(`CHECKPOINT ${quoteIdent(this.catalog)}`));
         this.walBytes = 0;
       } catch (err) {
         this.onCheckpointError(err);
       }
+    }
+  }
+
+  /**
+   * Runs `work` in a transaction of the writer connection, in turn with the other writes;
+   * `work` answers the bytes it wrote, for the checkpoints.
+   */
+  private transaction(work: (w: DuckDBConnection) => Promise<number>): Promise<void> {
+    return this.writes.run(async () => {
+      const w = this.writer;
+      await w.run('BEGIN TRANSACTION');
+      let bytes: number;
+      try {
+        bytes = await work(w);
+        await w.run('COMMIT');
+      } catch (err) {
+        await w.run('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      await this.wrote(bytes);
+    });
+  }
+
+  enqueueDeliveries(batch: DeliveryEnqueue): Promise<void> {
+    const failed = batch.failed.map(storableFailedRow);
+    return this.transaction(async (w) => {
+      const ap = this.queueAppender;
+      const now = Date.now();
+      let seq = this.queueSeq;
+      let bytes = 0;
+      for (const j of batch.jobs) {
+        ap.appendVarchar(batch.queue);
+        ap.appendBigInt(BigInt(++seq));
+        ap.appendVarchar(j.key);
+        ap.appendVarchar(j.orderKey);
+        ap.appendVarchar(j.op);
+        ap.appendVarchar(j.payload);
+        ap.appendBigInt(BigInt(Math.trunc(j.logOffset)));
+        ap.appendVarchar(j.sourceId);
+        ap.appendBigInt(BigInt(Math.trunc(j.receivedAt)));
+        ap.appendBigInt(BigInt(now));
+        ap.appendInteger(0);
+        ap.appendBigInt(BigInt(now));
+        ap.appendNull();
+        if (j.retryOf === undefined) ap.appendNull();
+        else ap.appendVarchar(j.retryOf);
+        ap.endRow();
+        bytes += j.payload.length;
+      }
+      ap.flushSync();
+      this.appendFailed(failed);
+      if (batch.consumer !== undefined) {
+        await w.run(
+          `INSERT OR REPLACE INTO _tributary.consumer_offsets VALUES (${sqlString(batch.consumer)}, ${Math.trunc(batch.nextOffset ?? 0)}, now())`,
+        );
+      }
+      // A batch rolled back leaves a gap in the numbers, which only order.
+      this.queueSeq = seq;
+      return bytes + failed.reduce((n, f) => n + f.json.length, 0);
+    });
+  }
+
+  async nextDeliveries(queue: string, now: number, limit: number, perKey = 1): Promise<DeliveryJob[]> {
+    // Ranked on the narrow columns first: the payloads are read for the chosen jobs alone.
+    return this.readJobs(
+      `WITH r AS (
+         SELECT seq, order_key, not_before, row_number() OVER (PARTITION BY order_key ORDER BY seq) AS rn
+         FROM _tributary.delivery_queue WHERE queue = $1),
+       due AS (SELECT order_key FROM r WHERE rn = 1 AND not_before <= $2),
+       pick AS (SELECT r.seq FROM r JOIN due USING (order_key) WHERE r.rn <= $4 ORDER BY r.seq LIMIT $3)
+       SELECT ${JOB_COLUMNS} FROM _tributary.delivery_queue JOIN pick USING (seq)
+       WHERE queue = $1 ORDER BY seq`,
+      [
+        queue,
+        BigInt(Math.trunc(now)),
+        BigInt(Math.max(0, Math.trunc(limit))),
+        BigInt(Math.max(1, Math.trunc(perKey))),
+      ],
+    );
+  }
+
+  async expiredDeliveries(queue: string, enqueuedBefore: number, limit: number): Promise<DeliveryJob[]> {
+    return this.readJobs(
+      `SELECT ${JOB_COLUMNS} FROM _tributary.delivery_queue
+       WHERE queue = $1 AND enqueued_at < $2 ORDER BY seq LIMIT $3`,
+      [queue, BigInt(Math.trunc(enqueuedBefore)), BigInt(Math.max(0, Math.trunc(limit)))],
+    );
+  }
+
+  private async readJobs(sql: string, params: (string | bigint)[]): Promise<DeliveryJob[]> {
+    const r = await this.reader.runAndReadAll(sql, params);
+    return (r.getRowObjects() as Record<string, unknown>[]).map(jobFromRow);
+  }
+
+  settleDeliveries(s: DeliverySettlement): Promise<void> {
+    if (s.done.length === 0 && s.retry.length === 0 && s.failed.length === 0) return Promise.resolve();
+    const q = sqlString(s.queue);
+    const list = (seqs: readonly number[]) => seqs.map((n) => Math.trunc(n)).join(', ');
+    return this.transaction(async (w) => {
+      if (s.done.length > 0)
+        await w.run(`DELETE FROM _tributary.delivery_queue WHERE queue = ${q} AND seq IN (${list(s.done)})`);
+      if (s.retry.length > 0) {
+        const values = s.retry
+          .map(
+            (r) =>
+              `(${Math.trunc(r.seq)}, ${Math.trunc(r.attempts)}, ${Math.trunc(r.notBefore)}, ${sqlString(r.lastError)})`,
+          )
+          .join(', ');
+        await w.run(
+          `UPDATE _tributary.delivery_queue AS d SET attempts = v.a, not_before = v.nb, last_error = v.e
+           FROM (VALUES ${values}) AS v(s, a, nb, e) WHERE d.queue = ${q} AND d.seq = v.s`,
+        );
+      }
+      if (s.failed.length === 0) return 0;
+      // Only deliveries still queued move to failed_events: one settled meanwhile is not stored twice.
+      const removed = await w.runAndReadAll(
+        `DELETE FROM _tributary.delivery_queue WHERE queue = ${q} AND seq IN (${list(s.failed.map((f) => f.seq))}) RETURNING seq`,
+      );
+      const gone = new Set(removed.getRows().map((r) => Number(r[0])));
+      const failed = s.failed.filter((f) => gone.has(f.seq)).map((f) => storableFailedRow(f.row));
+      this.appendFailed(failed);
+      return failed.reduce((n, f) => n + f.json.length, 0);
+    });
+  }
+
+  async deliveryBacklog(queue: string): Promise<DeliveryBacklog> {
+    const conn = await this.instance.connect();
+    try {
+      const r = await conn.runAndReadAll(
+        'SELECT count(*), min(enqueued_at) FROM _tributary.delivery_queue WHERE queue = $1',
+        [queue],
+      );
+      const [n, oldest] = r.getRows()[0] ?? [0n, null];
+      return {
+        jobs: Number(n),
+        oldestEnqueuedAt: oldest === null || oldest === undefined ? null : Number(oldest),
+      };
+    } finally {
+      conn.closeSync();
     }
   }
 
@@ -528,6 +713,7 @@ export class DuckDBStore implements Store, UserQueries {
     this.loadEvents.destroySync();
     this.failedAppender.closeSync();
     this.configVersions.close();
+    this.queueAppender.closeSync();
     this.writer.closeSync();
     this.reader.closeSync();
   }

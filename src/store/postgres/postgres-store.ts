@@ -8,6 +8,15 @@ import type { ErasureTarget } from '../../governance/privacy/erasure.js';
 import { advisoryXactLock } from '../../platform/postgres/advisory-locks.js';
 import { pgIdent } from '../../platform/postgres/pg-sql.js';
 import type { ConfigVersionStore } from '../config-versions.js';
+import {
+  type DeliveryBacklog,
+  type DeliveryEnqueue,
+  type DeliveryJob,
+  type DeliveryQueue,
+  type DeliverySettlement,
+  JOB_COLUMNS,
+  jobFromRow,
+} from '../delivery-queue.js';
 import { type FailedQueries, failedQueries } from '../failed-queries.js';
 import { attemptRow, LINEAGE_SCHEMA_SQL, type LineageQueries, lineageQueries } from '../lineage-queries.js';
 import { findRefused, refusedFailedRow, storableFailedRow } from '../storable.js';
@@ -85,6 +94,23 @@ function schemaSql(s: string): string[] {
       received_at timestamptz NOT NULL,
       PRIMARY KEY (source_id, message_id))`,
     `CREATE INDEX IF NOT EXISTS event_keys_received_at ON ${t('event_keys')} (received_at)`,
+    // The streaming destinations' queue (../delivery-queue.ts); times in epoch milliseconds.
+    `CREATE TABLE IF NOT EXISTS ${t('delivery_queue')} (
+      seq bigserial PRIMARY KEY,
+      queue text NOT NULL,
+      message_key text NOT NULL,
+      order_key text COLLATE "C" NOT NULL,
+      op text NOT NULL,
+      payload text NOT NULL,
+      log_offset bigint NOT NULL,
+      source_id text NOT NULL,
+      received_at bigint NOT NULL,
+      enqueued_at bigint NOT NULL,
+      attempts integer NOT NULL DEFAULT 0,
+      not_before bigint NOT NULL,
+      last_error text,
+      retry_of text)`,
+    `CREATE INDEX IF NOT EXISTS delivery_queue_order ON ${t('delivery_queue')} (queue, order_key, seq)`,
     // DuckDB's function of that name, so the failed-event store's SQL runs here unchanged.
     `CREATE OR REPLACE FUNCTION ${t('epoch_ms')}(timestamptz) RETURNS bigint
       LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT floor(extract(epoch FROM $1) * 1000)::bigint'`,
@@ -136,7 +162,7 @@ function loadSql(s: string): string {
  * const store = await PostgresStore.open({ url: 'postgres://db/tributary' });
  * const p3 = store.partition(3); // the loader and the feed of log partition 3 use this
  */
-export class PostgresStore implements Store {
+export class PostgresStore implements Store, DeliveryQueue {
   private readonly s: string;
   private readonly load: string;
 
@@ -245,8 +271,114 @@ export class PostgresStore implements Store {
       saveReplayRun: (r) => this.saveReplayRun(r),
       replayRuns: (o) => this.replayRuns(o),
       erase: (t) => this.erase(t),
+      enqueueDeliveries: (b) => this.enqueueDeliveries(b),
+      nextDeliveries: (q, now, limit, perKey) => this.nextDeliveries(q, now, limit, perKey),
+      expiredDeliveries: (q, before, limit) => this.expiredDeliveries(q, before, limit),
+      settleDeliveries: (st) => this.settleDeliveries(st),
+      deliveryBacklog: (q) => this.deliveryBacklog(q),
       close: async () => {},
     };
+  }
+
+  enqueueDeliveries(batch: DeliveryEnqueue): Promise<void> {
+    return this.transaction(async (c) => {
+      const j = batch.jobs;
+      if (j.length > 0) {
+        // WITH ORDINALITY … ORDER BY: the serial numbers follow the order given.
+        await c.query(
+          `INSERT INTO ${this.s}.delivery_queue (queue, message_key, order_key, op, payload, log_offset, source_id,
+             received_at, enqueued_at, attempts, not_before, retry_of)
+           SELECT $1, k, ok, op, pl, lo, src, ra, $9, 0, $9, ro
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::bigint[], $10::text[])
+             WITH ORDINALITY AS u(k, ok, op, pl, lo, src, ra, ro, n)
+           ORDER BY n`,
+          [
+            batch.queue,
+            j.map((d) => withoutNul(d.key)),
+            j.map((d) => withoutNul(d.orderKey)),
+            j.map((d) => d.op),
+            j.map((d) => withoutNul(d.payload)),
+            j.map((d) => Math.trunc(d.logOffset)),
+            j.map((d) => withoutNul(d.sourceId)),
+            j.map((d) => Math.trunc(d.receivedAt)),
+            Date.now(),
+            j.map((d) => d.retryOf ?? null),
+          ],
+        );
+      }
+      if (batch.failed.length > 0) await this.writeFailed(c, 0, batch.failed.map(storableFailedRow));
+      if (batch.consumer !== undefined) {
+        await c.query(
+          `INSERT INTO ${this.s}.consumer_offsets (consumer, next_offset) VALUES ($1, $2)
+           ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()`,
+          [batch.consumer, Math.trunc(batch.nextOffset ?? 0)],
+        );
+      }
+    });
+  }
+
+  async nextDeliveries(queue: string, now: number, limit: number, perKey = 1): Promise<DeliveryJob[]> {
+    const r = await this.pool.query(
+      `WITH r AS (
+         SELECT seq, order_key, not_before, row_number() OVER (PARTITION BY order_key ORDER BY seq) AS rn
+         FROM ${this.s}.delivery_queue WHERE queue = $1),
+       due AS (SELECT order_key FROM r WHERE rn = 1 AND not_before <= $2),
+       pick AS (SELECT r.seq FROM r JOIN due USING (order_key) WHERE r.rn <= $4 ORDER BY r.seq LIMIT $3)
+       SELECT ${JOB_COLUMNS} FROM ${this.s}.delivery_queue JOIN pick USING (seq) ORDER BY seq`,
+      [queue, Math.trunc(now), Math.max(0, Math.trunc(limit)), Math.max(1, Math.trunc(perKey))],
+    );
+    return r.rows.map(jobFromRow);
+  }
+
+  async expiredDeliveries(queue: string, enqueuedBefore: number, limit: number): Promise<DeliveryJob[]> {
+    const r = await this.pool.query(
+      `SELECT ${JOB_COLUMNS} FROM ${this.s}.delivery_queue WHERE queue = $1 AND enqueued_at < $2 ORDER BY seq LIMIT $3`,
+      [queue, Math.trunc(enqueuedBefore), Math.max(0, Math.trunc(limit))],
+    );
+    return r.rows.map(jobFromRow);
+  }
+
+  settleDeliveries(st: DeliverySettlement): Promise<void> {
+    if (st.done.length === 0 && st.retry.length === 0 && st.failed.length === 0) return Promise.resolve();
+    return this.transaction(async (c) => {
+      if (st.done.length > 0)
+        await c.query(`DELETE FROM ${this.s}.delivery_queue WHERE queue = $1 AND seq = ANY($2::bigint[])`, [
+          st.queue,
+          st.done,
+        ]);
+      if (st.retry.length > 0) {
+        await c.query(
+          `UPDATE ${this.s}.delivery_queue d SET attempts = v.a, not_before = v.nb, last_error = v.e
+           FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[]) AS v(s, a, nb, e)
+           WHERE d.queue = $1 AND d.seq = v.s`,
+          [
+            st.queue,
+            st.retry.map((r) => r.seq),
+            st.retry.map((r) => r.attempts),
+            st.retry.map((r) => Math.trunc(r.notBefore)),
+            st.retry.map((r) => withoutNul(r.lastError)),
+          ],
+        );
+      }
+      if (st.failed.length === 0) return;
+      // Only deliveries still queued move to failed_events: one settled meanwhile is not stored twice.
+      const removed = await c.query<{ seq: string }>(
+        `DELETE FROM ${this.s}.delivery_queue WHERE queue = $1 AND seq = ANY($2::bigint[]) RETURNING seq`,
+        [st.queue, st.failed.map((f) => f.seq)],
+      );
+      const gone = new Set(removed.rows.map((r) => Number(r.seq)));
+      const failed = st.failed.filter((f) => gone.has(f.seq)).map((f) => storableFailedRow(f.row));
+      if (failed.length > 0) await this.writeFailed(c, 0, failed);
+    });
+  }
+
+  async deliveryBacklog(queue: string): Promise<DeliveryBacklog> {
+    const r = await this.pool.query<{ n: string; oldest: string | null }>(
+      `SELECT count(*) AS n, min(enqueued_at) AS oldest FROM ${this.s}.delivery_queue WHERE queue = $1`,
+      [queue],
+    );
+    const row = r.rows[0];
+    return { jobs: Number(row?.n ?? 0), oldestEnqueuedAt: row?.oldest == null ? null : Number(row.oldest) };
   }
 
   write(batch: StoreBatch): Promise<WriteReport> {
