@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
 import { createConnection, createServer } from 'node:net';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
@@ -6,6 +7,7 @@ import mqtt from 'mqtt';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { amqpDestination } from '../src/destinations/amqp/spec.js';
+import { httpDestination } from '../src/destinations/http/spec.js';
 import { mqttDestination } from '../src/destinations/mqtt/spec.js';
 import { mysqlUpsertDestination } from '../src/destinations/mysql-upsert/spec.js';
 import { postgresUpsertDestination } from '../src/destinations/postgres-upsert/spec.js';
@@ -412,6 +414,60 @@ streamDestinationConformance('redis-streams', await portProblem(6379, 'Redis'), 
       const keys = await redis.keys(`${prefix}*`);
       if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();
+    },
+  };
+});
+
+// --- HTTP: a receiver of the test's own that keeps one request per Idempotency-Key, as a
+// receiver that dedups does; the body template fails on purpose for `properties.poison`.
+streamDestinationConformance('http', undefined, async () => {
+  const got: Received[] = [];
+  const keys = new Set<string>();
+  const receiver = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const key = String(req.headers['idempotency-key'] ?? '');
+      if (!keys.has(key)) {
+        keys.add(key);
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+        got.push({ key, op: String(req.headers['x-tributary-operation'] ?? ''), payload: body });
+      }
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  const { port } = receiver.address() as { port: number };
+  const at = (p: number) => `http://127.0.0.1:${p}/hook`;
+  const entry = {
+    id: 'hook',
+    type: 'http',
+    url: at(port),
+    body: '$exists(properties.poison) ? $error("poisoned") : $',
+  };
+  return {
+    kind: httpDestination,
+    entry,
+    via: (p) => ({ ...entry, url: at(p) }),
+    target: { host: '127.0.0.1', port },
+    context,
+    received: async () => [...got],
+    dedup: 'receiver',
+    ordered: true,
+    unencodable: {
+      payload: { type: 'track', properties: { poison: true } },
+      code: 'TRIB_ERR_DELIVERY_ENCODE',
+    },
+    wrong: [
+      {
+        why: 'a closed port',
+        entry: { ...entry, url: at(await closedPort()) },
+        code: 'TRIB_ERR_DEST_CHECK_UNREACHABLE',
+      },
+    ],
+    async cleanup() {
+      receiver.closeAllConnections();
+      await new Promise<void>((r) => receiver.close(() => r()));
     },
   };
 });

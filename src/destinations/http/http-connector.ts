@@ -2,7 +2,14 @@ import { createHash } from 'node:crypto';
 import { Socket } from 'node:net';
 import jsonata from 'jsonata';
 import type { CheckResult } from '../connector.js';
-import type { Delivery, IdentityRef, SendResult, StreamConnector, StreamDestination } from '../stream.js';
+import type {
+  Delivery,
+  DeliveryOp,
+  IdentityRef,
+  SendResult,
+  StreamConnector,
+  StreamDestination,
+} from '../stream.js';
 import { retryAfterMs } from './retry-after.js';
 import { signatureHeader } from './signature.js';
 import type { HttpDestinationConfig } from './spec.js';
@@ -46,11 +53,17 @@ class HttpDestination implements StreamDestination {
     const bodies: (string | undefined)[] = await Promise.all(
       batch.map(async (d, i) => {
         try {
-          const value = this.template ? await this.template.evaluate(d.payload) : d.payload;
+          const value = this.template
+            ? await this.template.evaluate(d.payload, { op: d.op, key: d.key })
+            : d.payload;
           if (value === undefined) throw new Error('the body template gave no value for this event');
           return JSON.stringify(value);
         } catch (err) {
-          results[i] = { status: 'failed', code: 'TRIB_ERR_DELIVERY_ENCODE', error: (err as Error).message };
+          results[i] = {
+            status: 'failed',
+            code: 'TRIB_ERR_DELIVERY_ENCODE',
+            error: `the body template failed on this event: ${(err as Error).message}`,
+          };
           return undefined;
         }
       }),
@@ -58,15 +71,27 @@ class HttpDestination implements StreamDestination {
     const ready = batch.map((_, i) => i).filter((i) => results[i] === undefined);
     if (ready.length === 0) return results as SendResult[];
     if (this.config.batchSize > 1) {
-      const body = `[${ready.map((i) => bodies[i]).join(',')}]`;
-      const key = ready.length === 1 ? batch[ready[0]!]!.key : batchKey(ready.map((i) => batch[i]!.key));
-      const r = await this.request(this.config.url, body, key, signal);
-      for (const i of ready) results[i] = r;
+      // One request per run of deliveries of the same operation, in order, so the
+      // X-Tributary-Operation header holds for the whole array.
+      for (let start = 0; start < ready.length; ) {
+        const op = batch[ready[start]!]!.op;
+        let end = start + 1;
+        while (end < ready.length && batch[ready[end]!]!.op === op) end++;
+        const run = ready.slice(start, end);
+        const body = `[${run.map((i) => bodies[i]).join(',')}]`;
+        const key = run.length === 1 ? batch[run[0]!]!.key : batchKey(run.map((i) => batch[i]!.key));
+        const r = signal.aborted
+          ? ({ status: 'retryable', error: 'the request timed out' } as const)
+          : await this.request(this.config.url, body, key, signal, op);
+        for (const i of run) results[i] = r;
+        start = end;
+      }
     } else {
       // In order: the deliveries of one call may be one user's.
       for (const i of ready) {
         if (signal.aborted) results[i] = { status: 'retryable', error: 'the request timed out' };
-        else results[i] = await this.request(this.config.url, bodies[i]!, batch[i]!.key, signal);
+        else
+          results[i] = await this.request(this.config.url, bodies[i]!, batch[i]!.key, signal, batch[i]!.op);
       }
     }
     return results as SendResult[];
@@ -86,8 +111,16 @@ class HttpDestination implements StreamDestination {
 
   async close(): Promise<void> {}
 
-  private async request(url: string, body: string, key: string, signal: AbortSignal): Promise<SendResult> {
+  private async request(
+    url: string,
+    body: string,
+    key: string,
+    signal: AbortSignal,
+    op?: DeliveryOp,
+  ): Promise<SendResult> {
     const headers: Record<string, string> = { ...this.headers, 'idempotency-key': key };
+    // Events and reverse-ETL rows (insert, update, upsert, delete) tell the receiver what they are.
+    if (op !== undefined) headers['x-tributary-operation'] = op;
     if (this.config.signature)
       headers[this.config.signature.header.toLowerCase()] = signatureHeader(
         this.config.signature.secret,

@@ -71,7 +71,7 @@ export const HttpDestinationConfig = z
       .min(1)
       .optional()
       .describe(
-        'A JSONata expression (https://jsonata.org) evaluated on the event that gives the JSON body, e.g. `{"name": event, "user": userId, "total": properties.revenue}`. Default: the event as is. With batchSize > 1 the body is a JSON array of these.',
+        'A JSONata expression (https://jsonata.org) evaluated on the event that gives the JSON body, e.g. `{"name": event, "user": userId, "total": properties.revenue}`. Default: the event as is. With batchSize > 1 the body is a JSON array of these. `$op` is the operation (`event`, or a reverse-ETL row\'s `insert`, `update`, `upsert`, `delete`, also sent as the `X-Tributary-Operation` header) and `$key` the idempotency key.',
       ),
     deletionUrl: httpUrl
       .optional()
