@@ -415,7 +415,7 @@ export const ErrorCodes = {
   TRIB_ERR_REPLAY_UNKNOWN_DESTINATION: {
     status: 404,
     message:
-      'No destination %s that takes a replay: name a configured duckdb or postgres destination (parquet lakes are not replayed into)',
+      'No destination %s that takes a replay: name a configured duckdb, postgres or streaming destination (parquet lakes are not replayed into; a streaming one must be enabled)',
   },
   TRIB_ERR_REPLAY_BUSY: {
     status: 409,

@@ -285,6 +285,40 @@ describe('streaming delivery over HTTP', () => {
     });
   });
 
+  it('re-sends a replayed range with its messageIds, through its current filters', {
+    timeout: 20_000,
+  }, async () => {
+    const r = await receiver();
+    const s = await serverWith(r.url);
+    await sendBatch(s, [track('r-1', 'ada'), track('r-2', 'bob')]);
+    await r.waitFor(() => r.events.length === 2, 10_000, 'the first two');
+    await s.streams[0]!.idle();
+    const requestsBefore = r.requests.length;
+    const res = await s.app.inject({
+      method: 'POST',
+      url: '/admin/v1/replay',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      payload: JSON.stringify({
+        wait: true,
+        source: 'web',
+        from: new Date(Date.now() - 60_000).toISOString(),
+        to: new Date(Date.now() + 1_000).toISOString(),
+        destinations: ['hook'],
+      }),
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toMatchObject({ status: 'done', delivered: 2 });
+    // Sent again under the same idempotency keys: the receiver took requests, kept no new event.
+    await r.waitFor(() => r.requests.length >= requestsBefore + 2, 10_000, 'the replayed two');
+    expect(
+      r.requests
+        .slice(requestsBefore)
+        .map((q) => String(q.headers['idempotency-key']))
+        .sort(),
+    ).toEqual(['r-1', 'r-2']);
+    expect(r.events.map((e) => e.messageId)).toEqual(['r-1', 'r-2']);
+  });
+
   it('opens its breaker on a receiver that is down, stops hammering it, and resumes when it is back', {
     timeout: 30_000,
   }, async () => {

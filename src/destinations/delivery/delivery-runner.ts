@@ -260,6 +260,7 @@ class DeliveryRunner {
         await this.idle();
       },
       retry: (items) => this.retry(items),
+      replay: (events) => this.replay(events),
       progress: this.progress,
       stop: () => this.stop(),
     };
@@ -319,6 +320,24 @@ class DeliveryRunner {
   // --- Taking events from the feed into the queue -------------------------------------------
 
   private async take(events: readonly StoredEvent[], next: number): Promise<void> {
+    await this.queueEvents(events, { consumer: this.consumer, nextOffset: next });
+  }
+
+  /**
+   * Events of a replay (`tributary replay`): through the filters, the consent gate and the
+   * functions as they are now, into the queue, with their messageIds as idempotency keys so
+   * a receiver that dedups takes each once. The feed's offset does not move.
+   */
+  private async replay(events: readonly StoredEvent[]): Promise<{ ok: number; failed: number }> {
+    const { queued, failed } = await this.queueEvents(events);
+    return { ok: queued, failed };
+  }
+
+  /** Gates, transforms and queues events; with `offset`, the feed's offset moves with them. */
+  private async queueEvents(
+    events: readonly StoredEvent[],
+    offset?: { consumer: string; nextOffset: number },
+  ): Promise<{ queued: number; failed: number }> {
     const passed: StoredEvent[] = [];
     let filtered = 0;
     let consent = 0;
@@ -339,8 +358,7 @@ class DeliveryRunner {
       queue: this.queue,
       jobs: rows.map(toQueued),
       failed,
-      consumer: this.consumer,
-      nextOffset: next,
+      ...offset,
     });
     const id = this.config.id;
     this.counts.filtered += filtered;
@@ -355,6 +373,7 @@ class DeliveryRunner {
       this.backlogChanges++;
       this.wake.wake();
     }
+    return { queued: rows.length, failed: failed.length };
   }
 
   /** Runs events through the destination's functions; failures as rows of stage `destination:<id>`. */
