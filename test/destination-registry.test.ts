@@ -43,12 +43,42 @@ describe('the destination registry', () => {
   it('lists each kind once, its spec parsing entries of its own type', () => {
     const types = DESTINATION_KINDS.map((k) => k.type);
     expect(new Set(types).size).toBe(types.length);
-    expect(types).toEqual(['duckdb', 'postgres', 'parquet', 'http']);
+    expect(types).toEqual([
+      'duckdb',
+      'postgres',
+      'parquet',
+      'http',
+      'postgres-upsert',
+      'mysql-upsert',
+      'amqp',
+      'mqtt',
+      'redis-streams',
+    ]);
     const entries: Record<string, Record<string, unknown>> = {
       duckdb: { id: 'd', type: 'duckdb' },
       postgres: { id: 'p', type: 'postgres', connectionString: 'postgres://u@h/db' },
       parquet: { id: 'l', type: 'parquet', path: 'lake' },
       http: { id: 'h', type: 'http', url: 'https://example.com/hook' },
+      'postgres-upsert': {
+        id: 'pu',
+        type: 'postgres-upsert',
+        connectionString: 'postgres://u@h/db',
+        table: 'contacts',
+        columns: { user_id: 'userId' },
+        key: ['user_id'],
+      },
+      'mysql-upsert': {
+        id: 'mu',
+        type: 'mysql-upsert',
+        host: 'h',
+        database: 'db',
+        table: 'contacts',
+        columns: { user_id: 'userId' },
+        key: ['user_id'],
+      },
+      amqp: { id: 'a', type: 'amqp', connectionString: 'amqp://h', exchange: 'events' },
+      mqtt: { id: 'm', type: 'mqtt', host: 'h', topic: 'events/{type}' },
+      'redis-streams': { id: 'r', type: 'redis-streams', host: 'h', stream: 'events' },
     };
     for (const kind of DESTINATION_KINDS) {
       expect(DestinationConfig.parse(entries[kind.type]).type).toBe(kind.type);
