@@ -164,3 +164,17 @@ export const streamCommon = {
     .default(5_000)
     .describe('Most events taken from the event feed into the delivery queue at once.'),
 };
+
+/**
+ * The check of a broker kind whose entry names its server either by `connectionString` or by
+ * `host` (and the fields beside it), never both: for `.superRefine`.
+ */
+export function connectionStringOrHost(
+  c: { connectionString?: string; host?: string },
+  ctx: { addIssue(issue: { code: 'custom'; message: string; path: string[] }): void },
+): void {
+  if (c.connectionString === undefined && c.host === undefined)
+    ctx.addIssue({ code: 'custom', message: 'give connectionString or host', path: ['host'] });
+  if (c.connectionString !== undefined && c.host !== undefined)
+    ctx.addIssue({ code: 'custom', message: 'give connectionString or host, not both', path: ['host'] });
+}

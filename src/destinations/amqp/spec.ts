@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Interval, streamCommon } from '../../config/destination-spec.js';
+import { connectionStringOrHost, Interval, streamCommon } from '../../config/destination-spec.js';
 import type { StreamDestinationKind } from '../stream.js';
 
 /** `amqp`: events and rows published to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms. */
@@ -61,12 +61,7 @@ export const AmqpConfig = z
     connectTimeout: Interval.prefault('10s').describe('Most time to open a connection.'),
   })
   .strict()
-  .superRefine((c, ctx) => {
-    if (c.connectionString === undefined && c.host === undefined)
-      ctx.addIssue({ code: 'custom', message: 'give connectionString or host', path: ['host'] });
-    if (c.connectionString !== undefined && c.host !== undefined)
-      ctx.addIssue({ code: 'custom', message: 'give connectionString or host, not both', path: ['host'] });
-  });
+  .superRefine(connectionStringOrHost);
 export type AmqpConfig = z.infer<typeof AmqpConfig>;
 
 /** Publishes to a RabbitMQ exchange: persistent messages, publisher confirms, messageId = the idempotency key. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Interval, streamCommon } from '../../config/destination-spec.js';
+import { connectionStringOrHost, Interval, streamCommon } from '../../config/destination-spec.js';
 import type { StreamDestinationKind } from '../stream.js';
 
 /** `mqtt`: events and rows published to an MQTT broker (Mosquitto, EMQX, HiveMQ) at QoS 1. */
@@ -64,12 +64,7 @@ export const MqttConfig = z
     connectTimeout: Interval.prefault('10s').describe('Most time to open a connection.'),
   })
   .strict()
-  .superRefine((c, ctx) => {
-    if (c.connectionString === undefined && c.host === undefined)
-      ctx.addIssue({ code: 'custom', message: 'give connectionString or host', path: ['host'] });
-    if (c.connectionString !== undefined && c.host !== undefined)
-      ctx.addIssue({ code: 'custom', message: 'give connectionString or host, not both', path: ['host'] });
-  });
+  .superRefine(connectionStringOrHost);
 export type MqttConfig = z.infer<typeof MqttConfig>;
 
 /** Publishes to an MQTT broker: QoS 1, a persistent session, the idempotency key as a user property. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Interval, streamCommon } from '../../config/destination-spec.js';
+import { connectionStringOrHost, Interval, streamCommon } from '../../config/destination-spec.js';
 import type { StreamDestinationKind } from '../stream.js';
 
 /** `redis-streams`: events and rows added to Redis streams (XADD), each key once. */
@@ -55,12 +55,7 @@ export const RedisStreamsConfig = z
     connectTimeout: Interval.prefault('10s').describe('Most time to open a connection.'),
   })
   .strict()
-  .superRefine((c, ctx) => {
-    if (c.connectionString === undefined && c.host === undefined)
-      ctx.addIssue({ code: 'custom', message: 'give connectionString or host', path: ['host'] });
-    if (c.connectionString !== undefined && c.host !== undefined)
-      ctx.addIssue({ code: 'custom', message: 'give connectionString or host, not both', path: ['host'] });
-  });
+  .superRefine(connectionStringOrHost);
 export type RedisStreamsConfig = z.infer<typeof RedisStreamsConfig>;
 
 /** Adds entries to Redis streams; a key delivered again within `dedupTtl` adds nothing. */
