@@ -288,7 +288,14 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
     }));
     if (deps.quality) qualityAdminRoutes(admin, deps.quality);
     if (deps.sourceAdmin) sourceAdminRoutes(admin, deps.sourceAdmin);
-    configAdminRoutes(admin, deps.configAdmin ?? {});
+    // A version's author: who changed it, as the audit trail names them.
+    configAdminRoutes(admin, {
+      principal: (req) => {
+        const p = req.principal;
+        return p === undefined || p.kind === 'admin-token' ? 'admin-token' : `${p.kind}:${p.name}`;
+      },
+      ...deps.configAdmin,
+    });
     if (deps.models) modelAdminRoutes(admin, deps.models);
     if (deps.lineage) {
       traceAdminRoutes(admin, deps.lineage.trace);
