@@ -203,11 +203,13 @@ describe('streaming delivery over HTTP', () => {
     await sendBatch(s, [track('a1', 'u'), track('bad', 'u'), track('a2', 'u')]);
     await r.waitFor(() => r.events.length === 2, 10_000, 'the good events');
     expect(perUser(r).get('u')).toEqual(['a1', 'a2']);
-    const failed = (await admin(s, 'GET', '/admin/v1/failed?stage=destination:hook')).failed as {
-      message_id: string;
-      code: string;
-      reason: string;
-    }[];
+    // The user's next event goes once the receiver answered; the refusal is stored just after.
+    type Failed = { message_id: string; code: string; reason: string };
+    let failed: Failed[] = [];
+    for (const deadline = Date.now() + 10_000; failed.length === 0 && Date.now() < deadline; ) {
+      failed = (await admin(s, 'GET', '/admin/v1/failed?stage=destination:hook')).failed as Failed[];
+      if (failed.length === 0) await new Promise((res) => setTimeout(res, 20));
+    }
     expect(failed).toMatchObject([{ message_id: 'bad', code: 'TRIB_ERR_DELIVERY_REFUSED' }]);
     expect(failed[0]!.reason).toContain('HTTP 422');
     // Only one request for it: a refusal is not retried.

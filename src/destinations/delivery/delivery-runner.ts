@@ -202,7 +202,13 @@ class DeliveryRunner {
    * not hand them out again.
    */
   private readonly settledDuringRead = new Set<string>();
+  /** Seqs delivered or failed for good and stored while the loop reads the queue. */
+  private readonly doneDuringRead = new Set<number>();
+  /** Order keys whose job was answered retryable and whose backoff is not stored yet. */
+  private readonly retrying = new Set<string>();
   private reading = false;
+  /** A read of the queue under way in the background (see `refillAhead`). */
+  private refilling: Promise<void> | undefined;
   /**
    * Jobs read from the queue and not sent yet, per order key in queue order: a key's first job
    * was its head when read, and stays so until sent (only this runner takes jobs out).
@@ -465,11 +471,19 @@ class DeliveryRunner {
           continue;
         }
         const want = slots * c.batchSize;
-        let ready = this.readyKeys(want);
-        if (ready.length < want) {
-          await this.refill(want);
-          ready = this.readyKeys(want);
-        }
+        // Reads ahead in the background while fewer than two rounds of requests are buffered;
+        // waits for a read only when nothing is.
+        const ahead = 2 * c.concurrency * c.batchSize;
+        let ready = this.readyKeys(ahead);
+        if (ready.length === 0) {
+          await this.refilling;
+          ready = this.readyKeys(ahead);
+          if (ready.length === 0) {
+            await this.refill(ahead);
+            ready = this.readyKeys(ahead);
+          }
+        } else if (ready.length < ahead) this.refillAhead(ahead);
+        ready = ready.slice(0, want);
         if (ready.length === 0) {
           if (this.requests === 0 && this.unsettled.size === 0) {
             await this.refreshBacklog(true);
@@ -564,8 +578,11 @@ class DeliveryRunner {
     // retried waits until its backoff is stored, and reads their queue again then.
     this.requests--;
     jobs.forEach((j, i) => {
-      if (results[i]!.status === 'retryable') this.fifo.delete(j.orderKey);
-      else {
+      if (results[i]!.status === 'retryable') {
+        this.fifo.delete(j.orderKey);
+        this.retrying.add(j.orderKey);
+        if (this.reading) this.settledDuringRead.add(j.orderKey);
+      } else {
         this.unsettled.add(j.seq);
         this.busyKeys.delete(j.orderKey);
       }
@@ -577,7 +594,10 @@ class DeliveryRunner {
       jobs.forEach((j, i) => {
         this.unsettled.delete(j.seq);
         this.busySeqs.delete(j.seq);
-        if (results[i]!.status === 'retryable') this.busyKeys.delete(j.orderKey);
+        if (results[i]!.status === 'retryable') {
+          this.busyKeys.delete(j.orderKey);
+          this.retrying.delete(j.orderKey);
+        }
       });
       this.wake.wake();
     }
@@ -645,7 +665,14 @@ class DeliveryRunner {
       );
       return;
     }
-    if (this.reading) for (const { job } of items) this.settledDuringRead.add(job.orderKey);
+    if (this.reading) {
+      // A read under way may predate this: it must not hand out these jobs again, nor a
+      // retried user's jobs (their head now waits for its backoff).
+      const retried = new Set(retry.map((r) => r.seq));
+      for (const { job } of items)
+        if (retried.has(job.seq)) this.settledDuringRead.add(job.orderKey);
+        else this.doneDuringRead.add(job.seq);
+    }
     this.record(done.length, retry.length, failed);
     for (const id of finished) {
       this.retryWaiters.get(id)?.();
@@ -704,27 +731,49 @@ class DeliveryRunner {
    * answered.
    */
   private async refill(want: number): Promise<void> {
+    // The jobs in flight, answered but not stored, and buffered come first in the queue: read
+    // past them, so the users' next jobs are read while their heads are still being sent.
+    let known = this.busySeqs.size;
+    for (const list of this.fifo.values()) known += list.length;
     const jobs = await this.read(() =>
-      this.opts.store.nextDeliveries(this.queue, Date.now(), Math.max(want, REFILL), PER_KEY),
+      this.opts.store.nextDeliveries(this.queue, Date.now(), Math.max(want, REFILL) + known, PER_KEY),
     );
     for (const j of jobs) {
-      if (this.unsettled.has(j.seq) || this.busySeqs.has(j.seq) || this.busyKeys.has(j.orderKey)) continue;
+      // A user in flight gets their next jobs buffered (sent once the head is answered); one
+      // whose head is to be retried gets none (its later jobs wait behind its backoff).
+      if (this.unsettled.has(j.seq) || this.busySeqs.has(j.seq) || this.retrying.has(j.orderKey)) continue;
       const list = this.fifo.get(j.orderKey);
       if (list === undefined) this.fifo.set(j.orderKey, [j]);
       else if (list.length === 0 || j.seq > list[list.length - 1]!.seq) list.push(j);
     }
   }
 
+  /** Starts a {@link refill} in the background, unless one is under way. */
+  private refillAhead(want: number): void {
+    if (this.refilling) return;
+    this.refilling = this.refill(want)
+      .catch((err) => {
+        this.noteError(err);
+        this.opts.logger.error({ err, destination: this.config.id }, 'reading the delivery queue failed');
+      })
+      .finally(() => {
+        this.refilling = undefined;
+        this.wake.wake();
+      });
+  }
+
   /** Reads jobs from the queue, leaving out those settled meanwhile (the read may not see it). */
   private async read(query: () => Promise<DeliveryJob[]>): Promise<DeliveryJob[]> {
     this.settledDuringRead.clear();
+    this.doneDuringRead.clear();
     this.reading = true;
     try {
       const jobs = await query();
-      return jobs.filter((j) => !this.settledDuringRead.has(j.orderKey));
+      return jobs.filter((j) => !this.settledDuringRead.has(j.orderKey) && !this.doneDuringRead.has(j.seq));
     } finally {
       this.reading = false;
       this.settledDuringRead.clear();
+      this.doneDuringRead.clear();
     }
   }
 
@@ -733,6 +782,7 @@ class DeliveryRunner {
     const now = Date.now();
     if (now - this.lastExpiry < Math.min(1_000, this.config.retryWindow)) return;
     this.lastExpiry = now;
+    await this.refilling;
     const c = this.config;
     for (;;) {
       const jobs = (
@@ -799,6 +849,7 @@ class DeliveryRunner {
     this.stopped = true;
     this.wake.wake();
     await this.loop;
+    await this.refilling;
     // Requests in flight get a moment to finish; then they are aborted and stay queued.
     const bound = new Promise<void>((r) => setTimeout(r, Math.min(2_000, this.config.timeout)).unref());
     await Promise.race([Promise.all(this.inFlight), bound]);
