@@ -37,8 +37,8 @@ export interface ProfileRoutesDeps {
   /** Checks it against the profile read token (never a write key). */
   isReader?: (authorization: string | undefined) => boolean;
   /**
-   * Whether the request reads personal data masked (an analyst's or viewer's; the integrator
-   * decides from `request.principal.role`). Masked: profiles are looked up by `profile_id`
+   * Whether the request reads personal data masked (a role below admin, from
+   * `request.principal.role`). Masked: profiles are looked up by `profile_id`
    * only, searched by traits that are not personal only, returned with identifier values and
    * personal traits masked (`src/governance/privacy/mask-profile.ts`); explain is refused.
    */

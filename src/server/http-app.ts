@@ -89,8 +89,8 @@ export interface HttpAppDeps extends CollectDeps {
   configAdmin?: ConfigRoutesDeps;
   /**
    * Whether a request reads personal data masked (an analyst's or viewer's): applied to
-   * `/admin/v1/query` and the Profile API. The integrator sets it from `request.principal.role`.
-   * Default: never masked.
+   * `/admin/v1/query` and the Profile API. Default: with `governance`, the roles below admin
+   * (`readsMasked`); without it (the admin token only), never.
    */
   maskPersonal?: (req: FastifyRequest) => boolean;
   /** Salt and configured personal names of the Profile API's masking (the SQL's are the store's). */

@@ -88,13 +88,13 @@ export interface ServerOptions {
   /** Pause between the deletion worker's rounds over unfinished deletion requests. Default `privacy.deletionRetry`. */
   deletionRetryMs?: number;
   /**
-   * Whether a request reads personal data masked (SQL of `/admin/v1/query`): the integrator
-   * sets it from `request.principal.role` (analyst, viewer). Default: never.
+   * Whether a request reads personal data masked (SQL of `/admin/v1/query`, the Profile API).
+   * Default: the roles below admin (`readsMasked` of src/governance/roles.ts).
    */
   maskPersonal?: (req: FastifyRequest) => boolean;
   /**
-   * Destinations told of each deletion (one `notify:<name>` step each): the integrator
-   * passes the stream destinations that can delete (`StreamDestination.deleteIdentities`).
+   * Destinations told of each deletion (one `notify:<name>` step each). Default: the
+   * configured streaming destinations that take deletions (`deleteIdentities`).
    */
   deletionNotifiers?: () => readonly { name: string; notify: DeletionNotifier }[];
 }
