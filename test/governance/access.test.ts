@@ -501,3 +501,35 @@ describe('the audit trail', () => {
     }
   });
 });
+
+describe('personal data by role', () => {
+  it('reaches the roles below admin masked, in SQL and profiles, and admins and owners as it is', async () => {
+    const email = 'masked.by.role@example.org';
+    const sent = await server.app.inject({
+      method: 'POST',
+      url: '/v1/identify',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}`,
+        'content-type': 'application/json',
+      },
+      payload: JSON.stringify({ userId: 'role-u1', messageId: 'role-m1', traits: { email } }),
+    });
+    expect(sent.statusCode).toBe(200);
+    await server.settle();
+    const sql = { sql: "SELECT user_id FROM events WHERE message_id = 'role-m1'" };
+    const seen = async (role: Role) => {
+      const r = await call('POST', '/admin/v1/query', { bearer: tokens[role] }, sql);
+      expect(r.statusCode, r.body).toBe(200);
+      return String(r.json().rows[0]?.user_id);
+    };
+    for (const role of ['analyst', 'engineer'] as const) {
+      const value = await seen(role);
+      expect(value, role).not.toBe('role-u1');
+      expect(value, role).toMatch(/^masked:/);
+    }
+    for (const role of ['admin', 'owner'] as const) expect(await seen(role), role).toBe('role-u1');
+    // A masked role cannot look a person up by a personal identifier.
+    const byEmail = await call('GET', `/v1/profiles/email:${email}`, { bearer: tokens.analyst });
+    expect(byEmail.json().code).toBe('TRIB_ERR_PRIVACY_MASKED');
+  });
+});
