@@ -517,8 +517,16 @@ describe('personal data by role', () => {
     expect(sent.statusCode).toBe(200);
     await server.settle();
     const sql = { sql: "SELECT user_id FROM events WHERE message_id = 'role-m1'" };
+    // Users and tokens of this test's own (earlier tests remove and revoke some).
+    const mine = {} as Record<Role, string>;
+    for (const role of ROLES) {
+      const made = await owner('POST', '/admin/v1/users', { name: `masking-${role}`, role });
+      expect(made.statusCode, made.body).toBe(201);
+      const t = await owner('POST', '/admin/v1/tokens', { name: `masking-${role}`, user: `masking-${role}` });
+      mine[role] = t.json().token;
+    }
     const seen = async (role: Role) => {
-      const r = await call('POST', '/admin/v1/query', { bearer: tokens[role] }, sql);
+      const r = await call('POST', '/admin/v1/query', { bearer: mine[role] }, sql);
       expect(r.statusCode, r.body).toBe(200);
       return String(r.json().rows[0]?.user_id);
     };
@@ -529,7 +537,7 @@ describe('personal data by role', () => {
     }
     for (const role of ['admin', 'owner'] as const) expect(await seen(role), role).toBe('role-u1');
     // A masked role cannot look a person up by a personal identifier.
-    const byEmail = await call('GET', `/v1/profiles/email:${email}`, { bearer: tokens.analyst });
+    const byEmail = await call('GET', `/v1/profiles/email:${email}`, { bearer: mine.analyst });
     expect(byEmail.json().code).toBe('TRIB_ERR_PRIVACY_MASKED');
   });
 });

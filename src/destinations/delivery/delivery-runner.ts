@@ -485,7 +485,14 @@ class DeliveryRunner {
         } else if (ready.length < ahead) this.refillAhead(ahead);
         ready = ready.slice(0, want);
         if (ready.length === 0) {
-          if (this.requests === 0 && this.unsettled.size === 0) {
+          // Idle only once no answer waits to be stored, a retry's backoff included.
+          if (
+            this.requests === 0 &&
+            this.unsettled.size === 0 &&
+            this.retrying.size === 0 &&
+            this.flushing === undefined &&
+            this.settling.length === 0
+          ) {
             await this.refreshBacklog(true);
             this.notifyIdle();
           }
