@@ -1,3 +1,4 @@
+import { storableText, toStorableTree } from '../spec/well-formed.js';
 /**
  * The governance port: users, console sessions, API tokens and the append-only audit trail.
  * Adapters: DuckDB (`./duckdb/duckdb-governance-store.ts`, schema `_tributary_governance` of the
@@ -143,4 +144,29 @@ export function stringList(value: unknown): string[] | null {
   if (value === null || value === undefined) return null;
   const parsed = typeof value === 'string' ? (JSON.parse(value) as unknown) : value;
   return Array.isArray(parsed) ? parsed.map(String) : null;
+}
+
+/**
+ * An audit entry every engine stores: its texts without U+0000 or lone surrogates (PostgreSQL
+ * refuses them), so no request can keep itself out of the trail by the bytes it sends.
+ */
+export function storableAuditEntry(e: AuditEntry): AuditEntry {
+  const text = (v: string | null) => (v === null ? null : storableText(v));
+  return {
+    ...e,
+    actorKind: storableText(e.actorKind),
+    actorId: text(e.actorId),
+    actorName: text(e.actorName),
+    role: text(e.role),
+    ip: text(e.ip),
+    action: storableText(e.action),
+    method: storableText(e.method),
+    route: storableText(e.route),
+    target: text(e.target),
+    details:
+      e.details === null
+        ? null
+        : (toStorableTree(JSON.parse(JSON.stringify(e.details))) as Record<string, unknown>),
+    code: text(e.code),
+  };
 }

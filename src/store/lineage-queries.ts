@@ -1,4 +1,5 @@
 import { sqlString } from '../platform/duckdb/duckdb-sql.js';
+import { storableText } from '../spec/well-formed.js';
 import type { DeliveryAttemptRow, QueryResult, ReplayRunRow, Store, StoredEvent } from './store.js';
 
 /**
@@ -63,16 +64,15 @@ export function attemptRow(a: DeliveryAttemptRow): {
   latencyMs: number;
   detail: string | null;
 } {
-  const clean = (v: string) => (v.includes('\u0000') ? v.replaceAll('\u0000', '\ufffd') : v);
   const at = Number.isNaN(a.at.getTime()) ? new Date() : a.at;
   return {
-    destination: clean(a.destination),
-    messageId: clean(a.messageId),
+    destination: storableText(a.destination),
+    messageId: storableText(a.messageId),
     attempt: Math.trunc(a.attempt) | 0,
     at: at.toISOString(),
     status: ATTEMPT_STATUSES.has(a.status) ? a.status : 'failed',
     latencyMs: Number.isFinite(a.latencyMs) ? a.latencyMs : 0,
-    detail: a.detail === undefined ? null : clean(a.detail.slice(0, 2_000)),
+    detail: a.detail === undefined ? null : storableText(a.detail.slice(0, 2_000)),
   };
 }
 

@@ -244,4 +244,16 @@ describe.each(adapters)('governance store: %s', (_name, open) => {
     expect(refused).toMatch(/append-only/);
     expect((await a.store.listAudit({})).length).toBe(3);
   });
+
+  it('keeps an entry whose texts hold U+0000 or a lone surrogate, in the same batch as a plain one', async () => {
+    await a.store.appendAudit([
+      entry(T0, { target: 'u\u0000x', details: { sql: "SELECT '\u0000' AS nul, '\ud800' AS half" } }),
+      entry(T0 + 1, { target: 'plain' }),
+    ]);
+    const got = await a.store.listAudit({});
+    expect(got.some((e) => e.target === 'plain')).toBe(true);
+    expect(got.find((e) => e.target === 'u\ufffdx')?.details).toEqual({
+      sql: "SELECT '\ufffd' AS nul, '\ufffd' AS half",
+    });
+  });
 });

@@ -9,6 +9,7 @@ import {
   type GovernanceStore,
   type SessionRecord,
   type StoredAuditEntry,
+  storableAuditEntry,
   type TokenRecord,
   type UserRecord,
 } from '../governance-store.js';
@@ -256,7 +257,8 @@ export class DuckDBGovernanceStore implements GovernanceStore {
     await this.run(`UPDATE ${S}.api_tokens SET last_used_at = ${stamp('$2')} WHERE id = $1`, [id, epoch(at)]);
   }
 
-  appendAudit(entries: readonly AuditEntry[]): Promise<void> {
+  appendAudit(given: readonly AuditEntry[]): Promise<void> {
+    const entries = given.map(storableAuditEntry);
     if (entries.length === 0) return Promise.resolve();
     return this.turn(async () => {
       // One statement of N rows: its values bound, never spliced.

@@ -10,6 +10,7 @@ import {
   type GovernanceStore,
   type SessionRecord,
   type StoredAuditEntry,
+  storableAuditEntry,
   type TokenRecord,
   type UserRecord,
 } from '../governance-store.js';
@@ -271,7 +272,8 @@ export class PostgresGovernanceStore implements GovernanceStore {
     await this.run(`UPDATE ${this.s}.api_tokens SET last_used_at = ${at('$2')} WHERE id = $1`, [id, when]);
   }
 
-  async appendAudit(entries: readonly AuditEntry[]): Promise<void> {
+  async appendAudit(given: readonly AuditEntry[]): Promise<void> {
+    const entries = given.map(storableAuditEntry);
     if (entries.length === 0) return;
     const params: unknown[] = [];
     const rows = entries.map((e) => {
